@@ -1,0 +1,1 @@
+"""Kredete data tier: local stack, CLI and shared settings."""

@@ -1,0 +1,257 @@
+"""The shape every local server follows: provision, start, health-check, stop, report status.
+
+Each server runs detached in its own process group, keeps its data under `.local/<name>/`,
+its log in `.local/<name>/server.log` and its pid in `.local/<name>/server.pid`. Binaries
+and downloads live in the cache dir so a fresh clone provisions in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from kredete.paths import cache_dir, local_dir
+
+
+class StackError(RuntimeError):
+    """A server could not be provisioned, started or stopped; the message says what to do."""
+
+
+class ServerStatus(BaseModel):
+    name: str
+    version: str
+    port: int
+    pid: int | None
+    healthy: bool
+    data_dir: str
+    kind: str  # "real" or "fallback: <why>"
+    url: str
+    note: str = ""
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def pids_listening(port: int) -> list[int]:
+    """Pids of processes with a listening socket on the port (reads /proc, no extra tools)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(parts[9])
+    found: list[int] = []
+    if not inodes:
+        return found
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    found.append(int(proc.name))
+                    break
+    return found
+
+
+def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 1800, user: str | None = None) -> str:
+    """Run a provisioning command; raise StackError with its output tail when it fails."""
+    argv = [str(c) for c in cmd]
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except FileNotFoundError as exc:
+        raise StackError(f"command not found: {argv[0]}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"timed out after {timeout:.0f}s: {' '.join(argv)}") from exc
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip()[-2000:]
+        raise StackError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{tail}")
+    return proc.stdout
+
+
+class Server(ABC):
+    """One server of the local stack."""
+
+    name: str
+    port: int
+    #: "real" or "fallback: <reason>"; a provisioner sets it when it had to fall back.
+    kind: str = "real"
+    start_timeout: float = 60.0
+
+    def __init__(self) -> None:
+        self.data_dir = local_dir() / self.name
+        self.cache = cache_dir()
+
+    # --- to implement -------------------------------------------------------------------------
+    @abstractmethod
+    def provision(self) -> None:
+        """Install or build what is missing (idempotent; cached outside the repo)."""
+
+    @abstractmethod
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """argv and extra environment that run the server in the foreground."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """Exact version of the provisioned server."""
+
+    @abstractmethod
+    def url(self) -> str:
+        """Connection URL the adapters use."""
+
+    def healthy(self) -> bool:
+        """A real round trip where possible; the default only checks the port."""
+        return port_open(self.port)
+
+    def prepare(self) -> None:
+        """Create or repair the data dir before start (initdb, config files...)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_as(self) -> str | None:
+        """User to run the server as (PostgreSQL refuses root)."""
+        return None
+
+    def after_start(self) -> None:
+        """One-time setup once healthy (users, buckets...)."""
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_file.read_text().strip())
+            if pid_alive(pid):
+                return pid
+        return None
+
+    def status(self) -> ServerStatus:
+        pid = self.pid()
+        try:
+            version = self.version()
+        except Exception:  # status must never raise: it reports
+            version = "not provisioned"
+        healthy = bool(pid) and self.healthy()
+        note = ""
+        if not pid and port_open(self.port):
+            note = f"port {self.port} is taken by another process (pids {pids_listening(self.port)})"
+        return ServerStatus(name=self.name, version=version, port=self.port, pid=pid, healthy=healthy,
+                            data_dir=str(self.data_dir), kind=self.kind, url=self.url(), note=note)
+
+    def start(self) -> None:
+        """Start detached unless already running and healthy; wait until healthy."""
+        pid = self.pid()
+        if pid and self.healthy():
+            return
+        if pid:
+            # Running but unhealthy: give it the rest of the start timeout before restarting.
+            if self._wait_healthy(pid, self.start_timeout):
+                return
+            self.stop()
+        if port_open(self.port):
+            owners = pids_listening(self.port)
+            raise StackError(
+                f"{self.name}: port {self.port} is in use by pids {owners or 'unknown'}, not by this stack. "
+                f"Stop that process or set another port (see README, Configuration)."
+            )
+        self.prepare()
+        argv, extra_env = self.command()
+        env = {**os.environ, **extra_env}
+        user = self.run_as()
+        if user:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=self.data_dir, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        if not self._wait_healthy(proc.pid, self.start_timeout):
+            tail = self.log_file.read_text(errors="replace")[-1500:]
+            self.stop()
+            raise StackError(f"{self.name} did not become healthy in {self.start_timeout:.0f}s. "
+                             f"Log {self.log_file}:\n{tail}")
+        self.after_start()
+
+    def _wait_healthy(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return False
+            if self.healthy():
+                return True
+            time.sleep(0.25)
+        return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left."""
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            # Reap it if we are its parent (same process started and stopped it).
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+
+    def reset(self) -> None:
+        """Stop and delete the data dir (keeps the cache)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def ensure_system_user(name: str) -> str:
+    """Create a locked system user to run servers that refuse root; return its name."""
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+    return name

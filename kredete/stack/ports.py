@@ -1,0 +1,22 @@
+"""Ports of the local stack: away from the defaults so system services never clash."""
+
+from __future__ import annotations
+
+import os
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"KREDETE_PORT_{name.upper()}", default))
+
+
+POSTGRES = _port("postgres", 55432)
+POSTGRES_REPLICA = _port("postgres_replica", 55433)
+REDIS = _port("redis", 56379)
+MONGO = _port("mongo", 57017)
+MONGO_DEBUG = _port("mongo_debug", 57018)
+OPENSEARCH = _port("opensearch", 59200)
+OPENSEARCH_TRANSPORT = _port("opensearch_transport", 59300)
+S3 = _port("s3", 59000)
+S3_CONSOLE = _port("s3_console", 59001)
+S3_DR = _port("s3_dr", 59010)
+S3_DR_CONSOLE = _port("s3_dr_console", 59011)

@@ -1,0 +1,165 @@
+"""PostgreSQL 15 primary and a streaming read replica, from Debian's `postgresql-15`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from kredete.stack import ports
+from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
+from kredete.stack.secrets import local_secrets
+
+PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+RUN_USER = "kredete"
+SUPERUSER = "kredete"
+
+
+def ensure_postgres_installed() -> None:
+    if not (PG_BIN / "postgres").exists():
+        run(["apt-get", "update", "-qq"], timeout=600)
+        run(["apt-get", "install", "-y", "-qq", "postgresql-15", "postgresql-contrib"], timeout=1200,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not (PG_BIN / "postgres").exists():
+        raise StackError(f"postgresql-15 installed but {PG_BIN}/postgres is missing; set KREDETE_PG_BIN")
+
+
+def _own(path: Path, user: str) -> None:
+    shutil.chown(path, user, user)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            shutil.chown(os.path.join(root, name), user, user)
+
+
+class _PostgresBase(Server):
+    start_timeout = 60.0
+
+    def run_as(self) -> str | None:
+        return RUN_USER if os.geteuid() == 0 else None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def provision(self) -> None:
+        ensure_postgres_installed()
+        if os.geteuid() == 0:
+            ensure_system_user(RUN_USER)
+
+    def version(self) -> str:
+        out = run([PG_BIN / "postgres", "--version"]).strip()
+        return "PostgreSQL " + out.split()[2]
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return [str(PG_BIN / "postgres"), "-D", str(self.pgdata)], {}
+
+    def url(self) -> str:
+        pw = local_secrets()["postgres_superuser"]
+        return f"postgresql://{SUPERUSER}:{pw}@127.0.0.1:{self.port}/kredete"
+
+    def healthy(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            run([PG_BIN / "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"], timeout=5)
+        except StackError:
+            return False
+        return True
+
+    def _prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, RUN_USER, RUN_USER)
+            os.chmod(self.data_dir, 0o700)
+
+    def _psql(self, sql: str, db: str = "postgres") -> str:
+        pw = local_secrets()["postgres_superuser"]
+        env = {**os.environ, "PGPASSWORD": pw}
+        return run([PG_BIN / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", db,
+                    "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], env=env, timeout=60)
+
+
+class PostgresPrimary(_PostgresBase):
+    name = "postgres"
+    port = ports.POSTGRES
+
+    def prepare(self) -> None:
+        self._prepare_dir()
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        # A half-initialised cluster (initdb interrupted) is removed and made again.
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        secrets = local_secrets()
+        pwfile = self.data_dir / "pwfile"
+        pwfile.write_text(secrets["postgres_superuser"])
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, RUN_USER, RUN_USER)
+        try:
+            run([PG_BIN / "initdb", "-D", self.pgdata, "-U", SUPERUSER, f"--pwfile={pwfile}",
+                 "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8",
+                 "--data-checksums"], user=self.run_as(), timeout=300)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = self.pgdata / "postgresql.conf"
+        with conf.open("a") as fh:
+            fh.write(
+                "\n# --- kredete local stack ---\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.data_dir}'\n"
+                "wal_level = replica\nmax_wal_senders = 5\nwal_keep_size = '256MB'\nhot_standby = on\n"
+                "shared_buffers = '256MB'\nmax_connections = 200\n"
+                "log_min_duration_statement = 500\nlog_lock_waits = on\ndeadlock_timeout = '1s'\n"
+                "shared_preload_libraries = 'pg_stat_statements'\n"
+                "password_encryption = 'scram-sha-256'\n"
+            )
+        hba = self.pgdata / "pg_hba.conf"
+        with hba.open("a") as fh:
+            fh.write("host replication replicator 127.0.0.1/32 scram-sha-256\n")
+
+    def after_start(self) -> None:
+        secrets = local_secrets()
+        exists = self._psql("SELECT 1 FROM pg_roles WHERE rolname = 'replicator'")
+        if not exists.strip():
+            self._psql(f"CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD '{secrets['postgres_replicator']}'")
+        if not self._psql("SELECT 1 FROM pg_database WHERE datname = 'kredete'").strip():
+            self._psql("CREATE DATABASE kredete")
+        self._psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db="kredete")
+
+
+class PostgresReplica(_PostgresBase):
+    name = "postgres-replica"
+    port = ports.POSTGRES_REPLICA
+
+    def __init__(self, primary: PostgresPrimary) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def prepare(self) -> None:
+        self._prepare_dir()
+        if (self.pgdata / "standby.signal").exists() and (self.pgdata / "PG_VERSION").exists():
+            return
+        if not self.primary.healthy():
+            raise StackError("the read replica needs the primary running: run `kredete stack up`")
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        secrets = local_secrets()
+        env = {**os.environ, "PGPASSWORD": secrets["postgres_replicator"]}
+        argv = [str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U",
+                "replicator", "-D", str(self.pgdata), "-R", "-X", "stream", "-c", "fast"]
+        if self.run_as():
+            # setpriv drops the environment's HOME but keeps PGPASSWORD.
+            argv = ["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}", "--init-groups", "--", *argv]
+        run(argv, env=env, timeout=600)
+        with (self.pgdata / "postgresql.auto.conf").open("a") as fh:
+            fh.write(f"port = {self.port}\nunix_socket_directories = '{self.data_dir}'\n"
+                     "hot_standby_feedback = on\n")
+        # The replica accepts reads only; the password must survive in primary_conninfo.
+        auto = self.pgdata / "postgresql.auto.conf"
+        text = auto.read_text()
+        if "password=" not in text:
+            text = text.replace("user=replicator", f"user=replicator password={secrets['postgres_replicator']}")
+            auto.write_text(text)
+
+    def url(self) -> str:
+        pw = local_secrets()["postgres_superuser"]
+        return f"postgresql://{SUPERUSER}:{pw}@127.0.0.1:{self.port}/kredete"
