@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     token_signing_key: SecretStr | None = None
-    token_issuer: str = "kredete"
-    token_audience: str = "kredete-mcp"
+    token_issuer: str = "kredete"  # noqa: S105
+    token_audience: str = "kredete-mcp"  # noqa: S105
     field_encryption_master_key: SecretStr | None = None
 
     connect_timeout_s: float = Field(5.0, gt=0, le=120)

@@ -26,7 +26,7 @@ _EXTERNAL_ENV = {
 
 def all_servers() -> list[Server]:
     """Servers in start order (the replica needs its primary)."""
-    from kredete.stack.opensearch import OpenSearchServer  # noqa: I001
+    from kredete.stack.opensearch import OpenSearchServer
 
     primary = PostgresPrimary()
     return [primary, PostgresReplica(primary), RedisServer(), FerretDBServer(), OpenSearchServer(),

@@ -1,0 +1,1 @@
+"""One async adapter per store, shared by the services, the agent tools and retrieval."""

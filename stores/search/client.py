@@ -1,0 +1,84 @@
+"""OpenSearch adapter (opensearch-py async) with bounded timeouts and typed errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import (
+    AuthenticationException,
+    ConnectionError,
+    ConnectionTimeout,
+    NotFoundError,
+    RequestError,
+    TransportError,
+)
+
+from stores.errors import InvalidData, NotFound, StoreConfigError, StoreUnavailable, redact_url
+
+
+class SearchStore:
+    """An AsyncOpenSearch client; index names carry a prefix so environments can share a cluster."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0, prefix: str = "kredete") -> None:
+        self._url = url
+        self._timeout = timeout
+        self.prefix = prefix
+        self.client: AsyncOpenSearch | None = None
+
+    async def connect(self) -> SearchStore:
+        try:
+            self.client = AsyncOpenSearch(hosts=[self._url], timeout=self._timeout, max_retries=1,
+                                          retry_on_timeout=False, http_compress=True)
+        except ValueError as exc:
+            raise StoreConfigError(f"malformed OpenSearch URL {redact_url(self._url)}", store="opensearch") from exc
+        await self.health()
+        return self
+
+    @property
+    def os(self) -> AsyncOpenSearch:
+        if self.client is None:
+            raise StoreUnavailable("OpenSearch adapter is not connected", store="opensearch")
+        return self.client
+
+    def index_name(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    async def call(self, coro: Any) -> Any:
+        """Await an opensearch-py call, mapping its errors onto typed store errors."""
+        try:
+            return await coro
+        except NotFoundError as exc:
+            raise NotFound("index or document not found", store="opensearch") from exc
+        except RequestError as exc:
+            reason = _reason(exc)
+            raise InvalidData(f"OpenSearch rejected the request: {reason}", store="opensearch") from exc
+        except AuthenticationException as exc:
+            raise StoreConfigError("OpenSearch refused the credentials", store="opensearch") from exc
+        except (ConnectionError, ConnectionTimeout) as exc:
+            raise StoreUnavailable(f"OpenSearch at {redact_url(self._url)} is unreachable",
+                                   store="opensearch") from exc
+        except TransportError as exc:
+            raise StoreUnavailable(f"OpenSearch error {exc.status_code}", store="opensearch") from exc
+
+    async def health(self) -> dict[str, object]:
+        info = await self.call(self.os.info())
+        health = await self.call(self.os.cluster.health())
+        plugins = await self.call(self.os.cat.plugins(format="json"))
+        return {"ok": health.get("status") in ("green", "yellow"), "status": health.get("status"),
+                "version": info["version"]["number"],
+                "knn": any(p.get("component") == "opensearch-knn" for p in plugins)}
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+
+def _reason(exc: TransportError) -> str:
+    info = exc.info if isinstance(exc.info, dict) else {}
+    err = info.get("error", {})
+    if isinstance(err, dict):
+        root = (err.get("root_cause") or [{}])[0]
+        return str(root.get("reason") or err.get("reason") or exc.error)[:300]
+    return str(exc.error)[:300]
