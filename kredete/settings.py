@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     token_issuer: str = "kredete"  # noqa: S105
     token_audience: str = "kredete-mcp"  # noqa: S105
     field_encryption_master_key: SecretStr | None = None
+    #: An external OIDC issuer whose tokens are accepted too (verified against its JWKS).
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_audience: str | None = None
+    oidc_role_claim: str = "kredete_role"
+    oidc_user_claim: str = "kredete_uid"
 
     connect_timeout_s: float = Field(5.0, gt=0, le=120)
     statement_timeout_ms: int = Field(5000, gt=0)

@@ -80,7 +80,7 @@ def _short(path: str) -> str:
 
 
 def print_status(rows: list[ServerStatus], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=160)
     table = Table(title="kredete local stack")
     for col in ("server", "version", "port", "pid", "healthy", "data dir", "real / fallback", "note"):
         table.add_column(col)

@@ -1,0 +1,121 @@
+"""Signed bearer tokens (JWT, HS256 by our issuer; an external OIDC issuer via JWKS by configuration)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from functools import lru_cache
+from uuid import UUID
+
+import jwt
+from pydantic import ValidationError
+
+from guards.errors import Unauthenticated
+from guards.principal import Principal, Role
+from kredete.settings import Settings, resolve
+
+MAX_TTL_S = 7 * 24 * 3600
+LEEWAY_S = 5
+
+
+def issue_token(
+    role: Role | str,
+    subject: str,
+    *,
+    user_id: UUID | str | None = None,
+    ttl_s: int = 3600,
+    settings: Settings | None = None,
+) -> str:
+    """Mint a token binding role, subject and (customers only, required) the user id."""
+    s = resolve(settings)
+    role = Role(role)
+    if role is Role.CUSTOMER and not user_id:
+        raise ValueError("a customer token must bind a user id")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"ttl must be between 1 and {MAX_TTL_S} seconds")
+    now = int(time.time())
+    claims = {
+        "iss": s.token_issuer,
+        "aud": s.token_audience,
+        "sub": subject,
+        "role": role.value,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
+    if user_id:
+        claims["uid"] = str(UUID(str(user_id)))
+    return jwt.encode(claims, s.token_signing_key.get_secret_value(), algorithm="HS256")
+
+
+def verify_token(token: str | None, *, settings: Settings | None = None) -> Principal:
+    """Check signature, issuer, audience, expiry and claims; raise Unauthenticated on any doubt."""
+    if not token:
+        raise Unauthenticated()
+    s = resolve(settings)
+    try:
+        claims = jwt.decode(
+            token,
+            s.token_signing_key.get_secret_value(),
+            algorithms=["HS256"],
+            audience=s.token_audience,
+            issuer=s.token_issuer,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated() from exc
+    try:
+        principal = Principal(
+            subject=claims["sub"],
+            role=Role(claims.get("role")),
+            user_id=claims.get("uid"),
+            token_id=claims["jti"],
+            expires_at=claims["exp"],
+            issuer=claims["iss"],
+        )
+    except (ValueError, ValidationError) as exc:
+        raise Unauthenticated("token claims are invalid") from exc
+    if principal.role is Role.CUSTOMER and principal.user_id is None:
+        raise Unauthenticated("customer token without a user id")
+    return principal
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5)
+
+
+def _decode_oidc(token: str, s: Settings) -> dict:
+    """An external issuer's token: asymmetric signature from its JWKS, issuer and audience checked."""
+    key = _jwks_client(s.oidc_jwks_url).get_signing_key_from_jwt(token)
+    return jwt.decode(token, key.key, algorithms=["RS256", "ES256", "PS256", "EdDSA"],
+                      audience=s.oidc_audience or s.token_audience, issuer=s.oidc_issuer, leeway=LEEWAY_S,
+                      options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+
+
+class KredeteTokenVerifier:
+    """MCP SDK `TokenVerifier`: the HTTP transport refuses requests whose bearer token fails here.
+
+    `on_failure(reason)` lets the server audit refused tokens (the denial is recorded, the token is not).
+    """
+
+    def __init__(self, settings: Settings | None = None, on_failure=None) -> None:
+        self._settings = resolve(settings)
+        self._on_failure = on_failure
+
+    async def verify_token(self, token: str):
+        from mcp.server.auth.provider import AccessToken
+
+        try:
+            p = verify_token(token, settings=self._settings)
+        except Unauthenticated as exc:
+            if self._on_failure is not None:
+                await self._on_failure(exc.message)
+            return None
+        return AccessToken(token=token, client_id=p.subject, scopes=[p.role.value], expires_at=p.expires_at,
+                           subject=p.subject, claims={"iss": p.issuer, "role": p.role.value,
+                                                      "uid": str(p.user_id) if p.user_id else None})
