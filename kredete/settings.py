@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     postgres_agent_url: SecretStr | None = None
     postgres_agent_replica_url: SecretStr | None = None
     postgres_log_url: SecretStr | None = None
+    #: Database name used when the Postgres URLs come from the local stack.
+    postgres_db: str = "kredete"
     mongo_url: SecretStr | None = None
     mongo_db: str = "kredete"
     redis_url: SecretStr | None = None
@@ -71,7 +73,7 @@ def resolve(settings: Settings | None = None) -> Settings:
     sec = local_secrets()
 
     def pg(user: str, secret: str, port: int) -> SecretStr:
-        return SecretStr(f"postgresql://{user}:{sec[secret]}@127.0.0.1:{port}/kredete")
+        return SecretStr(f"postgresql://{user}:{sec[secret]}@127.0.0.1:{port}/{s.postgres_db}")
 
     defaults: dict[str, object] = {
         "postgres_url": pg("kredete", "postgres_superuser", ports.POSTGRES),

@@ -1,0 +1,40 @@
+"""MCP resources: the output schema of every tool, the grant table and the redaction kinds (no data)."""
+
+from __future__ import annotations
+
+import json
+
+from mcp.server.mcpserver import MCPServer
+
+
+def register_resources(mcp: MCPServer) -> None:
+    from agent_tools.registry import TOOLS
+    from guards.policy import GRANTS, KNOWLEDGE_DOC_TYPES
+    from guards.redaction import PiiKind
+
+    specs = {s.name: s for s in TOOLS}
+
+    @mcp.resource("kredete://schemas/{tool}", name="tool_output_schema", mime_type="application/json",
+                  description="JSON schema of what a tool returns.")
+    def tool_output_schema(tool: str) -> str:
+        spec = specs.get(tool)
+        if spec is None:
+            from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+            raise ResourceNotFoundError(f"unknown tool '{tool}'")
+        return json.dumps(spec.output_model.model_json_schema(), indent=2)
+
+    @mcp.resource("kredete://policy/grants", name="grants", mime_type="application/json",
+                  description="Which role may call which tool; anything not listed is denied.")
+    def grants() -> str:
+        return json.dumps({tool: sorted(r.value for r in roles) for tool, roles in GRANTS.items()}, indent=2)
+
+    @mcp.resource("kredete://policy/knowledge-doc-types", name="knowledge_doc_types", mime_type="application/json",
+                  description="Document types each role may retrieve with search_knowledge.")
+    def knowledge_doc_types() -> str:
+        return json.dumps({r.value: sorted(t) for r, t in KNOWLEDGE_DOC_TYPES.items()}, indent=2)
+
+    @mcp.resource("kredete://redaction/kinds", name="redaction_kinds", mime_type="application/json",
+                  description="PII kinds the redaction layer recognises.")
+    def redaction_kinds() -> str:
+        return json.dumps(sorted(k.value for k in PiiKind))
