@@ -136,12 +136,7 @@ def local_phone_region(digits: str) -> str | None:
 
 def nanp_ok(digits: str) -> bool:
     """10-digit NANP number: area and exchange start with 2-9, area code is not N11."""
-    return (
-        len(digits) == 10
-        and digits[0] >= "2"
-        and digits[3] >= "2"
-        and digits[1:3] != "11"
-    )
+    return len(digits) == 10 and digits[0] >= "2" and digits[3] >= "2" and digits[1:3] != "11"
 
 
 # --- network / crypto ---------------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""Runs the recognisers, resolves overlaps, applies the policy."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from .heuristics import find_addresses, find_persons
+from .known_values import KnownValues, compile_known
+from .models import Candidate, Finding, PiiKind, Redaction
+from .policy import MASK_ALL, RedactionPolicy
+from .recognizers import STRUCTURED_RECOGNIZERS, find_crypto, find_emails, find_ips
+
+_DIGIT = re.compile(r"\d")
+_UPPER = re.compile(r"[A-Z]")
+# Every pattern except emails, IPv6, crypto and person names needs a digit; skipping them on digit-free
+# strings matters for redact_value, which sees many short field values.
+_DIGITLESS = tuple(r for r in STRUCTURED_RECOGNIZERS if r in (find_emails, find_ips, find_crypto))
+
+
+def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None) -> list[Candidate]:
+    cands: list[Candidate] = []
+    if _DIGIT.search(text) is not None:
+        for rec in STRUCTURED_RECOGNIZERS:
+            cands.extend(rec(text))
+        cands.extend(find_addresses(text))
+    else:
+        for rec in _DIGITLESS:
+            cands.extend(rec(text))
+    if _UPPER.search(text) is not None:
+        cands.extend(find_persons(text))
+    cands.extend(known.find(text))
+    if kinds is not None:
+        cands = [c for c in cands if c.kind in kinds]
+    return cands
+
+
+def resolve_overlaps(cands: Iterable[Candidate]) -> list[Candidate]:
+    """Keep non-overlapping spans, preferring higher score, then longer span, then earlier start."""
+    ordered = sorted(cands, key=lambda c: (-c.score, -(c.end - c.start), c.start))
+    starts: list[int] = []
+    ends: list[int] = []
+    kept: list[Candidate] = []
+    for c in ordered:
+        if c.end <= c.start:
+            continue
+        i = bisect.bisect_left(starts, c.start)
+        # Accepted spans are disjoint and sorted, so only the neighbours can overlap.
+        if i > 0 and ends[i - 1] > c.start:
+            continue
+        if i < len(starts) and starts[i] < c.end:
+            continue
+        starts.insert(i, c.start)
+        ends.insert(i, c.end)
+        kept.append(c)
+    kept.sort(key=lambda c: c.start)
+    return kept
+
+
+def _redact(
+    text: str,
+    policy: RedactionPolicy,
+    known: KnownValues,
+    kinds: frozenset[PiiKind] | None = None,
+    hint: PiiKind | None = None,
+) -> Redaction:
+    s, e = len(text) - len(text.lstrip()), len(text.rstrip())
+    if hint is not None and e > s and (kinds is None or hint in kinds):
+        # A field named e.g. "full_name" holds exactly one value of that kind: the whole string is the
+        # finding (nothing inside it can win against it, so the recognisers are skipped).
+        if known.is_allowed(hint, text[s:e]):
+            return Redaction(text=text, findings=[])
+        cands = [Candidate(hint, s, e, 1.0, "field_hint")]
+    else:
+        cands = _collect(text, known, kinds)
+        if known.allowed:
+            cands = [c for c in cands if not known.is_allowed(c.kind, text[c.start : c.end])]
+    findings: list[Finding] = []
+    pieces: list[str] = []
+    pos = 0
+    # Offsets always index the original text; the output is assembled left to right in one pass.
+    for c in resolve_overlaps(cands):
+        action = policy.action_for(c.kind)
+        findings.append(
+            Finding(kind=c.kind, start=c.start, end=c.end, score=c.score, recognizer=c.recognizer, action=action)
+        )
+        pieces.append(text[pos : c.start])
+        pieces.append(policy.replacement(c.kind, text[c.start : c.end], action))
+        pos = c.end
+    pieces.append(text[pos:])
+    return Redaction(text="".join(pieces), findings=findings)
+
+
+def redact(
+    text: str,
+    policy: RedactionPolicy | None = None,
+    *,
+    known_names: Iterable[str] | None = None,
+    known_addresses: Iterable[str] | None = None,
+    allow_names: Iterable[str] | None = None,
+    kinds: Iterable[PiiKind] | None = None,
+) -> Redaction:
+    """Detect PII in `text` and replace it according to `policy` (default: mask everything as ``[KIND]``).
+
+    `known_names` / `known_addresses` are always redacted where they occur (case-insensitive, word
+    boundaries; each part of >= 3 letters of a multi-word name too). `allow_names` lists values that stay
+    visible whatever their kind (e.g. the caller's own name, phone or email). `kinds` restricts detection.
+    """
+    known = compile_known(known_names, known_addresses, allow_names)
+    kind_set = frozenset(kinds) if kinds is not None else None
+    return _redact(text, policy or MASK_ALL, known, kind_set)
+
+
+# --- structured values ---------------------------------------------------------------------------
+
+_FIELD_HINTS: dict[str, PiiKind] = {
+    **dict.fromkeys(
+        [
+            "full_name",
+            "first_name",
+            "last_name",
+            "middle_name",
+            "surname",
+            "given_name",
+            "family_name",
+            "customer_name",
+            "account_name",
+            "beneficiary_name",
+            "recipient_name",
+            "sender_name",
+            "holder_name",
+            "account_holder",
+            "account_holder_name",
+            "legal_name",
+            "next_of_kin",
+            "counterparty_name",
+            "payee_name",
+            "payer_name",
+        ],
+        PiiKind.PERSON,
+    ),
+    **dict.fromkeys(
+        [
+            "address",
+            "street",
+            "street_address",
+            "address_line1",
+            "address_line_1",
+            "address_line2",
+            "address_line_2",
+            "home_address",
+            "residential_address",
+            "postal_address",
+            "mailing_address",
+            "billing_address",
+        ],
+        PiiKind.ADDRESS,
+    ),
+    **dict.fromkeys(["email", "email_address"], PiiKind.EMAIL),
+    **dict.fromkeys(["phone", "phone_number", "mobile", "mobile_number", "msisdn", "telephone", "tel"], PiiKind.PHONE),
+    **dict.fromkeys(["bvn"], PiiKind.BVN),
+    **dict.fromkeys(["nin"], PiiKind.NIN),
+    **dict.fromkeys(["ssn", "social_security_number"], PiiKind.SSN),
+    **dict.fromkeys(["dob", "date_of_birth", "birth_date", "birthdate"], PiiKind.DATE_OF_BIRTH),
+    **dict.fromkeys(["passport", "passport_number", "passport_no"], PiiKind.PASSPORT),
+    **dict.fromkeys(["iban"], PiiKind.IBAN),
+    **dict.fromkeys(["account_number", "account_no", "acct_no", "nuban", "bank_account"], PiiKind.BANK_ACCOUNT),
+    **dict.fromkeys(["card_number", "pan"], PiiKind.CARD_NUMBER),
+    **dict.fromkeys(["ip", "ip_address", "client_ip", "remote_addr"], PiiKind.IP_ADDRESS),
+    **dict.fromkeys(["wallet_address", "crypto_address"], PiiKind.CRYPTO_ADDRESS),
+}
+_KEY_NORM = re.compile(r"[^a-z0-9]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def field_hint(key: object) -> PiiKind | None:
+    """Kind implied by a dict key such as ``"phoneNumber"`` or ``"date-of-birth"``, if any."""
+    return _field_hint(key) if isinstance(key, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _field_hint(key: str) -> PiiKind | None:
+    snake = _CAMEL.sub("_", key).lower()
+    return _FIELD_HINTS.get(_KEY_NORM.sub("_", snake).strip("_"))
+
+
+def redact_value(
+    value: Any,
+    policy: RedactionPolicy | None = None,
+    *,
+    known_names: Iterable[str] | None = None,
+    known_addresses: Iterable[str] | None = None,
+    allow_names: Iterable[str] | None = None,
+) -> tuple[Any, dict[str, int]]:
+    """Redact every string inside a nested dict/list/tuple/set/pydantic structure.
+
+    Keys and non-string leaves are returned unchanged (pydantic models are dumped to plain data first).
+    A string under a key that names a PII field (``email``, ``full_name``, ``bvn`` ...) is redacted as a
+    whole even when no pattern matches it. Returns ``(new_value, counts_by_kind)``.
+    """
+    known = compile_known(known_names, known_addresses, allow_names)
+    pol = policy or MASK_ALL
+    counts: dict[str, int] = {}
+
+    def walk(v: Any, hint: PiiKind | None) -> Any:
+        if isinstance(v, str):
+            if not v:
+                return v
+            r = _redact(v, pol, known, None, hint)
+            for f in r.findings:
+                counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
+            return r.text
+        if isinstance(v, BaseModel):
+            return walk(v.model_dump(mode="python"), hint)
+        if isinstance(v, dict):
+            return {k: walk(item, field_hint(k)) for k, item in v.items()}
+        if isinstance(v, list):
+            return [walk(item, hint) for item in v]
+        if isinstance(v, tuple):
+            return tuple(walk(item, hint) for item in v)
+        if isinstance(v, set | frozenset):
+            return type(v)(walk(item, hint) for item in v)
+        return v
+
+    return walk(value, None), counts

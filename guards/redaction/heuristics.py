@@ -1,0 +1,87 @@
+"""Rule-based PERSON and ADDRESS recognisers (no ML): honorifics, name labels, street/box/plot addresses.
+
+Patterns whose first character is a plain class skip the leading look-behind and use :func:`token_matches`
+instead, so the regex engine can jump between candidate first characters (several times faster).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .context import token_matches
+from .models import Candidate, PiiKind
+
+_HONORIFICS = (
+    "Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Chief|Alhaji|Alh|Alhaja|Hajia|Haji|Mallam|Malam|Madam|Madame|Sir|Dame|Lady|"
+    "Lord|Engr|Barr|Pastor|Rev|Revd|Hon|Oba|Otunba|Prince|Princess|Sen|Gov|Capt|Col|Gen|Bishop|Imam|"
+    "Deacon|Deaconess|Nana|Mzee|Mwalimu|Ambassador"
+)
+# Capitalised words that follow a title or label but are not part of a name.
+_STOP = (
+    r"(?!(?i:the|and|or|of|in|on|at|for|to|from|is|was|has|had|will|with|phone|tel|mobile|email|e-mail|"
+    r"bvn|nin|dob|address|account|acct|date|born|passport|ssn|iban|card|amount|ref|id|street|road)\b)"
+)
+_NAME_WORD = _STOP + r"[A-Z](?:[a-z]+(?:[A-Z][a-z]+)?|[A-Z]+)(?:['’-][A-Z]?[a-z]+|['’-][A-Z]+)?"
+_NAME_SEQ = rf"{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.[ \t]*)?{_NAME_WORD}){{0,3}}"
+
+_HONORIFIC_NAME = re.compile(rf"(?<!\w)(?:(?:{_HONORIFICS})\.?[ \t]+){{1,3}}(?P<name>{_NAME_SEQ})")
+_LABELLED_NAME = re.compile(
+    r"(?<!\w)(?i:full[ _]?name|first[ _]?name|last[ _]?name|surname|customer[ _]?name|account[ _]?name|"
+    r"beneficiary(?:[ _]?name)?|recipient(?:[ _]?name)?|sender(?:[ _]?name)?|payee|account[ _]?holder|"
+    r"next[ _]?of[ _]?kin|name|my[ \t]+name[ \t]+is)"
+    rf"[\"']?[ \t]*[:=]?[ \t]*[\"']?(?P<name>{_NAME_SEQ})"
+)
+
+_WORD = r"[A-Z][\w'’-]*\.?"
+_SUFFIX = (
+    r"(?:Street|St|Road|Rd|Avenue|Ave|Close|Cl|Crescent|Cres|Way|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|"
+    r"Place|Pl|Highway|Hwy|Expressway|Estate|Layout|Terrace|Gardens|Square|Sq|Parkway|Pkwy|Circle|Cir|"
+    r"Spur|Row|Walk|Mews|Grove|Hill|Park|View|Rise|Junction)\.?"
+)
+# ", Victoria Island, Lagos" / ", Springfield, IL 62704" / ", London SW1A 1AA" — comma required so we do
+# not run on into the next sentence.
+_TAIL = (
+    r"(?:,[ \t]*[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*){0,2}){0,4}"
+    r"(?:,?[ \t]+(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|\d{5}(?:-\d{4})?)(?!\w))?"
+)
+_HOUSE = r"(?:(?i:no\.?|plot|block|blk|flat|house|suite)[ \t]*)?\d{1,5}[A-Za-z]?(?:[ \t]*[/-][ \t]*\d{1,5}[A-Za-z]?)?,?"
+
+_STREET = re.compile(rf"(?<!\w){_HOUSE}[ \t]+(?:{_WORD}[ \t]+){{0,4}}{_SUFFIX}(?!\w){_TAIL}")
+_PO_BOX = re.compile(
+    r"(?i:p\.?[ \t]?o\.?[ \t]*box|post[ \t]+office[ \t]+box|private[ \t]+(?:mail[ \t]+)?bag|pmb)"
+    rf"[ \t]*\d{{1,6}}(?:[ \t]*-[ \t]*\d{{5}})?(?!\w){_TAIL}"
+)
+_PLOT = re.compile(
+    r"(?i:plot)[ \t]+(?i:no\.?[ \t]*)?\d{1,5}[A-Za-z]?"
+    rf"(?:,?[ \t]*(?i:block)[ \t]+\w{{1,5}})?(?!\w){_TAIL}"
+)
+# GhanaPostGPS digital address, e.g. GA-183-8164.
+_GH_DIGITAL = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]-\d{3,4}-\d{4}(?!\w)")
+
+
+def _strip_trailing(text: str, s: int, e: int) -> int:
+    while e > s and text[e - 1] in " \t,":
+        e -= 1
+    return e
+
+
+def find_persons(text: str) -> Iterator[Candidate]:
+    """Names after an honorific (Mr, Chief, Alhaji, ...) or a name label ("Name:", "beneficiary")."""
+    for m in _HONORIFIC_NAME.finditer(text):
+        yield Candidate(PiiKind.PERSON, m.start("name"), m.end("name"), 0.65, "person_honorific")
+    for m in _LABELLED_NAME.finditer(text):
+        yield Candidate(PiiKind.PERSON, m.start("name"), m.end("name"), 0.7, "person_label")
+
+
+def find_addresses(text: str) -> Iterator[Candidate]:
+    """Street addresses (number + words + suffix + locality), P.O. boxes, plots, Ghana digital addresses."""
+    for pattern, name, score in (
+        (_STREET, "address_street", 0.65),
+        (_PO_BOX, "address_po_box", 0.7),
+        (_PLOT, "address_plot", 0.6),
+        (_GH_DIGITAL, "address_gh_digital", 0.7),
+    ):
+        for m in token_matches(pattern, text):
+            e = _strip_trailing(text, m.start(), m.end())
+            yield Candidate(PiiKind.ADDRESS, m.start(), e, score, name)

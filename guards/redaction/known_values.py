@@ -1,0 +1,166 @@
+"""Caller-supplied values: names/addresses to always redact, and values that must never be redacted.
+
+Matching is token-based (dict lookups on case-folded word tokens) rather than one big regex alternation:
+the server may pass thousands of names, and an alternation is tried branch by branch at every word start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .models import Candidate, PiiKind
+
+# Name parts that are also everyday English words: matched only when capitalised in the text, otherwise
+# "Will Smith" in known_names would redact every "will".
+_COMMON_WORDS_TEXT = """
+will grace faith joy hope mercy peace love favour favor gift blessing precious patience charity rose lily may
+june april august mark bill rich young white black brown green gray grey king queen prince hill wood stone
+street field ford page cook baker hunter mason sunday monday friday victory god goodluck godwin chance star
+sky summer winter autumn dawn eve ray sun moon bright wisdom north south
+"""
+_COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
+_TOKEN = re.compile(r"[^\W_]+")
+# Between two tokens of one known value: spaces, commas, hyphens, apostrophes, dots ("Okonkwo-Eze", "P.O.").
+_GAP_CHARS = frozenset(" \t\r\n,.-'’/")
+_MAX_GAP = 3
+_WS = re.compile(r"\s+")
+_EDGE_PUNCT = " \t\r\n.,;:'\"()[]{}"
+
+
+def normalise(value: str) -> str:
+    """Case-folded, whitespace-collapsed, edge-punctuation-stripped form used for comparisons."""
+    return _WS.sub(" ", value.strip(_EDGE_PUNCT)).casefold()
+
+
+def _tokens(value: str) -> tuple[str, ...]:
+    return tuple(t.casefold() for t in _TOKEN.findall(value))
+
+
+def _clean(values: Iterable[str] | None) -> tuple[str, ...]:
+    if not values:
+        return ()
+    return tuple(sorted({_WS.sub(" ", v.strip()) for v in values if v and v.strip()}))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    tokens: tuple[str, ...]
+    kind: PiiKind
+    score: float
+    recognizer: str
+    needs_capital: bool
+
+
+@dataclass(frozen=True)
+class KnownValues:
+    """Index of known names/addresses plus the allow list. Build with :func:`compile_known`."""
+
+    index: dict[str, tuple[_Entry, ...]] = field(default_factory=dict)  # first token -> entries, longest first
+    allowed: frozenset[str] = frozenset()
+    allowed_name_parts: frozenset[str] = frozenset()
+
+    def find(self, text: str) -> Iterator[Candidate]:
+        """Occurrences of known names (full, or any part of >= 3 letters) and known addresses."""
+        if not self.index:
+            return
+        toks = [(m.start(), m.end(), m.group().casefold()) for m in _TOKEN.finditer(text)]
+        n = len(toks)
+        i = 0
+        while i < n:
+            hit = self._match_at(text, toks, i)
+            if hit is None:
+                i += 1
+                continue
+            k = len(hit.tokens)
+            yield Candidate(hit.kind, toks[i][0], toks[i + k - 1][1], hit.score, hit.recognizer)
+            i += k
+
+    def _match_at(self, text: str, toks: list[tuple[int, int, str]], i: int) -> _Entry | None:
+        for ent in self.index.get(toks[i][2], ()):
+            k = len(ent.tokens)
+            if i + k > len(toks):
+                continue
+            if ent.needs_capital and not text[toks[i][0]].isupper():
+                continue
+            for off in range(1, k):
+                if toks[i + off][2] != ent.tokens[off]:
+                    break
+                gap = text[toks[i + off - 1][1] : toks[i + off][0]]
+                if len(gap) > _MAX_GAP or not _GAP_CHARS.issuperset(gap):
+                    break
+            else:
+                return ent
+        return None
+
+    def is_allowed(self, kind: PiiKind, value: str) -> bool:
+        """True when `value` (a detected span) is on the allow list and must stay visible."""
+        if not self.allowed:
+            return False
+        norm = normalise(value)
+        if norm in self.allowed:
+            return True
+        digits = "".join(c for c in value if c.isdigit())
+        if len(digits) >= 7 and digits in self.allowed:
+            return True
+        if kind is PiiKind.PERSON:
+            words = _tokens(value)
+            return bool(words) and all(w in self.allowed_name_parts for w in words)
+        return False
+
+
+EMPTY = KnownValues()
+
+
+@lru_cache(maxsize=256)
+def _compile(names: tuple[str, ...], addresses: tuple[str, ...], allow: tuple[str, ...]) -> KnownValues:
+    allowed_norm = {normalise(a) for a in allow}
+    allowed_parts = {t for a in allow for t in _tokens(a) if len(t) >= 2}
+    allowed_digits = {d for a in allow if len(d := "".join(c for c in a if c.isdigit())) >= 7}
+
+    best: dict[tuple[str, ...], _Entry] = {}
+
+    def add(tokens: tuple[str, ...], kind: PiiKind, score: float, recognizer: str) -> None:
+        if not tokens or (len(tokens) == 1 and len(tokens[0]) < 2):
+            return
+        risky = len(tokens) == 1 and tokens[0] in _COMMON_WORDS
+        entry = _Entry(tokens, kind, score, recognizer, risky)
+        if tokens not in best or best[tokens].score < score:
+            best[tokens] = entry
+
+    for name in names:
+        if normalise(name) in allowed_norm:
+            continue
+        add(_tokens(name), PiiKind.PERSON, 0.92, "known_name")
+        parts = name.split()
+        if len(parts) > 1:
+            for part in parts:
+                toks = _tokens(part)
+                if len(part.strip(".")) >= 3 and not all(t in allowed_parts for t in toks):
+                    add(toks, PiiKind.PERSON, 0.85, "known_name_part")
+    for address in addresses:
+        if normalise(address) not in allowed_norm:
+            add(_tokens(address), PiiKind.ADDRESS, 0.92, "known_address")
+
+    index: dict[str, list[_Entry]] = {}
+    for entry in best.values():
+        index.setdefault(entry.tokens[0], []).append(entry)
+    return KnownValues(
+        index={k: tuple(sorted(v, key=lambda e: -len(e.tokens))) for k, v in index.items()},
+        allowed=frozenset(allowed_norm | allowed_digits),
+        allowed_name_parts=frozenset(allowed_parts),
+    )
+
+
+def compile_known(
+    known_names: Iterable[str] | None = None,
+    known_addresses: Iterable[str] | None = None,
+    allow_names: Iterable[str] | None = None,
+) -> KnownValues:
+    """Compile (and cache) the index for the given value lists."""
+    names, addresses, allow = _clean(known_names), _clean(known_addresses), _clean(allow_names)
+    if not (names or addresses or allow):
+        return EMPTY
+    return _compile(names, addresses, allow)

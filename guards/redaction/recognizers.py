@@ -1,0 +1,464 @@
+r"""Pattern recognisers for structured identifiers.
+
+Each recogniser is ``(text) -> Iterator[Candidate]``. Regexes are compiled once at import and use bounded
+quantifiers, so there is no catastrophic backtracking. They open with a plain character class followed by
+a look-behind (``\d(?<![\w.]\d)`` rather than ``(?<![\w.])\d``): same meaning (token starts only), but the
+regex engine can then skip straight to candidate first characters, which is 3-15x faster on long text.
+Validation (checksums, prefix tables, context) happens in Python on the few spans that match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import phonenumbers
+
+from . import validators as v
+from .context import context_windows, has_context, ranked_context
+from .models import Candidate, PiiKind
+
+K = PiiKind
+
+
+def _token_start(text: str, i: int) -> bool:
+    return i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
+
+
+_NON_DIGIT = re.compile(r"\D+")
+
+
+def _digits(s: str) -> str:
+    return _NON_DIGIT.sub("", s)
+
+
+def _group_ends(text: str, start: int, end: int) -> list[int]:
+    """Absolute end offsets of each separator-delimited group in text[start:end]."""
+    ends: list[int] = []
+    i = start
+    in_group = False
+    while i < end:
+        alnum = text[i].isalnum()
+        if in_group and not alnum:
+            ends.append(i)
+        in_group = alnum
+        i += 1
+    if in_group:
+        ends.append(end)
+    return ends
+
+
+def _longest_valid_prefix(
+    text: str, start: int, end: int, ok: Callable[[str], bool], min_groups: int = 1
+) -> int | None:
+    """End offset of the longest group-aligned prefix of text[start:end] accepted by `ok`.
+
+    Greedy patterns sometimes swallow a following number ("0803 123 4567 2024"); dropping whole trailing
+    groups recovers the real value without a second regex pass.
+    """
+    ends = _group_ends(text, start, end)
+    for e in reversed(ends[min_groups - 1 :]):
+        if ok(text[start:e]):
+            return e
+    return None
+
+
+# --- digit runs: cards, SSN, bare 8-19 digit identifiers (BVN / NIN / phone / account / passport) -------
+
+# A run of digits optionally separated by single spaces or dashes. Not preceded by a word char, '.', '+'
+# or another digit group, and not followed by a decimal part, so amounts like "150,000.00" never match.
+_DIGIT_RUN = re.compile(r"\d(?<![\w.+/,]\d)(?<!\d[ -]\d)(?:[ -]?\d)*(?!\w|[.,]\d)")
+_GROUP = re.compile(r"\d+")
+
+# Classification order when several context words are equally close.
+_BARE_CONTEXT_KINDS = (K.BVN, K.NIN, K.SSN, K.PASSPORT, K.BANK_ACCOUNT, K.PHONE, K.CARD_NUMBER)
+_CURRENCY_NEAR = re.compile(r"(?:₦|\$|£|€|\b(?:NGN|USD|GBP|EUR|GHS|KES|naira|cedis?|shillings?)\b)\s*$", re.I)
+
+
+def _intl_digits_phone(digits: str) -> bool:
+    """Country-code-prefixed number written without '+', e.g. 2348031234567."""
+    if not digits.startswith(("234", "233", "254", "44", "1")):
+        return False
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse("+" + digits, None))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _accepts(kind: PiiKind, digits: str) -> float | None:
+    """Score for a bare digit string labelled as `kind` by nearby context, or None if the shape is wrong."""
+    n = len(digits)
+    if kind is K.BVN and n == 11:
+        return 0.95 if digits.startswith("22") else 0.85
+    if kind is K.NIN and n == 11:
+        return 0.9
+    if kind is K.SSN and n == 9 and v.ssn_ok(digits[:3], digits[3:5], digits[5:]):
+        return 0.9
+    if kind is K.PASSPORT and 8 <= n <= 9:
+        return 0.85
+    if kind is K.BANK_ACCOUNT and 8 <= n <= 18 and not v.NG_MOBILE_LOCAL.fullmatch(digits):
+        # An 11-digit 0[789][01] number is never a NUBAN (10 digits); a nearby "account" is about something else.
+        return 0.85
+    if kind is K.PHONE and (
+        (n in (10, 11) and (v.local_phone_region(digits) or (n == 10 and v.nanp_ok(digits))))
+        or (11 <= n <= 13 and _intl_digits_phone(digits))
+    ):
+        return 0.9
+    if kind is K.CARD_NUMBER and 12 <= n <= 19 and v.luhn_ok(digits):
+        # "card" context + Luhn covers networks missing from the IIN table (RuPay, Elo, ...).
+        return 0.6
+    return None
+
+
+def _classify_bare(text: str, s: int, e: int, digits: str) -> Candidate | None:
+    """Classify an unseparated run of 8-19 digits.
+
+    With context words the closest plausible label wins. Without context the documented fallback is:
+    11 digits -> PHONE if it matches NG mobile format (0[789][01]...), else BVN if it starts with 22,
+    else NIN; 10 digits -> PHONE if it matches a GH/KE/GB national format; 12-13 digits with a known
+    country code -> PHONE. Anything else is left alone (too many innocent look-alikes: timestamps, refs).
+    """
+    n = len(digits)
+    before = text[max(0, s - 8) : s]
+    if _CURRENCY_NEAR.search(before):
+        return None
+    for kind in ranked_context(text, s, e, _BARE_CONTEXT_KINDS):
+        score = _accepts(kind, digits)
+        if score is not None:
+            return Candidate(kind, s, e, score, "digits_context")
+    if n == 11:
+        if v.NG_MOBILE_LOCAL.fullmatch(digits):
+            return Candidate(K.PHONE, s, e, 0.6, "digits_bare")
+        if digits.startswith("22"):
+            return Candidate(K.BVN, s, e, 0.5, "digits_bare")
+        return Candidate(K.NIN, s, e, 0.45, "digits_bare")
+    if n == 10 and v.local_phone_region(digits):
+        return Candidate(K.PHONE, s, e, 0.55, "digits_bare")
+    if n in (12, 13) and _intl_digits_phone(digits):
+        return Candidate(K.PHONE, s, e, 0.6, "digits_bare")
+    return None
+
+
+_CARD_LAYOUTS = frozenset({(4, 6, 5), (4, 6, 4), (4, 3, 3, 3), (6, 10), (6, 12), (6, 13)})
+
+
+def _card_layout(lengths: list[int]) -> bool:
+    """4-4-4-4, 4-4-4-4-3, 4-4-4-7 ... (fours then a 1-7 digit tail), Amex 4-6-5, Diners 4-6-4, Verve 6-12/13."""
+    if lengths[0] == 4 and 1 <= lengths[-1] <= 7 and all(n == 4 for n in lengths[1:-1]):
+        return True
+    return tuple(lengths) in _CARD_LAYOUTS
+
+
+def find_digit_runs(text: str) -> Iterator[Candidate]:
+    """Cards (Luhn + IIN), dashed SSNs, and bare long identifiers classified by context."""
+    for m in _DIGIT_RUN.finditer(text):
+        s, e = m.span()
+        if e - s < 8:
+            continue
+        groups = [(g.start(), g.end()) for g in _GROUP.finditer(text, s, e)]
+        if len(groups) == 1:
+            digits = text[s:e]
+            if 12 <= len(digits) <= 19 and v.is_card(digits):
+                yield Candidate(K.CARD_NUMBER, s, e, 0.95, "card_luhn_iin")
+            elif len(digits) >= 8:
+                c = _classify_bare(text, s, e, digits)
+                if c is not None:
+                    yield c
+            continue
+        yield from _multi_group(text, groups)
+
+
+def _multi_group(text: str, groups: list[tuple[int, int]]) -> Iterator[Candidate]:
+    used = [False] * len(groups)
+    lengths = [b - a for a, b in groups]
+    # SSN 123-45-6789 (dashes) or 123 45 6789 (spaces, only with context).
+    for i in range(len(groups) - 2):
+        if lengths[i : i + 3] != [3, 2, 4] or any(used[i : i + 3]):
+            continue
+        s, e = groups[i][0], groups[i + 2][1]
+        chunk = text[s:e]
+        if not v.ssn_ok(chunk[0:3], chunk[4:6], chunk[7:11]):
+            continue
+        dashed = chunk[3] == "-" and chunk[6] == "-"
+        if dashed or has_context(text, s, e, K.SSN):
+            yield Candidate(K.SSN, s, e, 0.9 if dashed else 0.85, "ssn")
+            used[i : i + 3] = [True] * 3
+    # Cards split into groups: the longest run of consecutive groups that validates and is laid out the way
+    # cards are printed, so unrelated numbers in a table or list are not stitched into a "card".
+    n = len(groups)
+    i = 0
+    while i < n:
+        total = lengths[i]
+        ends: list[int] = []
+        j = i + 1
+        while j < n and not used[j] and total + lengths[j] <= 19:
+            total += lengths[j]
+            if total >= 12 and _card_layout(lengths[i : j + 1]):
+                ends.append(j)
+            j += 1
+        hit = None
+        for j in reversed(ends):
+            s, e = groups[i][0], groups[j][1]
+            if v.is_card(_digits(text[s:e])):
+                yield Candidate(K.CARD_NUMBER, s, e, 0.95, "card_luhn_iin")
+                hit = j
+                break
+        if hit is None:
+            i += 1
+        else:
+            used[i : hit + 1] = [True] * (hit + 1 - i)
+            i = hit + 1
+    # "234 803 123 4567": a country-code-prefixed phone written with spaces but without the '+'.
+    if not any(used) and 11 <= sum(lengths) <= 13:
+        s, e = groups[0][0], groups[-1][1]
+        if _intl_digits_phone(_digits(text[s:e])):
+            ctx = has_context(text, s, e, K.PHONE)
+            yield Candidate(K.PHONE, s, e, 0.9 if ctx else 0.6, "phone_intl_no_plus")
+            return
+    # Whatever is left: long single groups are bare identifiers on their own.
+    for idx, (s, e) in enumerate(groups):
+        if used[idx] or e - s < 8:
+            continue
+        digits = text[s:e]
+        if 12 <= len(digits) <= 19 and v.is_card(digits):
+            yield Candidate(K.CARD_NUMBER, s, e, 0.95, "card_luhn_iin")
+        else:
+            c = _classify_bare(text, s, e, digits)
+            if c is not None:
+                yield c
+
+
+# --- phones ----------------------------------------------------------------------------------------
+
+_INTL_PHONE = re.compile(r"\+(?<![\w+]\+)(?:[ .()-]{0,2}\d){7,15}(?!\d)")
+_LOCAL_PHONE = re.compile(
+    r"(?:\((?<![\w+.,/]\()0|0(?<![\w+.,/]0)(?<!\d[ -]0))\d{1,4}\)?(?:[ .-]?\d){5,10}(?!\w|[.,]\d)"
+)
+_US_PHONE = re.compile(
+    r"(?:\((?<![\w+.]\()\d{3}\)[ .-]?"
+    r"|1(?<![\w+.]1)[ .-]?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])"
+    r"|[2-9](?<![\w+.][2-9])\d{2}[ .-])"
+    r"\d{3}[ .-]\d{4}(?!\w|[.,-]?\d)"
+)
+
+
+def _intl_ok(s: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(s, None))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _intl_possible(s: str) -> bool:
+    try:
+        return phonenumbers.is_possible_number(phonenumbers.parse(s, None))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _local_ok(s: str) -> bool:
+    return v.local_phone_region(_digits(s)) is not None
+
+
+def _us_ok(s: str) -> bool:
+    d = _digits(s)
+    if len(d) == 11 and d[0] == "1":
+        d = d[1:]
+    return v.nanp_ok(d)
+
+
+def find_phones(text: str) -> Iterator[Candidate]:
+    """E.164 numbers for any country (validated with phonenumbers) plus NG/GH/KE/GB/US national formats."""
+    for m in _INTL_PHONE.finditer(text):
+        s, e = m.span()
+        end = _longest_valid_prefix(text, s, e, _intl_ok, min_groups=1)
+        if end is not None:
+            ctx = has_context(text, s, end, K.PHONE)
+            yield Candidate(K.PHONE, s, end, 0.9 if ctx else 0.85, "phone_e164")
+        elif has_context(text, s, e, K.PHONE) and _intl_possible(text[s:e]):
+            yield Candidate(K.PHONE, s, e, 0.6, "phone_e164_possible")
+    for m in _LOCAL_PHONE.finditer(text):
+        s, e = m.span()
+        end = _longest_valid_prefix(text, s, e, _local_ok)
+        if end is not None:
+            ctx = has_context(text, s, end, K.PHONE)
+            yield Candidate(K.PHONE, s, end, 0.9 if ctx else 0.7, "phone_national")
+    for m in _US_PHONE.finditer(text):
+        s, e = m.span()
+        if _us_ok(m.group()):
+            ctx = has_context(text, s, e, K.PHONE)
+            yield Candidate(K.PHONE, s, e, 0.9 if ctx else 0.75, "phone_nanp")
+
+
+# --- IBAN / bank accounts ---------------------------------------------------------------------------
+
+_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){10,30}")
+
+
+def find_ibans(text: str) -> Iterator[Candidate]:
+    """ISO 13616 IBANs, compact or in groups of four, cut to the country's registered length."""
+    for m in _IBAN.finditer(text):
+        s = m.start()
+        length = v.IBAN_LENGTHS.get(text[s : s + 2])
+        if length is None:
+            continue
+        count, i, e = 0, s, m.end()
+        while i < e and count < length:
+            if text[i] != " ":
+                count += 1
+            i += 1
+        if count != length or (i < len(text) and text[i].isalnum()):
+            continue
+        if v.iban_ok(text[s:i].replace(" ", "")):
+            yield Candidate(K.IBAN, s, i, 0.95, "iban_mod97")
+
+
+_SORT_CODE_ACCOUNT = re.compile(
+    r"\d(?<![\w-]\d)\d-\d{2}-\d{2}[,;/]?[ \t]+"
+    r"(?:(?i:a/c|acc(?:ount)?|acct)(?:[ \t]*(?i:no\.?|number|#))?[ \t]*:?[ \t]*)?\d{8}(?!\w)"
+)
+_SORT_CODE = re.compile(r"\d(?<![\w-]\d)\d-\d{2}-\d{2}(?![\w-])")
+
+
+def find_bank_accounts(text: str) -> Iterator[Candidate]:
+    """UK sort code + account pairs, and sort codes labelled as such.
+
+    NUBAN / US account and routing numbers are bare digit runs and are classified in find_digit_runs.
+    """
+    for m in _SORT_CODE_ACCOUNT.finditer(text):
+        yield Candidate(K.BANK_ACCOUNT, m.start(), m.end(), 0.9, "uk_sort_code_account")
+    for m in _SORT_CODE.finditer(text):
+        if has_context(text, m.start(), m.end(), K.BANK_ACCOUNT):
+            yield Candidate(K.BANK_ACCOUNT, m.start(), m.end(), 0.8, "uk_sort_code")
+
+
+# --- email / IP / crypto ----------------------------------------------------------------------------
+
+# Anchored on '@' (a literal the regex engine can skip to quickly); the local part is walked back in Python.
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![\w-])")
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+
+
+def find_emails(text: str) -> Iterator[Candidate]:
+    """Addresses with a dotted domain and a 2-24 letter TLD; local part up to 64 characters."""
+    for m in _EMAIL_DOMAIN.finditer(text):
+        at = m.start()
+        i = at
+        while i > 0 and text[i - 1] in _LOCAL_CHARS and at - i < 64:
+            i -= 1
+        if i > 0 and (text[i - 1] in _LOCAL_CHARS or text[i - 1].isalnum()):
+            continue  # local part longer than RFC 5321 allows, or glued to other text
+        while i < at and not text[i].isalnum():
+            i += 1
+        if i < at:
+            yield Candidate(K.EMAIL, i, m.end(), 0.95, "email")
+
+
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\w|\.\d)")
+_IPV6 = re.compile(
+    r"(?::(?<![\w:.]:)|[0-9A-Fa-f](?<![\w:.][0-9A-Fa-f])[0-9A-Fa-f]{0,3}:)(?:[0-9A-Fa-f]{0,4}:){1,6}"
+    r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?!\w|:|\.\d)"
+)
+
+
+def find_ips(text: str) -> Iterator[Candidate]:
+    """IPv4 with every octet <= 255; IPv6 (incl. :: compression and embedded IPv4) checked by ipaddress."""
+    for m in _IPV4.finditer(text):
+        if v.ipv4_ok(m.group()):
+            yield Candidate(K.IP_ADDRESS, m.start(), m.end(), 0.85, "ipv4")
+    if "::" in text or text.count(":") >= 7:
+        for m in _IPV6.finditer(text):
+            if v.ipv6_ok(m.group()):
+                yield Candidate(K.IP_ADDRESS, m.start(), m.end(), 0.85, "ipv6")
+
+
+_ETH = re.compile(r"0(?<!\w0)x[0-9a-fA-F]{40}(?!\w)")
+_BTC_B58 = re.compile(r"[13](?<!\w[13])[1-9A-HJ-NP-Za-km-z]{25,34}(?!\w)")
+_BECH32 = re.compile(r"(?:[bB](?<!\w[bB])[cC]|[tT](?<!\w[tT])[bB])1[02-9ac-hj-np-zAC-HJ-NP-Z]{6,87}(?!\w)")
+_TRON = re.compile(r"T(?<!\wT)[1-9A-HJ-NP-Za-km-z]{33}(?!\w)")
+
+
+def find_crypto(text: str) -> Iterator[Candidate]:
+    """ETH/ERC-20 (0x + 40 hex), BTC Base58Check and bech32/bech32m, Tron (TRC-20) Base58Check."""
+    for m in _ETH.finditer(text):
+        yield Candidate(K.CRYPTO_ADDRESS, m.start(), m.end(), 0.9, "eth_address")
+    for m in _BTC_B58.finditer(text):
+        if v.btc_base58_ok(m.group()):
+            yield Candidate(K.CRYPTO_ADDRESS, m.start(), m.end(), 0.95, "btc_base58check")
+    for m in _BECH32.finditer(text):
+        if v.bech32_ok(m.group()):
+            yield Candidate(K.CRYPTO_ADDRESS, m.start(), m.end(), 0.95, "btc_bech32")
+    for m in _TRON.finditer(text):
+        if v.tron_ok(m.group()):
+            yield Candidate(K.CRYPTO_ADDRESS, m.start(), m.end(), 0.95, "tron_base58check")
+
+
+# --- context-gated: passport, date of birth ---------------------------------------------------------
+
+_PASSPORT = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]?\d{6,8}(?!\w)")
+
+
+def find_passports(text: str) -> Iterator[Candidate]:
+    """Letter-prefixed passport numbers (NG A12345678, US/GH/KE styles) near the word "passport".
+
+    All-digit GB/US passport numbers are bare digit runs and are classified in find_digit_runs.
+    """
+    for lo, hi in context_windows(text, K.PASSPORT):
+        for m in _PASSPORT.finditer(text, lo, hi):
+            if has_context(text, m.start(), m.end(), K.PASSPORT):
+                yield Candidate(K.PASSPORT, m.start(), m.end(), 0.85, "passport_context")
+
+
+_MONTHS = (
+    r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_MONTH_NUM = {
+    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
+    "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
+}  # fmt: skip
+_DATE = re.compile(
+    r"(?:"
+    r"(?P<iy>\d(?<![\w.]\d)\d{3})[-/.](?P<im>\d{1,2})[-/.](?P<id>\d{1,2})"
+    r"|(?P<na>\d(?<![\w.]\d)\d?)[-/.](?P<nb>\d{1,2})[-/.](?P<ny>\d{4})"
+    rf"|(?P<dd>\d(?<![\w.]\d)\d?)(?i:st|nd|rd|th)?(?:[ \t]+of)?[ \t]+(?P<dm>{_MONTHS})\.?,?[ \t]+(?P<dy>\d{{4}})"
+    rf"|(?P<mm>{_MONTHS})\.?[ \t]+(?P<md>\d{{1,2}})(?i:st|nd|rd|th)?,?[ \t]+(?P<my>\d{{4}})"
+    r")(?!\w)"
+)
+
+
+def _date_ok(m: re.Match[str]) -> bool:
+    g = m.groupdict()
+    if g["iy"]:
+        return v.plausible_birth_date(int(g["iy"]), int(g["im"]), int(g["id"]))
+    if g["ny"]:
+        y, a, b = int(g["ny"]), int(g["na"]), int(g["nb"])
+        return v.plausible_birth_date(y, b, a) or v.plausible_birth_date(y, a, b)
+    if g["dy"]:
+        return v.plausible_birth_date(int(g["dy"]), _MONTH_NUM[g["dm"][:3].lower()], int(g["dd"]))
+    return v.plausible_birth_date(int(g["my"]), _MONTH_NUM[g["mm"][:3].lower()], int(g["md"]))
+
+
+def find_dates_of_birth(text: str) -> Iterator[Candidate]:
+    """Dates (ISO, d/m/y or m/d/y, '12 Apr 1990', 'April 12, 1990') within reach of a birth-date label."""
+    for lo, hi in context_windows(text, K.DATE_OF_BIRTH):
+        for m in _DATE.finditer(text, lo, hi):
+            if (m.group("mm") and not _token_start(text, m.start())) or not _date_ok(m):
+                continue
+            if has_context(text, m.start(), m.end(), K.DATE_OF_BIRTH):
+                yield Candidate(K.DATE_OF_BIRTH, m.start(), m.end(), 0.9, "date_of_birth")
+
+
+Recognizer = Callable[[str], Iterator[Candidate]]
+
+STRUCTURED_RECOGNIZERS: tuple[Recognizer, ...] = (
+    find_digit_runs,
+    find_phones,
+    find_ibans,
+    find_bank_accounts,
+    find_emails,
+    find_ips,
+    find_crypto,
+    find_passports,
+    find_dates_of_birth,
+)
