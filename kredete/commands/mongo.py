@@ -1,0 +1,96 @@
+"""`kredete mongo ensure-indexes|shard-commands|retention|capabilities|reconcile-outbox`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from kredete.commands.common import fail
+
+mongo_app = typer.Typer(no_args_is_help=True, help="MongoDB credit store: schema, sharding, retention, CDC.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(mongo_app, name="mongo")
+
+
+async def _with_db(fn):
+    from kredete.settings import resolve
+    from stores.errors import StoreError
+    from stores.mongo.client import MongoStore
+
+    s = resolve()
+    try:
+        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        return await fn(store.db)
+    finally:
+        await store.close()
+
+
+@mongo_app.command("ensure-indexes")
+def ensure_indexes() -> None:
+    """Create collections (validators where supported) and every declared index; idempotent."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from stores.mongo.collections import ensure_schema
+
+    report = asyncio.run(_with_db(ensure_schema))
+    table = Table(title="credit store schema")
+    table.add_column("collection")
+    table.add_column("indexes")
+    for name, idx in report.indexes.items():
+        table.add_row(name, ", ".join(idx) or "-")
+    out = Console()
+    out.print(table)
+    out.print(f"created: {', '.join(report.created) or 'nothing (all present)'}")
+    out.print(f"server $jsonSchema validators: {report.validators}; server TTL indexes: {report.ttl}")
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+@mongo_app.command("shard-commands")
+def shard_commands(db: Annotated[str | None, typer.Option(help="Database name (default: settings).")] = None) -> None:
+    """Print the mongosh commands that shard the credit store on user_id."""
+    from kredete.settings import get_settings
+    from stores.mongo.collections import shard_commands as cmds
+
+    for line in cmds(db or get_settings().mongo_db):
+        typer.echo(line)
+
+
+@mongo_app.command("retention")
+def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, do not delete.")] = False) -> None:
+    """Delete expired conversation/prompt logs and outbox events (what TTL indexes do where supported)."""
+    from stores.mongo.retention import purge_expired
+
+    counts = asyncio.run(_with_db(lambda db: purge_expired(db, dry_run=dry_run)))
+    verb = "would delete" if dry_run else "deleted"
+    for name, n in counts.items():
+        typer.echo(f"{name}: {verb} {n}")
+
+
+@mongo_app.command("capabilities")
+def capabilities() -> None:
+    """Probe which MongoDB features the connected server supports."""
+    from stores.mongo.capabilities import probe
+
+    for feature, ok in asyncio.run(_with_db(probe)).items():
+        typer.echo(f"{feature:16} {'yes' if ok else 'no'}")
+
+
+@mongo_app.command("reconcile-outbox")
+def reconcile_outbox(minutes: Annotated[int, typer.Option(help="Look back this many minutes.")] = 60) -> None:
+    """Re-emit change events lost to a crash between a write and its outbox event."""
+    from datetime import timedelta
+
+    from stores.mongo.cdc import Outbox
+    from stores.mongo.documents import now
+
+    n = asyncio.run(_with_db(lambda db: Outbox(db).reconcile(now() - timedelta(minutes=minutes))))
+    typer.echo(f"re-emitted {n} events")

@@ -1,0 +1,495 @@
+"""Repositories of the credit store.
+
+Reads take a `RowScope` and put it inside the query filter (never filter after fetching), validate
+documents with pydantic, cap result sizes at 100, and include `user_id` in the filter whenever the
+scope or the caller names users (shard targeting). Values from outside reach filters only through
+`eq_filter`/`in_filter`. Writes are service-side (no scope) and never overwrite a version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pydantic import BaseModel, ValidationError
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+
+from stores.errors import Conflict, InvalidData, NotFound, StoreError, StoreUnavailable
+from stores.mongo import collections as names
+from stores.mongo.cdc import Outbox, dispute_event_id, report_event_id
+from stores.mongo.client import MongoStore
+from stores.mongo.documents import (
+    DISPUTE_TRANSITIONS,
+    ActionPlan,
+    BureauResponse,
+    BureauResponseRef,
+    CreditFactor,
+    CreditReport,
+    Dispute,
+    DisputeLetter,
+    DisputeStatus,
+    ScorePoint,
+    StatusChange,
+    _utc_ms,
+    new_id,
+    now,
+)
+from stores.mongo.encryption import FieldEncryption, encrypt_paths, reveal_paths
+from stores.mongo.safety import MAX_DOCUMENT_BYTES, cap_limit, check_size, eq_filter, in_filter
+from stores.scope import RowScope
+
+M = TypeVar("M", bound=BaseModel)
+MAX_LIMIT = 100
+REPORT_PII_PATHS = ("subject.ssn", "subject.bvn", "subject.nin", "accounts[].account_number")
+RESPONSE_PII_PATHS = ("subject.ssn", "subject.bvn", "subject.nin")
+
+
+def as_db(store: MongoStore | AsyncIOMotorDatabase) -> AsyncIOMotorDatabase:
+    return store.db if isinstance(store, MongoStore) else store
+
+
+def user_key(user_id: UUID | str) -> str:
+    """Canonical string form of a user id from outside; InvalidData when it is not a UUID."""
+    try:
+        return str(UUID(str(user_id)))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidData("user_id must be a UUID", store="mongo") from exc
+
+
+def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
+    """AND of the scope's filter and `clauses` (`$and` keeps both `user_id` conditions intact)."""
+    parts = [c for c in (scope.mongo_filter("user_id"), *clauses) if c]
+    if not parts:
+        return {}
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+@contextlib.asynccontextmanager
+async def guard(what: str) -> AsyncIterator[None]:
+    """Translate driver errors into typed store errors with safe messages."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except DuplicateKeyError as exc:
+        raise Conflict(f"{what}: a document with the same identity exists", store="mongo") from exc
+    except (AutoReconnect, TimeoutError) as exc:
+        raise StoreUnavailable(f"{what}: MongoDB unreachable ({type(exc).__name__})", store="mongo") from exc
+    except OperationFailure as exc:
+        raise StoreError(f"{what}: MongoDB refused the operation (code {exc.code})", store="mongo") from exc
+    except PyMongoError as exc:
+        raise StoreUnavailable(f"{what}: MongoDB error ({type(exc).__name__})", store="mongo") from exc
+
+
+def _parse(model: type[M], raw: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidData(f"stored {model.__name__} failed validation ({exc.error_count()} errors)",
+                          store="mongo") from exc
+
+
+def _revalidate(model: type[M], doc: M) -> M:
+    """Validate a model instance again (callers may have built it with model_construct/assignment)."""
+    try:
+        return model.model_validate(doc.model_dump(by_alias=True))
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+        raise InvalidData(f"{model.__name__} failed validation: {', '.join(fields)}", store="mongo") from exc
+
+
+async def insert_many_idempotent(coll: AsyncIOMotorCollection, docs: list[dict[str, Any]]) -> int:
+    """Unordered insert that treats duplicate keys as already written; returns how many were new."""
+    if not docs:
+        return 0
+    try:
+        async with guard(f"write {coll.name}"):
+            res = await coll.insert_many(docs, ordered=False)
+        return len(res.inserted_ids)
+    except StoreError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, BulkWriteError) and all(e.get("code") == 11000 for e in cause.details["writeErrors"]):
+            return int(cause.details.get("nInserted", 0))
+        raise
+
+
+class _Repo:
+    collection: str
+
+    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, *, encryption: FieldEncryption | None = None,
+                 outbox: Outbox | None = None) -> None:
+        self.db = as_db(store)
+        self.coll: AsyncIOMotorCollection = self.db[self.collection]
+        self.encryption = encryption
+        self.outbox = outbox if outbox is not None else Outbox(self.db)
+
+    async def _find(self, model: type[M], flt: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
+                    *, pii_paths: Sequence[str] = (), reveal_pii: bool = False) -> list[M]:
+        async with guard(f"read {self.collection}"):
+            rows = await self.coll.find(flt).sort(list(sort)).limit(limit).to_list(limit)
+        out = []
+        for raw in rows:
+            if pii_paths:
+                await reveal_paths(self.encryption, raw, pii_paths, self.collection, reveal=reveal_pii)
+            out.append(_parse(model, raw))
+        return out
+
+    async def _one(self, model: type[M], flt: dict[str, Any], sort: Sequence[tuple[str, int]] = (),
+                   *, pii_paths: Sequence[str] = (), reveal_pii: bool = False) -> M:
+        rows = await self._find(model, flt, sort or [("_id", ASCENDING)], 1, pii_paths=pii_paths,
+                                reveal_pii=reveal_pii)
+        if not rows:
+            raise NotFound(f"no such {model.__name__}", store="mongo")
+        return rows[0]
+
+    async def _to_stored(self, doc: BaseModel, pii_paths: Sequence[str] = ()) -> dict[str, Any]:
+        raw = doc.to_mongo()  # type: ignore[attr-defined]
+        if pii_paths:
+            if self.encryption is None:
+                raise InvalidData(f"{self.collection}: PII fields need field encryption configured", store="mongo")
+            await encrypt_paths(self.encryption, raw, pii_paths, self.collection)
+        check_size(raw, MAX_DOCUMENT_BYTES, what=self.collection)
+        return raw
+
+    def _has_pii(self, doc: BaseModel, paths: Sequence[str]) -> bool:
+        from stores.mongo.encryption import _walk
+
+        raw = doc.model_dump(by_alias=True)
+        return any(raw_c[k] for p in paths for raw_c, k in _walk(raw, p.split(".")))
+
+
+class _Versioned(_Repo):
+    """Insert-only versions: unique (identity..., version) index, retry on a concurrent writer."""
+
+    identity: tuple[str, ...]
+    max_retries = 50
+
+    async def _insert_version(self, model: type[M], doc: M, pii_paths: Sequence[str]) -> M:
+        doc = _revalidate(model, doc)
+        ident = {k: getattr(doc, k) for k in self.identity}
+        for attempt in range(self.max_retries):
+            flt = {k: {"$eq": str(v)} for k, v in ident.items()}
+            async with guard(f"read {self.collection}"):
+                prev = await self.coll.find_one(flt, {"version": 1, "valid_from": 1, "created_at": 1},
+                                                sort=[("version", DESCENDING)])
+            ts = now()
+            update: dict[str, Any] = {"id": new_id(), "version": (prev["version"] + 1) if prev else 1,
+                                      "supersedes": prev["_id"] if prev else None, "created_at": ts}
+            if "valid_from" in model.model_fields:
+                prev_from = _utc_ms(prev["valid_from"]) if prev else ts
+                update["valid_from"] = max(ts, prev_from)
+            new = doc.model_copy(update=update)
+            raw = await self._to_stored(new, pii_paths if self._has_pii(new, pii_paths) else ())
+            try:
+                async with guard(f"write {self.collection}"):
+                    await self.coll.insert_one(raw)
+                return new
+            except Conflict:
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise Conflict(f"{self.collection}: too many concurrent writers for one version", store="mongo")
+
+
+# ---------------------------------------------------------------------------------------------
+class CreditReportRepository(_Versioned):
+    """Versioned credit reports: a change writes a new version, reads return the latest by default."""
+
+    collection = names.CREDIT_REPORTS
+    identity = ("user_id", "bureau")
+    _newest = (("valid_from", DESCENDING), ("version", DESCENDING))
+
+    def _flt(self, scope: RowScope, user_id: UUID | str, bureau: str | None, *extra: dict[str, Any]) -> dict:
+        clauses = [eq_filter("user_id", user_key(user_id))]
+        if bureau is not None:
+            clauses.append(eq_filter("bureau", bureau))
+        return scoped(scope, *clauses, *extra)
+
+    async def latest(self, scope: RowScope, user_id: UUID | str, *, bureau: str | None = None,
+                     reveal_pii: bool = False) -> CreditReport:
+        """Newest version (of `bureau`, or across bureaus). NotFound when none is visible."""
+        return await self._one(CreditReport, self._flt(scope, user_id, bureau), self._newest,
+                               pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+
+    async def get_version(self, scope: RowScope, user_id: UUID | str, version: int, *,
+                          bureau: str | None = None, reveal_pii: bool = False) -> CreditReport:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidData("version must be a positive integer", store="mongo")
+        return await self._one(CreditReport, self._flt(scope, user_id, bureau, eq_filter("version", version)),
+                               self._newest, pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+
+    async def as_of(self, scope: RowScope, user_id: UUID | str, when: datetime, *, bureau: str | None = None,
+                    reveal_pii: bool = False) -> CreditReport:
+        """The version valid at `when` (newest with valid_from <= when)."""
+        if not isinstance(when, datetime):
+            raise InvalidData("when must be a datetime", store="mongo")
+        return await self._one(CreditReport, self._flt(scope, user_id, bureau, {"valid_from": {"$lte": _utc_ms(when)}}),
+                               self._newest, pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+
+    async def list_versions(self, scope: RowScope, user_id: UUID | str, *, bureau: str | None = None,
+                            limit: int = MAX_LIMIT, reveal_pii: bool = False) -> list[CreditReport]:
+        """Versions newest first (at most 100)."""
+        return await self._find(CreditReport, self._flt(scope, user_id, bureau), self._newest,
+                                cap_limit(limit, MAX_LIMIT), pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+
+    async def add_version(self, report: CreditReport) -> CreditReport:
+        """Write `report` as the next version of (user_id, bureau); its `_id`, version, supersedes,
+        valid_from and created_at are assigned here. Emits a `credit_reports` change event."""
+        new = await self._insert_version(CreditReport, report, REPORT_PII_PATHS)
+        async with guard("emit credit_reports event"):
+            await self.outbox.emit(self.collection, "insert", new.id, new.user_id,
+                                   {"bureau": str(new.bureau), "version": new.version},
+                                   event_id=report_event_id(new.id))
+        return new
+
+
+class ScoreHistoryRepository(_Repo):
+    """Score time series per user (monthly bureau points and estimates)."""
+
+    collection = names.SCORE_HISTORY
+
+    async def series(self, scope: RowScope, user_id: UUID | str, date_from: datetime | None = None,
+                     date_to: datetime | None = None, *, bureau: str | None = None,
+                     limit: int = MAX_LIMIT) -> list[ScorePoint]:
+        """Points oldest first; with more than `limit` (max 100) in range, the newest `limit`."""
+        clauses: list[dict[str, Any]] = [eq_filter("user_id", user_key(user_id))]
+        rng: dict[str, Any] = {}
+        if date_from is not None:
+            rng["$gte"] = _utc_ms(date_from)
+        if date_to is not None:
+            rng["$lte"] = _utc_ms(date_to)
+        if rng:
+            clauses.append({"as_of": rng})
+        if bureau is not None:
+            clauses.append(eq_filter("bureau", bureau))
+        rows = await self._find(ScorePoint, scoped(scope, *clauses), [("as_of", DESCENDING)],
+                                cap_limit(limit, MAX_LIMIT, MAX_LIMIT))
+        return rows[::-1]
+
+    async def record(self, point: ScorePoint) -> ScorePoint:
+        """Idempotent: one point per (user, bureau, model, as_of); an existing point is kept."""
+        point = _revalidate(ScorePoint, point)
+        raw = await self._to_stored(point)
+        key = {k: {"$eq": raw[k]} for k in ("user_id", "bureau", "score_model", "as_of")}
+        with contextlib.suppress(Conflict):  # a concurrent upsert of the same point won
+            async with guard("write score_history"):
+                await self.coll.update_one(key, {"$setOnInsert": raw}, upsert=True)
+        return point
+
+
+class DisputeRepository(_Repo):
+    """Dispute cases and their state machine (opened → submitted_to_bureau → under_review → resolved|rejected)."""
+
+    collection = names.DISPUTE_CASES
+    claim_timeout = 10.0  # seconds after which a claim without its update is rolled forward
+    _order = (("updated_at", DESCENDING), ("_id", DESCENDING))
+
+    async def create(self, dispute: Dispute, *, actor: str = "system") -> Dispute:
+        dispute = _revalidate(Dispute, dispute)
+        if dispute.status is not DisputeStatus.OPENED:
+            raise InvalidData("a dispute starts in status 'opened'", store="mongo")
+        ts = now()
+        dispute = dispute.model_copy(update={
+            "opened_at": ts, "updated_at": ts, "revision": 1, "last_event_id": dispute_event_id(dispute.id, 1),
+            "status_history": [StatusChange(from_status=None, to_status=DisputeStatus.OPENED, at=ts,
+                                            note=dispute.notes, actor=actor)]})
+        async with guard("write dispute_cases"):
+            await self.coll.insert_one(await self._to_stored(dispute))
+            await self.outbox.emit(self.collection, "insert", dispute.id, dispute.user_id,
+                                   {"status": dispute.status.value, "revision": 1},
+                                   event_id=dispute.last_event_id or "")
+        return dispute
+
+    @staticmethod
+    def _query_hash(scope: RowScope, user_id: str | None, status: str | None) -> str:
+        basis = json.dumps([scope.all_users, sorted(map(str, scope.user_ids)), user_id, status])
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+    def _encode_cursor(self, last: Dispute, qh: str) -> str:
+        body = json.dumps({"t": int(last.updated_at.timestamp() * 1000), "i": last.id, "q": qh})
+        return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_cursor(cursor: str, qh: str) -> tuple[datetime, str]:
+        from datetime import UTC
+
+        try:
+            body = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            t, i, q = int(body["t"]), str(body["i"]), str(body["q"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidData("invalid cursor", store="mongo") from exc
+        if q != qh:
+            raise InvalidData("cursor does not belong to this query", store="mongo")
+        return datetime.fromtimestamp(t / 1000, UTC), i
+
+    async def list(self, scope: RowScope, *, user_id: UUID | str | None = None, status: str | None = None,
+                   cursor: str | None = None, limit: int = 20) -> tuple[list[Dispute], str | None]:
+        """A page of disputes newest-updated first, and the cursor of the next page (None at the end).
+
+        The cursor carries only a position and a digest of (scope, user_id, status): it never widens the
+        scope, which is re-applied in the filter of every page.
+        """
+        limit = cap_limit(limit, 20, MAX_LIMIT)
+        uid = user_key(user_id) if user_id is not None else None
+        if status is not None and (not isinstance(status, str) or status not in {s.value for s in DisputeStatus}):
+            raise InvalidData("unknown dispute status", store="mongo")
+        clauses: list[dict[str, Any]] = []
+        if uid is not None:
+            clauses.append(eq_filter("user_id", uid))
+        if status is not None:
+            clauses.append(eq_filter("status", status))
+        qh = self._query_hash(scope, uid, status)
+        if cursor:
+            t, i = self._decode_cursor(cursor, qh)
+            clauses.append({"$or": [{"updated_at": {"$lt": t}}, {"updated_at": {"$eq": t}, "_id": {"$lt": i}}]})
+        rows = await self._find(Dispute, scoped(scope, *clauses), self._order, limit + 1)
+        items = rows[:limit]
+        nxt = self._encode_cursor(items[-1], qh) if len(rows) > limit else None
+        return items, nxt
+
+    async def get(self, scope: RowScope, dispute_id: str) -> Dispute:
+        """One dispute; NotFound when it does not exist or is outside `scope`."""
+        if not isinstance(dispute_id, str) or not dispute_id or len(dispute_id) > 200:
+            raise InvalidData("dispute_id must be a non-empty string", store="mongo")
+        return await self._one(Dispute, scoped(scope, eq_filter("_id", dispute_id)))
+
+    async def _current(self, dispute_id: str) -> Dispute:
+        return await self.get(RowScope.everyone(), dispute_id)
+
+    async def _claim(self, cur: Dispute, rev: int, update: dict[str, Any], event_data: dict[str, Any]) -> None:
+        """Claim revision `rev` through a unique `_id` (atomic on every server; FerretDB 1.x does not make
+        a filtered update a compare-and-set). A claim whose writer died is rolled forward, then Conflict."""
+        claims = self.db[names.WRITE_CLAIMS]
+        claim_id = dispute_event_id(cur.id, rev)
+        ts = now()
+        doc = {"_id": claim_id, "set": update.get("$set", {}), "push": update.get("$push", {}),
+               "event": event_data, "created_at": ts, "expires_at": ts + timedelta(days=1)}
+        try:
+            await claims.insert_one(doc)
+            return
+        except DuplicateKeyError:
+            held = await claims.find_one({"_id": {"$eq": claim_id}})
+        if held and (ts - _utc_ms(held["created_at"])).total_seconds() > self.claim_timeout:
+            fwd = {"$set": held["set"]} | ({"$push": held["push"]} if held["push"] else {})
+            res = await self.coll.update_one({"_id": {"$eq": cur.id}, "revision": {"$eq": cur.revision}}, fwd)
+            if res.matched_count:
+                await self.outbox.emit(self.collection, "update", cur.id, cur.user_id, held["event"],
+                                       event_id=claim_id)
+        raise Conflict("dispute changed concurrently; retry", store="mongo")
+
+    async def _update(self, cur: Dispute, update: dict[str, Any], event_data: dict[str, Any]) -> Dispute:
+        rev = cur.revision + 1
+        event_id = dispute_event_id(cur.id, rev)
+        update.setdefault("$set", {}).update({"updated_at": now(), "revision": rev, "last_event_id": event_id})
+        event_data = {**event_data, "revision": rev}
+        async with guard("write dispute_cases"):
+            await self._claim(cur, rev, update, event_data)
+            res = await self.coll.update_one({"_id": {"$eq": cur.id}, "revision": {"$eq": cur.revision}}, update)
+            if res.matched_count == 0:
+                raise Conflict("dispute changed concurrently; retry", store="mongo")
+            await self.outbox.emit(self.collection, "update", cur.id, cur.user_id, event_data, event_id=event_id)
+        return await self._current(cur.id)
+
+    async def transition(self, dispute_id: str, to_status: DisputeStatus | str, note: str | None = None,
+                         *, actor: str = "system") -> Dispute:
+        """Move along the state machine; an illegal move raises InvalidData, a concurrent one Conflict."""
+        try:
+            target = DisputeStatus(to_status)
+        except ValueError as exc:
+            raise InvalidData("unknown dispute status", store="mongo") from exc
+        cur = await self._current(dispute_id)
+        if target not in DISPUTE_TRANSITIONS[cur.status]:
+            raise InvalidData(f"illegal dispute transition {cur.status.value} -> {target.value}", store="mongo")
+        ts = now()
+        change = StatusChange(from_status=cur.status, to_status=target, at=ts, note=note, actor=actor)
+        sets: dict[str, Any] = {"status": target.value}
+        if target in (DisputeStatus.RESOLVED, DisputeStatus.REJECTED):
+            sets["resolved_at"] = ts
+        return await self._update(cur, {"$set": sets, "$push": {"status_history": change.model_dump()}},
+                                  {"status": target.value, "from": cur.status.value})
+
+    async def add_letter(self, dispute_id: str, letter: DisputeLetter) -> Dispute:
+        letter = _revalidate(DisputeLetter, letter)
+        cur = await self._current(dispute_id)
+        return await self._update(cur, {"$push": {"letters": letter.model_dump()}},
+                                  {"status": cur.status.value, "letter": letter.letter_id})
+
+    async def attach_response(self, dispute_id: str, ref: BureauResponseRef) -> Dispute:
+        cur = await self._current(dispute_id)
+        return await self._update(cur, {"$push": {"bureau_responses": ref.model_dump()}},
+                                  {"status": cur.status.value, "response": ref.response_id})
+
+
+class ActionPlanRepository(_Versioned):
+    """Versioned credit-building plans."""
+
+    collection = names.ACTION_PLANS
+    identity = ("user_id",)
+
+    async def latest(self, scope: RowScope, user_id: UUID | str) -> ActionPlan:
+        return await self._one(ActionPlan, scoped(scope, eq_filter("user_id", user_key(user_id))),
+                               [("version", DESCENDING)])
+
+    async def list_versions(self, scope: RowScope, user_id: UUID | str, *, limit: int = 20) -> list[ActionPlan]:
+        return await self._find(ActionPlan, scoped(scope, eq_filter("user_id", user_key(user_id))),
+                                [("version", DESCENDING)], cap_limit(limit, 20, MAX_LIMIT))
+
+    async def add_version(self, plan: ActionPlan) -> ActionPlan:
+        return await self._insert_version(ActionPlan, plan, ())
+
+
+class BureauResponseRepository(_Repo):
+    """Bureau answers to disputes; subject identifiers encrypted at rest."""
+
+    collection = names.BUREAU_RESPONSES
+
+    async def add(self, response: BureauResponse, disputes: DisputeRepository | None = None) -> BureauResponse:
+        """Store the response and reference it from its dispute."""
+        response = _revalidate(BureauResponse, response)
+        raw = await self._to_stored(response, RESPONSE_PII_PATHS if self._has_pii(response, RESPONSE_PII_PATHS)
+                                    else ())
+        async with guard("write bureau_responses"):
+            await self.coll.insert_one(raw)
+        repo = disputes or DisputeRepository(self.db, encryption=self.encryption, outbox=self.outbox)
+        await repo.attach_response(response.dispute_id, BureauResponseRef(
+            response_id=response.id, received_at=response.received_at, outcome=response.outcome))
+        return response
+
+    async def for_dispute(self, scope: RowScope, user_id: UUID | str, dispute_id: str, *, limit: int = 20,
+                          reveal_pii: bool = False) -> list[BureauResponse]:
+        flt = scoped(scope, eq_filter("user_id", user_key(user_id)), eq_filter("dispute_id", dispute_id))
+        return await self._find(BureauResponse, flt, [("received_at", DESCENDING)], cap_limit(limit, 20, MAX_LIMIT),
+                                pii_paths=RESPONSE_PII_PATHS, reveal_pii=reveal_pii)
+
+
+class CreditFactorRepository(_Repo):
+    """Scoring factors derived from report versions (one per factor and report)."""
+
+    collection = names.CREDIT_FACTORS
+
+    async def add_many(self, factors: Sequence[CreditFactor]) -> int:
+        """Insert factors, skipping those already stored (idempotent); returns how many were new."""
+        docs = [await self._to_stored(_revalidate(CreditFactor, f)) for f in factors]
+        return await insert_many_idempotent(self.coll, docs)
+
+    async def for_user(self, scope: RowScope, user_id: UUID | str, *, report_id: str | None = None,
+                       limit: int = 50) -> list[CreditFactor]:
+        clauses = [eq_filter("user_id", user_key(user_id))]
+        if report_id is not None:
+            clauses.append(eq_filter("report_id", report_id))
+        return await self._find(CreditFactor, scoped(scope, *clauses), [("as_of", DESCENDING), ("weight", DESCENDING)],
+                                cap_limit(limit, 50, MAX_LIMIT))
+
+
+__all__ = [
+    "ActionPlanRepository", "BureauResponseRepository", "CreditFactorRepository", "CreditReportRepository",
+    "DisputeRepository", "ScoreHistoryRepository", "as_db", "in_filter", "scoped", "user_key",
+]

@@ -1,0 +1,43 @@
+"""Retention job: delete documents whose `expires_at` has passed.
+
+On a server with TTL indexes this is a harmless backstop (the TTL monitor runs every 60 s); on
+FerretDB 1.x, which refuses `expireAfterSeconds`, it is what enforces retention. Feedback, predictions
+and training data have no `expires_at` and are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from stores.mongo.collections import SPEC_BY_NAME, TTL_COLLECTIONS
+from stores.mongo.documents import _utc_ms, now
+
+
+async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
+                        collections: tuple[str, ...] = TTL_COLLECTIONS, dry_run: bool = False) -> dict[str, int]:
+    """Delete (or count, with `dry_run`) expired documents per collection."""
+    cutoff = _utc_ms(at) if at else now()
+    out: dict[str, int] = {}
+    for name in collections:
+        spec = SPEC_BY_NAME[name]
+        if not spec.ttl_field:
+            raise ValueError(f"{name} has no expiry field")
+        flt = {spec.ttl_field: {"$lt": cutoff}}
+        if dry_run:
+            out[name] = await db[name].count_documents(flt)
+        else:
+            out[name] = (await db[name].delete_many(flt)).deleted_count
+    return out
+
+
+async def retention_loop(db: AsyncIOMotorDatabase, *, interval: float = 60.0, stop: asyncio.Event) -> None:
+    """Run `purge_expired` every `interval` seconds until `stop` is set."""
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            await purge_expired(db)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

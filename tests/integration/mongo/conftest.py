@@ -1,0 +1,77 @@
+"""Mongo fixtures: only the Mongo server of the stack, and a throwaway database per test module."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from kredete.settings import resolve
+from stores.mongo.client import MongoStore
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> str:
+    """The stack's Mongo server, started if needed (only that server; never stopped here: it is shared)."""
+    try:
+        from kredete import stack
+
+        stack.up(["mongo"])
+    except Exception:  # another server module may be mid-edit; start the Mongo server on its own
+        from kredete.stack.ferretdb import FerretDBServer
+
+        server = FerretDBServer()
+        server.provision()
+        server.start()
+    return resolve().mongo_url.get_secret_value()
+
+
+@pytest.fixture(scope="session")
+def master_key() -> str:
+    return resolve().field_encryption_master_key.get_secret_value()
+
+
+@pytest.fixture(scope="session")
+async def caps(mongo_url) -> dict[str, bool]:
+    """What the server supports, probed once."""
+    from stores.mongo.capabilities import probe
+
+    store = await MongoStore(mongo_url, f"kredete_test_probe_{secrets.token_hex(4)}").connect()
+    try:
+        return await probe(store.db)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+@pytest.fixture(autouse=True)
+def _needs_feature(request, caps):
+    marker = request.node.get_closest_marker("needs_feature")
+    if marker and not caps.get(marker.args[0], False):
+        pytest.skip(f"the local MongoDB-wire server lacks {marker.args[0]} (FerretDB 1.x)")
+
+
+@pytest.fixture(scope="module")
+async def mongo(mongo_url):
+    """A connected MongoStore on a fresh `kredete_test_<random>` database with the schema applied."""
+    from stores.mongo.collections import ensure_schema
+
+    store = await MongoStore(mongo_url, f"kredete_test_{secrets.token_hex(4)}").connect()
+    store.schema_report = await ensure_schema(store.db)  # type: ignore[attr-defined]
+    yield store
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+@pytest.fixture(scope="module")
+def db(mongo):
+    return mongo.db
+
+
+@pytest.fixture(scope="module")
+async def encryption(db, master_key):
+    from stores.mongo.encryption import open_field_encryption
+
+    enc = await open_field_encryption(db, master_key)
+    yield enc
+    await enc.close()

@@ -1,0 +1,110 @@
+"""AI logging API: redaction before write, validation, bounded buffer, idempotent retries, retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stores.errors import InvalidData
+from stores.mongo.ai_logging import AILogger
+from stores.mongo.retention import purge_expired
+from tests.integration.mongo.factories import uid
+
+PHONE = "08031234567"
+
+
+def redactor(text: str) -> str:
+    return text.replace(PHONE, "[PHONE]").replace("22123456789", "[BVN]")
+
+
+async def test_every_log_kind_is_written_redacted(db):
+    logger = await AILogger(db, redactor=redactor).start()
+    user, conv = uid(), uid()
+    await logger.log_conversation_turn(conv, user, "user", f"call me on {PHONE}", principal_subject="cust-1")
+    await logger.log_conversation_turn(conv, user, "tool", "2 disputes", principal_subject="cust-1",
+                                       tool_calls=[{"name": "list_disputes", "arguments": {"q": "bvn 22123456789"}}],
+                                       retrieved_ids=["doc-1"], metadata={"latency_ms": 12})
+    await logger.log_prompt("credit_coach", "3", "Help {name}", {"name": f"Ada {PHONE}"}, user_id=user,
+                            principal_subject="cust-1")
+    await logger.log_feedback(conv, user, score=1, label="helpful", comment=f"ring {PHONE}",
+                              principal_subject="cust-1")
+    await logger.log_prediction("score-estimator", "1.2", user, {"note": PHONE, "util": 0.4}, {"score": 640}, 12.5)
+    stats = await logger.stop()
+    assert stats.written == 5 and stats.buffered == 0 and stats.dropped == 0
+    turns = await db.llm_conversations.find({"conversation_id": conv}).sort("created_at", 1).to_list(10)
+    assert [t["observation"] for t in turns] == ["turn", "tool_call"]
+    everything = [*turns, *(await db.prompt_history.find({"user_id": user}).to_list(5)),
+                  *(await db.feedback_signals.find({"user_id": user}).to_list(5)),
+                  *(await db.model_predictions.find({"user_id": user}).to_list(5))]
+    assert len(everything) == 5
+    assert PHONE not in repr(everything) and "22123456789" not in repr(everything)
+    assert all(d["expires_at"] > d["created_at"] for d in turns)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"metadata": {"$where": "1"}},
+    {"metadata": {"a": {"$function": "x"}}},
+    {"metadata": {"dotted.key": 1}},
+    {"metadata": {"blob": "x" * (600 * 1024)}},
+    {"tool_calls": [{"name": "x", "arguments": {"$gt": ""}}]},
+])
+async def test_bad_records_rejected_with_clear_errors(db, kwargs):
+    logger = AILogger(db)
+    with pytest.raises(InvalidData):
+        await logger.log_conversation_turn(uid(), uid(), "user", "hi", principal_subject="p", **kwargs)
+    assert logger.stats.buffered == 0
+
+
+async def test_validation_errors(db):
+    logger = AILogger(db)
+    with pytest.raises(InvalidData, match="user_id"):
+        await logger.log_feedback(uid(), "nobody", score=1, label=None, comment=None, principal_subject="p")
+    with pytest.raises(InvalidData, match="content"):
+        await logger.log_conversation_turn(uid(), uid(), "user", "x" * 30_000, principal_subject="p")
+    with pytest.raises(InvalidData, match="role"):
+        await logger.log_conversation_turn(uid(), uid(), "root", "x", principal_subject="p")
+
+
+async def test_full_buffer_drops_and_counts(db):
+    logger = AILogger(db, buffer_size=5)
+    user = uid()
+    ids = [await logger.log_prediction("m", "1", user, {}, {}, 1.0) for _ in range(7)]
+    assert ids[-2:] == [None, None] and logger.stats.dropped == 2
+    assert await logger.flush(5)
+    assert logger.stats.written == 5
+    assert await db.model_predictions.count_documents({"user_id": user}) == 5
+
+
+async def test_retry_after_unknown_outcome_does_not_duplicate(db):
+    logger = AILogger(db)
+    user = uid()
+    rid = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
+    _, doc = logger._buffer[0]
+    await db.model_predictions.insert_one(dict(doc))  # the "lost" acknowledgement: already on the server
+    assert await logger.flush(5)
+    assert logger.stats.written == 1 and logger.stats.failed == 0
+    assert await db.model_predictions.count_documents({"_id": rid}) == 1
+
+
+async def test_retention_job_deletes_expired_logs_only(db):
+    logger = AILogger(db, retention=timedelta(milliseconds=1))
+    user = uid()
+    await logger.log_conversation_turn(uid(), user, "user", "old", principal_subject="p")
+    await logger.log_prompt("p", "1", "t", {}, user_id=user, principal_subject="p")
+    await logger.log_feedback(uid(), user, score=1, label=None, comment=None, principal_subject="p")
+    assert await logger.flush(5)
+    import asyncio
+
+    await asyncio.sleep(0.05)
+    deleted = await purge_expired(db)
+    assert deleted["llm_conversations"] >= 1 and deleted["prompt_history"] >= 1
+    assert await db.llm_conversations.count_documents({"user_id": user}) == 0
+    assert await db.prompt_history.count_documents({"user_id": user}) == 0
+    assert await db.feedback_signals.count_documents({"user_id": user}) == 1  # feedback never expires
+
+
+@pytest.mark.needs_feature("ttl_index")
+async def test_server_ttl_index_declared(db):
+    info = await db.llm_conversations.index_information()
+    assert info["ttl_expires_at"]["expireAfterSeconds"] == 0

@@ -1,0 +1,91 @@
+"""Kill -9 a (private) FerretDB mid-stream, restart it: every log record ends up stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import pytest
+
+from kredete.stack.ferretdb import FerretDBServer
+from stores.mongo.ai_logging import AILogger
+from stores.mongo.client import MongoStore
+from stores.mongo.collections import ensure_schema
+from tests.integration.mongo.factories import uid
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+class PrivateFerretDB(FerretDBServer):
+    """Our own instance: its own port, debug port and data dir; never the shared one."""
+
+    def __init__(self, data_dir, port: int, debug_port: int) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.port = port
+        self.debug_port = debug_port
+
+    def command(self):
+        argv, env = super().command()
+        return [a if not a.startswith("--debug-addr=") else f"--debug-addr=127.0.0.1:{self.debug_port}"
+                for a in argv], env
+
+    def kill9(self) -> None:
+        pid = self.pid()
+        assert pid
+        os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def private_server(tmp_path, mongo_url):
+    server = PrivateFerretDB(tmp_path / "ferretdb", _free_port(57117), _free_port(57118))
+    server.data_dir.mkdir(parents=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_records_survive_server_kill_and_restart(private_server):
+    n = 1200
+    store = await MongoStore(private_server.url(), "kredete_test_restart", timeout=1.0).connect()
+    try:
+        await ensure_schema(store.db)
+        logger = await AILogger(store, batch_size=25, max_retry_delay=0.3).start()
+        user, conv = uid(), uid()
+        ids = set()
+        for i in range(n):
+            if i % 2:
+                rid = await logger.log_prediction("m", "1", user, {"i": i}, {"ok": True}, 1.0)
+            else:
+                rid = await logger.log_conversation_turn(conv, user, "user", f"turn {i}", principal_subject="p")
+            ids.add(rid)
+            if i % 25 == 0:
+                await asyncio.sleep(0.005)
+            if i == n // 3:
+                private_server.kill9()
+            if i == n // 2:
+                await asyncio.sleep(0.5)  # keep logging while the server is down
+                await asyncio.to_thread(private_server.start)
+        assert await logger.flush(120), logger.stats
+        stats = await logger.stop()
+        assert None not in ids and len(ids) == n
+        assert stats.dropped == 0 and stats.failed == 0 and stats.written == n
+        assert stats.retries > 0, "the outage was never hit"
+        stored = {d["_id"] async for d in store.db.llm_conversations.find({"user_id": user}, {"_id": 1})}
+        stored |= {d["_id"] async for d in store.db.model_predictions.find({"user_id": user}, {"_id": 1})}
+        total = (await store.db.llm_conversations.count_documents({"user_id": user})
+                 + await store.db.model_predictions.count_documents({"user_id": user}))
+        assert stored == ids and total == n
+    finally:
+        await store.close()

@@ -1,0 +1,57 @@
+"""Seeding the credit store: consistent with the users, deterministic, idempotent, PII encrypted."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from kredete.seed.mongo import INJECTIONS, seed_credit_store_async
+from kredete.settings import resolve
+from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository
+from stores.mongo.encryption import MASK
+from stores.scope import RowScope
+
+COUNTRIES = ["NG", "GH", "KE", "US", "GB"]
+
+
+def users(n: int) -> list[dict]:
+    return [{"user_id": uuid.uuid5(uuid.NAMESPACE_DNS, f"seed-test-{i}"), "full_name": f"Ada Obi{i}",
+             "country": COUNTRIES[i % 5], "bvn": f"221{i:08d}", "phone": f"0803{i:07d}",
+             "date_of_birth": "1990-05-01"} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+async def seeded(db):
+    people = users(40)
+    first = await seed_credit_store_async(resolve(), people, 7, db=db)
+    return people, first
+
+
+async def test_seed_is_consistent_and_encrypted(seeded, db):
+    people, first = seeded
+    ids = {str(p["user_id"]) for p in people}
+    assert set(await db.credit_reports.distinct("user_id")) == ids
+    assert set(await db.score_history.distinct("user_id")) == ids
+    assert first["score_history"] == 24 * 40
+    assert first["dispute_cases"] > 0 and first["action_plans"] >= 40
+    user = str(people[0]["user_id"])
+    rep = await CreditReportRepository(db).latest(RowScope.users(user), user)
+    assert rep.subject.bvn == MASK and rep.country == "NG"
+    raw = await db.credit_reports.find_one({"user_id": user})
+    assert "22100000000" not in repr(raw)
+    series = await ScoreHistoryRepository(db).series(RowScope.users(user), user)
+    assert len(series) == 24 and series[0].as_of < series[-1].as_of
+    items, _ = await DisputeRepository(db).list(RowScope.everyone(), limit=100)
+    texts = repr([(i.notes, [h.note for h in i.status_history]) for i in items])
+    assert any(inj in texts for inj in INJECTIONS)
+    assert "0803" in texts  # PII in free text, for the redaction tests of the MCP server
+
+
+async def test_seed_is_idempotent_and_deterministic(seeded, db):
+    people, _ = seeded
+    before = {c: await db[c].count_documents({}) for c in ("credit_reports", "dispute_cases", "score_history")}
+    again = await seed_credit_store_async(resolve(), people, 7, db=db)
+    assert set(again.values()) == {0}
+    after = {c: await db[c].count_documents({}) for c in before}
+    assert before == after
