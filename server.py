@@ -14,17 +14,17 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from mcp.server.auth.settings import AuthSettings  # noqa: E402
-from mcp.server.mcpserver import MCPServer  # noqa: E402
-from mcp_types import ToolAnnotations  # noqa: E402
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
 
-from agent_tools.prompts import register_prompts  # noqa: E402
-from agent_tools.registry import TOOLS  # noqa: E402
-from agent_tools.resources import register_resources  # noqa: E402
-from agent_tools.runtime import AgentRuntime  # noqa: E402
-from guards.middleware import GuardMiddleware  # noqa: E402
-from guards.pipeline import CallState, guarded_tool, new_call_state  # noqa: E402
-from guards.tokens import KredeteTokenVerifier  # noqa: E402
+from agent_tools.prompts import register_prompts
+from agent_tools.registry import TOOLS
+from agent_tools.resources import register_resources
+from agent_tools.runtime import AgentRuntime
+from guards.middleware import GuardMiddleware
+from guards.pipeline import CallState, guarded_tool, new_call_state
+from guards.tokens import KredeteTokenVerifier
 
 INSTRUCTIONS = (
     "Read-only tools over a payments and credit-building data tier. Every call is scoped to the caller's "

@@ -74,4 +74,4 @@ def _public_scope():
     return RowScope.none()
 
 
-__all__ = ["FeedbackAck", "KnowledgeResults", "UUID", "log_feedback", "search_knowledge"]
+__all__ = ["UUID", "FeedbackAck", "KnowledgeResults", "log_feedback", "search_knowledge"]

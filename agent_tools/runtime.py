@@ -42,20 +42,20 @@ class AgentRuntime:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> AgentRuntime:
-        from stores.postgres.audit import AuditRepository
-
         from stores.cache import CacheStore
         from stores.mongo import MongoStore
+        from stores.postgres.audit import AuditRepository
         from stores.search import SearchStore
 
         s = self.settings
         pg = build_postgres(s, role="agent")
         audit_pg = build_postgres(s, role="log")
+        self.pii_store = build_postgres(s, role="service")
         cache = CacheStore(s.redis_agent_url.get_secret_value(), timeout=s.connect_timeout_s)
         mongo = MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s)
         search = SearchStore(s.opensearch_url.get_secret_value(), prefix=s.index_prefix)
         # The server starts even when a store is down: calls that need it fail with a clear error.
-        for store in (pg, audit_pg, cache, mongo, search):
+        for store in (pg, audit_pg, self.pii_store, cache, mongo, search):
             try:
                 await store.connect()
             except Exception as exc:
@@ -69,15 +69,16 @@ class AgentRuntime:
         return self
 
     def _build_repositories(self) -> None:
+        from stores.crypto import FieldCipher
         from stores.mongo.credit import (
             ActionPlanRepository,
             CreditReportRepository,
             DisputeRepository,
             ScoreHistoryRepository,
         )
-        from stores.postgres.repositories import (
+        from stores.postgres import (
             AnalyticsRepository,
-            CoachRepository,
+            AuditRepository,
             TransactionRepository,
             UserRepository,
             WalletRepository,
@@ -86,9 +87,12 @@ class AgentRuntime:
         pg, db = self.stores.postgres, self.stores.mongo
         self.transactions = TransactionRepository(pg)
         self.wallets = WalletRepository(pg)
-        self.users = UserRepository(pg, cipher=None)
-        self.coaches = CoachRepository(pg)
+        self.coaches = UserRepository(pg)
         self.analytics = AnalyticsRepository(pg)
+        self.audit_reader = AuditRepository(pg)
+        # Only the redaction layer decrypts names and addresses (to find and mask them); no tool can.
+        cipher = FieldCipher(self.settings.field_encryption_master_key.get_secret_value())
+        self.users = UserRepository(self.pii_store, cipher=cipher)
         self.credit_reports = CreditReportRepository(db)
         self.scores = ScoreHistoryRepository(db)
         self.disputes = DisputeRepository(db)
@@ -105,16 +109,16 @@ class AgentRuntime:
             await self.ai_logger.stop()
         if self.stores is not None:
             await self.stores.close()
-        if self.audit_store is not None:
-            await self.audit_store.close()
+        for extra in (self.audit_store, getattr(self, "pii_store", None)):
+            if extra is not None:
+                await extra.close()
 
     @property
     def retriever(self):
         """Loaded on first use: the embedding model takes seconds to load."""
         if self._retriever is None:
-            from retrieval.service import KnowledgeRetriever
-
             from retrieval.encoder import default_encoder
+            from retrieval.service import KnowledgeRetriever
 
             self._retriever = KnowledgeRetriever(self.stores, default_encoder(cache=self.stores.cache))
         return self._retriever

@@ -1,0 +1,199 @@
+"""End-to-end: a seeded data tier in its own databases, the MCP server as a real process, real MCP clients.
+
+The e2e data lives apart from the dev data (`kredete_e2e` database, `kredete_e2e` Mongo database,
+`kredete-e2e` index prefix) so the suite can reseed it without touching anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from kredete.paths import REPO_ROOT
+from kredete.settings import Settings, resolve
+
+E2E_ENV = {"KREDETE_POSTGRES_DB": "kredete_e2e", "KREDETE_MONGO_DB": "kredete_e2e",
+           "KREDETE_INDEX_PREFIX": "kredete-e2e", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+E2E_USERS = 30
+E2E_SEED = 20261125
+KREDETE = str(Path(sys.executable).with_name("kredete"))
+SERVER = str(REPO_ROOT / "server.py")
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> None:
+    proc = subprocess.run([KREDETE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kredete {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def e2e_env(stack) -> dict[str, str]:
+    """Fresh e2e databases, migrated, seeded and indexed through the same CLI an operator uses."""
+    import asyncio
+
+    import asyncpg
+
+    env = {**os.environ, **E2E_ENV}
+    base = resolve()
+    admin_url = base.postgres_url.get_secret_value()
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute("DROP DATABASE IF EXISTS kredete_e2e WITH (FORCE)")
+            await conn.execute("CREATE DATABASE kredete_e2e")
+        finally:
+            await conn.close()
+
+    asyncio.run(recreate())
+    from pymongo import MongoClient
+
+    with MongoClient(base.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
+        client.drop_database("kredete_e2e")
+    _run(["db", "migrate"], env)
+    _run(["seed", "--users", str(E2E_USERS), "--seed", str(E2E_SEED)], env)
+    _run(["ingest", "--reset"], env, timeout=1800)
+    return env
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(e2e_env) -> Settings:
+    return resolve(Settings(postgres_db="kredete_e2e", mongo_db="kredete_e2e", index_prefix="kredete-e2e"))
+
+
+@dataclass
+class Facts:
+    """Known records of the seeded e2e data, found through the service adapters."""
+
+    alice: UUID  # a customer with transactions, a credit report and a dispute
+    bob: UUID  # another such customer
+    alice_names: list[str]
+    bob_names: list[str]
+    bob_transaction: UUID
+    bob_dispute: str
+    alice_dispute: str
+    coach: str
+    coach_users: list[UUID]
+    unassigned_user: UUID
+    all_names: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+async def facts(e2e_settings) -> Facts:
+    from stores.registry import connect
+    from stores.scope import RowScope
+
+    stores = await connect(("postgres", "mongo"), settings=e2e_settings)
+    try:
+        async with stores.postgres.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT t.user_id, count(*) AS n FROM transactions t GROUP BY t.user_id HAVING count(*) >= 3 "
+                "ORDER BY t.user_id")
+            with_tx = [r["user_id"] for r in rows]
+            coach_rows = await conn.fetch("SELECT coach_subject, user_id FROM coach_assignments ORDER BY user_id")
+        disputed = sorted({d["user_id"] for d in await stores.mongo.db.dispute_cases.find(
+            {}, {"user_id": 1}).to_list(None)})
+        reported = {d["user_id"] for d in await stores.mongo.db.credit_reports.find({}, {"user_id": 1}).to_list(None)}
+        candidates = [u for u in with_tx if str(u) in disputed and str(u) in reported]
+        assert len(candidates) >= 2, "seed must give at least two customers with transactions, reports and disputes"
+        alice, bob = candidates[0], candidates[1]
+        from stores.postgres.users import UserRepository
+
+        known = await UserRepository(stores.postgres).known_pii([alice, bob])
+        async with stores.postgres.connection() as conn:
+            bob_tx = await conn.fetchval("SELECT id FROM transactions WHERE user_id = $1 ORDER BY created_at DESC "
+                                         "LIMIT 1", bob)
+            every = await conn.fetch("SELECT id FROM users ORDER BY id")
+        all_known = await UserRepository(stores.postgres).known_pii([r["id"] for r in every])
+        bob_d = await stores.mongo.db.dispute_cases.find_one({"user_id": str(bob)})
+        alice_d = await stores.mongo.db.dispute_cases.find_one({"user_id": str(alice)})
+        coach = coach_rows[0]["coach_subject"]
+        coach_users = [r["user_id"] for r in coach_rows if r["coach_subject"] == coach]
+        unassigned = next(UUID(u) for u in sorted(reported) if UUID(u) not in coach_users)
+        _ = RowScope
+        return Facts(alice=alice, bob=bob, alice_names=known[alice]["names"], bob_names=known[bob]["names"],
+                     bob_transaction=bob_tx, bob_dispute=bob_d["_id"], alice_dispute=alice_d["_id"], coach=coach,
+                     coach_users=coach_users, unassigned_user=unassigned,
+                     all_names=sorted({n for v in all_known.values() for n in v["names"]}))
+    finally:
+        await stores.close()
+
+
+def token_for(settings: Settings, role: str, *, user: UUID | None = None, subject: str | None = None,
+              ttl_s: int = 3600) -> str:
+    from guards.tokens import issue_token
+
+    return issue_token(role, subject or (f"user:{user}" if user else f"{role}-e2e"), user_id=user, ttl_s=ttl_s,
+                       settings=settings)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def http_server(e2e_env) -> str:
+    """`kredete serve --transport http` as a real process; yields its MCP URL."""
+    port = _free_port()
+    log = open(REPO_ROOT / ".local" / "e2e-http-server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port)], env=e2e_env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            break
+        if proc.poll() is not None:
+            raise RuntimeError((REPO_ROOT / ".local" / "e2e-http-server.log").read_text()[-3000:])
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@contextlib.asynccontextmanager
+async def http_session(url: str, token: str | None) -> AsyncIterator:
+    """An SDK ClientSession over streamable HTTP with a bearer token."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with create_mcp_http_client(headers=headers) as http, streamable_http_client(url, http_client=http) as (
+            read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def stdio_session(env: dict[str, str], token: str | None) -> AsyncIterator:
+    """An SDK ClientSession over stdio, launching `python server.py` with KREDETE_TOKEN."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    server_env = {k: v for k, v in env.items() if k.startswith(("KREDETE_", "HF_", "TRANSFORMERS_", "PATH", "HOME"))}
+    if token is not None:
+        server_env["KREDETE_TOKEN"] = token
+    else:
+        server_env.pop("KREDETE_TOKEN", None)
+    params = StdioServerParameters(command=sys.executable, args=[SERVER], env=server_env, cwd=str(REPO_ROOT))
+    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
+        async with stdio_client(params, errlog=devnull) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
