@@ -53,7 +53,7 @@ async def search_knowledge(args: SearchKnowledgeInput, principal: Principal, rt:
         from guards.errors import Forbidden
 
         raise Forbidden("none of the requested document types is readable by your role")
-    user_types = [t for t in doc_types if t != "kb_article"]
+    user_types = [t for t in doc_types if t != "kb"]
     scope = await rt.scope_for(principal, None) if user_types else None
     passages = await rt.retriever.search(args.query, scope if scope is not None else _public_scope(),
                                          k=args.k, mode=args.mode, min_score=args.min_score, doc_types=doc_types)

@@ -114,8 +114,8 @@ class SearchKnowledgeInput(_Input):
     query: str = Field(min_length=2, max_length=2000)
     k: int = Field(5, ge=1, le=20)
     mode: Literal["hybrid", "knn", "bm25"] = "hybrid"
-    doc_types: list[Literal["kb_article", "credit_report", "dispute", "action_plan"]] | None = Field(
-        None, max_length=4)
+    doc_types: list[Literal["kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document"]] | None = (
+        Field(None, max_length=6))
     min_score: float | None = Field(None, ge=0, le=1)
     conversation_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
                                         description="Log this retrieval under a conversation.")

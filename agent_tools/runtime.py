@@ -117,10 +117,11 @@ class AgentRuntime:
     def retriever(self):
         """Loaded on first use: the embedding model takes seconds to load."""
         if self._retriever is None:
-            from retrieval.encoder import default_encoder
+            from retrieval.encoder import SentenceTransformerEncoder
             from retrieval.service import KnowledgeRetriever
 
-            self._retriever = KnowledgeRetriever(self.stores, default_encoder(cache=self.stores.cache))
+            # Query embeddings are cached in Redis (qemb:*) by the retriever.
+            self._retriever = KnowledgeRetriever(self.stores, SentenceTransformerEncoder())
         return self._retriever
 
     # --- guard runtime protocol -----------------------------------------------------------------

@@ -24,11 +24,11 @@ GRANTS: dict[str, frozenset[Role]] = {
 
 #: Document types each role may retrieve through search_knowledge (public articles for all).
 KNOWLEDGE_DOC_TYPES: dict[Role, frozenset[str]] = {
-    R.CUSTOMER: frozenset({"kb_article", "credit_report", "dispute", "action_plan"}),
-    R.SUPPORT_AGENT: frozenset({"kb_article", "dispute"}),
-    R.CREDIT_COACH: frozenset({"kb_article", "credit_report", "action_plan"}),
-    R.RISK_ANALYST: frozenset({"kb_article"}),
-    R.COMPLIANCE_OFFICER: frozenset({"kb_article"}),
+    R.CUSTOMER: frozenset({"kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document"}),
+    R.SUPPORT_AGENT: frozenset({"kb", "dispute", "dispute_letter"}),
+    R.CREDIT_COACH: frozenset({"kb", "credit_report", "action_plan"}),
+    R.RISK_ANALYST: frozenset({"kb"}),
+    R.COMPLIANCE_OFFICER: frozenset({"kb"}),
 }
 
 #: Roles whose row scope covers every user for the tools they are granted.

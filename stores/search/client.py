@@ -32,7 +32,11 @@ class SearchStore:
                                           retry_on_timeout=False, http_compress=True)
         except ValueError as exc:
             raise StoreConfigError(f"malformed OpenSearch URL {redact_url(self._url)}", store="opensearch") from exc
-        await self.health()
+        try:
+            await self.health()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     @property

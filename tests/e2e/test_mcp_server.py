@@ -201,7 +201,7 @@ async def test_customer_cannot_reach_another_users_data_by_any_argument(http_ser
         assert disputes and {d["user_id"] for d in disputes} == {str(facts.alice)}
         knowledge = payload(await s.call_tool("search_knowledge", {"query": "credit report dispute", "k": 20}))
         for p in knowledge["passages"]:
-            assert p["doc_type"] == "kb_article" or str(facts.bob) not in p["source_id"]
+            assert p["doc_type"] == "kb" or str(facts.bob) not in p["source_id"]
 
 
 async def test_coach_sees_only_assigned_users(http_server, e2e_settings, facts):

@@ -1,0 +1,179 @@
+"""Retrieval benchmark, one run: kNN recall@10 vs exact search, query latency/QPS, ingestion vs raw encode.
+
+    python -m bench.retrieval [--docs 2000] [--queries 100] [--concurrency 8]
+
+Corpus: the knowledge base plus deterministic synthetic documents (sentences of the KB articles
+recombined, spread over 50 users), in a throw-away index prefix. Results: bench/results/retrieval.json
+and a rich table. The ceiling for ingestion is raw `model.encode` on the same chunk texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results" / "retrieval.json"
+
+
+def corpus(n_docs: int, seed: int = 7) -> tuple[list[Any], list[str]]:
+    from retrieval.documents import SourceDoc
+    from retrieval.kb import load_articles
+
+    rng = random.Random(seed)
+    articles = load_articles()
+    sentences = [s.strip() for a in articles for s in re.split(r"(?<=[.!?])\s+", a.text) if len(s.split()) > 4]
+    users = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(50)]
+    docs = list(articles)
+    for i in range(n_docs):
+        text = " ".join(rng.sample(sentences, rng.randint(3, 7)))
+        docs.append(SourceDoc(source_id=f"syn-{i:06d}", doc_type="document", user_id=rng.choice(users),
+                              title=f"Customer note {i}", text=text))
+    queries = [q for q, _ in __import__("tests.integration.search.labelled", fromlist=["LABELLED"]).LABELLED]
+    queries += [" ".join(rng.choice(sentences).split()[:10]) for _ in range(400)]
+    return docs, queries
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.array(values), p)) if values else 0.0
+
+
+async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
+    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.ingest import Ingestor
+    from retrieval.service import KnowledgeRetriever
+    from retrieval.sources import ListSource, Record
+    from stores.registry import connect
+    from stores.scope import RowScope
+    from stores.search import SearchStore
+    from stores.search.catalog import CHUNKS
+
+    stores = await connect(("search", "cache"))
+    prefix = f"kredete-bench-{uuid.uuid4().hex[:6]}"
+    search = SearchStore(stores.settings.opensearch_url.get_secret_value(), prefix=prefix)
+    await search.connect()
+    out: dict[str, Any] = {"docs": n_docs, "queries": n_queries, "concurrency": concurrency}
+    try:
+        encoder = SentenceTransformerEncoder(batch_size=64)
+        docs, queries = corpus(n_docs)
+        queries = queries[:n_queries]
+        out["engine"] = {"engine": "lucene", "space_type": "cosinesimil", "m": 16, "ef_construction": 128,
+                         "ef_search": 100, "model": encoder.name, "dim": encoder.dim}
+
+        # --- ingestion vs raw encode on the same chunk texts ---------------------------------------
+        ingestor = Ingestor(search, encoder, batch_docs=64)
+        await ingestor.ensure_indexes()
+        report = await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
+        chunk_texts = []
+        for d in docs:
+            chunk_texts += [c.embedding_text() for c in ingestor.chunker.split(d)]
+        t = time.perf_counter()
+        encoder.encode_sync(chunk_texts)
+        raw_s = time.perf_counter() - t
+        out["ingest"] = {"chunks": report.chunks_indexed, "seconds": report.seconds,
+                         "chunks_per_s": round(report.chunks_per_s, 1),
+                         "embed_share": round(report.embed_seconds / report.seconds, 3),
+                         "raw_encode_chunks_per_s": round(len(chunk_texts) / raw_s, 1),
+                         "ratio_to_ceiling": round(report.chunks_per_s / (len(chunk_texts) / raw_s), 3)}
+
+        # --- recall@10 of the HNSW index against exact search ---------------------------------------
+        retriever = KnowledgeRetriever(search, encoder, cache=stores.cache)
+        s = retriever.searcher
+        alias = search.index_name(CHUNKS)
+        await search.os.indices.refresh(index=alias)
+        vecs = await encoder.embed_documents(queries)
+        some_user = docs[-1].user_id
+        from stores.search.knn import scope_filter
+
+        recalls, filtered = [], []
+        for v in vecs:
+            approx = {h.id for h in await s.knn(v.tolist(), 10, None)}
+            exact = {h.id for h in await s.exact(v.tolist(), 10, None)}
+            recalls.append(len(approx & exact) / 10)
+            flt = scope_filter(RowScope.users(some_user))
+            fa = {h.id for h in await s.knn(v.tolist(), 10, flt)}
+            fe = {h.id for h in await s.exact(v.tolist(), 10, flt)}
+            filtered.append(len(fa & fe) / max(1, len(fe)))
+        out["recall_at_10"] = round(statistics.mean(recalls), 4)
+        out["recall_at_10_filtered"] = round(statistics.mean(filtered), 4)
+
+        # --- latency and QPS per mode (query embeddings warm in Redis, as in steady state) ----------
+        scope = RowScope.users(some_user)
+        for q in queries:
+            await retriever.search(q, scope, k=10, mode="knn")
+        modes: dict[str, Any] = {}
+        for mode, fusion in (("knn", "minmax"), ("bm25", "minmax"), ("hybrid", "minmax"), ("hybrid", "rrf")):
+            lat = []
+            for q in queries:
+                t = time.perf_counter()
+                await retriever.search(q, scope, k=10, mode=mode, fusion=fusion)
+                lat.append((time.perf_counter() - t) * 1000)
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(q: str, mode: str = mode, fusion: str = fusion, sem: asyncio.Semaphore = sem) -> None:
+                async with sem:
+                    await retriever.search(q, scope, k=10, mode=mode, fusion=fusion)  # type: ignore[arg-type]
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(q) for q in queries))
+            qps = len(queries) / (time.perf_counter() - t)
+            modes[f"{mode}/{fusion}"] = {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
+                                         "qps": round(qps, 1)}
+        out["latency"] = modes
+        t = time.perf_counter()
+        for q in queries[:50]:
+            await encoder.embed_query(q)
+        out["query_encode_ms"] = round((time.perf_counter() - t) * 1000 / min(50, len(queries)), 2)
+    finally:
+        await search.os.indices.delete(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+        tpl = await search.os.indices.get_index_template(name=f"{prefix}-*", ignore=404)
+        for t_ in tpl.get("index_templates", []):
+            await search.os.indices.delete_index_template(name=t_["name"])
+        await search.close()
+        await stores.close()
+    return out
+
+
+def show(res: dict[str, Any]) -> None:
+    console = Console()
+    t = Table(title=f"retrieval benchmark ({res['docs']} synthetic docs + KB, {res['queries']} queries)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    ing = res["ingest"]
+    t.add_row("recall@10 (HNSW vs exact)", f"{res['recall_at_10']:.3f}")
+    t.add_row("recall@10, scope-filtered", f"{res['recall_at_10_filtered']:.3f}")
+    for mode, m in res["latency"].items():
+        t.add_row(f"{mode} p50 / p99 ms, QPS (c={res['concurrency']})",
+                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f}, {m['qps']:.0f}")
+    t.add_row("query encode (uncached) ms", f"{res['query_encode_ms']:.1f}")
+    t.add_row("ingest chunks/s (redact+chunk+embed+index)", f"{ing['chunks_per_s']:.0f}")
+    t.add_row("raw model.encode chunks/s (ceiling)", f"{ing['raw_encode_chunks_per_s']:.0f}")
+    t.add_row("ingest / ceiling", f"{ing['ratio_to_ceiling']:.2f}")
+    console.print(t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    res = asyncio.run(run(args.docs, args.queries, args.concurrency))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    show(res)
+
+
+if __name__ == "__main__":
+    main()

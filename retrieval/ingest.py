@@ -1,0 +1,313 @@
+"""Ingestion into the knowledge index: redact → chunk (tiktoken) → embed → bulk index, per batch.
+
+* Resumable: after each batch the source's last record key is checkpointed in `<prefix>-ingest-state`;
+  a run that stopped part-way resumes after it (a finished run starts over, cheaply: unchanged
+  documents — same content hash — are not re-embedded).
+* Idempotent: chunk ids are deterministic (`<doc_type>:<source_id>#<n>`); stale chunks of a changed
+  or superseded document are deleted.
+* Malformed records are skipped, recorded (`kind=error` in the state index) and the run continues.
+* Incremental: `apply_events` consumes the credit store's change events (outbox or change stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from retrieval.chunking import Chunker
+from retrieval.documents import Chunk, MalformedDocument, SourceDoc
+from retrieval.encoder import Encoder
+from retrieval.sources import Record, Source
+from stores.errors import NotFound
+from stores.search.catalog import CHUNKS, INGEST_STATE, chunks_spec, static_specs
+from stores.search.client import SearchStore
+from stores.search.indexes import IndexManager
+from stores.search.mappings import KnnMethod
+
+MAX_DOC_CHARS = 1_000_000
+MAX_SKIPS_REPORTED = 100
+
+
+class Redactor(Protocol):
+    """Returns `text` with PII masked; `known_names` are names known to belong to the subject."""
+
+    def __call__(self, text: str, known_names: Sequence[str] = ()) -> str: ...
+
+
+def default_redactor() -> Redactor:
+    """`guards.redaction.redact` (imported lazily so retrieval imports without the guards package)."""
+    from guards.redaction import redact
+
+    def _redact(text: str, known_names: Sequence[str] = ()) -> str:
+        return redact(text, known_names=list(known_names) or None).text
+
+    return _redact
+
+
+class SkipRecord(BaseModel):
+    source: str
+    source_id: str
+    reason: str
+
+
+class IngestReport(BaseModel):
+    source: str
+    resumed_after: str | None = None
+    records: int = 0
+    docs_indexed: int = 0
+    docs_unchanged: int = 0
+    docs_skipped: int = 0
+    docs_deleted: int = 0
+    chunks_indexed: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    skipped: list[SkipRecord] = Field(default_factory=list)
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks_indexed / self.seconds if self.seconds else 0.0
+
+    def skip(self, source: str, source_id: str, reason: str) -> SkipRecord:
+        rec = SkipRecord(source=source, source_id=source_id, reason=reason[:500])
+        self.docs_skipped += 1
+        if len(self.skipped) < MAX_SKIPS_REPORTED:
+            self.skipped.append(rec)
+        return rec
+
+
+Progress = Callable[[IngestReport], None]
+
+
+def content_sha(doc: SourceDoc, text: str) -> str:
+    h = hashlib.sha256()
+    for part in (doc.doc_type, doc.source_id, doc.version, doc.title, doc.user_id or "", doc.visibility, text):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+class Ingestor:
+    """Writes documents into `<prefix>-chunks` through its alias."""
+
+    def __init__(self, search: SearchStore, encoder: Encoder, *, chunker: Chunker | None = None,
+                 redactor: Redactor | None = None, batch_docs: int = 32, method: KnnMethod | None = None,
+                 progress: Progress | None = None) -> None:
+        self.search = search
+        self.encoder = encoder
+        self.chunker = chunker or Chunker()
+        self.redactor = redactor or default_redactor()
+        self.batch_docs = batch_docs
+        self.spec = chunks_spec(encoder.dim, method, model=encoder.name)
+        self.state_spec = static_specs()[INGEST_STATE]
+        self.alias = search.index_name(CHUNKS)
+        self.state_alias = search.index_name(INGEST_STATE)
+        self.progress = progress
+        self.indexes = IndexManager(search)
+
+    async def ensure_indexes(self) -> None:
+        await self.indexes.ensure(self.spec)
+        await self.indexes.ensure(self.state_spec)
+
+    async def reset(self) -> None:
+        """Drop the knowledge index and all checkpoints/skip records, then recreate them empty."""
+        await self.indexes.drop(self.spec)
+        await self.indexes.drop(self.state_spec)
+        await self.ensure_indexes()
+
+    # --- checkpoints and skip records -----------------------------------------------------------
+    async def checkpoint(self, source: str) -> dict[str, Any] | None:
+        try:
+            res = await self.search.call(self.search.os.get(index=self.state_alias, id=f"checkpoint:{source}"))
+        except NotFound:
+            return None
+        return res.get("_source")
+
+    async def _save_checkpoint(self, source: str, last_key: str | None, done: bool, report: IngestReport) -> None:
+        body = {"kind": "checkpoint", "source": source, "last_key": last_key, "done": done,
+                "at": _now(), "counts": report.model_dump(exclude={"skipped"})}
+        await self.search.call(self.search.os.index(index=self.state_alias, id=f"checkpoint:{source}", body=body))
+
+    async def _record_skips(self, skips: list[SkipRecord]) -> None:
+        if not skips:
+            return
+        lines: list[dict[str, Any]] = []
+        for s in skips:
+            sid = hashlib.sha1(f"{s.source}\x00{s.source_id}".encode(), usedforsecurity=False).hexdigest()
+            lines += [{"index": {"_index": self.state_alias, "_id": f"error:{sid}"}},
+                      {"kind": "error", "source": s.source, "source_id": s.source_id, "reason": s.reason,
+                       "at": _now()}]
+        await self.search.call(self.search.os.bulk(body=lines))
+
+    async def skip_records(self, source: str | None = None, limit: int = 100) -> list[SkipRecord]:
+        """Recorded skipped documents (why each was not indexed)."""
+        flt: list[dict[str, Any]] = [{"term": {"kind": "error"}}]
+        if source:
+            flt.append({"term": {"source": source}})
+        await self.search.call(self.search.os.indices.refresh(index=self.state_alias))
+        res = await self.search.call(self.search.os.search(
+            index=self.state_alias, body={"size": limit, "query": {"bool": {"filter": flt}}, "sort": [{"at": "desc"}]}))
+        return [SkipRecord(**{k: h["_source"][k] for k in ("source", "source_id", "reason")})
+                for h in res["hits"]["hits"]]
+
+    # --- runs -----------------------------------------------------------------------------------
+    async def run(self, source: Source, *, resume: bool = True, skip_unchanged: bool = True) -> IngestReport:
+        """Ingest every record of `source`; resume after the last checkpoint of an unfinished run."""
+        await self.ensure_indexes()
+        t0 = time.perf_counter()
+        ckpt = await self.checkpoint(source.name) if resume else None
+        after = ckpt["last_key"] if ckpt and not ckpt.get("done") else None
+        report = IngestReport(source=source.name, resumed_after=after)
+        batch: list[Record] = []
+        last_key = after
+        async for rec in source.records(after):
+            batch.append(rec)
+            if sum(max(1, len(r.docs)) for r in batch) >= self.batch_docs:
+                await self._flush(source.name, batch, report, skip_unchanged)
+                last_key = batch[-1].key
+                report.seconds = time.perf_counter() - t0
+                await self._save_checkpoint(source.name, last_key, False, report)
+                batch = []
+        if batch:
+            await self._flush(source.name, batch, report, skip_unchanged)
+            last_key = batch[-1].key
+        report.seconds = round(time.perf_counter() - t0, 3)
+        await self.search.call(self.search.os.indices.refresh(index=self.alias))
+        await self._save_checkpoint(source.name, last_key, True, report)
+        return report
+
+    async def _flush(self, source: str, batch: list[Record], report: IngestReport, skip_unchanged: bool) -> None:
+        skips: list[SkipRecord] = []
+        docs: list[SourceDoc] = []
+        for rec in batch:
+            report.records += 1
+            if rec.error is not None:
+                skips.append(report.skip(source, rec.error.source_id, rec.error.reason))
+            docs.extend(rec.docs)
+        await self.index_docs(docs, report, skips, skip_unchanged=skip_unchanged)
+        await self._record_skips(skips)
+        if self.progress:
+            self.progress(report)
+
+    async def index_docs(self, docs: list[SourceDoc], report: IngestReport | None = None,
+                         skips: list[SkipRecord] | None = None, *, skip_unchanged: bool = True) -> IngestReport:
+        """Redact, chunk, embed and index `docs`; problems become skip records, never exceptions."""
+        report = report or IngestReport(source="docs")
+        skips = skips if skips is not None else []
+        prepared = await asyncio.to_thread(self._prepare, docs, report, skips)
+        if skip_unchanged and prepared:
+            prepared = await self._drop_unchanged(prepared, report)
+        if not prepared:
+            return report
+        chunks = [c for _, _, cs in prepared for c in cs]
+        t = time.perf_counter()
+        vectors = await self.encoder.embed_documents([c.embedding_text() for c in chunks])
+        report.embed_seconds += time.perf_counter() - t
+        sha_of = {c.chunk_id: sha for _, sha, cs in prepared for c in cs}
+        failed = await self._bulk(chunks, vectors, sha_of)
+        by_key = {d.source_key: d for d, _, _ in prepared}
+        for key, reason in failed.items():
+            skips.append(report.skip(report.source, by_key[key].source_id, f"index rejected: {reason}"))
+        ok = [(d, cs) for d, _, cs in prepared if d.source_key not in failed]
+        report.docs_indexed += len(ok)
+        report.chunks_indexed += sum(len(cs) for _, cs in ok)
+        await self._delete_stale(ok)
+        return report
+
+    def _prepare(self, docs: list[SourceDoc], report: IngestReport,
+                 skips: list[SkipRecord]) -> list[tuple[SourceDoc, str, list[Chunk]]]:
+        out = []
+        for doc in docs:
+            try:
+                if len(doc.text) > MAX_DOC_CHARS:
+                    raise MalformedDocument(doc.source_id, f"text too large ({len(doc.text)} characters)")
+                text = self.redactor(doc.text, doc.known_names).strip()
+                if not text:
+                    raise MalformedDocument(doc.source_id, "empty text")
+                clean = doc.model_copy(update={"text": text, "title": self.redactor(doc.title, doc.known_names)})
+                chunks = self.chunker.split(clean)
+                if not chunks:
+                    raise MalformedDocument(doc.source_id, "no tokens")
+                out.append((clean, content_sha(clean, text), chunks))
+            except MalformedDocument as exc:
+                skips.append(report.skip(report.source, doc.source_id, exc.reason))
+            except Exception as exc:  # redactor/tokenizer failure on one document
+                skips.append(report.skip(report.source, doc.source_id, f"{type(exc).__name__}: {exc}"))
+        return out
+
+    async def _drop_unchanged(self, prepared: list[tuple[SourceDoc, str, list[Chunk]]],
+                              report: IngestReport) -> list[tuple[SourceDoc, str, list[Chunk]]]:
+        ids = [cs[0].chunk_id for _, _, cs in prepared]
+        try:
+            res = await self.search.call(self.search.os.mget(index=self.alias, body={"ids": ids},
+                                                             _source_includes=["content_sha", "n_chunks"]))
+        except NotFound:
+            return prepared
+        stored = {d["_id"]: d.get("_source", {}) for d in res["docs"] if d.get("found")}
+        keep = []
+        for doc, sha, cs in prepared:
+            prev = stored.get(cs[0].chunk_id)
+            if prev and prev.get("content_sha") == sha and prev.get("n_chunks") == len(cs):
+                report.docs_unchanged += 1
+            else:
+                keep.append((doc, sha, cs))
+        return keep
+
+    async def _bulk(self, chunks: list[Chunk], vectors: Any, sha_of: dict[str, str]) -> dict[str, str]:
+        """Index chunks; returns {source_key: reason} for documents with a rejected chunk."""
+        now = _now()
+        lines: list[dict[str, Any]] = []
+        for c, v in zip(chunks, vectors, strict=True):
+            body = c.model_dump(mode="json")
+            body.update(embedding=[float(x) for x in v], indexed_at=now, content_sha=sha_of[c.chunk_id])
+            lines += [{"index": {"_index": self.alias, "_id": c.chunk_id}}, body]
+        res = await self.search.call(self.search.os.bulk(body=lines, request_timeout=120))
+        failed: dict[str, str] = {}
+        if res.get("errors"):
+            key_of = {c.chunk_id: c.source_key for c in chunks}
+            for item in res["items"]:
+                op = item.get("index", {})
+                if op.get("error"):
+                    err = op["error"]
+                    failed.setdefault(key_of[op["_id"]], f"{err.get('type')}: {err.get('reason', '')}"[:300])
+        return failed
+
+    async def _delete_stale(self, ok: list[tuple[SourceDoc, list[Chunk]]]) -> None:
+        """Delete chunks of these documents that this run did not write, and superseded versions."""
+        if not ok:
+            return
+        keep_ids = [c.chunk_id for _, cs in ok for c in cs]
+        keys = [d.source_key for d, _ in ok]
+        old = [f"{d.doc_type}:{d.supersedes}" for d, _ in ok if d.supersedes]
+        should: list[dict[str, Any]] = [{"bool": {"filter": [{"terms": {"source_key": keys}}],
+                                                  "must_not": [{"ids": {"values": keep_ids}}]}}]
+        if old:
+            should.append({"terms": {"source_key": old}})
+        await self.search.call(self.search.os.delete_by_query(
+            index=self.alias, body={"query": {"bool": {"should": should, "minimum_should_match": 1}}},
+            conflicts="proceed", refresh=False))
+
+    async def delete_sources(self, source_keys: Iterable[str], *, letter_prefixes: Iterable[str] = ()) -> int:
+        """Delete every chunk of these documents (and letters `dispute_letter` of these dispute ids)."""
+        should: list[dict[str, Any]] = []
+        keys = sorted(set(source_keys))
+        if keys:
+            should.append({"terms": {"source_key": keys}})
+        for p in letter_prefixes:
+            should.append({"bool": {"filter": [{"term": {"doc_type": "dispute_letter"}},
+                                               {"prefix": {"source_id": f"{p}."}}]}})
+        if not should:
+            return 0
+        res = await self.search.call(self.search.os.delete_by_query(
+            index=self.alias, body={"query": {"bool": {"should": should, "minimum_should_match": 1}}},
+            conflicts="proceed", refresh=True))
+        return int(res.get("deleted", 0))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

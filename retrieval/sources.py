@@ -1,0 +1,221 @@
+"""Ingestion sources: each yields records in ascending key order, so a run can resume after a key.
+
+Credit-store sources read the Mongo collections (`credit_reports`, `dispute_cases`, `action_plans`)
+directly through `MongoStore.db`: the repositories in `stores/mongo/credit.py` are per-user, scoped
+APIs, and a bulk indexer needs a stable full scan ordered by `_id`. Documents are validated with the
+same pydantic models the repositories use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+from uuid import UUID
+
+from retrieval.converters import action_plan_doc, credit_report_doc, dispute_docs
+from retrieval.documents import MalformedDocument, SourceDoc
+from retrieval.kb import parse_article
+
+
+@dataclass
+class Record:
+    """One source record: the documents it yields, or why it was skipped."""
+
+    key: str
+    docs: list[SourceDoc] = field(default_factory=list)
+    error: MalformedDocument | None = None
+
+
+class Source(Protocol):
+    name: str
+
+    def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        """Records with key > `after`, ascending by key."""
+        ...
+
+
+class KbSource:
+    """Help articles shipped in `retrieval/kb/articles`."""
+
+    name = "kb"
+
+    async def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        folder = resources.files("retrieval.kb").joinpath("articles")
+        for f in sorted((f for f in folder.iterdir() if f.name.endswith(".md")), key=lambda f: f.name):
+            if after is not None and f.name <= after:
+                continue
+            try:
+                yield Record(f.name, [parse_article(f.name, f.read_text(encoding="utf-8"))])
+            except MalformedDocument as exc:
+                yield Record(f.name, error=exc)
+
+
+class ListSource:
+    """In-memory records (tests, ad-hoc loads)."""
+
+    def __init__(self, name: str, records: list[Record]) -> None:
+        self.name = name
+        self._records = sorted(records, key=lambda r: r.key)
+
+    async def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        for r in self._records:
+            if after is None or r.key > after:
+                yield r
+
+
+class MongoSource:
+    """A full scan of one credit-store collection by `_id`, skipping superseded versions."""
+
+    def __init__(self, db: Any, collection: str, name: str, *, batch: int = 200) -> None:
+        self.db = db
+        self.collection = collection
+        self.name = name
+        self.batch = batch
+
+    def convert(self, raw: dict[str, Any]) -> list[SourceDoc]:
+        raise NotImplementedError
+
+    async def prepare(self) -> None:
+        """Hook run once before the scan."""
+
+    async def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        await self.prepare()
+        coll = self.db[self.collection]
+        last = after
+        while True:
+            flt = {"_id": {"$gt": last}} if last is not None else {}
+            rows = await coll.find(flt).sort("_id", 1).limit(self.batch).to_list(self.batch)
+            if not rows:
+                return
+            for raw in rows:
+                key = str(raw["_id"])
+                last = raw["_id"]
+                if self.skip(raw):
+                    continue
+                try:
+                    yield Record(key, self.convert(raw))
+                except MalformedDocument as exc:
+                    yield Record(key, error=exc)
+                except Exception as exc:  # a converter bug on one document must not stop the run
+                    yield Record(key, error=MalformedDocument(key, f"unreadable: {type(exc).__name__}: {exc}"[:300]))
+
+    def skip(self, raw: dict[str, Any]) -> bool:
+        return False
+
+
+class _Versioned(MongoSource):
+    """Only the newest version of each versioned document is indexed."""
+
+    superseded: set[str]
+
+    async def prepare(self) -> None:
+        ids = await self.db[self.collection].distinct("supersedes")
+        self.superseded = {str(i) for i in ids if i}
+
+    def skip(self, raw: dict[str, Any]) -> bool:
+        return str(raw["_id"]) in self.superseded
+
+
+class CreditReportSource(_Versioned):
+    def __init__(self, db: Any, **kw: Any) -> None:
+        super().__init__(db, "credit_reports", "credit", **kw)
+
+    def convert(self, raw: dict[str, Any]) -> list[SourceDoc]:
+        return [credit_report_doc(raw)]
+
+
+class ActionPlanSource(_Versioned):
+    def __init__(self, db: Any, **kw: Any) -> None:
+        super().__init__(db, "action_plans", "plans", **kw)
+
+    def convert(self, raw: dict[str, Any]) -> list[SourceDoc]:
+        return [action_plan_doc(raw)]
+
+
+class DisputeSource(MongoSource):
+    """Dispute cases and their letters; the report subject's name is a known name for redaction."""
+
+    def __init__(self, db: Any, **kw: Any) -> None:
+        super().__init__(db, "dispute_cases", "disputes", **kw)
+        self._names: dict[str, tuple[str, ...]] = {}
+
+    async def names_for(self, report_ids: set[str]) -> None:
+        missing = [r for r in report_ids if r not in self._names]
+        if missing:
+            async for r in self.db["credit_reports"].find({"_id": {"$in": missing}}, {"subject.full_name": 1}):
+                name = (r.get("subject") or {}).get("full_name")
+                self._names[str(r["_id"])] = (name,) if name else ()
+
+    def convert(self, raw: dict[str, Any]) -> list[SourceDoc]:
+        return dispute_docs(raw, self._names.get(str(raw.get("report_id")), ()))
+
+    async def prepare(self) -> None:
+        ids = await self.db[self.collection].distinct("report_id")
+        await self.names_for({str(i) for i in ids if i})
+
+
+_TEXT_SUFFIXES = (".txt", ".md", ".json", ".csv", ".html", ".xml")
+_USER_KEY = re.compile(r"(?:^|/)users?/([0-9a-fA-F-]{36})/")
+MAX_OBJECT_BYTES = 2_000_000
+
+
+class S3Source:
+    """Text objects of a bucket (by content type or suffix); binaries are skipped and recorded."""
+
+    name = "s3"
+
+    def __init__(self, objects: Any, bucket: str = "kredete-documents", prefix: str = "") -> None:
+        self.objects = objects
+        self.bucket = bucket
+        self.prefix = prefix
+
+    async def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        token: dict[str, Any] = {"StartAfter": after} if after else {}
+        while True:
+            async with self.objects.client() as s3:
+                page = await s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=200, **token)
+                for obj in page.get("Contents", []):
+                    yield await self._record(s3, obj)
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    async def _record(self, s3: Any, obj: dict[str, Any]) -> Record:
+        key = obj["Key"]
+        sid = key.replace("#", "%23")
+        if obj.get("Size", 0) > MAX_OBJECT_BYTES:
+            return Record(key, error=MalformedDocument(sid, f"too large ({obj['Size']} bytes)"))
+        res = await s3.get_object(Bucket=self.bucket, Key=key)
+        ctype = (res.get("ContentType") or "").split(";")[0]
+        if not (ctype.startswith("text/") or ctype == "application/json" or key.lower().endswith(_TEXT_SUFFIXES)):
+            return Record(key, error=MalformedDocument(sid, f"not text ({ctype or 'unknown type'})"))
+        body = await res["Body"].read()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return Record(key, error=MalformedDocument(sid, "not valid UTF-8 text"))
+        meta = res.get("Metadata") or {}
+        user_id = _user_of(meta.get("user-id") or meta.get("user_id"), key)
+        title = meta.get("title") or key.rsplit("/", 1)[-1]
+        version = (res.get("VersionId") or obj.get("ETag", "1")).strip('"')[:64] or "1"
+        try:
+            doc = SourceDoc(source_id=sid, doc_type="document", user_id=user_id,
+                            visibility="private", version=version, title=title[:512], text=text,
+                            updated_at=obj["LastModified"], metadata={"bucket": self.bucket, "key": key[:256]})
+        except ValueError as exc:
+            return Record(key, error=MalformedDocument(sid, f"invalid: {str(exc)[:200]}"))
+        return Record(key, [doc])
+
+
+def _user_of(meta_value: str | None, key: str) -> str | None:
+    for candidate in (meta_value, (m.group(1) if (m := _USER_KEY.search(key)) else None)):
+        if candidate:
+            try:
+                return str(UUID(candidate))
+            except ValueError:
+                continue
+    return None
+

@@ -1,0 +1,34 @@
+"""Every search index family of the data tier: logical name -> IndexSpec (aliases are `<prefix>-<name>`)."""
+
+from __future__ import annotations
+
+from stores.search import mappings as m
+from stores.search.indexes import IndexSpec
+
+CHUNKS = "chunks"
+TRANSACTIONS = "transactions"
+USERS = "users"
+AUDIT_LOGS = "audit-logs"
+CREDIT_REPORTS = "credit-reports"
+DISPUTES = "disputes"
+INGEST_STATE = "ingest-state"
+
+
+def chunks_spec(dim: int = 384, method: m.KnnMethod | None = None, *, model: str = "all-MiniLM-L6-v2") -> IndexSpec:
+    return IndexSpec(name=CHUNKS, body=m.chunks_body(dim, method, model=model), schema_version=1)
+
+
+def static_specs() -> dict[str, IndexSpec]:
+    """Index families whose body does not depend on the embedding model."""
+    return {
+        TRANSACTIONS: IndexSpec(name=TRANSACTIONS, body=m.transactions_body()),
+        USERS: IndexSpec(name=USERS, body=m.users_body()),
+        AUDIT_LOGS: IndexSpec(name=AUDIT_LOGS, body=m.audit_logs_body()),
+        CREDIT_REPORTS: IndexSpec(name=CREDIT_REPORTS, body=m.credit_reports_body()),
+        DISPUTES: IndexSpec(name=DISPUTES, body=m.disputes_body()),
+        INGEST_STATE: IndexSpec(name=INGEST_STATE, body=m.ingest_state_body()),
+    }
+
+
+def all_specs(dim: int = 384, method: m.KnnMethod | None = None) -> dict[str, IndexSpec]:
+    return {CHUNKS: chunks_spec(dim, method), **static_specs()}

@@ -1,0 +1,147 @@
+"""Index bodies (settings + mappings) for every search index, with the kNN method pinned explicitly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Engine = Literal["lucene", "faiss", "nmslib"]
+Space = Literal["cosinesimil", "l2", "innerproduct"]
+
+
+class KnnMethod(BaseModel):
+    """HNSW parameters. `lucene` is pure Java (works everywhere); faiss/nmslib need native libraries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    engine: Engine = "lucene"
+    space_type: Space = "cosinesimil"
+    m: int = Field(16, ge=2, le=128)
+    ef_construction: int = Field(128, ge=8, le=4096)
+
+    def body(self) -> dict[str, Any]:
+        return {"name": "hnsw", "engine": self.engine, "space_type": self.space_type,
+                "parameters": {"m": self.m, "ef_construction": self.ef_construction}}
+
+
+#: Domain synonyms applied at query time only (so the index need not be rebuilt to change them).
+SYNONYMS = [
+    "mpesa, m-pesa, m pesa",
+    "momo, mobile money",
+    "fx, foreign exchange, exchange rate",
+    "kyc, identity verification, know your customer",
+    "ngn, naira",
+    "ghs, cedi, cedis",
+    "kes, shilling, shillings",
+    "gbp, pound, pounds, sterling",
+    "usdc, usdt, stablecoin",
+    "uk, united kingdom, britain",
+    "us, usa, united states",
+]
+
+ANALYSIS: dict[str, Any] = {
+    "filter": {
+        "english_stop": {"type": "stop", "stopwords": "_english_"},
+        "english_light": {"type": "stemmer", "language": "light_english"},
+        "english_possessive": {"type": "stemmer", "language": "possessive_english"},
+        "domain_synonyms": {"type": "synonym_graph", "synonyms": SYNONYMS, "lenient": True},
+    },
+    "analyzer": {
+        "kredete_text": {"type": "custom", "tokenizer": "standard",
+                         "filter": ["english_possessive", "lowercase", "asciifolding", "english_stop",
+                                    "english_light"]},
+        "kredete_search": {"type": "custom", "tokenizer": "standard",
+                           "filter": ["english_possessive", "lowercase", "asciifolding", "domain_synonyms",
+                                      "english_stop", "english_light"]},
+    },
+    "normalizer": {"lower": {"type": "custom", "filter": ["lowercase", "asciifolding"]}},
+}
+
+TEXT = {"type": "text", "analyzer": "kredete_text", "search_analyzer": "kredete_search"}
+TEXT_KW = {**TEXT, "fields": {"raw": {"type": "keyword", "ignore_above": 256}}}
+KW = {"type": "keyword"}
+KW_LOWER = {"type": "keyword", "normalizer": "lower"}
+DATE = {"type": "date"}
+LONG = {"type": "long"}
+INT = {"type": "integer"}
+
+
+def _settings(*, knn: bool = False, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    s: dict[str, Any] = {"number_of_shards": shards, "number_of_replicas": replicas, "analysis": ANALYSIS}
+    if knn:
+        s["knn"] = True
+    return s
+
+
+def chunks_body(dim: int, method: KnnMethod | None = None, *, model: str = "") -> dict[str, Any]:
+    """Knowledge chunks: text for BM25, `embedding` for kNN, keyword fields for scope and filters."""
+    method = method or KnnMethod()
+    return {
+        "settings": _settings(knn=True),
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {"embedding_model": model, "dim": dim, "knn_method": method.body()},
+            "properties": {
+                "chunk_id": KW, "source_id": KW, "source_key": KW, "doc_type": KW, "user_id": KW,
+                "visibility": KW, "version": KW, "title": TEXT_KW, "text": TEXT,
+                "chunk_index": INT, "n_chunks": INT, "char_start": INT, "char_end": INT,
+                "token_start": INT, "token_end": INT, "updated_at": DATE, "indexed_at": DATE, "content_sha": KW,
+                "metadata": {"type": "flat_object"},
+                "embedding": {"type": "knn_vector", "dimension": dim, "method": method.body()},
+            },
+        },
+    }
+
+
+def transactions_body() -> dict[str, Any]:
+    """Transactions for support search and corridor analytics (amounts in integer minor units)."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "transaction_id": KW, "user_id": KW, "kind": KW, "status": KW, "corridor": KW, "currency": KW,
+        "amount_minor": LONG, "fee_minor": LONG, "dest_currency": KW, "dest_amount_minor": LONG,
+        "fx_rate": {"type": "scaled_float", "scaling_factor": 1_000_000}, "reference": KW_LOWER,
+        "counterparty": TEXT, "description": TEXT, "failure_reason": TEXT, "created_at": DATE,
+        "updated_at": DATE, "completed_at": DATE, "indexed_at": DATE}}}
+
+
+def users_body() -> dict[str, Any]:
+    """Users for staff search: profile facets only; names, emails and phones are never indexed."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "user_id": KW, "status": KW, "country": KW, "home_currency": KW, "kyc_level": KW,
+        "deleted": {"type": "boolean"}, "created_at": DATE, "updated_at": DATE, "indexed_at": DATE}}}
+
+
+def audit_logs_body() -> dict[str, Any]:
+    """Audit trail for compliance officers: who did what, with which decision."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "audit_id": KW, "occurred_at": DATE, "actor_subject": KW, "actor_role": KW, "user_id": KW,
+        "action": KW, "resource": KW, "args_digest": KW, "decision": KW, "reason": TEXT,
+        "rows_returned": INT, "redaction_count": INT, "latency_ms": INT, "request_id": KW, "indexed_at": DATE}}}
+
+
+def credit_reports_body() -> dict[str, Any]:
+    """Latest credit report versions as full text (rendered without identity, redacted) plus facets."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "report_id": KW, "user_id": KW, "bureau": KW, "country": KW, "score": INT, "version": KW,
+        "pulled_at": DATE, "text": TEXT, "account_count": INT, "negative_items": INT, "indexed_at": DATE}}}
+
+
+def disputes_body() -> dict[str, Any]:
+    """Dispute cases for outcome analytics and staff search."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "case_id": KW, "user_id": KW, "bureau": KW, "reason": KW, "status": KW, "outcome": KW,
+        "opened_at": DATE, "resolved_at": DATE, "days_open": INT, "text": TEXT, "indexed_at": DATE}}}
+
+
+def ingest_state_body() -> dict[str, Any]:
+    """Ingestion checkpoints and skipped-document records."""
+    return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
+        "kind": KW, "source": KW, "source_id": KW, "last_key": KW, "reason": TEXT, "done": {"type": "boolean"},
+        "counts": {"type": "object", "enabled": False}, "at": DATE}}}
+
+
+def filterable_fields(body: dict[str, Any]) -> dict[str, str]:
+    """Top-level fields usable in term/range filters, with their type."""
+    props = body["mappings"]["properties"]
+    ok = {"keyword", "long", "integer", "date", "boolean", "scaled_float"}
+    return {name: spec["type"] for name, spec in props.items() if spec.get("type") in ok}

@@ -1,0 +1,80 @@
+"""Fixtures for search tests: only OpenSearch and Redis, a unique index prefix per session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from kredete.settings import resolve
+
+
+@pytest.fixture(scope="session")
+def search_stack():
+    """OpenSearch + Redis up; the ones this session started are stopped at the end."""
+    from kredete import stack as local_stack
+
+    wanted = ["opensearch", "redis"]
+    before = {s.name for s in local_stack.status(wanted) if s.healthy}
+    local_stack.up(wanted)
+    yield
+    if os.environ.get("KREDETE_KEEP_STACK") != "1":
+        started = [n for n in wanted if n not in before]
+        if started:
+            local_stack.down(started)
+
+
+@pytest.fixture(scope="session")
+def search_settings(search_stack):
+    return resolve()
+
+
+@pytest.fixture(scope="session")
+async def search_store(search_settings):
+    from stores.search import SearchStore
+
+    prefix = f"kredete-test-{uuid.uuid4().hex[:8]}"
+    store = await SearchStore(search_settings.opensearch_url.get_secret_value(), prefix=prefix).connect()
+    yield store
+    await store.os.indices.delete(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+    templates = await store.os.indices.get_index_template(name=f"{prefix}-*", ignore=404)
+    for t in templates.get("index_templates", []):
+        await store.os.indices.delete_index_template(name=t["name"])
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+async def cache_store(search_settings):
+    from stores.cache import CacheStore
+
+    cache = await CacheStore(search_settings.redis_url.get_secret_value()).connect()
+    yield cache
+    await cache.close()
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real all-MiniLM-L6-v2, loaded once per session (offline)."""
+    from retrieval.encoder import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(batch_size=32)
+
+
+@pytest.fixture(scope="session")
+async def kb_index(search_store, encoder):
+    """The knowledge base ingested into this session's index."""
+    from retrieval.ingest import Ingestor
+    from retrieval.sources import KbSource
+
+    ingestor = Ingestor(search_store, encoder)
+    report = await ingestor.run(KbSource(), resume=False)
+    assert report.docs_skipped == 0, report.skipped
+    return report
+
+
+@pytest.fixture(scope="session")
+async def retriever(search_store, cache_store, encoder, kb_index):
+    from retrieval.service import KnowledgeRetriever
+
+    return KnowledgeRetriever(search_store, encoder, cache=cache_store)
