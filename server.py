@@ -16,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 
 from agent_tools.prompts import register_prompts
@@ -49,16 +50,20 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
             "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=f"http://{host}:{port}/mcp",
                                  validate_token_resource=False),
         }
-    mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",
-                    middleware=[GuardMiddleware(lambda: runtime)], **kwargs)
+    tools = []
     for spec in TOOLS:
         fn = guarded_tool(name=spec.name, input_model=spec.input_model, output_model=spec.output_model,
                           handler=spec.handler, runtime_getter=lambda: runtime, list_field=spec.list_field,
                           postprocess=spec.postprocess)
-        mcp.add_tool(fn, name=spec.name, title=spec.title, description=spec.description,
-                     annotations=ToolAnnotations(title=spec.title, read_only_hint=spec.read_only,
-                                                 destructive_hint=False, idempotent_hint=spec.read_only,
-                                                 open_world_hint=False))
+        tool = Tool.from_function(fn, name=spec.name, title=spec.title, description=spec.description,
+                                  annotations=ToolAnnotations(title=spec.title, read_only_hint=spec.read_only,
+                                                              destructive_hint=False, idempotent_hint=spec.read_only,
+                                                              open_world_hint=False))
+        # Publish the input model's own schema: it says what the guard validates (unknown arguments refused).
+        tool.parameters = spec.input_model.model_json_schema()
+        tools.append(tool)
+    mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",
+                    middleware=[GuardMiddleware(lambda: runtime)], tools=tools, **kwargs)
     runtime.tool_names = frozenset(s.name for s in TOOLS)
     runtime.input_models = {s.name: s.input_model for s in TOOLS}
     register_resources(mcp)

@@ -36,8 +36,10 @@ class CreditItemOut(BaseModel):
 
 
 class SubjectOut(BaseModel):
+    """Identity block as the bureau holds it; every field is redacted per role (so all are strings)."""
+
     full_name: str
-    date_of_birth: date | None = None
+    date_of_birth: str | None = None
     address: str | None = None
     phone: str | None = None
 
@@ -110,6 +112,8 @@ async def get_credit_report(args: GetCreditReportInput, principal: Principal, rt
     data = report.model_dump(mode="python")
     # Identifiers stay encrypted in the store; the agent never receives them in any form.
     subject = {k: data["subject"].get(k) for k in SubjectOut.model_fields}
+    if subject["date_of_birth"] is not None:
+        subject["date_of_birth"] = str(subject["date_of_birth"])
     return CreditReportOut(report_id=report.id, subject=SubjectOut(**subject),
                            accounts=[AccountOut.model_validate(a, from_attributes=False)
                                      for a in _only(data["accounts"], AccountOut)],

@@ -90,7 +90,7 @@ Handler = Callable[[Any, Principal, Any], Awaitable[BaseModel]]
 Postprocess = Callable[[dict[str, Any], Principal, Any, CallState], Awaitable[dict[str, Any]]]
 
 
-def _signature_from_model(model: type[BaseModel]) -> inspect.Signature:
+def _signature_from_model(model: type[BaseModel], returns: Any) -> inspect.Signature:
     params = []
     for name, info in model.model_fields.items():
         default = inspect.Parameter.empty if info.is_required() else info.get_default(call_default_factory=True)
@@ -99,7 +99,7 @@ def _signature_from_model(model: type[BaseModel]) -> inspect.Signature:
                 name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[info.annotation, info]
             )
         )
-    return inspect.Signature(params)
+    return inspect.Signature(params, return_annotation=returns)
 
 
 def guarded_tool(
@@ -136,7 +136,7 @@ def guarded_tool(
             payload, state.truncated = fit_to_budget(payload, list_field, max_tokens=max_tokens)
             rows = payload.get(list_field) if list_field else None
             state.rows_returned = len(rows) if isinstance(rows, list) else (1 if payload else 0)
-            output_model.model_validate(payload)
+            _check_output(output_model, payload)
         except Exception as exc:
             state.decision, message = safe_message(exc)
             state.reason = message if state.decision != "error" else f"{type(exc).__name__}"
@@ -148,9 +148,22 @@ def guarded_tool(
 
     tool.__name__ = name
     tool.__doc__ = input_model.__doc__
-    tool.__signature__ = _signature_from_model(input_model)  # type: ignore[attr-defined]
-    tool.__annotations__ = {"return": Annotated[CallToolResult, output_model]}
+    returns = Annotated[CallToolResult, output_model]
+    tool.__signature__ = _signature_from_model(input_model, returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {"return": returns}
     return tool
+
+
+class OutputSchemaError(RuntimeError):
+    """The redacted output no longer fits the published schema: a server bug, never the caller's fault."""
+
+
+def _check_output(model: type[BaseModel], payload: dict[str, Any]) -> None:
+    try:
+        model.model_validate(payload)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise OutputSchemaError(f"output does not match {model.__name__}: {fields}") from None
 
 
 def _default_render(name: str, payload: dict[str, Any], list_field: str | None) -> str:

@@ -173,10 +173,18 @@ class S3Source:
         self.prefix = prefix
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
+        from stores.errors import NotFound
+
         token: dict[str, Any] = {"StartAfter": after} if after else {}
         while True:
             async with self.objects.client() as s3:
-                page = await s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=200, **token)
+                try:
+                    page = await s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=200, **token)
+                except Exception as exc:
+                    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                    if isinstance(exc, NotFound) or code == "NoSuchBucket":
+                        return  # no bucket yet: nothing to ingest
+                    raise
                 for obj in page.get("Contents", []):
                     yield await self._record(s3, obj)
             if not page.get("IsTruncated"):

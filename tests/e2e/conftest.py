@@ -107,14 +107,17 @@ async def facts(e2e_settings) -> Facts:
         candidates = [u for u in with_tx if str(u) in disputed and str(u) in reported]
         assert len(candidates) >= 2, "seed must give at least two customers with transactions, reports and disputes"
         alice, bob = candidates[0], candidates[1]
+        from stores.crypto import FieldCipher
         from stores.postgres.users import UserRepository
 
-        known = await UserRepository(stores.postgres).known_pii([alice, bob])
+        users = UserRepository(stores.postgres,
+                               cipher=FieldCipher(e2e_settings.field_encryption_master_key.get_secret_value()))
+        known = await users.known_pii([alice, bob])
         async with stores.postgres.connection() as conn:
             bob_tx = await conn.fetchval("SELECT id FROM transactions WHERE user_id = $1 ORDER BY created_at DESC "
                                          "LIMIT 1", bob)
             every = await conn.fetch("SELECT id FROM users ORDER BY id")
-        all_known = await UserRepository(stores.postgres).known_pii([r["id"] for r in every])
+        all_known = await users.known_pii([r["id"] for r in every])
         bob_d = await stores.mongo.db.dispute_cases.find_one({"user_id": str(bob)})
         alice_d = await stores.mongo.db.dispute_cases.find_one({"user_id": str(alice)})
         coach = coach_rows[0]["coach_subject"]
