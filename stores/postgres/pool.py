@@ -51,6 +51,7 @@ class PostgresStore:
         self._sizes = (min_size, max_size)
         self.primary: asyncpg.Pool | None = None
         self.replica: asyncpg.Pool | None = None
+        self._reconnect = asyncio.Lock()
 
     async def connect(self) -> PostgresStore:
         kw = {"timeout": self._timeout, "statement_timeout_ms": self._statement_timeout_ms,
@@ -70,15 +71,19 @@ class PostgresStore:
                 await pool.close()
         self.primary = self.replica = None
 
-    def _pool(self, replica: bool) -> asyncpg.Pool:
+    async def _pool(self, replica: bool) -> asyncpg.Pool:
         if self.primary is None:
-            raise StoreUnavailable("PostgreSQL adapter is not connected", store="postgres")
+            # Down at start (or closed): try again, bounded by the connect timeout, so a server that
+            # comes back is used without restarting the process.
+            async with self._reconnect:
+                if self.primary is None:
+                    await self.connect()
         return self.replica if (replica and self.replica is not None) else self.primary
 
     @contextlib.asynccontextmanager
     async def connection(self, *, replica: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; `replica=True` routes to the read replica when there is one."""
-        pool = self._pool(replica)
+        pool = await self._pool(replica)
         try:
             async with pool.acquire(timeout=self._timeout) as conn:
                 yield conn

@@ -28,8 +28,7 @@ class SearchStore:
 
     async def connect(self) -> SearchStore:
         try:
-            self.client = AsyncOpenSearch(hosts=[self._url], timeout=self._timeout, max_retries=1,
-                                          retry_on_timeout=False, http_compress=True)
+            self.client = self._new_client()
         except ValueError as exc:
             raise StoreConfigError(f"malformed OpenSearch URL {redact_url(self._url)}", store="opensearch") from exc
         try:
@@ -39,10 +38,16 @@ class SearchStore:
             raise
         return self
 
+    def _new_client(self) -> AsyncOpenSearch:
+        return AsyncOpenSearch(hosts=[self._url], timeout=self._timeout, max_retries=1,
+                               retry_on_timeout=False, http_compress=True)
+
     @property
     def os(self) -> AsyncOpenSearch:
         if self.client is None:
-            raise StoreUnavailable("OpenSearch adapter is not connected", store="opensearch")
+            # Down at start: the client connects lazily, so a node that comes back is used; a call to a
+            # node that is still down fails in `call()` with StoreUnavailable.
+            self.client = self._new_client()
         return self.client
 
     def index_name(self, name: str) -> str:

@@ -379,3 +379,18 @@ async def test_rate_limit_per_principal_and_tool(http_server, e2e_settings, fact
         results = [await s.call_tool("get_wallet_balances", {}) for _ in range(61)]
     assert all(not r.is_error for r in results[:60])
     assert results[60].is_error and "retry after" in error_text(results[60])
+
+
+async def test_a_store_that_is_down_gives_a_clear_error_and_other_tools_keep_working(e2e_env, e2e_settings, facts):
+    """A server process whose OpenSearch and MongoDB URLs point at nothing."""
+    env = {**e2e_env, "KREDETE_OPENSEARCH_URL": "http://127.0.0.1:1", "KREDETE_MONGO_URL": "mongodb://127.0.0.1:1/",
+           "KREDETE_CONNECT_TIMEOUT_S": "1"}
+    token = token_for(e2e_settings, "customer", user=facts.alice)
+    async with stdio_session(env, token) as s:
+        for tool, args in [("search_knowledge", {"query": "how do fx fees work"}), ("get_credit_report", {}),
+                           ("list_disputes", {})]:
+            res = await s.call_tool(tool, args)
+            assert res.is_error and "temporarily unavailable" in error_text(res), (tool, error_text(res))
+            assert not LEAK_MARKERS.search(error_text(res))
+        ok = await s.call_tool("search_transactions", {"limit": 3})
+        assert not ok.is_error and payload(ok)["transactions"]
