@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent_tools import analytics, compliance, credit, disputes, feedback, transactions
+from agent_tools import analytics, compliance, credit, disputes, feedback, render, transactions
 from agent_tools import inputs as i
 from guards.pipeline import CallState
 from guards.principal import Principal
@@ -30,6 +30,7 @@ class ToolSpec:
     list_field: str | None = None
     read_only: bool = True
     postprocess: Callable[..., Awaitable[dict[str, Any]]] | None = redact
+    render: Callable[[dict[str, Any]], str] | None = None
 
 
 TOOLS: tuple[ToolSpec, ...] = (
@@ -37,30 +38,35 @@ TOOLS: tuple[ToolSpec, ...] = (
              "Search payments in your scope by date range, status, corridor, amount range, currency and "
              "counterparty text. Newest first; pass next_cursor for the next page. Amounts are minor units.",
              i.SearchTransactionsInput, transactions.TransactionPage, transactions.search_transactions,
-             list_field="transactions"),
+             list_field="transactions", render=render.transactions),
     ToolSpec("get_transaction", "Get a transaction",
              "One transaction with its double-entry ledger postings (each posting set balances to zero).",
-             i.GetTransactionInput, transactions.TransactionDetailOut, transactions.get_transaction),
+             i.GetTransactionInput, transactions.TransactionDetailOut, transactions.get_transaction,
+             render=render.transaction),
     ToolSpec("get_wallet_balances", "Wallet balances",
              "Balances per wallet and currency, derived from the ledger.",
              i.GetWalletBalancesInput, transactions.WalletBalancesOut, transactions.get_wallet_balances,
-             list_field="wallets"),
+             list_field="wallets", render=render.wallets),
     ToolSpec("get_credit_report", "Get a credit report",
              "The latest credit report, a given version, or the version valid at a time (as_of). "
              "Identifiers such as SSN/BVN/NIN and account numbers are never returned.",
-             i.GetCreditReportInput, credit.CreditReportOut, credit.get_credit_report),
+             i.GetCreditReportInput, credit.CreditReportOut, credit.get_credit_report,
+             render=render.credit_report),
     ToolSpec("get_score_history", "Credit score history", "Monthly credit score points, oldest first.",
-             i.GetScoreHistoryInput, credit.ScoreHistoryOut, credit.get_score_history, list_field="points"),
+             i.GetScoreHistoryInput, credit.ScoreHistoryOut, credit.get_score_history, list_field="points",
+             render=render.score_history),
     ToolSpec("get_action_plan", "Credit action plan", "The current credit-building plan and its steps.",
              i.GetActionPlanInput, credit.ActionPlanOut, credit.get_action_plan),
     ToolSpec("list_disputes", "List disputes", "Credit disputes in your scope, newest first, with a cursor.",
-             i.ListDisputesInput, disputes.DisputeList, disputes.list_disputes, list_field="disputes"),
+             i.ListDisputesInput, disputes.DisputeList, disputes.list_disputes, list_field="disputes",
+             render=render.disputes),
     ToolSpec("get_dispute", "Get a dispute", "One dispute case: letters, bureau responses and status history.",
              i.GetDisputeInput, disputes.DisputeDetail, disputes.get_dispute),
     ToolSpec("search_knowledge", "Search knowledge",
              "Retrieve passages for a question (hybrid BM25 + vector search): help articles and, within your "
              "scope, credit reports, disputes and plans. Cite passages by their citation id.",
-             i.SearchKnowledgeInput, feedback.KnowledgeResults, feedback.search_knowledge, list_field="passages"),
+             i.SearchKnowledgeInput, feedback.KnowledgeResults, feedback.search_knowledge, list_field="passages",
+             render=render.passages),
     ToolSpec("log_feedback", "Log feedback",
              "Record a rating of an answer in a conversation (stored redacted). The only write tool.",
              i.LogFeedbackInput, feedback.FeedbackAck, feedback.log_feedback, read_only=False),

@@ -50,12 +50,11 @@ class AgentRuntime:
         s = self.settings
         pg = build_postgres(s, role="agent")
         audit_pg = build_postgres(s, role="log")
-        self.pii_store = build_postgres(s, role="service")
         cache = CacheStore(s.redis_agent_url.get_secret_value(), timeout=s.connect_timeout_s)
         mongo = MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s)
         search = SearchStore(s.opensearch_url.get_secret_value(), prefix=s.index_prefix)
         # The server starts even when a store is down: calls that need it fail with a clear error.
-        for store in (pg, audit_pg, self.pii_store, cache, mongo, search):
+        for store in (pg, audit_pg, cache, mongo, search):
             try:
                 await store.connect()
             except Exception as exc:
@@ -90,9 +89,10 @@ class AgentRuntime:
         self.coaches = UserRepository(pg)
         self.analytics = AnalyticsRepository(pg)
         self.audit_reader = AuditRepository(pg)
-        # Only the redaction layer decrypts names and addresses (to find and mask them); no tool can.
+        # Only the redaction layer decrypts names and addresses (to find and mask them); the agent role may
+        # read just those two ciphertext columns of `users`, and no tool returns them.
         cipher = FieldCipher(self.settings.field_encryption_master_key.get_secret_value())
-        self.users = UserRepository(self.pii_store, cipher=cipher)
+        self.users = UserRepository(pg, cipher=cipher)
         self.credit_reports = CreditReportRepository(db)
         self.scores = ScoreHistoryRepository(db)
         self.disputes = DisputeRepository(db)
@@ -109,9 +109,8 @@ class AgentRuntime:
             await self.ai_logger.stop()
         if self.stores is not None:
             await self.stores.close()
-        for extra in (self.audit_store, getattr(self, "pii_store", None)):
-            if extra is not None:
-                await extra.close()
+        if self.audit_store is not None:
+            await self.audit_store.close()
 
     @property
     def retriever(self):

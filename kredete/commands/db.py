@@ -1,0 +1,156 @@
+"""`kredete db migrate|rollback|status|verify-audit|check-balances` for the payments database."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from kredete.commands.common import err, fail
+
+db_app = typer.Typer(no_args_is_help=True, help="Migrate, roll back and check the PostgreSQL payments database.")
+
+Url = Annotated[str | None, typer.Option("--url", help="PostgreSQL URL (default: KREDETE_POSTGRES_URL or the "
+                                                       "local stack).", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+
+
+def _importable() -> None:
+    """`stores/` and `migrations/` live at the repo root, beside the `kredete` package."""
+    from kredete.paths import REPO_ROOT
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def _url(url: str | None) -> str:
+    if url:
+        return url
+    from kredete.settings import resolve
+
+    return resolve().postgres_url.get_secret_value()
+
+
+def _print_status(url: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stores.postgres import migrate
+
+    st = migrate.status(url)
+    table = Table(title="payments database migrations")
+    for col in ("revision", "state"):
+        table.add_column(col)
+    for rev in st.applied:
+        table.add_row(rev, "[green]applied[/]" + (" (current)" if rev == st.current else ""))
+    for rev in st.pending:
+        table.add_row(rev, "[yellow]pending[/]")
+    Console().print(table)
+
+
+@db_app.command("migrate")
+def db_migrate(url: Url = None, revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (head); on the local stack also give the roles their logins."""
+    _importable()
+    from stores.errors import StoreError
+    from stores.postgres import migrate
+
+    target = _url(url)
+    try:
+        migrate.upgrade(target, revision)
+        if migrate.is_local_stack(target):
+            roles = migrate.grant_local_logins(target)
+            err.print(f"local stack: LOGIN and passwords set for {', '.join(roles) or 'no roles'}")
+    except StoreError as exc:
+        fail(str(exc))
+    except Exception as exc:  # alembic/driver errors: one line, no SQL or URL
+        fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    _print_status(target)
+
+
+@db_app.command("rollback")
+def db_rollback(url: Url = None, steps: Annotated[int, typer.Option(min=1, help="How many migrations.")] = 1,
+                to: Annotated[str | None, typer.Option(help="Revision to go back to ('base' = empty).")] = None,
+                yes: Annotated[bool, typer.Option("--yes", help="Needed to roll back to base.")] = False) -> None:
+    """Undo the last STEPS migrations, or down to --to REVISION."""
+    _importable()
+    from stores.postgres import migrate
+
+    target = to or f"-{steps}"
+    if target == "base" and not yes:
+        fail("rolling back to base drops every table; pass --yes")
+    try:
+        migrate.downgrade(_url(url), target)
+    except Exception as exc:
+        fail(f"rollback failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    _print_status(_url(url))
+
+
+@db_app.command("status")
+def db_status(url: Url = None) -> None:
+    """Applied and pending migrations; exit 1 when some are pending."""
+    _importable()
+    from stores.errors import StoreError
+    from stores.postgres import migrate
+
+    try:
+        _print_status(_url(url))
+        if migrate.status(_url(url)).pending:
+            raise typer.Exit(1)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+async def _with_store(url: str, fn):
+    from stores.postgres import PostgresStore
+
+    store = await PostgresStore(url, statement_timeout_ms=600_000).connect()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@db_app.command("verify-audit")
+def db_verify_audit(url: Url = None) -> None:
+    """Recompute the audit log's hash chain; exit 1 at the first broken link."""
+    _importable()
+    from rich.console import Console
+
+    from stores.errors import StoreError
+    from stores.postgres.audit import AuditRepository
+
+    try:
+        report = asyncio.run(_with_store(_url(url), lambda s: AuditRepository(s).verify_chain()))
+    except StoreError as exc:
+        fail(str(exc))
+    out = Console()
+    if report.ok:
+        out.print(f"[green]audit chain intact[/]: {report.rows_checked} rows, last id {report.last_id}")
+        return
+    out.print(f"[red]audit chain broken[/] at id {report.first_bad_id} after {report.rows_checked} rows: "
+              f"{report.reason}")
+    raise typer.Exit(1)
+
+
+@db_app.command("check-balances")
+def db_check_balances(url: Url = None) -> None:
+    """Compare every wallet's stored balance with its ledger; exit 1 on any mismatch."""
+    _importable()
+    from rich.console import Console
+
+    from stores.postgres.wallets import WalletRepository
+
+    rows = asyncio.run(_with_store(_url(url), lambda s: WalletRepository(s, replica_reads=False).mismatches()))
+    if not rows:
+        Console().print("[green]every wallet balance matches its ledger[/]")
+        return
+    for r in rows:
+        Console().print(f"[red]mismatch[/] wallet {r['wallet_id']} {r['currency']}: stored {r['stored_minor']}, "
+                        f"ledger {r['ledger_minor']}")
+    raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Reversible schema migrations of the payments database (alembic, raw SQL, expand/contract)."""

@@ -1,0 +1,252 @@
+"""Transactions and their ledger postings: scoped search with keyset pages, detail, and the writes
+the payment service makes inside its own database transaction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from stores.errors import InvalidData, NotFound
+from stores.postgres.base import Params, Repository, cap_limit, scope_clause
+from stores.postgres.errors import pg_errors
+from stores.postgres.models import (
+    LedgerEntry,
+    Page,
+    RefundSummary,
+    TransactionDetail,
+    TransactionStatus,
+    TransactionSummary,
+)
+from stores.scope import RowScope
+
+_CORRIDOR = re.compile(r"^[A-Z]{2}-[A-Z]{2}$")
+_CURRENCY = re.compile(r"^[A-Z]{3,4}$")
+_STATUSES = {"pending", "processing", "completed", "failed", "cancelled", "reversed"}
+
+SUMMARY_COLUMNS = ("t.id, t.created_at, t.user_id, t.kind, t.status, t.corridor_id, t.amount_minor, t.currency, "
+                   "t.fee_minor, t.dest_amount_minor, t.dest_currency, t.reference, t.counterparty_name, "
+                   "t.description")
+DETAIL_COLUMNS = SUMMARY_COLUMNS + (", t.updated_at, t.wallet_id, t.fx_rate, t.fx_rate_observed_at, t.fx_order_id, "
+                                    "t.payment_method_id, t.counterparty_reference, t.memo, t.failure_reason, "
+                                    "t.completed_at")
+
+
+def escape_like(text: str) -> str:
+    """Literal text for ILIKE ... ESCAPE '\\': the user's % and _ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _digest(scope: RowScope, filters: dict[str, object]) -> str:
+    ids = scope.sql_ids()
+    key = json.dumps({"scope": "*" if ids is None else [str(i) for i in ids], "f": filters}, sort_keys=True,
+                     default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def encode_cursor(created_at: datetime, id_: UUID, digest: str) -> str:
+    raw = json.dumps({"c": created_at.isoformat(), "i": str(id_), "q": digest}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, digest: str) -> tuple[datetime, UUID]:
+    """Position of a cursor made by the same query. It carries a position only: the scope always comes
+    from the caller's RowScope, so a forged cursor cannot widen what is visible."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        position = datetime.fromisoformat(data["c"]), UUID(data["i"])
+        same_query = data["q"] == digest
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidData("malformed cursor", store="postgres") from exc
+    if not same_query:
+        raise InvalidData("the cursor belongs to a different query", store="postgres")
+    return position
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    """A transaction row as the payment service writes it."""
+
+    id: UUID
+    created_at: datetime
+    user_id: UUID
+    kind: str
+    status: str
+    wallet_id: UUID
+    amount_minor: int
+    currency: str
+    reference: str
+    fee_minor: int = 0
+    corridor_id: str | None = None
+    dest_amount_minor: int | None = None
+    dest_currency: str | None = None
+    fx_rate: Decimal | None = None
+    fx_rate_observed_at: datetime | None = None
+    fx_order_id: UUID | None = None
+    payment_method_id: UUID | None = None
+    counterparty_name: str | None = None
+    counterparty_reference: str | None = None
+    description: str | None = None
+    memo: str | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ledger line: positive amount, debit or credit, on a wallet holding the currency."""
+
+    wallet_id: UUID
+    currency: str
+    direction: str
+    amount_minor: int
+    entry_type: str = "principal"
+
+
+_TX_COLUMNS = ("id", "created_at", "updated_at", "user_id", "kind", "status", "corridor_id", "wallet_id",
+               "amount_minor", "currency", "fee_minor", "dest_amount_minor", "dest_currency", "fx_rate",
+               "fx_rate_observed_at", "fx_order_id", "payment_method_id", "reference", "counterparty_name",
+               "counterparty_reference", "description", "memo", "completed_at")
+
+
+class TransactionRepository(Repository):
+    async def search(self, scope: RowScope, *, date_from: datetime | None = None, date_to: datetime | None = None,
+                     status: TransactionStatus | None = None, corridor: str | None = None,
+                     min_amount_minor: int | None = None, max_amount_minor: int | None = None,
+                     currency: str | None = None, counterparty: str | None = None, cursor: str | None = None,
+                     limit: int = 50) -> Page[TransactionSummary]:
+        """Newest first, keyset-paged on (created_at, id); every filter and the scope run in SQL."""
+        if status is not None and status not in _STATUSES:
+            raise InvalidData("unknown transaction status", store="postgres")
+        if corridor is not None and not _CORRIDOR.match(corridor):
+            raise InvalidData("corridor must look like 'US-NG'", store="postgres")
+        if currency is not None and not _CURRENCY.match(currency):
+            raise InvalidData("currency must be an ISO-style code such as 'NGN' or 'USDC'", store="postgres")
+        if counterparty is not None and not (1 <= len(counterparty) <= 100):
+            raise InvalidData("counterparty text must be 1 to 100 characters", store="postgres")
+        limit = cap_limit(limit)
+        filters = {"from": date_from, "to": date_to, "status": status, "corridor": corridor,
+                   "min": min_amount_minor, "max": max_amount_minor, "currency": currency, "cp": counterparty}
+        digest = _digest(scope, filters)
+
+        p = Params()
+        where = [scope_clause(scope, "t.user_id", p)]
+        if date_from is not None:
+            where.append(f"t.created_at >= {p.add(date_from)}")
+        if date_to is not None:
+            where.append(f"t.created_at < {p.add(date_to)}")
+        if status is not None:
+            where.append(f"t.status = {p.add(status)}::transaction_status")
+        if corridor is not None:
+            where.append(f"t.corridor_id = {p.add(corridor)}")
+        if min_amount_minor is not None:
+            where.append(f"t.amount_minor >= {p.add(int(min_amount_minor))}")
+        if max_amount_minor is not None:
+            where.append(f"t.amount_minor <= {p.add(int(max_amount_minor))}")
+        if currency is not None:
+            where.append(f"t.currency = {p.add(currency)}")
+        if counterparty is not None:
+            pat = p.add(f"%{escape_like(counterparty)}%")
+            where.append(f"(t.counterparty_name ILIKE {pat} ESCAPE '\\' OR t.counterparty_reference ILIKE {pat} "
+                         f"ESCAPE '\\' OR t.reference ILIKE {pat} ESCAPE '\\')")
+        if cursor is not None:
+            c_at, c_id = decode_cursor(cursor, digest)
+            where.append(f"(t.created_at, t.id) < ({p.add(c_at)}::timestamptz, {p.add(c_id)}::uuid)")
+        query = (f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE {' AND '.join(where)} "
+                 f"ORDER BY t.created_at DESC, t.id DESC LIMIT {p.add(limit + 1)}")
+        async with self._read() as conn:
+            rows = await conn.fetch(query, *p.values)
+        items = [TransactionSummary.model_validate(dict(r)) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id, digest) if len(rows) > limit else None
+        return Page[TransactionSummary](items=items, next_cursor=next_cursor)
+
+    async def get(self, scope: RowScope, transaction_id: UUID) -> TransactionDetail:
+        """One transaction with its ledger entries and refunds; NotFound when missing or out of scope."""
+        p = Params()
+        where = f"t.id = {p.add(transaction_id, 'uuid')} AND {scope_clause(scope, 't.user_id', p)}"
+        async with self._read() as conn:
+            row = await conn.fetchrow(f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE {where}", *p.values)
+            if row is None:
+                raise NotFound("transaction not found", store="postgres")
+            entries = await conn.fetch(
+                "SELECT line_no, wallet_id, currency, direction, amount_minor, entry_type FROM ledger_entries "
+                "WHERE transaction_id = $1 AND created_at = $2 ORDER BY line_no", row["id"], row["created_at"])
+            refunds = await conn.fetch(
+                "SELECT id, amount_minor, currency, status, reason, created_at, refund_transaction_id FROM refunds "
+                "WHERE transaction_id = $1 ORDER BY created_at, id", row["id"])
+        return TransactionDetail.model_validate({
+            **dict(row), "entries": [LedgerEntry.model_validate(dict(e)) for e in entries],
+            "refunds": [RefundSummary.model_validate(dict(r)) for r in refunds]})
+
+    async def get_many(self, scope: RowScope, transaction_ids: Sequence[UUID]) -> list[TransactionSummary]:
+        """Batch read by id (at most 100), in scope; missing or hidden ids are simply absent."""
+        ids = list(dict.fromkeys(transaction_ids))[:100]
+        p = Params()
+        where = f"t.id = ANY({p.add(ids, 'uuid[]')}) AND {scope_clause(scope, 't.user_id', p)}"
+        async with self._read() as conn:
+            rows = await conn.fetch(f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE {where} "
+                                    "ORDER BY t.created_at DESC, t.id DESC", *p.values)
+        return [TransactionSummary.model_validate(dict(r)) for r in rows]
+
+    async def by_reference(self, scope: RowScope, reference: str) -> TransactionSummary:
+        p = Params()
+        where = f"t.reference = {p.add(reference)} AND {scope_clause(scope, 't.user_id', p)}"
+        async with self._read() as conn:
+            row = await conn.fetchrow(f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE {where} LIMIT 1",
+                                      *p.values)
+        if row is None:
+            raise NotFound("transaction not found", store="postgres")
+        return TransactionSummary.model_validate(dict(row))
+
+    # --- writes: the caller owns the database transaction (one per business operation) ---
+
+    @staticmethod
+    async def insert(conn: asyncpg.Connection, tx: NewTransaction) -> None:
+        values = [getattr(tx, c) if c != "updated_at" else tx.created_at for c in _TX_COLUMNS]
+        placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        with pg_errors():
+            await conn.execute(f"INSERT INTO transactions ({', '.join(_TX_COLUMNS)}) VALUES ({placeholders})",
+                               *values)
+
+    @staticmethod
+    async def post(conn: asyncpg.Connection, transaction_id: UUID, created_at: datetime,
+                   postings: Sequence[Posting]) -> None:
+        """All lines of a posting in one statement (the balance is checked at COMMIT by the database)."""
+        with pg_errors():
+            await conn.execute(
+                "INSERT INTO ledger_entries (transaction_id, created_at, line_no, wallet_id, currency, direction, "
+                "amount_minor, entry_type) SELECT $1, $2, n, w, c, d::ledger_direction, a, e "
+                "FROM unnest($3::smallint[], $4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::text[]) "
+                "AS u(n, w, c, d, a, e)",
+                transaction_id, created_at, list(range(1, len(postings) + 1)), [x.wallet_id for x in postings],
+                [x.currency for x in postings], [x.direction for x in postings],
+                [x.amount_minor for x in postings], [x.entry_type for x in postings])
+
+    @staticmethod
+    async def lock(conn: asyncpg.Connection, transaction_id: UUID, user_id: UUID | None = None) -> asyncpg.Record:
+        """The row, locked for update, optionally only if it belongs to `user_id`."""
+        with pg_errors():
+            row = await conn.fetchrow(
+                f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE t.id = $1 AND ($2::uuid IS NULL OR t.user_id = $2) "
+                "FOR UPDATE", transaction_id, user_id)
+        if row is None:
+            raise NotFound("transaction not found", store="postgres")
+        return row
+
+    @staticmethod
+    async def set_status(conn: asyncpg.Connection, transaction_id: UUID, created_at: datetime, status: str, *,
+                         failure_reason: str | None = None) -> None:
+        with pg_errors():
+            await conn.execute(
+                "UPDATE transactions SET status = $3::transaction_status, updated_at = now(), "
+                "failure_reason = COALESCE($4, failure_reason), "
+                "completed_at = CASE WHEN $3 IN ('completed', 'reversed') THEN COALESCE(completed_at, now()) "
+                "ELSE completed_at END WHERE id = $1 AND created_at = $2",
+                transaction_id, created_at, status, failure_reason)

@@ -1,0 +1,179 @@
+"""Repositories the services and MCP tools call: scope inside SQL, keyset cursors, typed results, caps."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.payments import PaymentService
+from stores.errors import InvalidData, NotFound, StoreError
+from stores.postgres import (
+    AnalyticsRepository,
+    TransactionRepository,
+    UserRepository,
+    WalletRepository,
+)
+from stores.postgres.transactions import escape_like
+from stores.scope import RowScope
+from tests.integration.postgres.conftest import wait_for_replica
+from tests.integration.postgres.factories import add_rates, funded_user
+
+NAMES = ["100% Legit_Ltd", "100X LegitXLtd", "Amina Bello", "Kwame Mensah", "Wanjiru Kamau"]
+
+
+@pytest.fixture(scope="module")
+async def world(app_store, service_store, cipher):
+    """Two customers with payments through three corridors, and a coach over the first."""
+    await add_rates(app_store)
+    svc = PaymentService(app_store)
+    a = await funded_user(app_store, cipher, 2_000_000, name="Ngozi Adebayo",
+                          address="7 Awolowo Road\nIkoyi, Lagos")
+    b = await funded_user(app_store, cipher, 2_000_000, name="Kofi Boateng", country="GH", home_currency="GHS")
+    made = {a: [], b: []}
+    for i, name in enumerate(NAMES):
+        for uid, corridor in ((a, ["US-NG", "US-GH", "US-KE"][i % 3]), (b, "US-GH")):
+            res = await svc.create_payment({"user_id": uid, "corridor": corridor, "amount_minor": 10_000 * (i + 1),
+                                            "currency": "USD", "counterparty_name": name,
+                                            "description": "school fees" if i % 2 else "call me on 0803 123 4567"},
+                                           idempotency_key=f"world-{uid.hex[:8]}-{i}")
+            made[uid].append(res.transaction_id)
+    async with service_store.connection() as conn:
+        await conn.execute("INSERT INTO coach_assignments (coach_subject, user_id) VALUES ('coach-7', $1)", a)
+    last = made[b][-1]
+    assert await wait_for_replica(service_store, "SELECT id FROM transactions WHERE id = $1", last) == last
+    return {"a": a, "b": b, "made": made}
+
+
+async def test_scope_is_applied_inside_the_query(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    a, b = world["a"], world["b"]
+    mine = await repo.search(RowScope.users(a))
+    assert {t.user_id for t in mine.items} == {a} and len(mine.items) == 6  # 5 payments + the deposit
+    assert (await repo.search(RowScope.none())).items == []
+    both = await repo.search(RowScope.everyone(), limit=100)
+    assert {a, b} <= {t.user_id for t in both.items}
+
+
+async def test_filters(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    scope = RowScope.users(world["a"], world["b"])
+    ng = await repo.search(scope, corridor="US-NG")
+    assert ng.items and all(t.corridor_id == "US-NG" and t.dest_currency == "NGN" for t in ng.items)
+    big = await repo.search(scope, min_amount_minor=30_000, max_amount_minor=40_000, currency="USD")
+    assert {t.amount_minor for t in big.items} == {30_000, 40_000}
+    assert len((await repo.search(scope, status="completed")).items) == 12
+    assert (await repo.search(scope, status="failed")).items == []
+    assert (await repo.search(scope, date_to=datetime.now(UTC) - timedelta(days=1))).items == []
+    with pytest.raises(InvalidData):
+        await repo.search(scope, corridor="US to NG")
+    with pytest.raises(InvalidData):
+        await repo.search(scope, status="deleted")  # type: ignore[arg-type]
+
+
+async def test_counterparty_search_escapes_like_wildcards(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    scope = RowScope.users(world["a"])
+    literal = await repo.search(scope, counterparty="100%")
+    assert [t.counterparty_name for t in literal.items] == ["100% Legit_Ltd"]
+    assert [t.counterparty_name for t in (await repo.search(scope, counterparty="legit_")).items] == [
+        "100% Legit_Ltd"]
+    assert len((await repo.search(scope, counterparty="kwame")).items) == 1
+    assert escape_like("a%b_c\\") == "a\\%b\\_c\\\\"
+
+
+async def test_keyset_cursor_pages_through_everything_once(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    scope = RowScope.users(world["a"], world["b"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await repo.search(scope, limit=5, cursor=cursor)
+        seen += [t.id for t in page.items]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 12 and pages == 3
+    everything = (await repo.search(scope, limit=100)).items
+    assert seen == [t.id for t in everything]
+
+
+async def test_a_cursor_cannot_widen_the_scope(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    first = await repo.search(RowScope.users(world["a"]), limit=2)
+    assert first.next_cursor
+    with pytest.raises(InvalidData, match="different query"):
+        await repo.search(RowScope.everyone(), limit=2, cursor=first.next_cursor)
+    with pytest.raises(InvalidData, match="different query"):
+        await repo.search(RowScope.users(world["a"]), limit=2, cursor=first.next_cursor, corridor="US-NG")
+    with pytest.raises(InvalidData, match="malformed"):
+        await repo.search(RowScope.users(world["a"]), cursor="not-a-cursor")
+
+
+async def test_limit_is_capped(agent_store, world):
+    page = await TransactionRepository(agent_store).search(RowScope.everyone(), limit=10**6)
+    assert len(page.items) <= 100
+
+
+async def test_get_returns_detail_or_not_found_outside_scope(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    tx_id = world["made"][world["a"]][0]
+    detail = await repo.get(RowScope.users(world["a"]), tx_id)
+    assert detail.id == tx_id and len(detail.entries) == 5 and detail.fx_rate is not None
+    assert detail.refunded_minor == 0
+    with pytest.raises(NotFound) as outside:
+        await repo.get(RowScope.users(world["b"]), tx_id)
+    with pytest.raises(NotFound) as missing:
+        await repo.get(RowScope.everyone(), uuid.uuid4())
+    assert str(outside.value) == str(missing.value)
+    assert len(await repo.get_many(RowScope.users(world["b"]), world["made"][world["a"]])) == 0
+
+
+async def test_wallet_balances(agent_store, world):
+    repo = WalletRepository(agent_store)
+    balances = await repo.balances(RowScope.users(world["a"]), world["a"])
+    assert [b.currency for b in balances] == ["USD"]
+    minor = balances[0].balance_minor
+    assert str(balances[0].balance) == f"{minor // 100}.{minor % 100:02d}"
+    assert await repo.balances(RowScope.users(world["b"]), world["a"]) == []
+
+
+async def test_profiles_and_known_pii(agent_store, app_store, cipher, world):
+    agent_users = UserRepository(agent_store, cipher=cipher)
+    profile = await agent_users.get_profile(RowScope.users(world["a"]), world["a"])
+    assert profile.country == "NG" and profile.full_name is None
+    with pytest.raises(NotFound):
+        await agent_users.get_profile(RowScope.users(world["b"]), world["a"])
+    with pytest.raises(StoreError):  # the agent role may not read email/phone ciphertexts
+        await agent_users.get_profile(RowScope.users(world["a"]), world["a"], include_pii=True)
+    full = await UserRepository(app_store, cipher=cipher).get_profile(RowScope.everyone(), world["a"],
+                                                                      include_pii=True)
+    assert full.full_name == "Ngozi Adebayo" and full.phone.startswith("+234")
+    pii = await agent_users.known_pii([world["a"], world["b"]])
+    assert pii[world["a"]] == {"names": ["Ngozi Adebayo", "Ngozi", "Adebayo"],
+                               "addresses": ["7 Awolowo Road\nIkoyi, Lagos", "7 Awolowo Road"]}
+    assert "Kofi Boateng" in pii[world["b"]]["names"]
+    assert await agent_users.users_assigned_to("coach-7") == [world["a"]]
+    assert await agent_users.users_assigned_to("coach-unknown") == []
+    assert await UserRepository(app_store, cipher=cipher).find_by_phone(full.phone) == world["a"]
+
+
+async def test_aggregations_and_time_series(agent_store, world):
+    analytics = AnalyticsRepository(agent_store)
+    now = datetime.now(UTC)
+    vols = await analytics.volume_by_corridor(now - timedelta(days=1), now + timedelta(days=1))
+    by_corridor = {}
+    for v in vols:
+        by_corridor[v.corridor_id] = by_corridor.get(v.corridor_id, 0) + v.transaction_count
+    assert by_corridor["US-GH"] >= 7 and by_corridor["US-NG"] >= 2
+    assert {"bucket", "corridor_id", "amount_minor"} <= set(vols[0].model_dump())
+    assert "user_id" not in vols[0].model_dump()
+    with pytest.raises(InvalidData):
+        await analytics.volume_by_corridor(now, now - timedelta(days=1))
+    days = await analytics.wallet_daily_volume(RowScope.users(world["a"]), user_id=world["a"],
+                                               date_from=now - timedelta(days=1), date_to=now + timedelta(days=1))
+    assert sum(d.entries for d in days) == 6 and sum(d.credits_minor for d in days) == 2_000_000
+    hidden = await analytics.wallet_daily_volume(RowScope.users(world["b"]), user_id=world["a"],
+                                                 date_from=now - timedelta(days=1), date_to=now + timedelta(days=1))
+    assert hidden == []
