@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,10 @@ def inspector() -> Path:
 
 
 def _inspect(binary: Path, token: str, *args: str, expect_error: bool = False) -> dict:
-    env_args = [x for k, v in {**E2E_ENV, "KREDETE_TOKEN": token}.items() for x in ("-e", f"{k}={v}")]
+    # The Inspector starts the server with a minimal environment: pass the project's settings on.
+    settings_env = {k: v for k, v in os.environ.items() if k.startswith("KREDETE_")}
+    env = {**settings_env, **E2E_ENV, "KREDETE_TOKEN": token}
+    env_args = [x for k, v in env.items() for x in ("-e", f"{k}={v}")]
     proc = subprocess.run([str(binary), "--cli", sys.executable, str(REPO_ROOT / "server.py"), *env_args, *args],
                           capture_output=True, text=True, timeout=180, check=False)
     # The Inspector exits non-zero when a tool reports isError, and still prints the result.

@@ -1,0 +1,152 @@
+"""Permission matrix and per-tool latency, through the real MCP server over streamable HTTP."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from kredete.harness import RotatingTokens, error_text, http_session, latency_summary, token_for
+
+DENIED_MARKER = "may not call"
+
+
+@dataclass
+class Facts:
+    """Records of the evals dataset that make every granted call answerable."""
+
+    customer: UUID  # has transactions, a credit report and a dispute
+    transaction: UUID  # one of the customer's transactions
+    dispute: str  # one of the customer's disputes
+    coach: str
+    coached_user: UUID  # assigned to `coach`, has a credit report
+
+
+async def find_facts(settings: Any) -> Facts:
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from stores.registry import connect
+
+    stores = await connect(("postgres",), settings=settings)
+    client = AsyncIOMotorClient(settings.mongo_url.get_secret_value())
+    try:
+        db = client[settings.mongo_db]
+        reported = {d["user_id"] for d in await db.credit_reports.find({}, {"user_id": 1}).to_list(None)}
+        planned = {d["user_id"] for d in await db.action_plans.find({}, {"user_id": 1}).to_list(None)}
+        disputed = {d["user_id"] for d in await db.dispute_cases.find({}, {"user_id": 1}).to_list(None)}
+        async with stores.postgres.connection() as conn:
+            with_tx = [r["user_id"] for r in await conn.fetch(
+                "SELECT user_id FROM transactions GROUP BY user_id HAVING count(*) >= 3 ORDER BY user_id")]
+            coach_rows = await conn.fetch("SELECT coach_subject, user_id FROM coach_assignments ORDER BY user_id")
+            customer = next(u for u in with_tx if str(u) in reported and str(u) in disputed)
+            tx = await conn.fetchval("SELECT id FROM transactions WHERE user_id = $1 ORDER BY created_at DESC "
+                                     "LIMIT 1", customer)
+        dispute = (await db.dispute_cases.find_one({"user_id": str(customer)}))["_id"]
+        coach_row = next((r for r in coach_rows if str(r["user_id"]) in reported and str(r["user_id"]) in planned),
+                         None) or next(r for r in coach_rows if str(r["user_id"]) in reported)
+        return Facts(customer=customer, transaction=tx, dispute=dispute, coach=coach_row["coach_subject"],
+                     coached_user=coach_row["user_id"])
+    finally:
+        client.close()
+        await stores.close()
+
+
+def args_for(tool: str, role: str, facts: Facts) -> dict[str, Any]:
+    """Arguments a granted role can answer; customers never name a user."""
+    now = datetime.now(UTC)
+    staff_user = str(facts.coached_user if role == "credit_coach" else facts.customer)
+    args = {
+        "search_transactions": {"limit": 5, "user_id": staff_user},
+        "get_transaction": {"transaction_id": str(facts.transaction)},
+        "get_wallet_balances": {"user_id": staff_user},
+        "get_credit_report": {"user_id": staff_user},
+        "get_score_history": {"user_id": staff_user},
+        "get_action_plan": {"user_id": staff_user},
+        "list_disputes": {"limit": 5, "user_id": staff_user},
+        "get_dispute": {"dispute_id": facts.dispute},
+        "search_knowledge": {"query": "how do I dispute an error on my credit report", "k": 3},
+        "log_feedback": {"conversation_id": "evals-matrix", "score": 4, "label": "helpful"},
+        "corridor_volume": {"date_from": (now - timedelta(days=365)).isoformat(), "date_to": now.isoformat()},
+        "search_audit_logs": {"limit": 5},
+    }[tool]
+    if role == "customer":
+        args.pop("user_id", None)
+    return args
+
+
+def _token(settings: Any, role: str, facts: Facts, subject: str | None = None) -> str:
+    if role == "customer":
+        return token_for(settings, role, user=facts.customer, subject=subject)
+    if role == "credit_coach":
+        return token_for(settings, role, subject=facts.coach)
+    return token_for(settings, role, subject=subject or f"evals-{role}-{int(time.time())}")
+
+
+async def permission_matrix(url: str, settings: Any, facts: Facts, progress: Any = None) -> dict[str, Any]:
+    """Every role x tool: observed allowed/denied against GRANTS; granted calls must also succeed."""
+    from guards.policy import GRANTS
+    from guards.principal import Role
+
+    cells: list[dict[str, Any]] = []
+    async with http_session(url, _token(settings, "support_agent", facts)) as s:
+        listed = sorted(t.name for t in (await s.list_tools()).tools)
+    for role in Role:
+        async with http_session(url, _token(settings, role.value, facts)) as s:
+            for tool in listed:
+                res = await s.call_tool(tool, args_for(tool, role.value, facts))
+                text = error_text(res)
+                denied = res.is_error and DENIED_MARKER in text
+                expected = role in GRANTS.get(tool, frozenset())
+                cells.append({"role": role.value, "tool": tool, "expected": "allowed" if expected else "denied",
+                              "observed": "denied" if denied else ("allowed" if not res.is_error else "allowed_error"),
+                              "mismatch": expected == denied, "message": text[:160] if res.is_error else ""})
+                if progress:
+                    progress()
+    unknown = sorted(set(listed) ^ set(GRANTS))
+    return {"roles": [r.value for r in Role], "tools": listed, "cells": cells,
+            "mismatches": [c for c in cells if c["mismatch"]],
+            "granted_but_failed": [c for c in cells if c["observed"] == "allowed_error"],
+            "tools_not_in_grants": unknown}
+
+
+# One role per tool for the latency run: a role that is granted the tool.
+LATENCY_ROLE = {"search_transactions": "support_agent", "get_transaction": "support_agent",
+                "get_wallet_balances": "support_agent", "get_credit_report": "credit_coach",
+                "get_score_history": "credit_coach", "get_action_plan": "credit_coach",
+                "list_disputes": "support_agent", "get_dispute": "support_agent", "search_knowledge": "customer",
+                "log_feedback": "customer", "corridor_volume": "risk_analyst",
+                "search_audit_logs": "compliance_officer"}
+
+
+async def latency(url: str, settings: Any, facts: Facts, calls: int, progress: Any = None) -> dict[str, Any]:
+    """`calls` sequential calls per tool (after 3 warm-up calls), a fresh token subject every 50 calls to
+    stay under the 60/min per-tool limit. Coaches keep their subject (their scope is bound to it), so their
+    tools get at most 40 calls."""
+    out: dict[str, Any] = {"calls_per_tool": calls, "tools": {}}
+    for tool, role in LATENCY_ROLE.items():
+        args = args_for(tool, role, facts)
+        rot = RotatingTokens(settings, role, every=50, prefix=f"evals-lat-{tool}",
+                             user=facts.customer if role == "customer" else None)
+        ms: list[float] = []
+        errors = 0
+        # A coach's scope is bound to their subject, so no rotation: stay under 60 calls per tool and minute.
+        remaining, warm = (min(calls, 40) if role == "credit_coach" else calls), 3
+        while remaining > 0:
+            batch = min(50 - warm, remaining)
+            token = _token(settings, role, facts) if role == "credit_coach" else rot.next()
+            async with http_session(url, token) as s:
+                for _ in range(warm):
+                    await s.call_tool(tool, args)
+                for _ in range(batch):
+                    t = time.perf_counter()
+                    res = await s.call_tool(tool, args)
+                    ms.append((time.perf_counter() - t) * 1000)
+                    errors += int(res.is_error)
+                    if progress:
+                        progress()
+            remaining -= batch
+            warm = 0
+        out["tools"][tool] = {"role": role, "errors": errors, **latency_summary(ms)}
+    return out

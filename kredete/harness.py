@@ -1,0 +1,226 @@
+"""Shared by `bench/` and `evals/`: an isolated seeded dataset, the MCP server as a real process, MCP clients.
+
+Mirrors what tests/e2e/conftest.py does for the e2e suite, with its own names so runs never touch the dev
+or e2e data: a dataset `name` lives in Postgres database `kredete_<name>`, Mongo database `kredete_<name>`
+and index prefix `kredete-<name>`. It is built through the same CLI an operator uses (`kredete db migrate`,
+`kredete seed`, `kredete ingest`) and reused on the next run when it was built with the same parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from kredete.paths import REPO_ROOT, local_dir
+from kredete.settings import Settings, resolve
+
+KREDETE = str(Path(sys.executable).with_name("kredete"))
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 1800) -> None:
+    proc = subprocess.run([KREDETE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kredete {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named, isolated copy of the data tier (own Postgres DB, Mongo DB and index prefix)."""
+
+    name: str
+    users: int = 200
+    seed: int = 42
+    #: `kredete ingest --only` sources to index (empty: no ingestion).
+    ingest: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db(self) -> str:
+        return f"kredete_{self.name}"
+
+    @property
+    def index_prefix(self) -> str:
+        return f"kredete-{self.name}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KREDETE_POSTGRES_DB": self.db, "KREDETE_MONGO_DB": self.db,
+                "KREDETE_INDEX_PREFIX": self.index_prefix, **OFFLINE_ENV, **self.extra_env}
+
+    def settings(self) -> Settings:
+        return resolve(Settings(postgres_db=self.db, mongo_db=self.db, index_prefix=self.index_prefix))
+
+    @property
+    def marker(self) -> Path:
+        return local_dir() / "harness" / f"{self.name}.json"
+
+    def _spec(self) -> dict[str, Any]:
+        return {"users": self.users, "seed": self.seed, "ingest": sorted(self.ingest)}
+
+    async def _exists(self) -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(resolve().postgres_url.get_secret_value())
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.db))
+        finally:
+            await conn.close()
+
+    def is_ready(self) -> bool:
+        """Built earlier with the same parameters (marker file) and the database is still there."""
+        try:
+            spec = json.loads(self.marker.read_text())
+        except (OSError, ValueError):
+            return False
+        return spec == self._spec() and asyncio.run(self._exists())
+
+    def prepare(self, *, fresh: bool = False, log: Callable[[str], None] = lambda _m: None) -> bool:
+        """Build the dataset unless an identical one exists; True when it was (re)built."""
+        if not fresh and self.is_ready():
+            log(f"dataset {self.name}: reusing {self.db} ({self.users} users, seed {self.seed})")
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            self.marker.unlink()
+        log(f"dataset {self.name}: recreating {self.db}")
+        asyncio.run(self._recreate_databases())
+        env = self.env
+        log(f"dataset {self.name}: migrate")
+        _run(["db", "migrate"], env)
+        log(f"dataset {self.name}: seed {self.users} users (seed {self.seed})")
+        _run(["seed", "--users", str(self.users), "--seed", str(self.seed)], env)
+        if self.ingest:
+            log(f"dataset {self.name}: ingest {', '.join(self.ingest)}")
+            only = [a for src in self.ingest for a in ("--only", src)]
+            _run(["ingest", "--reset", *only], env)
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(json.dumps(self._spec()))
+        return True
+
+    async def _recreate_databases(self) -> None:
+        import asyncpg
+        from pymongo import MongoClient
+
+        base = resolve()
+        conn = await asyncpg.connect(base.postgres_url.get_secret_value())
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{self.db}"')
+        finally:
+            await conn.close()
+        with MongoClient(base.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(self.db)
+
+
+# --- tokens -----------------------------------------------------------------------------------------
+
+def token_for(settings: Settings, role: str, *, user: UUID | None = None, subject: str | None = None,
+              ttl_s: int = 3600) -> str:
+    from guards.tokens import issue_token
+
+    return issue_token(role, subject or (f"user:{user}" if user else f"{role}-harness"), user_id=user, ttl_s=ttl_s,
+                       settings=settings)
+
+
+class RotatingTokens:
+    """A fresh token subject every `every` calls, so a long run stays under the per-principal rate limits
+    (the limiter keys on the subject) without changing server code. `run_id` keeps subjects distinct
+    across runs (the Redis windows are shared)."""
+
+    def __init__(self, settings: Settings, role: str, *, every: int = 50, prefix: str = "bench",
+                 user: UUID | None = None) -> None:
+        self.settings, self.role, self.every, self.user = settings, role, every, user
+        self.prefix = f"{prefix}-{os.getpid()}-{int(time.time())}"
+        self._n = 0
+
+    def next(self) -> str:
+        subject = f"{self.prefix}-{self._n}"
+        self._n += 1
+        return token_for(self.settings, self.role, user=self.user, subject=subject)
+
+
+# --- the server as a process ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_server(env: dict[str, str], *, log_name: str = "harness-http-server", timeout_s: float = 60) -> Iterator[str]:
+    """`kredete serve --transport http` as a real process in its own process group; yields its MCP URL."""
+    port = free_port()
+    log_path = local_dir() / f"{log_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not listen on {port} within {timeout_s}s")
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def http_session(url: str, token: str | None) -> AsyncIterator[Any]:
+    """An SDK ClientSession over streamable HTTP with a bearer token."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with create_mcp_http_client(headers=headers) as http, streamable_http_client(url, http_client=http) as (
+            read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def error_text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+# --- numbers ----------------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (numpy's default); 0.0 for no values."""
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    k = (len(xs) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def latency_summary(ms: Sequence[float], wall_s: float | None = None) -> dict[str, float]:
+    """p50/p95/p99/mean in ms; calls/s from the wall time when given, else from the sum of latencies."""
+    total = wall_s if wall_s is not None else sum(ms) / 1000
+    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 3), "p95_ms": round(percentile(ms, 95), 3),
+            "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(sum(ms) / len(ms), 3) if ms else 0.0,
+            "calls_per_s": round(len(ms) / total, 1) if total else 0.0}
