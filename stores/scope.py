@@ -41,4 +41,6 @@ class RowScope(BaseModel):
         """A Mongo filter fragment; user ids are stored as their string form."""
         if self.all_users:
             return {}
-        return {field: {"$in": sorted(str(u) for u in self.user_ids)}}
+        ids = sorted(str(u) for u in self.user_ids)
+        # One user: plain equality, which servers push down to their index (FerretDB does not push `$in`).
+        return {field: {"$eq": ids[0]}} if len(ids) == 1 else {field: {"$in": ids}}

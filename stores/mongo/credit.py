@@ -66,12 +66,35 @@ def user_key(user_id: UUID | str) -> str:
         raise InvalidData("user_id must be a UUID", store="mongo") from exc
 
 
+def _allowed(scope: RowScope, user_id: Any) -> bool:
+    try:
+        return scope.allows(user_id)
+    except (ValueError, TypeError):
+        return False
+
+
 def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
-    """AND of the scope's filter and `clauses` (`$and` keeps both `user_id` conditions intact)."""
-    parts = [c for c in (scope.mongo_filter("user_id"), *clauses) if c]
+    """AND of the scope's filter and `clauses`, built inside the query.
+
+    When a clause pins `user_id` to one value the scope allows, the scope condition is implied and left
+    out, and clauses on distinct fields are merged into one document: servers push such flat equality
+    filters down to their indexes (FerretDB does not push down `$and`). Anything else stays an `$and`
+    that keeps every condition intact.
+    """
+    parts = [c for c in clauses if c]
+    pinned = next((c["user_id"]["$eq"] for c in parts if isinstance(c.get("user_id"), dict)
+                   and set(c["user_id"]) == {"$eq"}), None)
+    if pinned is None or not _allowed(scope, pinned):
+        parts.insert(0, scope.mongo_filter("user_id"))
+        parts = [c for c in parts if c]
     if not parts:
         return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    merged: dict[str, Any] = {}
+    for part in parts:
+        if any(k.startswith("$") or k in merged for k in part):
+            return parts[0] if len(parts) == 1 else {"$and": parts}
+        merged.update(part)
+    return merged
 
 
 @contextlib.asynccontextmanager
