@@ -54,7 +54,7 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
     for spec in TOOLS:
         fn = guarded_tool(name=spec.name, input_model=spec.input_model, output_model=spec.output_model,
                           handler=spec.handler, runtime_getter=lambda: runtime, list_field=spec.list_field,
-                          postprocess=spec.postprocess)
+                          postprocess=spec.postprocess, render=spec.render)
         tool = Tool.from_function(fn, name=spec.name, title=spec.title, description=spec.description,
                                   annotations=ToolAnnotations(title=spec.title, read_only_hint=spec.read_only,
                                                               destructive_hint=False, idempotent_hint=spec.read_only,

@@ -51,7 +51,7 @@ def _admin(base: str, sql: str) -> None:
 
 
 def fresh_db(base: str, migrated: bool) -> str:
-    name = f"kredete_bench_{secrets.token_hex(4)}"
+    name = f"kredete_seedbench_{secrets.token_hex(4)}"
     _admin(base, f"CREATE DATABASE {name}")
     url = _db_url(base, name)
     if migrated:
@@ -158,6 +158,7 @@ async def main() -> None:
         "ratio_seeder_vs_plain_copy": round(report.seconds / copy_plain, 2),
         "ratio_schema_copy_vs_plain_copy": round(copy_schema / copy_plain, 2),
         "goal_within_2x": report.seconds <= 2 * copy_plain,
+        "seeder_mode": report.mode, "seeder_phases_s": report.phases,
         "rows": rows, "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -14,6 +14,7 @@ server's redaction and injection handling.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import math
@@ -24,13 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from functools import cache
 
 import asyncpg
 
 from kredete.seed.people import Person, counterparty, person, rng_for
-from stores.crypto import FieldCipher
+from stores.crypto import BatchEncryptor, FieldCipher
 from stores.postgres.users import pii_context
-from stores.postgres.wallets import house_wallet_id
+from stores.postgres.wallets import house_wallet_id as _house_wallet_id
+
+#: House wallet ids are pure functions of (kind, currency): computed once per process.
+house_wallet_id = cache(_house_wallet_id)
 
 VERSION = "v1"
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -163,9 +168,7 @@ def _uuid(rng: random.Random) -> uuid.UUID:
 
 
 def _reference(id_: uuid.UUID) -> str:
-    import base64
-
-    return "KRD-" + base64.b32encode(id_.bytes).decode()[:12]
+    return "KRD-" + base64.b32encode(id_.bytes[:8]).decode()[:12]
 
 
 def convert(amount_minor: int, rate: Decimal, src: str, dst: str) -> int:
@@ -251,8 +254,10 @@ class _Wallet:
 class _UserBuilder:
     """All rows of one user, from (seed, index) alone."""
 
-    def __init__(self, seed: int, index: int, k: int, rates: RateBook, cipher: FieldCipher, out: Batch) -> None:
+    def __init__(self, seed: int, index: int, k: int, rates: RateBook, cipher: FieldCipher, out: Batch,
+                 encryptor: FieldCipher | BatchEncryptor | None = None) -> None:
         self.seed, self.index, self.k, self.rates, self.cipher, self.out = seed, index, k, rates, cipher, out
+        self.encryptor = encryptor or cipher
         self.p = person(seed, index)
         self.rng = rng_for(seed, "payments", index)
         self.uid = self.p.user_id
@@ -261,7 +266,7 @@ class _UserBuilder:
         self.sender = self.p.country in CORRIDORS
 
     def enc(self, column: str, value: str) -> str:
-        return self.cipher.encrypt(value, pii_context(column, self.uid))
+        return self.encryptor.encrypt(value, pii_context(column, self.uid))
 
     def build(self) -> None:
         self._profile()
@@ -290,7 +295,7 @@ class _UserBuilder:
             kyc_id = _uuid(rng)
             verified = status != "pending"
             out.add("kyc_records", (kyc_id, self.uid, doc_type,
-                                   self.cipher.encrypt(number, f"kyc_records.document_number|{kyc_id}"),
+                                   self.encryptor.encrypt(number, f"kyc_records.document_number|{kyc_id}"),
                                    self.cipher.blind_index(number, f"kyc.{doc_type}"), p.country,
                                    "verified" if verified else "pending", provider, at + timedelta(minutes=3),
                                    at + timedelta(hours=rng.randint(1, 48)) if verified else None))
@@ -330,7 +335,7 @@ class _UserBuilder:
             provider, secret = account.split(" ", 1)[0], account
             label, last4 = f"{provider} ending {account[-4:]}", account[-4:]
         self.out.add("payment_methods", (pm_id, self.uid, kind, provider, main.currency, p.country, label, last4,
-                                         self.cipher.encrypt(secret, f"payment_methods.details|{pm_id}"),
+                                         self.encryptor.encrypt(secret, f"payment_methods.details|{pm_id}"),
                                          self.cipher.blind_index(secret, "payment_methods.fingerprint"), "active",
                                          self.signup))
         return pm_id
@@ -338,23 +343,23 @@ class _UserBuilder:
     # -- transactions
 
     def _tx(self, kind: str, when: datetime, wallet: _Wallet, amount: int, *, status: str = "completed",
-            fee: int = 0, **extra) -> tuple[uuid.UUID, datetime]:
+            fee: int = 0, corridor_id=None, dest_amount_minor=None, dest_currency=None, fx_rate=None,
+            fx_rate_observed_at=None, fx_order_id=None, payment_method_id=None, counterparty_name=None,
+            counterparty_reference=None, description=None, memo=None) -> tuple[uuid.UUID, datetime]:
         tx_id = _uuid(self.rng)
-        row = {"id": tx_id, "created_at": when, "updated_at": when, "user_id": self.uid, "kind": kind,
-               "status": status, "corridor_id": None, "wallet_id": wallet.id, "amount_minor": amount,
-               "currency": wallet.currency, "fee_minor": fee, "dest_amount_minor": None, "dest_currency": None,
-               "fx_rate": None, "fx_rate_observed_at": None, "fx_order_id": None, "payment_method_id": None,
-               "reference": _reference(tx_id), "counterparty_name": None, "counterparty_reference": None,
-               "description": None, "memo": None, "failure_reason": None,
-               "completed_at": when if status == "completed" else None, **extra}
-        if status == "failed":
-            row["failure_reason"] = self.rng.choice(FAILURES.get(kind, ("declined",)))
-        self.out.add("transactions", tuple(row[c] for c in COLUMNS["transactions"]))
+        failure = self.rng.choice(FAILURES.get(kind, ("declined",))) if status == "failed" else None
+        self.out.rows["transactions"].append((
+            tx_id, when, when, self.uid, kind, status, corridor_id, wallet.id, amount, wallet.currency, fee,
+            dest_amount_minor, dest_currency, fx_rate, fx_rate_observed_at, fx_order_id, payment_method_id,
+            _reference(tx_id), counterparty_name, counterparty_reference, description, memo, failure,
+            when if status == "completed" else None))
         return tx_id, when
 
     def _post(self, tx: tuple[uuid.UUID, datetime], lines: list[tuple[uuid.UUID, str, str, int, str]]) -> None:
-        for n, (wallet_id, currency, direction, amount, entry_type) in enumerate(lines, 1):
-            self.out.add("ledger_entries", (tx[0], tx[1], n, wallet_id, currency, direction, amount, entry_type))
+        tx_id, at = tx
+        self.out.rows["ledger_entries"].extend(
+            (tx_id, at, n, wallet_id, currency, direction, amount, entry_type)
+            for n, (wallet_id, currency, direction, amount, entry_type) in enumerate(lines, 1))
 
     def _status(self) -> str:
         return self.rng.choices(("completed", "failed", "pending", "processing", "cancelled"),
@@ -524,8 +529,9 @@ def _luhn_digit(body: str) -> int:
 def build_users(seed: int, indexes: range, k: int, rates: RateBook, cipher: FieldCipher) -> Batch:
     """Rows of users `indexes` (each user's rows depend on (seed, index) only)."""
     out = Batch()
+    encryptor = cipher.batch()  # one data key per batch, wrapped once (same token format)
     for index in indexes:
-        _UserBuilder(seed, index, k, rates, cipher, out).build()
+        _UserBuilder(seed, index, k, rates, cipher, out, encryptor).build()
     return out
 
 
@@ -581,6 +587,11 @@ class SeedReport:
     batches_skipped: int
     rows: dict[str, int]
     seconds: float
+    #: "bulk" (empty database: one transaction, triggers/FKs replaced by set-based validation) or "safe".
+    mode: str = "safe"
+    fallback_reason: str | None = None
+    #: Wall-clock seconds per phase of the bulk path (load, indexes, validate).
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 async def copy_batch(conn: asyncpg.Connection, batch: Batch, tables: tuple[str, ...]) -> None:
@@ -590,21 +601,111 @@ async def copy_batch(conn: asyncpg.Connection, batch: Batch, tables: tuple[str, 
             await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+#: table -> (row count, COPY text-format bytes)
+Encoded = dict[str, tuple[int, bytes]]
+
+
+def encode_text(rows: list[tuple]) -> bytes:
+    """Rows as PostgreSQL COPY text format (the values' str() is their PostgreSQL input form)."""
+    esc = _ESCAPES
+    lines = ["\t".join(["\\N" if v is None else v.translate(esc) if type(v) is str else str(v) for v in row])
+             for row in rows]
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def encode_batch(batch: Batch, tables: tuple[str, ...]) -> Encoded:
+    return {t: (len(batch.rows[t]), encode_text(batch.rows[t])) for t in tables if batch.rows[t]}
+
+
+async def copy_encoded(conn: asyncpg.Connection, encoded: Encoded, tables: tuple[str, ...]) -> None:
+    import io
+
+    for table in tables:
+        if table in encoded:
+            await conn.copy_to_table(table, source=io.BytesIO(encoded[table][1]), columns=COLUMNS[table],
+                                     format="text")
+
+
+#: (seed, k, rates, cipher) of the running seed: set before worker processes fork, read by `_generate`.
+_GEN: tuple[int, int, RateBook, FieldCipher] | None = None
+
+
+def _generate(indexes: range) -> Encoded:
+    """Generate and encode the rows of users `indexes` (runs in a worker process or thread)."""
+    seed, k, rates, cipher = _GEN
+    return encode_batch(build_users(seed, indexes, k, rates, cipher), USER_TABLES)
+
+
+async def _pipeline(plan: list[tuple[int, range]], workers: int):
+    """Yield (batch_no, indexes, encoded rows) in plan order, generated ahead by `workers` processes.
+
+    Generation (Python, CPU-bound) runs in forked worker processes so it overlaps with the COPY the
+    server is doing; with workers <= 1 or a single batch it runs in one thread.
+    """
+    import asyncio
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    use_procs = workers > 1 and len(plan) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) if use_procs
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-gen"))
+    loop = asyncio.get_running_loop()
+    todo = iter(plan)
+    ahead: deque = deque()
+
+    def submit() -> None:
+        item = next(todo, None)
+        if item is not None:
+            ahead.append((item, loop.run_in_executor(pool, _generate, item[1])))
+
+    try:
+        for _ in range(max(2, workers + 1)):
+            submit()
+        while ahead:
+            (b, indexes), fut = ahead.popleft()
+            encoded = await fut
+            submit()
+            yield b, indexes, encoded
+    finally:
+        for _, fut in ahead:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 async def _progress(conn: asyncpg.Connection, run_key: str) -> dict[int, int]:
     rows = await conn.fetch("SELECT batch_no, rows FROM seed_progress WHERE run_key = $1", run_key)
     return {r["batch_no"]: r["rows"] for r in rows}
 
 
+_SAVE_PROGRESS = ("INSERT INTO seed_progress (run_key, batch_no, rows) VALUES ($1, $2, $3) ON CONFLICT "
+                  "(run_key, batch_no) DO UPDATE SET rows = EXCLUDED.rows, finished_at = now()")
+
+
 async def seed_payments(conn: asyncpg.Connection, config: SeedConfig, cipher: FieldCipher, *,
                         on_progress: Callable[[int], None] | None = None,
-                        stop_after_batches: int | None = None) -> SeedReport:
+                        stop_after_batches: int | None = None, bulk: bool = True,
+                        workers: int | None = None) -> SeedReport:
     """Load `config.users` users (and reference data) into the database behind `conn`, resumably.
 
     Batches already recorded in `seed_progress` are skipped; a partly loaded batch (fewer users than
     now wanted) is topped up with the missing users only. `stop_after_batches` simulates an interruption.
-    """
-    import time
 
+    On an empty database (and as a superuser) the bulk fast path of `kredete.seed.bulk` loads everything
+    in one transaction and proves it sound before committing; otherwise (incremental seeding, or
+    `bulk=False`) each batch is its own transaction with every trigger and FK checked row by row.
+    Both paths load identical rows.
+    """
+    import os
+    import time
+    from contextlib import aclosing
+
+    from kredete.seed import bulk as fast
+
+    global _GEN
     t0 = time.perf_counter()
     others = await conn.fetchval(
         "SELECT run_key FROM seed_progress WHERE run_key LIKE $1 AND run_key <> $2 AND run_key <> $3 LIMIT 1",
@@ -619,17 +720,9 @@ async def seed_payments(conn: asyncpg.Connection, config: SeedConfig, cipher: Fi
     rates = RateBook(config.seed)
     rows: dict[str, int] = {t: 0 for t in COLUMNS}
     loaded = skipped = users_loaded = 0
+    workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
 
-    if not await _progress(conn, config.reference_key):
-        ref = build_reference(config.seed, rates)
-        async with conn.transaction():
-            await copy_batch(conn, ref, REFERENCE_TABLES)
-            await conn.execute("INSERT INTO seed_progress (run_key, batch_no, rows) VALUES ($1, 0, $2)",
-                               config.reference_key, ref.count())
-        for t in REFERENCE_TABLES:
-            rows[t] += len(ref.rows[t])
-        await conn.execute("SELECT setval(pg_get_serial_sequence('fx_rates', 'id'), (SELECT max(id) FROM fx_rates))")
-
+    need_reference = not await _progress(conn, config.reference_key)
     done = await _progress(conn, config.run_key)
     size = config.batch_users
     plan: list[tuple[int, range]] = []
@@ -645,34 +738,60 @@ async def seed_payments(conn: asyncpg.Connection, config: SeedConfig, cipher: Fi
             on_progress(have)
         plan.append((b, range(lo + have, hi)))
 
-    # Generate the next batch in a thread while the current one is copied (the server works meanwhile).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-gen") as pool:
-        import asyncio
+    reason = "disabled" if not bulk else "something of this run is already loaded" if (
+        done or not need_reference) else "nothing to load" if not plan else await fast.eligible(conn, config.run_key)
+    mode = "bulk" if reason is None else "safe"
+    phases: dict[str, float] = {}
+    _GEN = (config.seed, config.transactions_per_user, rates, cipher)
 
-        loop = asyncio.get_running_loop()
+    async def load_reference() -> None:
+        ref = build_reference(config.seed, rates)
+        await copy_encoded(conn, encode_batch(ref, REFERENCE_TABLES), REFERENCE_TABLES)
+        await conn.execute("INSERT INTO seed_progress (run_key, batch_no, rows) VALUES ($1, 0, $2)",
+                           config.reference_key, ref.count())
+        for t in REFERENCE_TABLES:
+            rows[t] += len(ref.rows[t])
 
-        def gen(indexes: range) -> Batch:
-            return build_users(config.seed, indexes, config.transactions_per_user, rates, cipher)
+    def count(indexes: range, encoded: Encoded) -> None:
+        nonlocal loaded, users_loaded
+        for t, (n, _data) in encoded.items():
+            rows[t] += n
+        loaded += 1
+        users_loaded += len(indexes)
+        if on_progress:
+            on_progress(len(indexes))
 
-        pending = loop.run_in_executor(pool, gen, plan[0][1]) if plan else None
-        for i, (b, indexes) in enumerate(plan):
-            if stop_after_batches is not None and loaded >= stop_after_batches:
-                break
-            batch = await pending
-            pending = loop.run_in_executor(pool, gen, plan[i + 1][1]) if i + 1 < len(plan) else None
+    if mode == "bulk":
+        all_tables = REFERENCE_TABLES + USER_TABLES
+        async with conn.transaction():
+            indexes_sql = await fast.begin(conn, all_tables)
+            await load_reference()
+            async with aclosing(_pipeline(plan, workers)) as batches:
+                async for b, indexes, encoded in batches:
+                    if stop_after_batches is not None and loaded >= stop_after_batches:
+                        break
+                    await copy_encoded(conn, encoded, USER_TABLES)
+                    await conn.execute(_SAVE_PROGRESS, config.run_key, b, indexes.stop - b * size)
+                    count(indexes, encoded)
+            phases["load"] = time.perf_counter() - t0
+            await fast.rebuild_indexes(conn, indexes_sql)
+            phases["indexes"] = time.perf_counter() - t0 - phases["load"]
+            await fast.validate_and_finish(conn, all_tables)
+            phases["validate"] = time.perf_counter() - t0 - phases["load"] - phases["indexes"]
+    else:
+        if need_reference:
             async with conn.transaction():
-                await copy_batch(conn, batch, USER_TABLES)
-                await conn.execute(
-                    "INSERT INTO seed_progress (run_key, batch_no, rows) VALUES ($1, $2, $3) ON CONFLICT "
-                    "(run_key, batch_no) DO UPDATE SET rows = EXCLUDED.rows, finished_at = now()",
-                    config.run_key, b, indexes.stop - b * size)
-            for t in USER_TABLES:
-                rows[t] += len(batch.rows[t])
-            loaded += 1
-            users_loaded += len(indexes)
-            if on_progress:
-                on_progress(len(indexes))
-        if pending is not None:
-            await pending
+                await load_reference()
+        async with aclosing(_pipeline(plan, workers)) as batches:
+            async for b, indexes, encoded in batches:
+                if stop_after_batches is not None and loaded >= stop_after_batches:
+                    break
+                async with conn.transaction():
+                    await copy_encoded(conn, encoded, USER_TABLES)
+                    await conn.execute(_SAVE_PROGRESS, config.run_key, b, indexes.stop - b * size)
+                count(indexes, encoded)
+    if need_reference:
+        await conn.execute("SELECT setval(pg_get_serial_sequence('fx_rates', 'id'), (SELECT max(id) FROM fx_rates))")
     return SeedReport(users=config.users, users_loaded=users_loaded, batches_loaded=loaded,
-                      batches_skipped=skipped, rows=rows, seconds=time.perf_counter() - t0)
+                      batches_skipped=skipped, rows=rows, seconds=time.perf_counter() - t0, mode=mode,
+                      fallback_reason=reason, phases={k: round(v, 2) for k, v in phases.items()})

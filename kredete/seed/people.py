@@ -21,7 +21,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 from faker import Faker
 
@@ -208,6 +208,7 @@ def person(seed: int, index: int) -> Person:
         address=_address(country, rng), date_of_birth=dob, national_ids=_national_ids(country, index, seed, rng))
 
 
+@lru_cache(maxsize=1 << 15)  # pure; a user's family members recur, so this saves most Faker calls
 def counterparty(seed: int, country: str, key: object) -> tuple[str, str]:
     """A recipient (full name, first name) in `country`, stable for (seed, key): family members recur."""
     rng = rng_for(seed, "counterparty", country, key)

@@ -10,7 +10,8 @@ from pathlib import Path
 from kredete.paths import local_dir
 
 _NAMES = (
-    "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log", "postgres_ferretdb",
+    "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",
+    "postgres_ferretdb",
     "redis_default", "redis_agent", "minio_root", "token_signing_key", "field_encryption_master_key",
 )
 
