@@ -35,6 +35,9 @@ FREE_TEXT_FIELDS = frozenset(
     }
 )
 
+# A single snake_case token (an enum value such as a dispute reason) cannot carry instructions.
+_ENUM_TOKEN = re.compile(r"[a-z][a-z0-9_]{0,40}")
+
 # Markers an attacker might plant to close our delimiter early or fake a role switch.
 _SPOOF = re.compile(r"«\s*/?\s*data\s*»", re.IGNORECASE)
 
@@ -65,7 +68,7 @@ def wrap_free_text(value: Any) -> tuple[Any, int]:
             return {k: walk(x, k) for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x, key) for x in v]
-        if isinstance(v, str) and key in FREE_TEXT_FIELDS and v:
+        if isinstance(v, str) and key in FREE_TEXT_FIELDS and v and not _ENUM_TOKEN.fullmatch(v):
             if looks_like_injection(v):
                 flagged += 1
             return wrap(v)

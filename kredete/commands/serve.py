@@ -17,6 +17,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Issue signed bearer tokens f
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("redact")(redact)
+    app.command("demo-tokens")(demo_tokens)
     app.add_typer(token_app, name="token")
 
 
@@ -65,3 +66,33 @@ def redact() -> None:
     text = sys.stdin.read()
     result = do_redact(text)
     typer.echo(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
+
+
+def demo_tokens() -> None:
+    """Print one token per role for trying the server (customer: the first seeded user)."""
+    import asyncio
+
+    from guards.tokens import issue_token
+    from kredete.settings import resolve
+    from stores.registry import connect
+
+    async def first_ids() -> tuple[str | None, str | None]:
+        stores = await connect(("postgres",))
+        try:
+            async with stores.postgres.connection() as conn:
+                user = await conn.fetchval("SELECT user_id FROM wallets WHERE user_id IS NOT NULL ORDER BY user_id "
+                                           "LIMIT 1")
+                coach = await conn.fetchval("SELECT coach_subject FROM coach_assignments ORDER BY 1 LIMIT 1")
+            return (str(user) if user else None), coach
+        finally:
+            await stores.close()
+
+    user, coach = asyncio.run(first_ids())
+    s = resolve()
+    rows = [("customer", f"user:{user}", user), ("support_agent", "agent-1", None),
+            ("credit_coach", coach or "coach-1", None), ("risk_analyst", "risk-1", None),
+            ("compliance_officer", "compliance-1", None)]
+    for role, subject, uid in rows:
+        if role == "customer" and uid is None:
+            continue
+        typer.echo(f"{role:<19} {issue_token(role, subject, user_id=uid, ttl_s=8 * 3600, settings=s)}")
