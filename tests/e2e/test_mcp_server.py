@@ -394,3 +394,13 @@ async def test_a_store_that_is_down_gives_a_clear_error_and_other_tools_keep_wor
             assert not LEAK_MARKERS.search(error_text(res))
         ok = await s.call_tool("search_transactions", {"limit": 3})
         assert not ok.is_error and payload(ok)["transactions"]
+
+
+async def test_no_data_is_returned_when_the_call_cannot_be_audited(e2e_env, e2e_settings, facts):
+    """Fail closed: with the audit writer's database unreachable, data calls return an error, not data."""
+    env = {**e2e_env, "KREDETE_POSTGRES_LOG_URL": "postgresql://kredete_agent_log:x@127.0.0.1:1/kredete_e2e",
+           "KREDETE_CONNECT_TIMEOUT_S": "1"}
+    async with stdio_session(env, token_for(e2e_settings, "customer", user=facts.alice)) as s:
+        res = await s.call_tool("get_wallet_balances", {})
+    assert res.is_error and "could not be audited" in error_text(res)
+    assert not res.structured_content
