@@ -32,6 +32,7 @@ class PassageOut(BaseModel):
 
 class KnowledgeResults(BaseModel):
     query_id: str
+    conversation_id: str
     passages: list[PassageOut]
 
 
@@ -60,12 +61,13 @@ async def search_knowledge(args: SearchKnowledgeInput, principal: Principal, rt:
     query_id = uuid.uuid4().hex
     out = [PassageOut(citation=p.citation, source_id=p.source_id, doc_type=p.doc_type, title=p.title, text=p.text,
                       score=round(float(p.score), 4), highlights=list(p.highlights or [])) for p in passages]
-    if args.conversation_id:
-        await rt.ai_logger.log_conversation_turn(
-            args.conversation_id, _owner(principal), "tool", f"search_knowledge: {args.query}",
-            principal_subject=principal.subject, retrieved_ids=[p.citation for p in out],
-            metadata={"query_id": query_id, "mode": args.mode, "k": args.k})
-    return KnowledgeResults(query_id=query_id, passages=out)
+    # Every retrieval is an observation of a trace: the agent's conversation, or one of its own.
+    conversation_id = args.conversation_id or f"mcp-{query_id}"
+    await rt.ai_logger.log_conversation_turn(
+        conversation_id, _owner(principal), "system", f"search_knowledge: {args.query}",
+        principal_subject=principal.subject, retrieved_ids=[p.citation for p in out],
+        metadata={"query_id": query_id, "mode": args.mode, "k": args.k, "observation": "retrieval"})
+    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=conversation_id)
 
 
 def _public_scope():

@@ -404,3 +404,31 @@ async def test_no_data_is_returned_when_the_call_cannot_be_audited(e2e_env, e2e_
         res = await s.call_tool("get_wallet_balances", {})
     assert res.is_error and "could not be audited" in error_text(res)
     assert not res.structured_content
+
+
+async def test_retrievals_and_feedback_are_logged_redacted_in_mongo(http_server, e2e_settings, facts):
+    import asyncio
+
+    from stores.registry import connect
+
+    conv = f"e2e-{uuid.uuid4().hex[:8]}"
+    async with http_session(http_server, token_for(e2e_settings, "customer", user=facts.alice)) as s:
+        found = payload(await s.call_tool("search_knowledge", {"query": "fees for sending money to Kenya", "k": 3,
+                                                              "conversation_id": conv}))
+        ack = await s.call_tool("log_feedback", {"conversation_id": conv, "score": 2, "label": "not_helpful",
+                                                 "comment": "call me on 08031234567 or mail ada@example.com"})
+    assert not ack.is_error and found["conversation_id"] == conv
+    stores = await connect(("mongo",), settings=e2e_settings)
+    try:
+        for _ in range(50):  # the logger writes in the background
+            turn = await stores.mongo.db.llm_conversations.find_one({"conversation_id": conv})
+            fb = await stores.mongo.db.feedback_signals.find_one({"conversation_id": conv})
+            if turn and fb:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await stores.close()
+    assert turn["retrieved_ids"] == [p["citation"] for p in found["passages"]]
+    assert turn["user_id"] == str(facts.alice) and turn["observation"] == "retrieval"
+    assert "08031234567" not in fb["comment"] and "ada@example.com" not in fb["comment"]
+    assert fb["score"] == 2 and fb["label"] == "not_helpful"
