@@ -77,6 +77,10 @@ def seed(
     Console().print(table)
     err.print(f"{report.batches_loaded} batches loaded, {report.batches_skipped} already there, "
               f"{report.seconds:.1f}s")
+    if report.batches_loaded:
+        how = ("bulk path: one transaction, validated set-based before commit" if report.mode == "bulk"
+               else f"safe path: row-by-row triggers ({report.fallback_reason})")
+        err.print(how)
 
     if skip_mongo:
         return
