@@ -48,6 +48,23 @@ _TAIL = (
 _HOUSE = r"(?:(?i:no\.?|plot|block|blk|flat|house|suite)[ \t]*)?\d{1,5}[A-Za-z]?(?:[ \t]*[/-][ \t]*\d{1,5}[A-Za-z]?)?,?"
 
 _STREET = re.compile(rf"(?<!\w){_HOUSE}[ \t]+(?:{_WORD}[ \t]+){{0,4}}{_SUFFIX}(?!\w){_TAIL}")
+# The rest of the USPS street suffixes (what US/GB address generators and forms use: "30030 Pamela Forks",
+# "92979 Ortiz Harbor"). These words are also ordinary nouns, so at least one capitalised word must stand
+# between the house number and the suffix.
+_US_SUFFIX = (
+    r"(?:Alley|Branch|Bridge|Brook|Brooks|Burg|Bypass|Camp|Canyon|Cape|Causeway|Center|Centre|Cliff|Club|"
+    r"Common|Corner|Corners|Course|Cove|Creek|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Estates|"
+    r"Extension|Falls|Ferry|Field|Fields|Flat|Flats|Ford|Fords|Forest|Forge|Fork|Forks|Fort|Freeway|Garden|"
+    r"Gateway|Glen|Glens|Green|Greens|Harbor|Harbors|Haven|Heights|Hills|Hollow|Inlet|Island|Islands|Isle|"
+    r"Junctions|Key|Keys|Knoll|Knolls|Lake|Lakes|Landing|Light|Lights|Loaf|Lock|Locks|Lodge|Loop|Mall|Manor|"
+    r"Manors|Meadow|Meadows|Mill|Mills|Mission|Motorway|Mount|Mountain|Mountains|Neck|Orchard|Oval|Overpass|"
+    r"Parks|Pass|Passage|Path|Pike|Pine|Pines|Plain|Plains|Plaza|Point|Points|Port|Ports|Prairie|Radial|"
+    r"Ramp|Ranch|Rapid|Rapids|Rest|Ridge|Ridges|River|Route|Rue|Run|Shoal|Shoals|Shore|Shores|Skyway|Spring|"
+    r"Springs|Squares|Station|Stravenue|Stream|Streets|Summit|Throughway|Trace|Track|Trafficway|Trail|"
+    r"Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|Valleys|Via|Viaduct|Views|Village|Villages|"
+    r"Ville|Vista|Wall|Ways|Well|Wells)"
+)
+_STREET_US = re.compile(rf"(?<!\w)\d{{1,6}}[ \t]+(?:{_WORD}[ \t]+){{1,3}}{_US_SUFFIX}(?!\w){_TAIL}")
 _PO_BOX = re.compile(
     r"(?i:p\.?[ \t]?o\.?[ \t]*box|post[ \t]+office[ \t]+box|private[ \t]+(?:mail[ \t]+)?bag|pmb)"
     rf"[ \t]*\d{{1,6}}(?:[ \t]*-[ \t]*\d{{5}})?(?!\w){_TAIL}"
@@ -78,6 +95,7 @@ def find_addresses(text: str) -> Iterator[Candidate]:
     """Street addresses (number + words + suffix + locality), P.O. boxes, plots, Ghana digital addresses."""
     for pattern, name, score in (
         (_STREET, "address_street", 0.65),
+        (_STREET_US, "address_street_us", 0.6),
         (_PO_BOX, "address_po_box", 0.7),
         (_PLOT, "address_plot", 0.6),
         (_GH_DIGITAL, "address_gh_digital", 0.7),
