@@ -8,67 +8,41 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from uuid import UUID
 
 import pytest
 
+from kredete.harness import Dataset, http_session, token_for
+from kredete.harness import http_server as harness_http_server
 from kredete.paths import REPO_ROOT
-from kredete.settings import Settings, resolve
+from kredete.settings import Settings
 
-E2E_ENV = {"KREDETE_POSTGRES_DB": "kredete_e2e", "KREDETE_MONGO_DB": "kredete_e2e",
-           "KREDETE_INDEX_PREFIX": "kredete-e2e", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+__all__ = ["http_session", "stdio_session", "token_for"]
+
 E2E_USERS = 30
 E2E_SEED = 20261125
-KREDETE = str(Path(sys.executable).with_name("kredete"))
 SERVER = str(REPO_ROOT / "server.py")
-
-
-def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> None:
-    proc = subprocess.run([KREDETE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kredete {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+E2E_DATASET = Dataset(name="e2e", users=E2E_USERS, seed=E2E_SEED,
+                      ingest=("kb", "credit", "disputes", "plans", "s3"))
+#: The settings that point a server process at the e2e dataset.
+E2E_ENV = {k: v for k, v in E2E_DATASET.env.items() if k in ("KREDETE_POSTGRES_DB", "KREDETE_MONGO_DB",
+                                                             "KREDETE_INDEX_PREFIX", "HF_HUB_OFFLINE",
+                                                             "TRANSFORMERS_OFFLINE")}
 
 
 @pytest.fixture(scope="session")
 def e2e_env(stack) -> dict[str, str]:
     """Fresh e2e databases, migrated, seeded and indexed through the same CLI an operator uses."""
-    import asyncio
-
-    import asyncpg
-
-    env = {**os.environ, **E2E_ENV}
-    base = resolve()
-    admin_url = base.postgres_url.get_secret_value()
-
-    async def recreate() -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute("DROP DATABASE IF EXISTS kredete_e2e WITH (FORCE)")
-            await conn.execute("CREATE DATABASE kredete_e2e")
-        finally:
-            await conn.close()
-
-    asyncio.run(recreate())
-    from pymongo import MongoClient
-
-    with MongoClient(base.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
-        client.drop_database("kredete_e2e")
-    _run(["db", "migrate"], env)
-    _run(["seed", "--users", str(E2E_USERS), "--seed", str(E2E_SEED)], env)
-    _run(["ingest", "--reset"], env, timeout=1800)
-    return env
+    E2E_DATASET.prepare(fresh=True)
+    return E2E_DATASET.env
 
 
 @pytest.fixture(scope="session")
 def e2e_settings(e2e_env) -> Settings:
-    return resolve(Settings(postgres_db="kredete_e2e", mongo_db="kredete_e2e", index_prefix="kredete-e2e"))
+    return E2E_DATASET.settings()
 
 
 @dataclass
@@ -132,56 +106,11 @@ async def facts(e2e_settings) -> Facts:
         await stores.close()
 
 
-def token_for(settings: Settings, role: str, *, user: UUID | None = None, subject: str | None = None,
-              ttl_s: int = 3600) -> str:
-    from guards.tokens import issue_token
-
-    return issue_token(role, subject or (f"user:{user}" if user else f"{role}-e2e"), user_id=user, ttl_s=ttl_s,
-                       settings=settings)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def http_server(e2e_env) -> str:
     """`kredete serve --transport http` as a real process; yields its MCP URL."""
-    port = _free_port()
-    log = open(REPO_ROOT / ".local" / "e2e-http-server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port)], env=e2e_env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            break
-        if proc.poll() is not None:
-            raise RuntimeError((REPO_ROOT / ".local" / "e2e-http-server.log").read_text()[-3000:])
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
-@contextlib.asynccontextmanager
-async def http_session(url: str, token: str | None) -> AsyncIterator:
-    """An SDK ClientSession over streamable HTTP with a bearer token."""
-    from mcp.client.session import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
-
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with create_mcp_http_client(headers=headers) as http, streamable_http_client(url, http_client=http) as (
-            read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        yield session
+    with harness_http_server(e2e_env, log_name="e2e-http-server") as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
