@@ -57,10 +57,12 @@ class Dataset:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "KREDETE_POSTGRES_DB": self.db, "KREDETE_MONGO_DB": self.db,
-                "KREDETE_INDEX_PREFIX": self.index_prefix, **OFFLINE_ENV, **self.extra_env}
+                "KREDETE_INDEX_PREFIX": self.index_prefix, "KREDETE_S3_BUCKET_PREFIX": self.index_prefix,
+                **OFFLINE_ENV, **self.extra_env}
 
     def settings(self) -> Settings:
-        return resolve(Settings(postgres_db=self.db, mongo_db=self.db, index_prefix=self.index_prefix))
+        return resolve(Settings(postgres_db=self.db, mongo_db=self.db, index_prefix=self.index_prefix,
+                                s3_bucket_prefix=self.index_prefix))
 
     @property
     def marker(self) -> Path:

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
+    #: Bucket names are `<prefix>-documents`, `<prefix>-backups`, ... (separate datasets use their own).
+    s3_bucket_prefix: str = Field("kredete", pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
 
     token_signing_key: SecretStr | None = None
     token_issuer: str = "kredete"  # noqa: S105

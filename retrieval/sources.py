@@ -9,7 +9,7 @@ same pydantic models the repositories use.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -167,10 +167,13 @@ class S3Source:
 
     name = "s3"
 
-    def __init__(self, objects: Any, bucket: str = "kredete-documents", prefix: str = "") -> None:
+    def __init__(self, objects: Any, bucket: str = "kredete-documents", prefix: str = "", *,
+                 owner_names: Callable[[str], Awaitable[Sequence[str]]] | None = None) -> None:
         self.objects = objects
         self.bucket = bucket
         self.prefix = prefix
+        #: Names of a document's owner (from the users table), masked as known names by the redactor.
+        self.owner_names = owner_names
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
         from stores.errors import NotFound
@@ -209,10 +212,14 @@ class S3Source:
         user_id = _user_of(meta.get("user-id") or meta.get("user_id"), key)
         title = meta.get("title") or key.rsplit("/", 1)[-1]
         version = (res.get("VersionId") or obj.get("ETag", "1")).strip('"')[:64] or "1"
+        names: tuple[str, ...] = ()
+        if user_id and self.owner_names is not None:
+            names = tuple(await self.owner_names(user_id))
         try:
             doc = SourceDoc(source_id=sid, doc_type="document", user_id=user_id,
                             visibility="private", version=version, title=title[:512], text=text,
-                            updated_at=obj["LastModified"], metadata={"bucket": self.bucket, "key": key[:256]})
+                            updated_at=obj["LastModified"], metadata={"bucket": self.bucket, "key": key[:256]},
+                            known_names=names)
         except ValueError as exc:
             return Record(key, error=MalformedDocument(sid, f"invalid: {str(exc)[:200]}"))
         return Record(key, [doc])

@@ -449,6 +449,33 @@ def find_dates_of_birth(text: str) -> Iterator[Candidate]:
                 yield Candidate(K.DATE_OF_BIRTH, m.start(), m.end(), 0.9, "date_of_birth")
 
 
+# --- other national identity numbers (classified as NIN: a national identification number) -------------
+
+# Ghana Card PIN: GHA-#########-# (the format alone identifies it).
+_GHANA_CARD = re.compile(r"(?<![\w-])GHA-\d{9}-\d(?!\w)")
+# UK National Insurance number: two prefix letters (not D F I Q U V; second not O; not BG GB NK KN NT TN ZZ),
+# six digits, suffix A-D; spaced or not.
+_UK_NINO = re.compile(
+    r"(?<![A-Za-z0-9])(?!BG|GB|NK|KN|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"[ \t]?\d{2}[ \t]?\d{2}[ \t]?\d{2}[ \t]?[A-D](?![A-Za-z0-9])"
+)
+# Kenyan national ID: 7-8 digits, only with an ID label just before it.
+_KE_ID = re.compile(
+    r"(?i:national[ \t]+id(?:entity)?(?:[ \t]+(?:card|number|no\.?))?|id[ \t]*(?:no\.?|number|#)|huduma(?:[ \t]+namba)?"
+    r"|kitambulisho)[ \t]*[:#]?[ \t]*(?P<id>\d(?<!\d\d)\d{6,7})(?!\d)"
+)
+
+
+def find_national_ids(text: str) -> Iterator[Candidate]:
+    """Ghana Card PINs, UK National Insurance numbers and (labelled) Kenyan national IDs."""
+    for m in _GHANA_CARD.finditer(text):
+        yield Candidate(K.NIN, m.start(), m.end(), 0.95, "ghana_card")
+    for m in _UK_NINO.finditer(text):
+        yield Candidate(K.NIN, m.start(), m.end(), 0.85, "uk_nino")
+    for m in _KE_ID.finditer(text):
+        yield Candidate(K.NIN, m.start("id"), m.end("id"), 0.85, "kenya_national_id")
+
+
 Recognizer = Callable[[str], Iterator[Candidate]]
 
 STRUCTURED_RECOGNIZERS: tuple[Recognizer, ...] = (
@@ -461,4 +488,5 @@ STRUCTURED_RECOGNIZERS: tuple[Recognizer, ...] = (
     find_crypto,
     find_passports,
     find_dates_of_birth,
+    find_national_ids,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -58,7 +59,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> 
     if {Only.credit, Only.disputes, Only.plans} & set(only) or follow:
         needs.add("mongo")
     if Only.s3 in only:
-        needs.add("objects")
+        needs.update(("objects", "postgres"))
     stores = await connect(tuple(needs))
     try:
         with err.status("loading the embedding model"):
@@ -68,6 +69,17 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> 
             err.print(f"  {r.source}: {r.records} records, {r.chunks_indexed} chunks, "
                       f"{r.docs_unchanged} unchanged, {r.docs_skipped} skipped", highlight=False)
 
+        from stores.objects.buckets import documents_bucket
+
+        async def owner_names(user_id: str) -> list[str]:
+            """Names of a document's owner, decrypted inside the adapter, so the redactor masks them."""
+            from stores.crypto import FieldCipher
+            from stores.postgres import UserRepository
+
+            cipher = FieldCipher(stores.settings.field_encryption_master_key.get_secret_value())
+            known = await UserRepository(stores.postgres, cipher=cipher).known_pii([UUID(user_id)])
+            return next(iter(known.values()), {}).get("names", [])
+
         ingestor = Ingestor(stores.search, encoder, progress=progress)
         if reset:
             await ingestor.reset()
@@ -76,7 +88,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> 
             Only.credit: lambda: src.CreditReportSource(stores.mongo.db),
             Only.disputes: lambda: src.DisputeSource(stores.mongo.db),
             Only.plans: lambda: src.ActionPlanSource(stores.mongo.db),
-            Only.s3: lambda: src.S3Source(stores.objects),
+            Only.s3: lambda: src.S3Source(stores.objects, documents_bucket(stores.settings.s3_bucket_prefix),
+                                          owner_names=owner_names),
         }
         table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "chunks/s", "resumed after")
         for name in only:

@@ -24,6 +24,8 @@ def seed(
     seed_value: Annotated[int, typer.Option("--seed", help="Same seed, same data.")] = 42,
     transactions_per_user: Annotated[int, typer.Option("--transactions-per-user", min=1, max=1000)] = 10,
     skip_mongo: Annotated[bool, typer.Option("--skip-mongo", help="Do not seed the credit store.")] = False,
+    skip_documents: Annotated[bool, typer.Option("--skip-documents",
+                                                 help="Do not put synthetic documents into S3.")] = False,
     url: Annotated[str | None, typer.Option("--url", help="PostgreSQL URL (default: settings / local stack).",
                                             show_default=False)] = None,
 ) -> None:
@@ -82,13 +84,20 @@ def seed(
                else f"safe path: row-by-row triggers ({report.fallback_reason})")
         err.print(how)
 
-    if skip_mongo:
-        return
-    if importlib.util.find_spec(MONGO_HOOK) is None:
-        err.print(f"credit store: {MONGO_HOOK} is not available yet; skipped")
-        return
-    hook = importlib.import_module(MONGO_HOOK).seed_credit_store
     people = [person(seed_value, i) for i in range(users)]
-    result = hook(settings, people, seed_value, err)
-    if inspect.isawaitable(result):
-        asyncio.run(result)
+    if not skip_mongo:
+        if importlib.util.find_spec(MONGO_HOOK) is None:
+            err.print(f"credit store: {MONGO_HOOK} is not available yet; skipped")
+        else:
+            hook = importlib.import_module(MONGO_HOOK).seed_credit_store
+            result = hook(settings, people, seed_value, err)
+            if inspect.isawaitable(result):
+                asyncio.run(result)
+    if not skip_documents:
+        from kredete.seed.documents import seed_documents
+
+        try:
+            written = asyncio.run(seed_documents(settings, people, seed_value, err))
+        except StoreError as exc:
+            fail(f"documents: {exc}")
+        err.print(f"documents: {written} object(s) written to S3")

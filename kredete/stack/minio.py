@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import urllib.request
 
@@ -13,6 +15,18 @@ from kredete.stack.secrets import local_secrets
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 MODULE = "github.com/minio/minio"
 ROOT_USER = "kredete"
+#: Name of the static KMS key MinIO uses for SSE-S3 / SSE-KMS (and to encrypt its own IAM/config data).
+KMS_KEY_NAME = "kredete-local-key"
+
+
+def kms_secret_key() -> str:
+    """`MINIO_KMS_SECRET_KEY` value: `<key-name>:<base64 of 32 bytes>`, derived from a local secret.
+
+    Both instances (primary and DR) share it, so replicated SSE objects decrypt on either side.
+    Changing it makes existing encrypted objects unreadable: it lives in `.local/secrets.json` with the data.
+    """
+    raw = hashlib.sha256(local_secrets()["minio_kms_key"].encode()).digest()
+    return f"{KMS_KEY_NAME}:{base64.b64encode(raw).decode()}"
 
 
 class MinioServer(Server):
@@ -43,7 +57,8 @@ class MinioServer(Server):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = {"MINIO_ROOT_USER": ROOT_USER, "MINIO_ROOT_PASSWORD": local_secrets()["minio_root"],
-               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1"}
+               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1",
+               "MINIO_KMS_SECRET_KEY": kms_secret_key()}
         return [str(self.binary), "server", str(self.data_dir / "data"), "--address",
                 f"127.0.0.1:{self.port}", "--console-address", f"127.0.0.1:{self.console_port}", "--quiet"], env
 

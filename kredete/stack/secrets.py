@@ -13,6 +13,7 @@ _NAMES = (
     "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",
     "postgres_ferretdb",
     "redis_default", "redis_agent", "minio_root", "token_signing_key", "field_encryption_master_key",
+    "minio_kms_key",
 )
 
 

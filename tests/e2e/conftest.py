@@ -29,8 +29,8 @@ E2E_DATASET = Dataset(name="e2e", users=E2E_USERS, seed=E2E_SEED,
                       ingest=("kb", "credit", "disputes", "plans", "s3"))
 #: The settings that point a server process at the e2e dataset.
 E2E_ENV = {k: v for k, v in E2E_DATASET.env.items() if k in ("KREDETE_POSTGRES_DB", "KREDETE_MONGO_DB",
-                                                             "KREDETE_INDEX_PREFIX", "HF_HUB_OFFLINE",
-                                                             "TRANSFORMERS_OFFLINE")}
+                                                             "KREDETE_INDEX_PREFIX", "KREDETE_S3_BUCKET_PREFIX",
+                                                             "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
 
 
 @pytest.fixture(scope="session")

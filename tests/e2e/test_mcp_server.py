@@ -109,7 +109,8 @@ async def test_http_refuses_missing_forged_and_expired_tokens_and_audits_it(http
     forged = token_for(e2e_settings, "support_agent")[:-6] + "AAAAAA"
     from kredete.settings import Settings, resolve
 
-    other_key = resolve(Settings(token_signing_key="not-our-key", postgres_db="kredete_e2e"))
+    other_key = resolve(Settings(token_signing_key="not-our-key-but-long-enough-for-hs256-0123",
+                                 postgres_db="kredete_e2e"))
     foreign = token_for(other_key, "support_agent")
     expired = token_for(e2e_settings, "support_agent", ttl_s=1)
     import asyncio

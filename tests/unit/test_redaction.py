@@ -811,3 +811,21 @@ def test_faker_names_and_addresses_as_known_values() -> None:
         r = redact(text, known_names=[name], known_addresses=[address])
         assert name not in r.text
         assert address not in r.text
+
+
+@pytest.mark.parametrize(("text", "planted"), [
+    ("Ghana Card GHA-123456789-5 on file", "GHA-123456789-5"),
+    ("NI number AB 12 34 56 C confirmed", "AB 12 34 56 C"),
+    ("her NINO is JT123456A", "JT123456A"),
+    ("National ID: 23456789 (Kenya)", "23456789"),
+    ("Huduma namba 1234567", "1234567"),
+])
+def test_other_national_identity_numbers(text, planted):
+    r = redact(text)
+    assert planted not in r.text
+    assert [(f.kind, text[f.start:f.end]) for f in r.findings] == [(PiiKind.NIN, planted)]
+
+
+@pytest.mark.parametrize("text", ["Order 12345678 shipped", "QQ123456C is a test prefix", "GB123456A reserved"])
+def test_national_id_lookalikes_are_left_alone(text):
+    assert redact(text).text == text
