@@ -157,6 +157,9 @@ async def main() -> None:
         "tx_ledger_rows_per_s_equivalent": {"seeder": round(tx_ledger / report.seconds)},
         "ratio_seeder_vs_plain_copy": round(report.seconds / copy_plain, 2),
         "ratio_schema_copy_vs_plain_copy": round(copy_schema / copy_plain, 2),
+        # The same rows COPYed into the real schema (keys, indexes, triggers): what any loader of this schema
+        # pays at least; reported next to the goal's stricter baseline.
+        "ratio_seeder_vs_schema_copy": round(report.seconds / copy_schema, 2),
         "goal_within_2x": report.seconds <= 2 * copy_plain,
         "seeder_mode": report.mode, "seeder_phases_s": report.phases,
         "rows": rows, "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
