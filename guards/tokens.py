@@ -50,38 +50,41 @@ def issue_token(
 
 
 def verify_token(token: str | None, *, settings: Settings | None = None) -> Principal:
-    """Check signature, issuer, audience, expiry and claims; raise Unauthenticated on any doubt."""
-    if not token:
+    """Check signature, issuer, audience, expiry and claims; raise Unauthenticated on any doubt.
+
+    Our own tokens are HS256 with our issuer; when an external OIDC issuer is configured, tokens whose `iss`
+    is that issuer are verified against its JWKS instead (role and user id from the configured claims).
+    """
+    if not token or len(token) > 8192:
         raise Unauthenticated()
     s = resolve(settings)
+    role_claim, user_claim = "role", "uid"
     try:
-        claims = jwt.decode(
-            token,
-            s.token_signing_key.get_secret_value(),
-            algorithms=["HS256"],
-            audience=s.token_audience,
-            issuer=s.token_issuer,
-            leeway=LEEWAY_S,
-            options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
-        )
+        # Only selects the verification path; nothing from the unverified claims is trusted.
+        unverified_iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        if s.oidc_issuer and s.oidc_jwks_url and unverified_iss == s.oidc_issuer:
+            claims = _decode_oidc(token, s)
+            role_claim, user_claim = s.oidc_role_claim, s.oidc_user_claim
+        else:
+            claims = jwt.decode(token, s.token_signing_key.get_secret_value(), algorithms=["HS256"],
+                                audience=s.token_audience, issuer=s.token_issuer, leeway=LEEWAY_S,
+                                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]})
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("token expired") from exc
     except jwt.PyJWTError as exc:
         raise Unauthenticated() from exc
     try:
-        principal = Principal(
-            subject=claims["sub"],
-            role=Role(claims.get("role")),
-            user_id=claims.get("uid"),
-            token_id=claims["jti"],
-            expires_at=claims["exp"],
-            issuer=claims["iss"],
-        )
-    except (ValueError, ValidationError) as exc:
+        principal = Principal(subject=claims["sub"], role=Role(claims.get(role_claim)),
+                              user_id=claims.get(user_claim), token_id=claims.get("jti") or claims["sub"],
+                              expires_at=claims["exp"], issuer=claims["iss"])
+    except (KeyError, ValueError, ValidationError) as exc:
         raise Unauthenticated("token claims are invalid") from exc
     if principal.role is Role.CUSTOMER and principal.user_id is None:
         raise Unauthenticated("customer token without a user id")
     return principal
+
+
+_OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
 
 
 @lru_cache(maxsize=4)
@@ -92,7 +95,11 @@ def _jwks_client(url: str) -> jwt.PyJWKClient:
 def _decode_oidc(token: str, s: Settings) -> dict:
     """An external issuer's token: asymmetric signature from its JWKS, issuer and audience checked."""
     key = _jwks_client(s.oidc_jwks_url).get_signing_key_from_jwt(token)
-    return jwt.decode(token, key.key, algorithms=["RS256", "ES256", "PS256", "EdDSA"],
+    # The JWK names its algorithm; only asymmetric ones are accepted (never HS*/none from an IdP).
+    alg = key.algorithm_name
+    if alg not in _OIDC_ALGORITHMS:
+        raise jwt.InvalidAlgorithmError(alg)
+    return jwt.decode(token, key, algorithms=[alg],
                       audience=s.oidc_audience or s.token_audience, issuer=s.oidc_issuer, leeway=LEEWAY_S,
                       options={"require": ["exp", "iat", "sub", "iss", "aud"]})
 
