@@ -97,6 +97,8 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, env: 
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                               check=False)
     except FileNotFoundError as exc:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise StackError(f"working directory {cwd} does not exist (running {argv[0]})") from exc
         raise StackError(f"command not found: {argv[0]}") from exc
     except subprocess.TimeoutExpired as exc:
         raise StackError(f"timed out after {timeout:.0f}s: {' '.join(argv)}") from exc
@@ -118,6 +120,8 @@ class Server(ABC):
     def __init__(self) -> None:
         self.data_dir = local_dir() / self.name
         self.cache = cache_dir()
+        # Builds and downloads go here; a fresh machine has no cache dir yet.
+        self.cache.mkdir(parents=True, exist_ok=True)
 
     # --- to implement -------------------------------------------------------------------------
     @abstractmethod
