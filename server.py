@@ -64,11 +64,31 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
         tools.append(tool)
     mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",
                     middleware=[GuardMiddleware(lambda: runtime)], tools=tools, **kwargs)
+    if http is not None:
+        _add_http_routes(mcp, runtime)
     runtime.tool_names = frozenset(s.name for s in TOOLS)
     runtime.input_models = {s.name: s.input_model for s in TOOLS}
     register_resources(mcp)
     register_prompts(mcp)
     return mcp
+
+
+def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
+    """Operational endpoints next to /mcp: Prometheus metrics and a store health check (no data, no PII)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from starlette.responses import JSONResponse, Response
+
+    from guards.metrics import exposition
+
+    @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
+    async def metrics(_request) -> Response:
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
+    async def healthz(_request) -> Response:
+        checks = await runtime.health()
+        ok = all(checks.values())
+        return JSONResponse({"ok": ok, "stores": checks}, status_code=200 if ok else 503)
 
 
 def _quiet_logging() -> None:

@@ -123,6 +123,28 @@ class AgentRuntime:
             self._retriever = KnowledgeRetriever(self.stores, SentenceTransformerEncoder())
         return self._retriever
 
+    async def health(self, timeout_s: float = 2.0) -> dict[str, bool]:
+        """One cheap round trip per store the tools use, each bounded by `timeout_s`."""
+        import asyncio
+
+        async def pg(store) -> bool:
+            async with store.connection() as conn:
+                return await conn.fetchval("SELECT 1") == 1
+
+        s = self.stores
+        probes = {"postgres": pg(s.postgres), "postgres_audit": pg(self.audit_store), "redis": s.cache.ping(),
+                  "mongo": s.mongo.ping(), "opensearch": s.search.health()}
+
+        async def bounded(coro) -> bool:
+            try:
+                result = await asyncio.wait_for(coro, timeout_s)
+            except Exception:
+                return False
+            return bool(result.get("ok")) if isinstance(result, dict) else bool(result)
+
+        results = await asyncio.gather(*(bounded(c) for c in probes.values()))
+        return dict(zip(probes, results, strict=True))
+
     # --- guard runtime protocol -----------------------------------------------------------------
     async def authenticate(self, ctx: Any) -> Principal:
         """HTTP: the bearer token the SDK verified for this request. stdio: KREDETE_TOKEN, checked per call."""

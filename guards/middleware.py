@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
 from guards.errors import BadInput, GuardError, Unauthenticated
+from guards.metrics import AUDIT_FAILURES, record_call
 from guards.pipeline import CallState, current_call, new_call_state
 from guards.policy import authorize
 from guards.principal import Principal
@@ -74,31 +76,39 @@ class GuardMiddleware:
         state = new_call_state(name, arguments)
         token = current_call.set(state)
         try:
-            try:
-                state.principal = await runtime.authenticate(ctx)
-                if name not in runtime.tool_names:
-                    raise BadInput(f"unknown tool '{name}'")
-                authorize(state.principal, name)
-                await runtime.rate_limit(state.principal, name)
-                _validate(runtime.input_models[name], arguments)
-            except GuardError as exc:
-                state.decision, state.reason = exc.decision, exc.message
-                await runtime.audit(state)
-                return _error_result(exc.message)
-            try:
-                result = await call_next(ctx)
-            except Exception as exc:  # protocol-level failure (e.g. malformed params)
-                state.decision, state.reason = "denied", f"rejected by the protocol layer ({type(exc).__name__})"
-                await runtime.audit(state)
-                raise
-            if _is_error(result) and state.decision == "allowed":
-                state.decision, state.reason = "error", state.reason or "tool reported an error"
-            if not await runtime.audit(state) and not _is_error(result):
-                # Fail closed: data is never returned without its audit row.
-                return _error_result("the call could not be audited, so no data was returned; try again shortly")
-            return result
+            return await self._guarded(ctx, call_next, runtime, name, arguments, state)
         finally:
             current_call.reset(token)
+            tool_label = name if name in runtime.tool_names else "unknown"
+            record_call(tool_label, state.decision, time.perf_counter() - state.started, state.redactions)
+
+    async def _guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, name: str,
+                       arguments: dict[str, Any], state: CallState) -> Any:
+        try:
+            state.principal = await runtime.authenticate(ctx)
+            if name not in runtime.tool_names:
+                raise BadInput(f"unknown tool '{name}'")
+            authorize(state.principal, name)
+            await runtime.rate_limit(state.principal, name)
+            _validate(runtime.input_models[name], arguments)
+        except GuardError as exc:
+            state.decision, state.reason = exc.decision, exc.message
+            await runtime.audit(state)
+            return _error_result(exc.message)
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:  # protocol-level failure (e.g. malformed params)
+            state.decision, state.reason = "denied", f"rejected by the protocol layer ({type(exc).__name__})"
+            await runtime.audit(state)
+            raise
+        if _is_error(result) and state.decision == "allowed":
+            state.decision, state.reason = "error", state.reason or "tool reported an error"
+        if not await runtime.audit(state) and not _is_error(result):
+            # Fail closed: data is never returned without its audit row.
+            AUDIT_FAILURES.inc()
+            state.decision = "error"
+            return _error_result("the call could not be audited, so no data was returned; try again shortly")
+        return result
 
 
 __all__ = ["GuardMiddleware", "GuardRuntime", "Unauthenticated"]

@@ -448,3 +448,20 @@ async def test_retrievals_and_feedback_are_logged_redacted_in_mongo(http_server,
     assert turn["user_id"] == str(facts.alice) and turn["observation"] == "retrieval"
     assert "08031234567" not in fb["comment"] and "ada@example.com" not in fb["comment"]
     assert fb["score"] == 2 and fb["label"] == "not_helpful"
+
+
+async def test_http_server_exposes_metrics_and_health_without_data(http_server, e2e_settings, facts):
+    import httpx
+
+    async with http_session(http_server, token_for(e2e_settings, "customer", user=facts.alice)) as s:
+        await s.call_tool("get_wallet_balances", {})
+        await s.call_tool("search_audit_logs", {})
+    base = http_server.removesuffix("/mcp")
+    async with httpx.AsyncClient(timeout=10) as client:
+        health = await client.get(f"{base}/healthz")
+        metrics = (await client.get(f"{base}/metrics")).text
+    assert health.status_code == 200 and health.json()["ok"] is True
+    assert set(health.json()["stores"]) == {"postgres", "postgres_audit", "redis", "mongo", "opensearch"}
+    assert 'kredete_tool_calls_total{decision="allowed",tool="get_wallet_balances"}' in metrics
+    assert 'kredete_tool_calls_total{decision="denied",tool="search_audit_logs"}' in metrics
+    assert str(facts.alice) not in metrics and "user:" not in metrics
