@@ -319,6 +319,19 @@ async def test_no_pii_of_another_person_in_any_output(http_server, e2e_settings,
     others = [n for n in facts.all_names if n not in facts.alice_names and len(n) > 5]
     leaked = [n for n in others if n in text]
     assert not leaked, leaked[:5]
+    # Check 3 (independent of the detector): regenerate every seeded person from the seed and look for their
+    # identifiers verbatim — phones (E.164 and local), emails, street lines, national ids, birth dates.
+    from kredete.seed.people import person
+    from tests.e2e.conftest import E2E_SEED, E2E_USERS
+
+    values = []
+    for i in range(E2E_USERS):
+        p = person(E2E_SEED, i)
+        local_phone = "0" + p.phone[4:] if p.phone.startswith(("+234", "+233", "+254")) else None
+        values += [p.phone, p.email, p.address.splitlines()[0], *p.national_ids.values(),
+                   p.date_of_birth.isoformat(), *([local_phone] if local_phone else [])]
+    found = sorted({v for v in values if v and v in text})
+    assert not found, found[:5]
 
 
 # --- audit ------------------------------------------------------------------------------------------
