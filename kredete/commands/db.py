@@ -154,3 +154,26 @@ def db_check_balances(url: Url = None) -> None:
         Console().print(f"[red]mismatch[/] wallet {r['wallet_id']} {r['currency']}: stored {r['stored_minor']}, "
                         f"ledger {r['ledger_minor']}")
     raise typer.Exit(1)
+
+
+@db_app.command("ensure-partitions")
+def db_ensure_partitions(url: Url = None,
+                         months_ahead: Annotated[int, typer.Option(min=0, max=60, help="Months after this one.")] = 3,
+                         ) -> None:
+    """Create this month's and the next months' partitions of transactions, ledger_entries, audit_logs."""
+    _importable()
+    from rich.console import Console
+    from rich.table import Table
+
+    from stores.errors import StoreError
+    from stores.postgres.partitions import PartitionRepository
+
+    try:
+        reports = asyncio.run(_with_store(_url(url), lambda s: PartitionRepository(s, replica_reads=False)
+                                          .ensure_ahead(months_ahead)))
+    except StoreError as exc:
+        fail(str(exc))
+    table = Table("table", "created now", "newest partition")
+    for r in reports:
+        table.add_row(r.table, str(r.created), r.newest or "-")
+    Console().print(table)
