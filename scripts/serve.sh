@@ -13,4 +13,7 @@ $K seed --users "${KREDETE_SEED_USERS:-200}" --seed "${KREDETE_SEED:-42}"
 $K ingest
 $K demo-tokens || true
 exec 1>&3 3>&-
-exec $K serve "$@"
+case " $* " in
+  *" --transport"*) exec $K serve "$@" ;;
+  *) exec $K serve --transport http "$@" ;;   # the default of this script: streamable HTTP
+esac
