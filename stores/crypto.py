@@ -2,7 +2,7 @@
 
 Every value gets its own data key, wrapped with the master key (AES key wrap), so a database dump
 reveals nothing and the master key can be rotated by re-wrapping data keys only. Lookups on an
-encrypted field use a keyed HMAC of the normalised value (a blind index).
+encrypted field use a keyed HMAC of the value normalised for its kind (a blind index).
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import base64
 import hashlib
 import hmac
 import os
+import re
+import unicodedata
+from typing import Literal
 
+import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -19,6 +23,13 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from stores.errors import InvalidData
 
 _PREFIX = "enc1"
+
+#: How a blind-indexed value is normalised before hashing.
+BlindIndexKind = Literal["email", "phone", "document"]
+#: The kind of each blind-indexed column, so writers and lookups cannot normalise one column two ways.
+PURPOSE_KINDS: dict[str, BlindIndexKind] = {"users.email": "email", "users.phone": "phone",
+                                            "payment_methods.fingerprint": "document"}
+_DOCUMENT_SEPARATORS = re.compile(r"[\s\-]+")
 
 
 def _b64(b: bytes) -> str:
@@ -70,10 +81,49 @@ class FieldCipher:
     def is_encrypted(value: object) -> bool:
         return isinstance(value, str) and value.startswith(_PREFIX + ".")
 
-    def blind_index(self, value: str, purpose: str) -> str:
-        """Keyed hash for equality lookups; normalises case and separators first."""
-        norm = "".join(ch for ch in value.lower() if ch.isalnum())
+    def blind_index(self, value: str, purpose: str, kind: BlindIndexKind | None = None, *,
+                    region: str | None = None) -> str:
+        """Keyed hash for equality lookups of `value` normalised for its kind (see `normalise`).
+
+        The kind of a known purpose (`PURPOSE_KINDS`, `kyc.<document type>`) is fixed; other purposes must
+        pass one. `region` (ISO country) lets a phone number in national format be read.
+        """
+        norm = normalise(value, kind_of(purpose, kind), region=region)
         return hmac.new(self._index_key, f"{purpose}|{norm}".encode(), hashlib.sha256).hexdigest()
+
+
+def kind_of(purpose: str, kind: BlindIndexKind | None = None) -> BlindIndexKind:
+    """The normalisation of a blind index purpose; a known purpose refuses a different kind."""
+    fixed = PURPOSE_KINDS.get(purpose) or ("document" if purpose.startswith("kyc.") else None)
+    if fixed is not None and kind not in (None, fixed):
+        raise ValueError(f"blind index {purpose!r} is normalised as {fixed}, not {kind}")
+    if fixed is None and kind is None:
+        raise ValueError(f"blind index {purpose!r} needs a kind (email, phone or document)")
+    return fixed or kind  # type: ignore[return-value]
+
+
+def normalise(value: str, kind: BlindIndexKind, *, region: str | None = None) -> str:
+    """The canonical form a blind index hashes; two inputs collide only if they mean the same thing.
+
+    - email: trimmed and lower-cased, every other character kept (a.b@x.io and ab@x.io stay distinct);
+    - phone: E.164 digits (+234 803 123 4567, 08031234567 with region NG -> 2348031234567);
+    - document: upper-cased without spaces and dashes (A12-345 678 -> A12345678).
+    """
+    text = unicodedata.normalize("NFC", value).strip()
+    if kind == "email":
+        return text.lower()
+    if kind == "document":
+        return _DOCUMENT_SEPARATORS.sub("", text).upper()
+    if kind == "phone":
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_possible_number(number):
+            raise InvalidData("not a phone number (give +country code, or the region of a national number)",
+                              store="crypto")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    raise ValueError(f"unknown blind index kind {kind!r}")
 
 
 class BatchEncryptor:

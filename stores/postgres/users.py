@@ -78,16 +78,19 @@ class UserRepository(Repository):
         return [r["user_id"] for r in rows]
 
     async def find_by_email(self, email: str) -> UUID | None:
-        """Lookup through the blind index: the database never sees the address in clear."""
-        if self.cipher is None:
-            raise StoreConfigError("no field-encryption key configured", store="postgres")
-        async with self._read() as conn:
-            return await conn.fetchval("SELECT id FROM users WHERE email_bidx = $1",
-                                       self.cipher.blind_index(email, "users.email"))
+        """Lookup through the blind index (trimmed, lower-cased): the database never sees the address in clear."""
+        return await self._find("email_bidx", self._cipher().blind_index(email, "users.email", "email"))
 
-    async def find_by_phone(self, phone: str) -> UUID | None:
+    async def find_by_phone(self, phone: str, *, region: str | None = None) -> UUID | None:
+        """Lookup by phone in any format that names its country (+234 803 ...), or a national one with `region`."""
+        return await self._find("phone_bidx", self._cipher().blind_index(phone, "users.phone", "phone",
+                                                                         region=region))
+
+    def _cipher(self) -> FieldCipher:
         if self.cipher is None:
             raise StoreConfigError("no field-encryption key configured", store="postgres")
+        return self.cipher
+
+    async def _find(self, column: str, digest: str) -> UUID | None:
         async with self._read() as conn:
-            return await conn.fetchval("SELECT id FROM users WHERE phone_bidx = $1",
-                                       self.cipher.blind_index(phone, "users.phone"))
+            return await conn.fetchval(f"SELECT id FROM users WHERE {column} = $1", digest)

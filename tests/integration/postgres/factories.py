@@ -18,9 +18,10 @@ RATES = {("USD", "NGN"): Decimal("1530.25"), ("GBP", "NGN"): Decimal("1925.10"),
 
 async def add_user(store: PostgresStore, cipher: FieldCipher, *, country: str = "NG", home_currency: str = "NGN",
                    name: str = "Chinedu Okafor", address: str = "12 Adeola Odeku Street\nVictoria Island, Lagos",
-                   ) -> uuid.UUID:
+                   email: str | None = None, phone: str | None = None) -> uuid.UUID:
     uid = uuid.uuid4()
-    email, phone = f"{uid.hex[:10]}@example.com", f"+23480{uid.int % 10**8:08d}"
+    email = email or f"{uid.hex[:10]}@example.com"
+    phone = phone or f"+23480{uid.int % 10**8:08d}"
 
     def enc(col: str, value: str) -> str:
         return cipher.encrypt(value, pii_context(col, uid))
@@ -31,7 +32,8 @@ async def add_user(store: PostgresStore, cipher: FieldCipher, *, country: str = 
             "phone_enc, phone_bidx, date_of_birth_enc, address_enc) VALUES ($1, 'active', $2, $3, 'full', $4, $5, $6, "
             "$7, $8, $9, $10)",
             uid, country, home_currency, enc("full_name", name), enc("email", email),
-            cipher.blind_index(email, "users.email"), enc("phone", phone), cipher.blind_index(phone, "users.phone"),
+            cipher.blind_index(email, "users.email", "email"), enc("phone", phone),
+            cipher.blind_index(phone, "users.phone", "phone"),
             enc("date_of_birth", "1990-04-12"), enc("address", address))
     return uid
 
