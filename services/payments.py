@@ -27,6 +27,9 @@ from stores.postgres.wallets import WalletRepository, house_wallet_id
 
 M = TypeVar("M", bound=BaseModel)
 MAX_RATE_AGE = timedelta(days=1)
+#: Only money that left a customer wallet can be given back; a refunded deposit or FX conversion would
+#: create money (the database's refunds_guard enforces the same list).
+REFUNDABLE_KINDS = frozenset({"remittance", "card_payment", "payout"})
 _CODE = r"^[A-Z]{3,4}$"
 
 
@@ -200,7 +203,7 @@ class PaymentService:
                 return self._result(await TransactionRepository.lock(conn, tx_id))
 
     async def refund(self, request: RefundRequest | dict[str, Any], *, idempotency_key: str) -> OperationResult:
-        """Give back (part of) a completed transaction's amount to the wallet it came from."""
+        """Give back (part of) a completed outgoing payment's amount to the wallet it came from."""
         req = _validate(RefundRequest, request)
         refund_id, tx_id, now = uuid4(), uuid4(), datetime.now(UTC)
         with pg_errors():
@@ -211,8 +214,9 @@ class PaymentService:
                 if claim.replay:
                     return await self._replay(conn, claim.resource_id, operation="refund")
                 orig = await TransactionRepository.lock(conn, req.transaction_id, req.user_id)
-                if orig["kind"] == "refund":
-                    raise InvalidData("a refund cannot be refunded", store="payments")
+                if orig["kind"] not in REFUNDABLE_KINDS:
+                    raise InvalidData(f"only an outgoing payment (remittance, card payment, payout) can be "
+                                      f"refunded, not a {orig['kind'].replace('_', ' ')}", store="payments")
                 already = await conn.fetchval(
                     "SELECT COALESCE(sum(amount_minor), 0) FROM refunds WHERE transaction_id = $1 "
                     "AND status <> 'failed'", orig["id"])

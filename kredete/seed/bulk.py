@@ -12,8 +12,8 @@ enforced, then sets the wallet balances the ledger trigger would have kept:
 - every ledger entry belongs to an existing transaction (ledger_after_insert);
 - no debit hits a wallet that is not active (ledger_after_insert);
 - every transaction's postings net to zero per currency (ledger_check_balanced);
-- refunds: the original is completed, in the same currency, and non-failed refunds never exceed it
-  (refunds_guard);
+- refunds: the original is an outgoing payment (remittance, card payment, payout), completed, in the
+  same currency, and non-failed refunds never exceed it (refunds_guard);
 - FX orders: buy = sell x rate within one minor unit (fx_orders_guard);
 - customer wallets never go negative, and afterwards no wallet's balance differs from its ledger
   (wallet_balance_mismatches is empty).
@@ -107,6 +107,10 @@ TRIGGER_CHECKS: tuple[tuple[str, str, str], ...] = (
      "SELECT count(*) FROM (SELECT 1 FROM ledger_entries GROUP BY transaction_id, currency "
      "HAVING sum(CASE WHEN direction = 'credit' THEN amount_minor ELSE -amount_minor END) <> 0) x",
      "unbalanced postings (a transaction that does not net to zero in a currency)"),
+    ("refunds_original_refundable",
+     "SELECT count(*) FROM refunds r JOIN transactions t ON t.id = r.transaction_id "
+     "AND t.created_at = r.transaction_created_at WHERE t.kind NOT IN ('remittance', 'card_payment', 'payout')",
+     "refunds of a transaction that is not an outgoing payment"),
     ("refunds_original_completed",
      "SELECT count(*) FROM refunds r JOIN transactions t ON t.id = r.transaction_id "
      "AND t.created_at = r.transaction_created_at WHERE r.status <> 'failed' AND t.status <> 'completed'",

@@ -35,6 +35,7 @@ CONSTRAINT_MESSAGES: dict[str, str] = {
     "transactions_dest_currency_fkey": "unknown currency",
     "refunds_not_exceeding_original": "refunds would exceed the original amount",
     "refunds_original_completed": "only a completed transaction can be refunded",
+    "refunds_original_refundable": "only an outgoing payment (remittance, card payment, payout) can be refunded",
     "refunds_currency_matches": "a refund must be in the currency of the original transaction",
     "refunds_amount_positive": "refund amount must be positive",
     "fx_orders_amounts_match_rate": "buy amount does not match sell amount times rate",
