@@ -91,7 +91,8 @@ class ActionPlanOut(BaseModel):
     steps: list[ActionStepOut]
 
 
-def _target_user(args: Any, principal: Principal) -> UUID:
+def target_user(args: Any, principal: Principal) -> UUID:
+    """The user a read is about: a customer's own (from the token), or the `user_id` staff must pass."""
     from guards.errors import BadInput
 
     uid = args.user_id or principal.user_id
@@ -101,7 +102,7 @@ def _target_user(args: Any, principal: Principal) -> UUID:
 
 
 async def get_credit_report(args: GetCreditReportInput, principal: Principal, rt: Any) -> CreditReportOut:
-    uid = _target_user(args, principal)
+    uid = target_user(args, principal)
     scope = await rt.scope_for(principal, uid)
     if args.version is not None:
         report = await rt.credit_reports.get_version(scope, uid, args.version)
@@ -128,7 +129,7 @@ def _only(rows: list[dict[str, Any]], model: type[BaseModel]) -> list[dict[str, 
 
 
 async def get_score_history(args: GetScoreHistoryInput, principal: Principal, rt: Any) -> ScoreHistoryOut:
-    uid = _target_user(args, principal)
+    uid = target_user(args, principal)
     scope = await rt.scope_for(principal, uid)
     points = await rt.scores.series(scope, uid, args.date_from, args.date_to)
     return ScoreHistoryOut(user_id=uid, points=[ScorePointOut(**p.model_dump(include=set(ScorePointOut.model_fields)))
@@ -136,7 +137,7 @@ async def get_score_history(args: GetScoreHistoryInput, principal: Principal, rt
 
 
 async def get_action_plan(args: GetActionPlanInput, principal: Principal, rt: Any) -> ActionPlanOut:
-    uid = _target_user(args, principal)
+    uid = target_user(args, principal)
     scope = await rt.scope_for(principal, uid)
     plan = await rt.plans.latest(scope, uid)
     data = plan.model_dump(mode="python")

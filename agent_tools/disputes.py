@@ -1,4 +1,9 @@
-"""Dispute tools: list disputes in scope (cursor-paginated) and read one case."""
+"""Dispute tools: list disputes in scope (cursor-paginated) and read one case.
+
+Every read names the user it is about (shard targeting): customers their own, from the token; staff pass
+`user_id`. The exception is a support agent's `list_disputes` without `user_id`: the dispute queue, an
+explicitly scatter-gather read (`DisputeRepository.queue`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from agent_tools.credit import target_user
 from agent_tools.inputs import GetDisputeInput, ListDisputesInput
 from guards.principal import Principal
 
@@ -61,14 +67,19 @@ def _summary_fields(d: Any) -> dict[str, Any]:
 
 async def list_disputes(args: ListDisputesInput, principal: Principal, rt: Any) -> DisputeList:
     scope = await rt.scope_for(principal, args.user_id)
-    items, nxt = await rt.disputes.list(scope, user_id=args.user_id, status=args.status, cursor=args.cursor,
-                                        limit=args.limit)
+    uid = args.user_id or principal.user_id
+    if uid is None and scope.all_users:
+        items, nxt = await rt.disputes.queue(scope, status=args.status, cursor=args.cursor, limit=args.limit)
+    else:
+        items, nxt = await rt.disputes.list(scope, user_id=uid, status=args.status, cursor=args.cursor,
+                                            limit=args.limit)
     return DisputeList(disputes=[DisputeSummary(**_summary_fields(d)) for d in items], next_cursor=nxt)
 
 
 async def get_dispute(args: GetDisputeInput, principal: Principal, rt: Any) -> DisputeDetail:
-    scope = await rt.scope_for(principal, None)
-    d = await rt.disputes.get(scope, args.dispute_id)
+    uid = target_user(args, principal)
+    scope = await rt.scope_for(principal, uid)
+    d = await rt.disputes.get(scope, uid, args.dispute_id)
     data = d.model_dump(mode="python")
     return DisputeDetail(
         **_summary_fields(d), notes=data.get("notes"),

@@ -94,7 +94,7 @@ class GetActionPlanInput(_Input):
 
 
 class ListDisputesInput(_Input):
-    """Credit disputes in your scope, newest first."""
+    """Credit disputes in your scope, newest first (support staff without user_id: the queue of all users)."""
 
     user_id: UserId = None
     status: Literal["opened", "submitted_to_bureau", "under_review", "resolved", "rejected"] | None = None
@@ -106,6 +106,8 @@ class GetDisputeInput(_Input):
     """One dispute case with its letters, bureau responses and history."""
 
     dispute_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    user_id: UUID | None = Field(None, description="Staff: required, the user the dispute belongs to. "
+                                                   "Customers: omit it.")
 
 
 class SearchKnowledgeInput(_Input):

@@ -215,6 +215,24 @@ class AgentRuntime:
             return RowScope(user_ids=frozenset(assigned))
         return RowScope.none()
 
+    @staticmethod
+    def reveal_grant(principal: Principal, reason: str | None):
+        """The only issuer of grants to decrypt credit-store PII: a compliance officer with a stated reason,
+        which is recorded in the call's audit row."""
+        from guards.errors import BadInput
+        from guards.pipeline import current_call
+        from stores.mongo.reveal import RevealGrant
+
+        if principal.role is not Role.COMPLIANCE_OFFICER:
+            raise Forbidden("only compliance officers may see decrypted identifiers")
+        if not reason or len(reason.strip()) < 10:
+            raise BadInput("invalid arguments: revealing identifiers needs a reason (10+ characters)")
+        state = current_call.get()
+        if state is not None:
+            state.unmasked = True
+            state.reason = f"reveal: {reason.strip()}"[:500]
+        return RevealGrant(role=principal.role.value, subject=principal.subject, reason=reason.strip()[:500])
+
     async def redact_payload(self, payload: dict[str, Any], principal: Principal, state: CallState,
                              *, unmasked: bool = False) -> dict[str, Any]:
         """Redact every string in the payload with the role's policy and the names known for the users in it."""

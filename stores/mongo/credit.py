@@ -1,9 +1,10 @@
 """Repositories of the credit store.
 
 Reads take a `RowScope` and put it inside the query filter (never filter after fetching), validate
-documents with pydantic, cap result sizes at 100, and include `user_id` in the filter whenever the
-scope or the caller names users (shard targeting). Values from outside reach filters only through
-`eq_filter`/`in_filter`. Writes are service-side (no scope) and never overwrite a version.
+documents with pydantic, cap result sizes at 100, and name `user_id` in every filter (shard targeting);
+the one exception is `DisputeRepository.queue`, an explicitly scatter-gather read for support staff.
+Values from outside reach filters only through `eq_filter`/`in_filter`. Encrypted PII is decrypted only
+for a `RevealGrant`. Writes are service-side (no scope) and never overwrite a version.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from stores.mongo.documents import (
     now,
 )
 from stores.mongo.encryption import FieldEncryption, encrypt_paths, reveal_paths
+from stores.mongo.reveal import RevealGrant, check_grant
 from stores.mongo.safety import MAX_DOCUMENT_BYTES, cap_limit, check_size, eq_filter, in_filter
 from stores.scope import RowScope
 
@@ -157,20 +159,24 @@ class _Repo:
         self.outbox = outbox if outbox is not None else Outbox(self.db)
 
     async def _find(self, model: type[M], flt: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
-                    *, pii_paths: Sequence[str] = (), reveal_pii: bool = False) -> list[M]:
+                    *, pii_paths: Sequence[str] = (), reveal: RevealGrant | None = None,
+                    comment: str | None = None) -> list[M]:
+        grant = check_grant(reveal, what=self.collection)  # refused before the query runs
+        if grant is not None and self.encryption is None:
+            raise InvalidData(f"{self.collection}: revealing PII needs field encryption configured", store="mongo")
+        kwargs = {"comment": comment} if comment else {}
         async with guard(f"read {self.collection}"):
-            rows = await self.coll.find(flt).sort(list(sort)).limit(limit).to_list(limit)
+            rows = await self.coll.find(flt, **kwargs).sort(list(sort)).limit(limit).to_list(limit)
         out = []
         for raw in rows:
             if pii_paths:
-                await reveal_paths(self.encryption, raw, pii_paths, self.collection, reveal=reveal_pii)
+                await reveal_paths(self.encryption, raw, pii_paths, self.collection, reveal=grant is not None)
             out.append(_parse(model, raw))
         return out
 
     async def _one(self, model: type[M], flt: dict[str, Any], sort: Sequence[tuple[str, int]] = (),
-                   *, pii_paths: Sequence[str] = (), reveal_pii: bool = False) -> M:
-        rows = await self._find(model, flt, sort or [("_id", ASCENDING)], 1, pii_paths=pii_paths,
-                                reveal_pii=reveal_pii)
+                   *, pii_paths: Sequence[str] = (), reveal: RevealGrant | None = None) -> M:
+        rows = await self._find(model, flt, sort or [("_id", ASCENDING)], 1, pii_paths=pii_paths, reveal=reveal)
         if not rows:
             raise NotFound(f"no such {model.__name__}", store="mongo")
         return rows[0]
@@ -192,12 +198,17 @@ class _Repo:
 
 
 class _Versioned(_Repo):
-    """Insert-only versions: unique (identity..., version) index, retry on a concurrent writer."""
+    """Insert-only versions: unique (identity..., version) index, retry on a concurrent writer.
+
+    A `valid_from` the caller set is kept (a backfilled version), and must not be earlier than the previous
+    version's; unset, it is now (or the previous version's, if that lies ahead).
+    """
 
     identity: tuple[str, ...]
     max_retries = 50
 
     async def _insert_version(self, model: type[M], doc: M, pii_paths: Sequence[str]) -> M:
+        given_from = "valid_from" in doc.model_fields_set  # before revalidation marks every field as set
         doc = _revalidate(model, doc)
         ident = {k: getattr(doc, k) for k in self.identity}
         for attempt in range(self.max_retries):
@@ -209,8 +220,13 @@ class _Versioned(_Repo):
             update: dict[str, Any] = {"id": new_id(), "version": (prev["version"] + 1) if prev else 1,
                                       "supersedes": prev["_id"] if prev else None, "created_at": ts}
             if "valid_from" in model.model_fields:
-                prev_from = _utc_ms(prev["valid_from"]) if prev else ts
-                update["valid_from"] = max(ts, prev_from)
+                prev_from = _utc_ms(prev["valid_from"]) if prev else None
+                if given_from:
+                    if prev_from is not None and doc.valid_from < prev_from:  # type: ignore[attr-defined]
+                        raise InvalidData(f"{self.collection}: valid_from is earlier than the previous "
+                                          f"version's ({prev_from.isoformat()})", store="mongo")
+                else:
+                    update["valid_from"] = max(ts, prev_from or ts)
             new = doc.model_copy(update=update)
             raw = await self._to_stored(new, pii_paths if self._has_pii(new, pii_paths) else ())
             try:
@@ -237,35 +253,36 @@ class CreditReportRepository(_Versioned):
         return scoped(scope, *clauses, *extra)
 
     async def latest(self, scope: RowScope, user_id: UUID | str, *, bureau: str | None = None,
-                     reveal_pii: bool = False) -> CreditReport:
+                     reveal: RevealGrant | None = None) -> CreditReport:
         """Newest version (of `bureau`, or across bureaus). NotFound when none is visible."""
         return await self._one(CreditReport, self._flt(scope, user_id, bureau), self._newest,
-                               pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+                               pii_paths=REPORT_PII_PATHS, reveal=reveal)
 
     async def get_version(self, scope: RowScope, user_id: UUID | str, version: int, *,
-                          bureau: str | None = None, reveal_pii: bool = False) -> CreditReport:
+                          bureau: str | None = None, reveal: RevealGrant | None = None) -> CreditReport:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidData("version must be a positive integer", store="mongo")
         return await self._one(CreditReport, self._flt(scope, user_id, bureau, eq_filter("version", version)),
-                               self._newest, pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+                               self._newest, pii_paths=REPORT_PII_PATHS, reveal=reveal)
 
     async def as_of(self, scope: RowScope, user_id: UUID | str, when: datetime, *, bureau: str | None = None,
-                    reveal_pii: bool = False) -> CreditReport:
+                    reveal: RevealGrant | None = None) -> CreditReport:
         """The version valid at `when` (newest with valid_from <= when)."""
         if not isinstance(when, datetime):
             raise InvalidData("when must be a datetime", store="mongo")
         return await self._one(CreditReport, self._flt(scope, user_id, bureau, {"valid_from": {"$lte": _utc_ms(when)}}),
-                               self._newest, pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+                               self._newest, pii_paths=REPORT_PII_PATHS, reveal=reveal)
 
     async def list_versions(self, scope: RowScope, user_id: UUID | str, *, bureau: str | None = None,
-                            limit: int = MAX_LIMIT, reveal_pii: bool = False) -> list[CreditReport]:
+                            limit: int = MAX_LIMIT, reveal: RevealGrant | None = None) -> list[CreditReport]:
         """Versions newest first (at most 100)."""
         return await self._find(CreditReport, self._flt(scope, user_id, bureau), self._newest,
-                                cap_limit(limit, MAX_LIMIT), pii_paths=REPORT_PII_PATHS, reveal_pii=reveal_pii)
+                                cap_limit(limit, MAX_LIMIT), pii_paths=REPORT_PII_PATHS, reveal=reveal)
 
     async def add_version(self, report: CreditReport) -> CreditReport:
-        """Write `report` as the next version of (user_id, bureau); its `_id`, version, supersedes,
-        valid_from and created_at are assigned here. Emits a `credit_reports` change event."""
+        """Write `report` as the next version of (user_id, bureau); its `_id`, version, supersedes and
+        created_at are assigned here, `valid_from` too unless given (see `_Versioned`). Emits a
+        `credit_reports` change event."""
         new = await self._insert_version(CreditReport, report, REPORT_PII_PATHS)
         async with guard("emit credit_reports event"):
             await self.outbox.emit(self.collection, "insert", new.id, new.user_id,
@@ -308,6 +325,10 @@ class ScoreHistoryRepository(_Repo):
         return point
 
 
+#: Marks the one read without `user_id` on the server (visible in profilers and command monitoring).
+QUEUE_COMMENT = "scatter-gather: dispute queue across users (status_updated / updated index)"
+
+
 class DisputeRepository(_Repo):
     """Dispute cases and their state machine (opened → submitted_to_bureau → under_review → resolved|rejected)."""
 
@@ -332,8 +353,8 @@ class DisputeRepository(_Repo):
         return dispute
 
     @staticmethod
-    def _query_hash(scope: RowScope, user_id: str | None, status: str | None) -> str:
-        basis = json.dumps([scope.all_users, sorted(map(str, scope.user_ids)), user_id, status])
+    def _query_hash(scope: RowScope, user_id: str | None, status: str | None, kind: str = "list") -> str:
+        basis = json.dumps([kind, scope.all_users, sorted(map(str, scope.user_ids)), user_id, status])
         return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
     def _encode_cursor(self, last: Dispute, qh: str) -> str:
@@ -357,11 +378,30 @@ class DisputeRepository(_Repo):
                    cursor: str | None = None, limit: int = 20) -> tuple[list[Dispute], str | None]:
         """A page of disputes newest-updated first, and the cursor of the next page (None at the end).
 
-        The cursor carries only a position and a digest of (scope, user_id, status): it never widens the
-        scope, which is re-applied in the filter of every page.
+        Targeted: the filter names `user_id` (the argument, or the scope's users). An all-users scope
+        without `user_id` is refused: that read is `queue()`. The cursor carries only a position and a
+        digest of (scope, user_id, status): it never widens the scope, which is re-applied on every page.
         """
-        limit = cap_limit(limit, 20, MAX_LIMIT)
         uid = user_key(user_id) if user_id is not None else None
+        if uid is None and scope.all_users:
+            raise InvalidData("user_id is required to list disputes (the cross-user read is the queue)",
+                              store="mongo")
+        return await self._page(scope, uid, status, cursor, limit)
+
+    async def queue(self, scope: RowScope, *, status: str | None = None, cursor: str | None = None,
+                    limit: int = 20) -> tuple[list[Dispute], str | None]:
+        """Scatter-gather: every user's disputes newest-updated first, for an all-users (staff) scope only.
+
+        The one read without `user_id` in its filter: on a sharded cluster it visits every shard. It is served
+        by the `status_updated` / `updated` indexes and tagged with `QUEUE_COMMENT` on the server.
+        """
+        if not scope.all_users:
+            raise InvalidData("the dispute queue needs an all-users scope; list by user instead", store="mongo")
+        return await self._page(scope, None, status, cursor, limit, kind="queue", comment=QUEUE_COMMENT)
+
+    async def _page(self, scope: RowScope, uid: str | None, status: str | None, cursor: str | None, limit: int,
+                    *, kind: str = "list", comment: str | None = None) -> tuple[list[Dispute], str | None]:
+        limit = cap_limit(limit, 20, MAX_LIMIT)
         if status is not None and (not isinstance(status, str) or status not in {s.value for s in DisputeStatus}):
             raise InvalidData("unknown dispute status", store="mongo")
         clauses: list[dict[str, Any]] = []
@@ -369,23 +409,30 @@ class DisputeRepository(_Repo):
             clauses.append(eq_filter("user_id", uid))
         if status is not None:
             clauses.append(eq_filter("status", status))
-        qh = self._query_hash(scope, uid, status)
+        qh = self._query_hash(scope, uid, status, kind)
         if cursor:
             t, i = self._decode_cursor(cursor, qh)
             clauses.append({"$or": [{"updated_at": {"$lt": t}}, {"updated_at": {"$eq": t}, "_id": {"$lt": i}}]})
-        rows = await self._find(Dispute, scoped(scope, *clauses), self._order, limit + 1)
+        rows = await self._find(Dispute, scoped(scope, *clauses), self._order, limit + 1, comment=comment)
         items = rows[:limit]
         nxt = self._encode_cursor(items[-1], qh) if len(rows) > limit else None
         return items, nxt
 
-    async def get(self, scope: RowScope, dispute_id: str) -> Dispute:
-        """One dispute; NotFound when it does not exist or is outside `scope`."""
+    @staticmethod
+    def _check_id(dispute_id: Any) -> str:
         if not isinstance(dispute_id, str) or not dispute_id or len(dispute_id) > 200:
             raise InvalidData("dispute_id must be a non-empty string", store="mongo")
-        return await self._one(Dispute, scoped(scope, eq_filter("_id", dispute_id)))
+        return dispute_id
+
+    async def get(self, scope: RowScope, user_id: UUID | str, dispute_id: str) -> Dispute:
+        """One dispute of `user_id`; NotFound when it does not exist, belongs to another user or is outside
+        `scope` (the three are not told apart)."""
+        flt = scoped(scope, eq_filter("user_id", user_key(user_id)), eq_filter("_id", self._check_id(dispute_id)))
+        return await self._one(Dispute, flt)
 
     async def _current(self, dispute_id: str) -> Dispute:
-        return await self.get(RowScope.everyone(), dispute_id)
+        """Service-side writes address a case by `_id` alone (a single-document update may, when sharded)."""
+        return await self._one(Dispute, eq_filter("_id", self._check_id(dispute_id)))
 
     async def _claim(self, cur: Dispute, rev: int, update: dict[str, Any], event_data: dict[str, Any]) -> None:
         """Claim revision `rev` through a unique `_id` (atomic on every server; FerretDB 1.x does not make
@@ -487,10 +534,10 @@ class BureauResponseRepository(_Repo):
         return response
 
     async def for_dispute(self, scope: RowScope, user_id: UUID | str, dispute_id: str, *, limit: int = 20,
-                          reveal_pii: bool = False) -> list[BureauResponse]:
+                          reveal: RevealGrant | None = None) -> list[BureauResponse]:
         flt = scoped(scope, eq_filter("user_id", user_key(user_id)), eq_filter("dispute_id", dispute_id))
         return await self._find(BureauResponse, flt, [("received_at", DESCENDING)], cap_limit(limit, 20, MAX_LIMIT),
-                                pii_paths=RESPONSE_PII_PATHS, reveal_pii=reveal_pii)
+                                pii_paths=RESPONSE_PII_PATHS, reveal=reveal)
 
 
 class CreditFactorRepository(_Repo):

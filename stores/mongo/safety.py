@@ -5,11 +5,12 @@ Rules:
   no dotted-path surprises), and are strings;
 - a value from outside is only ever used in a filter under `$eq` (`eq_filter`), so a string such as
   `{"$ne": null}` or `"$where"` is matched literally instead of being interpreted;
-- documents are bounded in size and nesting depth.
+- documents are bounded in size and nesting depth, and hold only finite numbers.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -54,6 +55,9 @@ def ensure_safe(value: Any, *, max_depth: int = MAX_DEPTH, _path: str = "$root",
     elif isinstance(value, list | tuple | set | frozenset):
         for i, sub in enumerate(value):
             ensure_safe(sub, max_depth=max_depth, _path=f"{_path}[{i}]", _depth=_depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        # Not JSON, and FerretDB refuses infinities and closes the connection on NaN: never writable.
+        raise _fail(f"non-finite number at {_path}")
     return value
 
 

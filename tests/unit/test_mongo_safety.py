@@ -87,3 +87,40 @@ def test_cap_limit():
 
 def test_scope_filter_is_literal():
     assert RowScope.none().mongo_filter() == {"user_id": {"$in": []}}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused(value):
+    # FerretDB refuses infinities and drops the connection on NaN: such a record could never be written.
+    with pytest.raises(InvalidData, match="non-finite"):
+        ensure_safe({"inputs": {"x": [1.0, value]}})
+    assert ensure_safe({"x": 1.5, "y": -0.0}) == {"x": 1.5, "y": -0.0}
+
+
+def _principal(role: str):
+    from guards.principal import Principal
+
+    return Principal(subject=f"{role}-1", role=role, token_id="t", expires_at=2**31, issuer="test")
+
+
+def test_reveal_grants_only_for_compliance_officers_with_a_reason():
+    from agent_tools.runtime import AgentRuntime
+    from guards.errors import BadInput, Forbidden
+    from stores.mongo.reveal import RevealGrant, RevealRefused, check_grant
+
+    grant = AgentRuntime.reveal_grant(_principal("compliance_officer"), "  case KYC-1234: identity check ")
+    assert (grant.role, grant.subject, grant.reason) == ("compliance_officer", "compliance_officer-1",
+                                                         "case KYC-1234: identity check")
+    assert check_grant(grant, what="credit_reports") == grant and check_grant(None, what="x") is None
+    for role in ("customer", "support_agent", "credit_coach", "risk_analyst"):
+        with pytest.raises(Forbidden):
+            AgentRuntime.reveal_grant(_principal(role), "case KYC-1234: identity check")
+    for reason in (None, "", "   short   "):
+        with pytest.raises(BadInput):
+            AgentRuntime.reveal_grant(_principal("compliance_officer"), reason)
+    with pytest.raises(ValueError):
+        RevealGrant(role="support_agent", subject="a", reason="case KYC-1234: identity check")
+    with pytest.raises(RevealRefused):
+        check_grant(RevealGrant.model_construct(role="risk_analyst", subject="r", reason="x" * 20), what="x")
+    with pytest.raises(RevealRefused):
+        check_grant(True, what="x")

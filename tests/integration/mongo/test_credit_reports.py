@@ -11,8 +11,11 @@ from bson.binary import Binary
 from stores.errors import InvalidData, NotFound
 from stores.mongo.credit import CreditReportRepository
 from stores.mongo.encryption import MASK, EnvelopeFieldEncryption
+from stores.mongo.reveal import RevealGrant, RevealRefused
 from stores.scope import RowScope
 from tests.integration.mongo.factories import report, uid
+
+GRANT = RevealGrant(role="compliance_officer", subject="co-1", reason="case KYC-1234: identity check")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,26 @@ async def test_versions_are_appended_never_overwritten(repo, db):
     with pytest.raises(NotFound):
         await repo.as_of(scope, user, v1.valid_from - timedelta(days=1))
     assert [r.version for r in await repo.list_versions(scope, user)] == [3, 2, 1]
+
+
+async def test_backfilled_valid_from_is_kept_and_read_at_its_point_in_time(repo):
+    user = uid()
+    scope = RowScope.users(user)
+    jan, jun, mar = (datetime(2024, m, 1, tzinfo=UTC) for m in (1, 6, 3))
+    v1 = await repo.add_version(report(user, score=600).model_copy(update={"valid_from": jan}))
+    v2 = await repo.add_version(report(user, score=640).model_copy(update={"valid_from": jun}))
+    assert (v1.valid_from, v2.valid_from) == (jan, jun)
+    assert (await repo.get_version(scope, user, 2)).valid_from == jun  # stored as given, not "now"
+    assert (await repo.as_of(scope, user, datetime(2024, 4, 1, tzinfo=UTC))).version == 1
+    assert (await repo.as_of(scope, user, datetime(2024, 7, 1, tzinfo=UTC))).version == 2
+    with pytest.raises(NotFound):
+        await repo.as_of(scope, user, datetime(2023, 12, 31, tzinfo=UTC))
+    with pytest.raises(InvalidData, match="earlier than the previous"):
+        await repo.add_version(report(user).model_copy(update={"valid_from": mar}))
+    assert [r.version for r in await repo.list_versions(scope, user)] == [2, 1]  # nothing written
+    v3 = await repo.add_version(report(user, score=650))  # no valid_from given: now
+    assert v3.valid_from > datetime.now(UTC) - timedelta(minutes=5)
+    assert (await repo.latest(scope, user)).version == 3
 
 
 async def test_concurrent_writers_get_distinct_versions(repo):
@@ -76,8 +99,27 @@ async def test_pii_is_encrypted_at_rest_and_masked_on_read(repo, db, encryption)
     masked = await repo.latest(RowScope.users(user), user)
     assert masked.subject.bvn == MASK and masked.accounts[0].account_number == MASK
     assert masked.accounts[0].account_number_last4 == "6789"
-    clear = await repo.latest(RowScope.users(user), user, reveal_pii=True)
+    clear = await repo.latest(RowScope.users(user), user, reveal=GRANT)
     assert clear.subject.bvn == "22123456789" and clear.accounts[0].account_number == "0123456789"
+
+
+async def test_decryption_needs_a_valid_grant(repo):
+    user = uid()
+    await repo.add_version(report(user, bvn="22123456789"))
+    scope = RowScope.users(user)
+    forged = [True, "compliance_officer", {"role": "compliance_officer", "subject": "x", "reason": "because I can"},
+              RevealGrant.model_construct(role="support_agent", subject="agent-7", reason="curious about this one"),
+              RevealGrant.model_construct(role="compliance_officer", subject="co-1", reason="")]
+    for bad in forged:
+        with pytest.raises(RevealRefused):
+            await repo.latest(scope, user, reveal=bad)  # type: ignore[arg-type]
+        with pytest.raises(RevealRefused):
+            await repo.list_versions(scope, user, reveal=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await repo.latest(scope, user, reveal_pii=True)  # type: ignore[call-arg]  # the old flag is gone
+    for v in (await repo.latest(scope, user), *(await repo.list_versions(scope, user))):
+        assert v.subject.bvn == MASK and v.accounts[0].account_number == MASK  # the default never decrypts
+    assert (await repo.as_of(scope, user, datetime.now(UTC), reveal=GRANT)).subject.bvn == "22123456789"
 
 
 async def test_explicit_encryption_used_when_available(encryption):
@@ -94,7 +136,7 @@ async def test_envelope_fallback_roundtrip(db, master_key):
     await repo.add_version(report(user, bvn="22999888777"))
     raw = await db.credit_reports.find_one({"user_id": user})
     assert raw["subject"]["bvn"].startswith("enc1.")
-    assert (await repo.latest(RowScope.users(user), user, reveal_pii=True)).subject.bvn == "22999888777"
+    assert (await repo.latest(RowScope.users(user), user, reveal=GRANT)).subject.bvn == "22999888777"
 
 
 async def test_pii_refused_without_encryption(db):

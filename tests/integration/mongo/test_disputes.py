@@ -50,15 +50,22 @@ async def test_illegal_transitions(repo, path, bad):
 async def test_get_outside_scope_is_not_found(repo):
     owner = uid()
     d = await repo.create(dispute(owner))
-    assert (await repo.get(RowScope.users(owner), d.id)).id == d.id
+    assert (await repo.get(RowScope.users(owner), owner, d.id)).id == d.id
+    stranger = uid()
     with pytest.raises(NotFound):
-        await repo.get(RowScope.users(uid()), d.id)
+        await repo.get(RowScope.users(stranger), owner, d.id)
     with pytest.raises(NotFound):
-        await repo.get(RowScope.none(), d.id)
+        await repo.get(RowScope.users(stranger), stranger, d.id)
+    with pytest.raises(NotFound):
+        await repo.get(RowScope.none(), owner, d.id)
+    with pytest.raises(NotFound):
+        await repo.get(RowScope.everyone(), stranger, d.id)
     with pytest.raises(InvalidData):
-        await repo.get(RowScope.everyone(), {"$ne": None})  # type: ignore[arg-type]
+        await repo.get(RowScope.everyone(), owner, {"$ne": None})  # type: ignore[arg-type]
+    with pytest.raises(InvalidData):
+        await repo.get(RowScope.everyone(), {"$ne": None}, d.id)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
-        await repo.get(RowScope.everyone(), "$where")
+        await repo.get(RowScope.everyone(), owner, "$where")
 
 
 async def test_pagination_walks_everything_once(repo):
@@ -117,7 +124,7 @@ async def test_bureau_response_attached_and_encrypted(repo, db, encryption):
     r = await responses.add(BureauResponse(user_id=user, dispute_id=d.id, bureau="crc_ng", received_at=now(),
                                            outcome="updated", body="Balance corrected",
                                            subject=BureauSubject(full_name="Ada Obi", bvn="22111222333")), repo)
-    again = await repo.get(RowScope.users(user), d.id)
+    again = await repo.get(RowScope.users(user), user, d.id)
     assert [x.response_id for x in again.bureau_responses] == [r.id]
     raw = await db.bureau_responses.find_one({"_id": r.id})
     assert encryption.is_encrypted(raw["subject"]["bvn"])
@@ -135,7 +142,7 @@ async def test_concurrent_transitions_exactly_one_wins(repo):
         wins = [r for r in results if not isinstance(r, BaseException)]
         assert len(wins) == 1, results
         assert all(isinstance(r, Conflict | InvalidData) for r in results if isinstance(r, BaseException))
-        final = await repo.get(RowScope.everyone(), d.id)
+        final = await repo.get(RowScope.everyone(), d.user_id, d.id)
         assert final.revision == 2 and len(final.status_history) == 2
 
 
@@ -153,7 +160,7 @@ async def test_dead_writer_claim_is_rolled_forward(repo, db):
     await asyncio.sleep(0.01)
     with pytest.raises(Conflict):
         await repo_fast.transition(d.id, S.SUBMITTED_TO_BUREAU, None)
-    rolled = await repo.get(RowScope.everyone(), d.id)
+    rolled = await repo.get(RowScope.everyone(), d.user_id, d.id)
     assert rolled.status is S.SUBMITTED_TO_BUREAU and rolled.revision == 2
     assert await db.outbox_events.count_documents({"_id": f"dispute_cases:{d.id}:2"}) == 1
     assert (await repo.transition(d.id, S.UNDER_REVIEW, None)).revision == 3

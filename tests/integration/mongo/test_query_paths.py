@@ -1,13 +1,27 @@
-"""Sharding readiness: every read a tool makes carries `user_id` (and the scope) inside the filter."""
+"""Sharding readiness: every read a tool makes carries `user_id` (and the scope) inside the filter.
+
+Filters are captured by a pymongo CommandListener on a real connection, for the repositories directly and
+for every role's path through the tool handlers (with the runtime's real scope logic).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
+from agent_tools import credit as credit_tools
+from agent_tools import disputes as dispute_tools
+from agent_tools import inputs as i
+from agent_tools.runtime import AgentRuntime
+from guards.errors import BadInput
+from guards.principal import Principal, Role
+from stores.errors import InvalidData, NotFound
 from stores.mongo.credit import (
+    QUEUE_COMMENT,
     ActionPlanRepository,
     BureauResponseRepository,
     CreditFactorRepository,
@@ -25,11 +39,12 @@ USER_COLLECTIONS = {"credit_reports", "score_history", "dispute_cases", "action_
 
 class Recorder(monitoring.CommandListener):
     def __init__(self) -> None:
-        self.finds: list[tuple[str, dict]] = []
+        self.finds: list[tuple[str, dict, str | None]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "find":
-            self.finds.append((event.command["find"], event.command.get("filter", {})))
+            cmd = event.command
+            self.finds.append((cmd["find"], cmd.get("filter", {}), cmd.get("comment")))
 
     def succeeded(self, event) -> None: ...
 
@@ -44,37 +59,145 @@ def _user_clauses(flt: dict) -> list:
     return found
 
 
-async def test_every_tool_read_filters_on_user_id(mongo_url, db, encryption):
+def _assert_targeted(finds: list[tuple[str, dict, str | None]], what: str) -> None:
+    user_reads = [(c, f) for c, f, _ in finds if c in USER_COLLECTIONS]
+    assert user_reads, f"{what}: no read recorded"
+    for coll, flt in user_reads:
+        clauses = _user_clauses(flt)
+        assert clauses, f"{what}: {coll} read without user_id: {flt}"
+        assert all(isinstance(c, dict) and set(c) <= {"$eq", "$in"} for c in clauses), (what, flt)
+
+
+@pytest.fixture
+async def recorded(mongo_url, db):
+    rec = Recorder()
+    client = AsyncIOMotorClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
+    yield rec, client[db.name]
+    client.close()
+
+
+async def test_every_repository_read_filters_on_user_id(recorded, db, encryption):
+    rec, mdb = recorded
     user = uid()
     d = await DisputeRepository(db, encryption=encryption).create(dispute(user))
     await CreditReportRepository(db, encryption=encryption).add_version(report(user))
     await ActionPlanRepository(db).add_version(ActionPlan(user_id=user))
 
-    rec = Recorder()
-    client = AsyncIOMotorClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
-    try:
-        mdb = client[db.name]
-        scope = RowScope.users(user)
-        reports = CreditReportRepository(mdb, encryption=encryption)
-        await reports.latest(scope, user)
-        await reports.get_version(scope, user, 1)
-        await reports.as_of(scope, user, datetime.now(UTC))
-        await reports.list_versions(scope, user)
-        await ScoreHistoryRepository(mdb).series(scope, user)
-        disputes = DisputeRepository(mdb)
-        await disputes.list(scope)
-        await disputes.list(scope, user_id=user, status="opened")
-        await disputes.get(scope, d.id)
-        await ActionPlanRepository(mdb).latest(scope, user)
-        await BureauResponseRepository(mdb).for_dispute(scope, user, d.id)
-        await CreditFactorRepository(mdb).for_user(scope, user)
-        # staff scope naming a user: still targeted
-        await reports.latest(RowScope.everyone(), user)
-    finally:
-        client.close()
-    user_reads = [(c, f) for c, f in rec.finds if c in USER_COLLECTIONS]
-    assert len(user_reads) >= 12
-    for coll, flt in user_reads:
-        clauses = _user_clauses(flt)
-        assert clauses, f"{coll} read without user_id: {flt}"
-        assert all(isinstance(c, dict) and set(c) <= {"$eq", "$in"} for c in clauses), flt
+    scope = RowScope.users(user)
+    reports = CreditReportRepository(mdb, encryption=encryption)
+    await reports.latest(scope, user)
+    await reports.get_version(scope, user, 1)
+    await reports.as_of(scope, user, datetime.now(UTC))
+    await reports.list_versions(scope, user)
+    await ScoreHistoryRepository(mdb).series(scope, user)
+    disputes = DisputeRepository(mdb)
+    await disputes.list(scope)
+    await disputes.list(scope, user_id=user, status="opened")
+    await disputes.get(scope, user, d.id)
+    await ActionPlanRepository(mdb).latest(scope, user)
+    await BureauResponseRepository(mdb).for_dispute(scope, user, d.id)
+    await CreditFactorRepository(mdb).for_user(scope, user)
+    # staff scope naming a user: still targeted
+    everyone = RowScope.everyone()
+    await reports.latest(everyone, user)
+    await disputes.get(everyone, user, d.id)
+    await disputes.list(everyone, user_id=user)
+    assert len(rec.finds) >= 14
+    _assert_targeted(rec.finds, "repositories")
+
+
+async def test_untargeted_dispute_reads_are_refused_or_explicitly_the_queue(recorded, db, encryption):
+    rec, mdb = recorded
+    owner, other = uid(), uid()
+    d = await DisputeRepository(db, encryption=encryption).create(dispute(owner))
+    repo = DisputeRepository(mdb)
+    with pytest.raises(InvalidData):
+        await repo.list(RowScope.everyone())  # no silent scatter-gather
+    with pytest.raises(InvalidData):
+        await repo.queue(RowScope.users(owner))  # the queue is for all-users scopes only
+    with pytest.raises(NotFound):
+        await repo.get(RowScope.everyone(), other, d.id)  # the dispute must belong to the named user
+    rec.finds.clear()
+    items, _ = await repo.queue(RowScope.everyone(), status="opened", limit=100)
+    assert items and all(x.status.value == "opened" for x in items)
+    ((coll, flt, comment),) = rec.finds
+    assert coll == "dispute_cases" and comment == QUEUE_COMMENT and "user_id" not in flt
+
+
+class Assignments:
+    """Coach assignments as the Postgres `coach_assignments` table would answer (not a Mongo stand-in)."""
+
+    def __init__(self, assigned: list[str]) -> None:
+        self.assigned = [UUID(a) for a in assigned]
+
+    async def users_assigned_to(self, subject: str) -> list[UUID]:
+        return self.assigned
+
+
+class ToolRuntime:
+    """The part of AgentRuntime the credit and dispute tools use: its real `scope_for`, repositories on the
+    recorded connection."""
+
+    scope_for = AgentRuntime.scope_for
+
+    def __init__(self, mdb, encryption, assigned: list[str]) -> None:
+        self.credit_reports = CreditReportRepository(mdb, encryption=encryption)
+        self.scores = ScoreHistoryRepository(mdb)
+        self.disputes = DisputeRepository(mdb)
+        self.plans = ActionPlanRepository(mdb)
+        self.coaches = Assignments(assigned)
+
+
+def _principal(role: Role, user: str | None = None) -> Principal:
+    return Principal(subject=f"{role.value}-1", role=role, user_id=UUID(user) if user else None, token_id="t",
+                     expires_at=2**31, issuer="test")
+
+
+async def test_every_roles_tool_paths_filter_on_user_id(recorded, db, encryption):
+    rec, mdb = recorded
+    user = uid()
+    d = await DisputeRepository(db, encryption=encryption).create(dispute(user))
+    await CreditReportRepository(db, encryption=encryption).add_version(report(user))
+    await ActionPlanRepository(db).add_version(ActionPlan(user_id=user))
+    rt = ToolRuntime(mdb, encryption, assigned=[user, uid()])
+    customer, agent, coach = (_principal(Role.CUSTOMER, user), _principal(Role.SUPPORT_AGENT),
+                              _principal(Role.CREDIT_COACH))
+    now = datetime.now(UTC).isoformat()
+    paths = [
+        (customer, dispute_tools.list_disputes, i.ListDisputesInput()),
+        (customer, dispute_tools.list_disputes, i.ListDisputesInput(status="opened")),
+        (customer, dispute_tools.get_dispute, i.GetDisputeInput(dispute_id=d.id)),
+        (customer, credit_tools.get_credit_report, i.GetCreditReportInput()),
+        (customer, credit_tools.get_credit_report, i.GetCreditReportInput(version=1)),
+        (customer, credit_tools.get_credit_report, i.GetCreditReportInput(as_of=now)),
+        (customer, credit_tools.get_score_history, i.GetScoreHistoryInput()),
+        (customer, credit_tools.get_action_plan, i.GetActionPlanInput()),
+        (agent, dispute_tools.list_disputes, i.ListDisputesInput(user_id=user)),
+        (agent, dispute_tools.list_disputes, i.ListDisputesInput(user_id=user, status="opened")),
+        (agent, dispute_tools.get_dispute, i.GetDisputeInput(dispute_id=d.id, user_id=user)),
+        (coach, credit_tools.get_credit_report, i.GetCreditReportInput(user_id=user)),
+        (coach, credit_tools.get_score_history, i.GetScoreHistoryInput(user_id=user)),
+        (coach, credit_tools.get_action_plan, i.GetActionPlanInput(user_id=user)),
+    ]
+    for principal, tool, args in paths:
+        rec.finds.clear()
+        out = await tool(args, principal, rt)
+        what = f"{principal.role.value}/{tool.__name__}({args.model_dump(exclude_none=True)})"
+        _assert_targeted(rec.finds, what)
+        body = out.model_dump()
+        if "disputes" in body:
+            assert [x["dispute_id"] for x in body["disputes"]] == [d.id], what
+        elif "points" not in body:
+            assert str(body["user_id"]) == user, what
+
+    # Staff must name the dispute's user; naming another user finds nothing.
+    with pytest.raises(BadInput):
+        await dispute_tools.get_dispute(i.GetDisputeInput(dispute_id=d.id), agent, rt)
+    with pytest.raises(NotFound):
+        await dispute_tools.get_dispute(i.GetDisputeInput(dispute_id=d.id, user_id=uid()), agent, rt)
+
+    # The one untargeted path: a support agent's queue, explicitly marked on the server.
+    rec.finds.clear()
+    page = await dispute_tools.list_disputes(i.ListDisputesInput(limit=100), agent, rt)
+    assert d.id in {x.dispute_id for x in page.disputes}
+    assert [c for _, _, c in rec.finds] == [QUEUE_COMMENT]

@@ -42,7 +42,7 @@ async def test_seed_is_consistent_and_encrypted(seeded, db):
     assert "22100000000" not in repr(raw)
     series = await ScoreHistoryRepository(db).series(RowScope.users(user), user)
     assert len(series) == 24 and series[0].as_of < series[-1].as_of
-    items, _ = await DisputeRepository(db).list(RowScope.everyone(), limit=100)
+    items, _ = await DisputeRepository(db).queue(RowScope.everyone(), limit=100)
     texts = repr([(i.notes, [h.note for h in i.status_history]) for i in items])
     assert any(inj in texts for inj in INJECTIONS)
     assert "0803" in texts  # PII in free text, for the redaction tests of the MCP server
