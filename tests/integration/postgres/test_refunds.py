@@ -91,3 +91,79 @@ async def test_seed_bulk_validation_refuses_a_refunded_deposit(pg_template):
     finally:
         await conn.close()
         drop_database(db.admin, db.db)
+
+
+async def _payment(svc: PaymentService, uid: uuid.UUID, key: str, amount: int = 10_000):
+    return await svc.create_payment({"user_id": uid, "corridor": "US-NG", "amount_minor": amount, "currency": "USD",
+                                     "counterparty_name": "Adaeze Nwosu"}, idempotency_key=key)
+
+
+async def test_a_completed_refund_cannot_be_flipped_to_failed_to_escape_the_cap(svc, app_store, service_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    pay = await _payment(svc, uid, f"cap-{uid.hex[:12]}")
+    done = await svc.refund({"user_id": uid, "transaction_id": pay.transaction_id, "amount_minor": 6_000,
+                             "reason": "partial"}, idempotency_key=f"cap-refund-{uid.hex[:8]}")
+    for store in (app_store, service_store):  # not even the table owner
+        with pytest.raises(InvalidData, match="refund status change is not allowed"), pg_errors():
+            async with store.transaction() as conn:
+                await conn.execute("UPDATE refunds SET status = 'failed', completed_at = NULL WHERE id = $1",
+                                   done.refund_id)
+    with pytest.raises(InvalidData, match="exceed the original"):
+        await svc.refund({"user_id": uid, "transaction_id": pay.transaction_id, "amount_minor": 6_000,
+                          "reason": "again"}, idempotency_key=f"cap-again-{uid.hex[:8]}")
+
+
+async def test_refund_status_machine(svc, app_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    pay = await _payment(svc, uid, f"sm-{uid.hex[:12]}")
+    a, b = _direct_refund(pay), _direct_refund(pay)
+    async with app_store.transaction() as conn:
+        await conn.execute(INSERT_REFUND, *a)
+        await conn.execute(INSERT_REFUND, *b)
+        await conn.execute("UPDATE refunds SET status = 'completed', completed_at = now() WHERE id = $1", a[0])
+        await conn.execute("UPDATE refunds SET status = 'failed' WHERE id = $1", b[0])
+        await conn.execute("UPDATE refunds SET reason = 'amended' WHERE id = $1", b[0])  # not a fact of money
+    refused = [(a[0], "status = 'pending', completed_at = NULL"), (b[0], "status = 'pending'"),
+               (b[0], "status = 'completed', completed_at = now()")]
+    for refund_id, change in refused:
+        with pytest.raises(InvalidData, match="refund status change is not allowed"), pg_errors():
+            async with app_store.transaction() as conn:
+                await conn.execute(f"UPDATE refunds SET {change} WHERE id = $1", refund_id)
+
+
+async def test_refund_facts_are_immutable(svc, app_store, service_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    small, big = await _payment(svc, uid, f"imm-a-{uid.hex[:10]}", 1_000), await _payment(
+        svc, uid, f"imm-b-{uid.hex[:10]}", 50_000)
+    refund = await svc.refund({"user_id": uid, "transaction_id": small.transaction_id, "amount_minor": 1_000,
+                               "reason": "all of it"}, idempotency_key=f"imm-refund-{uid.hex[:8]}")
+    changes = [
+        # Moving a refund onto another original used to skip refunds_guard entirely.
+        ("transaction_id = $2, transaction_created_at = $3", (big.transaction_id, big.created_at)),
+        ("transaction_id = $2", (big.transaction_id,)),
+        ("amount_minor = 1", ()), ("currency = 'NGN'", ()), ("created_at = created_at - interval '1 day'", ()),
+        ("refund_transaction_id = $2, refund_transaction_created_at = $3", (big.transaction_id, big.created_at)),
+    ]
+    for change, args in changes:
+        with pytest.raises(InvalidData, match="of a refund cannot change"), pg_errors():
+            async with service_store.transaction() as conn:
+                await conn.execute(f"UPDATE refunds SET {change} WHERE id = $1", refund.refund_id, *args)
+    async with app_store.connection() as conn:
+        row = await conn.fetchrow("SELECT transaction_id, amount_minor, currency FROM refunds WHERE id = $1",
+                                  refund.refund_id)
+    assert tuple(row) == (small.transaction_id, 1_000, "USD")
+
+
+async def test_a_pending_refund_whose_credit_is_posted_cannot_fail(svc, app_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    pay = await _payment(svc, uid, f"posted-{uid.hex[:12]}")
+    credited = await svc.refund({"user_id": uid, "transaction_id": pay.transaction_id, "amount_minor": 500,
+                                 "reason": "credit"}, idempotency_key=f"posted-refund-{uid.hex[:8]}")
+    pending = _direct_refund(pay)
+    async with app_store.transaction() as conn:
+        await conn.execute(INSERT_REFUND, *pending)
+        await conn.execute("UPDATE refunds SET refund_transaction_id = $2, refund_transaction_created_at = $3 "
+                           "WHERE id = $1", pending[0], credited.transaction_id, credited.created_at)
+    with pytest.raises(InvalidData, match="credit is posted cannot fail"), pg_errors():
+        async with app_store.transaction() as conn:
+            await conn.execute("UPDATE refunds SET status = 'failed' WHERE id = $1", pending[0])
