@@ -31,6 +31,7 @@ CONSTRAINT_MESSAGES: dict[str, str] = {
     "transactions_wallet_fkey": "wallet does not exist, does not belong to the user or does not hold that currency",
     "transactions_status_transition": "that transaction status change is not allowed",
     "transactions_money_immutable": "money fields of a transaction cannot change",
+    "transactions_identity_immutable": "the id, time, kind, reference and links of a transaction cannot change",
     "transactions_fx_carries_rate": "a cross-currency transaction must carry its FX rate and the rate's timestamp",
     "transactions_dest_currency_fkey": "unknown currency",
     "refunds_not_exceeding_original": "refunds would exceed the original amount",

@@ -223,8 +223,8 @@ async def test_status_machine_and_immutable_ledger(svc, app_store, service_store
     with pytest.raises(InvalidData, match="status change"), pg_errors():
         async with app_store.transaction() as conn:
             await TransactionRepository.set_status(conn, pay.transaction_id, pay.created_at, "pending")
-    with pytest.raises(InvalidData, match="cannot change"), pg_errors():
-        async with app_store.transaction() as conn:
+    with pytest.raises(InvalidData, match="cannot change"), pg_errors():  # the owner too (the app role may not)
+        async with service_store.transaction() as conn:
             await conn.execute("UPDATE transactions SET amount_minor = 1 WHERE id = $1", pay.transaction_id)
     # Even the table owner cannot rewrite or delete a posting: corrections are new postings.
     for statement in ("UPDATE ledger_entries SET amount_minor = 1 WHERE transaction_id = $1",
