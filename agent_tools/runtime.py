@@ -99,12 +99,26 @@ class AgentRuntime:
         self.plans = ActionPlanRepository(db)
 
     async def _start_logger(self) -> None:
-        from stores.mongo.ai_logging import AILogger
+        from datetime import timedelta
 
-        self.ai_logger = AILogger(self.stores.mongo, redactor=lambda text: redact_value(text)[0])
+        from stores.mongo.ai_logging import AILogger
+        from stores.mongo.jobs import MaintenanceJobs
+
+        s = self.settings
+        self.ai_logger = AILogger(self.stores.mongo, redactor=lambda text: redact_value(text)[0],
+                                  retention=timedelta(days=s.log_retention_days))
         await self.ai_logger.start()
+        # Retention and outbox reconciliation (FerretDB has no TTL indexes and no transactions).
+        try:
+            self.mongo_jobs = MaintenanceJobs(self.stores.mongo.db, retention_interval=s.mongo_retention_interval_s,
+                                              reconcile_interval=s.outbox_reconcile_interval_s,
+                                              reconcile_lookback=s.outbox_reconcile_lookback_s).start()
+        except Exception as exc:
+            log.warning("credit store jobs not started: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if getattr(self, "mongo_jobs", None) is not None:
+            await self.mongo_jobs.stop()
         if getattr(self, "ai_logger", None) is not None:
             await self.ai_logger.stop()
         if self.stores is not None:

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(5.0, gt=0, le=120)
     statement_timeout_ms: int = Field(5000, gt=0)
     index_prefix: str = "kredete"
+    #: Credit store: conversation/prompt logs expire after this many days; the MCP server runs the retention
+    #: and outbox-reconciliation jobs every so many seconds (0 = off), reconciling this far back.
+    log_retention_days: float = Field(90.0, gt=0, le=3660)
+    mongo_retention_interval_s: float = Field(60.0, ge=0, le=86_400)
+    outbox_reconcile_interval_s: float = Field(300.0, ge=0, le=86_400)
+    outbox_reconcile_lookback_s: float = Field(3600.0, gt=0, le=30 * 86_400)
 
 
 @lru_cache(maxsize=1)

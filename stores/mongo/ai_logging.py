@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,8 +49,10 @@ DUPLICATE_KEY = 11000
 
 
 def default_retention() -> timedelta:
-    """`KREDETE_LOG_RETENTION_DAYS` (default 90) for conversations and prompt history."""
-    return timedelta(days=float(os.environ.get("KREDETE_LOG_RETENTION_DAYS", "90")))
+    """Settings `log_retention_days` (`KREDETE_LOG_RETENTION_DAYS`, default 90) for conversations and prompts."""
+    from kredete.settings import get_settings
+
+    return timedelta(days=get_settings().log_retention_days)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ Two sources give the same `ChangeEvent`s (for cache invalidation and search inde
   records its event id (`last_event_id`, or the report id), so `Outbox.reconcile()` re-emits any event
   lost to a crash between the two writes (the server has no multi-document transactions either).
   Consumers checkpoint the last contiguous `seq` they handled (at-least-once; handlers must be
-  idempotent, events carry ids).
+  idempotent, events carry ids). `Outbox.prune()` (run by the retention job) deletes only events older
+  than `OUTBOX_RETENTION` that every registered consumer has passed; a consumer that finds events it has
+  not read deleted anyway (it was unregistered) raises `OutboxGap` instead of skipping them.
 
 `open_feed()` picks change streams when the server supports them, else the outbox.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -28,6 +31,7 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from stores.errors import StoreError
 from stores.mongo.collections import (
     CDC_CHECKPOINTS,
     CREDIT_REPORTS,
@@ -37,8 +41,18 @@ from stores.mongo.collections import (
 )
 from stores.mongo.documents import UtcDatetime, now
 
+log = logging.getLogger(__name__)
+
 TOPICS = (DISPUTE_CASES, CREDIT_REPORTS)
+#: Minimum age of an outbox event before it may be pruned (and only once every registered consumer passed it).
 OUTBOX_RETENTION = timedelta(days=7)
+CONSUMER_PREFIX = "outbox:"
+#: `cdc_checkpoints` document holding the highest seq `prune` has deleted (its `_id` is no consumer's).
+PRUNED_ID = "pruned:outbox"
+
+
+class OutboxGap(StoreError):
+    """A consumer's next events were deleted before it read them: it must be rebuilt, not resumed."""
 
 
 class ChangeEvent(BaseModel):
@@ -100,7 +114,8 @@ class Outbox:
             at = now()
             event = ChangeEvent(event_id=event_id, topic=topic, op=op,  # type: ignore[arg-type]
                                 document_id=document_id, user_id=user_id, at=at, seq=seq, data=data)
-            doc = {"_id": event_id, **event.model_dump(exclude={"event_id"}), "expires_at": at + OUTBOX_RETENTION}
+            # No `expires_at`: a TTL index would delete events consumers have not read; `prune` decides.
+            doc = {"_id": event_id, **event.model_dump(exclude={"event_id"})}
             try:
                 await self.coll.insert_one(doc)
                 return event
@@ -109,6 +124,44 @@ class Outbox:
                     return None
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
         raise DuplicateKeyError("outbox: could not claim a sequence number")
+
+    async def consumers(self) -> dict[str, int]:
+        """Registered outbox consumers and their checkpoints."""
+        rows = self.db[CDC_CHECKPOINTS].find({"_id": {"$regex": f"^{CONSUMER_PREFIX}"}}, {"seq": 1})
+        return {d["_id"][len(CONSUMER_PREFIX):]: int(d.get("seq", 0)) async for d in rows}
+
+    async def pruned_upto(self) -> int:
+        """The highest seq `prune` has deleted (0: nothing pruned yet)."""
+        doc = await self.db[CDC_CHECKPOINTS].find_one({"_id": {"$eq": PRUNED_ID}})
+        return int(doc["seq"]) if doc else 0
+
+    async def prune(self, *, retention: timedelta = OUTBOX_RETENTION, at: datetime | None = None,
+                    dry_run: bool = False) -> int:
+        """Delete (or count) events older than `retention` that every registered consumer has passed.
+
+        The newest event is always kept: the next seq is allocated from it and must never go back.
+        """
+        cutoff = (at or now()) - retention
+        checkpoints = await self.consumers()
+        last = await self._last_seq()
+        upto = min([last - 1, *checkpoints.values()])
+        if upto < last - 1 and await self.coll.count_documents({"seq": {"$gt": upto}, "at": {"$lt": cutoff}},
+                                                               limit=1):
+            slowest = sorted(n for n, c in checkpoints.items() if c == upto)
+            log.warning("outbox: consumers %s hold back events older than %s (unregister dead consumers)",
+                        slowest, retention)
+        newest_old = await self.coll.find_one({"seq": {"$lte": upto}, "at": {"$lt": cutoff}}, {"seq": 1},
+                                              sort=[("seq", DESCENDING)]) if upto > 0 else None
+        if newest_old is None:
+            return 0
+        flt = {"seq": {"$lte": int(newest_old["seq"])}}
+        if dry_run:
+            return await self.coll.count_documents(flt)
+        # Watermark before deleting: whoever still needed those events must see a loss, never skip it.
+        await self.db[CDC_CHECKPOINTS].update_one({"_id": {"$eq": PRUNED_ID}},
+                                                  {"$max": {"seq": int(newest_old["seq"])}, "$set": {"at": now()}},
+                                                  upsert=True)
+        return (await self.coll.delete_many(flt)).deleted_count
 
     async def _missing(self, ids: list[str]) -> set[str]:
         if not ids:
@@ -143,9 +196,11 @@ class Outbox:
 class OutboxConsumer:
     """A named, checkpointed reader of the outbox. Delivery is at-least-once, in `seq` order.
 
-    A gap in `seq` (a writer allocated a number and has not inserted yet, or died) is waited on until the
-    event after it is `gap_timeout` seconds old, then skipped (a dead writer's change is re-emitted by
-    `reconcile` with a new seq).
+    The first poll registers the consumer (its checkpoint document): `Outbox.prune` never deletes events
+    a registered consumer has not passed; `unregister()` a consumer that is gone for good. A gap in `seq`
+    (a writer allocated a number and has not inserted yet, or died) is waited on until the event after it
+    is `gap_timeout` seconds old, then skipped (a dead writer's change is re-emitted by `reconcile` with a
+    new seq). Events deleted by `prune` before this consumer read them are not a gap to skip: `OutboxGap`.
     """
 
     def __init__(self, db: AsyncIOMotorDatabase, name: str, *, topics: Iterable[str] = TOPICS,
@@ -156,6 +211,7 @@ class OutboxConsumer:
         self.batch_size = batch_size
         self.gap_timeout = gap_timeout
         self._pending_to: int | None = None
+        self._registered = False
 
     @property
     def _ckpt_id(self) -> str:
@@ -165,9 +221,31 @@ class OutboxConsumer:
         doc = await self.db[CDC_CHECKPOINTS].find_one({"_id": {"$eq": self._ckpt_id}})
         return int(doc["seq"]) if doc else 0
 
+    async def register(self) -> None:
+        """Create the checkpoint (idempotent); a new consumer starts at the oldest retained event."""
+        outbox = Outbox(self.db)
+        await self.db[CDC_CHECKPOINTS].update_one(
+            {"_id": {"$eq": self._ckpt_id}},
+            {"$setOnInsert": {"seq": await outbox.pruned_upto(), "registered_at": now()}}, upsert=True)
+        self._registered = True
+
+    async def unregister(self) -> None:
+        """Forget this consumer: its unread events may then be pruned."""
+        await self.db[CDC_CHECKPOINTS].delete_one({"_id": {"$eq": self._ckpt_id}})
+        self._registered = False
+
     async def poll(self) -> list[ChangeEvent]:
-        """Next contiguous batch after the checkpoint (not yet committed)."""
+        """Next contiguous batch after the checkpoint (not yet committed); OutboxGap when events this consumer
+        had not read were pruned."""
+        if not self._registered:
+            await self.register()
         start = await self.checkpoint()
+        pruned = await Outbox(self.db).pruned_upto()
+        if start < pruned:
+            log.error("outbox consumer %r: events %d..%d were pruned before it read them", self.name, start + 1,
+                      pruned)
+            raise OutboxGap(f"outbox consumer {self.name!r} lost events {start + 1}..{pruned} (pruned while it "
+                            "was not registered): rebuild its state, then unregister() and poll again", store="mongo")
         cursor = self.db[OUTBOX].find({"seq": {"$gt": start}}).sort("seq", ASCENDING).limit(self.batch_size)
         rows = await cursor.to_list(self.batch_size)
         out: list[ChangeEvent] = []

@@ -48,6 +48,7 @@ class CollectionSpec:
 
     `ttl_field`: a date field after which a document expires (TTL index with expireAfterSeconds=0,
     or the retention job where the server does not enforce TTL). `shard_key`: None = unsharded.
+    `obsolete_indexes`: dropped by `ensure_schema` where they exist.
     """
 
     name: str
@@ -55,6 +56,7 @@ class CollectionSpec:
     indexes: tuple[IndexModel, ...]
     ttl_field: str | None = None
     shard_key: dict[str, int] | None = field(default_factory=lambda: {"user_id": 1})
+    obsolete_indexes: tuple[str, ...] = ()
 
 
 def _ix(name: str, *keys: tuple[str, int], unique: bool = False) -> IndexModel:
@@ -119,11 +121,13 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("user_dataset", (U, A), ("dataset", A), ("created_at", D)),
         _ix("dataset_split", ("dataset", A), ("split", A)),
     )),
+    # No TTL: events live until every registered consumer has passed them (`cdc.Outbox.prune`); a TTL
+    # index from an older schema would delete unread events, so it is dropped.
     CollectionSpec(OUTBOX, None, (
         _ix("uniq_seq", ("seq", A), unique=True),
         _ix("topic_seq", ("topic", A), ("seq", A)),
         _ix("document_seq", ("document_id", A), ("seq", A)),
-    ), ttl_field="expires_at", shard_key=None),
+    ), shard_key=None, obsolete_indexes=("ttl_expires_at", "expiry_expires_at")),
     CollectionSpec(WRITE_CLAIMS, None, (), ttl_field="expires_at", shard_key=None),
     CollectionSpec(CDC_CHECKPOINTS, None, (), shard_key=None),
 )
@@ -267,6 +271,10 @@ async def _indexes(db: AsyncIOMotorDatabase, spec: CollectionSpec, report: Schem
     # Only missing indexes, one per command: FerretDB 1.24 drops the connection (a server-side panic)
     # when one createIndexes command re-declares several existing indexes.
     existing = set((await coll.index_information()).keys())
+    for name in spec.obsolete_indexes:
+        if name in existing:
+            await coll.drop_index(name)
+            report.notes.append(f"{spec.name}: dropped obsolete index {name}")
     for model in models:
         if model.document["name"] not in existing:
             await coll.create_indexes([model])

@@ -1,25 +1,28 @@
-"""Retention job: delete documents whose `expires_at` has passed.
+"""Retention job: delete documents whose `expires_at` has passed, and outbox events every consumer has read.
 
 On a server with TTL indexes this is a harmless backstop (the TTL monitor runs every 60 s); on
 FerretDB 1.x, which refuses `expireAfterSeconds`, it is what enforces retention. Feedback, predictions
-and training data have no `expires_at` and are never touched.
+and training data have no `expires_at` and are never touched. Outbox events have no TTL: they go only
+when older than `OUTBOX_RETENTION` and passed by every registered consumer (`Outbox.prune`).
+`stores.mongo.jobs` runs this periodically inside the MCP server; `kredete mongo retention` runs it once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from stores.mongo.collections import SPEC_BY_NAME, TTL_COLLECTIONS
+from stores.mongo.cdc import Outbox
+from stores.mongo.collections import OUTBOX, SPEC_BY_NAME, TTL_COLLECTIONS
 from stores.mongo.documents import _utc_ms, now
 
 
 async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
-                        collections: tuple[str, ...] = TTL_COLLECTIONS, dry_run: bool = False) -> dict[str, int]:
-    """Delete (or count, with `dry_run`) expired documents per collection."""
+                        collections: tuple[str, ...] = TTL_COLLECTIONS, outbox: bool = True,
+                        dry_run: bool = False) -> dict[str, int]:
+    """Delete (or count, with `dry_run`) expired documents per collection, and prune the outbox."""
     cutoff = _utc_ms(at) if at else now()
     out: dict[str, int] = {}
     for name in collections:
@@ -31,13 +34,13 @@ async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
             out[name] = await db[name].count_documents(flt)
         else:
             out[name] = (await db[name].delete_many(flt)).deleted_count
+    if outbox:
+        out[OUTBOX] = await Outbox(db).prune(at=cutoff, dry_run=dry_run)
     return out
 
 
 async def retention_loop(db: AsyncIOMotorDatabase, *, interval: float = 60.0, stop: asyncio.Event) -> None:
-    """Run `purge_expired` every `interval` seconds until `stop` is set."""
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            await purge_expired(db)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    """Run `purge_expired` every `interval` seconds until `stop` is set (bounded, failures logged)."""
+    from stores.mongo.jobs import Periodic
+
+    await Periodic("retention", lambda: purge_expired(db), interval=interval).run(stop)

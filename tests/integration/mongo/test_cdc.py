@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 from datetime import timedelta
 
 import pytest
 
-from stores.mongo.cdc import ChangeStreamSource, Outbox, OutboxConsumer, dispute_event_id, open_feed
+from stores.mongo.cdc import (
+    OUTBOX_RETENTION,
+    ChangeStreamSource,
+    Outbox,
+    OutboxConsumer,
+    OutboxGap,
+    dispute_event_id,
+    open_feed,
+)
+from stores.mongo.client import MongoStore
+from stores.mongo.collections import ensure_schema
 from stores.mongo.credit import CreditReportRepository, DisputeRepository
 from stores.mongo.documents import DisputeStatus, now
+from stores.mongo.retention import purge_expired
 from tests.integration.mongo.factories import dispute, report, uid
 
 
@@ -147,3 +160,80 @@ async def test_concurrent_emits_get_distinct_contiguous_seqs(db, mongo_url):
     finally:
         other.close()
     assert sorted(e.seq for e in events) == list(range(start + 1, start + 41))
+
+
+@pytest.fixture
+async def own_db(mongo_url):
+    """A database of its own: pruning depends on every consumer registered in it."""
+    store = await MongoStore(mongo_url, f"kredete_test_cdc_{secrets.token_hex(4)}").connect()
+    await ensure_schema(store.db)
+    yield store.db
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def _emit(db, n: int) -> list:
+    outbox = Outbox(db)
+    return [await outbox.emit("dispute_cases", "update", f"d{i}", uid(), {}, event_id=f"x:{uid()}")
+            for i in range(n)]
+
+
+async def _age(db, days: float) -> None:
+    """Make every event `days` old (with the expiry the old schema gave it)."""
+    at = now() - timedelta(days=days)
+    await db.outbox_events.update_many({}, {"$set": {"at": at, "expires_at": at + OUTBOX_RETENTION}})
+
+
+async def test_retention_keeps_events_a_registered_consumer_has_not_read(own_db):
+    db = own_db
+    fast, slow = OutboxConsumer(db, "fast"), OutboxConsumer(db, "slow")
+    await fast.poll()
+    await slow.poll()  # both registered before anything was written
+    events = await _emit(db, 6)
+    await _drain(fast)
+    slow.batch_size = 2
+    await slow.poll()
+    await slow.commit()  # slow read 2 of 6, then went offline for longer than the retention
+    await _age(db, 30)
+    deleted = await purge_expired(db)
+    assert deleted["outbox_events"] == 2  # only what both consumers have passed
+    slow.batch_size = 100
+    assert [e.event_id for e in await _drain(slow)] == [e.event_id for e in events[2:]]
+    deleted = await purge_expired(db)
+    assert deleted["outbox_events"] == 3  # the newest is kept: the next seq is allocated from it
+    after = await Outbox(db).emit("dispute_cases", "update", "d", uid(), {}, event_id=f"x:{uid()}")
+    assert after.seq == events[-1].seq + 1
+    assert [e.event_id for e in await _drain(fast)] == [after.event_id]
+
+
+async def test_young_events_are_kept_even_when_consumed(own_db):
+    consumer = OutboxConsumer(own_db, "c")
+    await consumer.poll()
+    await _emit(own_db, 3)
+    await _drain(consumer)
+    assert (await purge_expired(own_db))["outbox_events"] == 0
+    await _age(own_db, 8)
+    assert (await purge_expired(own_db, dry_run=True))["outbox_events"] == 2
+    assert await own_db.outbox_events.count_documents({}) == 3
+
+
+async def test_a_consumer_whose_unread_events_were_pruned_fails_loudly(own_db, caplog):
+    db = own_db
+    gone = OutboxConsumer(db, "gone", gap_timeout=0.0)
+    await gone.poll()
+    await _emit(db, 4)
+    gone.batch_size = 1
+    await gone.poll()
+    await gone.commit()  # read 1 of 4
+    await gone.unregister()  # decommissioned while behind: nothing protects its events any more
+    live = OutboxConsumer(db, "live")
+    await _drain(live)
+    await _age(db, 30)
+    assert (await purge_expired(db))["outbox_events"] == 3
+    again = OutboxConsumer(db, "gone", gap_timeout=0.0)  # the same name comes back from its checkpoint...
+    await db.cdc_checkpoints.insert_one({"_id": "outbox:gone", "seq": 1})
+    with caplog.at_level(logging.ERROR, logger="stores.mongo.cdc"), pytest.raises(OutboxGap):
+        await again.poll()  # ...and must not skip events 2..3 as if they were a dead writer's gap
+    assert "pruned before it read them" in caplog.text
+    fresh = OutboxConsumer(db, f"new-{uid()}")
+    assert len(await _drain(fresh)) == 1  # a new consumer starts at the oldest retained event
