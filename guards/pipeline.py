@@ -72,8 +72,8 @@ def safe_message(exc: BaseException) -> tuple[str, str]:
         return "allowed", NotFoundInScope.public_message
     if isinstance(exc, InvalidData):
         return "denied", f"invalid arguments: {exc}"
-    if isinstance(exc, StoreUnavailable):
-        return "error", Unavailable.public_message
+    if isinstance(exc, StoreUnavailable):  # e.g. retrieval.errors.IndexNotBuilt carries its own message
+        return "error", getattr(exc, "public_message", Unavailable.public_message)
     if isinstance(exc, StoreError):
         return "error", "the request failed in the data tier"
     if isinstance(exc, ValidationError):

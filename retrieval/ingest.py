@@ -7,6 +7,10 @@
   or superseded document are deleted.
 * Malformed records are skipped, recorded (`kind=error` in the state index) and the run continues.
 * Incremental: `apply_events` consumes the credit store's change events (outbox or change stream).
+* Writes carry an external version (the write time) and deletes leave tombstones, so an alias-swap
+  rebuild running meanwhile loses neither (`stores.search.indexes`).
+* With an `EmbeddingRepository`, every indexed chunk has a metadata record in Mongo's `embeddings`
+  (model, dim, vector id, source id/type/version, user); records follow re-indexing and deletes.
 """
 
 from __future__ import annotations
@@ -16,19 +20,23 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from retrieval.chunking import Chunker
+from retrieval.chunking import Chunker, ChunkingConfig
 from retrieval.documents import Chunk, MalformedDocument, SourceDoc
 from retrieval.encoder import Encoder
 from retrieval.sources import Record, Source
-from stores.errors import NotFound
+from stores.errors import InvalidData, NotFound
 from stores.search.catalog import CHUNKS, INGEST_STATE, chunks_spec, static_specs
 from stores.search.client import SearchStore
-from stores.search.indexes import IndexManager
+from stores.search.indexes import IndexManager, stale_write, version_now, write_action
 from stores.search.mappings import KnnMethod
+
+if TYPE_CHECKING:
+    from stores.mongo.documents import EmbeddingRecord
+    from stores.mongo.embeddings import EmbeddingRepository
 
 MAX_DOC_CHARS = 1_000_000
 MAX_SKIPS_REPORTED = 100
@@ -84,9 +92,11 @@ class IngestReport(BaseModel):
 Progress = Callable[[IngestReport], None]
 
 
-def content_sha(doc: SourceDoc, text: str) -> str:
+def content_sha(doc: SourceDoc, text: str, chunking: str = "") -> str:
+    """What decides re-embedding: the document's identity, owner and redacted text, and the chunking."""
     h = hashlib.sha256()
-    for part in (doc.doc_type, doc.source_id, doc.version, doc.title, doc.user_id or "", doc.visibility, text):
+    for part in (doc.doc_type, doc.source_id, doc.version, doc.title, doc.user_id or "", doc.visibility, text,
+                 chunking):
         h.update(part.encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()[:32]
@@ -97,13 +107,18 @@ class Ingestor:
 
     def __init__(self, search: SearchStore, encoder: Encoder, *, chunker: Chunker | None = None,
                  redactor: Redactor | None = None, batch_docs: int = 32, method: KnnMethod | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, embeddings: EmbeddingRepository | None = None) -> None:
         self.search = search
         self.encoder = encoder
         self.chunker = chunker or Chunker()
+        cfg = self.chunker.config
+        # Non-default chunking joins the content hash, so changing it re-chunks (and re-embeds) documents.
+        self._chunking = "" if cfg == ChunkingConfig() else f"{cfg.size}/{cfg.overlap}/{cfg.encoding}"
         self.redactor = redactor or default_redactor()
         self.batch_docs = batch_docs
-        self.spec = chunks_spec(encoder.dim, method, model=encoder.name)
+        self.method = method or KnnMethod()
+        self.embeddings = embeddings
+        self.spec = chunks_spec(encoder.dim, self.method, model=encoder.name)
         self.state_spec = static_specs()[INGEST_STATE]
         self.alias = search.index_name(CHUNKS)
         self.state_alias = search.index_name(INGEST_STATE)
@@ -111,8 +126,16 @@ class Ingestor:
         self.indexes = IndexManager(search)
 
     async def ensure_indexes(self) -> None:
+        """Create the indexes when missing; refuse an existing knowledge index built differently."""
         await self.indexes.ensure(self.spec)
         await self.indexes.ensure(self.state_spec)
+        meta = await self.indexes.meta(self.spec) or {}
+        want = {"embedding_model": self.encoder.name, "dim": self.encoder.dim, "knn_method": self.method.body()}
+        have = {k: meta.get(k) for k in want}
+        if have != want:
+            raise InvalidData(f"{self.alias} was built with {have}, this ingestion needs {want}; run "
+                              "`kredete ingest --reset` (re-embeds everything) or use the index's settings",
+                              store="retrieval")
 
     async def reset(self) -> None:
         """Drop the knowledge index and all checkpoints/skip records, then recreate them empty."""
@@ -179,6 +202,7 @@ class Ingestor:
         report.seconds = round(time.perf_counter() - t0, 3)
         await self.search.call(self.search.os.indices.refresh(index=self.alias))
         await self._save_checkpoint(source.name, last_key, True, report)
+        await self.indexes.prune_tombstones(self.spec)
         return report
 
     async def _flush(self, source: str, batch: list[Record], report: IngestReport, skip_unchanged: bool) -> None:
@@ -209,15 +233,30 @@ class Ingestor:
         vectors = await self.encoder.embed_documents([c.embedding_text() for c in chunks])
         report.embed_seconds += time.perf_counter() - t
         sha_of = {c.chunk_id: sha for _, sha, cs in prepared for c in cs}
+        if self.embeddings is not None:
+            # Metadata first: a crash after it leaves records the next run rewrites; never chunks without one.
+            await self.embeddings.record([r for d, _, cs in prepared for r in self._records(d, cs)])
         failed = await self._bulk(chunks, vectors, sha_of)
         by_key = {d.source_key: d for d, _, _ in prepared}
         for key, reason in failed.items():
             skips.append(report.skip(report.source, by_key[key].source_id, f"index rejected: {reason}"))
+        if failed and self.embeddings is not None:
+            await self.embeddings.delete_sources(failed, model=self.encoder.name)
         ok = [(d, cs) for d, _, cs in prepared if d.source_key not in failed]
         report.docs_indexed += len(ok)
         report.chunks_indexed += sum(len(cs) for _, cs in ok)
         await self._delete_stale(ok)
         return report
+
+    def _records(self, doc: SourceDoc, chunks: list[Chunk]) -> list[EmbeddingRecord]:
+        from stores.mongo.documents import GLOBAL_USER_ID, EmbeddingRecord
+
+        return [EmbeddingRecord(user_id=c.user_id or GLOBAL_USER_ID, source_type=c.doc_type, source_id=c.source_id,
+                                source_version=c.version, chunk_index=c.chunk_index, vector_id=c.chunk_id,
+                                index_name=self.alias, model=self.encoder.name, dim=self.encoder.dim,
+                                text_sha256=hashlib.sha256(c.text.encode("utf-8")).hexdigest(),
+                                token_count=c.token_end - c.token_start)
+                for c in chunks]
 
     def _prepare(self, docs: list[SourceDoc], report: IngestReport,
                  skips: list[SkipRecord]) -> list[tuple[SourceDoc, str, list[Chunk]]]:
@@ -233,7 +272,9 @@ class Ingestor:
                 chunks = self.chunker.split(clean)
                 if not chunks:
                     raise MalformedDocument(doc.source_id, "no tokens")
-                out.append((clean, content_sha(clean, text), chunks))
+                if self.embeddings is not None:
+                    self._records(clean, chunks[:1])  # a record the metadata store would refuse: skip early
+                out.append((clean, content_sha(clean, text, self._chunking), chunks))
             except MalformedDocument as exc:
                 skips.append(report.skip(report.source, doc.source_id, exc.reason))
             except Exception as exc:  # redactor/tokenizer failure on one document
@@ -261,18 +302,19 @@ class Ingestor:
     async def _bulk(self, chunks: list[Chunk], vectors: Any, sha_of: dict[str, str]) -> dict[str, str]:
         """Index chunks; returns {source_key: reason} for documents with a rejected chunk."""
         now = _now()
+        version = version_now()  # one write time for the batch: a later write of the same chunk wins
         lines: list[dict[str, Any]] = []
         for c, v in zip(chunks, vectors, strict=True):
             body = c.model_dump(mode="json")
             body.update(embedding=[float(x) for x in v], indexed_at=now, content_sha=sha_of[c.chunk_id])
-            lines += [{"index": {"_index": self.alias, "_id": c.chunk_id}}, body]
+            lines += [write_action(self.alias, c.chunk_id, version), body]
         res = await self.search.call(self.search.os.bulk(body=lines, request_timeout=120))
         failed: dict[str, str] = {}
         if res.get("errors"):
             key_of = {c.chunk_id: c.source_key for c in chunks}
             for item in res["items"]:
                 op = item.get("index", {})
-                if op.get("error"):
+                if op.get("error") and not stale_write(op):
                     err = op["error"]
                     failed.setdefault(key_of[op["_id"]], f"{err.get('type')}: {err.get('reason', '')}"[:300])
         return failed
@@ -288,14 +330,17 @@ class Ingestor:
                                                   "must_not": [{"ids": {"values": keep_ids}}]}}]
         if old:
             should.append({"terms": {"source_key": old}})
-        await self.search.call(self.search.os.delete_by_query(
-            index=self.alias, body={"query": {"bool": {"should": should, "minimum_should_match": 1}}},
-            conflicts="proceed", refresh=False))
+        await self.indexes.delete_where(self.spec, {"bool": {"should": should, "minimum_should_match": 1}})
+        if self.embeddings is not None:
+            await self.embeddings.prune([(d.doc_type, d.source_id, len(cs)) for d, cs in ok], model=self.encoder.name)
+            if old:
+                await self.embeddings.delete_sources(old, model=self.encoder.name)
 
     async def delete_sources(self, source_keys: Iterable[str], *, letter_prefixes: Iterable[str] = ()) -> int:
         """Delete every chunk of these documents (and letters `dispute_letter` of these dispute ids)."""
         should: list[dict[str, Any]] = []
         keys = sorted(set(source_keys))
+        letter_prefixes = sorted(set(letter_prefixes))
         if keys:
             should.append({"terms": {"source_key": keys}})
         for p in letter_prefixes:
@@ -303,10 +348,10 @@ class Ingestor:
                                                {"prefix": {"source_id": f"{p}."}}]}})
         if not should:
             return 0
-        res = await self.search.call(self.search.os.delete_by_query(
-            index=self.alias, body={"query": {"bool": {"should": should, "minimum_should_match": 1}}},
-            conflicts="proceed", refresh=True))
-        return int(res.get("deleted", 0))
+        if self.embeddings is not None:
+            await self.embeddings.delete_sources(keys, letter_prefixes=letter_prefixes)
+        return await self.indexes.delete_where(
+            self.spec, {"bool": {"should": should, "minimum_should_match": 1}}, refresh=True)
 
 
 def _now() -> str:

@@ -1,7 +1,8 @@
 """Search over one index family: kNN (filter inside the knn clause), BM25, and hybrid with fusion.
 
-Scores by mode: `knn` cosine similarity in [-1, 1]; `bm25` the raw BM25 score; `hybrid` the fused
-score (min-max: [0, 1]; RRF: sum of 1/(60 + rank)). `min_score` applies on that scale.
+Scores by mode: `knn` the similarity of the index's space (cosinesimil: cosine in [-1, 1];
+innerproduct: the dot product; l2: 1 / (1 + squared distance)); `bm25` the raw BM25 score; `hybrid`
+the fused score (min-max: [0, 1]; RRF: sum of 1/(60 + rank)). `min_score` applies on that scale.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from retrieval.errors import InvalidQuery
+from retrieval.errors import IndexNotBuilt, InvalidQuery
 from stores.errors import NotFound
 from stores.search.client import SearchStore
 from stores.search.hybrid import fuse_minmax, fuse_rrf
-from stores.search.knn import bm25_query, combine, cosine_from_lucene, exact_knn_query, knn_query, terms_filters
+from stores.search.knn import bm25_query, combine, exact_knn_query, knn_query, similarity_from_engine, terms_filters
 
 Mode = Literal["knn", "bm25", "hybrid"]
 Fusion = Literal["minmax", "rrf"]
@@ -64,6 +65,8 @@ class Searcher:
         self.candidates = candidates
         self.ef_search = ef_search
         self.weights = weights or HybridWeights()
+        #: What an operator runs when the index is missing (shown in the IndexNotBuilt error).
+        self.build_command = "kredete ingest" if profile.name == "chunks" else f"kredete search sync {profile.name}"
 
     def build_filter(self, scope_filter: dict[str, Any] | None,
                      filters: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -80,8 +83,7 @@ class Searcher:
         try:
             res = await self.store.call(self.store.os.search(index=self.alias, body=body))
         except NotFound as exc:
-            raise NotFound(f"search index {self.alias} does not exist; run `kredete ingest`",
-                           store="opensearch") from exc
+            raise IndexNotBuilt(self.alias, self.build_command) from exc
         return res["hits"]["hits"]
 
     def _highlight(self, text: str | None) -> dict[str, Any]:
@@ -97,21 +99,22 @@ class Searcher:
 
     async def knn(self, vector: Sequence[float], k: int, flt: dict[str, Any] | None, *,
                   text: str | None = None) -> list[Hit]:
-        """Top-k by cosine; `text` only drives highlighting."""
+        """Top-k by the index's space; `text` only drives highlighting."""
         q = knn_query(self.profile.vector_field, vector, k, filter=flt, ef_search=self.ef_search)
         raw = await self._search({"query": q, **self._highlight(text)}, k)
         out = []
         for h in raw:
-            cos = cosine_from_lucene(float(h["_score"]), self.profile.space_type)
-            out.append(Hit(id=h["_id"], score=cos, source=h["_source"], highlights=self._hl(h), scores={"knn": cos}))
+            sim = similarity_from_engine(float(h["_score"]), self.profile.space_type)
+            out.append(Hit(id=h["_id"], score=sim, source=h["_source"], highlights=self._hl(h), scores={"knn": sim}))
         return out
 
     async def exact(self, vector: Sequence[float], k: int, flt: dict[str, Any] | None) -> list[Hit]:
-        """Brute-force cosine top-k (ground truth for recall); score is the cosine (3.x scores (1+cos)/2)."""
+        """Brute-force top-k under the index's space (ground truth for recall), scored like `knn`."""
         q = exact_knn_query(self.profile.vector_field, vector, filter=flt, space_type=self.profile.space_type)
         raw = await self._search({"query": q}, k)
         st = self.profile.space_type
-        return [Hit(id=h["_id"], score=cosine_from_lucene(float(h["_score"]), st), source=h["_source"]) for h in raw]
+        return [Hit(id=h["_id"], score=similarity_from_engine(float(h["_score"]), st), source=h["_source"])
+                for h in raw]
 
     async def bm25(self, text: str, k: int, flt: dict[str, Any] | None, *, highlight: bool = True) -> list[Hit]:
         q = bm25_query(text, fields=self.profile.text_fields, filter=flt)

@@ -8,20 +8,23 @@ sees public knowledge-base chunks plus chunks of users in scope, and k hits when
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.documents import DOC_TYPES
 from retrieval.encoder import CachedQueryEncoder, Encoder
-from retrieval.errors import InvalidQuery
+from retrieval.errors import IndexNotBuilt, InvalidQuery
 from retrieval.search import Fusion, HybridWeights, IndexProfile, Mode, Searcher
 from retrieval.tokens import count_tokens
 from stores.errors import InvalidData
 from stores.scope import RowScope
 from stores.search.catalog import CHUNKS, chunks_spec
+from stores.search.indexes import IndexManager
 from stores.search.knn import scope_filter
-from stores.search.mappings import filterable_fields
+from stores.search.mappings import KnnMethod, filterable_fields
 
 if TYPE_CHECKING:
     from stores.cache import CacheStore
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
 MAX_QUERY_TOKENS = 256
+#: How long the index's kNN method (read from its `_meta`) is trusted before it is read again.
+METHOD_TTL_S = 60.0
 
 
 class Passage(BaseModel):
@@ -66,8 +71,8 @@ class KnowledgeRetriever:
 
     `stores` is a :class:`stores.registry.Stores` (uses `.search` and, when connected, `.cache` for
     query-embedding caching) or a bare SearchStore. Raises :class:`retrieval.errors.InvalidQuery` for
-    bad input, `stores.errors.NotFound` when the index was never built, `StoreUnavailable` when
-    OpenSearch is down.
+    bad input, :class:`retrieval.errors.IndexNotBuilt` (a `StoreUnavailable`) when the index was never
+    built, `StoreUnavailable` when OpenSearch is down. The kNN space comes from the index's `_meta`.
     """
 
     def __init__(self, stores: Any, encoder: Encoder, *, config: RetrieverConfig | None = None,
@@ -81,11 +86,30 @@ class KnowledgeRetriever:
             encoder = CachedQueryEncoder(encoder, cache)
         self.encoder = encoder
         self.config = config or RetrieverConfig()
-        spec = chunks_spec(encoder.dim)
-        self.profile = IndexProfile(name=CHUNKS, filterable=filterable_fields(spec.body))
+        self._spec = chunks_spec(encoder.dim)
+        self.profile = IndexProfile(name=CHUNKS, filterable=filterable_fields(self._spec.body))
         self.searcher = Searcher(self.store, self.profile, candidates=self.config.candidates,
                                  ef_search=self.config.ef_search,
                                  weights=HybridWeights(self.config.knn_weight, self.config.bm25_weight))
+        self._method: KnnMethod | None = None
+        self._method_at = 0.0
+
+    async def index_method(self) -> KnnMethod:
+        """The kNN method the index was built with (its `_meta`), so scores and exact search use its space."""
+        if self._method is not None and time.monotonic() - self._method_at < METHOD_TTL_S:
+            return self._method
+        meta = await IndexManager(self.store).meta(self._spec)
+        if meta is None:
+            raise IndexNotBuilt(self.searcher.alias)
+        if int(meta.get("dim", self.encoder.dim)) != self.encoder.dim:
+            raise InvalidData(f"{self.searcher.alias} holds {meta.get('dim')}-dimensional vectors of "
+                              f"{meta.get('embedding_model')}; this retriever encodes {self.encoder.dim} "
+                              f"dimensions with {self.encoder.name}", store="retrieval")
+        self._method = KnnMethod.from_body(meta.get("knn_method") or {})
+        self._method_at = time.monotonic()
+        self.profile = replace(self.profile, space_type=self._method.space_type)
+        self.searcher.profile = self.profile
+        return self._method
 
     @staticmethod
     def validate(query: str, k: int, mode: str, fusion: str, min_score: float | None,
@@ -121,13 +145,16 @@ class KnowledgeRetriever:
                      doc_types: list[str] | None = None) -> list[Passage]:
         """Top-k passages visible to `scope`, best first.
 
-        Scores: `knn` cosine in [-1, 1]; `bm25` raw BM25; `hybrid` fused ([0, 1] for minmax, RRF sums
-        for rrf). `min_score` drops passages below it on that scale (so fewer than k may return).
+        Scores: `knn` the similarity of the index's space (cosine in [-1, 1] by default, see
+        `retrieval.search`); `bm25` raw BM25; `hybrid` fused ([0, 1] for minmax, RRF sums for rrf).
+        `min_score` drops passages below it on that scale (so fewer than k may return).
         """
         q = self.validate(query, k, mode, fusion, min_score, doc_types)
         if not isinstance(scope, RowScope):
             raise InvalidQuery("scope must be a RowScope built from the caller's token")
         flt = self.searcher.build_filter(scope_filter(scope), {"doc_type": doc_types} if doc_types else None)
+        if mode != "bm25":
+            await self.index_method()
         vector = None if mode == "bm25" else (await self.encoder.embed_query(q)).tolist()
         hits = await self.searcher.search(mode=mode, k=k, flt=flt, text=q, vector=vector, fusion=fusion,
                                           min_score=min_score)

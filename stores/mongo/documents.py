@@ -363,10 +363,13 @@ class EmbeddingRecord(Doc):
     """Metadata of an embedded chunk; the vector itself lives in OpenSearch under `vector_id`."""
 
     user_id: UserId = GLOBAL_USER_ID
-    source_type: Literal["knowledge", "credit_report", "dispute", "transaction", "faq"]
-    source_id: str = Field(max_length=200)
+    #: retrieval's doc types (`retrieval.documents.DOC_TYPES`) plus the earlier names.
+    source_type: Literal["kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document",
+                         "knowledge", "transaction", "faq"]
+    source_id: str = Field(max_length=256)
+    source_version: str | None = Field(None, max_length=64)
     chunk_index: int = Field(ge=0)
-    vector_id: str = Field(max_length=200)
+    vector_id: str = Field(max_length=300)
     index_name: ShortText
     model: ShortText
     dim: int = Field(gt=0, le=8192)

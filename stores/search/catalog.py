@@ -18,12 +18,19 @@ def chunks_spec(dim: int = 384, method: m.KnnMethod | None = None, *, model: str
     return IndexSpec(name=CHUNKS, body=m.chunks_body(dim, method, model=model), schema_version=1)
 
 
+def chunks_spec_from_meta(meta: dict) -> IndexSpec:
+    """The spec an existing knowledge index was built with (its `_meta`): model, dim and kNN method."""
+    method = m.KnnMethod.from_body(meta["knn_method"]) if meta.get("knn_method") else None
+    return chunks_spec(int(meta.get("dim", 384)), method, model=meta.get("embedding_model") or "all-MiniLM-L6-v2")
+
+
 def static_specs() -> dict[str, IndexSpec]:
     """Index families whose body does not depend on the embedding model."""
     return {
         TRANSACTIONS: IndexSpec(name=TRANSACTIONS, body=m.transactions_body()),
         USERS: IndexSpec(name=USERS, body=m.users_body()),
-        AUDIT_LOGS: IndexSpec(name=AUDIT_LOGS, body=m.audit_logs_body()),
+        # v2 adds `redactions` (kinds and counts), put on an existing v1 index by `IndexManager.ensure`.
+        AUDIT_LOGS: IndexSpec(name=AUDIT_LOGS, body=m.audit_logs_body(), schema_version=2),
         CREDIT_REPORTS: IndexSpec(name=CREDIT_REPORTS, body=m.credit_reports_body()),
         DISPUTES: IndexSpec(name=DISPUTES, body=m.disputes_body()),
         INGEST_STATE: IndexSpec(name=INGEST_STATE, body=m.ingest_state_body()),

@@ -53,7 +53,7 @@ def exact_knn_query(field: str, vector: Sequence[float], *, filter: dict[str, An
                     space_type: str = "cosinesimil") -> dict[str, Any]:
     """Exact (brute-force) scoring with the k-NN plugin's `knn_score` script over the filtered set.
 
-    For cosinesimil the score is `1 + cosine`.
+    The script scores like the lucene engine (3.x): see `similarity_from_engine`.
     """
     return {"script_score": {
         "query": {"bool": {"filter": [filter]}} if filter else {"match_all": {}},
@@ -72,9 +72,22 @@ def bm25_query(text: str, *, fields: Sequence[str] = ("title^2", "text"),
     return query
 
 
+def similarity_from_engine(score: float, space_type: str = "cosinesimil") -> float:
+    """Undo the engine's score transform (lucene kNN and the exact script agree in 3.x).
+
+    cosinesimil: (1 + cos) / 2 -> cos in [-1, 1]; innerproduct: dot + 1 (dot >= 0) or 1 / (1 - dot)
+    -> dot; l2: 1 / (1 + squared distance) is already a similarity in (0, 1] and is kept.
+    """
+    if space_type == "cosinesimil":
+        return 2.0 * score - 1.0
+    if space_type == "innerproduct":
+        return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+    return score
+
+
 def cosine_from_lucene(score: float, space_type: str = "cosinesimil") -> float:
-    """Undo the engine's score transform: lucene/faiss report cosinesimil as (1 + cos) / 2."""
-    return 2.0 * score - 1.0 if space_type == "cosinesimil" else score
+    """Kept for callers of the old name: see `similarity_from_engine`."""
+    return similarity_from_engine(score, space_type)
 
 
 def terms_filters(filters: dict[str, Any]) -> list[dict[str, Any]]:

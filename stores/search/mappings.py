@@ -24,6 +24,13 @@ class KnnMethod(BaseModel):
         return {"name": "hnsw", "engine": self.engine, "space_type": self.space_type,
                 "parameters": {"m": self.m, "ef_construction": self.ef_construction}}
 
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> KnnMethod:
+        """The method recorded in an index's `_meta` (so a rebuild keeps engine, space and graph)."""
+        params = body.get("parameters") or {}
+        return cls(engine=body.get("engine", "lucene"), space_type=body.get("space_type", "cosinesimil"),
+                   **{k: params[k] for k in ("m", "ef_construction") if k in params})
+
 
 #: Domain synonyms applied at query time only (so the index need not be rebuilt to change them).
 SYNONYMS = [
@@ -116,7 +123,8 @@ def audit_logs_body() -> dict[str, Any]:
     return {"settings": _settings(), "mappings": {"dynamic": "strict", "properties": {
         "audit_id": KW, "occurred_at": DATE, "actor_subject": KW, "actor_role": KW, "user_id": KW,
         "action": KW, "resource": KW, "args_digest": KW, "decision": KW, "reason": TEXT,
-        "rows_returned": INT, "redaction_count": INT, "latency_ms": INT, "request_id": KW, "indexed_at": DATE}}}
+        "rows_returned": INT, "redaction_count": INT, "redactions": {"type": "object", "enabled": False},
+        "latency_ms": INT, "request_id": KW, "indexed_at": DATE}}}
 
 
 def credit_reports_body() -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.errors import InvalidQuery
+from guards.pipeline import safe_message
+from retrieval.errors import IndexNotBuilt, InvalidQuery
 from retrieval.service import KnowledgeRetriever
 from stores.errors import InvalidData, NotFound, StoreUnavailable
 from stores.scope import RowScope
@@ -42,11 +43,15 @@ async def test_scope_must_be_a_row_scope(retriever):
         await retriever.search("ok", {"all_users": True})  # type: ignore[arg-type]
 
 
-async def test_missing_index_says_run_ingest(search_store, encoder):
+@pytest.mark.parametrize("mode", ["hybrid", "bm25"])
+async def test_missing_index_says_run_ingest(search_store, encoder, mode):
+    """A missing index is an operator's job (build it), not "no such record in your scope"."""
     store = SearchStore(search_store._url, prefix=f"{search_store.prefix}-empty")
     store.client = search_store.client  # same connection, a prefix with no index
-    with pytest.raises(NotFound, match="kredete ingest"):
-        await KnowledgeRetriever(store, encoder).search("fees", ANY)
+    with pytest.raises(IndexNotBuilt, match="kredete ingest") as missing:
+        await KnowledgeRetriever(store, encoder).search("fees", ANY, mode=mode)
+    assert isinstance(missing.value, StoreUnavailable) and not isinstance(missing.value, NotFound)
+    assert safe_message(missing.value) == ("error", "search index not built; run `kredete ingest`")
 
 
 async def test_opensearch_down_is_store_unavailable(encoder):
