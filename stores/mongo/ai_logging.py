@@ -9,7 +9,10 @@ feedback and predictions do not.
 Writes never block a tool response: `log_*` validates, redacts and enqueues into a bounded in-memory
 buffer, and a background flusher inserts batches with acknowledged writes (w=1). Every record carries a
 client-generated `_id`, so a retry after an unknown outcome (server killed mid-write) cannot duplicate:
-duplicate-key answers count as written. When the buffer is full the new record is dropped and counted.
+duplicate-key answers count as written. Transient errors (network, not primary, timeouts) are retried
+with backoff; a record the server refuses for good (validation, too large, invalid document or
+namespace) is dropped and counted by reason (`LoggerStats.rejected`), so it never blocks the buffer.
+When the buffer is full the new record is dropped and counted.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from bson.errors import InvalidDocument
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel, ValidationError
 from pymongo import WriteConcern
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DocumentTooLarge, OperationFailure, PyMongoError
 
 from stores.errors import InvalidData
 from stores.mongo import collections as names
@@ -46,6 +50,37 @@ from stores.mongo.safety import DEFAULT_MAX_INPUT_BYTES, check_size, ensure_safe
 log = logging.getLogger(__name__)
 Redactor = Callable[[str], str]
 DUPLICATE_KEY = 11000
+#: Server answers that mean "try again later" (the drivers' retryable set: network, shutdown, not primary,
+#: timeouts, write conflicts).
+TRANSIENT_CODES = frozenset({6, 7, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64})
+#: Why a record was refused for good, by server code; other codes are reported as `code_<n>`.
+PERMANENT_REASONS = {121: "validation", 10334: "too_large", 17419: "too_large", 2: "invalid_document",
+                     14: "invalid_document", 22: "invalid_document", 52: "invalid_document",
+                     53: "invalid_document", 55: "invalid_document", 56: "invalid_document", 73: "invalid_namespace"}
+
+
+def _code_reason(code: int | None, labels: tuple[str, ...] = ()) -> str | None:
+    if code in TRANSIENT_CODES or "RetryableWriteError" in labels or code is None:
+        return None
+    return PERMANENT_REASONS.get(code, f"code_{code}")
+
+
+def classify(exc: BaseException) -> str | None:
+    """None when retrying may succeed (transient), else the reason the record is refused for good.
+
+    A definite answer of the server about the write is permanent unless its code is a transient one;
+    any failure to get an answer (connection, server selection) is transient.
+    """
+    if isinstance(exc, DocumentTooLarge):
+        return "too_large"
+    if isinstance(exc, InvalidDocument):
+        return "invalid_document"
+    if isinstance(exc, ConnectionFailure):  # includes AutoReconnect, NotPrimaryError, NetworkTimeout
+        return None
+    if isinstance(exc, OperationFailure):
+        labels = tuple(label for label in ("RetryableWriteError",) if exc.has_error_label(label))
+        return _code_reason(exc.code, labels)
+    return None
 
 
 def default_retention() -> timedelta:
@@ -62,6 +97,8 @@ class LoggerStats:
     dropped: int
     retries: int
     failed: int
+    #: records refused for good, by reason (`failed` is their sum)
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 def _redact_leaves(value: Any, redactor: Redactor) -> Any:
@@ -89,6 +126,7 @@ class AILogger:
         self.max_record_bytes = max_record_bytes
         self.max_retry_delay = max_retry_delay
         self._written = self._dropped = self._retries = self._failed = 0
+        self._rejected: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -103,7 +141,7 @@ class AILogger:
     @property
     def stats(self) -> LoggerStats:
         return LoggerStats(buffered=len(self._buffer), written=self._written, dropped=self._dropped,
-                           retries=self._retries, failed=self._failed)
+                           retries=self._retries, failed=self._failed, rejected=dict(self._rejected))
 
     # --- public API ----------------------------------------------------------------------------
     async def log_conversation_turn(self, conversation_id: str, user_id: Any, role: str, content: str, *,
@@ -172,30 +210,56 @@ class AILogger:
         return doc["_id"]
 
     async def _write_batch(self) -> bool:
-        """Write the head of the buffer once; True when it was written (or permanently rejected)."""
+        """Write the head of the buffer once; True when every record of it was written or refused for good.
+
+        A transient error raises with the buffer untouched: the whole batch is retried (records already
+        written come back as duplicate keys, which count as written).
+        """
         batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
         if not batch:
             return True
         groups: dict[str, list[dict[str, Any]]] = {}
         for coll, doc in batch:
             groups.setdefault(coll, []).append(doc)
-        failed = 0
+        refused: list[tuple[str, str]] = []
         for coll, docs in groups.items():
-            target = self.db.get_collection(coll, write_concern=WriteConcern(w=1))
-            try:
-                await target.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                permanent = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-                failed += len(permanent)
-                if permanent:
-                    log.error("ai log: %d %s records rejected by the server (code %s)", len(permanent), coll,
-                              permanent[0].get("code"))
+            refused += [(coll, reason) for reason in await self._insert(coll, docs)]
         for _ in batch:
             self._buffer.popleft()
-        self._failed += failed
-        self._written += len(batch) - failed
+        for coll, reason in refused:
+            self._rejected[reason] = self._rejected.get(reason, 0) + 1
+            log.error("ai log: a %s record was refused by the server (%s) and dropped", coll, reason)
+        self._failed += len(refused)
+        self._written += len(batch) - len(refused)
         return True
+
+    async def _insert(self, coll: str, docs: list[dict[str, Any]]) -> list[str]:
+        """Insert `docs`; the reasons of those refused for good. Raises on a transient error."""
+        target = self.db.get_collection(coll, write_concern=WriteConcern(w=1))
+        try:
+            await target.insert_many(docs, ordered=False)
+            return []
+        except BulkWriteError as exc:
+            reasons = []
+            for err in exc.details.get("writeErrors", []):
+                if err.get("code") == DUPLICATE_KEY:
+                    continue  # written before an acknowledgement was lost
+                reason = _code_reason(err.get("code"), tuple(err.get("errorLabels", ())))
+                if reason is None:
+                    raise  # some records may succeed on a retry
+                reasons.append(reason)
+            return reasons
+        except (PyMongoError, InvalidDocument) as exc:
+            reason = classify(exc)
+            if reason is None:
+                raise
+            if len(docs) == 1:
+                return [reason]
+        # The server (or the driver) refused the command as a whole: find the refused records one by one.
+        out: list[str] = []
+        for doc in docs:
+            out += await self._insert(coll, [doc])
+        return out
 
     async def _drain(self, stop_when_empty: bool) -> None:
         delay = 0.05
@@ -211,7 +275,7 @@ class AILogger:
                 try:
                     await self._write_batch()
                     delay = 0.05
-                except PyMongoError as exc:  # server down/unreachable: keep the batch, back off, retry
+                except Exception as exc:  # transient (server down, not primary...): keep the batch, back off
                     self._retries += 1
                     log.warning("ai log write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
                     await asyncio.sleep(delay)

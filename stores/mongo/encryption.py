@@ -5,7 +5,7 @@ derived from `field_encryption_master_key`; data keys live in the `__keyvault` c
 database. Explicit encryption needs nothing from the server but a key-vault collection, so it works
 against FerretDB too. Fallback when `pymongocrypt` is missing: envelope encryption (`stores.crypto`).
 Ciphertext of either kind is decrypted by either backend. Plaintext leaves only through `reveal_paths`
-with `reveal=True`, which the repositories pass only for principals allowed to see PII.
+with `reveal=True`, which the repositories pass only for a valid `RevealGrant` (`stores.mongo.reveal`).
 """
 
 from __future__ import annotations

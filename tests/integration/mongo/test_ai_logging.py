@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from stores.errors import InvalidData
+from stores.mongo import collections as names
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.retention import purge_expired
 from tests.integration.mongo.factories import uid
@@ -108,3 +109,56 @@ async def test_retention_job_deletes_expired_logs_only(db):
 async def test_server_ttl_index_declared(db):
     info = await db.llm_conversations.index_information()
     assert info["ttl_expires_at"]["expireAfterSeconds"] == 0
+
+
+async def test_a_record_the_server_refuses_is_dropped_with_its_reason_not_retried(db):
+    """FerretDB refuses the whole insert command for a reserved collection name (a non-bulk
+    OperationFailure): the refused record is dropped and counted, the good ones around it are written."""
+    logger = AILogger(db, max_retry_delay=0.05)
+    user = uid()
+    before = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
+    refused = {"_id": "refused-1", "user_id": user}
+    logger._buffer.append(("_ferretdb_refused", refused))  # the server answers InvalidNamespace (73)
+    after = await logger.log_prediction("m", "1", user, {"n": 2}, {}, 1.0)
+    assert await logger.flush(30), logger.stats
+    stats = await logger.stop()
+    assert stats.written == 2 and stats.failed == 1 and stats.rejected == {"invalid_namespace": 1}
+    assert stats.buffered == 0 and stats.retries == 0
+    assert {d["_id"] async for d in db.model_predictions.find({"user_id": user})} == {before, after}
+
+
+async def test_refused_documents_inside_a_batch_are_dropped_others_written(db):
+    logger = AILogger(db)
+    user = uid()
+    good = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
+    logger._buffer.append((names.MODEL_PREDICTIONS, {"_id": ["not", "an", "id"], "user_id": user}))
+    logger._buffer.append((names.MODEL_PREDICTIONS, {"_id": "inf", "user_id": user, "x": float("inf")}))
+    assert await logger.flush(30), logger.stats
+    assert logger.stats.written == 1 and logger.stats.rejected == {"invalid_document": 2}
+    assert await db.model_predictions.count_documents({"user_id": user}) == 1
+    assert (await db.model_predictions.find_one({"user_id": user}))["_id"] == good
+
+
+async def test_non_finite_numbers_are_refused_at_the_api(db):
+    """FerretDB closes the connection on NaN, which would look like an outage and be retried forever."""
+    logger = AILogger(db)
+    with pytest.raises(InvalidData, match="non-finite"):
+        await logger.log_prediction("m", "1", uid(), {"x": float("nan")}, {}, 1.0)
+    assert logger.stats.buffered == 0
+
+
+def test_error_classification():
+    from bson.errors import InvalidDocument
+    from pymongo.errors import AutoReconnect, DocumentTooLarge, NotPrimaryError, OperationFailure
+
+    from stores.mongo.ai_logging import classify
+
+    assert classify(AutoReconnect("down")) is None
+    assert classify(NotPrimaryError("stepped down")) is None
+    assert classify(OperationFailure("timeout", code=50)) is None
+    assert classify(OperationFailure("shutting down", code=91)) is None
+    assert classify(OperationFailure("x", code=121)) == "validation"
+    assert classify(OperationFailure("x", code=10334)) == "too_large"
+    assert classify(DocumentTooLarge("big")) == "too_large"
+    assert classify(InvalidDocument("bad")) == "invalid_document"
+    assert classify(OperationFailure("x", code=12345)) == "code_12345"

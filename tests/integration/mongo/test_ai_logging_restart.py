@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 
@@ -58,7 +59,9 @@ def private_server(tmp_path, mongo_url):
 
 async def test_records_survive_server_kill_and_restart(private_server):
     n = 1200
-    store = await MongoStore(private_server.url(), "kredete_test_restart", timeout=1.0).connect()
+    # The private server keeps its data in the shared PostgreSQL backend: the database must be dropped.
+    name = f"kredete_test_restart_{secrets.token_hex(4)}"
+    store = await MongoStore(private_server.url(), name, timeout=1.0).connect()
     try:
         await ensure_schema(store.db)
         logger = await AILogger(store, batch_size=25, max_retry_delay=0.3).start()
@@ -88,4 +91,7 @@ async def test_records_survive_server_kill_and_restart(private_server):
                  + await store.db.model_predictions.count_documents({"user_id": user}))
         assert stored == ids and total == n
     finally:
+        await store.client.drop_database(name)
+        remaining = await store.client.list_database_names()
         await store.close()
+    assert name not in remaining
