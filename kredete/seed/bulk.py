@@ -14,7 +14,8 @@ enforced, then sets the wallet balances the ledger trigger would have kept:
 - every transaction's postings net to zero per currency (ledger_check_balanced);
 - refunds: the original is an outgoing payment (remittance, card payment, payout), completed, in the
   same currency, and non-failed refunds never exceed it (refunds_guard);
-- FX orders: buy = sell x rate within one minor unit (fx_orders_guard);
+- FX orders: buy = sell x rate within one minor unit, and the rate row quotes the order's pair
+  (fx_orders_guard);
 - customer wallets never go negative, and afterwards no wallet's balance differs from its ledger
   (wallet_balance_mismatches is empty).
 
@@ -129,6 +130,10 @@ TRIGGER_CHECKS: tuple[tuple[str, str, str], ...] = (
      "JOIN currencies b ON b.code = o.buy_currency WHERE abs(o.buy_amount_minor - "
      "o.sell_amount_minor * o.rate * power(10::numeric, b.exponent - s.exponent)) > 1",
      "FX orders whose buy amount is not sell amount x rate"),
+    ("fx_orders_rate_pair",
+     "SELECT count(*) FROM fx_orders o JOIN fx_rates r ON r.id = o.rate_id AND r.observed_at = o.rate_observed_at "
+     "WHERE r.base_currency <> o.sell_currency OR r.quote_currency <> o.buy_currency",
+     "FX orders whose rate row quotes another currency pair"),
     ("wallets_customer_non_negative",
      "SELECT count(*) FROM wallets w JOIN (SELECT wallet_id, sum(CASE WHEN direction = 'credit' THEN amount_minor "
      "ELSE -amount_minor END) AS net FROM ledger_entries GROUP BY wallet_id) l ON l.wallet_id = w.id "

@@ -44,6 +44,11 @@ CONSTRAINT_MESSAGES: dict[str, str] = {
     "refunds_credited_cannot_fail": "a refund whose credit is posted cannot fail; reverse its transaction instead",
     "fx_orders_amounts_match_rate": "buy amount does not match sell amount times rate",
     "fx_orders_rate_fresh": "the FX rate is older than the order allows",
+    "fx_orders_rate_pair": "the FX rate row is for another currency pair than the order",
+    "fx_orders_status_transition": "that FX order status change is not allowed",
+    "settlements_status_transition": "that settlement status change is not allowed",
+    "stablecoin_transfers_status_transition": "that stablecoin transfer status change is not allowed",
+    "kyc_records_status_transition": "that KYC record status change is not allowed",
     "audit_logs_append_only": "audit logs are append-only",
 }
 
