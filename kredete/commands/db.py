@@ -79,13 +79,19 @@ def db_rollback(url: Url = None, steps: Annotated[int, typer.Option(min=1, help=
                 yes: Annotated[bool, typer.Option("--yes", help="Needed to roll back to base.")] = False) -> None:
     """Undo the last STEPS migrations, or down to --to REVISION."""
     _importable()
+    from stores.errors import StoreError
     from stores.postgres import migrate
 
-    target = to or f"-{steps}"
-    if target == "base" and not yes:
+    try:
+        applied = len(migrate.status(_url(url)).applied)
+    except StoreError as exc:
+        fail(str(exc))
+    # --steps N with N >= the applied count ends at base too: the same guard applies.
+    to_base = to == "base" or (to is None and steps >= applied)
+    if to_base and not yes:
         fail("rolling back to base drops every table; pass --yes")
     try:
-        migrate.downgrade(_url(url), target)
+        migrate.downgrade(_url(url), "base" if to_base else (to or f"-{steps}"))
     except Exception as exc:
         fail(f"rollback failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     _print_status(_url(url))

@@ -11,6 +11,7 @@ from services.payments import PaymentService
 from stores.errors import InvalidData, NotFound, StoreError
 from stores.postgres import (
     AnalyticsRepository,
+    FxRepository,
     TransactionRepository,
     UserRepository,
     WalletRepository,
@@ -130,6 +131,20 @@ async def test_get_returns_detail_or_not_found_outside_scope(agent_store, world)
     assert len(await repo.get_many(RowScope.users(world["b"]), world["made"][world["a"]])) == 0
 
 
+async def test_get_many_returns_exactly_the_asked_rows_in_scope(agent_store, world):
+    repo = TransactionRepository(agent_store)
+    a, b = world["made"][world["a"]], world["made"][world["b"]]
+    asked = [a[0], a[3], b[1], uuid.uuid4(), a[0]]  # two of a's, one of b's, one unknown, a duplicate
+    mine = await repo.get_many(RowScope.users(world["a"]), asked)
+    assert sorted(t.id for t in mine) == sorted([a[0], a[3]])
+    assert [t.created_at for t in mine] == sorted((t.created_at for t in mine), reverse=True)
+    both = await repo.get_many(RowScope.users(world["a"], world["b"]), asked)
+    assert {t.id for t in both} == {a[0], a[3], b[1]} and len(both) == 3
+    assert {t.user_id for t in both if t.id == b[1]} == {world["b"]}
+    assert await repo.get_many(RowScope.none(), asked) == []
+    assert len(await repo.get_many(RowScope.everyone(), [*a, *b] * 20)) == 10
+
+
 async def test_wallet_balances(agent_store, world):
     repo = WalletRepository(agent_store)
     balances = await repo.balances(RowScope.users(world["a"]), world["a"])
@@ -177,3 +192,24 @@ async def test_aggregations_and_time_series(agent_store, world):
     hidden = await analytics.wallet_daily_volume(RowScope.users(world["b"]), user_id=world["a"],
                                                  date_from=now - timedelta(days=1), date_to=now + timedelta(days=1))
     assert hidden == []
+
+
+async def test_rate_history_is_the_pair_in_the_window_newest_first(service_store, agent_store):
+    base = datetime(2025, 6, 1, tzinfo=UTC)
+    async with service_store.connection() as conn:
+        for hours in range(6):  # hourly GBP/KES, plus a KES/GBP row and one outside the window
+            await conn.execute("INSERT INTO fx_rates (base_currency, quote_currency, rate, source, observed_at) "
+                               "VALUES ('GBP', 'KES', $1, 'hist', $2)", 160 + hours, base + timedelta(hours=hours))
+        await conn.execute("INSERT INTO fx_rates (base_currency, quote_currency, rate, source, observed_at) "
+                           "VALUES ('KES', 'GBP', 0.006, 'hist', $1)", base + timedelta(hours=2))
+    last = base + timedelta(hours=5)
+    assert await wait_for_replica(service_store, "SELECT id FROM fx_rates WHERE source = 'hist' AND observed_at = $1 "
+                                  "AND base_currency = 'GBP'", last) is not None
+    fx = FxRepository(agent_store)
+    window = await fx.rate_history("GBP", "KES", base + timedelta(hours=1), base + timedelta(hours=5))
+    assert [r.observed_at for r in window] == [base + timedelta(hours=h) for h in (4, 3, 2, 1)]
+    assert [int(r.rate) for r in window] == [164, 163, 162, 161]
+    assert {(r.base_currency, r.quote_currency) for r in window} == {("GBP", "KES")}
+    assert [r.observed_at for r in await fx.rate_history("GBP", "KES", base, last, limit=2)] == [
+        base + timedelta(hours=4), base + timedelta(hours=3)]
+    assert await fx.rate_history("GBP", "KES", last + timedelta(hours=1), last + timedelta(days=1)) == []
