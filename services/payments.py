@@ -63,6 +63,13 @@ class RefundRequest(_Request):
     transaction_id: UUID
     amount_minor: int = Field(gt=0, le=10**15)
     reason: str = Field(min_length=1, max_length=500)
+    #: The original's created_at, when the caller has it: the lookup then reads one partition.
+    transaction_created_at: datetime | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The idempotency body; without an unset created_at, so requests hash as they did before it existed."""
+        return self.model_dump(mode="json", exclude={"transaction_created_at"} if
+                               self.transaction_created_at is None else None)
 
 
 class FxOrderRequest(_Request):
@@ -121,12 +128,17 @@ class PaymentService:
 
     async def _replay(self, conn, resource_id: UUID, *, operation: str) -> OperationResult:
         if operation == "refund":
-            row = await conn.fetchrow("SELECT id, refund_transaction_id FROM refunds WHERE id = $1", resource_id)
-            tx = await TransactionRepository.lock(conn, row["refund_transaction_id"])
+            row = await conn.fetchrow("SELECT id, refund_transaction_id, refund_transaction_created_at FROM refunds "
+                                      "WHERE id = $1", resource_id)
+            tx = await TransactionRepository.lock(conn, row["refund_transaction_id"],
+                                                  created_at=row["refund_transaction_created_at"])
             return self._result(tx, replayed=True, refund_id=row["id"])
         if operation == "fx_order":
-            tx_id = await conn.fetchval("SELECT id FROM transactions WHERE fx_order_id = $1", resource_id)
-            return self._result(await TransactionRepository.lock(conn, tx_id), replayed=True)
+            # fx_order() gives the order and its transaction one timestamp: one partition to read.
+            at = await conn.fetchval("SELECT created_at FROM fx_orders WHERE id = $1", resource_id)
+            tx_id = await conn.fetchval("SELECT id FROM transactions WHERE fx_order_id = $1 AND created_at = $2",
+                                        resource_id, at)
+            return self._result(await TransactionRepository.lock(conn, tx_id, created_at=at), replayed=True)
         return self._result(await TransactionRepository.lock(conn, resource_id), replayed=True)
 
     @staticmethod
@@ -157,7 +169,7 @@ class PaymentService:
                     Posting(house_wallet_id("clearing", req.currency), req.currency, "debit", req.amount_minor,
                             "funding"),
                     Posting(wallet, req.currency, "credit", req.amount_minor, "funding")])
-                return self._result(await TransactionRepository.lock(conn, tx_id))
+                return self._result(await TransactionRepository.lock(conn, tx_id, created_at=now))
 
     async def create_payment(self, request: PaymentRequest | dict[str, Any], *,
                              idempotency_key: str) -> OperationResult:
@@ -200,7 +212,7 @@ class PaymentService:
                 postings += [Posting(house_wallet_id("liquidity", dst), dst, "debit", dest_amount, "fx"),
                              Posting(house_wallet_id("payout", dst), dst, "credit", dest_amount, "payout")]
                 await TransactionRepository.post(conn, tx_id, now, postings)
-                return self._result(await TransactionRepository.lock(conn, tx_id))
+                return self._result(await TransactionRepository.lock(conn, tx_id, created_at=now))
 
     async def refund(self, request: RefundRequest | dict[str, Any], *, idempotency_key: str) -> OperationResult:
         """Give back (part of) a completed outgoing payment's amount to the wallet it came from."""
@@ -210,10 +222,11 @@ class PaymentService:
             async with self.store.transaction() as conn:
                 claim = await IdempotencyRepository.claim(
                     conn, user_id=req.user_id, key=idempotency_key, operation="refund",
-                    body_hash=request_hash("refund", req.model_dump(mode="json")), resource_id=refund_id)
+                    body_hash=request_hash("refund", req.body()), resource_id=refund_id)
                 if claim.replay:
                     return await self._replay(conn, claim.resource_id, operation="refund")
-                orig = await TransactionRepository.lock(conn, req.transaction_id, req.user_id)
+                orig = await TransactionRepository.lock(conn, req.transaction_id, req.user_id,
+                                                        created_at=req.transaction_created_at)
                 if orig["kind"] not in REFUNDABLE_KINDS:
                     raise InvalidData(f"only an outgoing payment (remittance, card payment, payout) can be "
                                       f"refunded, not a {orig['kind'].replace('_', ' ')}", store="payments")
@@ -237,7 +250,7 @@ class PaymentService:
                     "refund_transaction_created_at, amount_minor, currency, reason, status, created_at, completed_at) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'completed', $5, $5)",
                     refund_id, orig["id"], orig["created_at"], tx_id, now, req.amount_minor, cur, req.reason)
-                return self._result(await TransactionRepository.lock(conn, tx_id), refund_id=refund_id)
+                return self._result(await TransactionRepository.lock(conn, tx_id, created_at=now), refund_id=refund_id)
 
     async def fx_order(self, request: FxOrderRequest | dict[str, Any], *, idempotency_key: str) -> OperationResult:
         """Convert between two of the user's wallets at the latest rate less a markup; the order keeps the
@@ -283,4 +296,5 @@ class PaymentService:
                             req.sell_amount_minor),
                     Posting(house_wallet_id("liquidity", req.buy_currency), req.buy_currency, "debit", buy, "fx"),
                     Posting(buy_wallet, req.buy_currency, "credit", buy, "fx")])
-                return self._result(await TransactionRepository.lock(conn, tx_id), fx_order_id=order_id)
+                return self._result(await TransactionRepository.lock(conn, tx_id, created_at=now),
+                                    fx_order_id=order_id)

@@ -28,6 +28,23 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+class Series(BaseModel, Generic[T]):
+    """Rows of an aggregate query. `truncated` is True when the row cap cut the result: ask for a narrower
+    range or a coarser granularity. Iterates, indexes and counts like its `items` (callers that took a list)."""
+
+    items: list[T]
+    truncated: bool = False
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+
 class TransactionSummary(_Row):
     id: UUID
     created_at: datetime

@@ -167,10 +167,16 @@ class TransactionRepository(Repository):
         next_cursor = encode_cursor(items[-1].created_at, items[-1].id, digest) if len(rows) > limit else None
         return Page[TransactionSummary](items=items, next_cursor=next_cursor)
 
-    async def get(self, scope: RowScope, transaction_id: UUID) -> TransactionDetail:
-        """One transaction with its ledger entries and refunds; NotFound when missing or out of scope."""
+    async def get(self, scope: RowScope, transaction_id: UUID, *, created_at: datetime | None = None,
+                  ) -> TransactionDetail:
+        """One transaction with its ledger entries and refunds; NotFound when missing or out of scope.
+
+        Give `created_at` when known: the partition key lets the query read one partition instead of
+        probing every month's index."""
         p = Params()
         where = f"t.id = {p.add(transaction_id, 'uuid')} AND {scope_clause(scope, 't.user_id', p)}"
+        if created_at is not None:
+            where += f" AND t.created_at = {p.add(created_at, 'timestamptz')}"
         async with self._read() as conn:
             row = await conn.fetchrow(f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE {where}", *p.values)
             if row is None:
@@ -230,12 +236,20 @@ class TransactionRepository(Repository):
                 [x.amount_minor for x in postings], [x.entry_type for x in postings])
 
     @staticmethod
-    async def lock(conn: asyncpg.Connection, transaction_id: UUID, user_id: UUID | None = None) -> asyncpg.Record:
-        """The row, locked for update, optionally only if it belongs to `user_id`."""
+    async def lock(conn: asyncpg.Connection, transaction_id: UUID, user_id: UUID | None = None, *,
+                   created_at: datetime | None = None) -> asyncpg.Record:
+        """The row, locked for update, optionally only if it belongs to `user_id`; `created_at` (when known)
+        confines the lookup to one partition."""
+        p = Params()
+        where = f"t.id = {p.add(transaction_id, 'uuid')}"
+        if user_id is not None:
+            where += f" AND t.user_id = {p.add(user_id, 'uuid')}"
+        if created_at is not None:
+            # Spelled into the SQL, not "$n IS NULL OR ...", so even a generic plan prunes partitions.
+            where += f" AND t.created_at = {p.add(created_at, 'timestamptz')}"
         with pg_errors():
-            row = await conn.fetchrow(
-                f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE t.id = $1 AND ($2::uuid IS NULL OR t.user_id = $2) "
-                "FOR UPDATE", transaction_id, user_id)
+            row = await conn.fetchrow(f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE {where} FOR UPDATE",
+                                      *p.values)
         if row is None:
             raise NotFound("transaction not found", store="postgres")
         return row

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from kredete.seed import bulk
-from services.payments import PaymentService
-from stores.errors import InvalidData
+from services.payments import PaymentService, RefundRequest
+from stores.errors import InvalidData, NotFound
 from stores.postgres.errors import pg_errors
 from tests.integration.postgres.conftest import drop_database, fresh_database
 from tests.integration.postgres.factories import add_rates, counts, funded_user
@@ -167,3 +167,31 @@ async def test_a_pending_refund_whose_credit_is_posted_cannot_fail(svc, app_stor
     with pytest.raises(InvalidData, match="credit is posted cannot fail"), pg_errors():
         async with app_store.transaction() as conn:
             await conn.execute("UPDATE refunds SET status = 'failed' WHERE id = $1", pending[0])
+
+
+async def test_refund_by_the_originals_created_at_and_its_replay(svc, app_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    pay = await _payment(svc, uid, f"pinned-{uid.hex[:12]}")
+    req = {"user_id": uid, "transaction_id": pay.transaction_id, "amount_minor": 700, "reason": "pinned",
+           "transaction_created_at": pay.created_at}
+    first = await svc.refund(req, idempotency_key=f"pinned-refund-{uid.hex[:8]}")
+    before = await counts(app_store)
+    again = await svc.refund(req, idempotency_key=f"pinned-refund-{uid.hex[:8]}")
+    assert again.replayed and (again.transaction_id, again.refund_id) == (first.transaction_id, first.refund_id)
+    assert await counts(app_store) == before
+    with pytest.raises(NotFound):  # a wrong created_at does not find the original
+        await svc.refund({**req, "transaction_created_at": pay.created_at - timedelta(seconds=1)},
+                         idempotency_key=f"pinned-wrong-{uid.hex[:8]}")
+    # Without it, a request hashes as it did before the field existed (retries across a deploy still match).
+    plain = RefundRequest(user_id=uid, transaction_id=pay.transaction_id, amount_minor=700, reason="pinned")
+    assert set(plain.body()) == {"user_id", "transaction_id", "amount_minor", "reason"}
+
+
+async def test_fx_order_replay_returns_the_same_conversion(svc, app_store, cipher):
+    uid = await funded_user(app_store, cipher)
+    req = {"user_id": uid, "sell_currency": "USD", "buy_currency": "NGN", "sell_amount_minor": 5_000}
+    first = await svc.fx_order(req, idempotency_key=f"fx-replay-{uid.hex[:8]}")
+    again = await svc.fx_order(req, idempotency_key=f"fx-replay-{uid.hex[:8]}")
+    assert again.replayed and not first.replayed
+    assert (again.transaction_id, again.fx_order_id, again.created_at) == (
+        first.transaction_id, first.fx_order_id, first.created_at)

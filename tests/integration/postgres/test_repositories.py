@@ -191,7 +191,7 @@ async def test_aggregations_and_time_series(agent_store, world):
     assert sum(d.entries for d in days) == 6 and sum(d.credits_minor for d in days) == 2_000_000
     hidden = await analytics.wallet_daily_volume(RowScope.users(world["b"]), user_id=world["a"],
                                                  date_from=now - timedelta(days=1), date_to=now + timedelta(days=1))
-    assert hidden == []
+    assert hidden.items == [] and not hidden.truncated
 
 
 async def test_rate_history_is_the_pair_in_the_window_newest_first(service_store, agent_store):
@@ -213,3 +213,39 @@ async def test_rate_history_is_the_pair_in_the_window_newest_first(service_store
     assert [r.observed_at for r in await fx.rate_history("GBP", "KES", base, last, limit=2)] == [
         base + timedelta(hours=4), base + timedelta(hours=3)]
     assert await fx.rate_history("GBP", "KES", last + timedelta(hours=1), last + timedelta(days=1)) == []
+
+
+async def test_get_and_lock_use_created_at_when_given(agent_store, app_store, world):
+    repo = TransactionRepository(agent_store)
+    tx_id = world["made"][world["a"]][1]
+    full = await repo.get(RowScope.users(world["a"]), tx_id)
+    pinned = await repo.get(RowScope.users(world["a"]), tx_id, created_at=full.created_at)
+    assert pinned == full
+    with pytest.raises(NotFound):  # the created_at is part of the lookup, not decoration
+        await repo.get(RowScope.users(world["a"]), tx_id, created_at=full.created_at - timedelta(microseconds=1))
+    async with app_store.transaction() as conn:
+        row = await TransactionRepository.lock(conn, tx_id, world["a"], created_at=full.created_at)
+        assert row["id"] == tx_id
+        with pytest.raises(NotFound):
+            await TransactionRepository.lock(conn, tx_id, world["a"], created_at=full.created_at + timedelta(days=31))
+        with pytest.raises(NotFound):
+            await TransactionRepository.lock(conn, tx_id, world["b"], created_at=full.created_at)
+
+
+async def test_capped_aggregates_say_they_were_truncated(agent_store, world):
+    analytics = AnalyticsRepository(agent_store)
+    now = datetime.now(UTC)
+    window = (now - timedelta(days=1), now + timedelta(days=1))
+    full = await analytics.volume_by_corridor(*window, corridor="US-GH")
+    assert len(full) >= 1 and full.truncated is False
+    by_hour_and_corridor = await analytics.volume_by_corridor(*window)
+    assert len(by_hour_and_corridor) >= 3 and not by_hour_and_corridor.truncated
+    cut = await analytics.volume_by_corridor(*window, max_rows=2)
+    assert len(cut.items) == 2 and cut.truncated is True
+    assert cut.items == by_hour_and_corridor.items[:2]
+    days = await analytics.wallet_daily_volume(RowScope.users(world["a"]), user_id=world["a"], date_from=window[0],
+                                               date_to=window[1])
+    assert days.truncated is False
+    both = await analytics.wallet_daily_volume(RowScope.everyone(), wallet_id=days[0].wallet_id,
+                                               date_from=window[0], date_to=window[1], max_rows=1)
+    assert len(both) == 1 and both.truncated is (len(days) > 1)
