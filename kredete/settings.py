@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     token_issuer: str = "kredete"  # noqa: S105
     token_audience: str = "kredete-mcp"  # noqa: S105
     field_encryption_master_key: SecretStr | None = None
+    #: Id of the master key (new ciphertexts carry it); older ones stay readable while listed in old_keys.
+    field_encryption_key_id: str = Field("local-1", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    #: JSON object {key id: secret} of previous master keys, decrypt-only until `kredete db rotate-keys` ran.
+    field_encryption_old_keys: SecretStr | None = None
+    #: Key of the blind indexes (default: the master key); keep it when the master key rotates.
+    field_encryption_index_key: SecretStr | None = None
     #: An external OIDC issuer whose tokens are accepted too (verified against its JWKS).
     oidc_issuer: str | None = None
     oidc_jwks_url: str | None = None

@@ -1,4 +1,4 @@
-"""`kredete db migrate|rollback|status|verify-audit|check-balances` for the payments database."""
+"""`kredete db migrate|rollback|status|verify-audit|check-balances|rotate-keys` for the payments database."""
 
 from __future__ import annotations
 
@@ -160,6 +160,34 @@ def db_check_balances(url: Url = None) -> None:
         Console().print(f"[red]mismatch[/] wallet {r['wallet_id']} {r['currency']}: stored {r['stored_minor']}, "
                         f"ledger {r['ledger_minor']}")
     raise typer.Exit(1)
+
+
+@db_app.command("rotate-keys")
+def db_rotate_keys(url: Url = None, batch: Annotated[int, typer.Option(min=1, max=10_000,
+                                                                     help="Rows per transaction.")] = 500) -> None:
+    """Re-wrap every encrypted PII value under the current master key (KREDETE_FIELD_ENCRYPTION_KEY_ID); the
+    old keys (KREDETE_FIELD_ENCRYPTION_OLD_KEYS) can be dropped once it reports nothing remaining."""
+    _importable()
+    from rich.console import Console
+    from rich.table import Table
+
+    from kredete.settings import resolve
+    from stores.crypto import FieldCipher
+    from stores.errors import StoreError
+    from stores.postgres.keys import KeyRotationRepository
+
+    try:
+        cipher = FieldCipher.from_settings(resolve())
+        reports = asyncio.run(_with_store(_url(url), lambda s: KeyRotationRepository(s, replica_reads=False)
+                                          .rewrap_all(cipher, batch=batch)))
+    except StoreError as exc:
+        fail(str(exc))
+    table = Table("table", "re-wrapped now", "still on another key", title=f"master key {cipher.key_id}")
+    for r in reports:
+        table.add_row(r.table, str(r.rewrapped), str(r.remaining))
+    Console().print(table)
+    if any(r.remaining for r in reports):
+        raise typer.Exit(1)
 
 
 @db_app.command("ensure-partitions")
