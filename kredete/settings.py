@@ -71,42 +71,133 @@ def reset_settings() -> None:
     get_settings.cache_clear()
 
 
+class RequiredURL(SecretStr):
+    """A URL that cannot default to the local stack because a related store is external.
+
+    It stands in the resolved settings where the local default would be wrong; reading it raises a
+    StoreConfigError that names the variable to set, so only code that needs the URL fails.
+    """
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__("")
+        self.variable = variable
+        self.reason = reason
+
+    def message(self) -> str:
+        return f"{self.variable} is not set: {self.reason}"
+
+    def get_secret_value(self) -> str:
+        from stores.errors import StoreConfigError
+
+        raise StoreConfigError(self.message(), store="config")
+
+    def __repr__(self) -> str:
+        return f"RequiredURL({self.variable})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RequiredURL) and other.variable == self.variable
+
+    def __hash__(self) -> int:
+        return hash(self.variable)
+
+
+def _incoherent(set_var: str, needs_var: str, why: str) -> Exception:
+    from stores.errors import StoreConfigError
+
+    return StoreConfigError(f"{set_var} is set but {needs_var} is not: {why}. Set {needs_var} too, or unset "
+                            f"{set_var} to use the local stack.", store="config")
+
+
+def check_coherent(s: Settings) -> None:
+    """Refuse URL overrides that cannot work together (StoreConfigError naming the variables).
+
+    A replica URL next to the local primary would serve reads from a copy of another database. (A role URL
+    such as KREDETE_POSTGRES_LOG_URL next to the local primary is allowed: another login, or a deliberately
+    unreachable one in tests.)
+    """
+    if s.postgres_url is None and s.postgres_replica_url is not None:
+        raise _incoherent("KREDETE_POSTGRES_REPLICA_URL", "KREDETE_POSTGRES_URL",
+                          "reads would go to a replica of another server than the local primary that takes the "
+                          "writes")
+
+
 def resolve(settings: Settings | None = None) -> Settings:
-    """Return settings whose unset URLs and keys point at the local stack."""
+    """Return settings whose unset URLs and keys point at the local stack, coherently.
+
+    An unset URL means the local stack, except where a related store is external:
+
+    * external primary (`KREDETE_POSTGRES_URL`) and no replica URL: the replica URL is the primary's
+      (reads go to the primary); the agent and log roles are not defaulted to the local stack: reading
+      them raises a config error naming `KREDETE_POSTGRES_AGENT_URL` / `KREDETE_POSTGRES_LOG_URL`
+      (an agent URL without an agent replica URL reads on the agent URL). Mongo defaults to the local
+      FerretDB, which keeps its data in the local primary: with an external primary it must be set too.
+    * external Redis and no `KREDETE_REDIS_AGENT_URL`: that one must be set.
+    * external S3: no local credentials (unset keys use botocore's default chain) and no local DR region.
+    * `KREDETE_POSTGRES_REPLICA_URL` set while `KREDETE_POSTGRES_URL` is not (a replica of another server
+      next to the local primary): refused at once.
+    """
     from kredete.stack import ports
     from kredete.stack.secrets import local_secrets
 
     s = settings or get_settings()
+    check_coherent(s)
+    pg_external = s.postgres_url is not None
     fill: dict[str, object] = {}
-    needs_local = any(getattr(s, f) is None for f in (
-        "postgres_url", "postgres_replica_url", "postgres_agent_url", "postgres_agent_replica_url",
-        "postgres_log_url", "mongo_url", "redis_url", "redis_agent_url", "opensearch_url", "s3_url",
-        "s3_access_key", "s3_secret_key", "token_signing_key", "field_encryption_master_key"))
-    if not needs_local:
-        return s
-    sec = local_secrets()
+    if pg_external:
+        external = ("KREDETE_POSTGRES_URL points at an external server, whose roles' logins the local stack "
+                    "does not know")
+        if s.postgres_replica_url is None:
+            fill["postgres_replica_url"] = s.postgres_url  # reads on the primary
+        if s.postgres_agent_url is None:
+            fill["postgres_agent_url"] = RequiredURL(
+                "KREDETE_POSTGRES_AGENT_URL", f"{external}; set it to the SELECT-only agent role's URL there")
+        if s.postgres_agent_replica_url is None:
+            fill["postgres_agent_replica_url"] = fill.get("postgres_agent_url", s.postgres_agent_url)
+        if s.postgres_log_url is None:
+            fill["postgres_log_url"] = RequiredURL(
+                "KREDETE_POSTGRES_LOG_URL", f"{external}; set it to the append-only audit role's URL there")
+        if s.mongo_url is None:
+            fill["mongo_url"] = RequiredURL(
+                "KREDETE_MONGO_URL", "the local MongoDB-wire server (FerretDB) keeps its data in the local "
+                "PostgreSQL, which is not used when KREDETE_POSTGRES_URL is set; set it to your MongoDB")
+    if s.redis_url is not None and s.redis_agent_url is None:
+        fill["redis_agent_url"] = RequiredURL(
+            "KREDETE_REDIS_AGENT_URL", "KREDETE_REDIS_URL points at an external Redis; set it to the restricted "
+            "agent user's URL there")
+    s3_external = s.s3_url is not None
 
-    def pg(user: str, secret: str, port: int) -> SecretStr:
-        return SecretStr(f"postgresql://{user}:{sec[secret]}@127.0.0.1:{port}/{s.postgres_db}")
+    sec: dict[str, str] | None = None
 
-    defaults: dict[str, object] = {
-        "postgres_url": pg("kredete", "postgres_superuser", ports.POSTGRES),
-        "postgres_replica_url": pg("kredete", "postgres_superuser", ports.POSTGRES_REPLICA),
-        "postgres_agent_url": pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES),
-        "postgres_agent_replica_url": pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES_REPLICA),
-        "postgres_log_url": pg("kredete_agent_log", "postgres_agent_log", ports.POSTGRES),
-        "mongo_url": SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
-        "redis_url": SecretStr(f"redis://kredete:{sec['redis_default']}@127.0.0.1:{ports.REDIS}/0"),
-        "redis_agent_url": SecretStr(f"redis://agent:{sec['redis_agent']}@127.0.0.1:{ports.REDIS}/0"),
-        "opensearch_url": SecretStr(f"http://127.0.0.1:{ports.OPENSEARCH}"),
-        "s3_url": f"http://127.0.0.1:{ports.S3}",
-        "s3_dr_url": f"http://127.0.0.1:{ports.S3_DR}",
-        "s3_access_key": SecretStr("kredete"),
-        "s3_secret_key": SecretStr(sec["minio_root"]),
-        "token_signing_key": SecretStr(sec["token_signing_key"]),
-        "field_encryption_master_key": SecretStr(sec["field_encryption_master_key"]),
+    def secret(name: str) -> str:
+        nonlocal sec
+        if sec is None:
+            sec = local_secrets()
+        return sec[name]
+
+    def pg(user: str, name: str, port: int) -> SecretStr:
+        return SecretStr(f"postgresql://{user}:{secret(name)}@127.0.0.1:{port}/{s.postgres_db}")
+
+    defaults = {
+        "postgres_url": lambda: pg("kredete", "postgres_superuser", ports.POSTGRES),
+        "postgres_replica_url": lambda: pg("kredete", "postgres_superuser", ports.POSTGRES_REPLICA),
+        "postgres_agent_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES),
+        "postgres_agent_replica_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES_REPLICA),
+        "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", ports.POSTGRES),
+        "mongo_url": lambda: SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
+        "redis_url": lambda: SecretStr(f"redis://kredete:{secret('redis_default')}@127.0.0.1:{ports.REDIS}/0"),
+        "redis_agent_url": lambda: SecretStr(f"redis://agent:{secret('redis_agent')}@127.0.0.1:{ports.REDIS}/0"),
+        "opensearch_url": lambda: SecretStr(f"http://127.0.0.1:{ports.OPENSEARCH}"),
+        "token_signing_key": lambda: SecretStr(secret("token_signing_key")),
+        "field_encryption_master_key": lambda: SecretStr(secret("field_encryption_master_key")),
     }
-    for key, value in defaults.items():
-        if getattr(s, key) is None:
-            fill[key] = value
-    return s.model_copy(update=fill)
+    if not s3_external:
+        defaults.update({
+            "s3_url": lambda: f"http://127.0.0.1:{ports.S3}",
+            "s3_dr_url": lambda: f"http://127.0.0.1:{ports.S3_DR}",
+            "s3_access_key": lambda: SecretStr("kredete"),
+            "s3_secret_key": lambda: SecretStr(secret("minio_root")),
+        })
+    for key, make in defaults.items():
+        if getattr(s, key) is None and key not in fill:
+            fill[key] = make()
+    return s.model_copy(update=fill) if fill else s

@@ -15,21 +15,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+class SessionStack:
+    """Starts servers of the local stack on demand and remembers which ones this session started."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def need(self, names: list[str] | None = None) -> list:
+        """These servers (None: all; their dependencies too) up and healthy; returns their status."""
+        from kredete import stack as local_stack
+
+        before = {s.name for s in local_stack.status() if s.healthy}
+        rows = local_stack.up(names)
+        self.started += [r.name for r in rows if r.name not in before and r.name not in self.started]
+        return rows
+
+    def stop_started(self) -> None:
+        from kredete import stack as local_stack
+
+        if self.started:
+            local_stack.down(self.started)
+            self.started = []
+
+
 @pytest.fixture(scope="session")
-def stack():
+def session_stack():
+    """What every fixture that needs servers goes through: whatever it started is stopped at the end
+    of the session (the servers that were already running stay). KREDETE_KEEP_STACK=1 keeps them all."""
+    manager = SessionStack()
+    yield manager
+    if os.environ.get("KREDETE_KEEP_STACK") != "1":
+        manager.stop_started()
+
+
+@pytest.fixture(scope="session")
+def stack(session_stack):
     """Every local server up and healthy; the ones this session started are stopped at the end.
 
     Set KREDETE_KEEP_STACK=1 to leave them running (faster re-runs while developing).
     """
-    from kredete import stack as local_stack
-
-    before = {s.name for s in local_stack.status() if s.healthy}
-    local_stack.up()
-    yield local_stack.status()
-    if os.environ.get("KREDETE_KEEP_STACK") != "1":
-        started = [s.name for s in local_stack.local_servers() if s.name not in before]
-        if started:
-            local_stack.down(started)
+    return session_stack.need()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from kredete.commands.common import fail
 
@@ -27,7 +28,7 @@ def stack_up(only: Only = None) -> None:
         stack.up(only, console=err)
     except stack.StackError as exc:
         fail(str(exc))
-    stack.print_status(stack.status(only))
+    stack.print_status(stack.status(only), not_run=stack.skipped(only))
 
 
 @stack_app.command("down")
@@ -35,18 +36,32 @@ def stack_down(only: Only = None) -> None:
     """Stop the servers (data stays in .local/)."""
     from kredete import stack
 
-    stack.down(only)
-    stack.print_status(stack.status(only))
+    try:
+        stack.down(only)
+    except stack.StackError as exc:
+        fail(str(exc))
+    stack.print_status(stack.status(only), not_run=stack.skipped(only))
 
 
 @stack_app.command("status")
 def stack_status(only: Only = None) -> None:
-    """Print what runs where; exit 1 when any server is not healthy."""
+    """Print what runs where (and what is external); exit 1 when a server is unhealthy or cannot run."""
     from kredete import stack
+    from kredete.commands.common import err
+    from kredete.stack.secrets import local_secrets
 
-    rows = stack.status(only)
-    stack.print_status(rows)
-    if not all(r.healthy for r in rows):
+    try:
+        rows, not_run = stack.status(only), stack.skipped(only)
+    except stack.StackError as exc:
+        fail(str(exc))
+    stack.print_status(rows, not_run=not_run)
+    secrets_ok = True
+    try:
+        local_secrets()
+    except stack.StackError as exc:
+        secrets_ok = False
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+    if not secrets_ok or not all(r.healthy for r in rows) or any(s.refused for s in not_run):
         raise typer.Exit(1)
 
 
@@ -57,5 +72,7 @@ def stack_reset(only: Only = None, yes: Annotated[bool, typer.Option("--yes")] =
 
     if not yes:
         fail("this deletes local data; pass --yes")
-    for server in reversed(stack.local_servers(only)):
-        server.reset()
+    try:
+        stack.reset(only)
+    except stack.StackError as exc:
+        fail(str(exc))

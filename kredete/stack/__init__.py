@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from kredete.settings import get_settings
+from kredete.settings import Settings, check_coherent, get_settings
 from kredete.stack.base import Server, ServerStatus, StackError
 from kredete.stack.ferretdb import FerretDBServer
 from kredete.stack.minio import MinioReplicaServer, MinioServer
 from kredete.stack.postgres import PostgresPrimary, PostgresReplica
 from kredete.stack.redis import RedisServer
 
-__all__ = ["Server", "ServerStatus", "StackError", "all_servers", "down", "print_status", "status", "up"]
+__all__ = ["Server", "ServerStatus", "Skipped", "StackError", "all_servers", "down", "plan", "print_status",
+           "reset", "skipped", "status", "up"]
 
-# Which env URL, when set, means the store is external and the local server is not started.
-_EXTERNAL_ENV = {
-    "postgres": "postgres_url", "postgres-replica": "postgres_replica_url", "redis": "redis_url",
-    "mongo": "mongo_url", "opensearch": "opensearch_url", "s3": "s3_url", "s3-dr": "s3_dr_url",
-}
+#: Servers that need another server of the stack running first (`up --only X` starts those too).
+DEPENDS = {"postgres-replica": ("postgres",), "mongo": ("postgres",)}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A server of the stack that is not run locally, and why."""
+
+    name: str
+    reason: str
+    #: True when the store cannot work as configured (a setting is missing), not merely external.
+    refused: bool = False
 
 
 def all_servers() -> list[Server]:
@@ -33,24 +43,111 @@ def all_servers() -> list[Server]:
             MinioServer(), MinioReplicaServer()]
 
 
+def _why_not_local(name: str, settings: Settings) -> Skipped | None:
+    """None when the local stack runs this server under these settings."""
+    pg = settings.postgres_url is not None
+    if name == "postgres" and pg:
+        return Skipped(name, f"external: KREDETE_POSTGRES_URL = {_shown(settings.postgres_url)}")
+    if name == "postgres-replica" and pg:
+        if settings.postgres_replica_url is None:
+            return Skipped(name, "none: KREDETE_POSTGRES_REPLICA_URL is unset, so reads go to the external "
+                                 "primary (KREDETE_POSTGRES_URL)")
+        return Skipped(name, f"external: KREDETE_POSTGRES_REPLICA_URL = {_shown(settings.postgres_replica_url)}")
+    if name == "mongo":
+        if settings.mongo_url is not None:
+            return Skipped(name, f"external: KREDETE_MONGO_URL = {_shown(settings.mongo_url)}")
+        if pg:
+            return Skipped(name, "not started: the local MongoDB-wire server (FerretDB) keeps its data in the "
+                                 "local PostgreSQL, which is not run when KREDETE_POSTGRES_URL is set. Set "
+                                 "KREDETE_MONGO_URL to your MongoDB (or unset KREDETE_POSTGRES_URL)", refused=True)
+    if name == "redis" and settings.redis_url is not None:
+        return Skipped(name, f"external: KREDETE_REDIS_URL = {_shown(settings.redis_url)}")
+    if name == "opensearch" and settings.opensearch_url is not None:
+        return Skipped(name, f"external: KREDETE_OPENSEARCH_URL = {_shown(settings.opensearch_url)}")
+    if name == "s3" and settings.s3_url is not None:
+        return Skipped(name, f"external: KREDETE_S3_URL = {_shown(settings.s3_url)}")
+    if name == "s3-dr":
+        if settings.s3_dr_url is not None:
+            return Skipped(name, f"external: KREDETE_S3_DR_URL = {_shown(settings.s3_dr_url)}")
+        if settings.s3_url is not None:
+            return Skipped(name, "none: KREDETE_S3_URL is external and KREDETE_S3_DR_URL is unset (no DR region)")
+    return None
+
+
+def _shown(url: object) -> str:
+    from stores.errors import redact_url
+
+    text = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
+    return redact_url(text)
+
+
+def plan(only: Iterable[str] | None = None, settings: Settings | None = None) -> tuple[list[Server], list[Skipped]]:
+    """The servers the local stack runs under these settings (in start order), and the ones it does not."""
+    from stores.errors import StoreConfigError
+
+    settings = settings or get_settings()
+    try:
+        check_coherent(settings)
+    except StoreConfigError as exc:
+        raise StackError(str(exc)) from exc
+    servers = _select(all_servers(), only)
+    run: list[Server] = []
+    not_run: list[Skipped] = []
+    for server in servers:
+        why = _why_not_local(server.name, settings)
+        if why is None:
+            run.append(server)
+        else:
+            not_run.append(why)
+    return run, not_run
+
+
+def _select(servers: list[Server], only: Iterable[str] | None) -> list[Server]:
+    wanted = set(only or [])
+    if not wanted:
+        return servers
+    unknown = wanted - {s.name for s in servers}
+    if unknown:
+        raise StackError(f"unknown server(s) {sorted(unknown)}; known: {[s.name for s in servers]}")
+    return [s for s in servers if s.name in wanted]
+
+
 def local_servers(only: Iterable[str] | None = None) -> list[Server]:
     """Servers the local stack runs: those whose store has no external URL configured."""
-    settings = get_settings()
-    wanted = set(only or [])
-    servers = [s for s in all_servers() if getattr(settings, _EXTERNAL_ENV[s.name]) is None]
-    if wanted:
-        unknown = wanted - {s.name for s in all_servers()}
-        if unknown:
-            raise StackError(f"unknown server(s) {sorted(unknown)}; known: {[s.name for s in all_servers()]}")
-        servers = [s for s in servers if s.name in wanted]
-    return servers
+    return plan(only)[0]
+
+
+def skipped(only: Iterable[str] | None = None) -> list[Skipped]:
+    """Servers of the stack not run locally under the current settings, with the reason."""
+    return plan(only)[1]
+
+
+def _with_dependencies(only: Iterable[str]) -> list[str]:
+    names: list[str] = []
+    for name in only:
+        for dep in (*DEPENDS.get(name, ()), name):
+            if dep not in names:
+                names.append(dep)
+    return names
 
 
 def up(only: Iterable[str] | None = None, console: Console | None = None) -> list[ServerStatus]:
-    """Provision and start (idempotently); return the status of each server started."""
+    """Provision and start (idempotently); return the status of each server started.
+
+    `only` names servers to start together with the ones they need (the replica and FerretDB need the
+    primary). A server that cannot run as configured is refused when named in `only`, and skipped with its
+    reason otherwise.
+    """
     console = console or Console(stderr=True)
+    wanted = _with_dependencies(only) if only else None
+    servers, not_run = plan(wanted)
+    refused = [s for s in not_run if s.refused]
+    if only and refused:
+        raise StackError("; ".join(f"{s.name}: {s.reason}" for s in refused))
+    for s in not_run:
+        console.log(f"{s.name}: {s.reason}")
     done: list[ServerStatus] = []
-    for server in local_servers(only):
+    for server in servers:
         t0 = time.monotonic()
         with console.status(f"[bold]{server.name}[/]: provisioning"):
             server.provision()
@@ -58,15 +155,31 @@ def up(only: Iterable[str] | None = None, console: Console | None = None) -> lis
         with console.status(f"[bold]{server.name}[/]: starting"):
             server.start()
         t2 = time.monotonic()
+        for note in server.notes:
+            console.log(f"{server.name}: {note}")
         console.log(f"{server.name}: provisioned in {t1 - t0:.1f}s, healthy in {t2 - t1:.1f}s")
         done.append(server.status())
     return done
 
 
 def down(only: Iterable[str] | None = None) -> None:
-    """Stop servers in reverse start order; data stays in `.local/`."""
-    for server in reversed(local_servers(only)):
+    """Stop servers in reverse start order; data stays in `.local/`.
+
+    Every server of the stack that runs from this `.local/` is stopped, also one whose store has since
+    been made external (it would otherwise be left running, unmanaged).
+    """
+    for server in reversed(_select(all_servers(), only)):
         server.stop()
+
+
+def reset(only: Iterable[str] | None = None) -> None:
+    """Stop the servers, then delete their data (caches are kept). Needs no secrets."""
+    servers = local_servers(only)
+    names = [s.name for s in servers]
+    if names:
+        down(names)
+    for server in reversed(servers):
+        server.reset()
 
 
 def status(only: Iterable[str] | None = None) -> list[ServerStatus]:
@@ -79,7 +192,8 @@ def _short(path: str) -> str:
     return path.replace(str(REPO_ROOT) + "/", "")
 
 
-def print_status(rows: list[ServerStatus], console: Console | None = None) -> None:
+def print_status(rows: list[ServerStatus], console: Console | None = None,
+                 not_run: list[Skipped] | None = None) -> None:
     console = console or Console(width=160)
     table = Table(title="kredete local stack")
     for col in ("server", "version", "port", "pid", "healthy", "data dir", "real / fallback", "note"):
@@ -88,3 +202,6 @@ def print_status(rows: list[ServerStatus], console: Console | None = None) -> No
         table.add_row(r.name, r.version, str(r.port), str(r.pid or "-"),
                       "[green]yes[/]" if r.healthy else "[red]no[/]", _short(r.data_dir), r.kind, r.note)
     console.print(table)
+    for s in not_run or []:
+        style = "red" if s.refused else "dim"
+        console.print(f"[{style}]{s.name}[/]: {escape(s.reason)}", highlight=False)

@@ -8,6 +8,7 @@ and downloads live in the cache dir so a fresh clone provisions in seconds.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from kredete.paths import cache_dir, local_dir
+
+logger = logging.getLogger("kredete.stack")
 
 
 class StackError(RuntimeError):
@@ -61,6 +64,23 @@ def pid_alive(pid: int | None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def proc_cmdline(pid: int) -> list[str] | None:
+    """argv of a process from /proc (None when it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def describe_pid(pid: int) -> str:
+    """The program a pid runs, by name only (a command line can carry passwords)."""
+    argv = proc_cmdline(pid)
+    if not argv:
+        return "not running"
+    return f"`{Path(argv[0].split()[0]).name}`"
 
 
 def pids_listening(port: int) -> list[int]:
@@ -119,6 +139,10 @@ class Server(ABC):
 
     def __init__(self) -> None:
         self.data_dir = local_dir() / self.name
+        #: What this instance found and did that the status table should say (stale pid file, restart).
+        self.notes: list[str] = []
+        #: Why the last health check failed, when the check knows (shown in the status note).
+        self.problem = ""
         self.cache = cache_dir()
         # Builds and downloads go here; a fresh machine has no cache dir yet.
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -164,25 +188,93 @@ class Server(ABC):
     def log_file(self) -> Path:
         return self.data_dir / "server.log"
 
+    def binary_name(self) -> str:
+        """File name of the executable the server runs as (what /proc/<pid>/cmdline must show)."""
+        return Path(self.command()[0][0]).name
+
+    def owns(self, pid: int) -> bool:
+        """True when `pid` is this server: the expected executable, running for this data dir.
+
+        A pid file can outlive its process (crash, reboot) and the pid be reused by anything; only a
+        process that runs our binary and whose command line or working directory is in our data dir is
+        trusted or signalled. Servers that rewrite their process title (Redis) still keep the binary's
+        name first and their working directory in the data dir.
+        """
+        argv = proc_cmdline(pid)
+        if not argv:
+            return False
+        try:
+            binary = self.binary_name()
+        except Exception:
+            return False
+        words = [w for a in argv for w in a.split()]
+        # The binary itself, or setpriv (run_as) in the instant before it execs the binary.
+        if Path(words[0]).name not in (binary, "setpriv") or not any(Path(w).name == binary for w in words):
+            return False
+        data_dir = str(self.data_dir)
+        if any(data_dir == w or data_dir + "/" in w for w in argv):
+            return True
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            return cwd == data_dir or cwd.startswith(data_dir + "/")
+        return False
+
     def pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text().strip())
-            if pid_alive(pid):
-                return pid
-        return None
+        """The server's pid when its pid file names a live process of ours; a stale file is removed."""
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError:
+            return None
+        try:
+            pid = int(text)
+        except ValueError:
+            self._stale(f"pid file {self.pid_file} held {text[:20]!r}")
+            return None
+        if not pid_alive(pid):
+            self._stale(f"pid {pid} of {self.pid_file} is not running")
+            return None
+        if not self.owns(pid):
+            self._stale(f"pid {pid} of {self.pid_file} is {describe_pid(pid)}, not this server "
+                        "(pid reused after a reboot or crash); it was not signalled")
+            return None
+        return pid
+
+    def _stale(self, why: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+        message = f"removed a stale pid file: {why}"
+        self.notes.append(message)
+        logger.warning("%s: %s", self.name, message)
 
     def status(self) -> ServerStatus:
+        notes: list[str] = []
         pid = self.pid()
         try:
             version = self.version()
         except Exception:  # status must never raise: it reports
             version = "not provisioned"
-        healthy = bool(pid) and self.healthy()
-        note = ""
+        try:
+            healthy = bool(pid) and self.healthy()
+        except Exception as exc:
+            healthy = False
+            notes.append(_first_sentence(exc))
+        if pid and not healthy and self.problem:
+            notes.append(self.problem)
         if not pid and port_open(self.port):
-            note = f"port {self.port} is taken by another process (pids {pids_listening(self.port)})"
+            notes.append(f"port {self.port} is taken by another process (pids {pids_listening(self.port)})")
+        try:
+            url = self.url()
+        except Exception as exc:
+            url = ""
+            if _first_sentence(exc) not in notes:
+                notes.append(_first_sentence(exc))
         return ServerStatus(name=self.name, version=version, port=self.port, pid=pid, healthy=healthy,
-                            data_dir=str(self.data_dir), kind=self.kind, url=self.url(), note=note)
+                            data_dir=str(self.data_dir), kind=self.kind, url=url,
+                            note="; ".join(self.notes + notes))
+
+    def broken(self) -> str | None:
+        """Why the running server can never become healthy as it is (then start() restarts it at once)."""
+        return None
 
     def start(self) -> None:
         """Start detached unless already running and healthy; wait until healthy."""
@@ -190,8 +282,13 @@ class Server(ABC):
         if pid and self.healthy():
             return
         if pid:
-            # Running but unhealthy: give it the rest of the start timeout before restarting.
-            if self._wait_healthy(pid, self.start_timeout):
+            # Running but unhealthy: give it the rest of the start timeout before restarting, unless
+            # waiting cannot help (e.g. a replica of another primary: prepare() rebuilds it).
+            why = self.broken()
+            if why:
+                logger.warning("%s: %s; restarting it", self.name, why)
+                self.notes.append(f"restarted: {why}")
+            elif self._wait_healthy(pid, self.start_timeout):
                 return
             self.stop()
         if port_open(self.port):
@@ -228,16 +325,24 @@ class Server(ABC):
         return False
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the process group, then SIGKILL what is left."""
+        """SIGTERM the process group, then SIGKILL what is left (only a pid verified to be ours)."""
         pid = self.pid()
         if pid:
+            # Servers start in their own session, so they lead their process group; signalling the group
+            # also reaches their workers. A pid that is not a group leader is signalled alone.
+            group = False
+            with contextlib.suppress(OSError):
+                group = os.getpgid(pid) == pid
+            send = os.killpg if group else os.kill
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
+                send(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            # Workers left behind by a dead leader still carry its group id (never reused while in use).
+            if group or pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    send(pid, signal.SIGKILL)
             # Reap it if we are its parent (same process started and stopped it).
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
@@ -248,6 +353,11 @@ class Server(ABC):
         """Stop and delete the data dir (keeps the cache)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ", 1)[0]
 
 
 def ensure_system_user(name: str) -> str:

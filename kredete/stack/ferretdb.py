@@ -66,7 +66,7 @@ class FerretDBServer(Server):
 
         (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
         primary = PostgresPrimary()
-        if not primary.healthy():
+        if not (primary.pid() and primary.healthy()):
             raise StackError("FerretDB stores its data in the local PostgreSQL: start it first (`kredete stack up`)")
         pw = local_secrets()["postgres_ferretdb"]
         # Idempotent: a role owning one database, nothing else.
@@ -81,8 +81,11 @@ class FerretDBServer(Server):
 
         super().reset()
         primary = PostgresPrimary()
-        if primary.healthy():
+        if primary.pid() and primary.healthy():  # this stack's primary, not whatever answers on its port
             primary._psql("DROP DATABASE IF EXISTS ferretdb WITH (FORCE)")
+
+    def binary_name(self) -> str:
+        return self.binary.name
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         return [str(self.binary), "--handler=postgresql", f"--postgresql-url={self._backend_url()}",

@@ -55,6 +55,9 @@ class MinioServer(Server):
         stamp = MINIO_VERSION.split("-")[1]
         return f"MinIO {stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} ({MINIO_VERSION[-12:]})"
 
+    def binary_name(self) -> str:
+        return self.binary.name
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = {"MINIO_ROOT_USER": ROOT_USER, "MINIO_ROOT_PASSWORD": local_secrets()["minio_root"],
                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1",

@@ -449,6 +449,9 @@ class OpenSearchServer(Server):
             if not self._readable_by(user, home / "lib"):
                 raise StackError(f"user {user} cannot read {home}; check the permissions of its parents")
 
+    def binary_name(self) -> str:
+        return "java"
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         info = self._marker()
         if info is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -50,8 +51,13 @@ class _PostgresBase(Server):
         out = run([PG_BIN / "postgres", "--version"]).strip()
         return "PostgreSQL " + out.split()[2]
 
+    def binary_name(self) -> str:
+        return "postgres"
+
     def command(self) -> tuple[list[str], dict[str, str]]:
-        return [str(PG_BIN / "postgres"), "-D", str(self.pgdata)], {}
+        # -p on the command line wins over the `port` written into the config at initdb/basebackup time,
+        # so KREDETE_PORT_POSTGRES / KREDETE_PORT_POSTGRES_REPLICA move an existing cluster too.
+        return [str(PG_BIN / "postgres"), "-D", str(self.pgdata), "-p", str(self.port)], {}
 
     def url(self) -> str:
         pw = local_secrets()["postgres_superuser"]
@@ -71,6 +77,19 @@ class _PostgresBase(Server):
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, RUN_USER, RUN_USER)
             os.chmod(self.data_dir, 0o700)
+
+    def system_identifier(self) -> str | None:
+        """The cluster's `Database system identifier` (from pg_control; works stopped or running)."""
+        if not (self.pgdata / "global" / "pg_control").exists():
+            return None
+        try:
+            out = run([PG_BIN / "pg_controldata", "-D", self.pgdata], user=self.run_as(), timeout=30)
+        except StackError:
+            return None
+        for line in out.splitlines():
+            if line.startswith("Database system identifier:"):
+                return line.split(":", 1)[1].strip()
+        return None
 
     def _psql(self, sql: str, db: str = "postgres") -> str:
         pw = local_secrets()["postgres_superuser"]
@@ -128,6 +147,8 @@ class PostgresPrimary(_PostgresBase):
 
 
 class PostgresReplica(_PostgresBase):
+    """Hot standby of the local primary. Healthy only while it streams WAL from *that* primary."""
+
     name = "postgres-replica"
     port = ports.POSTGRES_REPLICA
 
@@ -135,12 +156,55 @@ class PostgresReplica(_PostgresBase):
         super().__init__()
         self.primary = primary
 
+    def replication_problem(self) -> str | None:
+        """None when this is a standby of the primary with a streaming WAL receiver; else what is wrong.
+
+        pg_isready alone answers for a standby that lost its primary, or one whose primary was
+        re-initialised (it keeps serving the old data): neither is healthy.
+        """
+        try:
+            row = self._psql("SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1)")
+        except StackError as exc:
+            return f"the replica does not answer queries ({str(exc).splitlines()[-1][:200]})"
+        in_recovery, _, receiver = row.strip().partition("|")
+        if in_recovery != "t":
+            return "not a standby any more (promoted?): `kredete stack reset --only postgres-replica` then `stack up`"
+        mismatch = self.other_primary()
+        if mismatch:
+            return mismatch
+        if receiver != "streaming":
+            return (f"WAL receiver is {receiver or 'not running'}: not streaming from the primary on port "
+                    f"{self.primary.port}, reads may be stale")
+        return None
+
+    def other_primary(self) -> str | None:
+        """Set when this replica's cluster is not the primary's (the primary was re-initialised)."""
+        mine, theirs = self.system_identifier(), self.primary.system_identifier()
+        if mine and theirs and mine != theirs:
+            return (f"replica of another primary (system identifier {mine}, the primary's is {theirs}): "
+                    "`kredete stack up` rebuilds it")
+        return None
+
+    def healthy(self) -> bool:
+        if not super().healthy():
+            self.problem = ""
+            return False
+        self.problem = self.replication_problem() or ""
+        return not self.problem
+
+    def broken(self) -> str | None:
+        return self.other_primary()
+
     def prepare(self) -> None:
         self._prepare_dir()
-        if (self.pgdata / "standby.signal").exists() and (self.pgdata / "PG_VERSION").exists():
-            return
         if not self.primary.healthy():
-            raise StackError("the read replica needs the primary running: run `kredete stack up`")
+            raise StackError("the read replica needs the primary running: `kredete stack up` starts both "
+                             "(`--only postgres-replica` starts the primary first)")
+        standby = (self.pgdata / "standby.signal").exists() and (self.pgdata / "PG_VERSION").exists()
+        if standby and not self.other_primary():
+            self._follow_primary_port()
+            return
+        # No standby yet, or one of a cluster the primary no longer is (its data is not the primary's): build.
         shutil.rmtree(self.pgdata, ignore_errors=True)
         secrets = local_secrets()
         env = {**os.environ, "PGPASSWORD": secrets["postgres_replicator"]}
@@ -159,6 +223,14 @@ class PostgresReplica(_PostgresBase):
         if "password=" not in text:
             text = text.replace("user=replicator", f"user=replicator password={secrets['postgres_replicator']}")
             auto.write_text(text)
+
+    def _follow_primary_port(self) -> None:
+        """Point primary_conninfo at the primary's current port (KREDETE_PORT_POSTGRES may have moved it)."""
+        auto = self.pgdata / "postgresql.auto.conf"
+        text = auto.read_text()
+        fixed = re.sub(r"(primary_conninfo = '[^\n]*?\bport=)\d+", rf"\g<1>{self.primary.port}", text)
+        if fixed != text:
+            auto.write_text(fixed)
 
     def url(self) -> str:
         pw = local_secrets()["postgres_superuser"]

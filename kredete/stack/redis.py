@@ -54,6 +54,9 @@ class RedisServer(Server):
         )
         os.chmod(conf, 0o600)
 
+    def binary_name(self) -> str:
+        return "redis-server"
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         return [_binary(), str(self.data_dir / "redis.conf")], {}
 

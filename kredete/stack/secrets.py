@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 from kredete.paths import local_dir
+from kredete.stack.base import StackError
 
 _NAMES = (
     "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",
@@ -21,12 +22,51 @@ def secrets_file() -> Path:
     return local_dir() / "secrets.json"
 
 
+def data_made_with_secrets(root: Path | None = None) -> list[str]:
+    """Data dirs under `root` whose contents were created with the secrets: PostgreSQL clusters (role
+    passwords, encrypted PII fields) and MinIO data (root credentials, objects under the KMS key)."""
+    root = root or local_dir()
+    found: list[str] = []
+    if root.is_dir():
+        for sub in sorted(root.iterdir()):
+            if (sub / "pgdata" / "PG_VERSION").exists() or (sub / "data" / ".minio.sys").exists():
+                found.append(sub.name)
+    return found
+
+
+def _refuse(path: Path, problem: str, found: list[str]) -> StackError:
+    return StackError(
+        f"{path} {problem}, but {path.parent} holds data created with the secrets it had "
+        f"({', '.join(found)}). New secrets would not open them: the PostgreSQL roles would refuse the new "
+        f"passwords and MinIO would get a new KMS key (its encrypted objects unreadable). Restore {path} "
+        "from a backup, or wipe the local data with `kredete stack reset --yes` (deletes the data under "
+        f"{path.parent}; caches are kept) and run `kredete stack up` again."
+    )
+
+
 def local_secrets() -> dict[str, str]:
-    """Load the local stack's secrets, creating any that are missing (file mode 0600)."""
+    """Load the local stack's secrets, creating any that are missing (file mode 0600).
+
+    Missing secrets are only made for a `.local/` without data: when `secrets.json` is gone (or
+    unreadable) while a cluster or MinIO data exists, this refuses instead of silently making new ones.
+    """
     path = secrets_file()
     data: dict[str, str] = {}
     if path.exists():
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            found = data_made_with_secrets(path.parent)
+            if found:
+                raise _refuse(path, f"is unreadable ({type(exc).__name__})", found) from exc
+            raise StackError(f"{path} is unreadable ({type(exc).__name__}): restore it or delete it "
+                             "(no local data depends on it yet)") from exc
+    else:
+        found = data_made_with_secrets(path.parent)
+        if found:
+            raise _refuse(path, "is missing", found)
     missing = [n for n in _NAMES if n not in data]
     if missing:
         for name in missing:

@@ -96,3 +96,160 @@ def test_half_provisioned_data_dir_is_repaired(monkeypatch):
     finally:
         pg.stop()
         shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+# --- pid files: only a process of ours is trusted or signalled ------------------------------------------
+
+class _OtherScratchRedis(RedisServer):
+    name = "redis-lifecycle-other"
+    port = 56480
+
+
+@pytest.fixture
+def stranger():
+    """An unrelated program in its own process group (what a reused pid may be after a reboot)."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_stale_pid_file_of_an_unrelated_process_is_removed_not_signalled(scratch, stranger):
+    scratch.data_dir.mkdir(parents=True, exist_ok=True)
+    scratch.pid_file.write_text(str(stranger.pid))
+    st = scratch.status()
+    assert st.pid is None and st.healthy is False
+    assert "stale pid file" in st.note and str(stranger.pid) in st.note and "`sleep`" in st.note
+    assert not scratch.pid_file.exists(), "a stale pid file is removed"
+    scratch.pid_file.write_text(str(stranger.pid))
+    scratch.stop()
+    scratch.pid_file.write_text(str(stranger.pid))
+    scratch.start()  # starts its own server instead of trusting (or killing) the stranger
+    assert scratch.pid() not in (None, stranger.pid) and scratch.status().healthy
+    scratch.stop()
+    assert stranger.poll() is None, "stop()/start() signalled a process that is not ours"
+
+
+def test_pid_of_the_same_binary_for_another_data_dir_is_not_ours(scratch):
+    other = _OtherScratchRedis()
+    other.start()
+    try:
+        other_pid = other.pid()
+        assert other_pid and other.owns(other_pid)
+        scratch.data_dir.mkdir(parents=True, exist_ok=True)
+        scratch.pid_file.write_text(str(other_pid))
+        assert not scratch.owns(other_pid), "a redis-server of another data dir is not this server"
+        assert scratch.pid() is None
+        scratch.pid_file.write_text(str(other_pid))
+        scratch.stop()
+        assert pid_alive(other_pid) and other.status().healthy, "stop() killed another instance"
+    finally:
+        other.stop()
+
+
+# --- PostgreSQL scratch clusters: replica identity, ports on an existing cluster -------------------------
+
+@pytest.fixture(scope="module")
+def scratch_pg():
+    """A primary and its replica of our own (own dir under .local/scratch, own ports), torn down after."""
+    import shutil
+    import uuid
+
+    from kredete.paths import REPO_ROOT
+    from kredete.stack.postgres import PostgresPrimary, PostgresReplica
+
+    # Under the repo, not /tmp: the server's unprivileged user must be able to reach it.
+    scratch_dir = REPO_ROOT / ".local" / "scratch" / uuid.uuid4().hex[:8]
+    scratch_dir.mkdir(parents=True)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KREDETE_LOCAL_DIR", str(scratch_dir))
+
+    class Primary(PostgresPrimary):
+        name = "pg-primary-test"
+        port = 55542
+        start_timeout = 30.0
+
+    class Replica(PostgresReplica):
+        name = "pg-replica-test"
+        port = 55543
+        start_timeout = 30.0
+
+    primary = Primary()
+    replica = Replica(primary)
+    primary.provision()
+    try:
+        primary.start()
+        replica.start()
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
+        mp.undo()
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+def test_replica_of_a_reinitialised_primary_is_unhealthy_and_rebuilt(scratch_pg):
+    import shutil
+
+    primary, replica = scratch_pg
+    assert replica.status().healthy
+    assert replica.system_identifier() == primary.system_identifier()
+    old_id = primary.system_identifier()
+
+    # The primary is re-initialised: same port, new cluster. The old replica still answers pg_isready.
+    primary.stop()
+    shutil.rmtree(primary.pgdata)
+    primary.start()
+    assert primary.system_identifier() != old_id
+    st = replica.status()
+    assert st.pid is not None, "the replica process still runs"
+    assert st.healthy is False, "a replica of another primary must not show healthy"
+    assert "another primary" in st.note
+
+    replica.start()  # what `stack up` does: rebuilds it from the current primary
+    assert replica.status().healthy
+    assert replica.system_identifier() == primary.system_identifier()
+    assert replica._psql("SELECT status FROM pg_stat_wal_receiver").strip() == "streaming"
+
+
+def test_replica_whose_primary_is_down_is_not_healthy(scratch_pg):
+    primary, replica = scratch_pg
+    assert replica.status().healthy
+    primary.stop()
+    try:
+        deadline = time.monotonic() + 15
+        while replica.healthy() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        st = replica.status()
+        assert st.pid and not st.healthy and "WAL receiver" in st.note
+    finally:
+        primary.start()
+    deadline = time.monotonic() + 30
+    while not replica.healthy() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica.status().healthy
+
+
+def test_ports_can_change_on_an_existing_cluster(scratch_pg):
+    from kredete.stack.base import port_open
+
+    primary, replica = scratch_pg
+    old = (primary.port, replica.port)
+    replica.stop()
+    primary.stop()
+    primary.port, replica.port = 55552, 55553  # what KREDETE_PORT_POSTGRES(_REPLICA) do for the stack
+    try:
+        primary.start()
+        replica.start()
+        assert not port_open(old[0]) and not port_open(old[1])
+        assert primary._psql("SHOW port").strip() == "55552"
+        assert replica._psql("SHOW port").strip() == "55553"
+        assert replica.status().healthy, "the replica streams from the primary's new port"
+    finally:
+        replica.stop()
+        primary.stop()
+        primary.port, replica.port = old
+        primary.start()
+        replica.start()

@@ -11,18 +11,10 @@ from stores.mongo.client import MongoStore
 
 
 @pytest.fixture(scope="session")
-def mongo_url() -> str:
-    """The stack's Mongo server, started if needed (only that server; never stopped here: it is shared)."""
-    try:
-        from kredete import stack
-
-        stack.up(["mongo"])
-    except Exception:  # another server module may be mid-edit; start the Mongo server on its own
-        from kredete.stack.ferretdb import FerretDBServer
-
-        server = FerretDBServer()
-        server.provision()
-        server.start()
+def mongo_url(session_stack) -> str:
+    """The stack's Mongo server (and the PostgreSQL it keeps its data in), started if needed; what this
+    session started is stopped at its end."""
+    session_stack.need(["mongo"])
     return resolve().mongo_url.get_secret_value()
 
 

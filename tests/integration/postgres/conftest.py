@@ -21,25 +21,6 @@ from stores.postgres import PostgresStore, migrate
 from stores.postgres.migrate import ROLE_SECRETS
 
 
-def _pg_up() -> None:
-    from kredete.stack.base import port_open
-    from kredete.stack.ports import POSTGRES, POSTGRES_REPLICA
-
-    if port_open(POSTGRES) and port_open(POSTGRES_REPLICA):
-        return
-    try:
-        from kredete import stack
-
-        stack.up(["postgres", "postgres-replica"])
-    except ImportError:  # another server module of the stack may be mid-write; start ours directly
-        from kredete.stack.postgres import PostgresPrimary, PostgresReplica
-
-        primary = PostgresPrimary()
-        for server in (primary, PostgresReplica(primary)):
-            server.provision()
-            server.start()
-
-
 @dataclass(frozen=True)
 class PgUrls:
     """Connection URLs of one test database for every role, on the primary and the replica."""
@@ -103,8 +84,9 @@ def wait_on_replica(replica_admin_url: str, name: str, timeout: float = 30.0) ->
 
 
 @pytest.fixture(scope="session")
-def pg_stack() -> None:
-    _pg_up()
+def pg_stack(session_stack) -> None:
+    """Only the primary and the replica; stopped at the end of the session if this session started them."""
+    session_stack.need(["postgres", "postgres-replica"])
 
 
 @pytest.fixture(scope="session")
