@@ -33,6 +33,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from stores.errors import StoreError
 from stores.mongo.collections import (
+    ACTION_PLANS,
     CDC_CHECKPOINTS,
     CREDIT_REPORTS,
     DISPUTE_CASES,
@@ -43,7 +44,7 @@ from stores.mongo.documents import UtcDatetime, now
 
 log = logging.getLogger(__name__)
 
-TOPICS = (DISPUTE_CASES, CREDIT_REPORTS)
+TOPICS = (DISPUTE_CASES, CREDIT_REPORTS, ACTION_PLANS)
 #: Minimum age of an outbox event before it may be pruned (and only once every registered consumer passed it).
 OUTBOX_RETENTION = timedelta(days=7)
 CONSUMER_PREFIX = "outbox:"

@@ -7,14 +7,17 @@ from typing import Any
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import (
     AuthenticationException,
+    AuthorizationException,
+    ConflictError,
     ConnectionError,
     ConnectionTimeout,
+    ImproperlyConfigured,
     NotFoundError,
     RequestError,
     TransportError,
 )
 
-from stores.errors import InvalidData, NotFound, StoreConfigError, StoreUnavailable, redact_url
+from stores.errors import Conflict, InvalidData, NotFound, StoreConfigError, StoreUnavailable, redact_url
 
 
 class SearchStore:
@@ -63,12 +66,25 @@ class SearchStore:
             reason = _reason(exc)
             raise InvalidData(f"OpenSearch rejected the request: {reason}", store="opensearch") from exc
         except AuthenticationException as exc:
-            raise StoreConfigError("OpenSearch refused the credentials", store="opensearch") from exc
-        except (ConnectionError, ConnectionTimeout) as exc:
+            raise StoreConfigError("OpenSearch refused the credentials (HTTP 401)", store="opensearch") from exc
+        except AuthorizationException as exc:
+            raise StoreConfigError("OpenSearch refused the request for these credentials (HTTP 403)",
+                                   store="opensearch") from exc
+        except ConflictError as exc:
+            raise Conflict("OpenSearch version conflict (HTTP 409)", store="opensearch") from exc
+        except ConnectionTimeout as exc:
+            raise StoreUnavailable(f"OpenSearch at {redact_url(self._url)} did not answer in {self._timeout:g}s",
+                                   store="opensearch") from exc
+        except ConnectionError as exc:
             raise StoreUnavailable(f"OpenSearch at {redact_url(self._url)} is unreachable",
                                    store="opensearch") from exc
         except TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else 0
+            if 400 <= status < 500 and status != 429:
+                raise InvalidData(f"OpenSearch rejected the request (HTTP {status})", store="opensearch") from exc
             raise StoreUnavailable(f"OpenSearch error {exc.status_code}", store="opensearch") from exc
+        except ImproperlyConfigured as exc:
+            raise StoreConfigError("OpenSearch client is misconfigured", store="opensearch") from exc
 
     async def health(self) -> dict[str, object]:
         info = await self.call(self.os.info())

@@ -149,3 +149,143 @@ async def test_wrong_password_is_a_config_error_without_the_password(settings):
     with pytest.raises(StoreConfigError) as info:
         await PostgresStore(url, timeout=2.0).connect()
     assert "WRONG" not in str(info.value)
+
+
+# --- OpenSearch and S3: unreachable, silent, wrong credentials; every S3 error typed -----------------------
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections (the kernel's backlog) and never answers."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture
+def http_stub():
+    """A loopback HTTP server answering every request with the status it is given (an auth proxy's refusal)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"status": 401}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = json.dumps({"error": {"type": "security_exception", "reason": "denied"},
+                               "status": state["status"]}).encode()
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def _fails_fast(make_store, error, *, within: float = 10.0):
+    loop = asyncio.get_running_loop()
+    store = make_store()
+    started = loop.time()
+    try:
+        with pytest.raises(error) as info:
+            await store.connect()
+    finally:
+        await store.close()
+    assert loop.time() - started < within, f"{type(store).__name__} took {loop.time() - started:.1f}s"
+    return str(info.value)
+
+
+async def test_opensearch_and_s3_unreachable_or_silent_fail_fast_with_typed_errors(silent_port):
+    from stores.objects import ObjectStore
+    from stores.search import SearchStore
+
+    for port in (1, silent_port):  # refused, and accepted but never answered
+        msg = await _fails_fast(lambda p=port: SearchStore(f"http://admin:hunter2@127.0.0.1:{p}", timeout=1.0),
+                                StoreUnavailable)
+        assert "hunter2" not in msg and "admin:***" in msg
+        msg = await _fails_fast(lambda p=port: ObjectStore(f"http://127.0.0.1:{p}", "AKIAEXAMPLE", "hunter2",
+                                                           timeout=1.0), StoreUnavailable)
+        assert "hunter2" not in msg and "AKIAEXAMPLE" not in msg
+
+
+async def test_opensearch_refused_credentials_are_config_errors(http_stub):
+    from stores.search import SearchStore
+
+    state, port = http_stub
+    for status in (401, 403):
+        state["status"] = status
+        msg = await _fails_fast(lambda: SearchStore(f"http://admin:hunter2@127.0.0.1:{port}", timeout=2.0),
+                                StoreConfigError)
+        assert f"HTTP {status}" in msg and "hunter2" not in msg
+
+
+async def test_s3_wrong_credentials_are_config_errors(settings):
+    from stores.objects import ObjectStore
+
+    good_key, good_secret = settings.s3_access_key.get_secret_value(), settings.s3_secret_key.get_secret_value()
+    for key, secret, code in ((good_key, "WRONG-" + good_secret, "SignatureDoesNotMatch"),
+                              ("nobody", good_secret, "InvalidAccessKeyId")):
+        msg = await _fails_fast(lambda k=key, s=secret: ObjectStore(settings.s3_url, k, s, timeout=2.0),
+                                StoreConfigError)
+        assert code in msg
+        assert good_secret not in msg and "WRONG" not in msg
+
+
+async def test_s3_without_any_credentials_is_a_config_error(settings, monkeypatch, tmp_path):
+    from stores.objects import ObjectStore
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    msg = await _fails_fast(lambda: ObjectStore(settings.s3_url, None, None, timeout=2.0), StoreConfigError)
+    assert "no S3 credentials" in msg
+
+
+async def test_s3_error_responses_are_typed_and_still_client_errors(stores):
+    from botocore.exceptions import ClientError
+
+    from stores.errors import Conflict, InvalidData, NotFound
+
+    objects = stores.objects
+    bucket = f"typed-{uuid.uuid4().hex[:8]}"
+    await objects.ensure_bucket(bucket, versioning=False)
+    try:
+        await objects.put(bucket, "a.txt", b"hello")
+        with pytest.raises(NotFound) as info:
+            await objects.get(bucket, "missing.txt")
+        assert isinstance(info.value, ClientError) and info.value.response["Error"]["Code"] == "NoSuchKey"
+        with pytest.raises(NotFound):
+            await objects.get(f"no-such-{bucket}", "a.txt")
+        with pytest.raises(Conflict, match="BucketAlreadyOwnedByYou"):
+            async with objects.client() as s3:
+                await s3.create_bucket(Bucket=bucket)
+        with pytest.raises(Conflict, match="BucketNotEmpty"):
+            async with objects.client() as s3:
+                await s3.delete_bucket(Bucket=bucket)
+        with pytest.raises(InvalidData, match="InvalidRange"):
+            async with objects.client() as s3:
+                await s3.get_object(Bucket=bucket, Key="a.txt", Range="bytes=100-200")
+        with pytest.raises(InvalidData, match="parameters are invalid"):
+            async with objects.client() as s3:
+                await s3.put_object(Bucket="Not A Bucket!", Key="x", Body=b"x")
+    finally:
+        async with objects.client() as s3:
+            await s3.delete_object(Bucket=bucket, Key="a.txt")
+            await s3.delete_bucket(Bucket=bucket)
