@@ -1,17 +1,30 @@
-"""Compliance: search the audit trail. Unmasked output only with a stated reason (recorded in the audit row)."""
+"""Compliance: search the audit trail. Unmasked output only with a stated reason (recorded in the audit row).
+
+Structured filters alone read the authoritative rows from Postgres; a free-text `query` is answered by
+the OpenSearch audit-log index (BM25 on reasons, with the same filters), searched under an
+AuditScope that only a compliance officer's principal yields (the role grant is checked before).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from agent_tools.inputs import SearchAuditLogsInput
+from agent_tools.inputs import SearchAuditLogsInput as _StructuredInput
 from agent_tools.transactions import pick
 from guards.pipeline import current_call
 from guards.principal import Principal
+
+
+class SearchAuditLogsInput(_StructuredInput):
+    """Audit trail search. Unmasked output needs a stated reason, and is itself audited."""
+
+    query: str | None = Field(None, min_length=2, max_length=500,
+                              description="Free text over reasons, actions, resources and subjects (best matches "
+                                          "first; the audit-log search index trails the database by its sync).")
 
 
 class AuditEntryOut(BaseModel):
@@ -27,11 +40,23 @@ class AuditEntryOut(BaseModel):
     redactions: dict[str, int] = {}
     latency_ms: int
     request_id: str | None = None
+    score: float | None = None
+    highlights: list[str] = []
 
 
 class AuditPage(BaseModel):
     entries: list[AuditEntryOut]
     unmasked: bool
+    source: Literal["postgres", "search_index"] = "postgres"
+
+
+def _from_index(doc: dict[str, Any]) -> AuditEntryOut:
+    return AuditEntryOut(id=int(doc["audit_id"]), occurred_at=doc["occurred_at"], actor_subject=doc["actor_subject"],
+                         actor_role=doc["actor_role"], actor_user_id=doc.get("user_id"), action=doc["action"],
+                         decision=doc["decision"], reason=doc.get("reason"),
+                         rows_returned=int(doc.get("rows_returned", 0)), redactions=doc.get("redactions") or {},
+                         latency_ms=int(doc.get("latency_ms", 0)), request_id=doc.get("request_id"),
+                         score=round(float(doc["_score"]), 4), highlights=list(doc.get("_highlights") or []))
 
 
 async def search_audit_logs(args: SearchAuditLogsInput, principal: Principal, rt: Any) -> AuditPage:
@@ -39,6 +64,18 @@ async def search_audit_logs(args: SearchAuditLogsInput, principal: Principal, rt
     if args.unmask_reason and state is not None:
         state.unmasked = True
         state.reason = f"unmask: {args.unmask_reason}"
+    if args.query:
+        from retrieval.indexers import AUDIT_LOGS, AuditScope, search_index
+
+        filters: dict[str, Any] = {k: v for k, v in (("actor_subject", args.actor_subject), ("action", args.action),
+                                                     ("decision", args.decision)) if v is not None}
+        when = {k: v.isoformat() for k, v in (("gte", args.date_from), ("lt", args.date_to)) if v is not None}
+        if when:
+            filters["occurred_at"] = when
+        hits = await search_index(rt.stores.search, AUDIT_LOGS, AuditScope.of(principal), text=args.query,
+                                  filters=filters, k=args.limit)
+        return AuditPage(entries=[_from_index(h) for h in hits], unmasked=bool(args.unmask_reason),
+                         source="search_index")
     from stores.scope import RowScope
 
     rows = await rt.audit_reader.search(RowScope.everyone(), actor_subject=args.actor_subject, action=args.action,

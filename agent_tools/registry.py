@@ -74,7 +74,9 @@ TOOLS: tuple[ToolSpec, ...] = (
              "Aggregated transaction count and volume by corridor and day; no row-level data.",
              i.CorridorVolumeInput, analytics.CorridorVolumeOut, analytics.corridor_volume, list_field="rows"),
     ToolSpec("search_audit_logs", "Search audit logs",
-             "Compliance: search the tamper-evident audit trail. Values are masked unless unmask_reason is given; "
-             "an unmasked read is itself audited with the reason.",
-             i.SearchAuditLogsInput, compliance.AuditPage, compliance.search_audit_logs, list_field="entries"),
+             "Compliance: search the tamper-evident audit trail by actor, action, decision and time, or by free "
+             "text (query). Values are masked unless unmask_reason is given; an unmasked read is itself audited "
+             "with the reason.",
+             compliance.SearchAuditLogsInput, compliance.AuditPage, compliance.search_audit_logs,
+             list_field="entries"),
 )

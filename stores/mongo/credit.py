@@ -513,7 +513,13 @@ class ActionPlanRepository(_Versioned):
                                 [("version", DESCENDING)], cap_limit(limit, 20, MAX_LIMIT))
 
     async def add_version(self, plan: ActionPlan) -> ActionPlan:
-        return await self._insert_version(ActionPlan, plan, ())
+        """Write `plan` as the user's next version. Emits an `action_plans` change event (the search
+        indexer follows it; `Outbox.reconcile` does not re-emit plans yet)."""
+        new = await self._insert_version(ActionPlan, plan, ())
+        async with guard("emit action_plans event"):
+            await self.outbox.emit(self.collection, "insert", new.id, new.user_id, {"version": new.version},
+                                   event_id=f"{self.collection}:{new.id}")
+        return new
 
 
 class BureauResponseRepository(_Repo):

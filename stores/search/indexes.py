@@ -50,10 +50,12 @@ def version_now() -> int:
     return _last_version
 
 
-def version_of(value: datetime | None) -> int:
+def version_of(value: datetime | str | None) -> int:
     """A document version from a source timestamp (microseconds since the epoch); now when missing."""
     if value is None:
         return version_now()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1_000_000)
@@ -208,6 +210,9 @@ class IndexManager:
         await self.store.call(self.store.os.index(
             index=self.state_alias, id=f"tombstone:{uuid.uuid4().hex}",
             body={"kind": "tombstone", "source": spec.name, "at": at, "counts": {"query": query}}))
+        # delete_by_query sees the last refreshed state: without this, a document written a moment ago
+        # (e.g. the version a new one supersedes) would survive its delete.
+        await self.store.call(self.store.os.indices.refresh(index=self.alias(spec)))
         res = await self.store.call(self.store.os.delete_by_query(
             index=self.alias(spec), body={"query": query}, conflicts="proceed", refresh=refresh))
         return int(res.get("deleted", 0))

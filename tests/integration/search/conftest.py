@@ -1,4 +1,5 @@
-"""Fixtures for search tests: only OpenSearch and Redis, a unique index prefix per session."""
+"""Fixtures for search tests: OpenSearch and Redis with a unique index prefix per session; a scratch credit
+store and payments database for the feeds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ import uuid
 import pytest
 
 from kredete.settings import resolve
+
+# Fixtures of the Mongo and Postgres suites (servers, scratch databases), used by the feed tests here.
+from tests.integration.mongo.conftest import mongo_url  # noqa: F401
+from tests.integration.postgres.conftest import (  # noqa: F401
+    agent_store,
+    cipher,
+    pg_db,
+    pg_stack,
+    pg_template,
+    service_store,
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +49,26 @@ async def search_store(search_settings):
     prefix = f"kredete-test-{uuid.uuid4().hex[:8]}"
     store = await SearchStore(search_settings.opensearch_url.get_secret_value(), prefix=prefix).connect()
     yield store
-    await store.os.indices.delete(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True)
-    templates = await store.os.indices.get_index_template(name=f"{prefix}-*", ignore=404)
+    await _drop_prefix(store)
+    await store.close()
+
+
+async def _drop_prefix(store) -> None:
+    await store.os.indices.delete(index=f"{store.prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+    templates = await store.os.indices.get_index_template(name=f"{store.prefix}-*", ignore=404)
     for t in templates.get("index_templates", []):
         await store.os.indices.delete_index_template(name=t["name"])
+
+
+@pytest.fixture
+async def own_search(search_settings):
+    """A SearchStore with a prefix of its own (exact counts, other index settings), dropped afterwards."""
+    from stores.search import SearchStore
+
+    store = await SearchStore(search_settings.opensearch_url.get_secret_value(),
+                              prefix=f"kredete-test-{uuid.uuid4().hex[:8]}").connect()
+    yield store
+    await _drop_prefix(store)
     await store.close()
 
 
@@ -78,3 +106,19 @@ async def retriever(search_store, cache_store, encoder, kb_index):
     from retrieval.service import KnowledgeRetriever
 
     return KnowledgeRetriever(search_store, encoder, cache=cache_store)
+
+
+# --- the credit store and the payments database, for the followers and the Postgres feeds -------------
+
+
+@pytest.fixture(scope="session")
+async def credit_db(mongo_url):  # noqa: F811
+    """A fresh credit-store database with its schema (collections and indexes), dropped at the end."""
+    from stores.mongo.client import MongoStore
+    from stores.mongo.collections import ensure_schema
+
+    store = await MongoStore(mongo_url, f"kredete_test_search_{uuid.uuid4().hex[:8]}").connect()
+    await ensure_schema(store.db)
+    yield store.db
+    await store.client.drop_database(store.db.name)
+    await store.close()

@@ -1,9 +1,9 @@
-"""Ingestion: malformed records skipped and recorded, resumable runs, redaction, stale chunks, events."""
+"""Ingestion: malformed records skipped and recorded, resumable runs, redaction, stale chunks, embedding
+metadata in Mongo. (Change events end to end: test_follow.py, on the real credit store.)"""
 
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 
 import pytest
 
@@ -115,43 +115,6 @@ async def test_changed_document_replaces_its_chunks_and_superseded_versions_go(s
     assert len(await chunks_of(search_store, "plan-v2")) == 1
 
 
-class FakeColl:
-    def __init__(self, rows):
-        self.rows = {r["_id"]: r for r in rows}
-
-    def find(self, flt, projection=None):
-        ids = flt["_id"]["$in"]
-
-        async def gen():
-            for i in ids:
-                if i in self.rows:
-                    yield self.rows[i]
-        return gen()
-
-    async def distinct(self, field):
-        return []
-
-
-async def test_incremental_from_change_events(search_store, encoder):
-    """Upserts re-read and index the document; deletes (or vanished documents) remove its chunks."""
-    from retrieval.changes import apply_events
-
-    user = str(uuid.uuid4())
-    plan = {"_id": f"ap-{uuid.uuid4().hex[:6]}", "user_id": user, "version": 1, "horizon_months": 6,
-            "summary": "Lower utilisation and add rent reporting.",
-            "steps": [{"title": "Pay card below 30%", "factor": "utilization"}]}
-    db = {"action_plans": FakeColl([plan]), "credit_reports": FakeColl([]), "dispute_cases": FakeColl([])}
-    ingestor = Ingestor(search_store, encoder)
-    ev = SimpleNamespace(topic="action_plans", op="insert", document_id=plan["_id"])
-    report = await apply_events(ingestor, db, [ev, ev])  # at-least-once delivery: duplicates are fine
-    assert report.docs_indexed == 1
-    assert "rent reporting" in (await chunks_of(search_store, plan["_id"]))[0]["text"]
-    db["action_plans"] = FakeColl([])
-    gone = SimpleNamespace(topic="action_plans", op="delete", document_id=plan["_id"])
-    report = await apply_events(ingestor, db, [gone])
-    assert report.docs_deleted == 1 and await chunks_of(search_store, plan["_id"]) == []
-
-
 def test_converters_render_credit_documents_without_identity():
     from retrieval.converters import credit_report_doc, dispute_docs
 
@@ -173,3 +136,52 @@ def test_converters_render_credit_documents_without_identity():
     case, letter = dispute_docs(dispute, ("Ada Obi",))
     assert case.doc_type == "dispute" and "reason not mine" in case.text
     assert letter.doc_type == "dispute_letter" and letter.source_id == "dis-1.L1" and letter.known_names
+
+
+async def _chunk_ids(store) -> set[str]:
+    alias = store.index_name(CHUNKS)
+    await store.os.indices.refresh(index=alias)
+    res = await store.os.search(index=alias, body={"size": 10_000, "_source": False})
+    return {h["_id"] for h in res["hits"]["hits"]}
+
+
+async def test_embedding_metadata_is_recorded_in_mongo_for_every_chunk(own_search, credit_db, encoder):
+    from retrieval.sources import KbSource
+    from stores.mongo.documents import GLOBAL_USER_ID
+    from stores.mongo.embeddings import EmbeddingRepository
+
+    records = EmbeddingRepository(credit_db)
+    ingestor = Ingestor(own_search, encoder, chunker=Chunker(ChunkingConfig(size=32, overlap=8)), embeddings=records)
+    alias = own_search.index_name(CHUNKS)
+    kb = await ingestor.run(KbSource(), resume=False)
+    user = str(uuid.uuid4())
+    long_text = " ".join(f"Step {i}: pay the card before the statement date." for i in range(30))
+    plan = SourceDoc(source_id="emb-plan-1", doc_type="action_plan", user_id=user, version="1", text=long_text)
+    case = SourceDoc(source_id="emb-dis-1", doc_type="dispute", user_id=user, version="4", text="Dispute of a balance.")
+    letter = SourceDoc(source_id="emb-dis-1.L1", doc_type="dispute_letter", user_id=user, text="Dear bureau, ...")
+    more = await ingestor.index_docs([plan, case, letter])
+
+    ids = await _chunk_ids(own_search)
+    assert len(ids) == kb.chunks_indexed + more.chunks_indexed
+    assert await records.count(index_name=alias) == len(ids)
+    assert {r.vector_id for r in await records.for_source("action_plan", "emb-plan-1")} <= ids
+    plan_records = await records.for_source("action_plan", "emb-plan-1")
+    assert len(plan_records) == more.chunks_indexed - 2 and len(plan_records) > 3
+    r0 = plan_records[0]
+    assert (r0.model, r0.dim, r0.user_id, r0.source_version, r0.index_name) == (encoder.name, 384, user, "1", alias)
+    assert r0.vector_id == "action_plan:emb-plan-1#0" and r0.token_count == 32
+    kb_records = [r for r in await records.for_source("kb", sorted(i for i in ids if i.startswith("kb:"))[0]
+                                                      .split(":", 1)[1].split("#")[0])]
+    assert kb_records and all(r.user_id == GLOBAL_USER_ID for r in kb_records)
+
+    # re-indexed shorter, superseded, deleted: the records follow the chunks
+    await ingestor.index_docs([plan.model_copy(update={"text": "Pay the card early.", "version": "1b"})])
+    v2 = SourceDoc(source_id="emb-plan-2", doc_type="action_plan", user_id=user, version="2", text="Set up autopay.",
+                   supersedes="emb-plan-1")
+    await ingestor.index_docs([v2])
+    assert await records.for_source("action_plan", "emb-plan-1") == []
+    await ingestor.delete_sources(["dispute:emb-dis-1"], letter_prefixes=["emb-dis-1"])
+    ids = await _chunk_ids(own_search)
+    assert not any(i.startswith(("dispute:emb-dis-1", "dispute_letter:emb-dis-1")) for i in ids)
+    assert await records.count(index_name=alias) == len(ids)
+    assert await records.count(source_type="dispute_letter") == 0
