@@ -63,7 +63,8 @@ def _demo_token(output: str, role: str) -> str:
 async def test_serve_script_serves_the_seeded_stack_over_http(served):
     port, output = served
     url = f"http://127.0.0.1:{port}/mcp"
-    assert httpx.post(url, json={}, timeout=5).status_code == 401  # no token, no data
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.post(url, json={})).status_code == 401  # no token, no data
     token = _demo_token(output, "customer")
     async with http_session(url, token) as session:
         tools = {t.name for t in (await session.list_tools()).tools}
