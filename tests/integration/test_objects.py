@@ -33,11 +33,9 @@ from stores.objects.client import BUCKETS, ObjectStore
 
 
 @pytest.fixture(scope="session")
-def s3_settings():
-    """Only the S3 server of the stack (started if needed, never stopped here: it is shared)."""
-    from kredete import stack
-
-    stack.up(["s3"])
+def s3_settings(session_stack):
+    """Only the S3 server of the stack (started if needed; stopped at the end if this session started it)."""
+    session_stack.need(["s3"])
     return resolve()
 
 
