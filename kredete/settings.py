@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
     mongo_retention_interval_s: float = Field(60.0, ge=0, le=86_400)
     outbox_reconcile_interval_s: float = Field(300.0, ge=0, le=86_400)
     outbox_reconcile_lookback_s: float = Field(3600.0, gt=0, le=30 * 86_400)
+    #: Knowledge index: kNN engine and space (only lucene works locally) and chunking (tokens, overlap).
+    knn_engine: Literal["lucene", "faiss", "nmslib"] = "lucene"
+    knn_space: Literal["cosinesimil", "l2", "innerproduct"] = "cosinesimil"
+    chunk_tokens: int = Field(128, ge=8, le=8192)
+    chunk_overlap: int = Field(32, ge=0, le=8191)
+    #: Postgres-fed search indexes re-read this far behind their high-water mark (rows committed late).
+    search_sync_lag_s: float = Field(300.0, ge=0, le=86_400)
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,18 @@ class Only(StrEnum):
     s3 = "s3"
 
 
+class Engine(StrEnum):
+    lucene = "lucene"
+    faiss = "faiss"
+    nmslib = "nmslib"
+
+
+class Space(StrEnum):
+    cosinesimil = "cosinesimil"
+    l2 = "l2"
+    innerproduct = "innerproduct"
+
+
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.add_typer(search_app, name="search")
@@ -40,28 +52,57 @@ def ingest(only: Annotated[list[Only] | None, typer.Option("--only", help="Sourc
            reset: Annotated[bool, typer.Option("--reset", help="Drop the knowledge index and checkpoints first.")]
            = False,
            resume: Annotated[bool, typer.Option(help="Resume an unfinished run from its checkpoint.")] = True,
-           follow: Annotated[bool, typer.Option("--follow", help="Then apply credit-store change events until "
-                                                                 "interrupted.")] = False) -> None:
+           follow: Annotated[bool, typer.Option("--follow", help="Then apply credit-store change events (knowledge, "
+                                                                 "credit-reports and disputes indexes) until "
+                                                                 "interrupted.")] = False,
+           chunk_tokens: Annotated[int | None, typer.Option(help="Tokens per chunk [KREDETE_CHUNK_TOKENS, 128].")]
+           = None,
+           chunk_overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive chunks "
+                                                                  "[KREDETE_CHUNK_OVERLAP, 32].")] = None,
+           knn_engine: Annotated[Engine | None, typer.Option(help="kNN engine of a new index [KREDETE_KNN_ENGINE, "
+                                                                  "lucene; only lucene runs locally].")] = None,
+           knn_space: Annotated[Space | None, typer.Option(help="kNN space of a new index [KREDETE_KNN_SPACE, "
+                                                                "cosinesimil].")] = None) -> None:
     """Chunk, redact, embed and index knowledge-base articles, credit reports, disputes and letters,
-    action plans and text documents from S3 into the knowledge index."""
-    _run(_ingest(list(only or Only), reset, resume, follow))
+    action plans and text documents from S3 into the knowledge index; record each chunk's embedding
+    metadata in the credit store. An existing index keeps its engine and space; asking for others needs --reset."""
+    _run(_ingest(list(only or Only), reset, resume, follow, chunk_tokens, chunk_overlap, knn_engine, knn_space))
 
 
-async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> None:
+async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chunk_tokens: int | None,
+                  chunk_overlap: int | None, knn_engine: Engine | None, knn_space: Space | None) -> None:
+    from pydantic import ValidationError
     from rich.table import Table
 
+    from kredete.settings import resolve
     from retrieval import sources as src
+    from retrieval.chunking import Chunker, ChunkingConfig
     from retrieval.encoder import SentenceTransformerEncoder
     from retrieval.ingest import Ingestor, IngestReport
+    from stores.mongo.embeddings import EmbeddingRepository
     from stores.registry import connect
+    from stores.search.mappings import KnnMethod
 
-    needs = {"search"}
-    if {Only.credit, Only.disputes, Only.plans} & set(only) or follow:
-        needs.add("mongo")
+    settings = resolve()
+    try:
+        chunking = ChunkingConfig(size=chunk_tokens or settings.chunk_tokens,
+                                  overlap=settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
+        method = KnnMethod(engine=(knn_engine or settings.knn_engine), space_type=(knn_space or settings.knn_space))
+    except ValidationError as exc:
+        fail("; ".join(e["msg"] for e in exc.errors()))
+    needs = {"search", "mongo"}  # Mongo: sources, the embedding-metadata records and the change feed
     if Only.s3 in only:
         needs.update(("objects", "postgres"))
-    stores = await connect(tuple(needs))
+    stores = await connect(tuple(needs), settings=settings)
     try:
+        explicit = knn_engine or knn_space or {"knn_engine", "knn_space"} & settings.model_fields_set
+        if not (reset or explicit):  # unless asked otherwise, an existing index keeps its method
+            from stores.search.catalog import chunks_spec
+            from stores.search.indexes import IndexManager
+
+            meta = await IndexManager(stores.search).meta(chunks_spec())
+            if meta and meta.get("knn_method"):
+                method = KnnMethod.from_body(meta["knn_method"])
         with err.status("loading the embedding model"):
             encoder = SentenceTransformerEncoder()
 
@@ -80,7 +121,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool) -> 
             known = await UserRepository(stores.postgres, cipher=cipher).known_pii([UUID(user_id)])
             return next(iter(known.values()), {}).get("names", [])
 
-        ingestor = Ingestor(stores.search, encoder, progress=progress)
+        ingestor = Ingestor(stores.search, encoder, progress=progress, chunker=Chunker(chunking), method=method,
+                            embeddings=EmbeddingRepository(stores.mongo))
         if reset:
             await ingestor.reset()
         factories = {
@@ -121,7 +163,7 @@ def reindex(index: Annotated[str, typer.Argument(help="chunks, transactions, use
 async def _reindex(index: str, keep_old: bool) -> None:
     from retrieval.indexers import FEEDS, DocIndexer
     from stores.registry import connect
-    from stores.search.catalog import CHUNKS, chunks_spec
+    from stores.search.catalog import CHUNKS, chunks_spec, chunks_spec_from_meta
     from stores.search.indexes import IndexManager
 
     if index != CHUNKS and index not in FEEDS:
@@ -131,7 +173,12 @@ async def _reindex(index: str, keep_old: bool) -> None:
     stores = await connect(needs)
     try:
         if feed is None:  # the knowledge index is copied (re-embedding is `kredete ingest --reset`)
-            report = await IndexManager(stores.search).rebuild(chunks_spec(), keep_old=keep_old)
+            manager = IndexManager(stores.search)
+            meta = await manager.meta(chunks_spec())
+            if meta is None:
+                fail(f"{stores.search.index_name(CHUNKS)} does not exist; run `kredete ingest`")
+            # Rebuilt with the model, dimension and kNN method it was built with, not today's defaults.
+            report = await manager.rebuild(chunks_spec_from_meta(meta), keep_old=keep_old)
         else:
             report = await DocIndexer(stores.search, index).rebuild(
                 postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None)
@@ -144,12 +191,17 @@ async def _reindex(index: str, keep_old: bool) -> None:
 
 @search_app.command("sync")
 def sync(index: Annotated[list[str] | None, typer.Argument(help="Indexes (default: all but chunks).")] = None,
-         full: Annotated[bool, typer.Option("--full", help="Ignore the checkpoint.")] = False) -> None:
-    """Index rows changed since the last checkpoint (Postgres by keyset, Mongo by scan)."""
-    _run(_sync(index, full))
+         full: Annotated[bool, typer.Option("--full", help="Ignore the checkpoint.")] = False,
+         follow: Annotated[bool, typer.Option("--follow", help="Keep syncing the Postgres-fed indexes every "
+                                                               "--interval seconds until interrupted (the Mongo-fed "
+                                                               "ones follow `kredete ingest --follow`).")] = False,
+         interval: Annotated[float, typer.Option(min=1.0, help="Seconds between syncs with --follow.")] = 10.0) -> None:
+    """Index rows changed since the last checkpoint (Postgres by keyset, re-reading KREDETE_SEARCH_SYNC_LAG_S
+    behind it for late commits; Mongo by scan)."""
+    _run(_sync(index, full, follow, interval))
 
 
-async def _sync(names: list[str] | None, full: bool) -> None:
+async def _sync(names: list[str] | None, full: bool, follow: bool = False, interval: float = 10.0) -> None:
     from retrieval.indexers import FEEDS, DocIndexer
     from stores.registry import connect
 
@@ -158,12 +210,20 @@ async def _sync(names: list[str] | None, full: bool) -> None:
     if unknown:
         fail(f"unknown index {unknown}; known: {list(FEEDS)}")
     stores = await connect(("search", *sorted({FEEDS[n].kind for n in names})))
+    lag = stores.settings.search_sync_lag_s
     try:
-        for n in names:
-            out = await DocIndexer(stores.search, n).sync(postgres=stores.postgres,
-                                                          mongo_db=stores.mongo.db if stores.mongo else None,
-                                                          full=full)
-            err.print(f"{n}: {out['indexed']} indexed, {out['skipped']} skipped", highlight=False)
+        while True:
+            for n in names:
+                out = await DocIndexer(stores.search, n, lag=lag).sync(
+                    postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None, full=full)
+                err.print(f"{n}: {out['indexed']} indexed, {out['skipped']} skipped", highlight=False)
+            if not follow:
+                return
+            full = False
+            names = [n for n in names if FEEDS[n].kind == "postgres"]
+            if not names:
+                fail("--follow keeps Postgres-fed indexes; the Mongo-fed ones follow `kredete ingest --follow`")
+            await asyncio.sleep(interval)
     finally:
         await stores.close()
 

@@ -92,3 +92,28 @@ def test_malformed_article(raw):
 
     with pytest.raises(MalformedDocument):
         parse_article("bad.md", raw)
+
+
+def test_chunking_and_knn_settings_come_from_the_environment(monkeypatch):
+    from kredete.settings import Settings
+
+    monkeypatch.setenv("KREDETE_CHUNK_TOKENS", "48")
+    monkeypatch.setenv("KREDETE_CHUNK_OVERLAP", "12")
+    monkeypatch.setenv("KREDETE_KNN_SPACE", "l2")
+    s = Settings()
+    assert (s.chunk_tokens, s.chunk_overlap, s.knn_space, s.knn_engine) == (48, 12, "l2", "lucene")
+    chunks = Chunker(ChunkingConfig(size=s.chunk_tokens, overlap=s.chunk_overlap)).split(doc())
+    assert max(c.token_end - c.token_start for c in chunks) == 48
+    assert all(b.token_start == a.token_end - 12 for a, b in itertools.pairwise(chunks))
+    monkeypatch.setenv("KREDETE_KNN_SPACE", "hamming")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_a_chunking_change_changes_the_content_hash():
+    """Otherwise re-ingesting with another chunk size would keep the old chunks as 'unchanged'."""
+    from retrieval.ingest import content_sha
+
+    d = doc()
+    assert content_sha(d, d.text) == content_sha(d, d.text, "")
+    assert content_sha(d, d.text, "64/16/cl100k_base") != content_sha(d, d.text)

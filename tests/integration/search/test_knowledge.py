@@ -154,3 +154,54 @@ async def test_query_embeddings_are_cached_in_redis(retriever, cache_store):
     hits = retriever.encoder.hits
     await retriever.search(q, RowScope.none(), k=1, mode="knn")
     assert retriever.encoder.hits == hits + 1
+
+
+@pytest.mark.parametrize("space", ["l2", "innerproduct"])
+async def test_a_non_default_space_end_to_end(own_search, encoder, space):
+    """Index with another space: the mapping pins it, the retriever reads it from the index _meta, and
+    kNN ranks and scores as exact search under that space does (numpy and the server's script)."""
+    from retrieval.service import KnowledgeRetriever
+    from retrieval.sources import KbSource
+    from stores.errors import InvalidData
+    from stores.search.mappings import KnnMethod
+
+    method = KnnMethod(space_type=space)
+    report = await Ingestor(own_search, encoder, method=method).run(KbSource(), resume=False)
+    assert report.chunks_indexed > 20
+    alias = own_search.index_name(CHUNKS)
+    mapping = next(iter((await own_search.os.indices.get_mapping(index=alias)).values()))["mappings"]
+    assert mapping["properties"]["embedding"]["method"]["space_type"] == space
+    assert mapping["_meta"]["knn_method"]["space_type"] == space
+    with pytest.raises(InvalidData, match="kredete ingest --reset"):  # a default-space ingest is refused
+        await Ingestor(own_search, encoder).ensure_indexes()
+
+    res = await own_search.os.search(index=alias, body={"size": 1000, "_source": ["embedding"]})
+    ids = [h["_id"] for h in res["hits"]["hits"]]
+    matrix = np.array([h["_source"]["embedding"] for h in res["hits"]["hits"]], dtype=np.float64)
+    retriever = KnowledgeRetriever(own_search, encoder)
+    for query, _ in LABELLED[:10]:
+        q = (await encoder.embed_query(query)).astype(np.float64)
+        sim = 1.0 / (1.0 + ((matrix - q) ** 2).sum(axis=1)) if space == "l2" else matrix @ q
+        order = np.argsort(-sim, kind="stable")[:5]
+        got = await retriever.search(query, RowScope.none(), k=5, mode="knn")
+        assert [p.chunk_id for p in got] == [ids[i] for i in order]
+        assert [p.score for p in got] == pytest.approx(list(sim[order]), abs=1e-4)
+        exact = await retriever.searcher.exact(q.tolist(), 5, None)
+        assert [h.id for h in exact] == [ids[i] for i in order]
+        assert [h.score for h in exact] == pytest.approx(list(sim[order]), abs=1e-4)
+    assert (await retriever.index_method()).space_type == space
+    # `kredete search reindex chunks` rebuilds from the index's own _meta: the space survives the swap
+    from stores.search.catalog import chunks_spec_from_meta
+
+    manager = IndexManager(own_search)
+    rebuilt = await manager.rebuild(chunks_spec_from_meta(await manager.meta(chunks_spec())))
+    assert rebuilt.new_count == len(ids) and rebuilt.new_index.endswith("-000002")
+    mapping = (await own_search.os.indices.get_mapping(index=rebuilt.new_index))[rebuilt.new_index]["mappings"]
+    assert mapping["properties"]["embedding"]["method"]["space_type"] == space
+    fresh = KnowledgeRetriever(own_search, encoder)
+    q = (await encoder.embed_query(LABELLED[0][0])).astype(np.float64)
+    sim = 1.0 / (1.0 + ((matrix - q) ** 2).sum(axis=1)) if space == "l2" else matrix @ q
+    order = np.argsort(-sim, kind="stable")[:5]
+    again = await fresh.search(LABELLED[0][0], RowScope.none(), k=5, mode="knn")
+    assert [p.chunk_id for p in again] == [ids[i] for i in order]
+    assert [p.score for p in again] == pytest.approx(list(sim[order]), abs=1e-4)
