@@ -138,9 +138,12 @@ class Ingestor:
                               store="retrieval")
 
     async def reset(self) -> None:
-        """Drop the knowledge index and all checkpoints/skip records, then recreate them empty."""
+        """Drop the knowledge index, all checkpoints/skip records and the index's embedding records,
+        then recreate them empty."""
         await self.indexes.drop(self.spec)
         await self.indexes.drop(self.state_spec)
+        if self.embeddings is not None:
+            await self.embeddings.delete_index(self.alias)
         await self.ensure_indexes()
 
     # --- checkpoints and skip records -----------------------------------------------------------

@@ -77,6 +77,11 @@ class EmbeddingRepository:
                 deleted += (await self.coll.delete_many(flt)).deleted_count
         return deleted
 
+    async def delete_index(self, index_name: str) -> int:
+        """Drop every record of one search index (its `--reset`)."""
+        async with guard("delete embeddings"):
+            return (await self.coll.delete_many(eq_filter("index_name", index_name))).deleted_count
+
     async def count(self, *, index_name: str | None = None, source_type: str | None = None) -> int:
         flt: dict[str, Any] = {}
         if index_name is not None:

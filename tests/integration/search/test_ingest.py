@@ -185,3 +185,5 @@ async def test_embedding_metadata_is_recorded_in_mongo_for_every_chunk(own_searc
     assert not any(i.startswith(("dispute:emb-dis-1", "dispute_letter:emb-dis-1")) for i in ids)
     assert await records.count(index_name=alias) == len(ids)
     assert await records.count(source_type="dispute_letter") == 0
+    await ingestor.reset()
+    assert await _chunk_ids(own_search) == set() and await records.count(index_name=alias) == 0
