@@ -6,6 +6,9 @@ import asyncio
 import random
 from datetime import UTC, datetime
 
+import pytest
+
+from stores.errors import InvalidData
 from stores.search.catalog import static_specs
 from stores.search.indexes import IndexManager, IndexSpec, version_now
 
@@ -158,3 +161,22 @@ async def test_rebuild_from_a_filler(search_store):
 
     report = await manager.rebuild(spec, fill)
     assert report.new_count == 50
+
+
+async def test_a_newer_schema_version_adds_its_fields_in_place(search_store):
+    """The audit-log family went to schema v2 (`redactions`): an index built at v1 takes it on ensure()."""
+    v2 = static_specs()["audit-logs"]
+    assert v2.schema_version == 2 and "redactions" in v2.body["mappings"]["properties"]
+    v1_body = {"settings": v2.body["settings"], "mappings": {**v2.body["mappings"], "properties": {
+        k: v for k, v in v2.body["mappings"]["properties"].items() if k != "redactions"}}}
+    manager = IndexManager(search_store)
+    index = await manager.ensure(IndexSpec(name="schema-probe", body=v1_body, schema_version=1))
+    alias = manager.alias(IndexSpec(name="schema-probe", body=v1_body))
+    doc = {"audit_id": "1", "action": "x", "redactions": {"PHONE": 1}}
+    with pytest.raises(InvalidData):  # strict v1 mapping: no such field yet
+        await search_store.call(search_store.os.index(index=alias, id="1", body=doc))
+    assert await manager.ensure(IndexSpec(name="schema-probe", body=v2.body, schema_version=2)) == index
+    await search_store.call(search_store.os.index(index=alias, id="1", body=doc, refresh=True))
+    meta = await manager.meta(IndexSpec(name="schema-probe", body=v2.body))
+    assert meta["schema_version"] == 2
+    assert (await search_store.os.get(index=alias, id="1"))["_source"]["redactions"] == {"PHONE": 1}
