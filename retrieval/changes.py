@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ TOPIC_DOC_TYPE = {"credit_reports": "credit_report", "dispute_cases": "dispute",
 TOPIC_INDEX = {"credit_reports": CREDIT_REPORTS, "dispute_cases": DISPUTES}
 #: versioned collections: a document another one `supersedes` is no longer indexed
 VERSIONED = ("credit_reports", "action_plans")
+PRUNE_EVERY_S = 600.0
 
 
 @dataclass
@@ -153,11 +155,22 @@ async def follow(ingestor: Ingestor, db: Any, stop: asyncio.Event, *, mode: str 
         for indexer in indexers.values():
             await indexer.ensure()
 
+    last_prune = time.monotonic()
+
     async def apply(events: list[Any]) -> None:
+        nonlocal last_prune
         await retried(f"a batch of {len(events)} events",
                       lambda: apply_events(ingestor, db, events, indexers=indexers))
         stats.batches += 1
         stats.events += len(events)
+        if time.monotonic() - last_prune > PRUNE_EVERY_S:  # deletes leave tombstones; keep them bounded
+            last_prune = time.monotonic()
+            try:
+                await ingestor.indexes.prune_tombstones(ingestor.spec)
+                for indexer in indexers.values():
+                    await indexer.manager.prune_tombstones(indexer.spec)
+            except StoreError as exc:  # pruning is housekeeping: the next round tries again
+                log.warning("search follower: pruning tombstones failed (%s)", exc)
 
     try:
         await retried("creating the indexes", ensure)
