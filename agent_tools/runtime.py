@@ -91,7 +91,7 @@ class AgentRuntime:
         self.audit_reader = AuditRepository(pg)
         # Only the redaction layer decrypts names and addresses (to find and mask them); the agent role may
         # read just those two ciphertext columns of `users`, and no tool returns them.
-        cipher = FieldCipher(self.settings.field_encryption_master_key.get_secret_value())
+        cipher = FieldCipher.from_settings(self.settings)
         self.users = UserRepository(pg, cipher=cipher)
         self.credit_reports = CreditReportRepository(db)
         self.scores = ScoreHistoryRepository(db)

@@ -118,7 +118,7 @@ async def main() -> None:
     console = Console()
     settings = resolve()
     base = settings.postgres_url.get_secret_value()
-    cipher = FieldCipher(settings.field_encryption_master_key.get_secret_value())
+    cipher = FieldCipher.from_settings(settings)
     users = max(1, args.transactions // args.per_user)
     urls = []
     try:

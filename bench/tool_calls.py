@@ -224,7 +224,7 @@ async def _documents(settings: Any) -> tuple[list[tuple[str, dict[str, Any], UUI
     pg = build_postgres(settings, role="service")
     await pg.connect()
     try:
-        users = UserRepository(pg, cipher=FieldCipher(settings.field_encryption_master_key.get_secret_value()))
+        users = UserRepository(pg, cipher=FieldCipher.from_settings(settings))
         owners = sorted({o for _, _, o in docs if o is not None})
         known = await users.known_pii(owners)
     finally:

@@ -117,7 +117,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             from stores.crypto import FieldCipher
             from stores.postgres import UserRepository
 
-            cipher = FieldCipher(stores.settings.field_encryption_master_key.get_secret_value())
+            cipher = FieldCipher.from_settings(stores.settings)
             known = await UserRepository(stores.postgres, cipher=cipher).known_pii([UUID(user_id)])
             return next(iter(known.values()), {}).get("names", [])
 

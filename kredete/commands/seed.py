@@ -52,7 +52,7 @@ def seed(
     except StoreError as exc:
         fail(str(exc))
     config = SeedConfig(users=users, seed=seed_value, transactions_per_user=transactions_per_user)
-    cipher = FieldCipher(settings.field_encryption_master_key.get_secret_value())
+    cipher = FieldCipher.from_settings(settings)
 
     async def run():
         import asyncpg

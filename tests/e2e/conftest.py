@@ -85,7 +85,7 @@ async def facts(e2e_settings) -> Facts:
         from stores.postgres.users import UserRepository
 
         users = UserRepository(stores.postgres,
-                               cipher=FieldCipher(e2e_settings.field_encryption_master_key.get_secret_value()))
+                               cipher=FieldCipher.from_settings(e2e_settings))
         known = await users.known_pii([alice, bob])
         async with stores.postgres.connection() as conn:
             bob_tx = await conn.fetchval("SELECT id FROM transactions WHERE user_id = $1 ORDER BY created_at DESC "

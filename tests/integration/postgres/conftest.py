@@ -161,7 +161,7 @@ async def log_store(pg_db) -> AsyncIterator[PostgresStore]:
 
 @pytest.fixture(scope="session")
 def cipher() -> FieldCipher:
-    return FieldCipher(resolve().field_encryption_master_key.get_secret_value())
+    return FieldCipher.from_settings(resolve())
 
 
 async def wait_for_replica(store: PostgresStore, query: str, *args, timeout: float = 10.0):
