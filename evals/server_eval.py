@@ -65,7 +65,7 @@ def args_for(tool: str, role: str, facts: Facts) -> dict[str, Any]:
         "get_score_history": {"user_id": staff_user},
         "get_action_plan": {"user_id": staff_user},
         "list_disputes": {"limit": 5, "user_id": staff_user},
-        "get_dispute": {"dispute_id": facts.dispute},
+        "get_dispute": {"dispute_id": facts.dispute, "user_id": staff_user},
         "search_knowledge": {"query": "how do I dispute an error on my credit report", "k": 3},
         "log_feedback": {"conversation_id": "evals-matrix", "score": 4, "label": "helpful"},
         "corridor_volume": {"date_from": (now - timedelta(days=365)).isoformat(), "date_to": now.isoformat()},
