@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from .heuristics import find_addresses, find_persons
 from .known_values import KnownValues, compile_known
-from .models import Candidate, Finding, PiiKind, Redaction
+from .models import Action, Candidate, Finding, PiiKind, Redaction
+from .normalise import Normalised, normalise
 from .policy import MASK_ALL, RedactionPolicy
 from .recognizers import STRUCTURED_RECOGNIZERS, find_crypto, find_emails, find_ips
 
@@ -73,25 +74,36 @@ def _redact(
     if hint is not None and e > s and (kinds is None or hint in kinds):
         # A field named e.g. "full_name" holds exactly one value of that kind: the whole string is the
         # finding (nothing inside it can win against it, so the recognisers are skipped).
-        if known.is_allowed(hint, text[s:e]):
+        value = normalise(text[s:e]).text
+        if known.is_allowed(hint, value):
             return Redaction(text=text, findings=[])
+        norm = Normalised(text)
         cands = [Candidate(hint, s, e, 1.0, "field_hint")]
     else:
-        cands = _collect(text, known, kinds)
+        # Recognisers see the normalised text (look-alike spaces, dashes, digits, '@' folded to ASCII).
+        norm = normalise(text)
+        t = norm.text
+        cands = _collect(t, known, kinds)
         if known.allowed:
-            cands = [c for c in cands if not known.is_allowed(c.kind, text[c.start : c.end])]
+            cands = [c for c in cands if not known.is_allowed(c.kind, t[c.start : c.end])]
     findings: list[Finding] = []
     pieces: list[str] = []
     pos = 0
     # Offsets always index the original text; the output is assembled left to right in one pass.
     for c in resolve_overlaps(cands):
+        start, end = norm.span(c.start, c.end)
+        start = max(start, pos)  # two findings inside one expanded character (a ligature) cannot both own it
+        if end <= start:
+            continue
         action = policy.action_for(c.kind)
-        findings.append(
-            Finding(kind=c.kind, start=c.start, end=c.end, score=c.score, recognizer=c.recognizer, action=action)
-        )
-        pieces.append(text[pos : c.start])
-        pieces.append(policy.replacement(c.kind, text[c.start : c.end], action))
-        pos = c.end
+        findings.append(Finding(kind=c.kind, start=start, end=end, score=c.score, recognizer=c.recognizer,
+                                action=action))
+        pieces.append(text[pos:start])
+        # Partial and hashed forms use the normalised value, so "4111 1111..." with no-break spaces shows
+        # and hashes exactly like its ASCII spelling; KEEP gives back the original characters.
+        value = text[start:end] if action is Action.KEEP else norm.text[c.start : c.end]
+        pieces.append(policy.replacement(c.kind, value, action))
+        pos = end
     pieces.append(text[pos:])
     return Redaction(text="".join(pieces), findings=findings)
 
@@ -184,9 +196,55 @@ def field_hint(key: object) -> PiiKind | None:
 
 
 @lru_cache(maxsize=4096)
+def _norm_key(key: str) -> str:
+    return _KEY_NORM.sub("_", _CAMEL.sub("_", key).lower()).strip("_")
+
+
+@lru_cache(maxsize=4096)
 def _field_hint(key: str) -> PiiKind | None:
-    snake = _CAMEL.sub("_", key).lower()
-    return _FIELD_HINTS.get(_KEY_NORM.sub("_", snake).strip("_"))
+    return _FIELD_HINTS.get(_norm_key(key))
+
+
+# Values of a sibling "<x>_type" key saying "<x>_name" is not a natural person (a shop, or a system label
+# such as "Bank transfer in"). Anything else, or no such key, keeps the PERSON hint: the safe default.
+_NOT_A_PERSON = frozenset({"merchant", "system"})
+
+
+def _not_person_keys(d: dict[Any, Any]) -> frozenset[Any]:
+    """Keys of `d` whose PERSON field hint is lifted by a sibling type, e.g. counterparty_type="merchant"."""
+    out: set[Any] = set()
+    types: dict[str, Any] | None = None
+    for k in d:
+        if field_hint(k) is not PiiKind.PERSON:
+            continue
+        base = _norm_key(k)
+        if not base.endswith("_name"):
+            continue
+        if types is None:
+            types = {_norm_key(t): val for t, val in d.items() if isinstance(t, str)}
+        kind = types.get(base[: -len("_name")] + "_type")
+        if isinstance(kind, str) and kind.strip().lower() in _NOT_A_PERSON:
+            out.add(k)
+    return frozenset(out)
+
+
+def _row_names(value: Any, out: list[str]) -> None:
+    """Collect the strings under person-name keys anywhere in `value` (honouring sibling types)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python")
+    if isinstance(value, dict):
+        skip = _not_person_keys(value)
+        for k, item in value.items():
+            if k not in skip and field_hint(k) is PiiKind.PERSON:
+                if isinstance(item, str):
+                    out.append(item)
+                    continue
+                if isinstance(item, list | tuple | set | frozenset):
+                    out.extend(x for x in item if isinstance(x, str))
+            _row_names(item, out)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _row_names(item, out)
 
 
 def redact_value(
@@ -201,9 +259,16 @@ def redact_value(
 
     Keys and non-string leaves are returned unchanged (pydantic models are dumped to plain data first).
     A string under a key that names a PII field (``email``, ``full_name``, ``bvn`` ...) is redacted as a
-    whole even when no pattern matches it. Returns ``(new_value, counts_by_kind)``.
+    whole even when no pattern matches it. The values of person-name fields (``counterparty_name``,
+    ``beneficiary_name`` ...) also become known names for every string of the payload, so "Send to Peter"
+    in a description is masked too (except names in `allow_names`). A sibling ``<x>_type`` of
+    ``"merchant"`` or ``"system"`` (e.g. ``counterparty_type``) lifts the PERSON hint of ``<x>_name``: the
+    value then goes through the recognisers and known names like free text. Returns
+    ``(new_value, counts_by_kind)``.
     """
-    known = compile_known(known_names, known_addresses, allow_names)
+    row_names: list[str] = []
+    _row_names(value, row_names)
+    known = compile_known(known_names, known_addresses, allow_names, row_names)
     pol = policy or MASK_ALL
     counts: dict[str, int] = {}
 
@@ -218,7 +283,8 @@ def redact_value(
         if isinstance(v, BaseModel):
             return walk(v.model_dump(mode="python"), hint)
         if isinstance(v, dict):
-            return {k: walk(item, field_hint(k)) for k, item in v.items()}
+            skip = _not_person_keys(v)
+            return {k: walk(item, None if k in skip else field_hint(k)) for k, item in v.items()}
         if isinstance(v, list):
             return [walk(item, hint) for item in v]
         if isinstance(v, tuple):

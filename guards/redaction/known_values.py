@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .models import Candidate, PiiKind
+from .normalise import normalise as _fold
 
 # Name parts that are also everyday English words: matched only when capitalised in the text, otherwise
 # "Will Smith" in known_names would redact every "will".
@@ -22,7 +23,8 @@ street field ford page cook baker hunter mason sunday monday friday victory god 
 sky summer winter autumn dawn eve ray sun moon bright wisdom north south
 """
 _COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
-_TOKEN = re.compile(r"[^\W_]+")
+# Letters/digits plus combining marks, so "Ọ̀la" (no precomposed form) stays one token.
+_TOKEN = re.compile(r"[^\W_](?:[^\W_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])*")
 # Between two tokens of one known value: spaces, commas, hyphens, apostrophes, dots ("Okonkwo-Eze", "P.O.").
 _GAP_CHARS = frozenset(" \t\r\n,.-'’/")
 _MAX_GAP = 3
@@ -40,9 +42,11 @@ def _tokens(value: str) -> tuple[str, ...]:
 
 
 def _clean(values: Iterable[str] | None) -> tuple[str, ...]:
+    # Folded like the text the engine scans (NFKC, no zero-width characters), or a stored name with a
+    # decomposed accent would never match.
     if not values:
         return ()
-    return tuple(sorted({_WS.sub(" ", v.strip()) for v in values if v and v.strip()}))
+    return tuple(sorted({_WS.sub(" ", f.strip()) for v in values if v and (f := _fold(v).text).strip()}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +118,14 @@ class KnownValues:
 EMPTY = KnownValues()
 
 
+# Values of name fields that say "nobody in particular"; as known names they would mask ordinary words.
+_PLACEHOLDERS = frozenset({"unknown", "n/a", "na", "none", "null", "nil", "self", "me", "customer", "user", "test"})
+
+
 @lru_cache(maxsize=256)
-def _compile(names: tuple[str, ...], addresses: tuple[str, ...], allow: tuple[str, ...]) -> KnownValues:
+def _compile(
+    names: tuple[str, ...], addresses: tuple[str, ...], allow: tuple[str, ...], field_names: tuple[str, ...] = ()
+) -> KnownValues:
     allowed_norm = {normalise(a) for a in allow}
     allowed_parts = {t for a in allow for t in _tokens(a) if len(t) >= 2}
     allowed_digits = {d for a in allow if len(d := "".join(c for c in a if c.isdigit())) >= 7}
@@ -130,16 +140,26 @@ def _compile(names: tuple[str, ...], addresses: tuple[str, ...], allow: tuple[st
         if tokens not in best or best[tokens].score < score:
             best[tokens] = entry
 
-    for name in names:
-        if normalise(name) in allowed_norm:
-            continue
-        add(_tokens(name), PiiKind.PERSON, 0.92, "known_name")
+    def add_name(name: str, recognizer: str, capitalised_parts: bool) -> None:
+        norm = normalise(name)
+        if norm in allowed_norm or (capitalised_parts and norm in _PLACEHOLDERS):
+            return
+        add(_tokens(name), PiiKind.PERSON, 0.92, recognizer)
         parts = name.split()
         if len(parts) > 1:
             for part in parts:
                 toks = _tokens(part)
+                if capitalised_parts and not part[:1].isupper():
+                    continue
                 if len(part.strip(".")) >= 3 and not all(t in allowed_parts for t in toks):
-                    add(toks, PiiKind.PERSON, 0.85, "known_name_part")
+                    add(toks, PiiKind.PERSON, 0.85, recognizer + "_part")
+
+    for name in names:
+        add_name(name, "known_name", False)
+    # Names from a row's own person fields: they may be labels ("Bank transfer in") when the row does not
+    # say what the counterparty is, so only capitalised words count as name parts.
+    for name in field_names:
+        add_name(name, "row_name", True)
     for address in addresses:
         if normalise(address) not in allowed_norm:
             add(_tokens(address), PiiKind.ADDRESS, 0.92, "known_address")
@@ -158,9 +178,12 @@ def compile_known(
     known_names: Iterable[str] | None = None,
     known_addresses: Iterable[str] | None = None,
     allow_names: Iterable[str] | None = None,
+    field_names: Iterable[str] | None = None,
 ) -> KnownValues:
-    """Compile (and cache) the index for the given value lists."""
+    """Compile (and cache) the index for the given value lists (`field_names`: names found in the
+    payload's own person fields, see :func:`guards.redaction.redact_value`)."""
     names, addresses, allow = _clean(known_names), _clean(known_addresses), _clean(allow_names)
-    if not (names or addresses or allow):
+    fields = _clean(field_names)
+    if not (names or addresses or allow or fields):
         return EMPTY
-    return _compile(names, addresses, allow)
+    return _compile(names, addresses, allow, fields)

@@ -168,20 +168,25 @@ def find_digit_runs(text: str) -> Iterator[Candidate]:
         yield from _multi_group(text, groups)
 
 
-def _multi_group(text: str, groups: list[tuple[int, int]]) -> Iterator[Candidate]:
+def _multi_group(text: str, groups: list[tuple[int, int]], bare_groups: bool = True) -> Iterator[Candidate]:
+    """Stitch separated digit groups into SSNs, cards, labelled BVN/NIN and country-code phones.
+
+    `bare_groups`: also classify each leftover long group on its own (off for runs joined by dots or
+    slashes, where "12345678.50" is an amount, not an identifier followed by something).
+    """
     used = [False] * len(groups)
     lengths = [b - a for a, b in groups]
-    # SSN 123-45-6789 (dashes) or 123 45 6789 (spaces, only with context).
+    # SSN 123-45-6789 or 123.45.6789 (one repeated dash or dot), otherwise only with an SSN label.
     for i in range(len(groups) - 2):
         if lengths[i : i + 3] != [3, 2, 4] or any(used[i : i + 3]):
             continue
-        s, e = groups[i][0], groups[i + 2][1]
-        chunk = text[s:e]
-        if not v.ssn_ok(chunk[0:3], chunk[4:6], chunk[7:11]):
+        (a, a2), (b, b2), (c, c2) = groups[i : i + 3]
+        if not v.ssn_ok(text[a:a2], text[b:b2], text[c:c2]):
             continue
-        dashed = chunk[3] == "-" and chunk[6] == "-"
-        if dashed or has_context(text, s, e, K.SSN):
-            yield Candidate(K.SSN, s, e, 0.9 if dashed else 0.85, "ssn")
+        sep = text[a2:b]
+        formatted = sep == text[b2:c] and sep in ("-", ".")
+        if formatted or has_context(text, a, c2, K.SSN):
+            yield Candidate(K.SSN, a, c2, 0.9 if formatted else 0.85, "ssn")
             used[i : i + 3] = [True] * 3
     # Cards split into groups: the longest run of consecutive groups that validates and is laid out the way
     # cards are printed, so unrelated numbers in a table or list are not stitched into a "card".
@@ -208,6 +213,12 @@ def _multi_group(text: str, groups: list[tuple[int, int]]) -> Iterator[Candidate
         else:
             used[i : hit + 1] = [True] * (hit + 1 - i)
             i = hit + 1
+    # "BVN 221 2345 6789": 11 digits in groups are a BVN/NIN only when labelled as one.
+    if not any(used):
+        c = _grouped_national_id(text, groups, lengths)
+        if c is not None:
+            yield c
+            return
     # "234 803 123 4567": a country-code-prefixed phone written with spaces but without the '+'.
     if not any(used) and 11 <= sum(lengths) <= 13:
         s, e = groups[0][0], groups[-1][1]
@@ -215,6 +226,8 @@ def _multi_group(text: str, groups: list[tuple[int, int]]) -> Iterator[Candidate
             ctx = has_context(text, s, e, K.PHONE)
             yield Candidate(K.PHONE, s, e, 0.9 if ctx else 0.6, "phone_intl_no_plus")
             return
+    if not bare_groups:
+        return
     # Whatever is left: long single groups are bare identifiers on their own.
     for idx, (s, e) in enumerate(groups):
         if used[idx] or e - s < 8:
@@ -228,9 +241,77 @@ def _multi_group(text: str, groups: list[tuple[int, int]]) -> Iterator[Candidate
                 yield c
 
 
+def _grouped_national_id(text: str, groups: list[tuple[int, int]], lengths: list[int]) -> Candidate | None:
+    """Leading groups holding exactly 11 digits, labelled BVN or NIN (closest label wins)."""
+    total, j = 0, -1
+    while total < 11 and j + 1 < len(lengths):
+        j += 1
+        total += lengths[j]
+    if total != 11 or j < 1:
+        return None
+    s, e = groups[0][0], groups[j][1]
+    if _CURRENCY_NEAR.search(text[max(0, s - 8) : s]):
+        return None
+    digits = _digits(text[s:e])
+    for kind in ranked_context(text, s, e, _BARE_CONTEXT_KINDS):
+        score = _accepts(kind, digits)
+        if score is not None:
+            return Candidate(kind, s, e, score, "digits_grouped_context") if kind in (K.BVN, K.NIN) else None
+    return None
+
+
+# Digit groups joined by separators _DIGIT_RUN does not take: dots, slashes, underscores, or 2-3 of
+# [ -./_] ("4111.1111.1111.1111", "0803/123/4567", "0803  123  4567", "4111 - 1111 - ..."). Only stitched
+# values with a strong check come out of these (cards, SSNs, labelled BVN/NIN, national phones), so
+# dates, versions and references joined the same way stay untouched.
+_SEP_RUN = re.compile(r"\d(?<![\w.+/,]\d)\d*(?:[ ./_-]{1,3}\d+)+")
+_UNUSUAL_SEP = re.compile(r"[./_]|[ -]{2}")
+_UNUSUAL_JOIN = re.compile(r"\d(?:[./_]|[ ./_-]{2,3})\d")
+
+
+def find_separated_digits(text: str) -> Iterator[Candidate]:
+    """Cards, SSNs, labelled BVN/NIN and national phones whose digit groups are joined unusually."""
+    if _UNUSUAL_JOIN.search(text) is None:
+        return
+    for m in _SEP_RUN.finditer(text):
+        s, e = m.span()
+        if e - s < 10 or (e < len(text) and text[e].isalnum()) or _UNUSUAL_SEP.search(text, s, e) is None:
+            continue
+        groups = [(g.start(), g.end()) for g in _GROUP.finditer(text, s, e)]
+        found = list(_multi_group(text, groups, bare_groups=False))
+        yield from found
+        if not found:
+            c = _grouped_local_phone(text, groups)
+            if c is not None:
+                yield c
+
+
+def _grouped_local_phone(text: str, groups: list[tuple[int, int]]) -> Candidate | None:
+    """0803/123/4567: a trunk-0 code of 3-5 digits first (so "01/02/2024 10" is not one), then groups
+    making a valid NG/GH/KE/GB national number."""
+    a, b = groups[0]
+    if text[a] != "0" or not 3 <= b - a <= 5:
+        return None
+    digits = text[a:b]
+    end = None
+    for gs, ge in groups[1:]:
+        digits += text[gs:ge]
+        if len(digits) > 11:
+            break
+        if len(digits) >= 10 and v.local_phone_region(digits):
+            end = ge
+    if end is None:
+        return None
+    return Candidate(K.PHONE, a, end, 0.9 if has_context(text, a, end, K.PHONE) else 0.7, "phone_national_grouped")
+
+
 # --- phones ----------------------------------------------------------------------------------------
 
-_INTL_PHONE = re.compile(r"\+(?<![\w+]\+)(?:[ .()-]{0,2}\d){7,15}(?!\d)")
+_INTL_PHONE = re.compile(r"\+(?<![\w+]\+)(?:[ ./()_-]{0,3}\d){7,15}(?!\d)")
+# "00234 803 123 4567": the international call prefix 00 written instead of '+'.
+_IDD_PHONE = re.compile(r"0(?<![\w+.,/]0)0[ ./()_-]{0,3}[1-9](?:[ ./()_-]{0,3}\d){6,14}(?!\d)")
+# A national number never starts with a 2-digit group: "02.03.2025 11:45" is a date and a time.
+_DATE_LIKE_START = re.compile(r"0\d[ ./_-]")
 _LOCAL_PHONE = re.compile(
     r"(?:\((?<![\w+.,/]\()0|0(?<![\w+.,/]0)(?<!\d[ -]0))\d{1,4}\)?(?:[ .-]?\d){5,10}(?!\w|[.,]\d)"
 )
@@ -256,6 +337,10 @@ def _intl_possible(s: str) -> bool:
         return False
 
 
+def _idd_ok(s: str) -> bool:
+    return _intl_ok("+" + _digits(s)[2:])
+
+
 def _local_ok(s: str) -> bool:
     return v.local_phone_region(_digits(s)) is not None
 
@@ -268,7 +353,8 @@ def _us_ok(s: str) -> bool:
 
 
 def find_phones(text: str) -> Iterator[Candidate]:
-    """E.164 numbers for any country (validated with phonenumbers) plus NG/GH/KE/GB/US national formats."""
+    """E.164 numbers for any country (validated with phonenumbers; '+' or 00) plus NG/GH/KE/GB/US national
+    formats."""
     for m in _INTL_PHONE.finditer(text):
         s, e = m.span()
         end = _longest_valid_prefix(text, s, e, _intl_ok, min_groups=1)
@@ -277,8 +363,16 @@ def find_phones(text: str) -> Iterator[Candidate]:
             yield Candidate(K.PHONE, s, end, 0.9 if ctx else 0.85, "phone_e164")
         elif has_context(text, s, e, K.PHONE) and _intl_possible(text[s:e]):
             yield Candidate(K.PHONE, s, e, 0.6, "phone_e164_possible")
+    for m in _IDD_PHONE.finditer(text):
+        s, e = m.span()
+        end = _longest_valid_prefix(text, s, e, _idd_ok)
+        if end is not None:
+            ctx = has_context(text, s, end, K.PHONE)
+            yield Candidate(K.PHONE, s, end, 0.9 if ctx else 0.85, "phone_idd")
     for m in _LOCAL_PHONE.finditer(text):
         s, e = m.span()
+        if _DATE_LIKE_START.match(text, s):
+            continue
         end = _longest_valid_prefix(text, s, e, _local_ok)
         if end is not None:
             ctx = has_context(text, s, end, K.PHONE)
@@ -292,24 +386,25 @@ def find_phones(text: str) -> Iterator[Candidate]:
 
 # --- IBAN / bank accounts ---------------------------------------------------------------------------
 
-_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){10,30}")
+# Any case ("gb82 west ..."), groups joined by spaces or dashes; mod-97 keeps look-alikes out.
+_IBAN = re.compile(r"[A-Za-z](?<!\w[A-Za-z])[A-Za-z]\d{2}(?:[ -]{0,2}[A-Za-z0-9]){10,30}")
 
 
 def find_ibans(text: str) -> Iterator[Candidate]:
-    """ISO 13616 IBANs, compact or in groups of four, cut to the country's registered length."""
+    """ISO 13616 IBANs in any case, compact or in groups, cut to the country's registered length."""
     for m in _IBAN.finditer(text):
         s = m.start()
-        length = v.IBAN_LENGTHS.get(text[s : s + 2])
+        length = v.IBAN_LENGTHS.get(text[s : s + 2].upper())
         if length is None:
             continue
         count, i, e = 0, s, m.end()
         while i < e and count < length:
-            if text[i] != " ":
+            if text[i].isalnum():
                 count += 1
             i += 1
         if count != length or (i < len(text) and text[i].isalnum()):
             continue
-        if v.iban_ok(text[s:i].replace(" ", "")):
+        if v.iban_ok("".join(c for c in text[s:i] if c.isalnum())):
             yield Candidate(K.IBAN, s, i, 0.95, "iban_mod97")
 
 
@@ -335,18 +430,28 @@ def find_bank_accounts(text: str) -> Iterator[Candidate]:
 # --- email / IP / crypto ----------------------------------------------------------------------------
 
 # Anchored on '@' (a literal the regex engine can skip to quickly); the local part is walked back in Python.
-_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![\w-])")
+# Internationalised (RFC 6531): Unicode letters in labels and local part, Unicode or punycode TLDs.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_LABEL = rf"(?:[^\W_]|[{_MARKS}-])"
+_EMAIL_DOMAIN = re.compile(
+    rf"@{_LABEL}{{1,63}}(?:\.{_LABEL}{{1,63}}){{0,8}}\.(?:[^\W\d_]{{2,24}}|xn--[A-Za-z0-9-]{{1,59}})(?![\w-])"
+)
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_MARK = re.compile(rf"[{_MARKS}]")
+
+
+def _local_char(c: str) -> bool:
+    return c in _LOCAL_CHARS or c.isalnum() or _MARK.match(c) is not None
 
 
 def find_emails(text: str) -> Iterator[Candidate]:
-    """Addresses with a dotted domain and a 2-24 letter TLD; local part up to 64 characters."""
+    """Addresses with a dotted domain and a TLD (letters or punycode); local part up to 64 characters."""
     for m in _EMAIL_DOMAIN.finditer(text):
         at = m.start()
         i = at
-        while i > 0 and text[i - 1] in _LOCAL_CHARS and at - i < 64:
+        while i > 0 and _local_char(text[i - 1]) and at - i < 64:
             i -= 1
-        if i > 0 and (text[i - 1] in _LOCAL_CHARS or text[i - 1].isalnum()):
+        if i > 0 and _local_char(text[i - 1]):
             continue  # local part longer than RFC 5321 allows, or glued to other text
         while i < at and not text[i].isalnum():
             i += 1
@@ -361,10 +466,15 @@ _IPV6 = re.compile(
 )
 
 
+# "version 4.1.1.1" is a four-part version number, not an address.
+_VERSION_BEFORE = re.compile(r"(?<!\w)(?i:version|ver|release|build|firmware|app|sdk)\.?[ \t:]*$")
+
+
 def find_ips(text: str) -> Iterator[Candidate]:
-    """IPv4 with every octet <= 255; IPv6 (incl. :: compression and embedded IPv4) checked by ipaddress."""
+    """IPv4 with every octet <= 255 (not right after a version label); IPv6 (incl. :: compression and
+    embedded IPv4) checked by ipaddress."""
     for m in _IPV4.finditer(text):
-        if v.ipv4_ok(m.group()):
+        if v.ipv4_ok(m.group()) and not _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()):
             yield Candidate(K.IP_ADDRESS, m.start(), m.end(), 0.85, "ipv4")
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
@@ -480,6 +590,7 @@ Recognizer = Callable[[str], Iterator[Candidate]]
 
 STRUCTURED_RECOGNIZERS: tuple[Recognizer, ...] = (
     find_digit_runs,
+    find_separated_digits,
     find_phones,
     find_ibans,
     find_bank_accounts,
