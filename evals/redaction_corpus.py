@@ -6,8 +6,13 @@ valid check digits from Faker, NG/KE/GB/US phone numbers checked with `phonenumb
 Tron addresses, ETH addresses) and placed in sentence templates written the way support tickets, memos
 and credit-report notes are. Every template records the exact span and kind of each value.
 
+Evasive spellings a red team found getting through are positives too: cards and phones with dots, slashes,
+underscores, no-break/thin/zero-width spaces or en-dashes between groups, 00-prefixed numbers, spaced BVN/NIN,
+dotted SSNs, lowercase or dashed IBANs, Unicode and IDN emails, a full-width '＠'.
+
 Negative documents carry no personal data at all: amounts, dates, KRD- references, UUIDs, corridors, FX
-rates, times, counts. Any finding on them is a false positive.
+rates, times, counts, and look-alikes of the evasive forms (four-part versions, slashed and dotted dates,
+slashed/underscored references). Any finding on them is a false positive.
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ TEMPLATES: tuple[str, ...] = (
     "Mr {PERSON} lives at {ADDRESS} and his phone is {PHONE:ng_local}.",
     "Account holder {PERSON}, BVN {BVN}, mobile {PHONE:ng_intl}, email {EMAIL}.",
     "Card ending... actually the full number is {CARD_NUMBER:bare}; DOB {DATE_OF_BIRTH:iso}.",
+    # Evasive spellings.
+    "Card {CARD_NUMBER:odd_sep} was declined at checkout.",
+    "pls charge {CARD_NUMBER:odd_sep} again",
+    "Call me on {PHONE:odd_sep} after 6pm.",
+    "My BVN is {BVN:grouped}, please link it.",
+    "NIN: {NIN:grouped}",
+    "SSN {SSN:dotted} listed on the bureau file is not mine.",
+    "Send it to {IBAN:lower} (Barclays).",
+    "Beneficiary IBAN {IBAN:dashed}",
+    "Contact {EMAIL:unicode} for the statement.",
 )
 
 NEGATIVE_TEMPLATES: tuple[str, ...] = (
@@ -81,6 +96,11 @@ NEGATIVE_TEMPLATES: tuple[str, ...] = (
     "Wallet balance {AMOUNT} as of {DATE} {TIME}; {INT} pending holds.",
     "Webhook retry {INT}/5 for event {UUID} at {TIME}.",
     "Statement period {DATE} to {DATE}: {INT} transfers, fees {AMOUNT}.",
+    # Look-alikes of the evasive forms.
+    "App version {VERSION4} went out on {SLASH_DATE} at {TIME}.",
+    "Ticket {SLASH_REF} opened {DOT_DATE}; export batch_{UNDERSCORE_DATE}_{INT}.csv attached.",
+    "Settlement window {DOT_DATE} {TIME}\u2013{TIME} closed with {INT} items.",
+    "Build {BUILD} promoted; {INT}\u00a0000 transfers replayed.",
 )
 
 # Business numbers shaped like identifiers: an 11-digit tracking number has the shape of a NIN, a 10-digit Unix
@@ -91,12 +111,13 @@ HARD_NEGATIVE_TEMPLATES: tuple[str, ...] = (
     "Order number {ORDER_NO} was fulfilled.",
     "Version {SEMVER} deployed; build {INT}.",
     "Sort the {INT} rows by amount, then export to CSV.",
+    "Order {ORDER_GROUPED} archived.",
 )
 
 _CURRENCIES = ("NGN", "USD", "GBP", "KES", "GHS", "USDC")
 _CORRIDORS = ("US-NG", "GB-GH", "US-KE", "GB-NG", "US-GH")
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_PLACEHOLDER = re.compile(r"\{([A-Z_]+)(?::(\w+))?\}")
+_PLACEHOLDER = re.compile(r"\{([A-Z][A-Z0-9_]*)(?::(\w+))?\}")
 
 
 @dataclass
@@ -168,23 +189,40 @@ class Generator:
         r = self.rng
         digits = lambda n: "".join(r.choice("0123456789") for _ in range(n))  # noqa: E731
         if kind == "BVN":
-            return "22" + digits(9)
+            bvn = "22" + digits(9)
+            return self._regroup(bvn, (3, 4, 4)) if variant == "grouped" else bvn
         if kind == "NIN":
-            return str(r.randint(1, 9)) + digits(10)
+            nin = str(r.randint(1, 9)) + digits(10)
+            return self._regroup(nin, r.choice(((3, 4, 4), (4, 3, 4)))) if variant == "grouped" else nin
         if kind == "CARD_NUMBER":
             prefix, length = r.choice((("4", 16), ("51", 16), ("53", 16), ("2221", 16), ("37", 15), ("4", 16)))
             card = _luhn_complete(prefix, length, r)
+            sizes = (4, 6, 5) if length == 15 else (4, 4, 4, 4)
             if variant == "grouped":
-                if length == 15:
-                    return f"{card[:4]} {card[4:10]} {card[10:]}"
-                return " ".join(card[i:i + 4] for i in range(0, 16, 4))
+                return self._regroup(card, sizes, " ")
+            if variant == "odd_sep":
+                return self._regroup(card, sizes)
             return card
         if kind == "IBAN":
             iban = self.fakers["en_GB"].iban() if r.random() < 0.6 else self.fakers["de_DE"].iban()
+            if variant == "lower":
+                return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)).lower()
+            if variant == "dashed":
+                return "-".join(iban[i:i + 4] for i in range(0, len(iban), 4))
             return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)) if variant == "spaced" else iban
         if kind == "PHONE":
+            if variant == "odd_sep":
+                local = self._phone("ng_local").replace(" ", "")
+                if r.random() < 0.3:
+                    return self._regroup("00234" + local[1:], (5, 3, 3, 4), r.choice((" ", "-", "\u00a0")))
+                return self._regroup(local, (4, 3, 4))
             return self._phone(variant or "ng_intl")
         if kind == "EMAIL":
+            if variant == "unicode":
+                local = r.choice(("jöhn", "zoë.okafor", "adébáyọ̀", "chidi", "wanjirũ", "ama.mensah", "élodie"))
+                domain = r.choice(("bücher.de", "exämple.com", "kredete.ng", "mail.com.gh", "例子.广告"))
+                at = r.choice(("@", "@", "\uff20"))
+                return f"{local}{r.randint(1, 99) if r.random() < 0.5 else ''}{at}{domain}"
             return self._faker().email()
         if kind == "CRYPTO_ADDRESS":
             if variant == "eth":
@@ -192,7 +230,8 @@ class Generator:
             version = b"\x41" if variant == "tron" else b"\x00"
             return _base58check(version + bytes(r.getrandbits(8) for _ in range(20)))
         if kind == "SSN":
-            return self.fakers["en_US"].ssn()
+            ssn = self.fakers["en_US"].ssn()
+            return ssn.replace("-", ".") if variant == "dotted" else ssn
         if kind == "DATE_OF_BIRTH":
             y, m, d = r.randint(1950, 2004), r.randint(1, 12), r.randint(1, 28)
             if variant == "long":
@@ -221,6 +260,17 @@ class Generator:
             f = self.fakers["en_GB" if style == "gb" else "en_US"]
             return f"{f.building_number()} {f.street_name()}, {f.city()}"
         raise ValueError(kind)
+
+    # Separators people (and copy-paste) put between digit groups that the engine used to miss.
+    ODD_SEPARATORS = (".", "/", "_", "  ", " - ", "\u00a0", "\u2009", "\u202f", "\u2013", "\u200b")
+
+    def _regroup(self, digits: str, sizes: tuple[int, ...], sep: str | None = None) -> str:
+        sep = sep if sep is not None else self.rng.choice(self.ODD_SEPARATORS)
+        out, i = [], 0
+        for n in sizes:
+            out.append(digits[i:i + n])
+            i += n
+        return sep.join(out)
 
     def negative_value(self, kind: str) -> str:
         r = self.rng
@@ -257,6 +307,21 @@ class Generator:
             return f"{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 99)}"
         if kind == "PCT":
             return str(r.randint(1, 99))
+        y, m, d = r.randint(2023, 2026), r.randint(1, 12), r.randint(1, 28)
+        if kind == "VERSION4":
+            return ".".join(str(r.randint(0, 12)) for _ in range(4))
+        if kind == "SLASH_DATE":
+            return r.choice((f"{y}/{m:02d}/{d:02d}", f"{d:02d}/{m:02d}/{y}"))
+        if kind == "DOT_DATE":
+            return f"{d:02d}.{m:02d}.{y}"
+        if kind == "UNDERSCORE_DATE":
+            return f"{y}_{m:02d}_{d:02d}"
+        if kind == "SLASH_REF":
+            return f"KRD/{y}/{m:02d}/{r.randint(1, 999_999):06d}"
+        if kind == "BUILD":
+            return f"{y}.{m:02d}.{d:02d}.{r.randint(1, 9999)}"
+        if kind == "ORDER_GROUPED":
+            return self._regroup(str(r.randint(10**15, 10**16 - 1)), (4, 4, 4, 4), r.choice((".", "/", "-", " ")))
         raise ValueError(kind)
 
     def fill(self, template: str, negative: bool = False) -> Doc:

@@ -73,6 +73,12 @@ _GROUP = re.compile(r"\d+")
 # Classification order when several context words are equally close.
 _BARE_CONTEXT_KINDS = (K.BVN, K.NIN, K.SSN, K.PASSPORT, K.BANK_ACCOUNT, K.PHONE, K.CARD_NUMBER)
 _CURRENCY_NEAR = re.compile(r"(?:₦|\$|£|€|\b(?:NGN|USD|GBP|EUR|GHS|KES|naira|cedis?|shillings?)\b)\s*$", re.I)
+_CURRENCY_AFTER = re.compile(r"\s*(?:₦|\$|£|€|(?:NGN|USD|GBP|EUR|GHS|KES|naira|cedis?|shillings?)\b)", re.I)
+
+
+def _amount_like(text: str, s: int, e: int) -> bool:
+    """A currency right before or after the span: "NGN 12 345 678 901" / "12 345 678 901 naira"."""
+    return _CURRENCY_NEAR.search(text[max(0, s - 8) : s]) is not None or _CURRENCY_AFTER.match(text, e) is not None
 
 
 def _intl_digits_phone(digits: str) -> bool:
@@ -222,7 +228,7 @@ def _multi_group(text: str, groups: list[tuple[int, int]], bare_groups: bool = T
     # "234 803 123 4567": a country-code-prefixed phone written with spaces but without the '+'.
     if not any(used) and 11 <= sum(lengths) <= 13:
         s, e = groups[0][0], groups[-1][1]
-        if _intl_digits_phone(_digits(text[s:e])):
+        if not _amount_like(text, s, e) and _intl_digits_phone(_digits(text[s:e])):
             ctx = has_context(text, s, e, K.PHONE)
             yield Candidate(K.PHONE, s, e, 0.9 if ctx else 0.6, "phone_intl_no_plus")
             return
@@ -250,7 +256,7 @@ def _grouped_national_id(text: str, groups: list[tuple[int, int]], lengths: list
     if total != 11 or j < 1:
         return None
     s, e = groups[0][0], groups[j][1]
-    if _CURRENCY_NEAR.search(text[max(0, s - 8) : s]):
+    if _amount_like(text, s, e):
         return None
     digits = _digits(text[s:e])
     for kind in ranked_context(text, s, e, _BARE_CONTEXT_KINDS):

@@ -166,6 +166,8 @@ def test_unicode_emails(value: str) -> None:
         "Build 2026.01.15.1234 for corridor US-NG, 3\u00a0000 transfers.",
         "Pages 0803 - 0812 of the manual.",
         "Ranges 221 2345 6789 in the export are row counts.",
+        "Paid 12\u00a0345\u00a0678\u00a0901 naira, or NGN 12 345 678 901 in total.",
+        "Lot 123/45/6789 and ISBN 978\u20133\u201316\u2013148410\u20130 restocked.",
     ],
 )
 def test_lookalikes_untouched(text: str) -> None:
