@@ -22,7 +22,17 @@ _STOP = (
     r"(?!(?i:the|and|or|of|in|on|at|for|to|from|is|was|has|had|will|with|phone|tel|mobile|email|e-mail|"
     r"bvn|nin|dob|address|account|acct|date|born|passport|ssn|iban|card|amount|ref|id|street|road)\b)"
 )
-_NAME_WORD = _STOP + r"[A-Z](?:[a-z]+(?:[A-Z][a-z]+)?|[A-Z]+)(?:['’-][A-Z]?[a-z]+|['’-][A-Z]+)?"
+# Latin letters with diacritics count as letters ("Adébáyọ̀", "Zoë Müller"): an ASCII-only class would stop
+# the name at the first accent and leave the rest of it in the output. Combining marks may follow any
+# letter (Yoruba tone marks over dotted vowels have no precomposed form).
+_LATIN = [chr(c) for c in (*range(0xC0, 0x250), *range(0x1E00, 0x1F00))]
+_MK = "\u0300-\u036f"
+_UP = "A-Z" + "".join(c for c in _LATIN if c.isupper())
+_LO = "a-z" + "".join(c for c in _LATIN if c.islower()) + _MK
+_CAP = rf"[{_UP}][{_MK}]*"
+_NAME_WORD = (
+    _STOP + rf"{_CAP}(?:[{_LO}]+(?:{_CAP}[{_LO}]+)?|[{_UP}{_MK}]+)(?:['’-](?:{_CAP})?[{_LO}]+|['’-][{_UP}{_MK}]+)?"
+)
 _NAME_SEQ = rf"{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.[ \t]*)?{_NAME_WORD}){{0,3}}"
 
 _HONORIFIC_NAME = re.compile(rf"(?<!\w)(?:(?:{_HONORIFICS})\.?[ \t]+){{1,3}}(?P<name>{_NAME_SEQ})")
@@ -33,7 +43,7 @@ _LABELLED_NAME = re.compile(
     rf"[\"']?[ \t]*[:=]?[ \t]*[\"']?(?P<name>{_NAME_SEQ})"
 )
 
-_WORD = r"[A-Z][\w'’-]*\.?"
+_WORD = rf"{_CAP}[\w'’{_MK}-]*\.?"
 _SUFFIX = (
     r"(?:Street|St|Road|Rd|Avenue|Ave|Close|Cl|Crescent|Cres|Way|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|"
     r"Place|Pl|Highway|Hwy|Expressway|Estate|Layout|Terrace|Gardens|Square|Sq|Parkway|Pkwy|Circle|Cir|"
@@ -42,7 +52,7 @@ _SUFFIX = (
 # ", Victoria Island, Lagos" / ", Springfield, IL 62704" / ", London SW1A 1AA" — comma required so we do
 # not run on into the next sentence.
 _TAIL = (
-    r"(?:,[ \t]*[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*){0,2}){0,4}"
+    rf"(?:,[ \t]*{_CAP}[\w'’{_MK}-]*(?:[ \t]+{_CAP}[\w'’{_MK}-]*){{0,2}}){{0,4}}"
     r"(?:,?[ \t]+(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|\d{5}(?:-\d{4})?)(?!\w))?"
 )
 _HOUSE = r"(?:(?i:no\.?|plot|block|blk|flat|house|suite)[ \t]*)?\d{1,5}[A-Za-z]?(?:[ \t]*[/-][ \t]*\d{1,5}[A-Za-z]?)?,?"

@@ -261,3 +261,27 @@ def test_person_counterparty_with_allowed_name() -> None:
     row = {"counterparty_name": "Ada Obi", "counterparty_type": "person"}
     assert redact_value(row, allow_names=["Ada Obi"])[0] == row
     assert redact_value(row)[0]["counterparty_name"] == "[PERSON]"
+
+
+# --- names and addresses with diacritics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Mrs Ad\u00e9b\u00e1y\u1ecd\u0300 Okafor called", "Mrs [PERSON] called"),
+        ("Beneficiary: \u1eccl\u00e1 \u00ccb\u00edd\u00fan", "Beneficiary: [PERSON]"),
+        ("Name: Zo\u00eb M\u00fcller, relationship: sister", "Name: [PERSON], relationship: sister"),
+        ("Dr. \u00c9mile N\u0303u\u0301n\u0303ez asked", "Dr. [PERSON] asked"),  # decomposed accents
+        ("Ship to 12 \u1ecc\u0300ba Akran Avenue, \u00cck\u1eb9j\u00e0, Lagos.", "Ship to [ADDRESS]."),
+    ],
+)
+def test_names_and_addresses_with_diacritics(text: str, expected: str) -> None:
+    assert redact(text).text == expected
+
+
+def test_known_name_with_tone_marks_matches_its_decomposed_spelling() -> None:
+    composed = "\u1ecc\u0300l\u00e1 Ad\u00e9b\u00e1y\u1ecd\u0300"
+    decomposed = "O\u0323\u0300la\u0301 Ade\u0301ba\u0301yo\u0323\u0300"
+    r = redact(f"Payout to {decomposed} today", known_names=[composed])
+    assert r.text == "Payout to [PERSON] today"
