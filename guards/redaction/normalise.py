@@ -35,8 +35,11 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 def _fold_cluster(cluster: str) -> str:
     """ASCII-ish form of one base character plus its combining marks."""
     out = []
-    for ch in unicodedata.normalize("NFKC", cluster):
-        if ch in _DROP:
+    folded = unicodedata.normalize("NFKC", cluster)
+    # Accents only mean something on letters; on a digit or a dot they just break the number up.
+    bare = not folded[:1].isalpha()
+    for ch in folded:
+        if ch in _DROP or (bare and unicodedata.combining(ch)):
             continue
         ch = _FOLD.get(ch, ch)
         if not ch.isascii() and ch.isdigit():

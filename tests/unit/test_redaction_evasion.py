@@ -56,6 +56,11 @@ def test_amex_with_dots_and_fullwidth_and_other_script_digits() -> None:
     assert_masked(f"card {arabic} ok", arabic, K.CARD_NUMBER)
 
 
+def test_combining_marks_on_digits_do_not_split_a_card() -> None:
+    value = "4\u0301111 1111\u0336 1111 1111"
+    assert_masked(f"card {value} ok", value, K.CARD_NUMBER)
+
+
 def test_invalid_card_with_dots_is_left_alone() -> None:
     # Luhn fails: separators widen what is tried, not what is accepted.
     text = "ref 4111.1111.1111.1112 and 1234.5678.9012.3456"
