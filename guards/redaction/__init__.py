@@ -1,5 +1,6 @@
 """PII redaction engine: deterministic recognisers (checksums, prefix tables, context words), known-value
-matching, overlap resolution and role-based policies. No ML models, no I/O.
+matching, overlap resolution and role-based policies. No ML models, no I/O. Recognisers run on a Unicode-
+folded copy of the text (see `normalise`); findings and output always refer to the original characters.
 
 Public API::
 
