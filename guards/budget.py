@@ -1,13 +1,46 @@
-"""Cap a tool's output to a token budget measured with tiktoken, truncating lists with a note."""
+"""Cap a tool's output to a token budget measured with tiktoken.
+
+The output always fits, or the call fails with `OutputTooLarge`; nothing over the budget is ever returned:
+
+1. a list tool keeps the longest prefix of its list that fits; the remaining rows stay reachable: the cursor is
+   re-issued from the last row shown (`cursor_after`, supplied by the tool, keeps the repository's cursor and
+   its binding to the query and scope), or, when the tool cannot re-issue one, any cursor from after the cut
+   rows is dropped and the note says which smaller limit pages through everything;
+2. nested lists (a dispute's letters, its history ...) are trimmed, the largest first, and `omitted` records
+   how many items each trimmed list lost;
+3. then the longest strings are cut (marked `…[truncated]`, a «data» delimiter stays closed);
+4. if it still does not fit, `OutputTooLarge`.
+
+A cut output carries `truncated: true` and a `note` saying what was cut and how to get the rest.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from guards.errors import GuardError
+from guards.untrusted import CLOSE, OPEN
+
 MAX_OUTPUT_TOKENS = 4000
 MAX_OUTPUT_BYTES = 256 * 1024
+#: Strings shorter than this are never cut (identifiers, enum values, dates, short names).
+MIN_CUT_CHARS = 200
+CUT_MARK = " …[truncated]"
+
+#: `cursor_after(i)`: a cursor that resumes right after item i of the tool's list (None: cannot re-issue).
+CursorAfter = Callable[[int], "str | None"]
+Path = tuple[str | int, ...]
+
+
+class OutputTooLarge(GuardError):
+    """Even with every list trimmed and every long string cut, the output exceeds the budget."""
+
+    decision = "error"
+    public_message = ("the result is too large to return within the output budget even after trimming; "
+                      "ask for less (narrower filters, a smaller limit)")
 
 
 @lru_cache(maxsize=1)
@@ -17,59 +50,194 @@ def _encoding():
     return get_encoding()
 
 
+def _json(value: Any) -> str:
+    # ASCII-escaped: never fewer tokens than the UTF-8 text a client receives, so the measure is conservative.
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
 def count_tokens(value: Any) -> int:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    text = value if isinstance(value, str) else _json(value)
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def fit_to_budget(
-    payload: dict[str, Any], list_field: str | None, *, max_tokens: int = MAX_OUTPUT_TOKENS
-) -> tuple[dict[str, Any], bool]:
-    """Drop items from the end of `payload[list_field]` until the whole payload fits.
+def fits(payload: Any, max_tokens: int = MAX_OUTPUT_TOKENS) -> bool:
+    text = _json(payload)
+    return len(text.encode()) <= MAX_OUTPUT_BYTES and count_tokens(text) <= max_tokens
 
-    Returns the payload and whether it was truncated; a truncated payload carries `truncated=True`
-    and a `note` telling the agent how to get the rest (narrower filters or the cursor).
-    """
-    if count_tokens(payload) <= max_tokens and len(json.dumps(payload, default=str)) <= MAX_OUTPUT_BYTES:
+
+def fit_to_budget(payload: dict[str, Any], list_field: str | None, *, max_tokens: int = MAX_OUTPUT_TOKENS,
+                  cursor_after: CursorAfter | None = None) -> tuple[dict[str, Any], bool]:
+    """The payload, cut to fit `max_tokens` (and `MAX_OUTPUT_BYTES`), and whether it was cut."""
+    if fits(payload, max_tokens):
         return payload, False
-    items = list(payload.get(list_field) or []) if list_field else []
-    if not items:
-        # A single record too large for the budget: cut its longest strings.
-        return _shrink_strings(payload, max_tokens), True
-    lo, hi = 0, len(items)
-    while lo < hi:  # largest prefix that fits
+    cut = _Cut(payload, list_field, max_tokens, cursor_after)
+    items = payload.get(list_field) if list_field else None
+    if isinstance(items, list) and items:
+        best = _largest(lambda n: fits(cut.with_rows(n), max_tokens), 1, len(items) - 1) if len(items) > 1 else None
+        if best is not None:
+            return cut.with_rows(best), True
+        cut.rows = 1  # even one row is too big: trim inside it
+    if (out := cut.trim_lists()) is not None:
+        return out, True
+    if (out := cut.trim_strings()) is not None:
+        return out, True
+    raise OutputTooLarge()
+
+
+def _largest(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The largest n in [lo, hi] with ok(n), for ok monotone (true up to some n); None if not even ok(lo)."""
+    if not ok(lo):
+        return None
+    while lo < hi:
         mid = (lo + hi + 1) // 2
-        trial = {**payload, list_field: items[:mid]}
-        if count_tokens(trial) <= max_tokens - 60:
+        if ok(mid):
             lo = mid
         else:
             hi = mid - 1
-    out = {
-        **payload,
-        list_field: items[:lo],
-        "truncated": True,
-        "note": f"output capped at {max_tokens} tokens: {lo} of {len(items)} items shown; "
-        "narrow the filters or lower the limit",
-    }
-    if lo < len(items) and not payload.get("next_cursor") and lo > 0:
-        out["note"] += "; the remaining items are not reachable by cursor from here, repeat with a smaller limit"
-    return out, True
+    return lo
 
 
-def _shrink_strings(value: Any, max_tokens: int) -> Any:
-    budget_chars = max_tokens * 3
+class _Cut:
+    """A payload being cut: rows kept of the tool's list, items kept per nested list, strings cut."""
 
-    def walk(v: Any) -> Any:
-        if isinstance(v, str) and len(v) > 500:
-            return v[:500] + " …[truncated]"
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
+    def __init__(self, payload: dict[str, Any], list_field: str | None, max_tokens: int,
+                 cursor_after: CursorAfter | None) -> None:
+        self.payload = payload
+        self.list_field = list_field
+        self.max_tokens = max_tokens
+        self.cursor_after = cursor_after
+        rows = payload.get(list_field) if list_field else None
+        self.total_rows = len(rows) if isinstance(rows, list) else 0
+        self.rows = self.total_rows
+        self.keep: dict[Path, int] = {}  # nested list -> items kept
+        self.strings: dict[Path, int] = {}  # string -> characters kept
+        self._cursor_cache: dict[int, str | None] = {}
 
-    out = walk(value)
-    text = json.dumps(out, default=str)
-    if len(text) > budget_chars and isinstance(out, dict):
-        out = {**out, "truncated": True}
+    # --- building a candidate ------------------------------------------------------------------
+    def _cursor(self, n: int) -> str | None:
+        if n not in self._cursor_cache:
+            self._cursor_cache[n] = self.cursor_after(n - 1) if self.cursor_after is not None else None
+        return self._cursor_cache[n]
+
+    def with_rows(self, n: int) -> dict[str, Any]:
+        self.rows = n
+        return self.build()
+
+    def build(self) -> dict[str, Any]:
+        body = self._apply(self.payload, ())
+        notes: list[str] = []
+        omitted: dict[str, int] = {}
+        if self.list_field and self.rows < self.total_rows:
+            lf, n = self.list_field, self.rows
+            omitted[lf] = self.total_rows - n
+            cursor = self._cursor(n)
+            if cursor is not None:
+                body["next_cursor"] = cursor
+                notes.append(f"{n} of {self.total_rows} items shown; pass next_cursor to continue right after "
+                             "the last item shown")
+            else:
+                if "next_cursor" in body:
+                    body["next_cursor"] = None  # it would skip the rows not shown
+                notes.append(f"{n} of {self.total_rows} items shown; the rest are not reachable by cursor from "
+                             f"here: ask for fewer (limit={n} where the tool has a limit, or narrower filters or "
+                             "a shorter range)")
+        for path, kept in sorted(self.keep.items(), key=lambda kv: _label(kv[0])):
+            total = len(_get(self.payload, path))
+            if kept < total:
+                omitted[_label(path)] = total - kept
+                notes.append(f"{_label(path)}: {kept} of {total} shown")
+        if self.strings:
+            notes.append(f"{len(self.strings)} long text(s) cut (marked {CUT_MARK.strip()})")
+        body["truncated"] = True
+        body["note"] = f"output capped at {self.max_tokens} tokens: " + "; ".join(notes or ["cut to fit"])
+        if omitted:
+            body["omitted"] = omitted
+        return body
+
+    def _apply(self, value: Any, path: Path) -> Any:
+        if isinstance(value, dict):
+            return {k: self._apply(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            kept = value[: self.keep.get(path, len(value))]
+            if path == (self.list_field,):
+                kept = kept[: self.rows]
+            return [self._apply(v, (*path, i)) for i, v in enumerate(kept)]
+        if isinstance(value, str) and path in self.strings:
+            return _cut_string(value, self.strings[path])
+        return value
+
+    def _fits(self) -> bool:
+        return fits(self.build(), self.max_tokens)
+
+    # --- step 2: nested lists, largest first ------------------------------------------------------
+    def trim_lists(self) -> dict[str, Any] | None:
+        while True:
+            if self._fits():
+                return self.build()
+            lists = [(count_tokens(v), p) for p, v in _walk(self._apply(self.payload, ()), ())
+                     if isinstance(v, list) and v and p != (self.list_field,)]
+            if not lists:
+                return None
+            _, path = max(lists, key=lambda x: (x[0], _label(x[1])))
+            now = len(_get(self._apply(self.payload, ()), path))
+            self.keep[path] = now // 2
+            if self._fits():  # give back as many items of this list as still fit
+                best = _largest(lambda n, at=path: self._with_keep(at, n), now // 2, now - 1)
+                self.keep[path] = best if best is not None else now // 2
+                return self.build()
+
+    def _with_keep(self, path: Path, n: int) -> bool:
+        self.keep[path] = n
+        return self._fits()
+
+    # --- step 3: long strings, longest first ------------------------------------------------------
+    def trim_strings(self) -> dict[str, Any] | None:
+        while True:
+            if self._fits():
+                return self.build()
+            floor = MIN_CUT_CHARS // 2
+            longest = [(_content_len(v), p) for p, v in _walk(self._apply(self.payload, ()), ())
+                       if isinstance(v, str) and _content_len(v) > floor
+                       and (p in self.strings or _content_len(v) >= MIN_CUT_CHARS)]
+            if not longest:
+                return None
+            size, path = max(longest, key=lambda x: (x[0], _label(x[1])))
+            self.strings[path] = max(floor, size // 2)  # < size: every round makes progress
+
+
+def _walk(value: Any, path: Path):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, (*path, i))
+
+
+def _get(value: Any, path: Path) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _label(path: Path) -> str:
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
     return out
+
+
+def _content_len(text: str) -> int:
+    """Characters of a string's content: without «data» delimiters and without a cut mark."""
+    if text.startswith(OPEN) and text.endswith(CLOSE):
+        text = text[len(OPEN):-len(CLOSE)]
+    return len(text.removesuffix(CUT_MARK))
+
+
+def _cut_string(text: str, keep: int) -> str:
+    """`text` cut to `keep` characters of its content; a delimited «data» value stays delimited."""
+    if text.startswith(OPEN) and text.endswith(CLOSE):
+        inner = text[len(OPEN):-len(CLOSE)]
+        return text if len(inner) <= keep else f"{OPEN}{inner[:keep]}{CUT_MARK}{CLOSE}"
+    return text if len(text) <= keep else text[:keep] + CUT_MARK

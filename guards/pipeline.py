@@ -133,7 +133,9 @@ def guarded_tool(
             if postprocess is not None:
                 payload = await postprocess(payload, state.principal, runtime, state)
             payload, state.injection_flags = wrap_free_text(payload)
-            payload, state.truncated = fit_to_budget(payload, list_field, max_tokens=max_tokens)
+            # A page cut by the budget continues from its last row shown (the tool's own cursor, if it has one).
+            payload, state.truncated = fit_to_budget(payload, list_field, max_tokens=max_tokens,
+                                                     cursor_after=getattr(result, "cursor_after", None))
             rows = payload.get(list_field) if list_field else None
             state.rows_returned = len(rows) if isinstance(rows, list) else (1 if payload else 0)
             _check_output(output_model, payload)

@@ -1,0 +1,125 @@
+"""Token budget on synthetic payloads: the output always fits, says what it dropped, and keeps rows reachable."""
+
+from __future__ import annotations
+
+import pytest
+
+from guards.budget import MAX_OUTPUT_BYTES, MAX_OUTPUT_TOKENS, OutputTooLarge, count_tokens, fit_to_budget
+from guards.untrusted import CLOSE, OPEN, wrap
+
+
+def dispute(letters: int = 50, notes: int = 100) -> dict:
+    """A dispute like the red team's: 50 letters and 100 history notes (about 20k tokens)."""
+    return {
+        "dispute_id": "dsp-1", "user_id": "7f3c1f9e-2f7a-4a4e-9d55-0c2b2a6f0a11", "status": "under_review",
+        "notes": wrap("customer disputes a late payment " * 10),
+        "letters": [{"sent_at": f"2025-01-{1 + i % 28:02d}T00:00:00Z", "channel": "mail",
+                     "body": wrap(f"Dear bureau, letter {i}. " + "Please correct the record of my account. " * 30)}
+                    for i in range(letters)],
+        "status_history": [{"from_status": "opened", "to_status": "under_review", "at": "2025-02-01T00:00:00Z",
+                            "note": wrap(f"note {i}: " + "called the bureau again " * 6)} for i in range(notes)],
+        "bureau_responses": [{"received_at": "2025-03-01T00:00:00Z", "outcome": "pending"}],
+    }
+
+
+def test_a_payload_that_fits_is_returned_unchanged():
+    payload = {"transactions": [{"n": 1}], "next_cursor": None}
+    out, truncated = fit_to_budget(payload, "transactions")
+    assert out is payload and not truncated and "truncated" not in out
+
+
+def test_a_big_single_record_is_cut_to_the_budget_by_its_largest_lists_first():
+    payload = dispute()
+    assert count_tokens(payload) > 4 * MAX_OUTPUT_TOKENS
+    out, truncated = fit_to_budget(payload, None)
+    assert truncated and out["truncated"] is True
+    assert count_tokens(out) <= MAX_OUTPUT_TOKENS
+    # The largest list (letters) lost the most; each trimmed list says how many items it dropped.
+    assert set(out["omitted"]) <= {"letters", "status_history"} and "letters" in out["omitted"]
+    for name in out["omitted"]:
+        assert len(out[name]) + out["omitted"][name] == len(payload[name])
+        assert f"{name}: {len(out[name])} of {len(payload[name])} shown" in out["note"]
+    assert out["letters"] == payload["letters"][: len(out["letters"])]  # a prefix, items untouched
+    assert out["bureau_responses"] == payload["bureau_responses"] and out["notes"] == payload["notes"]
+    # It keeps as much as fits: one more letter would not.
+    more = {**out, "letters": payload["letters"][: len(out["letters"]) + 1]}
+    assert count_tokens(more) > MAX_OUTPUT_TOKENS
+
+
+@pytest.mark.parametrize("budget", [300, 1000, 2500, 4000])
+def test_the_output_fits_whatever_the_budget(budget):
+    out, truncated = fit_to_budget(dispute(), None, max_tokens=budget)
+    assert truncated and count_tokens(out) <= budget
+
+
+def test_long_strings_are_cut_after_lists_and_stay_delimited():
+    payload = {"dispute_id": "d", "notes": wrap("word " * 20_000), "letters": []}
+    out, truncated = fit_to_budget(payload, None)
+    assert truncated and count_tokens(out) <= MAX_OUTPUT_TOKENS
+    assert out["notes"].startswith(OPEN) and out["notes"].endswith(CLOSE) and "…[truncated]" in out["notes"]
+    assert out["notes"].count(OPEN) == 1 and out["notes"].count(CLOSE) == 1
+    assert "long text(s) cut" in out["note"]
+
+
+def test_one_list_row_too_big_for_the_budget_is_trimmed_inside():
+    row = {"id": "r0", "entries": [{"line": i, "memo": "x" * 200} for i in range(200)]}
+    payload = {"transactions": [row, {"id": "r1"}], "next_cursor": "after-r1"}
+    out, truncated = fit_to_budget(payload, "transactions", cursor_after=lambda i: f"after-r{i}")
+    assert truncated and count_tokens(out) <= MAX_OUTPUT_TOKENS
+    assert [r["id"] for r in out["transactions"]] == ["r0"] and out["next_cursor"] == "after-r0"
+    assert out["omitted"]["transactions[0].entries"] == 200 - len(out["transactions"][0]["entries"])
+
+
+def test_a_cut_page_reissues_the_cursor_from_the_last_row_shown():
+    rows = [{"id": i, "description": "school fees and rent " * 12} for i in range(100)]
+    out, truncated = fit_to_budget({"transactions": rows, "next_cursor": "after-99"}, "transactions",
+                                   cursor_after=lambda i: f"after-{i}")
+    shown = len(out["transactions"])
+    assert truncated and 0 < shown < 100 and count_tokens(out) <= MAX_OUTPUT_TOKENS
+    assert out["next_cursor"] == f"after-{shown - 1}"
+    assert f"{shown} of 100 items shown" in out["note"] and "capped" in out["note"]
+    assert out["omitted"] == {"transactions": 100 - shown}
+
+
+def test_a_cut_page_without_a_way_to_reissue_drops_the_cursor_that_would_skip_rows():
+    rows = [{"id": i, "description": "school fees and rent " * 12} for i in range(100)]
+    out, _ = fit_to_budget({"disputes": rows, "next_cursor": "after-99"}, "disputes")
+    shown = len(out["disputes"])
+    assert out["next_cursor"] is None
+    assert f"ask for fewer (limit={shown}" in out["note"]
+
+
+def test_following_reissued_cursors_reaches_every_row_exactly_once():
+    """A fake paged source behind the budget: an agent that follows next_cursor sees all 100 rows."""
+    data = [{"id": i, "description": ("long memo " * (5 + 20 * (i % 7)))} for i in range(100)]
+
+    def page(after: int, limit: int) -> tuple[dict, callable]:
+        chunk = data[after + 1: after + 1 + limit]
+        more = after + 1 + limit < len(data)
+        payload = {"transactions": chunk, "next_cursor": str(chunk[-1]["id"]) if more else None}
+        return payload, (lambda i: str(chunk[i]["id"]) if (i < len(chunk) - 1 or more) else None)
+
+    seen, cursor, calls = [], -1, 0
+    while True:
+        payload, cursor_after = page(cursor, 100)
+        out, _ = fit_to_budget(payload, "transactions", cursor_after=cursor_after)
+        assert count_tokens(out) <= MAX_OUTPUT_TOKENS
+        seen += [r["id"] for r in out["transactions"]]
+        calls += 1
+        if out["next_cursor"] is None:
+            break
+        cursor = int(out["next_cursor"])
+    assert seen == list(range(100)) and calls > 1
+
+
+def test_the_byte_cap_applies_too():
+    payload = {"blob": "a" * (MAX_OUTPUT_BYTES + 1000)}
+    out, truncated = fit_to_budget(payload, None, max_tokens=10**7)
+    assert truncated and len(out["blob"]) < MAX_OUTPUT_BYTES
+
+
+def test_what_cannot_be_cut_enough_fails_with_a_clear_error():
+    payload = {f"field_{i}": i for i in range(5000)}  # no list, no long string, far over the budget
+    with pytest.raises(OutputTooLarge) as info:
+        fit_to_budget(payload, None)
+    assert "too large" in info.value.message and info.value.decision == "error"
