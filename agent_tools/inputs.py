@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from stores.postgres.models import TransactionStatus
 
 MAX_LIMIT = 100
 Cursor = Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9_\-=.]+$",
@@ -30,19 +32,27 @@ class SearchTransactionsInput(_Input):
     user_id: UserId = None
     date_from: datetime | None = Field(None, description="Inclusive lower bound (ISO 8601).")
     date_to: datetime | None = Field(None, description="Exclusive upper bound (ISO 8601).")
-    status: Literal["pending", "processing", "completed", "failed", "reversed", "refunded",
-                    "partially_refunded", "cancelled"] | None = None
+    status: TransactionStatus | None = Field(None, description="Transaction status (the database's own values).")
     corridor: str | None = Field(None, pattern=r"^[A-Z]{2}-[A-Z]{2}$", description="e.g. US-NG, GB-GH, US-KE.")
     min_amount_minor: int | None = Field(None, ge=0, le=10**15, description="Minor units (e.g. cents, kobo).")
     max_amount_minor: int | None = Field(None, ge=0, le=10**15)
     currency: str | None = Field(None, pattern=r"^[A-Z]{3,4}$", description="ISO 4217 or USDC/USDT.")
-    counterparty: str | None = Field(None, min_length=2, max_length=100,
-                                     description="Text match on counterparty name or reference.")
+    reference: str | None = Field(None, min_length=5, max_length=16, pattern=r"^KRD-[0-9A-Z]{1,12}$",
+                                  description="Platform reference shown on every transaction (KRD- and 12 "
+                                              "characters): the whole reference, or its start.")
+    # Taken verbatim (not stripped like other text): the comparison itself ignores case and whitespace.
+    counterparty: Annotated[str, StringConstraints(strip_whitespace=False)] | None = Field(
+        None, min_length=2, max_length=200,
+        description="Exact counterparty name, ignoring case and extra spaces (no partial match). Customers: any "
+                    "of their transactions. Staff: only merchant and system counterparties (card payments, "
+                    "deposits, refunds, FX), whose names they can see; person counterparties never match.")
     cursor: Cursor | None = None
     limit: Limit = 20
 
     @model_validator(mode="after")
     def _ranges(self) -> SearchTransactionsInput:
+        if self.counterparty is not None and len(" ".join(self.counterparty.split())) < 2:
+            raise ValueError("counterparty needs at least 2 characters besides spaces")
         if self.date_from and self.date_to and self.date_from >= self.date_to:
             raise ValueError("date_from must be before date_to")
         if self.date_from and self.date_to and self.date_to - self.date_from > timedelta(days=3660):

@@ -35,8 +35,13 @@ class ToolSpec:
 
 TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("search_transactions", "Search transactions",
-             "Search payments in your scope by date range, status, corridor, amount range, currency and "
-             "counterparty text. Newest first; pass next_cursor for the next page. Amounts are minor units.",
+             "Search payments in your scope by date range, status, corridor, amount range, currency, platform "
+             "reference (KRD-..., whole or its start) and counterparty name. The counterparty filter is an exact "
+             "name match (case and extra spaces ignored, no partial match), and only on names you can see: "
+             "customers on all their payments, staff on merchant and system counterparties only (a person's "
+             "name is masked for staff and never matches); account references are never searchable. Each row "
+             "says its counterparty_type (person, merchant, system). Newest first; pass next_cursor for the next "
+             "page (after a cut page it continues right after the last row shown). Amounts are minor units.",
              i.SearchTransactionsInput, transactions.TransactionPage, transactions.search_transactions,
              list_field="transactions", render=render.transactions),
     ToolSpec("get_transaction", "Get a transaction",
@@ -71,7 +76,9 @@ TOOLS: tuple[ToolSpec, ...] = (
              "Record a rating of an answer in a conversation (stored redacted). The only write tool.",
              i.LogFeedbackInput, feedback.FeedbackAck, feedback.log_feedback, read_only=False),
     ToolSpec("corridor_volume", "Corridor volume",
-             "Aggregated transaction count and volume by corridor and day; no row-level data.",
+             "Aggregated transaction count and volume of completed remittances by corridor, UTC day and currency "
+             "pair; no row-level data. Only whole past days; a cell with fewer than min_cell_size transactions "
+             "or distinct users is withheld and counted in suppressed_cells.",
              i.CorridorVolumeInput, analytics.CorridorVolumeOut, analytics.corridor_volume, list_field="rows"),
     ToolSpec("search_audit_logs", "Search audit logs",
              "Compliance: search the tamper-evident audit trail by actor, action, decision and time, or by free "

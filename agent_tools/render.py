@@ -30,17 +30,26 @@ def transactions(p: dict[str, Any]) -> str:
     lines = [f"{len(rows)} transaction(s){_more(p)}:"]
     for t in rows[:10]:
         lines.append(f"- {t['created_at'][:10]} {t['status']} {t['kind']} {money(t['amount_minor'], t['currency'])}"
-                     f"{' ' + t['corridor'] if t.get('corridor') else ''} ref {t['reference']}")
+                     f"{' ' + t['corridor'] if t.get('corridor') else ''} ref {t['reference']}{_counterparty(t)}")
     if len(rows) > 10:
         lines.append(f"- … {len(rows) - 10} more in the structured content")
     return "\n".join(lines)
 
 
+def _counterparty(t: dict[str, Any]) -> str:
+    """`, counterparty (merchant): <name>`; the name as the payload has it (already redacted and delimited)."""
+    kind = t.get("counterparty_type")
+    if not kind:
+        return ""
+    name = t.get("counterparty_name")
+    return f", counterparty ({kind}){': ' + name if name else ''}"
+
+
 def transaction(p: dict[str, Any]) -> str:
     balanced = "balanced" if p.get("ledger_balanced") else "NOT balanced"
-    return (f"Transaction {p['reference']} ({p['status']} {p['kind']}): {money(p['amount_minor'], p['currency'])}, "
-            f"fee {money(p.get('fee_minor'), p['currency'])}; {len(p.get('ledger_entries', []))} ledger entries, "
-            f"{balanced}.")
+    return (f"Transaction {p['reference']} ({p['status']} {p['kind']}{_counterparty(p)}): "
+            f"{money(p['amount_minor'], p['currency'])}, fee {money(p.get('fee_minor'), p['currency'])}; "
+            f"{len(p.get('ledger_entries', []))} ledger entries, {balanced}.")
 
 
 def wallets(p: dict[str, Any]) -> str:

@@ -7,10 +7,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from agent_tools.inputs import GetTransactionInput, GetWalletBalancesInput, SearchTransactionsInput
-from guards.principal import Principal
+from guards.principal import Principal, Role
+from stores.postgres.models import COUNTERPARTY_TYPES, CounterpartyType
 
 
 class TransactionSummaryOut(BaseModel):
@@ -26,6 +27,9 @@ class TransactionSummaryOut(BaseModel):
     dest_amount_minor: int | None = None
     dest_currency: str | None = None
     reference: str
+    #: "person" (remittance, payout: the name is masked for staff), "merchant" (card payment) or "system"
+    #: (deposit, refund, FX conversion, fee: the platform's own wording).
+    counterparty_type: CounterpartyType
     counterparty_name: str | None = None
     description: str | None = None
 
@@ -33,6 +37,11 @@ class TransactionSummaryOut(BaseModel):
 class TransactionPage(BaseModel):
     transactions: list[TransactionSummaryOut]
     next_cursor: str | None = None
+    _page: Any = PrivateAttr(default=None)
+
+    def cursor_after(self, index: int) -> str | None:
+        """The cursor resuming right after `transactions[index]` (used when the output budget cuts the page)."""
+        return self._page.cursor_after(index) if self._page is not None else None
 
 
 class LedgerEntryOut(BaseModel):
@@ -80,14 +89,27 @@ def pick(obj: Any, model: type[BaseModel], renames: dict[str, str] | None = None
     return {k: data[k] for k in model.model_fields if k in data}
 
 
+#: Counterparty names each role sees unmasked, hence may search: a customer its own counterparties, staff only
+#: merchants and the platform (a person's name is masked for them, so a probe on it must look like a miss).
+_ALL_TYPES: tuple[CounterpartyType, ...] = tuple(sorted(set(COUNTERPARTY_TYPES.values())))
+_STAFF_TYPES: tuple[CounterpartyType, ...] = ("merchant", "system")
+
+
+def searchable_counterparty_types(principal: Principal) -> tuple[CounterpartyType, ...]:
+    return _ALL_TYPES if principal.role is Role.CUSTOMER else _STAFF_TYPES
+
+
 async def search_transactions(args: SearchTransactionsInput, principal: Principal, rt: Any) -> TransactionPage:
     scope = await rt.scope_for(principal, args.user_id)
     page = await rt.transactions.search(
         scope, date_from=args.date_from, date_to=args.date_to, status=args.status, corridor=args.corridor,
         min_amount_minor=args.min_amount_minor, max_amount_minor=args.max_amount_minor, currency=args.currency,
-        counterparty=args.counterparty, cursor=args.cursor, limit=args.limit)
-    return TransactionPage(transactions=[TransactionSummaryOut(**pick(t, TransactionSummaryOut)) for t in page.items],
-                           next_cursor=page.next_cursor)
+        reference=args.reference, counterparty=args.counterparty,
+        counterparty_types=searchable_counterparty_types(principal), cursor=args.cursor, limit=args.limit)
+    out = TransactionPage(transactions=[TransactionSummaryOut(**pick(t, TransactionSummaryOut)) for t in page.items],
+                          next_cursor=page.next_cursor)
+    out._page = page
+    return out
 
 
 def _balanced(entries: list[LedgerEntryOut]) -> bool:

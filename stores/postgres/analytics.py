@@ -7,7 +7,14 @@ from uuid import UUID
 
 from stores.errors import InvalidData
 from stores.postgres.base import Params, Repository, scope_clause
-from stores.postgres.models import CorridorVolume, Granularity, Series, TransactionStatus, WalletDayVolume
+from stores.postgres.models import (
+    TRANSACTION_STATUSES,
+    CorridorVolume,
+    Granularity,
+    Series,
+    TransactionStatus,
+    WalletDayVolume,
+)
 from stores.scope import RowScope
 
 _GRANULARITIES = ("hour", "day", "week", "month")
@@ -15,6 +22,8 @@ _GRANULARITIES = ("hour", "day", "week", "month")
 MAX_BUCKETS = 1000
 #: Row caps of the aggregate queries (one row per bucket and group); a capped result says `truncated`.
 CORRIDOR_ROWS = MAX_BUCKETS * 50
+#: Smallest aggregate cell shown (transactions and distinct users); the MCP tool passes Settings' value.
+DEFAULT_MIN_CELL_SIZE = 5
 WALLET_DAY_ROWS = MAX_BUCKETS * 10
 
 
@@ -30,24 +39,67 @@ def _check_range(date_from: datetime, date_to: datetime) -> None:
 class AnalyticsRepository(Repository):
     async def volume_by_corridor(self, date_from: datetime, date_to: datetime, granularity: Granularity = "day", *,
                                  status: TransactionStatus = "completed", corridor: str | None = None,
+                                 min_cell_size: int = DEFAULT_MIN_CELL_SIZE, closed_buckets_only: bool = True,
                                  max_rows: int = CORRIDOR_ROWS) -> Series[CorridorVolume]:
         """Count and sums per (bucket, corridor, currency pair) of remittances in [date_from, date_to), at most
-        `max_rows` rows (`truncated` says when there were more)."""
+        `max_rows` rows (`truncated` says when there were more).
+
+        Small cells are withheld: a group is returned only with at least `min_cell_size` transactions from at
+        least `min_cell_size` distinct users (a smaller one points at a person's own payments); the number of
+        withheld groups is `suppressed_cells`. Nothing else about them (counts, sums) is returned: totals of
+        the withheld groups could be differenced out of two queries with overlapping ranges.
+
+        So that two queries cannot be differenced down to one payment either, cells are whole buckets: the range
+        is widened to bucket boundaries (UTC), and with `closed_buckets_only` the bucket still filling up (the
+        current hour/day/...) is left out, since polling it would reveal each new payment.
+        """
         if granularity not in _GRANULARITIES:
             raise InvalidData(f"granularity must be one of {', '.join(_GRANULARITIES)}", store="postgres")
+        if status not in TRANSACTION_STATUSES:
+            raise InvalidData("unknown transaction status", store="postgres")
+        if not isinstance(min_cell_size, int) or not 1 <= min_cell_size <= 1000:
+            raise InvalidData("min_cell_size must be 1 to 1000", store="postgres")
         _check_range(date_from, date_to)
         p = Params()
-        where = [f"t.created_at >= {p.add(date_from)}", f"t.created_at < {p.add(date_to)}",
+        g = p.add(granularity)
+        step = f"('1 ' || {g})::interval"
+
+        def floor(ts: str) -> str:  # bucket start, computed on UTC wall-clock time (month lengths, no DST)
+            return f"(date_trunc({g}, ({ts}) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+        lower = floor(p.add(date_from, "timestamptz"))
+        upper = (f"((date_trunc({g}, ({p.add(date_to, 'timestamptz')} AT TIME ZONE 'UTC') - interval '1 microsecond')"
+                 f" + {step}) AT TIME ZONE 'UTC')")
+        if closed_buckets_only:
+            upper = f"LEAST({upper}, {floor('now()')})"
+        where = [f"t.created_at >= {lower}", f"t.created_at < {upper}",
                  f"t.status = {p.add(status)}::transaction_status", "t.corridor_id IS NOT NULL"]
         if corridor is not None:
             where.append(f"t.corridor_id = {p.add(corridor)}")
-        bucket = f"date_trunc({p.add(granularity)}, t.created_at, 'UTC')"
-        query = (f"SELECT {bucket} AS bucket, t.corridor_id, t.currency, t.dest_currency, "
-                 "count(*) AS transaction_count, sum(t.amount_minor)::bigint AS amount_minor, "
-                 "sum(t.fee_minor)::bigint AS fee_minor, COALESCE(sum(t.dest_amount_minor), 0)::bigint "
-                 f"AS dest_amount_minor FROM transactions t WHERE {' AND '.join(where)} "
-                 f"GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT {p.add(_cap(max_rows, CORRIDOR_ROWS) + 1)}")
-        return await self._series(CorridorVolume, query, p, _cap(max_rows, CORRIDOR_ROWS))
+        bucket = f"date_trunc({g}, t.created_at, 'UTC')"
+        k = p.add(min_cell_size, "int")
+        cap = _cap(max_rows, CORRIDOR_ROWS)
+        # One statement (one snapshot) for the shown cells and the count of the withheld ones; the LEFT JOIN
+        # keeps the count when every cell is withheld.
+        query = (f"WITH cells AS (SELECT {bucket} AS bucket, t.corridor_id, t.currency, t.dest_currency, "
+                 "count(*) AS transaction_count, count(DISTINCT t.user_id) AS users, "
+                 "sum(t.amount_minor)::bigint AS amount_minor, sum(t.fee_minor)::bigint AS fee_minor, "
+                 "COALESCE(sum(t.dest_amount_minor), 0)::bigint AS dest_amount_minor "
+                 f"FROM transactions t WHERE {' AND '.join(where)} GROUP BY 1, 2, 3, 4), "
+                 f"shown AS (SELECT * FROM cells WHERE transaction_count >= {k} AND users >= {k} "
+                 f"ORDER BY bucket, corridor_id, currency, dest_currency LIMIT {p.add(cap + 1)}) "
+                 f"SELECT s.bucket, s.corridor_id, s.currency, s.dest_currency, s.transaction_count, s.amount_minor, "
+                 f"s.fee_minor, s.dest_amount_minor, w.suppressed FROM (SELECT count(*) FILTER (WHERE "
+                 f"transaction_count < {k} OR users < {k}) AS suppressed FROM cells) w LEFT JOIN shown s ON TRUE "
+                 "ORDER BY s.bucket, s.corridor_id, s.currency, s.dest_currency")
+        async with self._read() as conn:
+            rows = await conn.fetch(query, *p.values)
+        suppressed = int(rows[0]["suppressed"]) if rows else 0
+        found = [r for r in rows if r["bucket"] is not None]
+        return Series[CorridorVolume](
+            items=[CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
+                   for r in found[:cap]],
+            truncated=len(found) > cap, suppressed_cells=suppressed)
 
     async def wallet_daily_volume(self, scope: RowScope, *, date_from: datetime, date_to: datetime,
                                   user_id: UUID | None = None, wallet_id: UUID | None = None,

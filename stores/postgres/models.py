@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+#: Exactly the values of the database enum `transaction_status` (migration 0003; a test compares them).
 TransactionStatus = Literal["pending", "processing", "completed", "failed", "cancelled", "reversed"]
+TRANSACTION_STATUSES: tuple[str, ...] = get_args(TransactionStatus)
 TransactionKind = Literal["deposit", "remittance", "payout", "fx_conversion", "refund", "card_payment", "fee"]
+#: Who is on the other side of a transaction: a person (masked for staff), a merchant or the platform itself.
+CounterpartyType = Literal["person", "merchant", "system"]
+COUNTERPARTY_TYPES: dict[str, CounterpartyType] = {
+    "remittance": "person", "payout": "person", "card_payment": "merchant",
+    "deposit": "system", "refund": "system", "fx_conversion": "system", "fee": "system"}
+
+
+def counterparty_type(kind: str) -> CounterpartyType:
+    """The counterparty type of a transaction kind (an unknown kind counts as a person: masked, never searched)."""
+    return COUNTERPARTY_TYPES.get(kind, "person")
+
+
+def kinds_with_counterparty(*types: CounterpartyType) -> tuple[str, ...]:
+    """The transaction kinds whose counterparty is one of `types`."""
+    return tuple(k for k, t in COUNTERPARTY_TYPES.items() if t in types)
 Decision = Literal["allowed", "denied", "rate_limited", "error"]
 Granularity = Literal["hour", "day", "week", "month"]
 
@@ -22,18 +39,31 @@ class _Row(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of results; pass `next_cursor` back to get the next one (None: no more)."""
+    """One page of results; pass `next_cursor` back to get the next one (None: no more).
+
+    `item_cursors[i]`, when given, is the cursor that resumes right after `items[i]` (same query, same scope
+    binding as `next_cursor`): a caller that shows only a prefix of the page continues from what it showed."""
 
     items: list[T]
     next_cursor: str | None = None
+    item_cursors: list[str] = Field(default_factory=list, exclude=True, repr=False)
+
+    def cursor_after(self, index: int) -> str | None:
+        """Cursor resuming after `items[index]`; for the last item, `next_cursor` (None when nothing follows)."""
+        if index == len(self.items) - 1:
+            return self.next_cursor
+        return self.item_cursors[index] if 0 <= index < len(self.item_cursors) else None
 
 
 class Series(BaseModel, Generic[T]):
     """Rows of an aggregate query. `truncated` is True when the row cap cut the result: ask for a narrower
-    range or a coarser granularity. Iterates, indexes and counts like its `items` (callers that took a list)."""
+    range or a coarser granularity. `suppressed_cells` counts the groups withheld because they were smaller
+    than the minimum cell size (too few transactions or users to be shown without pointing at a person).
+    Iterates, indexes and counts like its `items` (callers that took a list)."""
 
     items: list[T]
     truncated: bool = False
+    suppressed_cells: int = 0
 
     def __iter__(self):  # type: ignore[override]
         return iter(self.items)
@@ -60,6 +90,11 @@ class TransactionSummary(_Row):
     reference: str
     counterparty_name: str | None
     description: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def counterparty_type(self) -> CounterpartyType:
+        return counterparty_type(self.kind)
 
 
 class LedgerEntry(_Row):

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,18 +19,33 @@ from stores.errors import InvalidData, NotFound
 from stores.postgres.base import Params, Repository, cap_limit, scope_clause
 from stores.postgres.errors import pg_errors
 from stores.postgres.models import (
+    COUNTERPARTY_TYPES,
+    TRANSACTION_STATUSES,
+    CounterpartyType,
     LedgerEntry,
     Page,
     RefundSummary,
     TransactionDetail,
     TransactionStatus,
     TransactionSummary,
+    kinds_with_counterparty,
 )
 from stores.scope import RowScope
 
 _CORRIDOR = re.compile(r"^[A-Z]{2}-[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3,4}$")
-_STATUSES = {"pending", "processing", "completed", "failed", "cancelled", "reversed"}
+#: A platform reference (KRD- and 12 of [0-9A-Z], as the table's CHECK says) or a start of one.
+REFERENCE_LENGTH = 16
+_REFERENCE_PREFIX = re.compile(r"^KRD-[0-9A-Z]{1,12}$")
+#: Counterparty types whose names staff see unmasked, so a staff search may compare them.
+VISIBLE_TO_STAFF: tuple[CounterpartyType, ...] = ("merchant", "system")
+#: Case- and whitespace-insensitive form of a name, in SQL (applied to the column and the argument alike).
+_NORMALISED_NAME = "lower(btrim(regexp_replace({}, '\\s+', ' ', 'g')))"
+
+
+def normalise_counterparty(text: str) -> str:
+    """What the counterparty comparison ignores, in Python: surrounding whitespace, runs of it, case."""
+    return " ".join(text.split()).lower()
 
 SUMMARY_COLUMNS = ("t.id, t.created_at, t.user_id, t.kind, t.status, t.corridor_id, t.amount_minor, t.currency, "
                    "t.fee_minor, t.dest_amount_minor, t.dest_currency, t.reference, t.counterparty_name, "
@@ -120,20 +135,36 @@ class TransactionRepository(Repository):
     async def search(self, scope: RowScope, *, date_from: datetime | None = None, date_to: datetime | None = None,
                      status: TransactionStatus | None = None, corridor: str | None = None,
                      min_amount_minor: int | None = None, max_amount_minor: int | None = None,
-                     currency: str | None = None, counterparty: str | None = None, cursor: str | None = None,
-                     limit: int = 50) -> Page[TransactionSummary]:
-        """Newest first, keyset-paged on (created_at, id); every filter and the scope run in SQL."""
-        if status is not None and status not in _STATUSES:
+                     currency: str | None = None, reference: str | None = None, counterparty: str | None = None,
+                     counterparty_types: Collection[CounterpartyType] = VISIBLE_TO_STAFF,
+                     cursor: str | None = None, limit: int = 50) -> Page[TransactionSummary]:
+        """Newest first, keyset-paged on (created_at, id); every filter and the scope run in SQL.
+
+        Only values the caller can see are filterable. `reference` is the platform reference (KRD-...), matched
+        exactly or as a prefix. `counterparty` is an exact match of the counterparty name, compared case- and
+        whitespace-insensitively, and only on transactions whose counterparty type is in `counterparty_types`
+        (by default merchants and the platform, which staff see unmasked; a person's name is masked for staff, so
+        a staff probe on it must behave like a miss). The counterparty's account reference is never searched.
+        """
+        if status is not None and status not in TRANSACTION_STATUSES:
             raise InvalidData("unknown transaction status", store="postgres")
         if corridor is not None and not _CORRIDOR.match(corridor):
             raise InvalidData("corridor must look like 'US-NG'", store="postgres")
         if currency is not None and not _CURRENCY.match(currency):
             raise InvalidData("currency must be an ISO-style code such as 'NGN' or 'USDC'", store="postgres")
-        if counterparty is not None and not (1 <= len(counterparty) <= 100):
-            raise InvalidData("counterparty text must be 1 to 100 characters", store="postgres")
+        if reference is not None and not _REFERENCE_PREFIX.match(reference):
+            raise InvalidData("reference must be a platform reference such as KRD-7Q2M4XK9ABCD, or its start",
+                              store="postgres")
+        if counterparty is not None and not (1 <= len(normalise_counterparty(counterparty)) <= 200):
+            raise InvalidData("counterparty must be 1 to 200 characters besides spaces", store="postgres")
+        types = sorted(set(counterparty_types))
+        if not set(types) <= set(COUNTERPARTY_TYPES.values()):
+            raise InvalidData("unknown counterparty type", store="postgres")
         limit = cap_limit(limit)
         filters = {"from": date_from, "to": date_to, "status": status, "corridor": corridor,
-                   "min": min_amount_minor, "max": max_amount_minor, "currency": currency, "cp": counterparty}
+                   "min": min_amount_minor, "max": max_amount_minor, "currency": currency, "ref": reference,
+                   "cp": None if counterparty is None else normalise_counterparty(counterparty),
+                   "cpt": types if counterparty is not None else None}
         digest = _digest(scope, filters)
 
         p = Params()
@@ -152,10 +183,16 @@ class TransactionRepository(Repository):
             where.append(f"t.amount_minor <= {p.add(int(max_amount_minor))}")
         if currency is not None:
             where.append(f"t.currency = {p.add(currency)}")
+        if reference is not None:
+            if len(reference) == REFERENCE_LENGTH:
+                where.append(f"t.reference = {p.add(reference)}")
+            else:  # only [0-9A-Z-] (checked above): nothing to escape; the C collation lets the index serve it
+                where.append(f"t.reference LIKE {p.add(reference + '%')}")
         if counterparty is not None:
-            pat = p.add(f"%{escape_like(counterparty)}%")
-            where.append(f"(t.counterparty_name ILIKE {pat} ESCAPE '\\' OR t.counterparty_reference ILIKE {pat} "
-                         f"ESCAPE '\\' OR t.reference ILIKE {pat} ESCAPE '\\')")
+            # Both sides normalised by the same SQL expression: equal, never "contains" or "starts with".
+            where.append(f"{_NORMALISED_NAME.format('t.counterparty_name')} = "
+                         f"{_NORMALISED_NAME.format(p.add(counterparty, 'text'))}")
+            where.append(f"t.kind = ANY({p.add(list(kinds_with_counterparty(*types)), 'transaction_kind[]')})")
         if cursor is not None:
             c_at, c_id = decode_cursor(cursor, digest)
             where.append(f"(t.created_at, t.id) < ({p.add(c_at)}::timestamptz, {p.add(c_id)}::uuid)")
@@ -164,8 +201,9 @@ class TransactionRepository(Repository):
         async with self._read() as conn:
             rows = await conn.fetch(query, *p.values)
         items = [TransactionSummary.model_validate(dict(r)) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id, digest) if len(rows) > limit else None
-        return Page[TransactionSummary](items=items, next_cursor=next_cursor)
+        cursors = [encode_cursor(t.created_at, t.id, digest) for t in items]
+        return Page[TransactionSummary](items=items, next_cursor=cursors[-1] if len(rows) > limit else None,
+                                        item_cursors=cursors)
 
     async def get(self, scope: RowScope, transaction_id: UUID, *, created_at: datetime | None = None,
                   ) -> TransactionDetail:

@@ -73,14 +73,17 @@ async def test_filters(agent_store, world):
         await repo.search(scope, status="deleted")  # type: ignore[arg-type]
 
 
-async def test_counterparty_search_escapes_like_wildcards(agent_store, world):
+async def test_counterparty_search_is_an_exact_match_on_visible_types(agent_store, world):
     repo = TransactionRepository(agent_store)
     scope = RowScope.users(world["a"])
-    literal = await repo.search(scope, counterparty="100%")
-    assert [t.counterparty_name for t in literal.items] == ["100% Legit_Ltd"]
-    assert [t.counterparty_name for t in (await repo.search(scope, counterparty="legit_")).items] == [
-        "100% Legit_Ltd"]
-    assert len((await repo.search(scope, counterparty="kwame")).items) == 1
+    everyone = ("person", "merchant", "system")  # what a customer's own search may compare
+    exact = await repo.search(scope, counterparty="100% legit_ltd", counterparty_types=everyone)
+    assert [t.counterparty_name for t in exact.items] == ["100% Legit_Ltd"]  # % and _ are not wildcards
+    for partial in ("100%", "legit_", "kwame"):
+        assert (await repo.search(scope, counterparty=partial, counterparty_types=everyone)).items == []
+    assert len((await repo.search(scope, counterparty=" KWAME  mensah", counterparty_types=everyone)).items) == 1
+    # By default (staff) only merchant and system counterparties are compared: these are persons.
+    assert (await repo.search(scope, counterparty="Kwame Mensah")).items == []
     assert escape_like("a%b_c\\") == "a\\%b\\_c\\\\"
 
 
@@ -177,7 +180,8 @@ async def test_profiles_and_known_pii(agent_store, app_store, cipher, world):
 async def test_aggregations_and_time_series(agent_store, world):
     analytics = AnalyticsRepository(agent_store)
     now = datetime.now(UTC)
-    vols = await analytics.volume_by_corridor(now - timedelta(days=1), now + timedelta(days=1))
+    vols = await analytics.volume_by_corridor(now - timedelta(days=1), now + timedelta(days=1), min_cell_size=1,
+                                              closed_buckets_only=False)
     by_corridor = {}
     for v in vols:
         by_corridor[v.corridor_id] = by_corridor.get(v.corridor_id, 0) + v.transaction_count
@@ -236,11 +240,12 @@ async def test_capped_aggregates_say_they_were_truncated(agent_store, world):
     analytics = AnalyticsRepository(agent_store)
     now = datetime.now(UTC)
     window = (now - timedelta(days=1), now + timedelta(days=1))
-    full = await analytics.volume_by_corridor(*window, corridor="US-GH")
+    small = {"min_cell_size": 1, "closed_buckets_only": False}  # this test is about the row cap
+    full = await analytics.volume_by_corridor(*window, corridor="US-GH", **small)
     assert len(full) >= 1 and full.truncated is False
-    by_hour_and_corridor = await analytics.volume_by_corridor(*window)
+    by_hour_and_corridor = await analytics.volume_by_corridor(*window, **small)
     assert len(by_hour_and_corridor) >= 3 and not by_hour_and_corridor.truncated
-    cut = await analytics.volume_by_corridor(*window, max_rows=2)
+    cut = await analytics.volume_by_corridor(*window, max_rows=2, **small)
     assert len(cut.items) == 2 and cut.truncated is True
     assert cut.items == by_hour_and_corridor.items[:2]
     days = await analytics.wallet_daily_volume(RowScope.users(world["a"]), user_id=world["a"], date_from=window[0],
