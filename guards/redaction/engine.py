@@ -22,6 +22,10 @@ _UPPER = re.compile(r"[A-Z]")
 # Every pattern except emails, IPv6, crypto and person names needs a digit; skipping them on digit-free
 # strings matters for redact_value, which sees many short field values.
 _DIGITLESS = tuple(r for r in STRUCTURED_RECOGNIZERS if r in (find_emails, find_ips, find_crypto))
+# Record ids are UUIDs; their hex groups can pass a checksum by chance (1 in 97 for IBAN's mod-97), and an
+# agent needs them intact to call the next tool, so no finding may overlap one.
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                   r"(?![0-9A-Za-z])")
 
 
 def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None) -> list[Candidate]:
@@ -38,6 +42,9 @@ def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None) ->
     cands.extend(known.find(text))
     if kinds is not None:
         cands = [c for c in cands if c.kind in kinds]
+    ids = [m.span() for m in _UUID.finditer(text)]
+    if ids:
+        cands = [c for c in cands if not any(c.start < e and s < c.end for s, e in ids)]
     return cands
 
 
