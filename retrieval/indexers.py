@@ -46,14 +46,20 @@ def _iso(v: Any) -> Any:
 
 
 def transaction_doc(row: Row, redact: Redactor) -> Row:
+    from stores.postgres.models import counterparty_type
+
+    name = row.get("counterparty_name")
+    person = bool(name) and counterparty_type(str(row["kind"])) == "person"
+    # A natural person's name is masked whole, and wherever it recurs in the description ("Send to Peter").
+    counterparty = "[PERSON]" if person else (redact(name) if name else None)
+    description = redact(row["description"], [name] if person else ()) if row.get("description") else None
     return {"transaction_id": str(row["id"]), "user_id": str(row["user_id"]), "kind": str(row["kind"]),
             "status": str(row["status"]), "corridor": row.get("corridor_id"), "currency": row["currency"],
             "amount_minor": int(row["amount_minor"]), "fee_minor": int(row.get("fee_minor") or 0),
             "dest_currency": row.get("dest_currency"), "dest_amount_minor": row.get("dest_amount_minor"),
             "fx_rate": float(row["fx_rate"]) if row.get("fx_rate") is not None else None,
             "reference": row["reference"],
-            "counterparty": redact(row["counterparty_name"]) if row.get("counterparty_name") else None,
-            "description": redact(row["description"]) if row.get("description") else None,
+            "counterparty": counterparty, "description": description,
             "failure_reason": row.get("failure_reason"), "created_at": _iso(row["created_at"]),
             "updated_at": _iso(row["updated_at"]), "completed_at": _iso(row.get("completed_at"))}
 
