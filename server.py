@@ -23,8 +23,8 @@ from agent_tools.prompts import register_prompts
 from agent_tools.registry import TOOLS
 from agent_tools.resources import register_resources
 from agent_tools.runtime import AgentRuntime
-from guards.middleware import GuardMiddleware
-from guards.pipeline import CallState, guarded_tool, new_call_state
+from guards.middleware import GuardMiddleware, HttpAuthGuard, record_token_failure
+from guards.pipeline import guarded_tool
 from guards.tokens import KredeteTokenVerifier
 
 INSTRUCTIONS = (
@@ -39,14 +39,9 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
     kwargs: dict = {}
     if http is not None:
         host, port = http
-
-        async def on_token_failure(reason: str) -> None:
-            state: CallState = new_call_state("http:authenticate", {})
-            state.decision, state.reason = "denied", reason
-            await runtime.audit(state)
-
+        # A refused token is audited by HttpAuthGuard (once per request, with the verifier's reason).
         kwargs = {
-            "token_verifier": KredeteTokenVerifier(runtime.settings, on_failure=on_token_failure),
+            "token_verifier": KredeteTokenVerifier(runtime.settings, on_failure=record_token_failure),
             "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=f"http://{host}:{port}/mcp",
                                  validate_token_resource=False),
         }
@@ -62,12 +57,15 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
         # Publish the input model's own schema: it says what the guard validates (unknown arguments refused).
         tool.parameters = spec.input_model.model_json_schema()
         tools.append(tool)
+    guard = GuardMiddleware(lambda: runtime)
     mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",
-                    middleware=[GuardMiddleware(lambda: runtime)], tools=tools, **kwargs)
+                    middleware=[guard], tools=tools, **kwargs)
+    guard.catalog = mcp  # audit rows name only the resources and prompts it lists
     if http is not None:
         _add_http_routes(mcp, runtime)
     runtime.tool_names = frozenset(s.name for s in TOOLS)
     runtime.input_models = {s.name: s.input_model for s in TOOLS}
+    runtime.write_tools = frozenset(s.name for s in TOOLS if not s.read_only)
     register_resources(mcp)
     register_prompts(mcp)
     return mcp
@@ -110,7 +108,8 @@ async def serve_http(host: str = "127.0.0.1", port: int = 8765) -> None:
 
     runtime = await AgentRuntime(transport="http").start()
     try:
-        app = build_server(runtime, http=(host, port)).streamable_http_app(host=host)
+        # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
+        app = HttpAuthGuard(build_server(runtime, http=(host, port)).streamable_http_app(host=host), runtime)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         await uvicorn.Server(config).serve()
     finally:

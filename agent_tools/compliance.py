@@ -11,20 +11,29 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agent_tools.inputs import SearchAuditLogsInput as _StructuredInput
 from agent_tools.transactions import pick
 from guards.pipeline import current_call
+from guards.policy import check_unmask_reason, unmask_reason_rule
 from guards.principal import Principal
 
 
 class SearchAuditLogsInput(_StructuredInput):
-    """Audit trail search. Unmasked output needs a stated reason, and is itself audited."""
+    """Audit trail search. Unmasked output needs a structured reason (ticket + purpose), and is itself audited."""
 
     query: str | None = Field(None, min_length=2, max_length=500,
                               description="Free text over reasons, actions, resources and subjects (best matches "
                                           "first; the audit-log search index trails the database by its sync).")
+    unmask_reason: str | None = Field(None, max_length=500,
+                                      description=f"Why unmasked values are needed: {unmask_reason_rule()}. "
+                                                  "Recorded in this call's audit row.")
+
+    @field_validator("unmask_reason")
+    @classmethod
+    def _structured_reason(cls, v: str | None) -> str | None:
+        return None if v is None else check_unmask_reason(v)
 
 
 class AuditEntryOut(BaseModel):

@@ -35,6 +35,9 @@ class AgentRuntime:
         self.rate_limits = rate_limits or RateLimits()
         self.tool_names: frozenset[str] = frozenset()
         self.input_models: dict[str, type[BaseModel]] = {}
+        #: Tools that write (their audit row is written before the write: no write without it).
+        self.write_tools: frozenset[str] = frozenset()
+        self.rate_limiter: RateLimiter | None = None
         self.stores: Stores | None = None
         self.audit_store = None
         self._digest_key = self.settings.token_signing_key.get_secret_value().encode()
@@ -62,7 +65,8 @@ class AgentRuntime:
         self.stores = Stores(postgres=pg, mongo=mongo, cache=cache, search=search, settings=s)
         self.audit_store = audit_pg
         self.audit_repo = AuditRepository(audit_pg)
-        self.rate_limiter = RateLimiter(cache.client, self.rate_limits) if cache.client else None
+        self.rate_limiter = (RateLimiter(cache.client, self.rate_limits, own_issuer=s.token_issuer)
+                             if cache.client else None)
         self._build_repositories()
         await self._start_logger()
         return self
@@ -175,12 +179,13 @@ class AgentRuntime:
         # Re-verify: the token may have expired since the HTTP layer accepted the request.
         return verify_token(access.token, settings=self.settings)
 
-    async def rate_limit(self, principal: Principal, tool: str) -> None:
+    async def rate_limit(self, principal: Principal, tool: str) -> str:
+        """"counted" or "exempt" (KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS); raises RateLimited past the limit."""
         if self.rate_limiter is None:
             from guards.errors import Unavailable
 
             raise Unavailable()
-        await self.rate_limiter.check(principal, tool)
+        return await self.rate_limiter.check(principal, tool)
 
     async def audit(self, state: CallState) -> bool:
         """One append-only audit row per call; False when it could not be written."""
@@ -198,7 +203,10 @@ class AgentRuntime:
             request_id=state.request_id,
             metadata={"transport": self.transport, "truncated": state.truncated,
                       "injection_flags": state.injection_flags, "unmasked": state.unmasked,
-                      "token_id": p.token_id if p else None},
+                      "token_id": p.token_id if p else None, **state.extra,
+                      # An unknown tool/resource/prompt name is caller text: only its keyed digest is kept.
+                      **({"requested_name_digest": args_digest({"name": state.requested_name}, self._digest_key)}
+                         if state.requested_name is not None else {})},
         )
         try:
             await self.audit_repo.append(entry)

@@ -15,8 +15,14 @@ class GuardError(Exception):
 
 
 class Unauthenticated(GuardError):
+    """`code` is a short fixed reason (never caller input): audit rows and failure aggregation key on it."""
+
     decision = "denied"
     public_message = "authentication required: no valid token (missing, malformed, forged or expired)"
+
+    def __init__(self, message: str | None = None, *, code: str = "invalid_token") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Forbidden(GuardError):
@@ -38,7 +44,9 @@ class BadInput(GuardError):
 
 
 class NotFoundInScope(GuardError):
-    decision = "allowed"
+    """A record that does not exist or is outside the caller's scope (the two are not told apart): denied."""
+
+    decision = "denied"
     public_message = "no such record in your scope"
 
 

@@ -1,12 +1,30 @@
-"""MCP server middleware: authenticate, authorise, rate-limit and audit every `tools/call`."""
+"""Outer guard steps.
+
+* `GuardMiddleware` (MCP SDK middleware): authenticate → rate limit (per identity, before the tool is looked
+  up or authorised) → known tool? → authorise → validate → [write tools: audit row first] → run → audit, for
+  every `tools/call`; `resources/read` and `prompts/get` are authenticated, rate limited and audited too.
+* `HttpAuthGuard` (ASGI, around the streamable HTTP app): every request to /mcp that the SDK refuses (401/403:
+  no Authorization header, another scheme, a forged, expired or too long-lived token) is audited, failed
+  authentications are rate limited per client IP (429 with Retry-After past the limit), and identical refusals
+  are aggregated (the first per IP, reason and window at once, the rest as one row with their count).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import json
 import logging
+import math
+import re
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
+from mcp_types.jsonrpc import INVALID_REQUEST
 from pydantic import BaseModel, ValidationError
 
 from guards.errors import BadInput, GuardError, Unauthenticated
@@ -17,17 +35,21 @@ from guards.principal import Principal
 
 log = logging.getLogger("kredete.guards")
 
-#: Methods that read data and so need a principal; listing what exists does not.
-_AUTHENTICATED_METHODS = frozenset({"resources/read", "prompts/get"})
+#: Methods that read something and so are authenticated, rate limited and audited (besides tools/call).
+_AUDITED_READS = frozenset({"resources/read", "prompts/get"})
+UNKNOWN = "unknown"
+NOT_AUDITED = "the call could not be audited, so no data was returned; try again shortly"
+NOT_AUDITED_WRITE = "the call could not be audited, so nothing was written; try again shortly"
 
 
 class GuardRuntime(Protocol):
     tool_names: frozenset[str]
     input_models: dict[str, type[BaseModel]]
+    write_tools: frozenset[str]
 
     async def authenticate(self, ctx: Any) -> Principal: ...
 
-    async def rate_limit(self, principal: Principal, tool: str) -> None: ...
+    async def rate_limit(self, principal: Principal, tool: str) -> str | None: ...
 
     async def audit(self, state: CallState) -> bool: ...
 
@@ -56,45 +78,66 @@ def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> None:
         raise BadInput("invalid arguments: " + "; ".join(problems)) from None
 
 
-class GuardMiddleware:
-    """Outer guard steps. The runtime is looked up per request so tests can swap it."""
+async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> None:
+    status = await runtime.rate_limit(state.principal, label)
+    if status == "exempt":
+        state.extra["rate_limit"] = "exempt"
 
-    def __init__(self, runtime_getter) -> None:
+
+class GuardMiddleware:
+    """The runtime is looked up per request so tests can swap it. `catalog` (the MCPServer, set after it is
+    built) lists the resources and prompts, so audit rows name only known ones."""
+
+    def __init__(self, runtime_getter, catalog: Any = None) -> None:
         self._runtime_getter = runtime_getter
+        self.catalog = catalog
+        self._known: tuple[frozenset[str], list[tuple[re.Pattern[str], str]], frozenset[str]] | None = None
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        if ctx.method in _AUTHENTICATED_METHODS:
-            runtime: GuardRuntime = self._runtime_getter()
-            await runtime.authenticate(ctx)  # raises: the SDK turns it into a protocol error
-            return await call_next(ctx)
+        if ctx.method in _AUDITED_READS:
+            return await self._audited_read(ctx, call_next, self._runtime_getter())
         if ctx.method != "tools/call":
             return await call_next(ctx)
-        runtime = self._runtime_getter()
+        runtime: GuardRuntime = self._runtime_getter()
         params = dict(ctx.params or {})
-        name = str(params.get("name") or "")[:100]
+        name = str(params.get("name") or "")
         arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
-        state = new_call_state(name, arguments)
+        known = name in runtime.tool_names
+        # An unknown name is caller text (possibly an injection or PII): it is never stored or echoed; the
+        # audit row says "unknown" and carries a keyed digest of it.
+        state = new_call_state(name if known else UNKNOWN, arguments)
+        if not known:
+            state.requested_name = name[:10_000]
         token = current_call.set(state)
         try:
-            return await self._guarded(ctx, call_next, runtime, name, arguments, state)
+            return await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
         finally:
             current_call.reset(token)
-            tool_label = name if name in runtime.tool_names else "unknown"
-            record_call(tool_label, state.decision, time.perf_counter() - state.started, state.redactions)
+            record_call(state.tool, state.decision, time.perf_counter() - state.started, state.redactions)
 
-    async def _guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, name: str,
+    async def _guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, name: str, known: bool,
                        arguments: dict[str, Any], state: CallState) -> Any:
+        write = name in getattr(runtime, "write_tools", frozenset())
         try:
             state.principal = await runtime.authenticate(ctx)
-            if name not in runtime.tool_names:
-                raise BadInput(f"unknown tool '{name}'")
+            # Before lookup and authorisation: unknown and forbidden calls spend quota too.
+            await _rate_limit(runtime, state, state.tool)
+            if not known:
+                raise BadInput("unknown tool; list the available tools with tools/list")
             authorize(state.principal, name)
-            await runtime.rate_limit(state.principal, name)
             _validate(runtime.input_models[name], arguments)
         except GuardError as exc:
             state.decision, state.reason = exc.decision, exc.message
             await runtime.audit(state)
             return _error_result(exc.message)
+        if write:
+            # Fail closed for writes: the audit row is written before the write, or the write does not happen.
+            state.extra["phase"] = "intent"
+            if not await runtime.audit(state):
+                AUDIT_FAILURES.inc()
+                state.decision = "error"
+                return _error_result(NOT_AUDITED_WRITE)
+            state.extra["phase"] = "outcome"
         try:
             result = await call_next(ctx)
         except Exception as exc:  # protocol-level failure (e.g. malformed params)
@@ -104,11 +147,238 @@ class GuardMiddleware:
         if _is_error(result) and state.decision == "allowed":
             state.decision, state.reason = "error", state.reason or "tool reported an error"
         if not await runtime.audit(state) and not _is_error(result):
-            # Fail closed: data is never returned without its audit row.
             AUDIT_FAILURES.inc()
+            if write:  # the write already has its (intent) audit row: report what happened
+                return result
+            # Fail closed: data is never returned without its audit row.
             state.decision = "error"
-            return _error_result("the call could not be audited, so no data was returned; try again shortly")
+            return _error_result(NOT_AUDITED)
+        return result
+
+    # --- resources/read and prompts/get -----------------------------------------------------------------
+    async def _catalog(self) -> tuple[frozenset[str], list[tuple[re.Pattern[str], str]], frozenset[str]]:
+        if self._known is None:
+            if self.catalog is None:
+                return frozenset(), [], frozenset()
+            uris = frozenset(str(r.uri) for r in await self.catalog.list_resources())
+            templates = [(re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(t.uri_template))), t.uri_template)
+                         for t in await self.catalog.list_resource_templates()]
+            prompts = frozenset(p.name for p in await self.catalog.list_prompts())
+            self._known = (uris, templates, prompts)
+        return self._known
+
+    async def _label(self, method: str, raw: str) -> str:
+        """The resource the audit row names: a known URI, the template a URI matched, a known prompt name,
+        or "unknown" (the raw value is caller text: only its digest is kept)."""
+        uris, templates, prompts = await self._catalog()
+        if method == "prompts/get":
+            return raw if raw in prompts else UNKNOWN
+        if raw in uris:
+            return raw
+        return next((tpl for rx, tpl in templates if rx.fullmatch(raw)), UNKNOWN)
+
+    async def _audited_read(self, ctx: Any, call_next: Any, runtime: GuardRuntime) -> Any:
+        params = dict(ctx.params or {})
+        raw = str((params.get("uri") if ctx.method == "resources/read" else params.get("name")) or "")
+        args = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
+        state = new_call_state(ctx.method, {"target": raw, "arguments": args})
+        state.resource = await self._label(ctx.method, raw)
+        if state.resource != raw:
+            state.requested_name = raw[:10_000]
+        try:
+            state.principal = await runtime.authenticate(ctx)
+            await _rate_limit(runtime, state, ctx.method)
+        except GuardError as exc:
+            state.decision, state.reason = exc.decision, exc.message
+            await runtime.audit(state)
+            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
+            raise MCPError(code=INVALID_REQUEST, message=exc.message) from None
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:
+            state.decision = "denied" if isinstance(exc, MCPError | ValidationError) else "error"
+            state.reason = "not found or invalid" if state.decision == "denied" else type(exc).__name__
+            await runtime.audit(state)
+            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
+            raise
+        ok = await runtime.audit(state)
+        record_call(ctx.method, state.decision if ok else "error", time.perf_counter() - state.started, {})
+        if not ok:
+            AUDIT_FAILURES.inc()
+            raise MCPError(code=INVALID_REQUEST, message=NOT_AUDITED)
         return result
 
 
-__all__ = ["GuardMiddleware", "GuardRuntime", "Unauthenticated"]
+# --- HTTP: refused requests ---------------------------------------------------------------------------
+
+@dataclass
+class _AuthAttempt:
+    """Filled in by the token verifier during one HTTP request (the reason it refused the token)."""
+
+    error: Unauthenticated | None = None
+
+
+_attempt: contextvars.ContextVar[_AuthAttempt | None] = contextvars.ContextVar("kredete_auth_attempt",
+                                                                              default=None)
+
+
+async def record_token_failure(exc: Unauthenticated) -> None:
+    """`KredeteTokenVerifier(on_failure=...)`: remember why this request's token was refused."""
+    attempt = _attempt.get()
+    if attempt is not None:
+        attempt.error = exc
+
+
+def _refusal(scope: dict[str, Any], attempt: _AuthAttempt) -> tuple[str, str]:
+    """(code, reason) of a refused request: the verifier's, or what the Authorization header shows."""
+    if attempt.error is not None:
+        return attempt.error.code, attempt.error.message
+    header = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), None)
+    if header is None:
+        return "missing_authorization", "authentication required: no Authorization header"
+    if not header.lower().startswith(b"bearer "):
+        return "unsupported_scheme", "authentication required: the Authorization scheme must be Bearer"
+    return "invalid_token", Unauthenticated.public_message
+
+
+@dataclass
+class _Pending:
+    key: str
+    window_end_ms: int
+    code: str
+    reason: str
+    decision: str
+    client: str
+
+
+class HttpAuthGuard:
+    """ASGI wrapper of the streamable HTTP app: audits and rate-limits refused requests to `path`.
+
+    `runtime.rate_limiter` counts failures per client IP in Redis (`RateLimiter.auth_failure`); the audit rows
+    (action `http:authenticate`, actor `anonymous`) carry the reason code, the client IP and how they were
+    aggregated: `aggregate: first` for the first identical refusal of a window (written at once) and
+    `aggregate: window` with `count` (all identical refusals of that window) when the window has ended,
+    or at shutdown. So a flood costs at most two rows per IP, reason, outcome and window.
+    The client IP is the socket peer, or X-Forwarded-For from the proxies uvicorn trusts
+    (`--forwarded-allow-ips`, default 127.0.0.1).
+    """
+
+    def __init__(self, app: Any, runtime: Any, *, path: str = "/mcp") -> None:
+        self.app = app
+        self.runtime = runtime
+        self.path = path
+        self._pending: dict[str, _Pending] = {}
+        self._flusher: asyncio.Task | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, self._on_shutdown(receive), send)
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.path):
+            return await self.app(scope, receive, send)
+        attempt = _AuthAttempt()
+        token = _attempt.set(attempt)
+        replaced = False
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the inner app's 401 body: we already answered
+            if message["type"] == "http.response.start" and message["status"] in (401, 403):
+                retry = await self._refused(scope, attempt)
+                if retry is not None:
+                    replaced = True
+                    await _send_429(send, retry)
+                    return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        finally:
+            _attempt.reset(token)
+
+    async def _refused(self, scope: dict[str, Any], attempt: _AuthAttempt) -> float | None:
+        """Count and audit one refusal; the Retry-After seconds when the client is over its limit."""
+        code, reason = _refusal(scope, attempt)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        limiter = getattr(self.runtime, "rate_limiter", None)
+        outcome = None
+        if limiter is not None:
+            try:
+                outcome = await limiter.auth_failure(client, code)
+            except Exception as exc:  # Redis down: the refusal still stands and is audited, unaggregated
+                log.warning("auth failure limiter unavailable: %s", type(exc).__name__)
+        if outcome is None:
+            await self._audit(code, reason, "denied", client, {"aggregate": "none"})
+            return None
+        if outcome.count_in_window == 1:
+            await self._audit(code, reason, outcome.decision, client, {"aggregate": "first"})
+        self._track(_Pending(outcome.aggregate_key, outcome.window_end_ms, code, reason, outcome.decision, client))
+        return None if outcome.admitted else outcome.retry_after_s
+
+    async def _audit(self, code: str, reason: str, decision: str, client: str, extra: dict[str, Any]) -> None:
+        state = new_call_state("http:authenticate", {})
+        state.decision = decision
+        state.reason = reason if decision == "denied" else f"too many failed authentications ({reason})"
+        state.extra.update({"reason_code": code, "client_ip": client, **extra})
+        if not await self.runtime.audit(state):
+            AUDIT_FAILURES.inc()
+        record_call("http:authenticate", decision, 0.0, {})
+
+    # --- aggregated rows: one per finished window ---------------------------------------------------
+    def _track(self, pending: _Pending) -> None:
+        self._pending.setdefault(pending.key, pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            due = min(p.window_end_ms for p in self._pending.values())
+            await asyncio.sleep(max(0.0, due / 1000 - time.time()) + 0.05)
+            now_ms = time.time() * 1000
+            await self.flush([p for p in self._pending.values() if p.window_end_ms <= now_ms])
+
+    async def flush(self, items: list[_Pending] | None = None) -> None:
+        """Write the count row of each given (default: every pending) window that no other process wrote."""
+        limiter = getattr(self.runtime, "rate_limiter", None)
+        for p in list(self._pending.values()) if items is None else items:
+            self._pending.pop(p.key, None)
+            if limiter is None:
+                continue
+            try:
+                count = await limiter.claim_aggregate(p.key)
+            except Exception as exc:
+                log.warning("auth failure aggregate %s lost: %s", p.decision, type(exc).__name__)
+                continue
+            if count and count > 1:
+                await self._audit(p.code, p.reason, p.decision, p.client,
+                                  {"aggregate": "window", "count": count,
+                                   "window_ms": self.runtime.rate_limiter.limits.window_ms})
+
+    def _on_shutdown(self, receive: Any) -> Any:
+        async def wrapped() -> dict[str, Any]:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                if self._flusher is not None:
+                    self._flusher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await self._flusher
+                try:
+                    await self.flush()
+                except Exception as exc:
+                    log.warning("auth failure aggregates not flushed at shutdown: %s", type(exc).__name__)
+            return message
+
+        return wrapped
+
+
+async def _send_429(send: Any, retry_after_s: float) -> None:
+    seconds = max(1, math.ceil(retry_after_s))
+    body = json.dumps({"error": "too_many_requests",
+                       "error_description": f"too many failed authentications; retry after {seconds}s"}).encode()
+    await send({"type": "http.response.start", "status": 429,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(seconds).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["GuardMiddleware", "GuardRuntime", "HttpAuthGuard", "Unauthenticated", "record_token_failure"]

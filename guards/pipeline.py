@@ -53,6 +53,11 @@ class CallState:
     truncated: bool = False
     unmasked: bool = False
     resource: str | None = None
+    #: The tool name a caller asked for when it is not one of ours (`tool` is then "unknown"). Never stored:
+    #: the audit row carries a keyed digest of it (it is caller-controlled text, possibly PII or injection).
+    requested_name: str | None = None
+    #: More audit metadata (fixed keys and values set by the guards, never caller text).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("kredete_call", default=None)
@@ -69,7 +74,8 @@ def safe_message(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, GuardError):
         return exc.decision, exc.message
     if isinstance(exc, NotFound):
-        return "allowed", NotFoundInScope.public_message
+        # Missing or outside the caller's scope (not told apart): a probe of another user's id is a denial.
+        return NotFoundInScope.decision, NotFoundInScope.public_message
     if isinstance(exc, InvalidData):
         return "denied", f"invalid arguments: {exc}"
     if isinstance(exc, StoreUnavailable):  # e.g. retrieval.errors.IndexNotBuilt carries its own message

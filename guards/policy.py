@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from guards.errors import Forbidden
 from guards.principal import Principal, Role
 
@@ -39,3 +45,49 @@ def authorize(principal: Principal, tool: str) -> None:
     """Raise Forbidden unless the role is granted the tool."""
     if principal.role not in GRANTS.get(tool, frozenset()):
         raise Forbidden(f"role '{principal.role.value}' may not call '{tool}'")
+
+
+# --- unmasking: a structured, auditable reason ----------------------------------------------------------
+
+DEFAULT_UNMASK_TICKET_PATTERN = r"^(CASE|INC|SAR|DSR)-\d{4,}\b"
+UNMASK_MIN_PURPOSE_CHARS = 10
+
+
+class UnmaskPolicy(BaseSettings):
+    """`KREDETE_UNMASK_TICKET_PATTERN`: the ticket reference an unmask reason must start with (a regex)."""
+
+    model_config = SettingsConfigDict(env_prefix="KREDETE_UNMASK_", env_file=None, extra="ignore")
+
+    ticket_pattern: str = DEFAULT_UNMASK_TICKET_PATTERN
+
+    @field_validator("ticket_pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        re.compile(v)
+        return v
+
+
+@lru_cache(maxsize=1)
+def unmask_policy() -> UnmaskPolicy:
+    return UnmaskPolicy()
+
+
+def unmask_reason_rule(policy: UnmaskPolicy | None = None) -> str:
+    """The rule in words, for tool descriptions and error messages."""
+    p = (policy or unmask_policy()).ticket_pattern
+    return (f"a ticket reference matching {p} (e.g. CASE-12345), then the purpose in at least "
+            f"{UNMASK_MIN_PURPOSE_CHARS} characters, e.g. 'CASE-12345: verify identity for a chargeback claim'")
+
+
+def check_unmask_reason(reason: str, policy: UnmaskPolicy | None = None) -> str:
+    """The reason, stripped, if it names a ticket and a purpose; ValueError (never echoing it) otherwise."""
+    policy = policy or unmask_policy()
+    text = reason.strip()
+    m = re.match(policy.ticket_pattern, text)
+    if m is None or m.end() == 0:
+        raise ValueError(f"unmask_reason must start with {unmask_reason_rule(policy)}")
+    purpose = text[m.end():].lstrip(" \t:;,.-–—#")
+    if len(purpose.strip()) < UNMASK_MIN_PURPOSE_CHARS or not re.search(r"[^\W\d_]{2}", purpose):
+        raise ValueError(f"unmask_reason needs, after the ticket reference, the purpose in at least "
+                         f"{UNMASK_MIN_PURPOSE_CHARS} characters")
+    return text

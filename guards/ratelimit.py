@@ -1,14 +1,32 @@
-"""Sliding-window rate limits in Redis, per principal and per principal+tool (atomic Lua)."""
+"""Sliding-window rate limits in Redis (atomic Lua), configured from `KREDETE_RATE_LIMIT_*`.
+
+* Tool calls (and resource reads, prompt gets): per principal and per principal + tool, checked right after
+  authentication, before the tool is looked up or authorised, so unknown and forbidden calls count too.
+  The principal key is the *identity*, not the token: customers are keyed on role + user id (every token of
+  one user shares one quota, whatever its subject), staff on role + subject (the subject is the staff
+  identity; a staff member with several subjects is several identities, which the issuer controls).
+  `KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS` (comma-separated, exact subjects of our own issuer) exempts
+  benchmark or eval principals; their calls are audited with `rate_limit: exempt`.
+* Failed authentications over HTTP: per client IP. Past the limit a refused request gets 429 with
+  Retry-After instead of 401. Identical refusals (same IP, reason and outcome) are also counted per fixed
+  window, so the HTTP guard audits the first one at once and the rest as one row with a count.
+
+The keys carry digests, never subjects or tokens, and all live under `rl:` (the agent Redis user's ACL).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guards.errors import RateLimited
-from guards.principal import Principal
+from guards.principal import Principal, Role
 
 # Drop entries older than the window, count, admit if below the limit; else report when the
 # oldest entry leaves the window. One round trip, atomic, so concurrent calls cannot overshoot.
@@ -25,30 +43,128 @@ local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return {0, tonumber(oldest[2]) + window - now}
 """
 
+# A failed authentication: the sliding window of the IP (KEYS[1]) decides 401 or 429, then the counter of
+# identical refusals in this fixed window (KEYS[2] when admitted, KEYS[3] when limited) goes up by one.
+# (GET + SET instead of INCR: the agent user's ACL has no INCR.)
+_AUTH_FAILURE = """
+local now, window, limit, member, agg_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4],
+  tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local admitted, retry = 1, 0
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, member)
+  redis.call('PEXPIRE', KEYS[1], window)
+else
+  admitted = 0
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  retry = tonumber(oldest[2]) + window - now
+end
+local agg = KEYS[3 - admitted]
+local n = tonumber(redis.call('GET', agg) or '0') + 1
+redis.call('SET', agg, tostring(n), 'PX', agg_ttl)
+return {admitted, retry, n}
+"""
 
-class RateLimits(BaseModel):
-    per_tool: int = 60
-    per_principal: int = 300
-    window_ms: int = 60_000
+# Claim a finished aggregation window once (across server processes) and read its count; -1 if claimed.
+_CLAIM = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', tonumber(ARGV[1])) then
+  return tonumber(redis.call('GET', KEYS[1]) or '0')
+end
+return -1
+"""
+
+
+class RateLimits(BaseSettings):
+    """Limits per sliding window; every field can be set as `KREDETE_RATE_LIMIT_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="KREDETE_RATE_LIMIT_", env_file=None, extra="ignore")
+
+    per_tool: int = Field(60, ge=1)
+    per_principal: int = Field(300, ge=1)
+    window_ms: int = Field(60_000, ge=100)
+    #: Failed HTTP authentications per client IP and window before refusals turn into 429.
+    auth_failures_per_ip: int = Field(20, ge=1)
+    #: Exact token subjects (of our own issuer) that are not rate limited: benchmark and eval principals.
+    exempt_subjects: Annotated[frozenset[str], NoDecode] = frozenset()
+
+    @field_validator("exempt_subjects", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return frozenset(x.strip() for x in v.split(",") if x.strip())
+        return v
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def identity_key(principal: Principal) -> str:
+    """Whose quota a call spends: a customer's user, or a staff member's subject (see the module doc)."""
+    if principal.role is Role.CUSTOMER and principal.user_id is not None:
+        return f"{principal.role.value}:{principal.user_id}"
+    return f"{principal.role.value}:{_digest(principal.subject)}"
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """What one failed authentication counted as."""
+
+    admitted: bool  # still under the IP's limit: answer 401; else 429 after `retry_after_s`
+    retry_after_s: float
+    decision: Literal["denied", "rate_limited"]
+    count_in_window: int  # identical refusals (IP, reason, decision) in this fixed window so far
+    aggregate_key: str
+    window_end_ms: int
 
 
 class RateLimiter:
     """Checks both windows; a refused call does not consume quota in either."""
 
-    def __init__(self, redis, limits: RateLimits | None = None) -> None:
+    def __init__(self, redis, limits: RateLimits | None = None, *, own_issuer: str | None = None) -> None:
         self._redis = redis
         self.limits = limits or RateLimits()
+        self.own_issuer = own_issuer
         self._script = redis.register_script(_SLIDING_WINDOW)
+        self._auth_failure = redis.register_script(_AUTH_FAILURE)
+        self._claim = redis.register_script(_CLAIM)
 
-    async def check(self, principal: Principal, tool: str) -> None:
+    def is_exempt(self, principal: Principal) -> bool:
+        return (principal.subject in self.limits.exempt_subjects
+                and (self.own_issuer is None or principal.issuer == self.own_issuer))
+
+    async def check(self, principal: Principal, tool: str) -> Literal["counted", "exempt"]:
+        """Raise RateLimited when either window is full; `tool` must be a known name or a fixed label."""
+        if self.is_exempt(principal):
+            return "exempt"
         now = int(time.time() * 1000)
         lim = self.limits
-        for key, limit in (
-            (f"rl:{principal.subject}:{tool}", lim.per_tool),
-            (f"rl:{principal.subject}:*", lim.per_principal),
-        ):
+        who = identity_key(principal)
+        for key, limit in ((f"rl:{who}:{tool}", lim.per_tool), (f"rl:{who}:*", lim.per_principal)):
             admitted, retry_ms = await self._script(
                 keys=[key], args=[now, lim.window_ms, limit, f"{now}-{uuid.uuid4().hex[:8]}"]
             )
             if not admitted:
                 raise RateLimited(max(float(retry_ms), 1.0) / 1000)
+        return "counted"
+
+    async def auth_failure(self, client: str, code: str) -> AuthFailure:
+        """Count one failed authentication from `client` (an IP) with reason `code` (a fixed string)."""
+        lim = self.limits
+        now = int(time.time() * 1000)
+        window = now // lim.window_ms
+        ip = _digest(client)
+        base = f"rl:authagg:{ip}:{code}:{window}"
+        admitted, retry_ms, n = await self._auth_failure(
+            keys=[f"rl:authfail:{ip}", f"{base}:denied", f"{base}:rate_limited"],
+            args=[now, lim.window_ms, lim.auth_failures_per_ip, f"{now}-{uuid.uuid4().hex[:8]}", 3 * lim.window_ms],
+        )
+        decision: Literal["denied", "rate_limited"] = "denied" if admitted else "rate_limited"
+        return AuthFailure(admitted=bool(admitted), retry_after_s=max(float(retry_ms), 1.0) / 1000,
+                           decision=decision, count_in_window=int(n), aggregate_key=f"{base}:{decision}",
+                           window_end_ms=(window + 1) * lim.window_ms)
+
+    async def claim_aggregate(self, aggregate_key: str) -> int | None:
+        """The final count of a finished window, to this caller only (None when another process claimed it)."""
+        n = await self._claim(keys=[aggregate_key, f"{aggregate_key}:flushed"], args=[3 * self.limits.window_ms])
+        return None if int(n) < 0 else int(n)

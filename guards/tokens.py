@@ -8,14 +8,29 @@ from functools import lru_cache
 from uuid import UUID
 
 import jwt
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guards.errors import Unauthenticated
 from guards.principal import Principal, Role
 from kredete.settings import Settings, resolve
 
-MAX_TTL_S = 7 * 24 * 3600
 LEEWAY_S = 5
+DEFAULT_MAX_LIFETIME_S = 24 * 3600
+
+
+class TokenPolicy(BaseSettings):
+    """`KREDETE_TOKEN_MAX_LIFETIME_S`: the longest lifetime (exp - iat) a token may have, ours or an OIDC
+    issuer's; longer-lived tokens are refused by `verify_token` and never issued (default 24 h)."""
+
+    model_config = SettingsConfigDict(env_prefix="KREDETE_TOKEN_", env_file=None, extra="ignore")
+
+    max_lifetime_s: int = Field(DEFAULT_MAX_LIFETIME_S, ge=60, le=30 * 86_400)
+
+
+@lru_cache(maxsize=1)
+def token_policy() -> TokenPolicy:
+    return TokenPolicy()
 
 
 def issue_token(
@@ -25,14 +40,17 @@ def issue_token(
     user_id: UUID | str | None = None,
     ttl_s: int = 3600,
     settings: Settings | None = None,
+    policy: TokenPolicy | None = None,
 ) -> str:
     """Mint a token binding role, subject and (customers only, required) the user id."""
     s = resolve(settings)
     role = Role(role)
     if role is Role.CUSTOMER and not user_id:
         raise ValueError("a customer token must bind a user id")
-    if not 0 < ttl_s <= MAX_TTL_S:
-        raise ValueError(f"ttl must be between 1 and {MAX_TTL_S} seconds")
+    max_s = (policy or token_policy()).max_lifetime_s
+    if not 0 < ttl_s <= max_s:
+        raise ValueError(f"ttl must be between 1 and {max_s} seconds: the maximum token lifetime "
+                         "(KREDETE_TOKEN_MAX_LIFETIME_S); the server refuses longer-lived tokens")
     now = int(time.time())
     claims = {
         "iss": s.token_issuer,
@@ -49,14 +67,19 @@ def issue_token(
     return jwt.encode(claims, s.token_signing_key.get_secret_value(), algorithm="HS256")
 
 
-def verify_token(token: str | None, *, settings: Settings | None = None) -> Principal:
-    """Check signature, issuer, audience, expiry and claims; raise Unauthenticated on any doubt.
+def verify_token(token: str | None, *, settings: Settings | None = None,
+                 policy: TokenPolicy | None = None) -> Principal:
+    """Check signature, issuer, audience, expiry, lifetime and claims; raise Unauthenticated on any doubt.
 
     Our own tokens are HS256 with our issuer; when an external OIDC issuer is configured, tokens whose `iss`
     is that issuer are verified against its JWKS instead (role and user id from the configured claims).
+    A token whose lifetime (exp - iat) exceeds `KREDETE_TOKEN_MAX_LIFETIME_S` is refused, even if signed.
+    The error's `code` says why (fixed strings, for the audit row); its message never echoes the token.
     """
-    if not token or len(token) > 8192:
-        raise Unauthenticated()
+    if not token:
+        raise Unauthenticated(code="missing_token")
+    if len(token) > 8192:
+        raise Unauthenticated("authentication required: malformed token", code="malformed_token")
     s = resolve(settings)
     role_claim, user_claim = "role", "uid"
     try:
@@ -70,17 +93,32 @@ def verify_token(token: str | None, *, settings: Settings | None = None) -> Prin
                                 audience=s.token_audience, issuer=s.token_issuer, leeway=LEEWAY_S,
                                 options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]})
     except jwt.ExpiredSignatureError as exc:
-        raise Unauthenticated("token expired") from exc
+        raise Unauthenticated("authentication required: token expired", code="expired_token") from exc
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.PyJWKClientError) as exc:
+        raise Unauthenticated("authentication required: invalid token signature", code="invalid_signature") from exc
+    except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+        raise Unauthenticated("authentication required: token not issued for this server",
+                              code="wrong_issuer_or_audience") from exc
+    except jwt.DecodeError as exc:
+        raise Unauthenticated("authentication required: malformed token", code="malformed_token") from exc
     except jwt.PyJWTError as exc:
-        raise Unauthenticated() from exc
+        raise Unauthenticated("authentication required: token claims are invalid", code="invalid_claims") from exc
+    max_s = (policy or token_policy()).max_lifetime_s
+    try:
+        lifetime = int(claims["exp"]) - int(claims["iat"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Unauthenticated("authentication required: token claims are invalid", code="invalid_claims") from exc
+    if lifetime > max_s:
+        raise Unauthenticated(f"authentication required: token lifetime exceeds the maximum of {max_s} s",
+                              code="lifetime_exceeded")
     try:
         principal = Principal(subject=claims["sub"], role=Role(claims.get(role_claim)),
                               user_id=claims.get(user_claim), token_id=claims.get("jti") or claims["sub"],
                               expires_at=claims["exp"], issuer=claims["iss"])
     except (KeyError, ValueError, ValidationError) as exc:
-        raise Unauthenticated("token claims are invalid") from exc
+        raise Unauthenticated("authentication required: token claims are invalid", code="invalid_claims") from exc
     if principal.role is Role.CUSTOMER and principal.user_id is None:
-        raise Unauthenticated("customer token without a user id")
+        raise Unauthenticated("authentication required: customer token without a user id", code="invalid_claims")
     return principal
 
 
@@ -107,7 +145,8 @@ def _decode_oidc(token: str, s: Settings) -> dict:
 class KredeteTokenVerifier:
     """MCP SDK `TokenVerifier`: the HTTP transport refuses requests whose bearer token fails here.
 
-    `on_failure(reason)` lets the server audit refused tokens (the denial is recorded, the token is not).
+    `on_failure(exc)` receives the `Unauthenticated` error of a refused token, so the HTTP guard can audit the
+    refusal with its reason (the denial is recorded, the token is not).
     """
 
     def __init__(self, settings: Settings | None = None, on_failure=None) -> None:
@@ -121,7 +160,7 @@ class KredeteTokenVerifier:
             p = verify_token(token, settings=self._settings)
         except Unauthenticated as exc:
             if self._on_failure is not None:
-                await self._on_failure(exc.message)
+                await self._on_failure(exc)
             return None
         return AccessToken(token=token, client_id=p.subject, scopes=[p.role.value], expires_at=p.expires_at,
                            subject=p.subject, claims={"iss": p.issuer, "role": p.role.value,

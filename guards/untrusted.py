@@ -1,4 +1,16 @@
-"""Free text from the stores is data, not instructions: delimit it so an agent does not obey it."""
+"""Free text from the stores is data, not instructions: delimit it so an agent does not obey it.
+
+Every string of a tool's output is wrapped as `«data»…«/data»` by default. Only values that cannot carry
+instructions stay bare:
+
+* values that are, in full, a UUID, an ISO 8601 date or timestamp, or a number (whatever the field), and
+* values of the identifier, enum, code and cursor fields in `BARE_FIELDS` (ids, status, kind, currency,
+  cursors...), and only when the value is one short identifier-like token that does not look like an
+  injection. Anything else in such a field (a planted sentence in `status`) is wrapped like free text.
+
+So a new output field is delimited unless someone adds it to the allow-list on purpose, and enum, UUID and
+date-time values still validate against the published output schemas.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +20,35 @@ from typing import Any
 OPEN = "«data»"
 CLOSE = "«/data»"
 
-#: Output fields that hold free text written by people or bureaus (never by us).
-FREE_TEXT_FIELDS = frozenset(
+#: Output fields whose values are identifiers, enum values, codes, cursors or timestamps (never prose).
+BARE_FIELDS = frozenset(
     {
-        "description",
-        "memo",
-        "note",
-        "notes",
-        "remarks",
-        "remark",
-        "comment",
-        "comments",
-        "body",
-        "letter",
-        "text",
-        "content",
-        "reason",
-        "message",
-        "counterparty_name",
-        "narrative",
-        "summary",
-        "details",
-        "resolution",
-        "bureau_response",
-        "title",
+        # identifiers
+        "id", "transaction_id", "user_id", "wallet_id", "report_id", "plan_id", "step_id", "item_id",
+        "dispute_id", "query_id", "conversation_id", "feedback_id", "citation", "source_id", "request_id",
+        "actor_user_id", "counterparty_user_id", "account_number_last4", "reference",
+        # enums and codes
+        "kind", "status", "direction", "entry_type", "doc_type", "decision", "actor_role", "source",
+        "from_status", "to_status", "channel", "outcome", "label", "mode", "bureau", "country", "score_model",
+        "account_type", "factor", "currency", "dest_currency", "corridor", "payment_history", "reason",
+        "counterparty_type",
+        # numbers and timestamps carried as strings
+        "fx_rate", "created_at", "updated_at", "completed_at", "fx_rate_observed_at", "valid_from", "pulled_at",
+        "opened_on", "closed_on", "reported_on", "as_of", "due_on", "opened_at", "resolved_at", "at", "sent_at",
+        "received_at", "occurred_at", "day",
+        # cursors
+        "next_cursor", "cursor",
     }
 )
 
-# A single snake_case token (an enum value such as a dispute reason) cannot carry instructions.
-_ENUM_TOKEN = re.compile(r"[a-z][a-z0-9_]{0,40}")
+# One short token: letters, digits and a few joiners (snake_case enums, ISO codes, ids, cursors).
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#+\-=/]{0,127}")
+# Values that are data by their shape alone, in any field.
+_SHAPED = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
+    r"|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?"  # ISO date / date-time
+    r"|[+-]?\d{1,30}(\.\d{1,30})?"  # number
+)
 
 # Markers an attacker might plant to close our delimiter early or fake a role switch.
 _SPOOF = re.compile(r"«\s*/?\s*data\s*»", re.IGNORECASE)
@@ -58,8 +70,16 @@ def looks_like_injection(text: str) -> bool:
     return bool(INJECTION_HINTS.search(text))
 
 
+def stays_bare(key: str | None, value: str) -> bool:
+    """Whether `value` (under field `key`) is an identifier, enum value, number or timestamp, not text."""
+    if not value or _SHAPED.fullmatch(value):
+        return True
+    return key in BARE_FIELDS and bool(_TOKEN.fullmatch(value)) and not looks_like_injection(value)
+
+
 def wrap_free_text(value: Any) -> tuple[Any, int]:
-    """Wrap every free-text field in a nested structure; returns (value, how many looked like injections)."""
+    """Wrap every string of a nested structure unless it stays bare; returns (value, how many looked like
+    injections). Dict keys are ours (field names, PII kinds) and are left alone."""
     flagged = 0
 
     def walk(v: Any, key: str | None) -> Any:
@@ -68,7 +88,7 @@ def wrap_free_text(value: Any) -> tuple[Any, int]:
             return {k: walk(x, k) for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x, key) for x in v]
-        if isinstance(v, str) and key in FREE_TEXT_FIELDS and v and not _ENUM_TOKEN.fullmatch(v):
+        if isinstance(v, str) and not stays_bare(key, v):
             if looks_like_injection(v):
                 flagged += 1
             return wrap(v)

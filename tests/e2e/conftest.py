@@ -20,7 +20,7 @@ from kredete.harness import http_server as harness_http_server
 from kredete.paths import REPO_ROOT
 from kredete.settings import Settings
 
-__all__ = ["http_session", "stdio_session", "token_for"]
+__all__ = ["fresh_client_ip", "http_session", "stdio_session", "token_for"]
 
 E2E_USERS = 30
 E2E_SEED = 20261125
@@ -106,11 +106,25 @@ async def facts(e2e_settings) -> Facts:
         await stores.close()
 
 
+#: A subject the e2e HTTP server does not rate limit (KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS), as benchmarks use.
+E2E_EXEMPT_SUBJECT = "e2e-rate-exempt"
+
+
 @pytest.fixture(scope="session")
 def http_server(e2e_env) -> str:
     """`kredete serve --transport http` as a real process; yields its MCP URL."""
-    with harness_http_server(e2e_env, log_name="e2e-http-server") as url:
+    env = {**e2e_env, "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": E2E_EXEMPT_SUBJECT}
+    with harness_http_server(env, log_name="e2e-http-server") as url:
         yield url
+
+
+def fresh_client_ip() -> str:
+    """A client address of its own (sent as X-Forwarded-For, which uvicorn trusts from 127.0.0.1), so the
+    per-IP failure windows in the shared Redis start empty on every run."""
+    import ipaddress
+    import secrets
+
+    return str(ipaddress.IPv6Address(0x20010DB8 << 96 | secrets.randbits(64)))
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 
 from guards.policy import GRANTS
 from guards.principal import Role
-from tests.e2e.conftest import http_session, stdio_session, token_for
+from tests.e2e.conftest import fresh_client_ip, http_session, stdio_session, token_for
 
 EXPECTED_TOOLS = {"search_transactions", "get_transaction", "get_wallet_balances", "get_credit_report",
                   "get_score_history", "get_action_plan", "list_disputes", "get_dispute", "search_knowledge",
@@ -104,41 +105,61 @@ async def test_resources_and_prompts(http_server, e2e_settings, facts):
 
 # --- authentication -------------------------------------------------------------------------------
 
-async def test_http_refuses_missing_forged_and_expired_tokens_and_audits_it(http_server, e2e_settings):
-    before = await max_audit_id(e2e_settings)
-    forged = token_for(e2e_settings, "support_agent")[:-6] + "AAAAAA"
-    from kredete.settings import Settings, resolve
+def signed(settings, **claims) -> str:
+    """A token signed with the server's key, with chosen claims (expired, too long-lived...)."""
+    import jwt
 
-    other_key = resolve(Settings(token_signing_key="not-our-key-but-long-enough-for-hs256-0123",
-                                 postgres_db="kredete_e2e"))
-    foreign = token_for(other_key, "support_agent")
-    expired = token_for(e2e_settings, "support_agent", ttl_s=1)
-    import asyncio
+    now = int(time.time())
+    base = {"iss": settings.token_issuer, "aud": settings.token_audience, "sub": "e2e-crafted",
+            "role": "support_agent", "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+    return jwt.encode({**base, **claims}, settings.token_signing_key.get_secret_value(), algorithm="HS256")
 
-    await asyncio.sleep(7)  # past expiry plus the verifier's 5 s leeway
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+async def test_http_refuses_missing_forged_and_expired_tokens_and_audits_each_once(http_server, e2e_settings):
     import httpx
 
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "e2e", "version": "1"}}}
-    base_headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    from kredete.settings import Settings, resolve
+
+    ip = fresh_client_ip()
+    before = await max_audit_id(e2e_settings)
+    now = int(time.time())
+    other_key = resolve(Settings(token_signing_key="not-our-key-but-long-enough-for-hs256-0123",
+                                 postgres_db="kredete_e2e"))
+    cases = {  # Authorization header -> the reason code its audit row carries
+        None: "missing_authorization",
+        "Basic dXNlcjpwYXNz": "unsupported_scheme",
+        "Bearer not-a-jwt": "malformed_token",
+        "Bearer " + token_for(other_key, "support_agent"): "invalid_signature",
+        "Bearer " + signed(e2e_settings, iat=now - 600, nbf=now - 600, exp=now - 60): "expired_token",
+        "Bearer " + signed(e2e_settings, exp=now + 48 * 3600): "lifetime_exceeded",
+    }
     async with httpx.AsyncClient(timeout=10) as client:
-        for token in (None, "not-a-jwt", forged, foreign, expired):
-            headers = {**base_headers, **({"Authorization": f"Bearer {token}"} if token else {})}
-            refused = await client.post(http_server, json=init, headers=headers)
-            assert refused.status_code == 401, token
+        for auth, _code in cases.items():
+            headers = {**JSON_HEADERS, "X-Forwarded-For": ip, **({"Authorization": auth} if auth else {})}
+            refused = await client.post(http_server, json=INIT, headers=headers)
+            assert refused.status_code == 401, auth
             assert refused.headers.get("www-authenticate", "").lower().startswith("bearer")
         good = token_for(e2e_settings, "support_agent")
-        accepted = await client.post(http_server, json=init, headers={**base_headers,
+        accepted = await client.post(http_server, json=INIT, headers={**JSON_HEADERS, "X-Forwarded-For": ip,
                                                                       "Authorization": f"Bearer {good}"})
         assert accepted.status_code == 200
     # The SDK client surfaces the refusal as an error too.
     with pytest.raises(BaseException):  # noqa: B017 - an ExceptionGroup wrapping the SDK's MCPError
         async with http_session(http_server, "not-a-jwt") as s:
             await s.list_tools()
-    rows = await audit_rows_since(e2e_settings, before)
-    denied = [r for r in rows if r["action"] == "http:authenticate" and r["decision"] == "denied"]
-    assert len(denied) >= 4, "each refused token is audited (the missing one never reaches the verifier)"
+    rows = [r for r in await audit_rows_since(e2e_settings, before)
+            if json.loads(r["metadata"]).get("client_ip") == ip]
+    assert all(r["action"] == "http:authenticate" and r["decision"] == "denied" for r in rows)
+    # Every refused request is audited exactly once, with its reason, and nothing of the token is stored.
+    assert sorted(json.loads(r["metadata"])["reason_code"] for r in rows) == sorted(cases.values())
+    assert all(r["actor_subject"] == "anonymous" and r["reason"].startswith("authentication required")
+               for r in rows)
+    assert not any("not-a-jwt" in json.dumps(r, default=str) for r in rows)
 
 
 async def test_stdio_without_or_with_bad_token_refuses_every_call(e2e_env, e2e_settings, facts):
@@ -404,12 +425,41 @@ async def test_output_is_capped_to_the_token_budget(http_server, e2e_settings):
         assert body.get("truncated") is True and "capped" in body["note"]
 
 
-async def test_rate_limit_per_principal_and_tool(http_server, e2e_settings, facts):
-    token = token_for(e2e_settings, "customer", user=facts.alice, subject=f"rate-{uuid.uuid4().hex[:6]}")
-    async with http_session(http_server, token) as s:
-        results = [await s.call_tool("get_wallet_balances", {}) for _ in range(61)]
-    assert all(not r.is_error for r in results[:60])
-    assert results[60].is_error and "retry after" in error_text(results[60])
+async def test_rate_limit_per_identity_and_tool_whatever_the_token_subject(http_server, e2e_settings):
+    """Customers are keyed on role + user id: three tokens of one user with different subjects share one quota."""
+    user = uuid.uuid4()  # a fresh identity: the shared Redis windows of earlier runs do not count
+    tokens = [token_for(e2e_settings, "customer", user=user, subject=f"rate-{uuid.uuid4().hex[:6]}") for _ in range(3)]
+    results = []
+    for token in tokens[:2]:
+        async with http_session(http_server, token) as s:
+            results += [await s.call_tool("get_wallet_balances", {}) for _ in range(30)]
+    assert all(not r.is_error for r in results), [error_text(r) for r in results if r.is_error][:1]
+    async with http_session(http_server, tokens[2]) as s:
+        over = await s.call_tool("get_wallet_balances", {})
+        other_tool = await s.call_tool("search_transactions", {"limit": 1})
+    assert over.is_error and "retry after" in error_text(over)
+    assert not other_tool.is_error, "the per-tool window is per tool"
+
+
+async def test_unknown_and_forbidden_calls_are_rate_limited_too(http_server, e2e_settings):
+    """The limiter runs right after authentication, before the tool is looked up or authorised."""
+    for tool, refusal in (("corridor_volume", "may not call"), ("no_such_tool", "unknown tool")):
+        token = token_for(e2e_settings, "customer", user=uuid.uuid4())
+        async with http_session(http_server, token) as s:
+            results = [await s.call_tool(tool, {}) for _ in range(61)]
+        assert all(r.is_error and refusal in error_text(r) for r in results[:60]), tool
+        assert "retry after" in error_text(results[60]), tool
+
+
+async def test_an_exempt_subject_is_not_rate_limited_and_audited_as_exempt(http_server, e2e_settings):
+    from tests.e2e.conftest import E2E_EXEMPT_SUBJECT
+
+    before = await max_audit_id(e2e_settings)
+    async with http_session(http_server, token_for(e2e_settings, "support_agent", subject=E2E_EXEMPT_SUBJECT)) as s:
+        results = [await s.call_tool("get_wallet_balances", {"user_id": str(uuid.uuid4())}) for _ in range(65)]
+    assert all(not r.is_error for r in results), [error_text(r) for r in results if r.is_error][:1]
+    rows = [r for r in await audit_rows_since(e2e_settings, before) if r["actor_subject"] == E2E_EXEMPT_SUBJECT]
+    assert len(rows) == 65 and all(json.loads(r["metadata"]).get("rate_limit") == "exempt" for r in rows)
 
 
 async def test_a_store_that_is_down_gives_a_clear_error_and_other_tools_keep_working(e2e_env, e2e_settings, facts):
