@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from agent_tools import analytics, compliance, credit, disputes, feedback, render, transactions
 from agent_tools import inputs as i
 from guards.pipeline import CallState
+from guards.policy import unmask_reason_rule
 from guards.principal import Principal
 
 
@@ -82,8 +83,9 @@ TOOLS: tuple[ToolSpec, ...] = (
              i.CorridorVolumeInput, analytics.CorridorVolumeOut, analytics.corridor_volume, list_field="rows"),
     ToolSpec("search_audit_logs", "Search audit logs",
              "Compliance: search the tamper-evident audit trail by actor, action, decision and time, or by free "
-             "text (query). Values are masked unless unmask_reason is given; an unmasked read is itself audited "
-             "with the reason.",
+             "text (query). Values are masked unless unmask_reason is given: "
+             f"{unmask_reason_rule()}; an unmasked read is itself audited with the reason. Audit text comes back "
+             "delimited as «data».",
              compliance.SearchAuditLogsInput, compliance.AuditPage, compliance.search_audit_logs,
              list_field="entries"),
 )

@@ -174,6 +174,7 @@ async def test_unmasking_needs_a_ticket_reference_and_a_purpose(http_server, e2e
     async with http_session(http_server, token_for(e2e_settings, "compliance_officer", subject=subject)) as s:
         tools = {t.name: t for t in (await s.list_tools()).tools}
         assert "CASE-12345" in tools["search_audit_logs"].input_schema["properties"]["unmask_reason"]["description"]
+        assert "ticket reference" in tools["search_audit_logs"].description
         refused = [await s.call_tool("search_audit_logs", {"unmask_reason": reason, "limit": 1})
                    for reason in ("aaaaaaaaaaaa", "because I need to", "CASE-12345", "CASE-12 looking into it")]
         ok = await s.call_tool("search_audit_logs", {"unmask_reason": "CASE-12345: chargeback identity check",
