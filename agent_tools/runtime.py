@@ -247,8 +247,12 @@ class AgentRuntime:
 
         if principal.role is not Role.COMPLIANCE_OFFICER:
             raise Forbidden("only compliance officers may see decrypted identifiers")
-        if not reason or len(reason.strip()) < 10:
-            raise BadInput("invalid arguments: revealing identifiers needs a reason (10+ characters)")
+        from guards.policy import check_unmask_reason
+
+        try:  # the same structured reason (ticket + purpose) as any unmasked read
+            check_unmask_reason(reason or "")
+        except ValueError as exc:
+            raise BadInput(f"invalid arguments: revealing identifiers needs a structured reason ({exc})") from None
         state = current_call.get()
         if state is not None:
             state.unmasked = True
