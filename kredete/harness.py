@@ -136,8 +136,9 @@ def token_for(settings: Settings, role: str, *, user: UUID | None = None, subjec
 
 
 class RotatingTokens:
-    """A fresh token subject every `every` calls, so a long run stays under the per-principal rate limits
-    (the limiter keys on the subject) without changing server code. `run_id` keeps subjects distinct
+    """A fresh token subject every `every` calls, so a long run of a staff role stays under the per-principal
+    rate limits (the limiter keys staff on their subject; customers on their user id, so rotating a customer's
+    subject gains nothing: exempt it with KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS instead). `run_id` keeps subjects distinct
     across runs (the Redis windows are shared)."""
 
     def __init__(self, settings: Settings, role: str, *, every: int = 50, prefix: str = "bench",
