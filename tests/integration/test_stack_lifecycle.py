@@ -12,13 +12,26 @@ import time
 
 import pytest
 
+from kredete.harness import free_port
 from kredete.stack.base import StackError, pid_alive
 from kredete.stack.redis import RedisServer
+
+# Scratch servers take ports the kernel says are free now: fixed numbers inside the ephemeral range
+# (32768-60999) were occasionally held by an outgoing connection of the same test run.
+
+
+def _two_free_ports(avoid: tuple[int, ...] = ()) -> tuple[int, int]:
+    ports: list[int] = []
+    while len(ports) < 2:
+        p = free_port()
+        if p not in ports and p not in avoid:
+            ports.append(p)
+    return ports[0], ports[1]
 
 
 class _ScratchRedis(RedisServer):
     name = "redis-lifecycle-test"
-    port = 56479
+    port = free_port()
 
 
 @pytest.fixture
@@ -82,7 +95,7 @@ def test_half_provisioned_data_dir_is_repaired(monkeypatch):
 
     class _ScratchPg(PostgresPrimary):
         name = "postgres-lifecycle-test"
-        port = 55532
+        port = free_port()
 
     pg = _ScratchPg()
     pg.provision()
@@ -102,7 +115,7 @@ def test_half_provisioned_data_dir_is_repaired(monkeypatch):
 
 class _OtherScratchRedis(RedisServer):
     name = "redis-lifecycle-other"
-    port = 56480
+    port = free_port()
 
 
 @pytest.fixture
@@ -168,12 +181,12 @@ def scratch_pg():
 
     class Primary(PostgresPrimary):
         name = "pg-primary-test"
-        port = 55542
+        port = free_port()
         start_timeout = 30.0
 
     class Replica(PostgresReplica):
         name = "pg-replica-test"
-        port = 55543
+        port = free_port()
         start_timeout = 30.0
 
     primary = Primary()
@@ -239,13 +252,13 @@ def test_ports_can_change_on_an_existing_cluster(scratch_pg):
     old = (primary.port, replica.port)
     replica.stop()
     primary.stop()
-    primary.port, replica.port = 55552, 55553  # what KREDETE_PORT_POSTGRES(_REPLICA) do for the stack
+    primary.port, replica.port = _two_free_ports(old)  # what KREDETE_PORT_POSTGRES(_REPLICA) do for the stack
     try:
         primary.start()
         replica.start()
         assert not port_open(old[0]) and not port_open(old[1])
-        assert primary._psql("SHOW port").strip() == "55552"
-        assert replica._psql("SHOW port").strip() == "55553"
+        assert primary._psql("SHOW port").strip() == str(primary.port)
+        assert replica._psql("SHOW port").strip() == str(replica.port)
         assert replica.status().healthy, "the replica streams from the primary's new port"
     finally:
         replica.stop()
