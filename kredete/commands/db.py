@@ -152,13 +152,19 @@ def db_check_balances(url: Url = None) -> None:
 
     from stores.postgres.wallets import WalletRepository
 
-    rows = asyncio.run(_with_store(_url(url), lambda s: WalletRepository(s, replica_reads=False).mismatches()))
+    async def check(store) -> tuple[list[dict[str, object]], int]:
+        repo = WalletRepository(store, replica_reads=False)
+        return await repo.mismatches(), await repo.mismatch_count()
+
+    rows, total = asyncio.run(_with_store(_url(url), check))
     if not rows:
         Console().print("[green]every wallet balance matches its ledger[/]")
         return
     for r in rows:
         Console().print(f"[red]mismatch[/] wallet {r['wallet_id']} {r['currency']}: stored {r['stored_minor']}, "
                         f"ledger {r['ledger_minor']}")
+    if total > len(rows):
+        Console().print(f"[red]{total} wallets differ from their ledger; the first {len(rows)} are listed[/]")
     raise typer.Exit(1)
 
 

@@ -38,6 +38,11 @@ class WalletRepository(Repository):
             rows = await conn.fetch("SELECT * FROM wallet_balance_mismatches ORDER BY wallet_id LIMIT 100")
         return [dict(r) for r in rows]
 
+    async def mismatch_count(self) -> int:
+        """How many wallets differ from their ledger (`mismatches` lists at most 100 of them)."""
+        async with self._read(replica=False) as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM wallet_balance_mismatches"))
+
     # --- used inside the payment service's transaction ---
 
     @staticmethod

@@ -71,6 +71,23 @@ def test_check_balances_reports_a_wallet_that_disagrees_with_its_ledger(scratch)
     bad = kredete(scratch, "check-balances")
     assert bad.returncode == 1
     assert f"mismatch wallet {wallet} NGN: stored 5, ledger 0" in bad.stdout
+    assert "differ from their ledger" not in bad.stdout  # all of them are listed: no "first N" line
+
+
+async def test_mismatch_count_counts_every_corrupted_wallet(scratch):
+    from stores.postgres.pool import PostgresStore
+    from stores.postgres.wallets import WalletRepository
+
+    with psycopg.connect(scratch.service, autocommit=True) as conn:
+        conn.execute("UPDATE wallets SET balance_minor = balance_minor + 7 WHERE kind <> 'customer'")
+        corrupted = conn.execute("SELECT count(*) FROM wallets WHERE kind <> 'customer'").fetchone()[0]
+    store = await PostgresStore(scratch.service).connect()
+    try:
+        repo = WalletRepository(store, replica_reads=False)
+        assert await repo.mismatch_count() == corrupted
+        assert len(await repo.mismatches()) == min(corrupted, 100)
+    finally:
+        await store.close()
 
 
 def test_verify_audit_finds_the_tampered_row(scratch):
