@@ -81,6 +81,10 @@ def report_event_id(report_id: str) -> str:
     return f"{CREDIT_REPORTS}:{report_id}"
 
 
+def plan_event_id(plan_id: str) -> str:
+    return f"{ACTION_PLANS}:{plan_id}"
+
+
 _EMIT_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
 
 
@@ -190,6 +194,14 @@ class Outbox:
                 await self.emit(CREDIT_REPORTS, "insert", r["_id"], r["user_id"],
                                 {"bureau": r["bureau"], "version": r["version"], "reconciled": True},
                                 event_id=report_event_id(r["_id"]))
+                emitted += 1
+        plans = [p async for p in self.db[ACTION_PLANS].find(
+            {"created_at": {"$gte": since}}, {"user_id": 1, "version": 1})]
+        missing = await self._missing([plan_event_id(p["_id"]) for p in plans])
+        for p in plans:
+            if plan_event_id(p["_id"]) in missing:
+                await self.emit(ACTION_PLANS, "insert", p["_id"], p["user_id"],
+                                {"version": p["version"], "reconciled": True}, event_id=plan_event_id(p["_id"]))
                 emitted += 1
         return emitted
 

@@ -27,7 +27,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, Ope
 
 from stores.errors import Conflict, InvalidData, NotFound, StoreError, StoreUnavailable
 from stores.mongo import collections as names
-from stores.mongo.cdc import Outbox, dispute_event_id, report_event_id
+from stores.mongo.cdc import Outbox, dispute_event_id, plan_event_id, report_event_id
 from stores.mongo.client import MongoStore
 from stores.mongo.documents import (
     DISPUTE_TRANSITIONS,
@@ -514,11 +514,11 @@ class ActionPlanRepository(_Versioned):
 
     async def add_version(self, plan: ActionPlan) -> ActionPlan:
         """Write `plan` as the user's next version. Emits an `action_plans` change event (the search
-        indexer follows it; `Outbox.reconcile` does not re-emit plans yet)."""
+        indexer follows it; `Outbox.reconcile` re-emits it if the outbox write was lost)."""
         new = await self._insert_version(ActionPlan, plan, ())
         async with guard("emit action_plans event"):
             await self.outbox.emit(self.collection, "insert", new.id, new.user_id, {"version": new.version},
-                                   event_id=f"{self.collection}:{new.id}")
+                                   event_id=plan_event_id(new.id))
         return new
 
 

@@ -17,11 +17,12 @@ from stores.mongo.cdc import (
     OutboxGap,
     dispute_event_id,
     open_feed,
+    plan_event_id,
 )
 from stores.mongo.client import MongoStore
 from stores.mongo.collections import ensure_schema
-from stores.mongo.credit import CreditReportRepository, DisputeRepository
-from stores.mongo.documents import DisputeStatus, now
+from stores.mongo.credit import ActionPlanRepository, CreditReportRepository, DisputeRepository
+from stores.mongo.documents import ActionPlan, DisputeStatus, now
 from stores.mongo.retention import purge_expired
 from tests.integration.mongo.factories import dispute, report, uid
 
@@ -123,6 +124,15 @@ async def test_reconcile_reemits_event_lost_between_the_two_writes(db, disputes)
     await db.outbox_events.delete_one({"_id": dispute_event_id(d.id, 1)})  # crash before the outbox write
     assert await Outbox(db).reconcile(now() - timedelta(minutes=1)) >= 1
     assert await db.outbox_events.count_documents({"_id": dispute_event_id(d.id, 1)}) == 1
+    assert await Outbox(db).reconcile(now() - timedelta(minutes=1)) == 0
+
+
+async def test_reconcile_reemits_a_lost_action_plan_event(db):
+    plan = await ActionPlanRepository(db).add_version(ActionPlan(user_id=uid()))
+    await db.outbox_events.delete_one({"_id": plan_event_id(plan.id)})  # crash before the outbox write
+    assert await Outbox(db).reconcile(now() - timedelta(minutes=1)) >= 1
+    event = await db.outbox_events.find_one({"_id": plan_event_id(plan.id)})
+    assert event is not None and event["topic"] == "action_plans" and event["document_id"] == plan.id
     assert await Outbox(db).reconcile(now() - timedelta(minutes=1)) == 0
 
 
