@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from guards import shapes
+
 OPEN = "«data»"
 CLOSE = "«/data»"
 
@@ -44,11 +46,8 @@ BARE_FIELDS = frozenset(
 # One short token: letters, digits and a few joiners (snake_case enums, ISO codes, ids, cursors).
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#+\-=/]{0,127}")
 # Values that are data by their shape alone, in any field.
-_SHAPED = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
-    r"|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?"  # ISO date / date-time
-    r"|[+-]?\d{1,30}(\.\d{1,30})?"  # number
-)
+_SHAPED = re.compile(rf"{shapes.UUID}|{shapes.ISO_DATE}({shapes.ISO_TIME})?"  # UUID, ISO date / date-time
+                     r"|[+-]?\d{1,30}(\.\d{1,30})?")  # number
 
 # Markers an attacker might plant to close our delimiter early or fake a role switch.
 _SPOOF = re.compile(r"«\s*/?\s*data\s*»", re.IGNORECASE)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from guards import shapes
+
 from .heuristics import find_addresses, find_persons
 from .known_values import KnownValues, compile_known
 from .models import Action, Candidate, Finding, PiiKind, Redaction
@@ -22,14 +24,12 @@ _UPPER = re.compile(r"[A-Z]")
 # Every pattern except emails, IPv6, crypto and person names needs a digit; skipping them on digit-free
 # strings matters for redact_value, which sees many short field values.
 _DIGITLESS = tuple(r for r in STRUCTURED_RECOGNIZERS if r in (find_emails, find_ips, find_crypto))
+# A whole value that is a UUID or an ISO-8601 timestamp (date AND time: a bare date may be a birth date) holds
+# nothing to redact: skipping the recognisers for it is most of the cost of a typical record.
+_BARE_ID = re.compile(f"{shapes.UUID}|{shapes.ISO_DATE}{shapes.ISO_TIME}")
 # Record ids are UUIDs; their hex groups can pass a checksum by chance (1 in 97 for IBAN's mod-97), and an
 # agent needs them intact to call the next tool, so no finding may overlap one.
-# A whole value that is a UUID or an ISO-8601 timestamp (date AND time) holds nothing to redact: skipping the
-# recognisers for it is most of the cost of a typical record (ids and times are most of its strings).
-_BARE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-                      r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?")
-_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-                   r"(?![0-9A-Za-z])")
+_UUID = re.compile(rf"(?<![0-9A-Za-z]){shapes.UUID}(?![0-9A-Za-z])")
 
 
 def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None) -> list[Candidate]:
