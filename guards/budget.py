@@ -174,12 +174,13 @@ class _Cut:
         while True:
             if self._fits():
                 return self.build()
-            lists = [(count_tokens(v), p) for p, v in _walk(self._apply(self.payload, ()), ())
+            current = self._apply(self.payload, ())
+            lists = [(count_tokens(v), p) for p, v in _walk(current, ())
                      if isinstance(v, list) and v and p != (self.list_field,)]
             if not lists:
                 return None
             _, path = max(lists, key=lambda x: (x[0], _label(x[1])))
-            now = len(_get(self._apply(self.payload, ()), path))
+            now = len(_get(current, path))
             self.keep[path] = now // 2
             if self._fits():  # give back as many items of this list as still fit
                 best = _largest(lambda n, at=path: self._with_keep(at, n), now // 2, now - 1)

@@ -186,12 +186,17 @@ class GuardMiddleware:
         if state.resource != raw:
             state.requested_name = raw[:10_000]
         try:
+            return await self._read_guarded(ctx, call_next, runtime, state)
+        finally:
+            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
+
+    async def _read_guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, state: CallState) -> Any:
+        try:
             state.principal = await runtime.authenticate(ctx)
             await _rate_limit(runtime, state, ctx.method)
         except GuardError as exc:
             state.decision, state.reason = exc.decision, exc.message
             await runtime.audit(state)
-            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
             raise MCPError(code=INVALID_REQUEST, message=exc.message) from None
         try:
             result = await call_next(ctx)
@@ -199,12 +204,10 @@ class GuardMiddleware:
             state.decision = "denied" if isinstance(exc, MCPError | ValidationError) else "error"
             state.reason = "not found or invalid" if state.decision == "denied" else type(exc).__name__
             await runtime.audit(state)
-            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
             raise
-        ok = await runtime.audit(state)
-        record_call(ctx.method, state.decision if ok else "error", time.perf_counter() - state.started, {})
-        if not ok:
+        if not await runtime.audit(state):
             AUDIT_FAILURES.inc()
+            state.decision = "error"  # the metric's label; the row could not be written
             raise MCPError(code=INVALID_REQUEST, message=NOT_AUDITED)
         return result
 
@@ -351,8 +354,7 @@ class HttpAuthGuard:
                 continue
             if count and count > 1:
                 await self._audit(p.code, p.reason, p.decision, p.client,
-                                  {"aggregate": "window", "count": count,
-                                   "window_ms": self.runtime.rate_limiter.limits.window_ms})
+                                  {"aggregate": "window", "count": count, "window_ms": limiter.limits.window_ms})
 
     def _on_shutdown(self, receive: Any) -> Any:
         async def wrapped() -> dict[str, Any]:
