@@ -28,19 +28,21 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from guards.errors import RateLimited
 from guards.principal import Principal, Role
 
-# Drop entries older than the window, count, admit if below the limit; else report when the
-# oldest entry leaves the window. One round trip, atomic, so concurrent calls cannot overshoot.
-_SLIDING_WINDOW = """
-local key, now, window, limit, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-if count < limit then
+# For each window in turn (KEYS[i], limit ARGV[3 + i]): drop entries older than the window, count, and take a
+# slot if below the limit; else stop and report when its oldest entry leaves the window. Every window of a call
+# in one round trip, atomic, so concurrent calls cannot overshoot.
+_SLIDING_WINDOWS = """
+local now, window, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return {0, tonumber(oldest[2]) + window - now}
+  end
   redis.call('ZADD', key, now, member)
   redis.call('PEXPIRE', key, window)
-  return {1, 0}
 end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
+return {1, 0}
 """
 
 # A failed authentication: the sliding window of the IP (KEYS[1]) decides 401 or 429, then the counter of
@@ -119,13 +121,14 @@ class AuthFailure:
 
 
 class RateLimiter:
-    """Checks both windows; a refused call does not consume quota in either."""
+    """Checks the per-tool window, then the per-principal one; a call refused by the first spends nothing, one
+    refused by the second has spent its per-tool slot."""
 
     def __init__(self, redis, limits: RateLimits | None = None, *, own_issuer: str | None = None) -> None:
         self._redis = redis
         self.limits = limits or RateLimits()
         self.own_issuer = own_issuer
-        self._script = redis.register_script(_SLIDING_WINDOW)
+        self._script = redis.register_script(_SLIDING_WINDOWS)
         self._auth_failure = redis.register_script(_AUTH_FAILURE)
         self._claim = redis.register_script(_CLAIM)
 
@@ -140,12 +143,11 @@ class RateLimiter:
         now = int(time.time() * 1000)
         lim = self.limits
         who = identity_key(principal)
-        for key, limit in ((f"rl:{who}:{tool}", lim.per_tool), (f"rl:{who}:*", lim.per_principal)):
-            admitted, retry_ms = await self._script(
-                keys=[key], args=[now, lim.window_ms, limit, f"{now}-{uuid.uuid4().hex[:8]}"]
-            )
-            if not admitted:
-                raise RateLimited(max(float(retry_ms), 1.0) / 1000)
+        admitted, retry_ms = await self._script(
+            keys=[f"rl:{who}:{tool}", f"rl:{who}:*"],
+            args=[now, lim.window_ms, f"{now}-{uuid.uuid4().hex[:8]}", lim.per_tool, lim.per_principal])
+        if not admitted:
+            raise RateLimited(max(float(retry_ms), 1.0) / 1000)
         return "counted"
 
     async def auth_failure(self, client: str, code: str) -> AuthFailure:
