@@ -243,21 +243,20 @@ class AgentRuntime:
         which is recorded in the call's audit row."""
         from guards.errors import BadInput
         from guards.pipeline import current_call
+        from guards.policy import check_unmask_reason
         from stores.mongo.reveal import RevealGrant
 
         if principal.role is not Role.COMPLIANCE_OFFICER:
             raise Forbidden("only compliance officers may see decrypted identifiers")
-        from guards.policy import check_unmask_reason
-
         try:  # the same structured reason (ticket + purpose) as any unmasked read
-            check_unmask_reason(reason or "")
+            stated = check_unmask_reason(reason or "")[:500]
         except ValueError as exc:
             raise BadInput(f"invalid arguments: revealing identifiers needs a structured reason ({exc})") from None
         state = current_call.get()
         if state is not None:
             state.unmasked = True
-            state.reason = f"reveal: {reason.strip()}"[:500]
-        return RevealGrant(role=principal.role.value, subject=principal.subject, reason=reason.strip()[:500])
+            state.reason = f"reveal: {stated}"[:500]
+        return RevealGrant(role=principal.role.value, subject=principal.subject, reason=stated)
 
     async def redact_payload(self, payload: dict[str, Any], principal: Principal, state: CallState,
                              *, unmasked: bool = False) -> dict[str, Any]:
