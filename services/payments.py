@@ -21,15 +21,13 @@ from stores.errors import InvalidData
 from stores.postgres.errors import pg_errors
 from stores.postgres.fx import FxRepository
 from stores.postgres.idempotency import IdempotencyRepository, request_hash
+from stores.postgres.models import REFUNDABLE_KINDS
 from stores.postgres.pool import PostgresStore
 from stores.postgres.transactions import NewTransaction, Posting, TransactionRepository
 from stores.postgres.wallets import WalletRepository, house_wallet_id
 
 M = TypeVar("M", bound=BaseModel)
 MAX_RATE_AGE = timedelta(days=1)
-#: Only money that left a customer wallet can be given back; a refunded deposit or FX conversion would
-#: create money (the database's refunds_guard enforces the same list).
-REFUNDABLE_KINDS = frozenset({"remittance", "card_payment", "payout"})
 _CODE = r"^[A-Z]{3,4}$"
 
 

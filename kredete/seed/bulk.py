@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncpg
 
 from stores.errors import InvalidData
+from stores.postgres.models import REFUNDABLE_KINDS
 
 #: Tables that must be empty for the fast path (wallets: no customer wallet yet).
 EMPTY_TABLES = ("users", "transactions", "ledger_entries", "refunds", "fx_orders", "stablecoin_transfers",
@@ -110,7 +111,8 @@ TRIGGER_CHECKS: tuple[tuple[str, str, str], ...] = (
      "unbalanced postings (a transaction that does not net to zero in a currency)"),
     ("refunds_original_refundable",
      "SELECT count(*) FROM refunds r JOIN transactions t ON t.id = r.transaction_id "
-     "AND t.created_at = r.transaction_created_at WHERE t.kind NOT IN ('remittance', 'card_payment', 'payout')",
+     "AND t.created_at = r.transaction_created_at WHERE t.kind NOT IN ("
+     + ", ".join(f"'{k}'" for k in sorted(REFUNDABLE_KINDS)) + ")",
      "refunds of a transaction that is not an outgoing payment"),
     ("refunds_original_completed",
      "SELECT count(*) FROM refunds r JOIN transactions t ON t.id = r.transaction_id "

@@ -14,9 +14,8 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-#: Kinds that send money out of a customer wallet (services.payments.REFUNDABLE_KINDS mirrors them).
-REFUNDABLE_KINDS = ("remittance", "card_payment", "payout")
-
+# The refundable kinds are spelled out in the SQL below: a migration is a fixed snapshot (the code's list is
+# stores.postgres.models.REFUNDABLE_KINDS).
 GUARD = """
     CREATE OR REPLACE FUNCTION refunds_guard() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = public, pg_temp AS $$

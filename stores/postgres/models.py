@@ -20,6 +20,11 @@ COUNTERPARTY_TYPES: dict[str, CounterpartyType] = {
     "deposit": "system", "refund": "system", "fx_conversion": "system", "fee": "system"}
 
 
+#: Only money that left a customer wallet can be given back; a refunded deposit or FX conversion would create
+#: money. The service, the seed's bulk validation and the database's refunds_guard (migration 0008) use this list.
+REFUNDABLE_KINDS: frozenset[str] = frozenset({"remittance", "card_payment", "payout"})
+
+
 def counterparty_type(kind: str) -> CounterpartyType:
     """The counterparty type of a transaction kind (an unknown kind counts as a person: masked, never searched)."""
     return COUNTERPARTY_TYPES.get(kind, "person")
