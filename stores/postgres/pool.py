@@ -37,6 +37,10 @@ async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, r
         raise StoreConfigError(f"malformed PostgreSQL URL {redact_url(url)}", store="postgres") from exc
 
 
+def _connection_failed(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"PostgreSQL connection failed ({type(exc).__name__})", store="postgres")
+
+
 class PostgresStore:
     """Primary pool for writes, replica pool for reads that tolerate replication lag.
 
@@ -153,21 +157,18 @@ class PostgresStore:
             conn = await pool.acquire(timeout=self._timeout)
         except _CONNECT_ERRORS as exc:
             if not on_replica:
-                raise StoreUnavailable(f"PostgreSQL connection failed ({type(exc).__name__})",
-                                       store="postgres") from exc
+                raise _connection_failed(exc) from exc
             self._replica_lost(pool, exc)
             pool, on_replica = await self._pool(False), False
             try:
                 conn = await pool.acquire(timeout=self._timeout)
             except _CONNECT_ERRORS as exc2:
-                raise StoreUnavailable(f"PostgreSQL connection failed ({type(exc2).__name__})",
-                                       store="postgres") from exc2
+                raise _connection_failed(exc2) from exc2
         try:
             yield conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.
-            raise StoreUnavailable(f"PostgreSQL connection failed ({type(exc).__name__})",
-                                   store="postgres") from exc
+            raise _connection_failed(exc) from exc
         finally:
             if pool is self.primary or pool is self.replica:
                 await pool.release(conn)
