@@ -23,6 +23,7 @@ from retrieval.errors import IndexNotBuilt, InvalidQuery, ScopeRefused
 from retrieval.ingest import Redactor, default_redactor
 from retrieval.search import IndexProfile, Searcher
 from stores.errors import NotFound
+from stores.postgres.models import counterparty_type
 from stores.scope import RowScope
 from stores.search.catalog import (
     AUDIT_LOGS,
@@ -46,8 +47,6 @@ def _iso(v: Any) -> Any:
 
 
 def transaction_doc(row: Row, redact: Redactor) -> Row:
-    from stores.postgres.models import counterparty_type
-
     name = row.get("counterparty_name")
     person = bool(name) and counterparty_type(str(row["kind"])) == "person"
     # A natural person's name is masked whole, and wherever it recurs in the description ("Send to Peter").
