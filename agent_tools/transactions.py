@@ -12,6 +12,7 @@ from pydantic import BaseModel, PrivateAttr
 from agent_tools.inputs import GetTransactionInput, GetWalletBalancesInput, SearchTransactionsInput
 from guards.principal import Principal, Role
 from stores.postgres.models import COUNTERPARTY_TYPES, CounterpartyType
+from stores.postgres.transactions import VISIBLE_TO_STAFF
 
 
 class TransactionSummaryOut(BaseModel):
@@ -92,11 +93,10 @@ def pick(obj: Any, model: type[BaseModel], renames: dict[str, str] | None = None
 #: Counterparty names each role sees unmasked, hence may search: a customer its own counterparties, staff only
 #: merchants and the platform (a person's name is masked for them, so a probe on it must look like a miss).
 _ALL_TYPES: tuple[CounterpartyType, ...] = tuple(sorted(set(COUNTERPARTY_TYPES.values())))
-_STAFF_TYPES: tuple[CounterpartyType, ...] = ("merchant", "system")
 
 
 def searchable_counterparty_types(principal: Principal) -> tuple[CounterpartyType, ...]:
-    return _ALL_TYPES if principal.role is Role.CUSTOMER else _STAFF_TYPES
+    return _ALL_TYPES if principal.role is Role.CUSTOMER else VISIBLE_TO_STAFF
 
 
 async def search_transactions(args: SearchTransactionsInput, principal: Principal, rt: Any) -> TransactionPage:
