@@ -32,8 +32,8 @@ async def world(pg_db, app_store, service_store, cipher):
     known person name, a name stored with odd spacing, and a hidden account reference."""
     conn = await asyncpg.connect(pg_db.service)
     try:
-        # Seed 6, not 5: seed 5 has a transaction id (ba73e889-60cf-4d96-...) whose first 23 characters pass the
-        # IBAN check and get masked by the redaction engine (reported to its owner; not this module's subject).
+        # (Seed 5 once had a transaction id masked as an IBAN; redaction now never touches a UUID:
+        # tests/unit/test_redaction_ids.py.)
         await seed_payments(conn, SeedConfig(users=60, seed=6, transactions_per_user=10), cipher)
     finally:
         await conn.close()
