@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from config.settings import Settings, resolve
 from guards.errors import Forbidden, Unauthenticated
 from guards.pipeline import CallState, args_digest
 from guards.policy import ALL_USERS_ROLES
@@ -18,7 +19,6 @@ from guards.principal import Principal, Role
 from guards.ratelimit import RateLimiter, RateLimits
 from guards.redaction import redact_value, role_policy
 from guards.tokens import verify_token
-from kredete.settings import Settings, resolve
 from stores.registry import Stores, build_postgres
 from stores.scope import RowScope
 

@@ -32,8 +32,8 @@ import psycopg  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from config.settings import resolve  # noqa: E402
 from kredete.seed.payments import REFERENCE_TABLES, USER_TABLES, SeedConfig, seed_payments  # noqa: E402
-from kredete.settings import resolve  # noqa: E402
 from stores.crypto import FieldCipher  # noqa: E402
 from stores.postgres import migrate  # noqa: E402
 

@@ -37,7 +37,7 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from kredete.harness import Dataset, RotatingTokens, http_server, http_session, latency_summary
+from evals.harness import Dataset, RotatingTokens, http_server, http_session, latency_summary
 
 RESULTS = Path(__file__).parent / "results" / "tool_calls.json"
 TOOLS = ("get_transaction", "search_transactions")
@@ -108,7 +108,7 @@ def _sequential(ms: list[float]) -> dict[str, Any]:
 
 async def bench_mcp(url: str, settings: Any, tool: str, n: int, workers: int, txs: list[UUID],
                     users: list[UUID]) -> dict[str, Any]:
-    from kredete.harness import error_text
+    from evals.harness import error_text
 
     tokens = RotatingTokens(settings, "support_agent", every=ROTATE_EVERY, prefix=f"bench-{tool}")
     errors: list[str] = []

@@ -7,8 +7,8 @@ import time
 from importlib import resources
 from typing import Any
 
+from evals.harness import latency_summary
 from evals.metrics import dedupe, mean_reciprocal_rank, ndcg_at_k, recall_at_k
-from kredete.harness import latency_summary
 
 MODES: tuple[tuple[str, str, str], ...] = (("knn", "knn", "minmax"), ("bm25", "bm25", "minmax"),
                                           ("hybrid-minmax", "hybrid", "minmax"), ("hybrid-rrf", "hybrid", "rrf"))

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kredete.harness import Dataset, http_server
+from evals.harness import Dataset, http_server
 
 SECTIONS = ("retrieval", "redaction", "permissions", "latency")
 REPORTS = Path(__file__).parent / "reports"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from kredete.harness import RotatingTokens, error_text, http_session, latency_summary, token_for
+from evals.harness import RotatingTokens, error_text, http_session, latency_summary, token_for
 
 DENIED_MARKER = "may not call"
 

@@ -11,9 +11,9 @@ import jwt
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.settings import Settings, resolve
 from guards.errors import Unauthenticated
 from guards.principal import Principal, Role
-from kredete.settings import Settings, resolve
 
 LEEWAY_S = 5
 DEFAULT_MAX_LIFETIME_S = 24 * 3600

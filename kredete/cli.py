@@ -17,3 +17,15 @@ for _mod in sorted(pkgutil.iter_modules(kredete.commands.__path__), key=lambda m
         continue
     module = importlib.import_module(f"kredete.commands.{_mod.name}")
     module.register(app)
+
+
+def main() -> None:
+    """Entry point: a configuration problem (a missing or incoherent setting) is one line, not a traceback."""
+    from config.errors import ConfigError
+
+    try:
+        app(standalone_mode=True)
+    except ConfigError as exc:
+        from kredete.commands.common import fail
+
+        fail(str(exc))

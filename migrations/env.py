@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 def _url() -> str:
     url = context.config.attributes.get("url")
     if url is None:
-        from kredete.settings import resolve
+        from config.settings import resolve
 
         url = resolve().postgres_url.get_secret_value()
     # Migrations run on psycopg (sync); the services use asyncpg on the same URL.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from config.errors import ConfigError
+
 
 class StoreError(Exception):
     """Base of every error raised by a store adapter."""
@@ -18,7 +20,7 @@ class StoreUnavailable(StoreError):
     """The server is down, unreachable or did not answer in time."""
 
 
-class StoreConfigError(StoreError):
+class StoreConfigError(StoreError, ConfigError):
     """A URL or credential is malformed or refused."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from kredete.settings import Settings, resolve
+from config.settings import Settings, resolve
 from stores.cache import CacheStore
 from stores.mongo import MongoStore
 from stores.objects import ObjectStore

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kredete.settings import resolve
+from config.settings import resolve
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

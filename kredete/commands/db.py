@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def _importable() -> None:
     """`stores/` and `migrations/` live at the repo root, beside the `kredete` package."""
-    from kredete.paths import REPO_ROOT
+    from config.paths import REPO_ROOT
 
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
@@ -31,7 +31,7 @@ def _importable() -> None:
 def _url(url: str | None) -> str:
     if url:
         return url
-    from kredete.settings import resolve
+    from config.settings import resolve
 
     return resolve().postgres_url.get_secret_value()
 
@@ -57,16 +57,18 @@ def _print_status(url: str) -> None:
 def db_migrate(url: Url = None, revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (head); on the local stack also give the roles their logins."""
     _importable()
+    from config.errors import ConfigError
+    from kredete.stack import logins
     from stores.errors import StoreError
     from stores.postgres import migrate
 
     target = _url(url)
     try:
         migrate.upgrade(target, revision)
-        if migrate.is_local_stack(target):
-            roles = migrate.grant_local_logins(target)
+        if logins.is_local_stack(target):
+            roles = logins.grant_local_logins(target)
             err.print(f"local stack: LOGIN and passwords set for {', '.join(roles) or 'no roles'}")
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         fail(str(exc))
     except Exception as exc:  # alembic/driver errors: one line, no SQL or URL
         fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
@@ -177,7 +179,7 @@ def db_rotate_keys(url: Url = None, batch: Annotated[int, typer.Option(min=1, ma
     from rich.console import Console
     from rich.table import Table
 
-    from kredete.settings import resolve
+    from config.settings import resolve
     from stores.crypto import FieldCipher
     from stores.errors import StoreError
     from stores.postgres.keys import KeyRotationRepository

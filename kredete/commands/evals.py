@@ -28,7 +28,7 @@ def _importable() -> None:
     import sys
 
     if importlib.util.find_spec("evals") is None:
-        from kredete.paths import REPO_ROOT
+        from config.paths import REPO_ROOT
 
         sys.path.insert(0, str(REPO_ROOT))
 

@@ -74,7 +74,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
     from pydantic import ValidationError
     from rich.table import Table
 
-    from kredete.settings import resolve
+    from config.settings import resolve
     from retrieval import sources as src
     from retrieval.chunking import Chunker, ChunkingConfig
     from retrieval.encoder import SentenceTransformerEncoder

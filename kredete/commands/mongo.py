@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 async def _with_db(fn):
-    from kredete.settings import resolve
+    from config.settings import resolve
     from stores.errors import StoreError
     from stores.mongo.client import MongoStore
 
@@ -57,7 +57,7 @@ def ensure_indexes() -> None:
 @mongo_app.command("shard-commands")
 def shard_commands(db: Annotated[str | None, typer.Option(help="Database name (default: settings).")] = None) -> None:
     """Print the mongosh commands that shard the credit store on user_id."""
-    from kredete.settings import get_settings
+    from config.settings import get_settings
     from stores.mongo.collections import shard_commands as cmds
 
     for line in cmds(db or get_settings().mongo_db):

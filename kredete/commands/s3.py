@@ -78,7 +78,7 @@ def s3_setup(
                                                    "classes: AWS S3, or MinIO with remote tiers).")] = False,
 ) -> None:
     """Create the five buckets and apply the spec (idempotent: a re-run changes nothing)."""
-    from kredete.settings import get_settings
+    from config.settings import get_settings
     from stores.objects.buckets import ensure_buckets, specs_for
 
     specs = specs_for(get_settings().s3_bucket_prefix)
@@ -92,7 +92,7 @@ def s3_setup(
 @s3_app.command("status")
 def s3_status() -> None:
     """Print each bucket's configuration as the server reports it; exit 1 when a bucket is missing."""
-    from kredete.settings import get_settings
+    from config.settings import get_settings
     from stores.objects.buckets import bucket_status, specs_for
 
     specs = specs_for(get_settings().s3_bucket_prefix)

@@ -37,9 +37,9 @@ def seed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from config.settings import resolve
     from kredete.seed.payments import SeedConfig, seed_payments
     from kredete.seed.people import person
-    from kredete.settings import resolve
     from stores.crypto import FieldCipher
     from stores.errors import StoreError
     from stores.postgres import migrate

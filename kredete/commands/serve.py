@@ -72,8 +72,8 @@ def demo_tokens() -> None:
     """Print one token per role for trying the server (customer: the first seeded user)."""
     import asyncio
 
+    from config.settings import resolve
     from guards.tokens import issue_token
-    from kredete.settings import resolve
     from stores.registry import connect
 
     async def first_ids() -> tuple[str | None, str | None]:

@@ -46,9 +46,9 @@ def stack_down(only: Only = None) -> None:
 @stack_app.command("status")
 def stack_status(only: Only = None) -> None:
     """Print what runs where (and what is external); exit 1 when a server is unhealthy or cannot run."""
+    from config.secrets import local_secrets
     from kredete import stack
     from kredete.commands.common import err
-    from kredete.stack.secrets import local_secrets
 
     try:
         rows, not_run = stack.status(only), stack.skipped(only)

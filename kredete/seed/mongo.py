@@ -221,7 +221,7 @@ async def _stored(enc: FieldEncryption, coll: str, doc: d.Doc) -> dict[str, Any]
 async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int = 42,
                                   console: Console | None = None, *, db: Any = None) -> dict[str, int]:
     """Seed every collection for `users`; returns how many documents were new per collection."""
-    from kredete.settings import resolve
+    from config.settings import resolve
     from stores.mongo.client import MongoStore
 
     settings = resolve(settings)

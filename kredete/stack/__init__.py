@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kredete.settings import Settings, check_coherent, get_settings
+from config.errors import ConfigError
+from config.settings import Settings, check_coherent, get_settings
 from kredete.stack.base import Server, ServerStatus, StackError
 from kredete.stack.ferretdb import FerretDBServer
 from kredete.stack.minio import MinioReplicaServer, MinioServer
@@ -83,12 +84,10 @@ def _shown(url: object) -> str:
 
 def plan(only: Iterable[str] | None = None, settings: Settings | None = None) -> tuple[list[Server], list[Skipped]]:
     """The servers the local stack runs under these settings (in start order), and the ones it does not."""
-    from stores.errors import StoreConfigError
-
     settings = settings or get_settings()
     try:
         check_coherent(settings)
-    except StoreConfigError as exc:
+    except ConfigError as exc:
         raise StackError(str(exc)) from exc
     servers = _select(all_servers(), only)
     run: list[Server] = []
@@ -187,7 +186,7 @@ def status(only: Iterable[str] | None = None) -> list[ServerStatus]:
 
 
 def _short(path: str) -> str:
-    from kredete.paths import REPO_ROOT
+    from config.paths import REPO_ROOT
 
     return path.replace(str(REPO_ROOT) + "/", "")
 

@@ -21,13 +21,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from kredete.paths import cache_dir, local_dir
+from config.errors import StackError
+from config.paths import cache_dir, local_dir
 
 logger = logging.getLogger("kredete.stack")
-
-
-class StackError(RuntimeError):
-    """A server could not be provisioned, started or stopped; the message says what to do."""
 
 
 class ServerStatus(BaseModel):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from kredete.stack import ports
+from config import ports
+from config.secrets import local_secrets
 from kredete.stack.base import Server, StackError, port_open, run
-from kredete.stack.secrets import local_secrets
 
 FERRETDB_VERSION = "v1.24.2"
 MODULE = "github.com/FerretDB/FerretDB"

@@ -7,9 +7,9 @@ import hashlib
 import shutil
 import urllib.request
 
-from kredete.stack import ports
+from config import ports
+from config.secrets import local_secrets
 from kredete.stack.base import Server, StackError, port_open, run
-from kredete.stack.secrets import local_secrets
 
 # MinIO publishes no semver tags; this pseudo-version pins one commit on the module proxy.
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"

@@ -46,7 +46,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from kredete.stack import ports
+from config import ports
 from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
 
 OPENSEARCH_VERSION = os.environ.get("KREDETE_OPENSEARCH_VERSION", "3.6.0")

@@ -7,9 +7,9 @@ import re
 import shutil
 from pathlib import Path
 
-from kredete.stack import ports
+from config import ports
+from config.secrets import local_secrets
 from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
-from kredete.stack.secrets import local_secrets
 
 PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RUN_USER = "kredete"

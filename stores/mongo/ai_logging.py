@@ -85,7 +85,7 @@ def classify(exc: BaseException) -> str | None:
 
 def default_retention() -> timedelta:
     """Settings `log_retention_days` (`KREDETE_LOG_RETENTION_DAYS`, default 90) for conversations and prompts."""
-    from kredete.settings import get_settings
+    from config.settings import get_settings
 
     return timedelta(days=get_settings().log_retention_days)
 

@@ -9,7 +9,6 @@ when older than `OUTBOX_RETENTION` and passed by every registered consumer (`Out
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -38,9 +37,3 @@ async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
         out[OUTBOX] = await Outbox(db).prune(at=cutoff, dry_run=dry_run)
     return out
 
-
-async def retention_loop(db: AsyncIOMotorDatabase, *, interval: float = 60.0, stop: asyncio.Event) -> None:
-    """Run `purge_expired` every `interval` seconds until `stop` is set (bounded, failures logged)."""
-    from stores.mongo.jobs import Periodic
-
-    await Periodic("retention", lambda: purge_expired(db), interval=interval).run(stop)

@@ -15,10 +15,10 @@ from uuid import UUID
 
 import pytest
 
-from kredete.harness import Dataset, http_session, token_for
-from kredete.harness import http_server as harness_http_server
-from kredete.paths import REPO_ROOT
-from kredete.settings import Settings
+from config.paths import REPO_ROOT
+from config.settings import Settings
+from evals.harness import Dataset, http_session, token_for
+from evals.harness import http_server as harness_http_server
 
 __all__ = ["fresh_client_ip", "http_session", "stdio_session", "token_for"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kredete.paths import REPO_ROOT, cache_dir
+from config.paths import REPO_ROOT, cache_dir
 from tests.e2e.conftest import E2E_ENV, token_for
 
 INSPECTOR_VERSION = "2.12.0"

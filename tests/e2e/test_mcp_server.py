@@ -123,7 +123,7 @@ JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type":
 async def test_http_refuses_missing_forged_and_expired_tokens_and_audits_each_once(http_server, e2e_settings):
     import httpx
 
-    from kredete.settings import Settings, resolve
+    from config.settings import Settings, resolve
 
     ip = fresh_client_ip()
     before = await max_audit_id(e2e_settings)

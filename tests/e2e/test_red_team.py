@@ -10,8 +10,8 @@ import uuid
 
 import httpx
 
-from kredete.harness import KREDETE
-from kredete.harness import http_server as harness_http_server
+from evals.harness import KREDETE
+from evals.harness import http_server as harness_http_server
 from tests.e2e.conftest import fresh_client_ip, http_session, stdio_session, token_for
 from tests.e2e.test_mcp_server import (
     INIT,

@@ -17,8 +17,8 @@ import time
 import httpx
 import pytest
 
-from kredete.harness import Dataset, free_port, http_session
-from kredete.paths import REPO_ROOT, local_dir
+from config.paths import REPO_ROOT, local_dir
+from evals.harness import Dataset, free_port, http_session
 
 DATASET = Dataset(name="servescript", users=12, seed=7)
 

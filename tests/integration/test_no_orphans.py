@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kredete.paths import REPO_ROOT
+from config.paths import REPO_ROOT
 from kredete.stack.base import port_open
 
 PORTS = {"POSTGRES": 55632, "POSTGRES_REPLICA": 55633, "MONGO": 57217, "MONGO_DEBUG": 57218, "REDIS": 56579,

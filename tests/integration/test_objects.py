@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from kredete.settings import resolve
+from config.settings import resolve
 from stores.objects.buckets import (
     LOCAL_KMS_KEY_ID,
     LOCK_MODE,

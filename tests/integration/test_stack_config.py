@@ -11,8 +11,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from kredete.settings import reset_settings, resolve
-from stores.errors import StoreConfigError
+from config.errors import ConfigError
+from config.settings import reset_settings, resolve
 
 EXTERNAL_PG = "postgresql://svc:s3cret-pw@db.example.com:5432/payments"
 URL_VARS = ("POSTGRES_URL", "POSTGRES_REPLICA_URL", "POSTGRES_AGENT_URL", "POSTGRES_AGENT_REPLICA_URL",
@@ -47,7 +47,7 @@ def _planned(only=None):
 # --- resolve() -------------------------------------------------------------------------------------------
 
 def test_nothing_set_means_the_whole_local_stack(env):
-    from kredete.stack import ports
+    from config import ports
 
     s = resolve()
     assert f":{ports.POSTGRES}/" in s.postgres_url.get_secret_value()
@@ -68,7 +68,7 @@ def test_external_primary_reads_on_the_primary_and_roles_are_not_pointed_at_the_
                        ("postgres_agent_replica_url", "KREDETE_POSTGRES_AGENT_URL"),
                        ("postgres_log_url", "KREDETE_POSTGRES_LOG_URL"),
                        ("mongo_url", "KREDETE_MONGO_URL")):
-        with pytest.raises(StoreConfigError, match=var):
+        with pytest.raises(ConfigError, match=var):
             getattr(s, field).get_secret_value()
     # the stores that do not depend on Postgres still default to the local stack
     assert "127.0.0.1" in s.redis_url.get_secret_value()
@@ -93,7 +93,7 @@ def test_replica_url_without_the_primary_is_refused(env):
 
     env(postgres_replica_url="postgresql://x:pw@elsewhere.example.com:5432/db")
     expected = "KREDETE_POSTGRES_REPLICA_URL is set but KREDETE_POSTGRES_URL is not"
-    with pytest.raises(StoreConfigError, match=expected):
+    with pytest.raises(ConfigError, match=expected):
         resolve()
     with pytest.raises(stack.StackError, match=expected):  # `stack up` / `stack status` refuse it too
         stack.plan()
@@ -109,7 +109,7 @@ def test_a_role_url_next_to_the_local_primary_is_used_as_given(env):
 
 def test_external_redis_needs_its_agent_url(env):
     env(redis_url="redis://svc:pw@cache.example.com:6379/0")
-    with pytest.raises(StoreConfigError, match="KREDETE_REDIS_AGENT_URL"):
+    with pytest.raises(ConfigError, match="KREDETE_REDIS_AGENT_URL"):
         resolve().redis_agent_url.get_secret_value()
 
 
@@ -176,7 +176,7 @@ def _fake_cluster(local, name="postgres"):
 
 
 def test_fresh_local_dir_gets_new_secrets(env, tmp_path):
-    from kredete.stack.secrets import local_secrets, secrets_file
+    from config.secrets import local_secrets, secrets_file
 
     sec = local_secrets()
     assert secrets_file().exists() and oct(secrets_file().stat().st_mode & 0o777) == "0o600"
@@ -185,8 +185,8 @@ def test_fresh_local_dir_gets_new_secrets(env, tmp_path):
 
 @pytest.mark.parametrize("data", ["postgres", "s3"])
 def test_missing_secrets_with_existing_data_is_refused(env, tmp_path, data):
+    from config.secrets import local_secrets, secrets_file
     from kredete.stack.base import StackError
-    from kredete.stack.secrets import local_secrets, secrets_file
 
     local = tmp_path / "local"
     if data == "postgres":
@@ -204,8 +204,8 @@ def test_missing_secrets_with_existing_data_is_refused(env, tmp_path, data):
 
 
 def test_unreadable_secrets_with_existing_data_is_refused(env, tmp_path):
+    from config.secrets import local_secrets, secrets_file
     from kredete.stack.base import StackError
-    from kredete.stack.secrets import local_secrets, secrets_file
 
     local = tmp_path / "local"
     _fake_cluster(local)
@@ -216,8 +216,8 @@ def test_unreadable_secrets_with_existing_data_is_refused(env, tmp_path):
 
 
 def test_reset_works_without_secrets_and_then_secrets_are_made_again(env, tmp_path):
+    from config.secrets import local_secrets, secrets_file
     from kredete.cli import app
-    from kredete.stack.secrets import local_secrets, secrets_file
 
     local = tmp_path / "local"
     _fake_cluster(local)

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from kredete.harness import free_port
-from kredete.stack.base import StackError, pid_alive
+from config.errors import StackError
+from evals.harness import free_port
+from kredete.stack.base import pid_alive
 from kredete.stack.redis import RedisServer
 
 # Scratch servers take ports the kernel says are free now: fixed numbers inside the ephemeral range
@@ -85,7 +86,7 @@ def test_half_provisioned_data_dir_is_repaired(monkeypatch):
     import shutil
     import uuid
 
-    from kredete.paths import REPO_ROOT
+    from config.paths import REPO_ROOT
     from kredete.stack.postgres import PostgresPrimary
 
     # Under the repo, not /tmp: the server's unprivileged user must be able to reach it.
@@ -170,7 +171,7 @@ def scratch_pg():
     import shutil
     import uuid
 
-    from kredete.paths import REPO_ROOT
+    from config.paths import REPO_ROOT
     from kredete.stack.postgres import PostgresPrimary, PostgresReplica
 
     # Under the repo, not /tmp: the server's unprivileged user must be able to reach it.

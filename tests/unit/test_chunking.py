@@ -95,7 +95,7 @@ def test_malformed_article(raw):
 
 
 def test_chunking_and_knn_settings_come_from_the_environment(monkeypatch):
-    from kredete.settings import Settings
+    from config.settings import Settings
 
     monkeypatch.setenv("KREDETE_CHUNK_TOKENS", "48")
     monkeypatch.setenv("KREDETE_CHUNK_OVERLAP", "12")

@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from agent_tools.inputs import SearchTransactionsInput
+from config.settings import Settings
 from guards.budget import count_tokens, fit_to_budget
 from guards.errors import BadInput, Forbidden, Unauthenticated
 from guards.middleware import _validate
@@ -16,7 +17,6 @@ from guards.policy import GRANTS, authorize
 from guards.principal import Principal, Role
 from guards.tokens import issue_token, verify_token
 from guards.untrusted import BARE_FIELDS, CLOSE, OPEN, stays_bare, wrap, wrap_free_text
-from kredete.settings import Settings
 
 S = Settings(token_signing_key="unit-test-signing-key-0123456789abcdef", field_encryption_master_key="k",
              postgres_url="postgresql://x@h/db", postgres_replica_url="postgresql://x@h/db",

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from kredete.settings import Settings
+from config.settings import Settings
 from stores.crypto import FieldCipher, key_id_of
 from stores.errors import InvalidData, StoreConfigError
 

@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from kredete.settings import resolve
+from config.settings import resolve
 from stores.mongo.client import MongoStore
 
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from agent_tools.runtime import AgentRuntime
-from kredete.settings import Settings
+from config.settings import Settings
 from stores.mongo.cdc import dispute_event_id
 from stores.mongo.credit import DisputeRepository
 from stores.mongo.documents import new_id, now

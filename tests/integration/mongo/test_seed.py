@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from config.settings import resolve
 from kredete.seed.mongo import INJECTIONS, seed_credit_store_async
-from kredete.settings import resolve
 from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository
 from stores.mongo.encryption import MASK
 from stores.scope import RowScope

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from kredete.settings import resolve
+from config.settings import resolve
+from kredete.stack.logins import ROLE_SECRETS, grant_local_logins
 from stores.crypto import FieldCipher
 from stores.postgres import PostgresStore, migrate
-from stores.postgres.migrate import ROLE_SECRETS
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _role_url(base: str, role: str, password: str) -> str:
 
 
 def make_urls(db: str) -> PgUrls:
-    from kredete.stack.secrets import local_secrets
+    from config.secrets import local_secrets
 
     s = resolve()
     primary = s.postgres_url.get_secret_value()
@@ -96,7 +96,7 @@ def pg_template(pg_stack) -> Iterator[str]:
     urls = make_urls(name)
     create_database(urls.admin, name)
     migrate.upgrade(urls.service)
-    migrate.grant_local_logins(urls.service)
+    grant_local_logins(urls.service)
     yield name
     drop_database(urls.admin, name)
 

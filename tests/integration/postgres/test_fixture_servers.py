@@ -3,8 +3,8 @@ so a session that started them stops them: see tests/integration/test_no_orphans
 
 from __future__ import annotations
 
+from config.ports import POSTGRES, POSTGRES_REPLICA
 from kredete.stack.base import port_open
-from kredete.stack.ports import POSTGRES, POSTGRES_REPLICA
 
 
 def test_pg_stack_brings_up_primary_and_replica(pg_stack):

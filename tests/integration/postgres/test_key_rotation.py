@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kredete.settings import resolve
+from config.settings import resolve
 from stores.crypto import FieldCipher
 from stores.errors import InvalidData
 from stores.postgres import PostgresStore, UserRepository

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from kredete.stack.logins import grant_local_logins
 from kredete.stack.postgres import PG_BIN
 from stores.postgres import migrate
 
@@ -48,7 +49,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(empty_db):
     assert user_objects(url) == []
     assert migrate.status(url).current is None
     migrate.upgrade(url)
-    migrate.grant_local_logins(url)  # a role dropped by the rollback gets its login back
+    grant_local_logins(url)  # a role dropped by the rollback gets its login back
     assert schema_dump(url) == first
 
 
@@ -65,7 +66,7 @@ def test_every_step_down_and_up_is_reversible(empty_db):
     for rev in revisions:
         migrate.upgrade(url, rev)
         assert schema_dump(url) == dumps[rev], f"re-applying {rev} differs"
-    migrate.grant_local_logins(url)
+    grant_local_logins(url)
 
 
 def test_all_nineteen_business_tables_exist(pg_db):

@@ -9,9 +9,9 @@ from uuid import UUID
 
 from agent_tools.registry import TOOLS
 from agent_tools.runtime import AgentRuntime
+from config.settings import resolve
 from guards.pipeline import current_call, guarded_tool, new_call_state
 from guards.principal import Principal, Role
-from kredete.settings import resolve
 from stores.postgres import AnalyticsRepository, TransactionRepository, UserRepository
 
 SPECS = {s.name: s for s in TOOLS}

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from kredete.settings import resolve
+from config.settings import resolve
 
 # Fixtures of the Mongo and Postgres suites (servers, scratch databases), used by the feed tests here.
 from tests.integration.mongo.conftest import mongo_url  # noqa: F401

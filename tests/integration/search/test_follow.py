@@ -53,7 +53,7 @@ async def index_doc(store, name: str, doc_id: str) -> dict | None:
 
 @pytest.fixture(scope="module")
 async def encryption(credit_db):
-    from kredete.settings import resolve
+    from config.settings import resolve
     from stores.mongo.encryption import open_field_encryption
 
     enc = await open_field_encryption(credit_db, resolve().field_encryption_master_key.get_secret_value(),

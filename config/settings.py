@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config import ports
+from config.errors import ConfigError
+from config.secrets import local_secrets
+
 
 class Settings(BaseSettings):
     """Every knob of the data tier; env prefix `KREDETE_`."""
@@ -86,7 +90,7 @@ class RequiredURL(SecretStr):
     """A URL that cannot default to the local stack because a related store is external.
 
     It stands in the resolved settings where the local default would be wrong; reading it raises a
-    StoreConfigError that names the variable to set, so only code that needs the URL fails.
+    ConfigError that names the variable to set, so only code that needs the URL fails.
     """
 
     def __init__(self, variable: str, reason: str) -> None:
@@ -98,9 +102,7 @@ class RequiredURL(SecretStr):
         return f"{self.variable} is not set: {self.reason}"
 
     def get_secret_value(self) -> str:
-        from stores.errors import StoreConfigError
-
-        raise StoreConfigError(self.message(), store="config")
+        raise ConfigError(self.message())
 
     def __repr__(self) -> str:
         return f"RequiredURL({self.variable})"
@@ -113,14 +115,12 @@ class RequiredURL(SecretStr):
 
 
 def _incoherent(set_var: str, needs_var: str, why: str) -> Exception:
-    from stores.errors import StoreConfigError
-
-    return StoreConfigError(f"{set_var} is set but {needs_var} is not: {why}. Set {needs_var} too, or unset "
+    return ConfigError(f"{set_var} is set but {needs_var} is not: {why}. Set {needs_var} too, or unset "
                             f"{set_var} to use the local stack.", store="config")
 
 
 def check_coherent(s: Settings) -> None:
-    """Refuse URL overrides that cannot work together (StoreConfigError naming the variables).
+    """Refuse URL overrides that cannot work together (ConfigError naming the variables).
 
     A replica URL next to the local primary would serve reads from a copy of another database. (A role URL
     such as KREDETE_POSTGRES_LOG_URL next to the local primary is allowed: another login, or a deliberately
@@ -147,9 +147,6 @@ def resolve(settings: Settings | None = None) -> Settings:
     * `KREDETE_POSTGRES_REPLICA_URL` set while `KREDETE_POSTGRES_URL` is not (a replica of another server
       next to the local primary): refused at once.
     """
-    from kredete.stack import ports
-    from kredete.stack.secrets import local_secrets
-
     s = settings or get_settings()
     check_coherent(s)
     pg_external = s.postgres_url is not None

@@ -1,12 +1,18 @@
-"""Ports of the local stack: away from the defaults so system services never clash."""
+"""Ports of the local stack: away from the defaults so system services never clash.
+
+`KREDETE_PORT_<SERVER>` moves one server; `KREDETE_PORT_OFFSET` shifts every default at once, so two
+checkouts (or a test's scratch stack) can run their own stacks side by side.
+"""
 
 from __future__ import annotations
 
 import os
 
+OFFSET = int(os.environ.get("KREDETE_PORT_OFFSET", "0"))
+
 
 def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"KREDETE_PORT_{name.upper()}", default))
+    return int(os.environ.get(f"KREDETE_PORT_{name.upper()}", default + OFFSET))
 
 
 POSTGRES = _port("postgres", 55432)

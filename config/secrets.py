@@ -7,8 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-from kredete.paths import local_dir
-from kredete.stack.base import StackError
+from config.errors import StackError
+from config.paths import local_dir
 
 _NAMES = (
     "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from kredete.paths import REPO_ROOT, local_dir
-from kredete.settings import Settings, resolve
+from config.paths import REPO_ROOT, local_dir
+from config.settings import Settings, resolve
 
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
