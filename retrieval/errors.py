@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stores.errors import InvalidData, StoreUnavailable
+from stores.errors import InvalidData, ScopeRefused, StoreUnavailable
+
+__all__ = ["IndexNotBuilt", "InvalidQuery", "ScopeRefused"]
 
 
 class InvalidQuery(InvalidData):
@@ -22,9 +24,3 @@ class IndexNotBuilt(StoreUnavailable):
         self.alias = alias
         #: What the guard pipeline shows the agent (no internals beyond the command to run).
         self.public_message = f"search index not built; run `{command}`"
-
-
-class ScopeRefused(InvalidData):
-    """A search asked for rows its scope may never read (e.g. audit logs without a compliance scope)."""
-
-    store = "retrieval"

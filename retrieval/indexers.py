@@ -24,7 +24,7 @@ from retrieval.ingest import Redactor, default_redactor
 from retrieval.search import IndexProfile, Searcher
 from stores.errors import NotFound
 from stores.postgres.models import counterparty_type
-from stores.scope import RowScope
+from stores.scope import COMPLIANCE_ROLE, AuditScope, RowScope
 from stores.search.catalog import (
     AUDIT_LOGS,
     CREDIT_REPORTS,
@@ -337,29 +337,6 @@ def _cursor_key(value: str, cursor: str) -> tuple[Any, ...]:
 
 
 # --- search and analytics ------------------------------------------------------------------------
-COMPLIANCE_ROLE = "compliance_officer"
-
-
-@dataclass(frozen=True)
-class AuditScope:
-    """The only scope the audit-log index is searched under: a compliance officer's (every row).
-
-    Built from the verified principal (`AuditScope.of`); a RowScope, whatever it covers, is refused.
-    """
-
-    role: str
-    subject: str
-
-    def __post_init__(self) -> None:
-        if self.role != COMPLIANCE_ROLE:
-            raise ScopeRefused(f"audit logs are searchable only by {COMPLIANCE_ROLE}, not {self.role!r}")
-
-    @classmethod
-    def of(cls, principal: Any) -> AuditScope:
-        role = getattr(principal.role, "value", principal.role)
-        return cls(role=str(role), subject=str(principal.subject))
-
-
 def searcher_for(search: SearchStore, name: str) -> Searcher:
     spec = static_specs()[name]
     text = {TRANSACTIONS: ("description", "counterparty", "failure_reason"),

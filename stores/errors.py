@@ -36,6 +36,12 @@ class InvalidData(StoreError):
     """Input or a document failed validation or an integrity rule."""
 
 
+class ScopeRefused(InvalidData):
+    """A read asked for rows its scope may never read (e.g. audit logs without a compliance scope)."""
+
+    store = "scope"
+
+
 def redact_url(url: str) -> str:
     """A URL with its password replaced, for error messages and logs."""
     from urllib.parse import urlsplit, urlunsplit

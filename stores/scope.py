@@ -1,10 +1,18 @@
-"""Row scope: which users' rows a query may touch. Built from a verified token, never from tool input."""
+"""Scopes a store query runs under, built from a verified token, never from tool input: `RowScope` (which
+users' rows a query may touch) and `AuditScope` (the audit trail, compliance officers only)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
+
+from stores.errors import ScopeRefused
+
+#: The one role whose principals may read the audit trail (the guards decide who that is; the stores re-check).
+COMPLIANCE_ROLE = "compliance_officer"
 
 
 class RowScope(BaseModel):
@@ -44,3 +52,25 @@ class RowScope(BaseModel):
         ids = sorted(str(u) for u in self.user_ids)
         # One user: plain equality, which servers push down to their index (FerretDB does not push `$in`).
         return {field: {"$eq": ids[0]}} if len(ids) == 1 else {field: {"$in": ids}}
+
+
+@dataclass(frozen=True)
+class AuditScope:
+    """The only scope the audit trail (its search index) is read under: a compliance officer's (every row).
+
+    Built from the verified principal (`AuditScope.of`); any other role is refused, and a RowScope, whatever
+    it covers, never opens the audit trail.
+    """
+
+    role: str
+    subject: str
+
+    def __post_init__(self) -> None:
+        if self.role != COMPLIANCE_ROLE:
+            raise ScopeRefused(f"audit logs are searchable only by {COMPLIANCE_ROLE}, not {self.role!r}")
+
+    @classmethod
+    def of(cls, principal: Any) -> AuditScope:
+        """From a principal (anything with `.role` and `.subject`: stores do not import the guards)."""
+        role = getattr(principal.role, "value", principal.role)
+        return cls(role=str(role), subject=str(principal.subject))
