@@ -17,3 +17,8 @@ def cache_dir() -> Path:
     """Built binaries and downloads, shared by every clone on this machine."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kredete"
     return Path(os.environ.get("KREDETE_CACHE_DIR", default)).resolve()
+
+
+def local_ca_file() -> Path:
+    """The local stack's certificate authority (TLS of the local MinIO servers); made by `kredete stack up`."""
+    return local_dir() / "tls" / "ca.crt"

@@ -26,3 +26,8 @@ S3 = _port("s3", 59000)
 S3_CONSOLE = _port("s3_console", 59001)
 S3_DR = _port("s3_dr", 59010)
 S3_DR_CONSOLE = _port("s3_dr_console", 59011)
+
+# S3 (s3 engineer): the cold tier MinIO (remote tier of the lifecycle transitions) and the access-log receiver.
+S3_COLD = _port("s3_cold", 59020)
+S3_COLD_CONSOLE = _port("s3_cold_console", 59021)
+S3_AUDIT = _port("s3_audit", 59022)

@@ -15,6 +15,8 @@ _NAMES = (
     "postgres_ferretdb",
     "redis_default", "redis_agent", "minio_root", "token_signing_key", "field_encryption_master_key",
     "minio_kms_key",
+    # S3: per-principal MinIO passwords are derived from this key; the audit webhook's bearer token
+    "minio_principal_key", "minio_audit_token",
 )
 
 
@@ -77,3 +79,14 @@ def local_secrets() -> dict[str, str]:
         os.chmod(tmp, 0o600)
         tmp.replace(path)
     return data
+
+
+def derived_secret(purpose: str) -> str:
+    """A stable secret for `purpose` (e.g. one MinIO principal's password), derived from a local secret,
+    so adding a principal needs no new entry in `secrets.json`."""
+    import base64
+    import hashlib
+    import hmac
+
+    key = local_secrets()["minio_principal_key"].encode()
+    return base64.urlsafe_b64encode(hmac.digest(key, purpose.encode(), hashlib.sha256)).decode().rstrip("=")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Literal
 
@@ -38,6 +39,18 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     #: Bucket names are `<prefix>-documents`, `<prefix>-backups`, ... (separate datasets use their own).
     s3_bucket_prefix: str = Field("kredete", pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
+    # --- S3 principals, TLS, access log, failover (s3 area) ---
+    #: CA bundle that verifies the S3 endpoints' certificates (local stack: its own CA; unset: system CAs).
+    s3_ca_file: str | None = None
+    #: Cold-tier endpoint (remote tier of the lifecycle transitions; local stack: a third MinIO).
+    s3_cold_url: str | None = None
+    #: JSON {"<principal>": {"access_key": "...", "secret_key": "..."}} for the S3_PRINCIPALS below; a
+    #: principal not listed uses botocore's default chain (on AWS: the IAM role of the process).
+    s3_principals: SecretStr | None = None
+    #: Bearer token MinIO's audit webhook sends to the access-log receiver.
+    s3_audit_token: SecretStr | None = None
+    #: After the primary S3 endpoint failed a read, reads go to the DR endpoint for this long.
+    s3_failover_cooldown_s: float = Field(10.0, ge=0, le=3600)
 
     token_signing_key: SecretStr | None = None
     token_issuer: str = "kredete"  # noqa: S105
@@ -75,6 +88,16 @@ class Settings(BaseSettings):
     #: Aggregates for risk/compliance: a cell is shown only with at least this many transactions and
     #: this many distinct users (smaller cells are withheld and counted as suppressed).
     aggregate_min_cell_size: int = Field(5, ge=2, le=1000)
+
+
+#: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
+S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",
+                 "replicator", "tier")
+
+
+def s3_access_key_of(principal: str) -> str:
+    """The local stack's MinIO user name of a principal (`kredete-backup-writer`, ...)."""
+    return "kredete-" + principal.replace("_", "-")
 
 
 @lru_cache(maxsize=1)
@@ -199,11 +222,22 @@ def resolve(settings: Settings | None = None) -> Settings:
         "field_encryption_master_key": lambda: SecretStr(secret("field_encryption_master_key")),
     }
     if not s3_external:
+        from config.paths import local_ca_file
+        from config.secrets import derived_secret
+
+        def principals() -> SecretStr:
+            return SecretStr(json.dumps({p: {"access_key": s3_access_key_of(p), "secret_key": derived_secret(p)}
+                                         for p in S3_PRINCIPALS}))
+
         defaults.update({
-            "s3_url": lambda: f"http://127.0.0.1:{ports.S3}",
-            "s3_dr_url": lambda: f"http://127.0.0.1:{ports.S3_DR}",
+            "s3_url": lambda: f"https://127.0.0.1:{ports.S3}",
+            "s3_dr_url": lambda: f"https://127.0.0.1:{ports.S3_DR}",
+            "s3_cold_url": lambda: f"https://127.0.0.1:{ports.S3_COLD}",
+            "s3_ca_file": lambda: str(local_ca_file()),
             "s3_access_key": lambda: SecretStr("kredete"),
             "s3_secret_key": lambda: SecretStr(secret("minio_root")),
+            "s3_principals": principals,
+            "s3_audit_token": lambda: SecretStr(secret("minio_audit_token")),
         })
     for key, make in defaults.items():
         if getattr(s, key) is None and key not in fill:

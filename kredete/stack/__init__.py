@@ -14,7 +14,7 @@ from config.errors import ConfigError
 from config.settings import Settings, check_coherent, get_settings
 from kredete.stack.base import Server, ServerStatus, StackError
 from kredete.stack.ferretdb import FerretDBServer
-from kredete.stack.minio import MinioReplicaServer, MinioServer
+from kredete.stack.minio import AccessLogReceiver, MinioColdServer, MinioReplicaServer, MinioServer
 from kredete.stack.postgres import PostgresPrimary, PostgresReplica
 from kredete.stack.redis import RedisServer
 
@@ -22,7 +22,9 @@ __all__ = ["Server", "ServerStatus", "Skipped", "StackError", "all_servers", "do
            "reset", "skipped", "status", "up"]
 
 #: Servers that need another server of the stack running first (`up --only X` starts those too).
-DEPENDS = {"postgres-replica": ("postgres",), "mongo": ("postgres",)}
+DEPENDS = {"postgres-replica": ("postgres",), "mongo": ("postgres",),
+           # S3 is the primary with its log receiver, remote tier and DR region (replication target)
+           "s3": ("s3-audit", "s3-cold"), "s3-dr": ("s3-audit",)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def all_servers() -> list[Server]:
 
     primary = PostgresPrimary()
     return [primary, PostgresReplica(primary), RedisServer(), FerretDBServer(), OpenSearchServer(),
-            MinioServer(), MinioReplicaServer()]
+            AccessLogReceiver(), MinioColdServer(), MinioServer(), MinioReplicaServer()]
 
 
 def _why_not_local(name: str, settings: Settings) -> Skipped | None:
@@ -67,6 +69,9 @@ def _why_not_local(name: str, settings: Settings) -> Skipped | None:
         return Skipped(name, f"external: KREDETE_OPENSEARCH_URL = {_shown(settings.opensearch_url)}")
     if name == "s3" and settings.s3_url is not None:
         return Skipped(name, f"external: KREDETE_S3_URL = {_shown(settings.s3_url)}")
+    if name in ("s3-cold", "s3-audit") and settings.s3_url is not None:
+        what = "remote tier" if name == "s3-cold" else "access-log receiver"
+        return Skipped(name, f"none: KREDETE_S3_URL is external (its {what} is the managed service's)")
     if name == "s3-dr":
         if settings.s3_dr_url is not None:
             return Skipped(name, f"external: KREDETE_S3_DR_URL = {_shown(settings.s3_dr_url)}")

@@ -8,16 +8,18 @@ What each bucket gets (and what the local MinIO accepts, measured against the pi
   `ensure_buckets` reports a problem instead of silently leaving such a bucket unlocked.
 - default encryption SSE-KMS with the server's KMS key (locally MinIO's static key `kredete-local-key`, see
   `kredete/stack/minio.py`); objects written without SSE headers come back `aws:kms`.
-- lifecycle: expiration (logs after 365 days) and noncurrent-version expiration are applied. Storage-class
-  transitions (Standard -> IA after 30 days, -> Glacier after 90 days) are **managed-only**: MinIO refuses
-  `STANDARD_IA` / `GLACIER` with `InvalidStorageClass` unless a remote tier of that name is configured, so they
-  live in the spec and are applied only with `transitions=True` (AWS S3, or MinIO with tiers).
-- bucket policy: deny every request not made over TLS (`aws:SecureTransport` is evaluated by MinIO; anonymous
-  requests are refused either way). MinIO's root user is the bucket owner and bypasses bucket policies,
-  which is why the local stack (root credentials over plain HTTP) keeps working.
-- access logging and cross-region replication are **managed-only** here: MinIO has no `PutBucketLogging`
-  (it answers `MalformedXML`; it has audit webhooks instead) and replication needs a remote target created
-  through its admin API first.
+- lifecycle: expiration (logs after 365 days), noncurrent-version expiration, and the storage-class transitions
+  (Standard -> IA after 30 days, -> Glacier after 90 days) once the server has those storage classes: MinIO
+  refuses `STANDARD_IA` / `GLACIER` with `InvalidStorageClass` until remote tiers of those names exist
+  (`kredete s3 setup` adds them on the cold MinIO, then applies the transitions).
+- bucket policy: deny every request not made over TLS (`aws:SecureTransport`) and (documents, logs, assets)
+  every put without the SSE header or with another algorithm. MinIO evaluates bucket policies for anonymous
+  requests only; an authenticated user is judged by its own IAM policy, so each principal's policy repeats
+  these rules (`stores/objects/principals.py`); on AWS both apply.
+- access logging: MinIO has no `PutBucketLogging` (it answers `MalformedXML`); its audit log goes to the
+  access-log receiver instead (`services/access_log.py`), server-wide.
+- replication to the DR region: `replicate_to_dr` buckets, configured by `stores/objects/setup.py` (it needs a
+  remote target, created through MinIO's admin API).
 """
 
 from __future__ import annotations
@@ -40,20 +42,11 @@ LOCK_MODE = "COMPLIANCE"
 #: How long overwritten / deleted versions of log archives and other unlocked buckets stay.
 NONCURRENT_DAYS = 30
 
-#: Features of the spec a local MinIO cannot apply; `ensure_buckets` leaves them to the managed service.
-MANAGED_ONLY = {
-    "transitions": "MinIO refuses STANDARD_IA/GLACIER transitions without a configured remote tier "
-                   "(InvalidStorageClass); pass transitions=True on AWS S3",
-    "access_logging": "MinIO has no PutBucketLogging (MalformedXML); use S3 server access logging on AWS, "
-                      "MinIO audit webhooks locally",
-    "replication": "cross-region replication to the DR region needs a remote target (MinIO admin API or "
-                   "AWS replication role); not configured by ensure_buckets",
-}
-
-
 @dataclass(frozen=True)
 class Transition:
-    """A storage-class transition (managed-only on the local MinIO)."""
+    """A storage-class transition. MinIO applies it once a remote tier of that name exists
+    (`kredete s3 setup` adds STANDARD_IA and GLACIER on the cold MinIO); without one it refuses the rule
+    with `InvalidStorageClass`. On AWS the storage classes exist as such."""
 
     days: int
     storage_class: str  # STANDARD_IA, GLACIER, ...
@@ -65,18 +58,31 @@ class LifecycleRule:
     prefix: str = ""
     expire_days: int | None = None
     noncurrent_days: int | None = None
-    transitions: tuple[Transition, ...] = ()  # managed-only; included only when transitions=True
+    #: applied only when ensure_buckets(transitions=True): the storage classes must exist on the server
+    transitions: tuple[Transition, ...] = ()
 
-    def to_s3(self, *, with_transitions: bool) -> dict[str, Any] | None:
+    def to_s3_rules(self, *, with_transitions: bool) -> list[dict[str, Any]]:
+        """The S3 rules of this rule: one per transition (MinIO takes one transition per rule; AWS takes
+        either form), the first carrying the expirations; `<id>-<class>` for the later transitions."""
         rule: dict[str, Any] = {"ID": self.id, "Status": "Enabled", "Filter": {"Prefix": self.prefix}}
         if self.expire_days is not None:
             rule["Expiration"] = {"Days": self.expire_days}
         if self.noncurrent_days is not None:
             rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": self.noncurrent_days}
-        if with_transitions and self.transitions:
-            rule["Transitions"] = [{"Days": t.days, "StorageClass": t.storage_class} for t in self.transitions]
-        has_action = {"Expiration", "NoncurrentVersionExpiration", "Transitions"} & rule.keys()
-        return rule if has_action else None
+        steps = list(self.transitions) if with_transitions else []
+        if steps:
+            first = steps.pop(0)
+            rule["Transitions"] = [{"Days": first.days, "StorageClass": first.storage_class}]
+        out = [rule] if {"Expiration", "NoncurrentVersionExpiration", "Transitions"} & rule.keys() else []
+        out += [{"ID": f"{self.id}-{t.storage_class.lower().replace('_', '-')}", "Status": "Enabled",
+                 "Filter": {"Prefix": self.prefix},
+                 "Transitions": [{"Days": t.days, "StorageClass": t.storage_class}]} for t in steps]
+        return out
+
+    def to_s3(self, *, with_transitions: bool) -> dict[str, Any] | None:
+        """The first S3 rule (the one with the expirations), or None when the rule has no action."""
+        rules = self.to_s3_rules(with_transitions=with_transitions)
+        return rules[0] if rules else None
 
     def describe(self, *, with_transitions: bool = True) -> str:
         parts = []
@@ -104,8 +110,11 @@ class BucketSpec:
     encryption: str = "aws:kms"  # or "AES256" (SSE-S3)
     lifecycle: tuple[LifecycleRule, ...] = ()
     deny_insecure_transport: bool = True
-    #: managed-only features the bucket should have on AWS (see MANAGED_ONLY)
-    access_logging: bool = True
+    #: refuse puts without an SSE header. Not where writers use multipart uploads (backups: pgBackRest;
+    #: ml-artifacts: checkpoints): a part upload is an s3:PutObject without the header, so the rule would refuse
+    #: them all; nor on the tier buckets (MinIO moves already-encrypted data there). Default SSE-KMS covers those.
+    deny_unencrypted_puts: bool = True
+    #: replicated to the DR region's bucket of the same name (`kredete s3 setup`)
     replicate_to_dr: bool = False
     document_types: tuple[str, ...] = field(default=())
 
@@ -113,21 +122,27 @@ class BucketSpec:
         """The same spec under another name (tests use throwaway buckets)."""
         return replace(self, name=name)
 
-    def managed_only(self) -> list[str]:
-        out = [", ".join(f"{t.storage_class} {t.days}d" for t in r.transitions) for r in self.lifecycle
-               if r.transitions]
-        if self.access_logging:
-            out.append("access logs")
-        if self.replicate_to_dr:
-            out.append("CRR to DR")
-        return out
+    def transitions(self) -> list[str]:
+        return [", ".join(f"{t.storage_class} {t.days}d" for t in r.transitions) for r in self.lifecycle
+                if r.transitions]
 
     def policy(self) -> dict[str, Any]:
+        """Deny, to every principal: any request not over TLS, and a put without an SSE header (the bucket's
+        default would still encrypt it; the header proves the writer asked for it) or with another algorithm."""
         arn = f"arn:aws:s3:::{self.name}"
-        return {"Version": "2012-10-17", "Statement": [{
-            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": ["*"]}, "Action": ["s3:*"],
-            "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": ["false"]}},
-        }]}
+        transport = {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": ["*"]},
+                     "Action": ["s3:*"], "Resource": [arn, f"{arn}/*"],
+                     "Condition": {"Bool": {"aws:SecureTransport": ["false"]}}}
+        if not self.deny_unencrypted_puts:
+            return {"Version": "2012-10-17", "Statement": [transport]}
+        return {"Version": "2012-10-17", "Statement": [
+            transport,
+            {"Sid": "DenyUnencryptedPuts", "Effect": "Deny", "Principal": {"AWS": ["*"]}, "Action": ["s3:PutObject"],
+             "Resource": [f"{arn}/*"], "Condition": {"Null": {"s3:x-amz-server-side-encryption": ["true"]}}},
+            {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": {"AWS": ["*"]}, "Action": ["s3:PutObject"],
+             "Resource": [f"{arn}/*"],
+             "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": [self.encryption]}}},
+        ]}
 
 
 SPECS: tuple[BucketSpec, ...] = (
@@ -137,14 +152,14 @@ SPECS: tuple[BucketSpec, ...] = (
                document_types=("kyc_identity", "credit_report", "dispute_letter", "compliance_report")),
     BucketSpec("kredete-ml-artifacts", "model checkpoints and feature snapshots",
                lifecycle=(LifecycleRule("archive-old-versions", noncurrent_days=90, transitions=_ARCHIVE),),
-               document_types=("model_checkpoint",)),
+               replicate_to_dr=True, deny_unencrypted_puts=False, document_types=("model_checkpoint",)),
     BucketSpec("kredete-backups", "database backups and exports", object_lock=True,
                retention_days=DEFAULT_RETENTION_DAYS, lifecycle=(LifecycleRule("archive", transitions=_ARCHIVE),),
-               replicate_to_dr=True, document_types=("backup",)),
+               replicate_to_dr=True, deny_unencrypted_puts=False, document_types=("backup",)),
     BucketSpec("kredete-logs-archive", "archived application and audit logs",
                lifecycle=(LifecycleRule("expire-logs", expire_days=365, noncurrent_days=NONCURRENT_DAYS,
                                         transitions=_ARCHIVE),),
-               access_logging=False, document_types=("log",)),
+               document_types=("log",)),
     BucketSpec("kredete-static-assets", "static web assets (served through a CDN, never public here)",
                lifecycle=(LifecycleRule("old-versions", noncurrent_days=NONCURRENT_DAYS),),
                document_types=("asset",)),
@@ -159,6 +174,15 @@ def specs_for(prefix: str = "kredete") -> tuple[BucketSpec, ...]:
 
 def documents_bucket(prefix: str = "kredete") -> str:
     return f"{prefix}-documents"
+
+
+def logs_bucket(prefix: str = "kredete") -> str:
+    return f"{prefix}-logs-archive"
+
+
+def bucket_of(kind: str, prefix: str = "kredete") -> str:
+    """`documents`, `ml-artifacts`, `backups`, `logs-archive`, `static-assets` -> the bucket's name."""
+    return f"{prefix}-{kind}"
 
 
 class BucketReport(BaseModel):
@@ -177,7 +201,10 @@ class BucketReport(BaseModel):
     kms_key_id: str | None = None
     lifecycle: list[str] = []
     policy: bool = False
-    managed_only: list[str] = []
+    #: destinations of the bucket's replication rules (ARNs)
+    replication: list[str] = []
+    #: what the spec asks for that this server does not have yet (transitions without tiers, replication)
+    not_applied: list[str] = []
 
 
 def _code(exc: ClientError) -> str:
@@ -219,6 +246,7 @@ class _State:
     encryption: tuple[str | None, str | None] = (None, None)
     lifecycle: list[dict[str, Any]] = field(default_factory=list)
     policy: dict[str, Any] | None = None
+    replication: list[str] = field(default_factory=list)
 
 
 async def _call(coro: Any, *missing: str) -> Any:
@@ -257,17 +285,30 @@ async def _read(s3: Any, name: str) -> _State:
     st.lifecycle = (lc or {}).get("Rules") or []
     pol = await _call(s3.get_bucket_policy(Bucket=name), "NoSuchBucketPolicy")
     st.policy = json.loads(pol["Policy"]) if pol and pol.get("Policy") else None
+    rep = await _call(s3.get_bucket_replication(Bucket=name), "ReplicationConfigurationNotFoundError",
+                      "XMinioAdminRemoteTargetNotFoundError")
+    st.replication = [(r.get("Destination") or {}).get("Bucket", "") for r in
+                      ((rep or {}).get("ReplicationConfiguration") or {}).get("Rules", [])
+                      if r.get("Status") == "Enabled"]
     return st
 
 
 def _report(spec: BucketSpec, st: _State, *, created: bool = False, changed: Sequence[str] = (),
             problems: Sequence[str] = ()) -> BucketReport:
+    not_applied = []
+    applied = {(t.get("Days"), t.get("StorageClass")) for r in st.lifecycle for t in r.get("Transitions") or []}
+    for rule in spec.lifecycle:
+        missing = [t for t in rule.transitions if (t.days, t.storage_class) not in applied]
+        if missing:
+            not_applied.append("transitions " + ", ".join(f"{t.storage_class} {t.days}d" for t in missing))
+    if spec.replicate_to_dr and not st.replication:
+        not_applied.append("replication to DR")
     return BucketReport(
         name=spec.name, exists=st.exists, created=created, changed=list(changed), problems=list(problems),
         versioning=st.versioning, lock_enabled=st.lock_enabled, lock_mode=st.lock_mode,
         retention_days=st.retention_days, encryption=st.encryption[0], kms_key_id=st.encryption[1],
         lifecycle=[_describe(r) for r in st.lifecycle],
-        policy=st.policy is not None, managed_only=spec.managed_only())
+        policy=st.policy is not None, replication=st.replication, not_applied=not_applied)
 
 
 async def _ensure_one(s3: Any, spec: BucketSpec, *, kms_key_id: str | None, transitions: bool) -> BucketReport:
@@ -310,7 +351,7 @@ async def _ensure_one(s3: Any, spec: BucketSpec, *, kms_key_id: str | None, tran
             "Rules": [{"ApplyServerSideEncryptionByDefault": default}]})
         changed.append(f"default encryption {spec.encryption}")
 
-    rules = [r for r in (x.to_s3(with_transitions=transitions) for x in spec.lifecycle) if r]
+    rules = [r for x in spec.lifecycle for r in x.to_s3_rules(with_transitions=transitions)]
     if sorted(map(_rule_key, rules)) != sorted(map(_rule_key, st.lifecycle)):
         if rules:
             await s3.put_bucket_lifecycle_configuration(Bucket=spec.name, LifecycleConfiguration={"Rules": rules})

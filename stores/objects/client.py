@@ -1,10 +1,18 @@
-"""S3 adapter (aioboto3) for any S3 server: buckets, objects, presigned URLs."""
+"""S3 adapter (aioboto3) for any S3 server: buckets, objects, presigned URLs, reads that fall over to DR.
+
+Reads (`get`, `head`, `list_keys`, `presigned_get`) go to the DR endpoint when the primary is unreachable or
+answers 5xx, and keep going there for `failover_cooldown_s` before the primary is tried again. Writes never
+fall over: the DR region is a one-way replica (a write there would never reach the primary), so they fail
+with `StoreUnavailable` until the primary is back.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aioboto3
 import boto3
@@ -21,6 +29,8 @@ from botocore.exceptions import (
 from stores.errors import Conflict, InvalidData, NotFound, StoreConfigError, StoreError, StoreUnavailable, redact_url
 
 PRESIGN_TTL_S = 15 * 60
+logger = logging.getLogger("kredete.objects")
+T = TypeVar("T")
 
 BUCKETS = ("kredete-documents", "kredete-ml-artifacts", "kredete-backups", "kredete-logs-archive",
            "kredete-static-assets")
@@ -105,11 +115,21 @@ def _typed(exc: ClientError) -> StoreError:
 
 
 class ObjectStore:
-    """S3 client factory; each operation opens a pooled client from one aioboto3 session."""
+    """S3 client factory; each operation opens a pooled client from one aioboto3 session.
 
-    def __init__(self, url: str | None, access_key: str, secret_key: str, *, region: str = "us-east-1",
-                 timeout: float = 5.0) -> None:
+    `verify`: CA bundle of the endpoints' TLS certificates (None: the system's); `dr_url`: the DR region's
+    endpoint, read from while the primary is down (the same credentials must work there).
+    """
+
+    def __init__(self, url: str | None, access_key: str | None, secret_key: str | None, *,
+                 region: str = "us-east-1", timeout: float = 5.0, verify: str | bool | None = None,
+                 dr_url: str | None = None, failover_cooldown_s: float = 10.0) -> None:
         self._url = url
+        self._dr_url = dr_url
+        self._verify = verify
+        self._cooldown = failover_cooldown_s
+        #: monotonic time until which reads skip the primary (it failed a read)
+        self._primary_down_until = 0.0
         self._session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                          region_name=region)
         # Reads may take longer than connecting (large objects); both stay bounded by `timeout`.
@@ -119,18 +139,31 @@ class ObjectStore:
         # connect()/health(): one attempt, answered within `timeout` (a silent endpoint fails fast).
         self._probe_config = self._config.merge(Config(read_timeout=timeout,
                                                        retries={"max_attempts": 1, "mode": "standard"}))
-        self._sync = boto3.client("s3", endpoint_url=url, aws_access_key_id=access_key,
-                                  aws_secret_access_key=secret_key, region_name=region, config=self._config)
+        self._signers = {u: boto3.client("s3", endpoint_url=u, aws_access_key_id=access_key,
+                                         aws_secret_access_key=secret_key, region_name=region, config=self._config,
+                                         verify=verify)
+                         for u in (url, *((dr_url,) if dr_url and dr_url != url else ()))}
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    @property
+    def dr_url(self) -> str | None:
+        return self._dr_url
 
     async def connect(self) -> ObjectStore:
         await self.health()
         return self
 
     @contextlib.asynccontextmanager
-    async def client(self, *, config: Config | None = None) -> AsyncIterator[Any]:
-        """A pooled client; S3 errors raised inside the block come out as typed store errors."""
+    async def client(self, *, config: Config | None = None, endpoint: str | None = None) -> AsyncIterator[Any]:
+        """A pooled client (of the primary unless `endpoint` says otherwise); S3 errors raised inside the
+        block come out as typed store errors."""
+        url = endpoint or self._url
         try:
-            async with self._session.client("s3", endpoint_url=self._url, config=config or self._config) as s3:
+            async with self._session.client("s3", endpoint_url=url, config=config or self._config,
+                                            verify=self._verify) as s3:
                 yield s3
         except ClientError as exc:
             raise _typed(exc) from exc
@@ -139,7 +172,7 @@ class ObjectStore:
                 raise StoreConfigError(f"no S3 credentials ({type(exc).__name__})", store="s3") from exc
             if isinstance(exc, ParamValidationError):  # checked client-side, before any request
                 raise InvalidData("S3 request parameters are invalid", store="s3") from exc
-            where = redact_url(self._url) if self._url else "the default endpoint"
+            where = redact_url(url) if url else "the default endpoint"
             raise StoreUnavailable(f"S3 at {where} is unreachable ({type(exc).__name__})", store="s3") from exc
 
     async def ensure_bucket(self, bucket: str, *, versioning: bool = True, object_lock: bool = False) -> None:
@@ -154,24 +187,76 @@ class ObjectStore:
                 await s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "application/octet-stream",
-                  metadata: dict[str, str] | None = None) -> str | None:
-        """Store an object; returns its version id when the bucket is versioned."""
+                  metadata: dict[str, str] | None = None, sse: str | None = "aws:kms") -> str | None:
+        """Store an object (SSE-KMS unless `sse` says otherwise: the buckets refuse unencrypted puts);
+        returns its version id when the bucket is versioned."""
+        kw = {"ServerSideEncryption": sse} if sse else {}
         async with self.client() as s3:
             res = await s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                      Metadata=metadata or {})
+                                      Metadata=metadata or {}, **kw)
         return res.get("VersionId")
+
+    # --- reads: fall over to the DR endpoint -----------------------------------------------------------
+    def read_endpoint(self) -> str | None:
+        """Where reads go now: the DR endpoint while the primary is marked down, else the primary."""
+        if self._dr_url and time.monotonic() < self._primary_down_until:
+            return self._dr_url
+        return self._url
+
+    async def _read(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        endpoint = self.read_endpoint()
+        try:
+            async with self.client(endpoint=endpoint) as s3:
+                return await op(s3)
+        except StoreUnavailable:
+            if not self._dr_url or endpoint == self._dr_url:
+                raise
+            self._primary_down_until = time.monotonic() + self._cooldown
+            logger.warning("S3 primary unavailable; reading from the DR endpoint for %.0fs", self._cooldown)
+        async with self.client(endpoint=self._dr_url) as s3:
+            return await op(s3)
 
     async def get(self, bucket: str, key: str, *, version_id: str | None = None) -> bytes:
         kw = {"VersionId": version_id} if version_id else {}
-        async with self.client() as s3:
+
+        async def op(s3: Any) -> bytes:
             res = await s3.get_object(Bucket=bucket, Key=key, **kw)
             return await res["Body"].read()
 
+        return await self._read(op)
+
+    async def head(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any]:
+        """The object's headers (`ContentType`, `Metadata`, `VersionId`, `StorageClass`, ...); NotFound if none."""
+        kw = {"VersionId": version_id} if version_id else {}
+
+        async def op(s3: Any) -> dict[str, Any]:
+            return await s3.head_object(Bucket=bucket, Key=key, **kw)
+
+        return await self._read(op)
+
+    async def list_keys(self, bucket: str, prefix: str = "", *, start_after: str = "",
+                        limit: int = 1000) -> list[str]:
+        """Keys under `prefix` in key order, after `start_after`, at most `limit`."""
+        async def op(s3: Any) -> list[str]:
+            keys: list[str] = []
+            kw: dict[str, Any] = {"StartAfter": start_after} if start_after else {}
+            while len(keys) < limit:
+                page = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=min(1000, limit - len(keys)),
+                                                **kw)
+                keys += [o["Key"] for o in page.get("Contents", [])]
+                if not page.get("IsTruncated"):
+                    break
+                kw = {"ContinuationToken": page["NextContinuationToken"]}
+            return keys
+
+        return await self._read(op)
+
     def presigned_get(self, bucket: str, key: str, ttl_s: int = PRESIGN_TTL_S) -> str:
-        """A GET URL valid for `ttl_s` seconds (15 minutes by default, never more than 1 hour)."""
+        """A GET URL valid for `ttl_s` seconds (15 minutes by default, never more than 1 hour), signed for the
+        endpoint reads go to now (the DR one while the primary is down)."""
         ttl_s = min(max(1, ttl_s), 3600)
-        return self._sync.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                 ExpiresIn=ttl_s)
+        signer = self._signers[self.read_endpoint()]
+        return signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_s)
 
     async def health(self) -> dict[str, object]:
         async with self.client(config=self._probe_config) as s3:
@@ -179,4 +264,5 @@ class ObjectStore:
         return {"ok": True, "buckets": len(res.get("Buckets", []))}
 
     async def close(self) -> None:
-        self._sync.close()
+        for signer in self._signers.values():
+            signer.close()
