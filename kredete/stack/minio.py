@@ -64,6 +64,10 @@ class MinioServer(Server):
     start_timeout = 60.0
     #: Send the audit log to the access-log receiver.
     audit = True
+    #: `MINIO_SITE_NAME`: names the server in its audit entries (the access log's `site`)
+    site = "primary"
+    #: serve TLS (every server of the stack does; tests run a plain-HTTP scratch one to show the policy refusal)
+    tls = True
 
     @property
     def binary(self):
@@ -96,7 +100,8 @@ class MinioServer(Server):
         secrets = local_secrets()
         env = {"MINIO_ROOT_USER": ROOT_USER, "MINIO_ROOT_PASSWORD": secrets["minio_root"],
                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1",
-               "MINIO_KMS_SECRET_KEY": kms_secret_key(), "MINIO_PROMETHEUS_AUTH_TYPE": "public"}
+               "MINIO_KMS_SECRET_KEY": kms_secret_key(), "MINIO_PROMETHEUS_AUTH_TYPE": "public",
+               "MINIO_SITE_NAME": self.site}
         if self.audit:
             t = AUDIT_TARGET
             env |= {f"MINIO_AUDIT_WEBHOOK_ENABLE_{t}": "on",
@@ -106,25 +111,27 @@ class MinioServer(Server):
                     f"MINIO_AUDIT_WEBHOOK_QUEUE_DIR_{t}": str(self.data_dir / "audit-queue"),
                     f"MINIO_AUDIT_WEBHOOK_QUEUE_SIZE_{t}": "100000",
                     f"MINIO_AUDIT_WEBHOOK_BATCH_SIZE_{t}": str(AUDIT_BATCH_SIZE)}
+        certs = ["--certs-dir", str(self.certs_dir)] if self.tls else []
         return [str(self.binary), "server", str(self.data_dir / "data"), "--address",
-                f"127.0.0.1:{self.port}", "--console-address", f"127.0.0.1:{self.console_port}",
-                "--certs-dir", str(self.certs_dir), "--quiet"], env
+                f"127.0.0.1:{self.port}", "--console-address", f"127.0.0.1:{self.console_port}", *certs,
+                "--quiet"], env
 
     def prepare(self) -> None:
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         if self.audit:
             (self.data_dir / "audit-queue").mkdir(exist_ok=True)
-        ensure_server_cert(self.certs_dir, f"kredete {self.name}")
+        if self.tls:
+            ensure_server_cert(self.certs_dir, f"kredete {self.name}")
 
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def healthy(self) -> bool:
         if not port_open(self.port):
             return False
         try:
             with urllib.request.urlopen(f"{self.url()}/minio/health/ready", timeout=2,  # noqa: S310
-                                        context=tls_context()) as resp:
+                                        context=tls_context() if self.tls else None) as resp:
                 return resp.status == 200
         except Exception:
             return False
@@ -136,6 +143,7 @@ class MinioReplicaServer(MinioServer):
     name = "s3-dr"
     port = ports.S3_DR
     console_port = ports.S3_DR_CONSOLE
+    site = "dr"
 
 
 class MinioColdServer(MinioServer):
@@ -144,6 +152,7 @@ class MinioColdServer(MinioServer):
     name = "s3-cold"
     port = ports.S3_COLD
     console_port = ports.S3_COLD_CONSOLE
+    site = "cold"
     audit = False  # its only client is the primary's tiering user; the primary's audit log records the access
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -44,7 +45,9 @@ class MinioAdmin:
         self.url = url.rstrip("/")
         self._secret = secret_key
         self._signer = SigV4Auth(Credentials(access_key, secret_key), "s3", region)
-        self._http = httpx.AsyncClient(verify=verify if verify is not None else True, timeout=timeout)
+        ctx: ssl.SSLContext | bool = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else (
+            True if verify is None else verify)
+        self._http = httpx.AsyncClient(verify=ctx, timeout=timeout)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -218,6 +218,8 @@ def _canon(value: Any) -> Any:
     if isinstance(value, list):
         items = [_canon(v) for v in value]
         return items[0] if len(items) == 1 else sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, bool):  # MinIO answers the Null condition's "true" as a JSON boolean
+        return str(value).lower()
     return value
 
 

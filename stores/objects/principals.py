@@ -166,7 +166,7 @@ PRINCIPALS: dict[str, Principal] = {p.name: p for p in (
     Principal("ingestion", "`kredete ingest` reading documents into the search index", ("primary", "dr"),
               _ingestion, "documents: read, list"),
     Principal("ml_pipeline", "model checkpoints and feature snapshots", ("primary", "dr"), _ml_pipeline,
-              "ml-artifacts: read, write, delete, multipart"),
+              "ml-artifacts: read, write, delete markers, multipart; versions expire by lifecycle only"),
     Principal("auditor", "`kredete s3 access-log`", ("primary",), _auditor,
               "logs-archive/s3-access/: read, list"),
     Principal("replicator", "the primary's replication worker, on the DR server", ("dr",), _replicator,

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import secrets
+import ssl
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,16 +35,25 @@ from stores.objects.client import BUCKETS, ObjectStore
 
 @pytest.fixture(scope="session")
 def s3_settings(session_stack):
-    """Only the S3 server of the stack (started if needed; stopped at the end if this session started it)."""
-    session_stack.need(["s3"])
+    """The S3 servers of the stack (primary, DR, cold tier, log receiver; started if needed, stopped at the
+    end if this session started them)."""
+    session_stack.need(["s3", "s3-dr"])
     return resolve()
+
+
+@pytest.fixture(scope="session")
+async def s3_ready(s3_settings):
+    """`kredete s3 setup` applied (idempotent): principals, tiers, buckets, replication."""
+    from stores.objects.setup import setup_all
+
+    return await setup_all(s3_settings)
 
 
 @pytest.fixture(scope="session")
 async def objects(s3_settings) -> ObjectStore:
     s = s3_settings
     store = await ObjectStore(s.s3_url, s.s3_access_key.get_secret_value(), s.s3_secret_key.get_secret_value(),
-                              region=s.s3_region).connect()
+                              region=s.s3_region, verify=s.s3_ca_file).connect()
     yield store
     await store.close()
 
@@ -128,9 +138,14 @@ async def test_buckets_created_with_the_spec(objects, throwaway):
                     "NoSuchLifecycleConfiguration"
 
             policy = json.loads((await s3.get_bucket_policy(Bucket=spec.name))["Policy"])
-            (stmt,) = policy["Statement"]
-            assert stmt["Sid"] == "DenyInsecureTransport" and stmt["Effect"] == "Deny"
-            assert stmt["Condition"] == {"Bool": {"aws:SecureTransport": ["false"]}}
+            by_sid = {st["Sid"]: st for st in policy["Statement"]}
+            stmt = by_sid["DenyInsecureTransport"]
+            assert stmt["Effect"] == "Deny" and stmt["Condition"] == {"Bool": {"aws:SecureTransport": ["false"]}}
+            if spec.deny_unencrypted_puts:
+                cond = by_sid["DenyUnencryptedPuts"]["Condition"]["Null"]["s3:x-amz-server-side-encryption"]
+                assert [str(v).lower() for v in cond] == ["true"]
+            else:
+                assert set(by_sid) == {"DenyInsecureTransport"}
 
     logs = reports[[s.name for s in SPECS].index("kredete-logs-archive")]
     assert logs.lifecycle == ["expire-logs: expire 365d, noncurrent 30d"]
@@ -139,10 +154,10 @@ async def test_buckets_created_with_the_spec(objects, throwaway):
         [r.model_dump(exclude={"created", "changed"}) for r in reports]
 
 
-async def test_ensure_buckets_twice_is_a_no_op(objects):
-    """The five real buckets: the second run changes nothing."""
-    await ensure_buckets(objects)
-    again = await ensure_buckets(objects)
+async def test_ensure_buckets_twice_is_a_no_op(objects, s3_ready):
+    """The five real buckets (as `kredete s3 setup` left them, transitions included): nothing changes."""
+    await ensure_buckets(objects, transitions=True)
+    again = await ensure_buckets(objects, transitions=True)
     assert [r.name for r in again] == list(BUCKETS)
     assert [(r.name, r.changed, r.problems) for r in again] == [(b, [], []) for b in BUCKETS]
     docs = again[0]
@@ -161,15 +176,24 @@ async def test_object_lock_cannot_be_added_later(objects, throwaway):
     assert not report.lock_enabled
 
 
-async def test_transitions_need_a_remote_tier_on_minio(objects, throwaway):
-    """Why Standard->IA->Glacier is managed-only: MinIO refuses the storage classes without a tier."""
-    spec = SPEC_BY_NAME["kredete-logs-archive"].renamed(throwaway())
-    with pytest.raises(ClientError) as exc:
-        await ensure_buckets(objects, specs=[spec], transitions=True)
-    assert exc.value.response["Error"]["Code"] == "InvalidStorageClass"
-    (report,) = await ensure_buckets(objects, specs=[spec])
-    assert report.lifecycle == ["expire-logs: expire 365d, noncurrent 30d"]
-    assert "STANDARD_IA 30d, GLACIER 90d" in report.managed_only
+async def test_transitions_need_a_remote_tier_on_minio(s3_settings):
+    """MinIO refuses the storage classes until remote tiers of those names exist: the DR server has none
+    (the primary's are added by `kredete s3 setup`, see test_s3_lifecycle.py)."""
+    from stores.objects.principals import admin_objects
+
+    dr = await admin_objects(s3_settings, s3_settings.s3_dr_url).connect()
+    name = f"t-{secrets.token_hex(5)}"
+    spec = SPEC_BY_NAME["kredete-logs-archive"].renamed(name)
+    try:
+        with pytest.raises(ClientError) as exc:
+            await ensure_buckets(dr, specs=[spec], transitions=True)
+        assert exc.value.response["Error"]["Code"] == "InvalidStorageClass"
+        (report,) = await ensure_buckets(dr, specs=[spec])
+        assert report.lifecycle == ["expire-logs: expire 365d, noncurrent 30d"]
+        assert report.not_applied == ["transitions STANDARD_IA 30d, GLACIER 90d"]
+    finally:
+        await _drop_bucket(dr, name)
+        await dr.close()
 
 
 # --- object lock, versioning, SSE ---------------------------------------------------------------------
@@ -245,28 +269,7 @@ async def test_sse_is_reported_on_head(objects, throwaway):
 
 # --- access: policy, anonymous, presigned URLs ------------------------------------------------------------
 
-async def test_deny_insecure_transport_is_enforced(objects, throwaway, s3_settings):
-    """MinIO evaluates aws:SecureTransport: an explicit anonymous Allow is overridden by the spec's Deny."""
-    name = throwaway()
-    spec = SPEC_BY_NAME["kredete-static-assets"].renamed(name)
-    await ensure_buckets(objects, specs=[spec])
-    await objects.put(name, "logo.txt", b"logo", content_type="text/plain")
-    url = f"{s3_settings.s3_url}/{name}/logo.txt"
-    allow = {"Sid": "AllowAnonymousRead", "Effect": "Allow", "Principal": {"AWS": ["*"]},
-             "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{name}/*"]}
-    async with httpx.AsyncClient() as http, objects.client() as s3:
-        assert (await http.get(url)).status_code == 403  # anonymous: refused
-        await s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [allow]}))
-        assert (await http.get(url)).status_code == 200  # control: the Allow alone would expose it
-        strict = spec.policy()
-        strict["Statement"].append(allow)
-        await s3.put_bucket_policy(Bucket=name, Policy=json.dumps(strict))
-        assert (await http.get(url)).status_code == 403  # plain HTTP: the Deny wins
-    (report,) = await ensure_buckets(objects, specs=[spec])
-    assert report.changed == ["policy"]  # drift is repaired
-
-
-async def test_presigned_url_works_within_ttl_and_expires(objects, throwaway):
+async def test_presigned_url_works_within_ttl_and_expires(objects, throwaway, s3_settings):
     name = throwaway()
     await ensure_buckets(objects, specs=[SPEC_BY_NAME["kredete-static-assets"].renamed(name)])
     await objects.put(name, "letter.txt", b"hello", content_type="text/plain")
@@ -274,7 +277,7 @@ async def test_presigned_url_works_within_ttl_and_expires(objects, throwaway):
     assert "X-Amz-Expires=900" in url  # 15 minutes by default
     assert "X-Amz-Expires=3600" in objects.presigned_get(name, "letter.txt", ttl_s=10_000)  # capped at 1 h
     short = objects.presigned_get(name, "letter.txt", ttl_s=1)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=s3_settings.s3_ca_file)) as http:
         ok = await http.get(url)
         assert ok.status_code == 200 and ok.content == b"hello"
         await asyncio.sleep(2.2)
