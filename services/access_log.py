@@ -51,7 +51,8 @@ class Receiver:
         except ValueError:
             logger.warning("unparsable audit batch dropped")
             return PlainTextResponse("bad batch", status_code=400)
-        records = [r for r in map(from_audit, entries) if r is not None]
+        site = request.path_params.get("site", "")
+        records = [r.model_copy(update={"site": r.site or site}) for r in map(from_audit, entries) if r is not None]
         kept = [r for r in records if not self.own_write(r)]
         self.received += len(entries)
         if kept:
@@ -73,6 +74,7 @@ class Receiver:
 def build_app(objects: ObjectStore, bucket: str, token: str, shipper: str) -> Starlette:
     receiver = Receiver(AccessLogArchive(objects, bucket), token, shipper)
     return Starlette(routes=[Route("/minio/audit", receiver.audit, methods=["POST"]),
+                             Route("/minio/audit/{site:str}", receiver.audit, methods=["POST"]),
                              Route("/health", receiver.health, methods=["GET"])])
 
 

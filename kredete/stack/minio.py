@@ -53,8 +53,9 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(local_ca_file()))
 
 
-def audit_endpoint() -> str:
-    return f"http://127.0.0.1:{ports.S3_AUDIT}/minio/audit"
+def audit_endpoint(site: str) -> str:
+    """The receiver's URL for one server (the path names the site: this MinIO sets no siteName in entries)."""
+    return f"http://127.0.0.1:{ports.S3_AUDIT}/minio/audit/{site}"
 
 
 class MinioServer(Server):
@@ -64,7 +65,7 @@ class MinioServer(Server):
     start_timeout = 60.0
     #: Send the audit log to the access-log receiver.
     audit = True
-    #: `MINIO_SITE_NAME`: names the server in its audit entries (the access log's `site`)
+    #: `MINIO_SITE_NAME`, and the path of its audit webhook (the access log's `site`)
     site = "primary"
     #: serve TLS (every server of the stack does; tests run a plain-HTTP scratch one to show the policy refusal)
     tls = True
@@ -105,7 +106,7 @@ class MinioServer(Server):
         if self.audit:
             t = AUDIT_TARGET
             env |= {f"MINIO_AUDIT_WEBHOOK_ENABLE_{t}": "on",
-                    f"MINIO_AUDIT_WEBHOOK_ENDPOINT_{t}": audit_endpoint(),
+                    f"MINIO_AUDIT_WEBHOOK_ENDPOINT_{t}": audit_endpoint(self.site),
                     f"MINIO_AUDIT_WEBHOOK_AUTH_TOKEN_{t}": f"Bearer {secrets['minio_audit_token']}",
                     # on disk, so nothing is lost while the receiver (or MinIO itself) is down
                     f"MINIO_AUDIT_WEBHOOK_QUEUE_DIR_{t}": str(self.data_dir / "audit-queue"),

@@ -26,8 +26,9 @@ from stores.objects.client import ObjectStore
 
 ROOT = "s3-access"
 NO_BUCKET = "_service"
-#: Batches are keyed by their first record's time; a batch spans seconds, an hour of slack is plenty.
-_LIST_SLACK = timedelta(hours=1)
+#: Batches are keyed by their first record's time; MinIO flushes a batch every second (also when it replays
+#: its queue: the batches were cut when the calls happened), so a batch spans seconds: 5 minutes of slack.
+_SLACK = timedelta(minutes=5)
 
 
 class AccessRecord(BaseModel):
@@ -59,13 +60,13 @@ def from_audit(entry: dict[str, Any]) -> AccessRecord | None:
     if not name or entry.get("trigger") == "internal" or entry.get("type") in ("admin", "sts", "internal"):
         return None
     query = entry.get("requestQuery") or {}
-    resp = entry.get("responseHeader") or {}
+    resp = {k.lower(): v for k, v in (entry.get("responseHeader") or {}).items()}
     status_code = int(api.get("statusCode") or 0)
     return AccessRecord(
         time=_parse_time(entry.get("time")), site=entry.get("siteName") or "",
         principal=entry.get("accessKey") or "", parent=entry.get("parentUser") or "", api=name,
         bucket=api.get("bucket") or "", key=api.get("object") or "",
-        version_id=query.get("versionId") or resp.get("X-Amz-Version-Id") or "",
+        version_id=query.get("versionId") or resp.get("x-amz-version-id") or "",
         status_code=status_code, result=_result(status_code, api.get("status") or "", entry.get("error") or ""),
         remote_ip=entry.get("remotehost") or "", user_agent=(entry.get("userAgent") or "")[:200],
         request_id=entry.get("requestID") or "",
@@ -136,12 +137,16 @@ class AccessLogArchive:
         since = since.astimezone(UTC)
         until = until.astimezone(UTC) if until else None
         prefix = f"{ROOT}/{bucket or NO_BUCKET}/"
-        start = since - _LIST_SLACK
+        start = since - _SLACK
         keys = await self.objects.list_keys(self.bucket, prefix, start_after=f"{prefix}{start:%Y/%m/%d/%H}/",
                                             limit=100_000)
+        first, last = f"{start:%Y%m%dT%H%M%S.%fZ}", f"{until:%Y%m%dT%H%M%S.%fZ}" if until else None
         out: list[AccessRecord] = []
         for k in keys:
-            if until and k[len(prefix) + 14:] > f"{until:%Y%m%dT%H%M%S.%fZ}":
+            stamp = k[len(prefix) + 14:]  # after "YYYY/MM/DD/HH/"
+            if stamp < first:
+                continue
+            if last and stamp > last:
                 break
             for line in gzip.decompress(await self.objects.get(self.bucket, k)).decode().splitlines():
                 r = AccessRecord.model_validate_json(line)
