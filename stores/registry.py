@@ -62,7 +62,7 @@ async def connect(which: tuple[str, ...] = ("postgres", "mongo", "cache", "searc
         stores.search = SearchStore(_s(s.opensearch_url), prefix=s.index_prefix)
     if "objects" in which:
         stores.objects = ObjectStore(s.s3_url, _s(s.s3_access_key), _s(s.s3_secret_key), region=s.s3_region,
-                                     timeout=s.connect_timeout_s)
+                                     timeout=s.connect_timeout_s, verify=s.s3_ca_file)
     pending = [x for x in (stores.postgres, stores.mongo, stores.cache, stores.search, stores.objects) if x]
     results = await asyncio.gather(*(x.connect() for x in pending), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

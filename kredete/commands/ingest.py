@@ -92,7 +92,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
         fail("; ".join(e["msg"] for e in exc.errors()))
     needs = {"search", "mongo"}  # Mongo: sources, the embedding-metadata records and the change feed
     if Only.s3 in only:
-        needs.update(("objects", "postgres"))
+        needs.add("postgres")  # the documents are read as the ingestion principal (objects_for below)
     stores = await connect(tuple(needs), settings=settings)
     try:
         explicit = knn_engine or knn_space or {"knn_engine", "knn_space"} & settings.model_fields_set
@@ -111,6 +111,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
                       f"{r.docs_unchanged} unchanged, {r.docs_skipped} skipped", highlight=False)
 
         from stores.objects.buckets import documents_bucket
+        from stores.objects.principals import objects_for
 
         async def owner_names(user_id: str) -> list[str]:
             """Names of a document's owner, decrypted inside the adapter, so the redactor masks them."""
@@ -130,8 +131,9 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             Only.credit: lambda: src.CreditReportSource(stores.mongo.db),
             Only.disputes: lambda: src.DisputeSource(stores.mongo.db),
             Only.plans: lambda: src.ActionPlanSource(stores.mongo.db),
-            Only.s3: lambda: src.S3Source(stores.objects, documents_bucket(stores.settings.s3_bucket_prefix),
-                                          owner_names=owner_names),
+            # as the ingestion reader (read and list documents only), never the root user
+            Only.s3: lambda: src.S3Source(objects_for(stores.settings, "ingestion"),
+                                          documents_bucket(stores.settings.s3_bucket_prefix), owner_names=owner_names),
         }
         table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "chunks/s", "resumed after")
         for name in only:

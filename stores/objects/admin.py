@@ -44,6 +44,7 @@ class MinioAdmin:
                  verify: str | bool | None = None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self._secret = secret_key
+        self._region = region
         self._signer = SigV4Auth(Credentials(access_key, secret_key), "s3", region)
         ctx: ssl.SSLContext | bool = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else (
             True if verify is None else verify)
@@ -79,6 +80,20 @@ class MinioAdmin:
         if resp.status_code >= 500:
             raise StoreUnavailable(f"{operation}: MinIO answered {resp.status_code} ({code})", store="s3")
         raise AdminError(operation, resp.status_code, code, reason)
+
+    async def authenticates(self, access_key: str, secret_key: str) -> bool:
+        """True when the server accepts these credentials: a ListBuckets signed with them is answered, or
+        refused with AccessDenied (a valid user without that right) rather than a credential error."""
+        url = f"{self.url}/"
+        request = AWSRequest(method="GET", url=url, headers={
+            "X-Amz-Content-Sha256": hashlib.sha256(b"").hexdigest(), "Host": urlsplit(url).netloc})
+        SigV4Auth(Credentials(access_key, secret_key), "s3", self._region).add_auth(request)
+        try:
+            resp = await self._http.get(url, headers=dict(request.headers.items()))
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"S3 at {redact_url(self.url)} is unreachable ({type(exc).__name__})",
+                                   store="s3") from exc
+        return resp.status_code == 200 or (resp.status_code == 403 and b"<Code>AccessDenied</Code>" in resp.content)
 
     # --- users and policies ------------------------------------------------------------------------------
     async def add_user(self, access_key: str, secret_key: str) -> None:
@@ -136,11 +151,11 @@ class MinioAdmin:
         return json.loads(raw or b"[]") or []
 
     async def set_replication_target(self, bucket: str, target_url: str, access_key: str, secret_key: str,
-                                     target_bucket: str, *, region: str = "us-east-1") -> str:
+                                     target_bucket: str, *, region: str = "us-east-1", rotate: bool = False) -> str:
         """Register the DR bucket as `bucket`'s replication target; returns its ARN (the rule's destination).
 
-        An existing target for the same endpoint and bucket is kept (its ARN returned) with its credentials
-        updated."""
+        An existing target for the same endpoint and bucket is kept (its ARN returned); `rotate=True` sets its
+        credentials again (a key derivation on both sides, ~1 s)."""
         parts = urlsplit(target_url)
         target = {"sourcebucket": bucket, "endpoint": parts.netloc, "targetbucket": target_bucket,
                   "secure": parts.scheme == "https", "type": "replication", "region": region,
@@ -148,6 +163,8 @@ class MinioAdmin:
                   "path": "auto", "replicationSync": False, "healthCheckDuration": 5_000_000_000}
         for existing in await self.remote_targets(bucket):
             if existing.get("endpoint") == parts.netloc and existing.get("targetbucket") == target_bucket:
+                if not rotate:
+                    return existing["arn"]
                 target["arn"] = existing["arn"]
                 await self._call(f"update replication target of {bucket}", "PUT", "set-remote-target",
                                  {"bucket": bucket, "update": "true", "updateType": "creds"},

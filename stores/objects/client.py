@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import aioboto3
 import boto3
+import botocore.session
+from aiobotocore.session import AioSession
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,11 +27,21 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+from botocore.loaders import create_loader
 
 from stores.errors import Conflict, InvalidData, NotFound, StoreConfigError, StoreError, StoreUnavailable, redact_url
 
 PRESIGN_TTL_S = 15 * 60
 logger = logging.getLogger("kredete.objects")
+#: One loader of botocore's service models for every ObjectStore of the process: each new botocore session
+#: would otherwise parse the S3 model and endpoint files again (~0.3 s per store).
+_LOADER = create_loader()
+
+
+def _botocore_session(cls: type = botocore.session.Session) -> Any:
+    session = cls()
+    session.register_component("data_loader", _LOADER)
+    return session
 T = TypeVar("T")
 
 BUCKETS = ("kredete-documents", "kredete-ml-artifacts", "kredete-backups", "kredete-logs-archive",
@@ -131,7 +143,7 @@ class ObjectStore:
         #: monotonic time until which reads skip the primary (it failed a read)
         self._primary_down_until = 0.0
         self._session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                                         region_name=region)
+                                         region_name=region, botocore_session=_botocore_session(AioSession))
         # Reads may take longer than connecting (large objects); both stay bounded by `timeout`.
         self._config = Config(connect_timeout=timeout, read_timeout=timeout * 4,
                               retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"},
@@ -139,9 +151,10 @@ class ObjectStore:
         # connect()/health(): one attempt, answered within `timeout` (a silent endpoint fails fast).
         self._probe_config = self._config.merge(Config(read_timeout=timeout,
                                                        retries={"max_attempts": 1, "mode": "standard"}))
-        self._signers = {u: boto3.client("s3", endpoint_url=u, aws_access_key_id=access_key,
-                                         aws_secret_access_key=secret_key, region_name=region, config=self._config,
-                                         verify=verify)
+        signing = boto3.session.Session(botocore_session=_botocore_session())
+        self._signers = {u: signing.client("s3", endpoint_url=u, aws_access_key_id=access_key,
+                                           aws_secret_access_key=secret_key, region_name=region, config=self._config,
+                                           verify=verify)
                          for u in (url, *((dr_url,) if dr_url and dr_url != url else ()))}
 
     @property

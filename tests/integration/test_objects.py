@@ -21,7 +21,6 @@ import pytest
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from config.settings import resolve
 from stores.objects.buckets import (
     LOCAL_KMS_KEY_ID,
     LOCK_MODE,
@@ -31,22 +30,6 @@ from stores.objects.buckets import (
     ensure_buckets,
 )
 from stores.objects.client import BUCKETS, ObjectStore
-
-
-@pytest.fixture(scope="session")
-def s3_settings(session_stack):
-    """The S3 servers of the stack (primary, DR, cold tier, log receiver; started if needed, stopped at the
-    end if this session started them)."""
-    session_stack.need(["s3", "s3-dr"])
-    return resolve()
-
-
-@pytest.fixture(scope="session")
-async def s3_ready(s3_settings):
-    """`kredete s3 setup` applied (idempotent): principals, tiers, buckets, replication."""
-    from stores.objects.setup import setup_all
-
-    return await setup_all(s3_settings)
 
 
 @pytest.fixture(scope="session")

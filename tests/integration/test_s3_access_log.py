@@ -16,25 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config.settings import resolve
 from stores.objects.access_log import AccessLogArchive, AccessRecord
 from stores.objects.buckets import bucket_of, logs_bucket
 from stores.objects.principals import credentials, objects_for
 
 DOCS = bucket_of("documents")
-
-
-@pytest.fixture(scope="session")
-def s3_settings(session_stack):
-    session_stack.need(["s3", "s3-dr"])
-    return resolve()
-
-
-@pytest.fixture(scope="session")
-async def s3_ready(s3_settings):
-    from stores.objects.setup import setup_all
-
-    return await setup_all(s3_settings)
 
 
 @pytest.fixture

@@ -11,24 +11,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from config.settings import resolve
 from stores.errors import StoreConfigError, StoreError
 from stores.objects.buckets import bucket_of
 from stores.objects.client import S3Refused
 from stores.objects.principals import PRINCIPALS, credentials, objects_for
-
-
-@pytest.fixture(scope="session")
-def s3_settings(session_stack):
-    session_stack.need(["s3", "s3-dr"])
-    return resolve()
-
-
-@pytest.fixture(scope="session")
-async def s3_ready(s3_settings):
-    from stores.objects.setup import setup_all
-
-    return await setup_all(s3_settings)
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@ def test_nothing_set_means_the_whole_local_stack(env):
     assert "kredete_agent_ro" in s.postgres_agent_url.get_secret_value()
     assert s.s3_secret_key is not None and s.s3_dr_url is not None
     run, not_run = _planned()
-    assert run == ["postgres", "postgres-replica", "redis", "mongo", "opensearch", "s3", "s3-dr"]
+    assert run == ["postgres", "postgres-replica", "redis", "mongo", "opensearch", "s3-audit", "s3-cold", "s3",
+                   "s3-dr"]
     assert not not_run
 
 
@@ -119,7 +120,7 @@ def test_external_s3_gets_no_local_credentials_and_no_local_dr(env):
     assert s.s3_access_key is None and s.s3_secret_key is None, "botocore's default credential chain"
     assert s.s3_dr_url is None
     run, not_run = _planned()
-    assert "s3" not in run and "s3-dr" not in run
+    assert not {"s3", "s3-dr", "s3-cold", "s3-audit"} & set(run)
     assert "no DR region" in not_run["s3-dr"].reason
 
 
@@ -128,14 +129,14 @@ def test_external_s3_gets_no_local_credentials_and_no_local_dr(env):
 def test_stack_up_plan_with_an_external_primary(env):
     env(postgres_url=EXTERNAL_PG)
     run, not_run = _planned()
-    assert run == ["redis", "opensearch", "s3", "s3-dr"]
+    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr"]
     assert "reads go to the external primary" in not_run["postgres-replica"].reason
     assert not_run["mongo"].refused and "KREDETE_MONGO_URL" in not_run["mongo"].reason
     assert "s3cret-pw" not in not_run["postgres"].reason
 
     env(postgres_url=EXTERNAL_PG, mongo_url="mongodb://mongo.example.com/")
     run, not_run = _planned()
-    assert run == ["redis", "opensearch", "s3", "s3-dr"]
+    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr"]
     assert not any(s.refused for s in not_run.values())
 
 

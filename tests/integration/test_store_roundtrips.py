@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 
 import httpx
@@ -113,7 +114,7 @@ async def test_s3_put_get_and_presigned_url(stores):
     assert await objects.get(bucket, key) == b"synthetic passport scan"
     url = objects.presigned_get(bucket, key)
     assert "X-Amz-Expires=900" in url
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=stores.settings.s3_ca_file)) as client:
         ok = await client.get(url)
         assert ok.status_code == 200 and ok.content == b"synthetic passport scan"
         tampered = await client.get(url.replace("passport.txt", "other.txt"))
@@ -240,7 +241,8 @@ async def test_s3_wrong_credentials_are_config_errors(settings):
     good_key, good_secret = settings.s3_access_key.get_secret_value(), settings.s3_secret_key.get_secret_value()
     for key, secret, code in ((good_key, "WRONG-" + good_secret, "SignatureDoesNotMatch"),
                               ("nobody", good_secret, "InvalidAccessKeyId")):
-        msg = await _fails_fast(lambda k=key, s=secret: ObjectStore(settings.s3_url, k, s, timeout=2.0),
+        msg = await _fails_fast(lambda k=key, s=secret: ObjectStore(settings.s3_url, k, s, timeout=2.0,
+                                                                    verify=settings.s3_ca_file),
                                 StoreConfigError)
         assert code in msg
         assert good_secret not in msg and "WRONG" not in msg
@@ -254,7 +256,8 @@ async def test_s3_without_any_credentials_is_a_config_error(settings, monkeypatc
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    msg = await _fails_fast(lambda: ObjectStore(settings.s3_url, None, None, timeout=2.0), StoreConfigError)
+    msg = await _fails_fast(lambda: ObjectStore(settings.s3_url, None, None, timeout=2.0, verify=settings.s3_ca_file),
+                            StoreConfigError)
     assert "no S3 credentials" in msg
 
 
