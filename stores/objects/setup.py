@@ -181,8 +181,12 @@ async def setup_all(settings: Settings | None = None, *, retention_days: int | N
             progress("primary: remote tiers")
             report.tiers = await _ensure_tiers(primary, s.s3_cold_url, s, prefix)
         progress("primary: buckets")
-        report.buckets = await buckets_on(s.s3_url or "", list(specs), bool(report.tiers))
-        if s.s3_dr_url:
+        # MinIO has the storage classes once its tiers exist; a server without a cold URL (AWS) has them natively
+        report.buckets = await buckets_on(s.s3_url or "", list(specs), bool(report.tiers) or not s.s3_cold_url)
+        if s.s3_dr_url and not credentials(s, "replicator")[0]:
+            report.notes.append("replication: the `replicator` principal has no keys (on AWS the replication rule "
+                                "and its IAM role come from the infrastructure code)")
+        elif s.s3_dr_url:
             progress("primary: replication to DR")
             await _ensure_replication(s.s3_url or "", primary, s, s.s3_dr_url, [sp.name for sp in replicated])
             objects = admin_objects(s)
