@@ -8,6 +8,7 @@ exec 3>&1 1>&2   # everything before the server writes to stderr
 bash scripts/bootstrap.sh
 K=.venv/bin/kredete
 $K stack up
+$K s3 setup >/dev/null   # principals, tiers, buckets, replication (the access log needs its shipper user)
 $K db migrate
 $K seed --users "${KREDETE_SEED_USERS:-200}" --seed "${KREDETE_SEED:-42}"
 $K ingest
