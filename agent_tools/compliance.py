@@ -74,8 +74,9 @@ async def search_audit_logs(args: SearchAuditLogsInput, principal: Principal, rt
         state.unmasked = True
         state.reason = f"unmask: {args.unmask_reason}"
     if args.query:
-        from retrieval.indexers import AUDIT_LOGS, search_index
+        from retrieval.scoped_search import search_index
         from stores.scope import AuditScope
+        from stores.search.catalog import AUDIT_LOGS
 
         filters: dict[str, Any] = {k: v for k, v in (("actor_subject", args.actor_subject), ("action", args.action),
                                                      ("decision", args.decision)) if v is not None}

@@ -102,6 +102,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
+    from guards.redaction import redact
     from retrieval.encoder import SentenceTransformerEncoder
     from retrieval.ingest import Ingestor
     from retrieval.service import KnowledgeRetriever
@@ -123,7 +124,7 @@ async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
         queries = queries[:n_queries]
 
         # --- ingestion vs raw encode on the same chunk texts ---------------------------------------
-        ingestor = Ingestor(search, encoder, batch_docs=64)
+        ingestor = Ingestor(search, encoder, redact=redact, batch_docs=64)
         await ingestor.ensure_indexes()
         report = await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
         chunk_texts = []

@@ -45,7 +45,7 @@ class OutputTooLarge(GuardError):
 
 @lru_cache(maxsize=1)
 def _encoding():
-    from retrieval.tokens import get_encoding
+    from retrieval.token_count import get_encoding
 
     return get_encoding()
 

@@ -23,10 +23,11 @@ from typing import Any
 
 from retrieval.converters import action_plan_doc, credit_report_doc
 from retrieval.documents import MalformedDocument, SourceDoc
-from retrieval.indexers import DocIndexer
+from retrieval.index_sync import DocIndexer
 from retrieval.ingest import Ingestor, IngestReport, SkipRecord
 from retrieval.sources import DisputeSource
 from stores.errors import InvalidData, StoreError
+from stores.mongo.scans import CreditStoreScan
 from stores.search.catalog import CREDIT_REPORTS, DISPUTES
 
 log = logging.getLogger("kredete.retrieval.changes")
@@ -57,7 +58,7 @@ class _Stopped(Exception):
 
 def doc_indexers(ingestor: Ingestor) -> dict[str, DocIndexer]:
     """The structured indexes a follower keeps, on the ingestor's search store."""
-    return {name: DocIndexer(ingestor.search, name, redactor=ingestor.redactor) for name in TOPIC_INDEX.values()}
+    return {name: DocIndexer(ingestor.search, name, redact=ingestor.redact) for name in TOPIC_INDEX.values()}
 
 
 async def apply_events(ingestor: Ingestor, db: Any, events: Iterable[Any], *,
@@ -74,13 +75,13 @@ async def apply_events(ingestor: Ingestor, db: Any, events: Iterable[Any], *,
     gone_disputes: list[str] = []
     index_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     index_gone: dict[str, list[str]] = defaultdict(list)
+    scan = CreditStoreScan(db)
     for topic, ids in by_topic.items():
         wanted = sorted(ids)
-        rows = {str(r["_id"]): r async for r in db[topic].find({"_id": {"$in": wanted}})}
+        rows = await scan.by_ids(topic, wanted)
         superseded: set[str] = set()
         if topic in VERSIONED:  # an event re-delivered after a newer version was written
-            superseded = {str(r["supersedes"]) async for r in db[topic].find({"supersedes": {"$in": wanted}},
-                                                                            {"supersedes": 1})}
+            superseded = await scan.superseded_among(topic, wanted)
         disputes = DisputeSource(db) if topic == "dispute_cases" else None
         if disputes is not None:
             await disputes.names_for({str(r.get("report_id")) for r in rows.values()})
@@ -115,7 +116,7 @@ async def apply_events(ingestor: Ingestor, db: Any, events: Iterable[Any], *,
         for reason in bad:
             source_id, _, why = reason.partition(": ")
             skips.append(report.skip(f"changes:{name}", source_id, why or reason))
-    await ingestor._record_skips(skips)
+    await ingestor.state.record_skips(skips)
     return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retrieval.documents import Chunk, SourceDoc, chunk_id
-from retrieval.tokens import DEFAULT_ENCODING, get_encoding
+from retrieval.token_count import DEFAULT_ENCODING, get_encoding
 
 
 class ChunkingConfig(BaseModel):

@@ -18,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from retrieval.chunking import Chunker, ChunkingConfig
 from retrieval.documents import Chunk, MalformedDocument, SourceDoc
 from retrieval.encoder import Encoder
+from retrieval.redactor import RedactionEngine, text_redactor
 from retrieval.sources import Record, Source
 from stores.errors import InvalidData, NotFound
 from stores.search.catalog import CHUNKS, INGEST_STATE, chunks_spec, static_specs
 from stores.search.client import SearchStore
-from stores.search.indexes import IndexManager, stale_write, version_now, write_action
+from stores.search.documents import SearchIndex, VersionedDoc
+from stores.search.indexes import IndexManager, version_now
+from stores.search.ingest_state import IngestState, SkipRecord
 from stores.search.mappings import KnnMethod
 
 if TYPE_CHECKING:
@@ -40,28 +43,6 @@ if TYPE_CHECKING:
 
 MAX_DOC_CHARS = 1_000_000
 MAX_SKIPS_REPORTED = 100
-
-
-class Redactor(Protocol):
-    """Returns `text` with PII masked; `known_names` are names known to belong to the subject."""
-
-    def __call__(self, text: str, known_names: Sequence[str] = ()) -> str: ...
-
-
-def default_redactor() -> Redactor:
-    """`guards.redaction.redact` (imported lazily so retrieval imports without the guards package)."""
-    from guards.redaction import redact
-
-    def _redact(text: str, known_names: Sequence[str] = ()) -> str:
-        return redact(text, known_names=list(known_names) or None).text
-
-    return _redact
-
-
-class SkipRecord(BaseModel):
-    source: str
-    source_id: str
-    reason: str
 
 
 class IngestReport(BaseModel):
@@ -103,10 +84,11 @@ def content_sha(doc: SourceDoc, text: str, chunking: str = "") -> str:
 
 
 class Ingestor:
-    """Writes documents into `<prefix>-chunks` through its alias."""
+    """Writes documents into `<prefix>-chunks` through its alias; `redact` is the PII redaction engine
+    (`guards.redaction.redact`) every document goes through first."""
 
-    def __init__(self, search: SearchStore, encoder: Encoder, *, chunker: Chunker | None = None,
-                 redactor: Redactor | None = None, batch_docs: int = 32, method: KnnMethod | None = None,
+    def __init__(self, search: SearchStore, encoder: Encoder, *, redact: RedactionEngine,
+                 chunker: Chunker | None = None, batch_docs: int = 32, method: KnnMethod | None = None,
                  progress: Progress | None = None, embeddings: EmbeddingRepository | None = None) -> None:
         self.search = search
         self.encoder = encoder
@@ -114,14 +96,16 @@ class Ingestor:
         cfg = self.chunker.config
         # Non-default chunking joins the content hash, so changing it re-chunks (and re-embeds) documents.
         self._chunking = "" if cfg == ChunkingConfig() else f"{cfg.size}/{cfg.overlap}/{cfg.encoding}"
-        self.redactor = redactor or default_redactor()
+        self.redact = redact
+        self.redactor = text_redactor(redact)
         self.batch_docs = batch_docs
         self.method = method or KnnMethod()
         self.embeddings = embeddings
         self.spec = chunks_spec(encoder.dim, self.method, model=encoder.name)
         self.state_spec = static_specs()[INGEST_STATE]
-        self.alias = search.index_name(CHUNKS)
-        self.state_alias = search.index_name(INGEST_STATE)
+        self.index = SearchIndex(search, CHUNKS)
+        self.alias = self.index.alias
+        self.state = IngestState(search)
         self.progress = progress
         self.indexes = IndexManager(search)
 
@@ -148,38 +132,14 @@ class Ingestor:
 
     # --- checkpoints and skip records -----------------------------------------------------------
     async def checkpoint(self, source: str) -> dict[str, Any] | None:
-        try:
-            res = await self.search.call(self.search.os.get(index=self.state_alias, id=f"checkpoint:{source}"))
-        except NotFound:
-            return None
-        return res.get("_source")
+        return await self.state.checkpoint(source)
 
     async def _save_checkpoint(self, source: str, last_key: str | None, done: bool, report: IngestReport) -> None:
-        body = {"kind": "checkpoint", "source": source, "last_key": last_key, "done": done,
-                "at": _now(), "counts": report.model_dump(exclude={"skipped"})}
-        await self.search.call(self.search.os.index(index=self.state_alias, id=f"checkpoint:{source}", body=body))
-
-    async def _record_skips(self, skips: list[SkipRecord]) -> None:
-        if not skips:
-            return
-        lines: list[dict[str, Any]] = []
-        for s in skips:
-            sid = hashlib.sha1(f"{s.source}\x00{s.source_id}".encode(), usedforsecurity=False).hexdigest()
-            lines += [{"index": {"_index": self.state_alias, "_id": f"error:{sid}"}},
-                      {"kind": "error", "source": s.source, "source_id": s.source_id, "reason": s.reason,
-                       "at": _now()}]
-        await self.search.call(self.search.os.bulk(body=lines))
+        await self.state.save_checkpoint(source, last_key, done=done, counts=report.model_dump(exclude={"skipped"}))
 
     async def skip_records(self, source: str | None = None, limit: int = 100) -> list[SkipRecord]:
         """Recorded skipped documents (why each was not indexed)."""
-        flt: list[dict[str, Any]] = [{"term": {"kind": "error"}}]
-        if source:
-            flt.append({"term": {"source": source}})
-        await self.search.call(self.search.os.indices.refresh(index=self.state_alias))
-        res = await self.search.call(self.search.os.search(
-            index=self.state_alias, body={"size": limit, "query": {"bool": {"filter": flt}}, "sort": [{"at": "desc"}]}))
-        return [SkipRecord(**{k: h["_source"][k] for k in ("source", "source_id", "reason")})
-                for h in res["hits"]["hits"]]
+        return await self.state.skips(source, limit)
 
     # --- runs -----------------------------------------------------------------------------------
     async def run(self, source: Source, *, resume: bool = True, skip_unchanged: bool = True) -> IngestReport:
@@ -203,7 +163,7 @@ class Ingestor:
             await self._flush(source.name, batch, report, skip_unchanged)
             last_key = batch[-1].key
         report.seconds = round(time.perf_counter() - t0, 3)
-        await self.search.call(self.search.os.indices.refresh(index=self.alias))
+        await self.index.refresh()
         await self._save_checkpoint(source.name, last_key, True, report)
         await self.indexes.prune_tombstones(self.spec)
         return report
@@ -217,7 +177,7 @@ class Ingestor:
                 skips.append(report.skip(source, rec.error.source_id, rec.error.reason))
             docs.extend(rec.docs)
         await self.index_docs(docs, report, skips, skip_unchanged=skip_unchanged)
-        await self._record_skips(skips)
+        await self.state.record_skips(skips)
         if self.progress:
             self.progress(report)
 
@@ -288,11 +248,9 @@ class Ingestor:
                               report: IngestReport) -> list[tuple[SourceDoc, str, list[Chunk]]]:
         ids = [cs[0].chunk_id for _, _, cs in prepared]
         try:
-            res = await self.search.call(self.search.os.mget(index=self.alias, body={"ids": ids},
-                                                             _source_includes=["content_sha", "n_chunks"]))
+            stored = await self.index.sources(ids, ["content_sha", "n_chunks"])
         except NotFound:
             return prepared
-        stored = {d["_id"]: d.get("_source", {}) for d in res["docs"] if d.get("found")}
         keep = []
         for doc, sha, cs in prepared:
             prev = stored.get(cs[0].chunk_id)
@@ -306,20 +264,16 @@ class Ingestor:
         """Index chunks; returns {source_key: reason} for documents with a rejected chunk."""
         now = _now()
         version = version_now()  # one write time for the batch: a later write of the same chunk wins
-        lines: list[dict[str, Any]] = []
+        docs = []
         for c, v in zip(chunks, vectors, strict=True):
             body = c.model_dump(mode="json")
             body.update(embedding=[float(x) for x in v], indexed_at=now, content_sha=sha_of[c.chunk_id])
-            lines += [write_action(self.alias, c.chunk_id, version), body]
-        res = await self.search.call(self.search.os.bulk(body=lines, request_timeout=120))
+            docs.append(VersionedDoc(c.chunk_id, version, body))
+        result = await self.index.write(docs)
+        key_of = {c.chunk_id: c.source_key for c in chunks}
         failed: dict[str, str] = {}
-        if res.get("errors"):
-            key_of = {c.chunk_id: c.source_key for c in chunks}
-            for item in res["items"]:
-                op = item.get("index", {})
-                if op.get("error") and not stale_write(op):
-                    err = op["error"]
-                    failed.setdefault(key_of[op["_id"]], f"{err.get('type')}: {err.get('reason', '')}"[:300])
+        for chunk_id, reason in result.failed.items():
+            failed.setdefault(key_of[chunk_id], reason)
         return failed
 
     async def _delete_stale(self, ok: list[tuple[SourceDoc, list[Chunk]]]) -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from retrieval.search import Fusion, Mode
 from retrieval.service import KnowledgeRetriever, Passage
-from retrieval.tokens import count_tokens, truncate_tokens
+from retrieval.token_count import count_tokens, truncate_tokens
 from stores.scope import RowScope
 
 GLOBAL_USER_ID = "00000000-0000-0000-0000-000000000000"

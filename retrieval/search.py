@@ -15,9 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from retrieval.errors import IndexNotBuilt, InvalidQuery
+from retrieval.fusion import fuse_minmax, fuse_rrf
 from stores.errors import NotFound
 from stores.search.client import SearchStore
-from stores.search.hybrid import fuse_minmax, fuse_rrf
+from stores.search.documents import SearchIndex
 from stores.search.knn import bm25_query, combine, exact_knn_query, knn_query, similarity_from_engine, terms_filters
 
 Mode = Literal["knn", "bm25", "hybrid"]
@@ -61,7 +62,8 @@ class Searcher:
                  ef_search: int | None = 100, weights: HybridWeights | None = None) -> None:
         self.store = store
         self.profile = profile
-        self.alias = store.index_name(profile.name)
+        self.index = SearchIndex(store, profile.name)
+        self.alias = self.index.alias
         self.candidates = candidates
         self.ef_search = ef_search
         self.weights = weights or HybridWeights()
@@ -78,10 +80,11 @@ class Searcher:
                                f"filterable: {sorted(self.profile.filterable)}")
         return combine(scope_filter, *terms_filters(filters))
 
-    async def _search(self, body: dict[str, Any], size: int) -> list[dict[str, Any]]:
+    async def hits(self, body: dict[str, Any], size: int) -> list[dict[str, Any]]:
+        """The raw hits of a query body (size and source excludes added); IndexNotBuilt when missing."""
         body = {"size": size, "_source": {"excludes": list(self.profile.source_excludes)}, **body}
         try:
-            res = await self.store.call(self.store.os.search(index=self.alias, body=body))
+            res = await self.index.search(body)
         except NotFound as exc:
             raise IndexNotBuilt(self.alias, self.build_command) from exc
         return res["hits"]["hits"]
@@ -101,7 +104,7 @@ class Searcher:
                   text: str | None = None) -> list[Hit]:
         """Top-k by the index's space; `text` only drives highlighting."""
         q = knn_query(self.profile.vector_field, vector, k, filter=flt, ef_search=self.ef_search)
-        raw = await self._search({"query": q, **self._highlight(text)}, k)
+        raw = await self.hits({"query": q, **self._highlight(text)}, k)
         out = []
         for h in raw:
             sim = similarity_from_engine(float(h["_score"]), self.profile.space_type)
@@ -111,14 +114,14 @@ class Searcher:
     async def exact(self, vector: Sequence[float], k: int, flt: dict[str, Any] | None) -> list[Hit]:
         """Brute-force top-k under the index's space (ground truth for recall), scored like `knn`."""
         q = exact_knn_query(self.profile.vector_field, vector, filter=flt, space_type=self.profile.space_type)
-        raw = await self._search({"query": q}, k)
+        raw = await self.hits({"query": q}, k)
         st = self.profile.space_type
         return [Hit(id=h["_id"], score=similarity_from_engine(float(h["_score"]), st), source=h["_source"])
                 for h in raw]
 
     async def bm25(self, text: str, k: int, flt: dict[str, Any] | None, *, highlight: bool = True) -> list[Hit]:
         q = bm25_query(text, fields=self.profile.text_fields, filter=flt)
-        raw = await self._search({"query": q, **(self._highlight(text) if highlight else {})}, k)
+        raw = await self.hits({"query": q, **(self._highlight(text) if highlight else {})}, k)
         return [Hit(id=h["_id"], score=float(h["_score"]), source=h["_source"], highlights=self._hl(h),
                     scores={"bm25": float(h["_score"])}) for h in raw]
 
@@ -146,7 +149,7 @@ class Searcher:
             out.append(hit)
         if out and self.profile.highlight_fields:
             body = {"query": {"ids": {"values": [h.id for h in out]}}, "_source": False, **self._highlight(text)}
-            hl = {h["_id"]: self._hl(h) for h in await self._search(body, len(out))}
+            hl = {h["_id"]: self._hl(h) for h in await self.hits(body, len(out))}
             for h in out:
                 h.highlights = hl.get(h.id, [])
         return out

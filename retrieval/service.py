@@ -18,7 +18,7 @@ from retrieval.documents import DOC_TYPES
 from retrieval.encoder import CachedQueryEncoder, Encoder
 from retrieval.errors import IndexNotBuilt, InvalidQuery
 from retrieval.search import Fusion, HybridWeights, IndexProfile, Mode, Searcher
-from retrieval.tokens import count_tokens
+from retrieval.token_count import count_tokens
 from stores.errors import InvalidData
 from stores.scope import RowScope
 from stores.search.catalog import CHUNKS, chunks_spec

@@ -1,9 +1,9 @@
 """Ingestion sources: each yields records in ascending key order, so a run can resume after a key.
 
-Credit-store sources read the Mongo collections (`credit_reports`, `dispute_cases`, `action_plans`)
-directly through `MongoStore.db`: the repositories in `stores/mongo/credit.py` are per-user, scoped
-APIs, and a bulk indexer needs a stable full scan ordered by `_id`. Documents are validated with the
-same pydantic models the repositories use.
+Credit-store sources scan the Mongo collections (`credit_reports`, `dispute_cases`, `action_plans`) by
+`_id` through `stores.mongo.scans` (the repositories are per-user, scoped APIs); documents are validated
+with the same pydantic models the repositories use. S3 documents are listed and read through
+`stores.objects.reads`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from uuid import UUID
 from retrieval.converters import action_plan_doc, credit_report_doc, dispute_docs
 from retrieval.documents import MalformedDocument, SourceDoc
 from retrieval.kb import parse_article
+from stores.mongo.scans import CreditStoreScan
+from stores.objects.reads import ObjectInfo, list_objects, read_object
 
 
 @dataclass
@@ -70,7 +72,7 @@ class MongoSource:
     """A full scan of one credit-store collection by `_id`, skipping superseded versions."""
 
     def __init__(self, db: Any, collection: str, name: str, *, batch: int = 200) -> None:
-        self.db = db
+        self.scan = CreditStoreScan(db)
         self.collection = collection
         self.name = name
         self.batch = batch
@@ -83,16 +85,9 @@ class MongoSource:
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
         await self.prepare()
-        coll = self.db[self.collection]
-        last = after
-        while True:
-            flt = {"_id": {"$gt": last}} if last is not None else {}
-            rows = await coll.find(flt).sort("_id", 1).limit(self.batch).to_list(self.batch)
-            if not rows:
-                return
+        async for rows in self.scan.pages(self.collection, after=after, batch=self.batch):
             for raw in rows:
                 key = str(raw["_id"])
-                last = raw["_id"]
                 if self.skip(raw):
                     continue
                 try:
@@ -112,8 +107,7 @@ class _Versioned(MongoSource):
     superseded: set[str]
 
     async def prepare(self) -> None:
-        ids = await self.db[self.collection].distinct("supersedes")
-        self.superseded = {str(i) for i in ids if i}
+        self.superseded = await self.scan.superseded(self.collection)
 
     def skip(self, raw: dict[str, Any]) -> bool:
         return str(raw["_id"]) in self.superseded
@@ -145,16 +139,13 @@ class DisputeSource(MongoSource):
     async def names_for(self, report_ids: set[str]) -> None:
         missing = [r for r in report_ids if r not in self._names]
         if missing:
-            async for r in self.db["credit_reports"].find({"_id": {"$in": missing}}, {"subject.full_name": 1}):
-                name = (r.get("subject") or {}).get("full_name")
-                self._names[str(r["_id"])] = (name,) if name else ()
+            self._names.update(await self.scan.report_subject_names(missing))
 
     def convert(self, raw: dict[str, Any]) -> list[SourceDoc]:
         return dispute_docs(raw, self._names.get(str(raw.get("report_id")), ()))
 
     async def prepare(self) -> None:
-        ids = await self.db[self.collection].distinct("report_id")
-        await self.names_for({str(i) for i in ids if i})
+        await self.names_for(await self.scan.distinct_values(self.collection, "report_id"))
 
 
 _TEXT_SUFFIXES = (".txt", ".md", ".json", ".csv", ".html", ".xml")
@@ -176,49 +167,34 @@ class S3Source:
         self.owner_names = owner_names
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
-        from stores.errors import NotFound
+        # A bucket that does not exist yet lists nothing: nothing to ingest.
+        async for obj in list_objects(self.objects, self.bucket, prefix=self.prefix, after=after):
+            yield await self._record(obj)
 
-        token: dict[str, Any] = {"StartAfter": after} if after else {}
-        while True:
-            async with self.objects.client() as s3:
-                try:
-                    page = await s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=200, **token)
-                except Exception as exc:
-                    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-                    if isinstance(exc, NotFound) or code == "NoSuchBucket":
-                        return  # no bucket yet: nothing to ingest
-                    raise
-                for obj in page.get("Contents", []):
-                    yield await self._record(s3, obj)
-            if not page.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": page["NextContinuationToken"]}
-
-    async def _record(self, s3: Any, obj: dict[str, Any]) -> Record:
-        key = obj["Key"]
+    async def _record(self, obj: ObjectInfo) -> Record:
+        key = obj.key
         sid = key.replace("#", "%23")
-        if obj.get("Size", 0) > MAX_OBJECT_BYTES:
-            return Record(key, error=MalformedDocument(sid, f"too large ({obj['Size']} bytes)"))
-        res = await s3.get_object(Bucket=self.bucket, Key=key)
-        ctype = (res.get("ContentType") or "").split(";")[0]
+        if obj.size > MAX_OBJECT_BYTES:
+            return Record(key, error=MalformedDocument(sid, f"too large ({obj.size} bytes)"))
+        res = await read_object(self.objects, self.bucket, key)
+        ctype = res.content_type
         if not (ctype.startswith("text/") or ctype == "application/json" or key.lower().endswith(_TEXT_SUFFIXES)):
             return Record(key, error=MalformedDocument(sid, f"not text ({ctype or 'unknown type'})"))
-        body = await res["Body"].read()
         try:
-            text = body.decode("utf-8")
+            text = res.body.decode("utf-8")
         except UnicodeDecodeError:
             return Record(key, error=MalformedDocument(sid, "not valid UTF-8 text"))
-        meta = res.get("Metadata") or {}
+        meta = res.metadata
         user_id = _user_of(meta.get("user-id") or meta.get("user_id"), key)
         title = meta.get("title") or key.rsplit("/", 1)[-1]
-        version = (res.get("VersionId") or obj.get("ETag", "1")).strip('"')[:64] or "1"
+        version = (res.version_id or obj.etag or "1").strip('"')[:64] or "1"
         names: tuple[str, ...] = ()
         if user_id and self.owner_names is not None:
             names = tuple(await self.owner_names(user_id))
         try:
             doc = SourceDoc(source_id=sid, doc_type="document", user_id=user_id,
                             visibility="private", version=version, title=title[:512], text=text,
-                            updated_at=obj["LastModified"], metadata={"bucket": self.bucket, "key": key[:256]},
+                            updated_at=obj.last_modified, metadata={"bucket": self.bucket, "key": key[:256]},
                             known_names=names)
         except ValueError as exc:
             return Record(key, error=MalformedDocument(sid, f"invalid: {str(exc)[:200]}"))

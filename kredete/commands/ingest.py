@@ -75,6 +75,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
     from rich.table import Table
 
     from config.settings import resolve
+    from guards.redaction import redact
     from retrieval import sources as src
     from retrieval.chunking import Chunker, ChunkingConfig
     from retrieval.encoder import SentenceTransformerEncoder
@@ -122,8 +123,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             known = await UserRepository(stores.postgres, cipher=cipher).known_pii([UUID(user_id)])
             return next(iter(known.values()), {}).get("names", [])
 
-        ingestor = Ingestor(stores.search, encoder, progress=progress, chunker=Chunker(chunking), method=method,
-                            embeddings=EmbeddingRepository(stores.mongo))
+        ingestor = Ingestor(stores.search, encoder, redact=redact, progress=progress, chunker=Chunker(chunking),
+                            method=method, embeddings=EmbeddingRepository(stores.mongo))
         if reset:
             await ingestor.reset()
         factories = {
@@ -163,7 +164,9 @@ def reindex(index: Annotated[str, typer.Argument(help="chunks, transactions, use
 
 
 async def _reindex(index: str, keep_old: bool) -> None:
-    from retrieval.indexers import FEEDS, DocIndexer
+    from guards.redaction import redact
+    from retrieval.feeds import FEEDS
+    from retrieval.index_sync import DocIndexer
     from stores.registry import connect
     from stores.search.catalog import CHUNKS, chunks_spec, chunks_spec_from_meta
     from stores.search.indexes import IndexManager
@@ -182,7 +185,7 @@ async def _reindex(index: str, keep_old: bool) -> None:
             # Rebuilt with the model, dimension and kNN method it was built with, not today's defaults.
             report = await manager.rebuild(chunks_spec_from_meta(meta), keep_old=keep_old)
         else:
-            report = await DocIndexer(stores.search, index).rebuild(
+            report = await DocIndexer(stores.search, index, redact=redact).rebuild(
                 postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None)
         err.print(f"{report.alias}: {report.old_index or '-'} -> {report.new_index}, "
                   f"{report.old_count} -> {report.new_count} documents "
@@ -204,7 +207,9 @@ def sync(index: Annotated[list[str] | None, typer.Argument(help="Indexes (defaul
 
 
 async def _sync(names: list[str] | None, full: bool, follow: bool = False, interval: float = 10.0) -> None:
-    from retrieval.indexers import FEEDS, DocIndexer
+    from guards.redaction import redact
+    from retrieval.feeds import FEEDS
+    from retrieval.index_sync import DocIndexer
     from stores.registry import connect
 
     names = names or list(FEEDS)
@@ -216,7 +221,7 @@ async def _sync(names: list[str] | None, full: bool, follow: bool = False, inter
     try:
         while True:
             for n in names:
-                out = await DocIndexer(stores.search, n, lag=lag).sync(
+                out = await DocIndexer(stores.search, n, redact=redact, lag=lag).sync(
                     postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None, full=full)
                 err.print(f"{n}: {out['indexed']} indexed, {out['skipped']} skipped", highlight=False)
             if not follow:

@@ -6,9 +6,9 @@ serving the old one, copies what was written meanwhile, then swaps the alias in 
 
 Two rules make the copy safe while writers keep going:
 
-* Every write carries an external version (`version_type=external_gte`): the source's own version
-  where it has one (`updated_at`), else the write time (`version_now()`). Copies between generations
-  keep those versions, so a copy never overwrites a newer document with an older one.
+* Every write carries an external version (`version_type=external_gte`, `stores.search.documents`):
+  the source's own version where it has one (`updated_at`), else the write time (`version_now()`).
+  Copies between generations keep those versions, so a copy never overwrites a newer document.
 * Deletes go through `IndexManager.delete_where`, which records a tombstone (the query and its time)
   in the `ingest-state` index before deleting. A rebuild applies the tombstones recorded since it
   started to the new generation, before and after the swap, so a delete made during a rebuild does
@@ -59,16 +59,6 @@ def version_of(value: datetime | str | None) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1_000_000)
-
-
-def write_action(index: str, doc_id: str, version: int) -> dict[str, Any]:
-    """The bulk action line of a versioned write: it wins unless a newer version is stored."""
-    return {"index": {"_index": index, "_id": doc_id, "version": int(version), "version_type": "external_gte"}}
-
-
-def stale_write(item: dict[str, Any]) -> bool:
-    """A bulk item refused only because the index already holds a newer version (not an error)."""
-    return item.get("status") == 409 or (item.get("error") or {}).get("type") == "version_conflict_engine_exception"
 
 
 def _iso(value: datetime) -> str:

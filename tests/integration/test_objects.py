@@ -329,11 +329,12 @@ async def test_seed_documents_then_s3_source_ingests_text_and_skips_binaries(obj
     async def owner_names(user_id: str) -> list[str]:
         return [users[user_id].full_name]
 
-    from retrieval.ingest import default_redactor
+    from guards.redaction import redact
+    from retrieval.redactor import text_redactor
 
     named = [r async for r in S3Source(objects, bucket=name, owner_names=owner_names).records()]
     doc = next(d for r in named for d in r.docs if d.source_id == kyc.key.replace("#", "%23"))
     assert doc.known_names == (p.full_name,)
-    clean = default_redactor()(doc.text, doc.known_names)
+    clean = text_redactor(redact)(doc.text, doc.known_names)
     leaked = [v for v in (p.full_name, p.phone, *p.national_ids.values()) if v in clean]
     assert not leaked, leaked

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from retrieval.chunking import Chunker, ChunkingConfig
 from retrieval.documents import SourceDoc
 from retrieval.kb import load_articles, parse_article
-from retrieval.tokens import count_tokens, get_encoding
+from retrieval.token_count import count_tokens, get_encoding
 
 TEXT = " ".join(f"Sentence number {i} talks about transfers to Lagos and credit scores." for i in range(60))
 

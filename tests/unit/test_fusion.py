@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stores.search.hybrid import fuse_minmax, fuse_rrf, minmax
+from retrieval.fusion import fuse_minmax, fuse_rrf, minmax
 
 
 def test_minmax_scales_to_unit_interval():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from retrieval.indexers import transaction_doc
-from retrieval.ingest import default_redactor
+from guards.redaction import redact
+from retrieval.redactor import text_redactor
+from retrieval.structured_docs import transaction_doc
 
 
 def _row(kind: str, counterparty: str, description: str) -> dict:
@@ -18,13 +19,13 @@ def _row(kind: str, counterparty: str, description: str) -> dict:
 
 def test_person_counterparty_is_masked_in_its_field_and_in_the_description():
     doc = transaction_doc(_row("remittance", "Peter Onyancha", "Send to Peter at the usual place"),
-                          default_redactor())
+                          text_redactor(redact))
     assert doc["counterparty"] == "[PERSON]"
     assert "Peter" not in doc["description"] and "Onyancha" not in repr(doc)
 
 
 def test_merchant_counterparty_stays_searchable_but_patterns_still_run():
     doc = transaction_doc(_row("card_payment", "Shoprite Lekki", "Card payment, call 0803 123 4567"),
-                          default_redactor())
+                          text_redactor(redact))
     assert doc["counterparty"] == "Shoprite Lekki"
     assert "0803" not in doc["description"]

@@ -92,10 +92,11 @@ def encoder():
 @pytest.fixture(scope="session")
 async def kb_index(search_store, encoder):
     """The knowledge base ingested into this session's index."""
+    from guards.redaction import redact
     from retrieval.ingest import Ingestor
     from retrieval.sources import KbSource
 
-    ingestor = Ingestor(search_store, encoder)
+    ingestor = Ingestor(search_store, encoder, redact=redact)
     report = await ingestor.run(KbSource(), resume=False)
     assert report.docs_skipped == 0, report.skipped
     return report

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from guards.redaction import redact
 from retrieval.changes import FEED_NAME, FollowStats, follow
 from retrieval.ingest import Ingestor
 from stores.errors import StoreUnavailable
@@ -86,7 +87,7 @@ async def test_writes_reach_chunks_and_structured_indexes_through_the_outbox(own
     plans = ActionPlanRepository(credit_db)
     stop = asyncio.Event()
     stats = FollowStats()
-    task = asyncio.create_task(follow(Ingestor(own_search, encoder), credit_db, stop, stats=stats))
+    task = asyncio.create_task(follow(Ingestor(own_search, encoder, redact=redact), credit_db, stop, stats=stats))
     try:
         user = str(uuid.uuid4())
         v1 = await reports.add_version(report(user, score=610))
@@ -152,7 +153,8 @@ async def test_an_opensearch_outage_pauses_the_follower_without_skipping_events(
     disputes = DisputeRepository(credit_db, encryption=encryption)
     stop = asyncio.Event()
     stats = FollowStats()
-    task = asyncio.create_task(follow(Ingestor(store, encoder), credit_db, stop, stats=stats, max_backoff=0.5))
+    task = asyncio.create_task(follow(Ingestor(store, encoder, redact=redact), credit_db, stop, stats=stats,
+                                      max_backoff=0.5))
     try:
         await until(lambda: store.os.indices.exists(index=store.index_name(DISPUTES)), "the follower started")
         await until(lambda: _caught_up(credit_db), "the follower caught up")

@@ -11,17 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from guards.redaction import redact
+from retrieval.aggregations import dispute_outcomes, volume_by_corridor_per_day
 from retrieval.errors import IndexNotBuilt, InvalidQuery, ScopeRefused
-from retrieval.indexers import (
-    AuditScope,
-    DocIndexer,
-    audit_doc,
-    credit_report_index_doc,
-    dispute_outcomes,
-    search_index,
-    volume_by_corridor_per_day,
-)
-from stores.scope import RowScope
+from retrieval.index_sync import DocIndexer
+from retrieval.redactor import text_redactor
+from retrieval.scoped_search import search_index
+from retrieval.structured_docs import audit_doc, credit_report_index_doc
+from stores.scope import AuditScope, RowScope
 
 DAY = datetime(2025, 3, 1, tzinfo=UTC)
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
@@ -41,7 +38,7 @@ def tx(i: int, user: str, corridor: str, day: int, status: str = "completed", **
 
 @pytest.fixture(scope="module")
 async def tx_index(search_store):
-    idx = DocIndexer(search_store, "transactions")
+    idx = DocIndexer(search_store, "transactions", redact=redact)
     await idx.ensure()
     rows = [tx(i, A if i % 2 else B, "US-NG" if i % 3 else "GB-GH", i % 3) for i in range(1, 31)]
     rows.append({"id": "broken"})  # malformed: skipped, counted
@@ -75,7 +72,7 @@ async def test_volume_by_corridor_per_day_is_per_currency(search_store, tx_index
 
 
 async def test_dispute_outcomes(search_store):
-    idx = DocIndexer(search_store, "disputes")
+    idx = DocIndexer(search_store, "disputes", redact=redact)
     await idx.ensure()
     opened = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -97,10 +94,7 @@ async def test_dispute_outcomes(search_store):
     assert out["by_status"] == {"resolved": 3, "under_review": 1}
 
 
-def _redact(text, known_names=()):
-    from guards.redaction import redact
-
-    return redact(text, known_names=list(known_names) or None).text
+_redact = text_redactor(redact)
 
 
 def test_audit_doc_maps_a_row_and_redacts_the_reason():
@@ -136,7 +130,7 @@ def test_credit_report_index_doc_has_facets_and_no_identity():
 async def test_credit_report_index_is_scoped(own_search):
     from tests.integration.mongo.factories import report
 
-    idx = DocIndexer(own_search, "credit-reports")
+    idx = DocIndexer(own_search, "credit-reports", redact=redact)
     await idx.ensure()
     mine, theirs = report(A, score=600), report(B, score=700)
     n, skipped = await idx.index_rows([mine.to_mongo(), theirs.to_mongo(), {"_id": "bad", "user_id": A}])
@@ -177,8 +171,8 @@ async def test_users_feed_picks_up_rows_committed_late_and_reads_no_encrypted_co
 
     users = [await add_user(service_store, cipher) for _ in range(5)]
     await _replica_has(agent_store, "SELECT count(*) = 5 FROM users_public")
-    with_lag = DocIndexer(own_search, "users", lag=60)
-    without = DocIndexer(search_store, "users", lag=0)  # the old behaviour, for contrast
+    with_lag = DocIndexer(own_search, "users", redact=redact, lag=60)
+    without = DocIndexer(search_store, "users", redact=redact, lag=0)  # the old behaviour, for contrast
     for idx in (with_lag, without):
         assert (await idx.sync(postgres=agent_store, batch=2))["indexed"] == 5
 
@@ -215,7 +209,7 @@ async def test_transactions_feed_reads_the_mapped_columns(own_search, service_st
 
     user = await funded_user(service_store, cipher, amount_minor=123_456, currency="USD")
     await _replica_has(agent_store, "SELECT count(*) > 0 FROM transactions WHERE user_id = $1", user)
-    out = await DocIndexer(own_search, "transactions").sync(postgres=agent_store)
+    out = await DocIndexer(own_search, "transactions", redact=redact).sync(postgres=agent_store)
     assert out["skipped"] == 0 and out["indexed"] >= 1
     await own_search.os.indices.refresh(index=own_search.index_name("transactions"))
     got = await search_index(own_search, "transactions", RowScope.users(user), k=10)
@@ -237,7 +231,7 @@ async def test_audit_log_index_is_searchable_only_under_a_compliance_scope(own_s
     await _replica_has(agent_store, "SELECT count(*) >= 2 FROM audit_logs")
     with pytest.raises(IndexNotBuilt, match="kredete search sync audit-logs"):
         await search_index(own_search, "audit-logs", AuditScope("compliance_officer", "o-1"), text="chargeback")
-    out = await DocIndexer(own_search, "audit-logs").sync(postgres=agent_store)
+    out = await DocIndexer(own_search, "audit-logs", redact=redact).sync(postgres=agent_store)
     assert out["indexed"] >= 2 and out["skipped"] == 0
     await own_search.os.indices.refresh(index=own_search.index_name("audit-logs"))
 

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from guards.redaction import redact
 from retrieval.chunking import Chunker, ChunkingConfig
 from retrieval.documents import MalformedDocument, SourceDoc
 from retrieval.ingest import Ingestor
@@ -33,7 +34,7 @@ async def test_malformed_records_are_skipped_recorded_and_the_run_continues(sear
     name = f"bad-{uuid.uuid4().hex[:6]}"
     records = [note(1, user), Record("ing-002", error=MalformedDocument("ing-002", "failed validation: user_id")),
                note(3, user, text="   "), note(4, user, text="x" * 1_000_001), note(5, user)]
-    ingestor = Ingestor(search_store, encoder)
+    ingestor = Ingestor(search_store, encoder, redact=redact)
     report = await ingestor.run(ListSource(name, records))
     assert report.records == 5 and report.docs_indexed == 2 and report.docs_skipped == 3
     reasons = {s.source_id: s.reason for s in await ingestor.skip_records(name)}
@@ -72,7 +73,7 @@ async def test_resume_after_a_crash_continues_from_the_checkpoint(search_store, 
     user = str(uuid.uuid4())
     name = f"resume-{uuid.uuid4().hex[:6]}"
     records = [note(i, user) for i in range(100, 110)]
-    ingestor = Ingestor(search_store, encoder, batch_docs=3)
+    ingestor = Ingestor(search_store, encoder, redact=redact, batch_docs=3)
     with pytest.raises(RuntimeError):
         await ingestor.run(Crashing(name, records, crash_after=7))
     ckpt = await ingestor.checkpoint(name)
@@ -91,7 +92,7 @@ async def test_pii_is_redacted_in_stored_chunks(search_store, encoder):
     text = ("Ada Obi called from 08031234567 about card 4111 1111 1111 1111; "
             "her email is ada.obi@example.com and BVN 22123456789.")
     doc = SourceDoc(source_id="pii-1", doc_type="dispute", user_id=user, text=text, known_names=("Ada Obi",))
-    await Ingestor(search_store, encoder).index_docs([doc])
+    await Ingestor(search_store, encoder, redact=redact).index_docs([doc])
     stored = (await chunks_of(search_store, "pii-1"))[0]["text"]
     for raw in ("08031234567", "4111 1111 1111 1111", "ada.obi@example.com", "22123456789", "Ada Obi"):
         assert raw not in stored
@@ -100,7 +101,7 @@ async def test_pii_is_redacted_in_stored_chunks(search_store, encoder):
 
 async def test_changed_document_replaces_its_chunks_and_superseded_versions_go(search_store, encoder):
     user = str(uuid.uuid4())
-    ingestor = Ingestor(search_store, encoder, chunker=Chunker(ChunkingConfig(size=16, overlap=4)))
+    ingestor = Ingestor(search_store, encoder, redact=redact, chunker=Chunker(ChunkingConfig(size=16, overlap=4)))
     long_text = " ".join(f"Paragraph {i} on building credit with rent reporting." for i in range(12))
     v1 = SourceDoc(source_id="plan-v1", doc_type="action_plan", user_id=user, version="1", text=long_text)
     await ingestor.index_docs([v1])
@@ -151,7 +152,8 @@ async def test_embedding_metadata_is_recorded_in_mongo_for_every_chunk(own_searc
     from stores.mongo.embeddings import EmbeddingRepository
 
     records = EmbeddingRepository(credit_db)
-    ingestor = Ingestor(own_search, encoder, chunker=Chunker(ChunkingConfig(size=32, overlap=8)), embeddings=records)
+    ingestor = Ingestor(own_search, encoder, redact=redact, chunker=Chunker(ChunkingConfig(size=32, overlap=8)),
+                        embeddings=records)
     alias = own_search.index_name(CHUNKS)
     kb = await ingestor.run(KbSource(), resume=False)
     user = str(uuid.uuid4())

@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
+from guards.redaction import redact
 from retrieval.documents import SourceDoc
 from retrieval.ingest import Ingestor
 from retrieval.search import IndexProfile, Searcher
@@ -95,7 +96,7 @@ async def test_min_score_and_doc_types(retriever):
 @pytest.fixture(scope="module")
 async def private_docs(search_store, encoder):
     """Two users' private notes; user A's note is the exact text of the probe query."""
-    ingestor = Ingestor(search_store, encoder)
+    ingestor = Ingestor(search_store, encoder, redact=redact)
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     probe = "Remittance to grandmother in Kisumu was delayed by the M-Pesa wallet limit"
     docs = [SourceDoc(source_id="note-a", doc_type="dispute", user_id=a, title="Case note", text=probe)]
@@ -166,14 +167,14 @@ async def test_a_non_default_space_end_to_end(own_search, encoder, space):
     from stores.search.mappings import KnnMethod
 
     method = KnnMethod(space_type=space)
-    report = await Ingestor(own_search, encoder, method=method).run(KbSource(), resume=False)
+    report = await Ingestor(own_search, encoder, redact=redact, method=method).run(KbSource(), resume=False)
     assert report.chunks_indexed > 20
     alias = own_search.index_name(CHUNKS)
     mapping = next(iter((await own_search.os.indices.get_mapping(index=alias)).values()))["mappings"]
     assert mapping["properties"]["embedding"]["method"]["space_type"] == space
     assert mapping["_meta"]["knn_method"]["space_type"] == space
     with pytest.raises(InvalidData, match="kredete ingest --reset"):  # a default-space ingest is refused
-        await Ingestor(own_search, encoder).ensure_indexes()
+        await Ingestor(own_search, encoder, redact=redact).ensure_indexes()
 
     res = await own_search.os.search(index=alias, body={"size": 1000, "_source": ["embedding"]})
     ids = [h["_id"] for h in res["hits"]["hits"]]

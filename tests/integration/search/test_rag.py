@@ -6,7 +6,7 @@ import pytest
 
 from retrieval.errors import InvalidQuery
 from retrieval.rag import answer_context
-from retrieval.tokens import count_tokens
+from retrieval.token_count import count_tokens
 from stores.scope import RowScope
 
 
