@@ -27,6 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Raw drivers only for the baselines this benchmark measures the seeder against (exporting the seeded rows,
+# COPY into the real schema, plain COPY into bare tables) and for creating its scratch databases; the
+# seeder itself runs on the stores' bulk-load connection, as `kredete seed` does.
 import asyncpg  # noqa: E402
 import psycopg  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -36,6 +39,7 @@ from config.settings import resolve  # noqa: E402
 from kredete.seed.payments import REFERENCE_TABLES, USER_TABLES, SeedConfig, seed_payments  # noqa: E402
 from stores.crypto import FieldCipher  # noqa: E402
 from stores.postgres import migrate  # noqa: E402
+from stores.postgres.bulk_load import direct_connection  # noqa: E402
 
 TABLES = REFERENCE_TABLES + USER_TABLES
 RESULTS = ROOT / "bench" / "results" / "seed.json"
@@ -124,12 +128,11 @@ async def main() -> None:
     try:
         seeded = fresh_db(base, migrated=True)
         urls.append(seeded)
-        conn = await asyncpg.connect(seeded, command_timeout=3600)
         console.print(f"seeding {users:,} users x {args.per_user} transactions ...")
-        with console.status("seeder"):
-            report = await seed_payments(conn, SeedConfig(users=users, seed=args.seed,
-                                                          transactions_per_user=args.per_user), cipher)
-        await conn.close()
+        async with direct_connection(seeded, command_timeout=3600) as conn:
+            with console.status("seeder"):
+                report = await seed_payments(conn, SeedConfig(users=users, seed=args.seed,
+                                                              transactions_per_user=args.per_user), cipher)
         with console.status("exporting the seeded rows"):
             dump = await export(seeded)
         schema_db = fresh_db(base, migrated=True)

@@ -63,15 +63,12 @@ def _raw_sql() -> dict[str, str]:
 
 
 async def _sample(settings: Any, n: int, seed: int = 11) -> tuple[list[UUID], list[UUID]]:
-    import asyncpg
+    from stores.postgres.bulk_load import direct_connection
 
-    conn = await asyncpg.connect(settings.postgres_url.get_secret_value())
-    try:
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
         txs = [r["id"] for r in await conn.fetch("SELECT id FROM transactions ORDER BY id")]
         users = [r["user_id"] for r in await conn.fetch(
             "SELECT DISTINCT user_id FROM transactions ORDER BY user_id")]
-    finally:
-        await conn.close()
     rng = random.Random(seed)
     return [rng.choice(txs) for _ in range(n)], [rng.choice(users) for _ in range(n)]
 
@@ -168,6 +165,7 @@ async def bench_repository(settings: Any, tool: str, n: int, workers: int, txs: 
 
 async def bench_raw(settings: Any, tool: str, n: int, workers: int, txs: list[UUID],
                     users: list[UUID]) -> dict[str, Any]:
+    # The floor this benchmark measures the other paths against: a bare driver pool and prepared statements.
     import asyncpg
 
     sql = _raw_sql()
@@ -195,10 +193,10 @@ async def bench_raw(settings: Any, tool: str, n: int, workers: int, txs: list[UU
 
 async def _documents(settings: Any) -> tuple[list[tuple[str, dict[str, Any], UUID | None]], dict[UUID, list[str]]]:
     """(kind, document, owner) for every seeded transaction and credit report, plus the owners' known names."""
-    import asyncpg
-    from motor.motor_asyncio import AsyncIOMotorClient
-
     from stores.crypto import FieldCipher
+    from stores.mongo.client import MongoStore
+    from stores.mongo.scans import CreditStoreScan
+    from stores.postgres.bulk_load import direct_connection
     from stores.postgres.transactions import DETAIL_COLUMNS
     from stores.postgres.users import UserRepository
     from stores.registry import build_postgres
@@ -206,21 +204,19 @@ async def _documents(settings: Any) -> tuple[list[tuple[str, dict[str, Any], UUI
     def plain(d: Any) -> Any:
         return json.loads(json.dumps(d, default=str))
 
-    conn = await asyncpg.connect(settings.postgres_url.get_secret_value())
-    try:
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
         rows = await conn.fetch(f"SELECT {DETAIL_COLUMNS} FROM transactions t ORDER BY t.created_at, t.id")
-    finally:
-        await conn.close()
     docs: list[tuple[str, dict[str, Any], UUID | None]] = [("transaction", plain(dict(r)), r["user_id"])
                                                            for r in rows]
-    client = AsyncIOMotorClient(settings.mongo_url.get_secret_value())
+    mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
     try:
-        async for d in client[settings.mongo_db].credit_reports.find({}):
-            d.pop("_id", None)
-            uid = d.get("user_id")
-            docs.append(("credit_report", plain(d), UUID(uid) if uid else None))
+        async for page in CreditStoreScan(mongo).pages("credit_reports", batch=500):
+            for d in page:
+                d.pop("_id", None)
+                uid = d.get("user_id")
+                docs.append(("credit_report", plain(d), UUID(uid) if uid else None))
     finally:
-        client.close()
+        await mongo.close()
     pg = build_postgres(settings, role="service")
     await pg.connect()
     try:

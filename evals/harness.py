@@ -72,13 +72,9 @@ class Dataset:
         return {"users": self.users, "seed": self.seed, "ingest": sorted(self.ingest)}
 
     async def _exists(self) -> bool:
-        import asyncpg
+        from stores.postgres.databases import database_exists
 
-        conn = await asyncpg.connect(resolve().postgres_url.get_secret_value())
-        try:
-            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.db))
-        finally:
-            await conn.close()
+        return await database_exists(resolve().postgres_url.get_secret_value(), self.db)
 
     def is_ready(self) -> bool:
         """Built earlier with the same parameters (marker file) and the database is still there."""
@@ -111,18 +107,16 @@ class Dataset:
         return True
 
     async def _recreate_databases(self) -> None:
-        import asyncpg
-        from pymongo import MongoClient
+        from stores.mongo.client import MongoStore
+        from stores.postgres.databases import recreate_database
 
         base = resolve()
-        conn = await asyncpg.connect(base.postgres_url.get_secret_value())
+        await recreate_database(base.postgres_url.get_secret_value(), self.db)
+        mongo = await MongoStore(base.mongo_url.get_secret_value(), self.db).connect()
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{self.db}"')
+            await mongo.drop_database()
         finally:
-            await conn.close()
-        with MongoClient(base.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
-            client.drop_database(self.db)
+            await mongo.close()
 
 
 # --- tokens -----------------------------------------------------------------------------------------

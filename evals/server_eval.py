@@ -25,17 +25,17 @@ class Facts:
 
 
 async def find_facts(settings: Any) -> Facts:
-    from motor.motor_asyncio import AsyncIOMotorClient
-
+    from stores.mongo.credit import DisputeRepository
+    from stores.mongo.scans import CreditStoreScan
     from stores.registry import connect
+    from stores.scope import RowScope
 
-    stores = await connect(("postgres",), settings=settings)
-    client = AsyncIOMotorClient(settings.mongo_url.get_secret_value())
+    stores = await connect(("postgres", "mongo"), settings=settings)
     try:
-        db = client[settings.mongo_db]
-        reported = {d["user_id"] for d in await db.credit_reports.find({}, {"user_id": 1}).to_list(None)}
-        planned = {d["user_id"] for d in await db.action_plans.find({}, {"user_id": 1}).to_list(None)}
-        disputed = {d["user_id"] for d in await db.dispute_cases.find({}, {"user_id": 1}).to_list(None)}
+        scan = CreditStoreScan(stores.mongo)
+        reported = await scan.distinct_values("credit_reports", "user_id")
+        planned = await scan.distinct_values("action_plans", "user_id")
+        disputed = await scan.distinct_values("dispute_cases", "user_id")
         async with stores.postgres.connection() as conn:
             with_tx = [r["user_id"] for r in await conn.fetch(
                 "SELECT user_id FROM transactions GROUP BY user_id HAVING count(*) >= 3 ORDER BY user_id")]
@@ -43,13 +43,12 @@ async def find_facts(settings: Any) -> Facts:
             customer = next(u for u in with_tx if str(u) in reported and str(u) in disputed)
             tx = await conn.fetchval("SELECT id FROM transactions WHERE user_id = $1 ORDER BY created_at DESC "
                                      "LIMIT 1", customer)
-        dispute = (await db.dispute_cases.find_one({"user_id": str(customer)}))["_id"]
+        dispute = (await DisputeRepository(stores.mongo).list(RowScope.users(customer), limit=1))[0][0].id
         coach_row = next((r for r in coach_rows if str(r["user_id"]) in reported and str(r["user_id"]) in planned),
                          None) or next(r for r in coach_rows if str(r["user_id"]) in reported)
         return Facts(customer=customer, transaction=tx, dispute=dispute, coach=coach_row["coach_subject"],
                      coached_user=coach_row["user_id"])
     finally:
-        client.close()
         await stores.close()
 
 

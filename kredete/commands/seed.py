@@ -55,16 +55,13 @@ def seed(
     cipher = FieldCipher.from_settings(settings)
 
     async def run():
-        import asyncpg
+        from stores.postgres.bulk_load import direct_connection
 
-        conn = await asyncpg.connect(target)
-        try:
+        async with direct_connection(target) as conn:
             with Progress(TextColumn("[bold]payments[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("users"),
                           TimeElapsedColumn(), console=err) as bar:
                 task = bar.add_task("seed", total=users)
                 return await seed_payments(conn, config, cipher, on_progress=lambda n: bar.advance(task, n))
-        finally:
-            await conn.close()
 
     try:
         report = asyncio.run(run())

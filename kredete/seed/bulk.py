@@ -26,9 +26,8 @@ interruption (crash, Ctrl-C) also rolls everything back.
 
 from __future__ import annotations
 
-import asyncpg
-
 from stores.errors import InvalidData
+from stores.postgres.bulk_load import Connection
 from stores.postgres.models import REFUNDABLE_KINDS
 
 #: Tables that must be empty for the fast path (wallets: no customer wallet yet).
@@ -36,7 +35,7 @@ EMPTY_TABLES = ("users", "transactions", "ledger_entries", "refunds", "fx_orders
                 "fx_rates", "settlements", "hedging_positions", "liquidity_pools")
 
 
-async def eligible(conn: asyncpg.Connection, run_key: str) -> str | None:
+async def eligible(conn: Connection, run_key: str) -> str | None:
     """None when the fast path can be used, else the reason it cannot."""
     if await conn.fetchval("SELECT current_setting('is_superuser')") != "on":
         return "not a superuser (session_replication_role needs one)"
@@ -52,7 +51,7 @@ async def eligible(conn: asyncpg.Connection, run_key: str) -> str | None:
     return None
 
 
-async def begin(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
+async def begin(conn: Connection, tables: tuple[str, ...]) -> list[str]:
     """Inside the load transaction: skip triggers/FKs, drop secondary indexes; returns their definitions."""
     await conn.execute("SET LOCAL session_replication_role = replica")
     await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
@@ -68,13 +67,13 @@ async def begin(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
     return [r["def"].replace(" ON ONLY ", " ON ", 1) for r in rows]
 
 
-async def rebuild_indexes(conn: asyncpg.Connection, definitions: list[str]) -> None:
+async def rebuild_indexes(conn: Connection, definitions: list[str]) -> None:
     """Recreate the dropped indexes (unique ones re-prove their uniqueness while building)."""
     for d in definitions:
         await conn.execute(d)
 
 
-async def _foreign_key_checks(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[tuple[str, str]]:
+async def _foreign_key_checks(conn: Connection, tables: tuple[str, ...]) -> list[tuple[str, str]]:
     """(constraint, anti-join counting violating rows) for every FK declared on the seeded tables."""
     rows = await conn.fetch(
         """SELECT c.conname, c.conrelid::regclass::text AS child, c.confrelid::regclass::text AS parent,
@@ -150,7 +149,7 @@ SET_BALANCES = """
     WHERE w.id = d.wallet_id AND d.delta <> 0"""
 
 
-async def validate_and_finish(conn: asyncpg.Connection, tables: tuple[str, ...]) -> dict[str, int]:
+async def validate_and_finish(conn: Connection, tables: tuple[str, ...]) -> dict[str, int]:
     """Prove the load sound (see the module docstring), then set wallet balances; raise InvalidData if not.
 
     Returns the number of checks run per kind. Must run inside the load transaction, after the indexes

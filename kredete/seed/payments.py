@@ -27,10 +27,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from functools import cache
 
-import asyncpg
-
 from kredete.seed.people import Person, counterparty, person, rng_for
 from stores.crypto import BatchEncryptor, FieldCipher
+from stores.postgres.bulk_load import Connection, copy_records, copy_text
 from stores.postgres.users import pii_context
 from stores.postgres.wallets import house_wallet_id as _house_wallet_id
 
@@ -594,11 +593,11 @@ class SeedReport:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-async def copy_batch(conn: asyncpg.Connection, batch: Batch, tables: tuple[str, ...]) -> None:
+async def copy_batch(conn: Connection, batch: Batch, tables: tuple[str, ...]) -> None:
     for table in tables:
         rows = batch.rows[table]
         if rows:
-            await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+            await copy_records(conn, table, rows, COLUMNS[table])
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -620,13 +619,10 @@ def encode_batch(batch: Batch, tables: tuple[str, ...]) -> Encoded:
     return {t: (len(batch.rows[t]), encode_text(batch.rows[t])) for t in tables if batch.rows[t]}
 
 
-async def copy_encoded(conn: asyncpg.Connection, encoded: Encoded, tables: tuple[str, ...]) -> None:
-    import io
-
+async def copy_encoded(conn: Connection, encoded: Encoded, tables: tuple[str, ...]) -> None:
     for table in tables:
         if table in encoded:
-            await conn.copy_to_table(table, source=io.BytesIO(encoded[table][1]), columns=COLUMNS[table],
-                                     format="text")
+            await copy_text(conn, table, encoded[table][1], COLUMNS[table])
 
 
 #: (seed, k, rates, cipher) of the running seed: set before worker processes fork, read by `_generate`.
@@ -676,7 +672,7 @@ async def _pipeline(plan: list[tuple[int, range]], workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def _progress(conn: asyncpg.Connection, run_key: str) -> dict[int, int]:
+async def _progress(conn: Connection, run_key: str) -> dict[int, int]:
     rows = await conn.fetch("SELECT batch_no, rows FROM seed_progress WHERE run_key = $1", run_key)
     return {r["batch_no"]: r["rows"] for r in rows}
 
@@ -685,7 +681,7 @@ _SAVE_PROGRESS = ("INSERT INTO seed_progress (run_key, batch_no, rows) VALUES ($
                   "(run_key, batch_no) DO UPDATE SET rows = EXCLUDED.rows, finished_at = now()")
 
 
-async def seed_payments(conn: asyncpg.Connection, config: SeedConfig, cipher: FieldCipher, *,
+async def seed_payments(conn: Connection, config: SeedConfig, cipher: FieldCipher, *,
                         on_progress: Callable[[int], None] | None = None,
                         stop_after_batches: int | None = None, bulk: bool = True,
                         workers: int | None = None) -> SeedReport:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
 from stores.errors import StoreConfigError, StoreUnavailable, redact_url
@@ -50,7 +51,25 @@ class MongoStore:
         return {"ok": await self.ping(), "version": info.get("version"),
                 "ferretdb": "ferretdb" in info}
 
+    async def drop_database(self) -> None:
+        """Delete this store's whole database (the isolated datasets of tests, evals and benchmarks)."""
+        try:
+            await self.db.client.drop_database(self._db_name)
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"MongoDB could not drop {self._db_name} ({type(exc).__name__})",
+                                   store="mongo") from exc
+
     async def close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+def answers_ping(url: str, timeout: float = 1.5) -> bool:
+    """Whether a MongoDB-wire server answers a ping at `url` (blocking: a health probe outside an event loop)."""
+    ms = int(timeout * 1000)
+    try:
+        with MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms) as client:
+            return client.admin.command("ping").get("ok") == 1.0
+    except Exception:  # a probe: whatever failed, the server is not healthy
+        return False
