@@ -2,8 +2,8 @@
 
 Credit-store sources scan the Mongo collections (`credit_reports`, `dispute_cases`, `action_plans`) by
 `_id` through `stores.mongo.scans` (the repositories are per-user, scoped APIs); documents are validated
-with the same pydantic models the repositories use. S3 documents are listed and read through
-`stores.objects.reads`.
+with the same pydantic models the repositories use. S3 documents are listed and read through the
+ObjectStore's read API (which falls over to the DR region).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from uuid import UUID
 from retrieval.converters import action_plan_doc, credit_report_doc, dispute_docs
 from retrieval.documents import MalformedDocument, SourceDoc
 from retrieval.kb import parse_article
+from stores.errors import NotFound
 from stores.mongo.scans import CreditStoreScan
-from stores.objects.reads import ObjectInfo, list_objects, read_object
 
 
 @dataclass
@@ -151,6 +151,7 @@ class DisputeSource(MongoSource):
 _TEXT_SUFFIXES = (".txt", ".md", ".json", ".csv", ".html", ".xml")
 _USER_KEY = re.compile(r"(?:^|/)users?/([0-9a-fA-F-]{36})/")
 MAX_OBJECT_BYTES = 2_000_000
+PAGE_KEYS = 200
 
 
 class S3Source:
@@ -167,34 +168,43 @@ class S3Source:
         self.owner_names = owner_names
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
-        # A bucket that does not exist yet lists nothing: nothing to ingest.
-        async for obj in list_objects(self.objects, self.bucket, prefix=self.prefix, after=after):
-            yield await self._record(obj)
+        last = after or ""
+        while True:
+            try:
+                keys = await self.objects.list_keys(self.bucket, self.prefix, start_after=last, limit=PAGE_KEYS)
+            except NotFound:
+                return  # no bucket yet: nothing to ingest
+            for key in keys:
+                yield await self._record(key)
+            if len(keys) < PAGE_KEYS:
+                return
+            last = keys[-1]
 
-    async def _record(self, obj: ObjectInfo) -> Record:
-        key = obj.key
+    async def _record(self, key: str) -> Record:
         sid = key.replace("#", "%23")
-        if obj.size > MAX_OBJECT_BYTES:
-            return Record(key, error=MalformedDocument(sid, f"too large ({obj.size} bytes)"))
-        res = await read_object(self.objects, self.bucket, key)
-        ctype = res.content_type
+        head = await self.objects.head(self.bucket, key)
+        size = int(head.get("ContentLength") or 0)
+        if size > MAX_OBJECT_BYTES:
+            return Record(key, error=MalformedDocument(sid, f"too large ({size} bytes)"))
+        ctype = (head.get("ContentType") or "").split(";")[0]
         if not (ctype.startswith("text/") or ctype == "application/json" or key.lower().endswith(_TEXT_SUFFIXES)):
             return Record(key, error=MalformedDocument(sid, f"not text ({ctype or 'unknown type'})"))
+        body = await self.objects.get(self.bucket, key, version_id=head.get("VersionId"))
         try:
-            text = res.body.decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             return Record(key, error=MalformedDocument(sid, "not valid UTF-8 text"))
-        meta = res.metadata
+        meta = head.get("Metadata") or {}
         user_id = _user_of(meta.get("user-id") or meta.get("user_id"), key)
         title = meta.get("title") or key.rsplit("/", 1)[-1]
-        version = (res.version_id or obj.etag or "1").strip('"')[:64] or "1"
+        version = (head.get("VersionId") or head.get("ETag") or "1").strip('"')[:64] or "1"
         names: tuple[str, ...] = ()
         if user_id and self.owner_names is not None:
             names = tuple(await self.owner_names(user_id))
         try:
             doc = SourceDoc(source_id=sid, doc_type="document", user_id=user_id,
                             visibility="private", version=version, title=title[:512], text=text,
-                            updated_at=obj.last_modified, metadata={"bucket": self.bucket, "key": key[:256]},
+                            updated_at=head["LastModified"], metadata={"bucket": self.bucket, "key": key[:256]},
                             known_names=names)
         except ValueError as exc:
             return Record(key, error=MalformedDocument(sid, f"invalid: {str(exc)[:200]}"))
