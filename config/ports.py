@@ -17,6 +17,13 @@ def _port(name: str, default: int) -> int:
 
 POSTGRES = _port("postgres", 55432)
 POSTGRES_REPLICA = _port("postgres_replica", 55433)
+# Backups and HA (ops-backups): the second read replica, the HA profile's Patroni members (PostgreSQL and
+# REST API) and its three etcd members (client and peer).
+POSTGRES_REPLICA2 = _port("postgres_replica2", 55434)
+HA_POSTGRES = (_port("ha_postgres1", 55435), _port("ha_postgres2", 55436), _port("ha_postgres3", 55437))
+HA_PATRONI_API = (_port("ha_patroni1", 58008), _port("ha_patroni2", 58009), _port("ha_patroni3", 58010))
+ETCD_CLIENT = (_port("etcd1", 58002), _port("etcd2", 58004), _port("etcd3", 58006))
+ETCD_PEER = (_port("etcd1_peer", 58003), _port("etcd2_peer", 58005), _port("etcd3_peer", 58007))
 REDIS = _port("redis", 56379)
 MONGO = _port("mongo", 57017)
 MONGO_DEBUG = _port("mongo_debug", 57018)

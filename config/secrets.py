@@ -17,6 +17,8 @@ _NAMES = (
     "minio_kms_key",
     # S3: per-principal MinIO passwords are derived from this key; the audit webhook's bearer token
     "minio_principal_key", "minio_audit_token",
+    # backups (ops-backups): pgBackRest's repository passphrase; Redis user that may take RDB snapshots
+    "pgbackrest_cipher_pass", "redis_backup",
 )
 
 

@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     oidc_role_claim: str = "kredete_role"
     oidc_user_claim: str = "kredete_uid"
 
+    # --- backups / replicas / HA (ops-backups) ---
+    #: Reads skip a replica lagging more than this (bytes of WAL behind, or seconds of replay lag, both
+    #: from the primary's pg_stat_replication); with none left they go to the primary.
+    postgres_replica_max_lag_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    postgres_replica_max_lag_s: float = Field(5.0, ge=0)
+    #: Local profile: `default` (primary + two streaming replicas) or `ha` (Patroni over etcd).
+    stack_profile: Literal["default", "ha"] = "default"
+    #: The primary switches WAL segments at least this often (archive_timeout), bounding the RPO of a
+    #: restore from backups alone.
+    archive_timeout_s: int = Field(15, ge=1, le=3600)
+
     connect_timeout_s: float = Field(5.0, gt=0, le=120)
     statement_timeout_ms: int = Field(5000, gt=0)
     index_prefix: str = "kredete"
@@ -205,15 +216,27 @@ def resolve(settings: Settings | None = None) -> Settings:
             sec = local_secrets()
         return sec[name]
 
-    def pg(user: str, name: str, port: int) -> SecretStr:
-        return SecretStr(f"postgresql://{user}:{secret(name)}@127.0.0.1:{port}/{s.postgres_db}")
+    def pg(user: str, name: str, *port: int, attrs: str = "") -> SecretStr:
+        # Several ports: a libpq multi-host URL (reads spread over the replicas; the HA primary found by
+        # target_session_attrs).
+        hosts = ",".join(f"127.0.0.1:{p}" for p in port)
+        return SecretStr(f"postgresql://{user}:{secret(name)}@{hosts}/{s.postgres_db}{attrs}")
+
+    replicas = (ports.POSTGRES_REPLICA, ports.POSTGRES_REPLICA2)
+    primaries: tuple[int, ...] = (ports.POSTGRES,)
+    rw = ""
+    if s.stack_profile == "ha":
+        # Any Patroni member may be the leader; libpq/asyncpg pick the writable one, and reads use every
+        # member (the store skips the one that is not a standby).
+        primaries = replicas = ports.HA_POSTGRES
+        rw = "?target_session_attrs=primary"
 
     defaults = {
-        "postgres_url": lambda: pg("kredete", "postgres_superuser", ports.POSTGRES),
-        "postgres_replica_url": lambda: pg("kredete", "postgres_superuser", ports.POSTGRES_REPLICA),
-        "postgres_agent_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES),
-        "postgres_agent_replica_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", ports.POSTGRES_REPLICA),
-        "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", ports.POSTGRES),
+        "postgres_url": lambda: pg("kredete", "postgres_superuser", *primaries, attrs=rw),
+        "postgres_replica_url": lambda: pg("kredete", "postgres_superuser", *replicas),
+        "postgres_agent_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", *primaries, attrs=rw),
+        "postgres_agent_replica_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", *replicas),
+        "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", *primaries, attrs=rw),
         "mongo_url": lambda: SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
         "redis_url": lambda: SecretStr(f"redis://kredete:{secret('redis_default')}@127.0.0.1:{ports.REDIS}/0"),
         "redis_agent_url": lambda: SecretStr(f"redis://agent:{secret('redis_agent')}@127.0.0.1:{ports.REDIS}/0"),

@@ -13,7 +13,9 @@ def _url() -> str:
 
         url = resolve().postgres_url.get_secret_value()
     # Migrations run on psycopg (sync); the services use asyncpg on the same URL.
-    return url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    from stores.postgres.migrate import _sync_url
+
+    return _sync_url(url)
 
 
 def run_migrations_online() -> None:

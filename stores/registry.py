@@ -42,7 +42,8 @@ def build_postgres(s: Settings, *, role: str = "service") -> PostgresStore:
         "log": (s.postgres_log_url, None),
     }[role]
     return PostgresStore(_s(urls[0]), _s(urls[1]), timeout=s.connect_timeout_s,
-                         statement_timeout_ms=s.statement_timeout_ms, read_only=(role == "agent"))
+                         statement_timeout_ms=s.statement_timeout_ms, read_only=(role == "agent"),
+                         max_lag_bytes=s.postgres_replica_max_lag_bytes, max_lag_s=s.postgres_replica_max_lag_s)
 
 
 async def connect(which: tuple[str, ...] = ("postgres", "mongo", "cache", "search", "objects"), *,

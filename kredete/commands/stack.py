@@ -10,6 +10,18 @@ from rich.markup import escape
 from kredete.commands.common import fail
 
 Only = Annotated[list[str] | None, typer.Option("--only", help="Limit to these servers (repeatable).")]
+Profile = Annotated[str | None, typer.Option("--profile", help="default (primary + 2 replicas, pgBackRest) or ha "
+                                             "(Patroni over 3-member etcd); default: KREDETE_STACK_PROFILE")]
+
+
+def _profile(name: str | None) -> None:
+    if name:
+        from kredete import stack
+
+        try:
+            stack.use_profile(name)
+        except stack.StackError as exc:
+            fail(str(exc))
 
 stack_app = typer.Typer(no_args_is_help=True, help="Provision, start, stop and inspect the local stack.")
 
@@ -19,8 +31,9 @@ def register(app: typer.Typer) -> None:
 
 
 @stack_app.command("up")
-def stack_up(only: Only = None) -> None:
+def stack_up(only: Only = None, profile: Profile = None) -> None:
     """Provision what is missing, start every server, wait until healthy, print the table."""
+    _profile(profile)
     from kredete import stack
     from kredete.commands.common import err
 
@@ -32,8 +45,9 @@ def stack_up(only: Only = None) -> None:
 
 
 @stack_app.command("down")
-def stack_down(only: Only = None) -> None:
+def stack_down(only: Only = None, profile: Profile = None) -> None:
     """Stop the servers (data stays in .local/)."""
+    _profile(profile)
     from kredete import stack
 
     try:
@@ -44,8 +58,9 @@ def stack_down(only: Only = None) -> None:
 
 
 @stack_app.command("status")
-def stack_status(only: Only = None) -> None:
+def stack_status(only: Only = None, profile: Profile = None) -> None:
     """Print what runs where (and what is external); exit 1 when a server is unhealthy or cannot run."""
+    _profile(profile)
     from config.secrets import local_secrets
     from kredete import stack
     from kredete.commands.common import err

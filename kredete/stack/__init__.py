@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from config import ports
 from config.errors import ConfigError
 from config.settings import Settings, check_coherent, get_settings
 from kredete.stack.base import Server, ServerStatus, StackError
@@ -22,9 +23,31 @@ __all__ = ["Server", "ServerStatus", "Skipped", "StackError", "all_servers", "do
            "reset", "skipped", "status", "up"]
 
 #: Servers that need another server of the stack running first (`up --only X` starts those too).
-DEPENDS = {"postgres-replica": ("postgres",), "mongo": ("postgres",),
+DEPENDS = {"postgres-replica": ("postgres",), "postgres-replica2": ("postgres",), "mongo": ("postgres",),
            # S3 is the primary with its log receiver, remote tier and DR region (replication target)
            "s3": ("s3-audit", "s3-cold"), "s3-dr": ("s3-audit",)}
+#: The HA profile: Patroni members need the etcd quorum; FerretDB needs a leader.
+HA_DEPENDS = {**{f"ha-pg{i}": ("etcd1", "etcd2", "etcd3") for i in (1, 2, 3)},
+              "mongo": ("etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3")}
+PROFILES = ("default", "ha")
+
+
+def profile() -> str:
+    """`default` (primary + two streaming replicas, pgBackRest) or `ha` (Patroni over etcd):
+    KREDETE_STACK_PROFILE, or `kredete stack up --profile`."""
+    return get_settings().stack_profile
+
+
+def use_profile(name: str) -> None:
+    """Switch this process (and the commands it starts) to a profile."""
+    import os
+
+    from config.settings import reset_settings
+
+    if name not in PROFILES:
+        raise StackError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    os.environ["KREDETE_STACK_PROFILE"] = name
+    reset_settings()
 
 
 @dataclass(frozen=True)
@@ -38,20 +61,31 @@ class Skipped:
 
 
 def all_servers() -> list[Server]:
-    """Servers in start order (the replica needs its primary)."""
+    """Servers in start order (the replica needs its primary) of the current profile."""
     from kredete.stack.opensearch import OpenSearchServer
 
+    if profile() == "ha":
+        from kredete.stack.etcd import MEMBERS, EtcdMember
+        from kredete.stack.patroni import PatroniMember
+
+        return [*(EtcdMember(i) for i in range(MEMBERS)), *(PatroniMember(i) for i in range(MEMBERS)),
+                RedisServer(), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(), MinioColdServer(),
+                MinioServer(), MinioReplicaServer()]
     primary = PostgresPrimary()
-    return [primary, PostgresReplica(primary), RedisServer(), FerretDBServer(), OpenSearchServer(),
-            AccessLogReceiver(), MinioColdServer(), MinioServer(), MinioReplicaServer()]
+    return [primary, PostgresReplica(primary),
+            PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2),
+            RedisServer(), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(), MinioColdServer(), MinioServer(),
+            MinioReplicaServer()]
 
 
 def _why_not_local(name: str, settings: Settings) -> Skipped | None:
     """None when the local stack runs this server under these settings."""
     pg = settings.postgres_url is not None
+    if (name.startswith(("etcd", "ha-pg"))) and pg:
+        return Skipped(name, "none: the primary is external (KREDETE_POSTGRES_URL), its HA is the managed service's")
     if name == "postgres" and pg:
         return Skipped(name, f"external: KREDETE_POSTGRES_URL = {_shown(settings.postgres_url)}")
-    if name == "postgres-replica" and pg:
+    if name in ("postgres-replica", "postgres-replica2") and pg:
         if settings.postgres_replica_url is None:
             return Skipped(name, "none: KREDETE_POSTGRES_REPLICA_URL is unset, so reads go to the external "
                                  "primary (KREDETE_POSTGRES_URL)")
@@ -128,8 +162,9 @@ def skipped(only: Iterable[str] | None = None) -> list[Skipped]:
 
 def _with_dependencies(only: Iterable[str]) -> list[str]:
     names: list[str] = []
+    depends = HA_DEPENDS if profile() == "ha" else DEPENDS
     for name in only:
-        for dep in (*DEPENDS.get(name, ()), name):
+        for dep in (*depends.get(name, ()), name):
             if dep not in names:
                 names.append(dep)
     return names
@@ -163,7 +198,27 @@ def up(only: Iterable[str] | None = None, console: Console | None = None) -> lis
             console.log(f"{server.name}: {note}")
         console.log(f"{server.name}: provisioned in {t1 - t0:.1f}s, healthy in {t2 - t1:.1f}s")
         done.append(server.status())
+    _backups_ready({s.name for s in servers}, console)
     return done
+
+
+def _backups_ready(started: set[str], console: Console) -> None:
+    """Once the primary and S3 run: the pgBackRest repository and stanza for this cluster (made once per
+    cluster; WAL archiving fails, visibly, until then)."""
+    if profile() != "default" or not {"postgres", "s3"} <= started:
+        return
+    from kredete.stack import pgbackrest
+
+    primary = PostgresPrimary()
+    if pgbackrest.configured_cluster() == primary.system_identifier() and pgbackrest.conf_file().exists():
+        return
+    t0 = time.monotonic()
+    try:
+        with console.status("[bold]pgbackrest[/]: repository and stanza"):
+            repo = pgbackrest.setup_repository()
+        console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
+    except StackError as exc:
+        console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
 
 
 def down(only: Iterable[str] | None = None) -> None:

@@ -58,6 +58,13 @@ class FerretDBServer(Server):
         return f"FerretDB {ver} (PostgreSQL backend)"
 
     def _backend_url(self) -> str:
+        from config.settings import get_settings
+
+        if get_settings().stack_profile == "ha":
+            # HA profile: every Patroni member; pgx connects to the writable one, also after a failover.
+            hosts = ",".join(f"127.0.0.1:{p}" for p in ports.HA_POSTGRES)
+            return (f"postgres://ferretdb:{local_secrets()['postgres_ferretdb']}@{hosts}/ferretdb"
+                    "?pool_max_conns=20&target_session_attrs=primary")
         return (f"postgres://ferretdb:{local_secrets()['postgres_ferretdb']}@127.0.0.1:{ports.POSTGRES}/ferretdb"
                 "?pool_max_conns=20")
 
@@ -65,16 +72,25 @@ class FerretDBServer(Server):
         from kredete.stack.postgres import PostgresPrimary
 
         (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
-        primary = PostgresPrimary()
-        if not (primary.pid() and primary.healthy()):
-            raise StackError("FerretDB stores its data in the local PostgreSQL: start it first (`kredete stack up`)")
+        from config.settings import get_settings
+
+        if get_settings().stack_profile == "ha":
+            from kredete.stack import patroni
+
+            run_sql = patroni.psql
+        else:
+            primary = PostgresPrimary()
+            if not (primary.pid() and primary.healthy()):
+                raise StackError("FerretDB stores its data in the local PostgreSQL: start it first "
+                                 "(`kredete stack up`)")
+            run_sql = primary._psql
         pw = local_secrets()["postgres_ferretdb"]
         # Idempotent: a role owning one database, nothing else.
-        primary._psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferretdb') THEN "
-                      f"CREATE ROLE ferretdb LOGIN PASSWORD '{pw}'; ELSE ALTER ROLE ferretdb LOGIN PASSWORD '{pw}'; "
-                      "END IF; END $$")
-        if not primary._psql("SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").strip():
-            primary._psql("CREATE DATABASE ferretdb OWNER ferretdb")
+        run_sql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferretdb') THEN "
+                f"CREATE ROLE ferretdb LOGIN PASSWORD '{pw}'; ELSE ALTER ROLE ferretdb LOGIN PASSWORD '{pw}'; "
+                "END IF; END $$")
+        if not run_sql("SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").strip():
+            run_sql("CREATE DATABASE ferretdb OWNER ferretdb")
 
     def reset(self) -> None:
         from kredete.stack.postgres import PostgresPrimary
@@ -88,9 +104,11 @@ class FerretDBServer(Server):
         return self.binary.name
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        return [str(self.binary), "--handler=postgresql", f"--postgresql-url={self._backend_url()}",
+        # The backend URL carries a password: it goes in the environment, never on the command line.
+        return [str(self.binary), "--handler=postgresql",
                 f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.data_dir / 'state'}",
-                f"--debug-addr=127.0.0.1:{ports.MONGO_DEBUG}", "--telemetry=disable", "--log-level=WARN"], {}
+                f"--debug-addr=127.0.0.1:{ports.MONGO_DEBUG}", "--telemetry=disable", "--log-level=WARN"], \
+            {"FERRETDB_POSTGRESQL_URL": self._backend_url()}
 
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/kredete"

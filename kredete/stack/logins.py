@@ -15,7 +15,10 @@ ROLE_SECRETS = {"kredete_app": "postgres_app", "kredete_agent_ro": "postgres_age
 
 def is_local_stack(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.hostname in ("127.0.0.1", "localhost") and parts.port in (ports.POSTGRES, ports.POSTGRES_REPLICA)
+    hosts = parts.netloc.rpartition("@")[2].split(",")  # a multi-host URL (HA profile) names every member
+    local = {ports.POSTGRES, ports.POSTGRES_REPLICA, ports.POSTGRES_REPLICA2, *ports.HA_POSTGRES}
+    return all(h.rpartition(":")[0] in ("127.0.0.1", "localhost") and h.rpartition(":")[2].isdigit()
+               and int(h.rpartition(":")[2]) in local for h in hosts)
 
 
 def grant_local_logins(url: str) -> list[str]:

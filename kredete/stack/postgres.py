@@ -1,4 +1,9 @@
-"""PostgreSQL 15 primary and a streaming read replica, from Debian's `postgresql-15`."""
+"""PostgreSQL 15 primary and two streaming read replicas, from Debian's `postgresql-15`.
+
+The primary archives its WAL with pgBackRest (`archive_command`, settings in `.local/postgres/archive.conf`,
+written by kredete/stack/pgbackrest.py); each replica sets `cluster_name`, which its WAL receiver reports as
+its application_name in the primary's pg_stat_replication (how the store matches lag to a replica).
+"""
 
 from __future__ import annotations
 
@@ -91,6 +96,24 @@ class _PostgresBase(Server):
                 return line.split(":", 1)[1].strip()
         return None
 
+    def stop_fast(self, timeout: float = 60.0) -> None:
+        """Fast shutdown (SIGINT: open sessions are ended, a checkpoint is written), waiting until the
+        postmaster has removed its lock file, so a start right after cannot collide with it."""
+        import signal
+        import time
+
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while (self.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not os.path.exists(f"/proc/{pid}"):
+                self.pid_file.unlink(missing_ok=True)  # stopped as asked: not a stale pid file
+        self.stop()
+
     def _psql(self, sql: str, db: str = "postgres") -> str:
         pw = local_secrets()["postgres_superuser"]
         env = {**os.environ, "PGPASSWORD": pw}
@@ -126,7 +149,7 @@ class PostgresPrimary(_PostgresBase):
                 "listen_addresses = '127.0.0.1'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.data_dir}'\n"
-                "wal_level = replica\nmax_wal_senders = 5\nwal_keep_size = '256MB'\nhot_standby = on\n"
+                "wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '256MB'\nhot_standby = on\n"
                 "shared_buffers = '256MB'\nmax_connections = 200\n"
                 "log_min_duration_statement = 500\nlog_lock_waits = on\ndeadlock_timeout = '1s'\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
@@ -136,7 +159,46 @@ class PostgresPrimary(_PostgresBase):
         with hba.open("a") as fh:
             fh.write("host replication replicator 127.0.0.1/32 scram-sha-256\n")
 
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        from kredete.stack.pgbackrest import write_archive_conf
+
+        argv, env = super().command()
+        if (self.pgdata / "PG_VERSION").exists():
+            write_archive_conf(self)
+            self._include_archive_conf()
+        return argv, env
+
+    @property
+    def archive_conf(self) -> Path:
+        """WAL archiving settings (pgBackRest), included by postgresql.conf; absent: no archiving."""
+        return self.data_dir / "archive.conf"
+
+    def _include_archive_conf(self) -> None:
+        """Clusters made before archiving existed get the include line too (idempotent)."""
+        conf = self.pgdata / "postgresql.conf"
+        if not conf.exists():
+            return
+        line = f"include_if_exists = '{self.archive_conf}'\n"
+        if line not in conf.read_text():
+            with conf.open("a") as fh:
+                fh.write("# WAL archiving to the pgBackRest repository (kredete/stack/pgbackrest.py)\n" + line)
+
+    def start(self) -> None:
+        super().start()
+        # archive_mode needs a restart: a primary started before archiving was configured is restarted once.
+        if self.archive_conf.exists() and self._psql("SHOW archive_mode").strip() != "on":
+            self.notes.append("restarted to turn on WAL archiving (archive_mode needs a restart)")
+            self.stop_fast()
+            super().start()
+
     def after_start(self) -> None:
+        import time
+
+        # A restored data dir accepts read-only connections while it still replays WAL: wait for the end
+        # of recovery (promotion) before the one-time setup, which writes.
+        deadline = time.monotonic() + 1800
+        while self._psql("SELECT pg_is_in_recovery()").strip() == "t" and time.monotonic() < deadline:
+            time.sleep(0.5)
         secrets = local_secrets()
         exists = self._psql("SELECT 1 FROM pg_roles WHERE rolname = 'replicator'")
         if not exists.strip():
@@ -152,7 +214,11 @@ class PostgresReplica(_PostgresBase):
     name = "postgres-replica"
     port = ports.POSTGRES_REPLICA
 
-    def __init__(self, primary: PostgresPrimary) -> None:
+    def __init__(self, primary: PostgresPrimary, name: str | None = None, port: int | None = None) -> None:
+        if name:
+            self.name = name
+        if port:
+            self.port = port
         super().__init__()
         self.primary = primary
 
@@ -203,6 +269,7 @@ class PostgresReplica(_PostgresBase):
         standby = (self.pgdata / "standby.signal").exists() and (self.pgdata / "PG_VERSION").exists()
         if standby and not self.other_primary():
             self._follow_primary_port()
+            self._name_cluster()
             return
         # No standby yet, or one of a cluster the primary no longer is (its data is not the primary's): build.
         shutil.rmtree(self.pgdata, ignore_errors=True)
@@ -216,13 +283,25 @@ class PostgresReplica(_PostgresBase):
         run(argv, env=env, timeout=600)
         with (self.pgdata / "postgresql.auto.conf").open("a") as fh:
             fh.write(f"port = {self.port}\nunix_socket_directories = '{self.data_dir}'\n"
-                     "hot_standby_feedback = on\n")
+                     "hot_standby_feedback = on\n"
+                     # A standby never archives (archive_mode = on archives only on a primary), and the
+                     # primary's include file is not in this data dir anyway.
+                     "archive_mode = off\n")
+        self._name_cluster()
         # The replica accepts reads only; the password must survive in primary_conninfo.
         auto = self.pgdata / "postgresql.auto.conf"
         text = auto.read_text()
         if "password=" not in text:
             text = text.replace("user=replicator", f"user=replicator password={secrets['postgres_replicator']}")
             auto.write_text(text)
+
+    def _name_cluster(self) -> None:
+        """cluster_name = this server's name: the primary's pg_stat_replication shows it as application_name."""
+        auto = self.pgdata / "postgresql.auto.conf"
+        text = auto.read_text()
+        if f"cluster_name = '{self.name}'" not in text:
+            text = re.sub(r"(?m)^cluster_name = .*\n", "", text)
+            auto.write_text(text + f"cluster_name = '{self.name}'\n")
 
     def _follow_primary_port(self) -> None:
         """Point primary_conninfo at the primary's current port (KREDETE_PORT_POSTGRES may have moved it)."""

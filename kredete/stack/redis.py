@@ -51,6 +51,9 @@ class RedisServer(Server):
             f"user agent on >{s['redis_agent']} ~cache:* ~ff:* ~lb:* ~qemb:* ~rl:* &inval:* "
             "-@all +@read +@connection +zadd +zremrangebyscore +expire +pexpire +multi +exec +eval +evalsha "
             "+script|load +setex +set\n"
+            # Backups (kredete backup redis): may only stream an RDB snapshot (redis-cli --rdb) and ask when
+            # the last one was saved; no key access.
+            f"user backup on >{s['redis_backup']} -@all +ping +info +lastsave +replconf +sync +psync\n"
         )
         os.chmod(conf, 0o600)
 

@@ -31,7 +31,17 @@ def alembic_config(url: str) -> Config:
 
 
 def _sync_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    """The SQLAlchemy (psycopg) form of a libpq URL; a multi-host URL (HA profile) becomes repeated `host=`
+    query parameters, the form SQLAlchemy parses."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = "&".join([*(f"host={h}" for h in hosts.split(",")), *([parts.query] if parts.query else [])])
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@" if userinfo else "", query=query))
 
 
 def _guard(exc: Exception, url: str) -> StoreUnavailable:

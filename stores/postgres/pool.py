@@ -1,10 +1,20 @@
-"""PostgreSQL adapter: an asyncpg pool on the primary and one on the read replica."""
+"""PostgreSQL adapter: an asyncpg pool on the primary and one per read replica.
+
+A replica URL may name several hosts, libpq style (`postgresql://u:p@h1:5433,h2:5434/db`): each host gets its
+own pool and reads are spread over them (round robin). A replica that is down, promoted, not streaming from
+this primary, or lagging past `max_lag_bytes` / `max_lag_s` is skipped until it recovers; with none left,
+reads go to the primary. Lag comes from the primary's `pg_stat_replication` (bytes behind in WAL and
+`replay_lag`), matched to a replica by its `cluster_name` (the WAL receiver's application_name).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -12,6 +22,26 @@ from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact
 
 _CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
                    asyncpg.ConnectionDoesNotExistError, asyncpg.TooManyConnectionsError)
+
+#: Lag of every standby, seen from the primary; lsn columns need pg_monitor (NULL otherwise: then the
+#: replica's own replay position is compared with the primary's current one).
+_LAG_SQL = ("SELECT application_name, state, sync_state, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes, "
+            "EXTRACT(EPOCH FROM replay_lag)::float8 AS lag_s FROM pg_stat_replication")
+
+
+def split_hosts(url: str) -> list[str]:
+    """One URL per host of a libpq multi-host URL (a single-host URL comes back alone)."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return [url]
+    prefix = f"{userinfo}@" if userinfo else ""
+    return [urlunsplit(parts._replace(netloc=prefix + h)) for h in hosts.split(",") if h]
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, read_only: bool,
@@ -30,7 +60,7 @@ async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, r
             asyncpg.InvalidCatalogNameError) as exc:
         raise StoreConfigError(f"PostgreSQL refused the credentials or database of {redact_url(url)}",
                                store="postgres") from exc
-    except _CONNECT_ERRORS as exc:
+    except (*_CONNECT_ERRORS, asyncpg.TargetServerAttributeNotMatched) as exc:
         raise StoreUnavailable(f"PostgreSQL at {redact_url(url)} is unreachable ({type(exc).__name__})",
                                store="postgres") from exc
     except ValueError as exc:
@@ -41,32 +71,82 @@ def _connection_failed(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"PostgreSQL connection failed ({type(exc).__name__})", store="postgres")
 
 
-class PostgresStore:
-    """Primary pool for writes, replica pool for reads that tolerate replication lag.
+@dataclass
+class ReplicaState:
+    """One read replica: its pool (None while down), why it is skipped, and its last measured lag."""
 
-    A replica that is down (at connect or later) is not given up on: reads go to the primary meanwhile and
-    the replica pool is re-created in the background, with a backoff of `replica_retry_s` (first, most)
-    seconds between attempts; reads route back to it as soon as it connects.
+    url: str
+    pool: asyncpg.Pool | None = None
+    #: Its `cluster_name`, the application_name its WAL receiver shows in the primary's pg_stat_replication.
+    name: str = ""
+    #: Why it is not connected (last connect error); None when connected.
+    error: str | None = None
+    #: Why reads skip it although connected (lagging, promoted, not streaming); None when in use.
+    skipped: str | None = None
+    lag_bytes: int | None = None
+    lag_s: float | None = None
+    sync_state: str | None = None
+    retry_at: float = 0.0
+    retry_delay: float = 0.0
+    retry_task: asyncio.Task[None] | None = None
+
+    @property
+    def host(self) -> str:
+        return _host_of(self.url)
+
+    @property
+    def in_use(self) -> bool:
+        return self.pool is not None and self.skipped is None
+
+    def describe(self) -> dict[str, object]:
+        return {"host": self.host, "name": self.name or None, "connected": self.pool is not None,
+                "in_use": self.in_use, "lag_bytes": self.lag_bytes, "lag_s": self.lag_s,
+                "sync_state": self.sync_state, "error": self.error, "skipped": self.skipped}
+
+
+class PostgresStore:
+    """Primary pool for writes, replica pools for reads that tolerate replication lag.
+
+    A replica that is down (at connect or later) is not given up on: reads go to the other replicas (or the
+    primary) meanwhile and its pool is re-created in the background, with a backoff of `replica_retry_s`
+    (first, most) seconds between attempts. Lag is re-measured at most every `lag_check_s` seconds, in the
+    background of the reads that need it.
+
+    The primary URL may be multi-host with `target_session_attrs=primary` (the HA profile): asyncpg then
+    connects to whichever host is the primary, so after a failover new connections find the new primary.
     """
 
     def __init__(self, primary_url: str, replica_url: str | None = None, *, timeout: float = 5.0,
                  statement_timeout_ms: int = 5000, read_only: bool = False, min_size: int = 1,
-                 max_size: int = 10, replica_retry_s: tuple[float, float] = (1.0, 30.0)) -> None:
+                 max_size: int = 10, replica_retry_s: tuple[float, float] = (1.0, 30.0),
+                 max_lag_bytes: int = 16 * 1024 * 1024, max_lag_s: float = 5.0, lag_check_s: float = 1.0) -> None:
         self._primary_url = primary_url
-        self._replica_url = replica_url
         self._timeout = timeout
         self._statement_timeout_ms = statement_timeout_ms
         self._read_only = read_only
         self._sizes = (min_size, max_size)
         self.primary: asyncpg.Pool | None = None
-        self.replica: asyncpg.Pool | None = None
-        self._reconnect = asyncio.Lock()
         self._retry_first, self._retry_max = replica_retry_s
-        self._retry_delay = self._retry_first
-        self._retry_at = 0.0
-        self._retry_task: asyncio.Task[None] | None = None
-        #: Why the replica is not in use (the last connect error), for health().
-        self.replica_error: str | None = None
+        self.replicas = [ReplicaState(u, retry_delay=self._retry_first) for u in split_hosts(replica_url)] \
+            if replica_url else []
+        self._reconnect = asyncio.Lock()
+        self._rr = itertools.count()
+        self.max_lag_bytes, self.max_lag_s, self._lag_check_s = max_lag_bytes, max_lag_s, lag_check_s
+        self._lag_checked_at = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
+
+    # --- compatibility: one replica --------------------------------------------------------------
+    @property
+    def replica(self) -> asyncpg.Pool | None:
+        """The first replica pool in use (None when reads go to the primary)."""
+        return next((r.pool for r in self.replicas if r.in_use), None)
+
+    @property
+    def replica_error(self) -> str | None:
+        """Why no replica is in use, when none is."""
+        if self.replica is not None or not self.replicas:
+            return None
+        return "; ".join(f"{r.host}: {r.error or r.skipped or 'not connected yet'}" for r in self.replicas)
 
     def _kw(self) -> dict[str, object]:
         return {"timeout": self._timeout, "statement_timeout_ms": self._statement_timeout_ms,
@@ -74,103 +154,196 @@ class PostgresStore:
 
     async def connect(self) -> PostgresStore:
         self.primary = await _create_pool(self._primary_url, read_only=self._read_only, **self._kw())
-        if self._replica_url and self.replica is None:
-            try:
-                self.replica = await _create_pool(self._replica_url, read_only=True, **self._kw())
-                self.replica_error = None
-            except StoreUnavailable as exc:
-                # Reads fall back to the primary while the replica is down; it is retried lazily.
-                self._replica_failed(str(exc))
+        await asyncio.gather(*(self._open_replica(r, strict=True) for r in self.replicas if r.pool is None))
         return self
 
+    async def _open_replica(self, rep: ReplicaState, *, strict: bool = False) -> None:
+        """Connect one replica; a refused login or database raises when `strict` (a configuration error),
+        anything else marks it down and schedules a retry."""
+        try:
+            pool = await _create_pool(rep.url, read_only=True, **self._kw())
+            async with pool.acquire(timeout=self._timeout) as conn:
+                rep.name = await conn.fetchval("SELECT current_setting('cluster_name')") or ""
+        except StoreConfigError as exc:
+            # A database missing on the replica may be one just created on the primary, not replayed yet.
+            if strict and not isinstance(exc.__cause__, asyncpg.InvalidCatalogNameError):
+                raise
+            self._replica_failed(rep, f"PostgreSQL replica {rep.host} refused the login or database")
+            return
+        except StoreError as exc:
+            # Reads go elsewhere while this replica is down; it is retried lazily.
+            self._replica_failed(rep, str(exc))
+            return
+        except _CONNECT_ERRORS as exc:
+            with contextlib.suppress(Exception):
+                pool.terminate()
+            self._replica_failed(rep, f"PostgreSQL replica {rep.host} failed ({type(exc).__name__})")
+            return
+        if self.primary is None:  # closed meanwhile
+            await pool.close()
+            return
+        rep.pool, rep.error, rep.retry_delay = pool, None, self._retry_first
+
     async def close(self) -> None:
-        task, self._retry_task = self._retry_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for pool in (self.replica, self.primary):
-            if pool is not None:
-                await pool.close()
-        self.primary = self.replica = None
+        tasks = [r.retry_task for r in self.replicas] + [self._lag_task]
+        for r in self.replicas:
+            r.retry_task = None
+        self._lag_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for rep in self.replicas:
+            if rep.pool is not None:
+                await rep.pool.close()
+                rep.pool = None
+        if self.primary is not None:
+            await self.primary.close()
+        self.primary = None
 
-    def _replica_failed(self, why: str) -> None:
-        """Stop routing reads to the replica; schedule the next attempt after the current backoff."""
+    def _replica_failed(self, rep: ReplicaState, why: str) -> None:
+        """Stop routing reads to this replica; schedule its next attempt after the current backoff."""
         loop = asyncio.get_running_loop()
-        self.replica_error = why
-        self._retry_at = loop.time() + self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, self._retry_max)
+        rep.error = why
+        rep.retry_at = loop.time() + rep.retry_delay
+        rep.retry_delay = min(rep.retry_delay * 2, self._retry_max)
 
-    def _replica_lost(self, pool: asyncpg.Pool, exc: BaseException) -> None:
+    def _replica_lost(self, rep: ReplicaState, pool: asyncpg.Pool, exc: BaseException) -> None:
         """The replica refused a new connection: drop its pool (its connections are dead), retry later.
 
-        A timeout or a full pool is load, not an outage: that read goes to the primary, the pool stays.
+        A timeout or a full pool is load, not an outage: that read goes elsewhere, the pool stays.
         """
         if isinstance(exc, (TimeoutError, asyncpg.TooManyConnectionsError)):
             return
-        if self.replica is pool:
-            self.replica = None
+        if rep.pool is pool:
+            rep.pool = None
             pool.terminate()
-            self._retry_delay = self._retry_first
-            self._replica_failed(f"PostgreSQL replica connection failed ({type(exc).__name__})")
+            rep.retry_delay = self._retry_first
+            self._replica_failed(rep, f"PostgreSQL replica {rep.host} connection failed ({type(exc).__name__})")
 
-    def _maybe_retry_replica(self) -> None:
-        if self._retry_task is not None or asyncio.get_running_loop().time() < self._retry_at:
-            return
-        self._retry_task = asyncio.get_running_loop().create_task(self._retry_replica())
+    def _maybe_retry_replicas(self) -> None:
+        loop = asyncio.get_running_loop()
+        for rep in self.replicas:
+            if rep.pool is None and rep.retry_task is None and loop.time() >= rep.retry_at:
+                rep.retry_task = loop.create_task(self._retry_replica(rep))
 
-    async def _retry_replica(self) -> None:
+    async def _retry_replica(self, rep: ReplicaState) -> None:
         try:
-            pool = await _create_pool(self._replica_url, read_only=True, **self._kw())
-        except StoreError as exc:
-            self._replica_failed(str(exc))
-        else:
-            if self.primary is None:  # closed meanwhile
-                await pool.close()
-            else:
-                self.replica, self.replica_error = pool, None
-                self._retry_delay = self._retry_first
+            await self._open_replica(rep)
         finally:
-            self._retry_task = None
+            rep.retry_task = None
 
-    async def _pool(self, replica: bool) -> asyncpg.Pool:
+    # --- lag ---------------------------------------------------------------------------------------
+    def _maybe_check_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._lag_task is None and loop.time() - self._lag_checked_at >= self._lag_check_s:
+            self._lag_checked_at = loop.time()
+            self._lag_task = loop.create_task(self._check_lag_bg())
+
+    async def _check_lag_bg(self) -> None:
+        try:
+            await self.check_lag()
+        except Exception:  # noqa: S110 - a failed measurement leaves the last verdict; the next read retries
+            pass
+        finally:
+            self._lag_task = None
+
+    async def check_lag(self) -> list[dict[str, object]]:
+        """Measure every connected replica's lag now (pg_stat_replication on the primary) and decide which
+        ones reads may use; returns the per-replica picture (as `health()` shows it)."""
+        if self.primary is None:
+            await self.connect()
+        async with self.primary.acquire(timeout=self._timeout) as conn:
+            rows = {r["application_name"]: r for r in await conn.fetch(_LAG_SQL)}
+            current = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+        for rep in self.replicas:
+            if rep.pool is None:
+                continue
+            try:
+                async with rep.pool.acquire(timeout=self._timeout) as conn:
+                    standby, behind = await conn.fetchrow(
+                        "SELECT pg_is_in_recovery(), "
+                        "pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::bigint", current)
+            except _CONNECT_ERRORS as exc:
+                self._replica_lost(rep, rep.pool, exc)
+                continue
+            row = rows.get(rep.name) if rep.name else None
+            rep.sync_state = row["sync_state"] if row else None
+            rep.lag_bytes = row["lag_bytes"] if row is not None and row["lag_bytes"] is not None else behind
+            rep.lag_s = row["lag_s"] if row is not None else None
+            if rep.lag_s is None and rep.lag_bytes == 0:
+                rep.lag_s = 0.0  # idle and caught up: pg_stat_replication clears replay_lag
+            if not standby:
+                rep.skipped = "not a standby (promoted?)"
+            elif rep.name and rows and row is None:
+                rep.skipped = f"not streaming from this primary (no `{rep.name}` in pg_stat_replication)"
+            elif row is not None and row["state"] != "streaming":
+                rep.skipped = f"WAL sender state {row['state']}"
+            elif rep.lag_bytes is not None and rep.lag_bytes > self.max_lag_bytes:
+                rep.skipped = f"lagging {rep.lag_bytes} bytes (> {self.max_lag_bytes})"
+            elif rep.lag_s is not None and rep.lag_s > self.max_lag_s:
+                rep.skipped = f"lagging {rep.lag_s:.1f} s (> {self.max_lag_s:g})"
+            else:
+                rep.skipped = None
+        return [r.describe() for r in self.replicas]
+
+    # --- routing -----------------------------------------------------------------------------------
+    async def _primary_pool(self) -> asyncpg.Pool:
         if self.primary is None:
             # Down at start (or closed): try again, bounded by the connect timeout, so a server that
             # comes back is used without restarting the process.
             async with self._reconnect:
                 if self.primary is None:
                     await self.connect()
-        if replica and self.replica is None and self._replica_url:
-            self._maybe_retry_replica()  # in the background: this read goes to the primary
-        return self.replica if (replica and self.replica is not None) else self.primary
+        return self.primary
+
+    def _pick_replica(self, exclude: set[int] | None = None) -> ReplicaState | None:
+        """Round robin over the replicas in use (None: read on the primary)."""
+        if not self.replicas:
+            return None
+        self._maybe_retry_replicas()
+        self._maybe_check_lag()
+        usable = [r for r in self.replicas if r.in_use and id(r) not in (exclude or set())]
+        if not usable:
+            return None
+        return usable[next(self._rr) % len(usable)]
 
     @contextlib.asynccontextmanager
     async def connection(self, *, replica: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; `replica=True` routes to the read replica when there is one.
+        """A pooled connection; `replica=True` routes to a read replica in use when there is one.
 
-        When the replica cannot give a connection, the read goes to the primary (and the replica is
-        retried in the background); a failure once the connection is in use is raised as StoreUnavailable.
+        When a replica cannot give a connection, the read goes to another one or the primary (and that
+        replica is retried in the background); a failure once the connection is in use is raised as
+        StoreUnavailable.
         """
-        pool = await self._pool(replica)
-        on_replica = replica and pool is self.replica and self.replica is not None
-        try:
-            conn = await pool.acquire(timeout=self._timeout)
-        except _CONNECT_ERRORS as exc:
-            if not on_replica:
-                raise _connection_failed(exc) from exc
-            self._replica_lost(pool, exc)
-            pool, on_replica = await self._pool(False), False
+        primary = await self._primary_pool()
+        tried: set[int] = set()
+        rep = self._pick_replica() if replica else None
+        pool, conn = primary, None
+        while rep is not None:
+            pool = rep.pool
             try:
                 conn = await pool.acquire(timeout=self._timeout)
-            except _CONNECT_ERRORS as exc2:
-                raise _connection_failed(exc2) from exc2
+                break
+            except _CONNECT_ERRORS as exc:
+                self._replica_lost(rep, pool, exc)
+                tried.add(id(rep))
+                rep = self._pick_replica(tried)
+                pool = primary
+        if conn is None:
+            pool = await self._primary_pool()
+            try:
+                conn = await pool.acquire(timeout=self._timeout)
+            except _CONNECT_ERRORS as exc:
+                raise _connection_failed(exc) from exc
         try:
             yield conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.
             raise _connection_failed(exc) from exc
         finally:
-            if pool is self.primary or pool is self.replica:
+            if pool is self.primary or any(pool is r.pool for r in self.replicas):
                 await pool.release(conn)
             else:  # the pool was dropped (replica lost) or closed meanwhile
                 with contextlib.suppress(Exception):
@@ -185,17 +358,22 @@ class PostgresStore:
             yield conn
 
     async def health(self) -> dict[str, object]:
-        """Round trip to the primary and the replica; replication lag in seconds."""
+        """Round trip to the primary; each replica's state and its lag from pg_stat_replication."""
         out: dict[str, object] = {}
         async with self.connection() as conn:
             out["primary"] = await conn.fetchval("SELECT 1") == 1
-        if self.replica is not None:
-            async with self.connection(replica=True) as conn:
-                out["replica"] = await conn.fetchval("SELECT pg_is_in_recovery()")
-                out["replica_lag_s"] = await conn.fetchval(
-                    "SELECT COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)::float")
+        if self.replicas:
+            try:
+                out["replicas"] = await self.check_lag()
+            except (*_CONNECT_ERRORS, asyncpg.PostgresError) as exc:
+                out["replicas"] = [r.describe() for r in self.replicas]
+                out["lag_error"] = type(exc).__name__
+            in_use = [r for r in self.replicas if r.in_use]
+            out["replica"] = bool(in_use)
+            out["replica_lag_s"] = max((r.lag_s or 0.0 for r in in_use), default=None)
+            out["replica_lag_bytes"] = max((r.lag_bytes or 0 for r in in_use), default=None)
+            if not in_use:
+                out["replica_error"] = self.replica_error or "not connected yet"
         else:
             out["replica"] = False
-            if self._replica_url:
-                out["replica_error"] = self.replica_error or "not connected yet"
         return out

@@ -72,17 +72,19 @@ async def _eventually_on_replica(store: PostgresStore, want: bool, timeout: floa
 
 @pytest.fixture
 async def forwarder(settings):
-    from urllib.parse import urlsplit
+    from config import ports
 
-    fwd = Forwarder(urlsplit(settings.postgres_replica_url.get_secret_value()).port)
+    fwd = Forwarder(ports.POSTGRES_REPLICA)
     yield fwd
     await fwd.stop()
 
 
 async def test_replica_down_at_connect_is_used_once_it_listens(settings, forwarder):
+    from config import ports
+
     primary = settings.postgres_url.get_secret_value()
-    replica = settings.postgres_replica_url.get_secret_value().replace(f":{forwarder.target}/",
-                                                                       f":{forwarder.port}/")
+    # One replica only, reached through the forwarder (the settings' URL names both replicas).
+    replica = primary.replace(f":{ports.POSTGRES}/", f":{forwarder.port}/")
     store = await PostgresStore(primary, replica, timeout=2.0, replica_retry_s=(0.2, 1.0)).connect()
     try:
         assert store.replica is None, "nothing listens on the replica port yet"

@@ -51,12 +51,13 @@ def test_nothing_set_means_the_whole_local_stack(env):
 
     s = resolve()
     assert f":{ports.POSTGRES}/" in s.postgres_url.get_secret_value()
-    assert f":{ports.POSTGRES_REPLICA}/" in s.postgres_replica_url.get_secret_value()
+    assert f"127.0.0.1:{ports.POSTGRES_REPLICA},127.0.0.1:{ports.POSTGRES_REPLICA2}/" in \
+        s.postgres_replica_url.get_secret_value(), "reads spread over both replicas (multi-host URL)"
     assert "kredete_agent_ro" in s.postgres_agent_url.get_secret_value()
     assert s.s3_secret_key is not None and s.s3_dr_url is not None
     run, not_run = _planned()
-    assert run == ["postgres", "postgres-replica", "redis", "mongo", "opensearch", "s3-audit", "s3-cold", "s3",
-                   "s3-dr"]
+    assert run == ["postgres", "postgres-replica", "postgres-replica2", "redis", "mongo", "opensearch", "s3-audit",
+                   "s3-cold", "s3", "s3-dr"]
     assert not not_run
 
 

@@ -85,8 +85,8 @@ def wait_on_replica(replica_admin_url: str, name: str, timeout: float = 30.0) ->
 
 @pytest.fixture(scope="session")
 def pg_stack(session_stack) -> None:
-    """Only the primary and the replica; stopped at the end of the session if this session started them."""
-    session_stack.need(["postgres", "postgres-replica"])
+    """Only the primary and the two replicas; stopped at the end of the session if this session started them."""
+    session_stack.need(["postgres", "postgres-replica", "postgres-replica2"])
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +105,10 @@ def fresh_database(template: str | None) -> PgUrls:
     name = f"kredete_test_{secrets.token_hex(5)}"
     urls = make_urls(name)
     create_database(urls.admin, name, template)
-    wait_on_replica(_with_db(urls.service_replica, "postgres"), name)
+    from stores.postgres.pool import split_hosts
+
+    for replica in split_hosts(urls.service_replica):
+        wait_on_replica(_with_db(replica, "postgres"), name)
     return urls
 
 

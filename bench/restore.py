@@ -1,0 +1,200 @@
+"""Backups and recovery at size: pgBackRest vs pg_basebackup, the restore drill's RPO/RTO, replica lag.
+
+On the running local stack (default profile, `kredete stack up`):
+  1. seed `kredete_restorebench` with the seeder of bench/seed.py (default 1M transactions), sampling both
+     replicas' lag from pg_stat_replication every 0.25 s meanwhile (goal: p99 <= 1 s);
+  2. a full pgBackRest backup of the cluster (compressed, encrypted, to S3 over TLS) beside a plain
+     `pg_basebackup` of the same cluster in the same run (tar to a byte counter: read + transfer only);
+  3. `kredete drill restore` on that dataset: RPO and RTO (goals: RPO <= 60 s, RTO <= 300 s).
+Writes bench/results/restore.json and prints a table.
+
+    .venv/bin/python bench/restore.py --transactions 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from config.settings import resolve  # noqa: E402
+from evals.harness import percentile  # noqa: E402
+from kredete.seed.payments import SeedConfig, seed_payments  # noqa: E402
+from stores.crypto import FieldCipher  # noqa: E402
+from stores.postgres import migrate  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "restore.json"
+DB = "kredete_restorebench"
+KREDETE = str(Path(sys.executable).with_name("kredete"))
+
+
+def _db_url(base: str, name: str) -> str:
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+async def sample_lag(primary: str, stop: asyncio.Event, samples: dict[str, list[float]]) -> None:
+    """replay_lag of every standby from pg_stat_replication (0 when caught up and idle)."""
+    conn = await asyncpg.connect(primary)
+    try:
+        while not stop.is_set():
+            for row in await conn.fetch(
+                    "SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 AS lag, "
+                    "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes FROM pg_stat_replication"):
+                samples.setdefault(row["application_name"], []).append(row["lag"])
+                samples.setdefault(row["application_name"] + ":bytes", []).append(float(row["bytes"] or 0))
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+
+
+async def seed(transactions: int, per_user: int, console: Console) -> tuple[float, dict[str, list[float]]]:
+    s = resolve()
+    base = s.postgres_url.get_secret_value()
+    admin = await asyncpg.connect(_db_url(base, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {DB}")
+    finally:
+        await admin.close()
+    url = _db_url(base, DB)
+    migrate.upgrade(url)
+    samples: dict[str, list[float]] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_lag(_db_url(base, "postgres"), stop, samples))
+    conn = await asyncpg.connect(url, command_timeout=3600)
+    t0 = time.monotonic()
+    try:
+        with console.status(f"seeding {transactions:,} transactions"):
+            await seed_payments(conn, SeedConfig(users=max(1, transactions // per_user), seed=42,
+                                                 transactions_per_user=per_user), FieldCipher.from_settings(s))
+    finally:
+        await conn.close()
+        stop.set()
+        await sampler
+    return time.monotonic() - t0, samples
+
+
+def cluster_bytes() -> int:
+    from kredete.stack.postgres import PostgresPrimary
+
+    return int(PostgresPrimary()._psql("SELECT sum(pg_database_size(datname)) FROM pg_database").strip())
+
+
+def pg_basebackup_seconds() -> tuple[float, int]:
+    """A plain pg_basebackup of the same cluster: tar on stdout into a byte counter (no disk write)."""
+    from config.secrets import local_secrets
+    from kredete.stack.postgres import PG_BIN, PostgresPrimary
+
+    primary = PostgresPrimary()
+    env = {**os.environ, "PGPASSWORD": local_secrets()["postgres_replicator"]}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U",
+                             "replicator", "-D", "-", "-Ft", "-X", "fetch", "-c", "fast"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    total = 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    if proc.wait() != 0:
+        raise RuntimeError(f"pg_basebackup failed: {proc.stderr.read().decode()[-500:]}")
+    return time.monotonic() - t0, total
+
+
+def kredete(*args: str, env: dict[str, str] | None = None, timeout: float = 7200) -> subprocess.CompletedProcess:
+    proc = subprocess.run([KREDETE, *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env or os.environ.copy())
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"kredete {' '.join(args)}: {proc.stderr[-2000:]}")
+    return proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transactions", type=int, default=1_000_000)
+    ap.add_argument("--per-user", type=int, default=10)
+    ap.add_argument("--load-s", type=float, default=60.0, help="write load before the drill's cut")
+    ap.add_argument("--skip-seed", action="store_true", help=f"reuse {DB} from an earlier run")
+    args = ap.parse_args()
+    console = Console()
+    result: dict[str, object] = {"transactions": args.transactions}
+    if not args.skip_seed:
+        seconds, samples = asyncio.run(seed(args.transactions, args.per_user, console))
+        lag = {name: {"p50_s": round(percentile(v, 50), 3), "p99_s": round(percentile(v, 99), 3),
+                      "max_s": round(max(v), 3), "samples": len(v)}
+               for name, v in samples.items() if not name.endswith(":bytes")}
+        lag_bytes = {name.removesuffix(":bytes"): {"p99_bytes": int(percentile(v, 99)), "max_bytes": int(max(v))}
+                     for name, v in samples.items() if name.endswith(":bytes")}
+        result["seed_seconds"] = round(seconds, 1)
+        result["replica_lag_under_seed_load"] = lag
+        result["replica_lag_bytes_under_seed_load"] = lag_bytes
+    size = cluster_bytes()
+    result["cluster_bytes"] = size
+    console.print(f"cluster: {size / 1e9:.2f} GB; pgBackRest full backup ...")
+    t0 = time.monotonic()
+    proc = kredete("backup", "run", "--type", "full")
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    backup = json.loads(proc.stdout.strip().splitlines()[-1])
+    pgbr_s = time.monotonic() - t0
+    console.print("pg_basebackup of the same cluster ...")
+    base_s, base_bytes = pg_basebackup_seconds()
+    result["backup"] = {
+        "pgbackrest_full_s": round(pgbr_s, 1), "pgbackrest_db_bytes": backup["size_bytes"],
+        "pgbackrest_repo_bytes": backup["repo_bytes"],
+        "pgbackrest_mb_s": round(backup["size_bytes"] / 1e6 / pgbr_s, 1),
+        "pg_basebackup_s": round(base_s, 1), "pg_basebackup_bytes": base_bytes,
+        "pg_basebackup_mb_s": round(base_bytes / 1e6 / base_s, 1),
+    }
+    result["backup"]["ratio_pgbackrest_vs_pg_basebackup"] = round(
+        result["backup"]["pgbackrest_mb_s"] / result["backup"]["pg_basebackup_mb_s"], 2)
+    console.print(f"restore drill on {DB} ({args.load_s:.0f} s of load) ...")
+    env = {**os.environ, "KREDETE_POSTGRES_DB": DB}
+    drill = kredete("drill", "restore", "--users", "10", "--load-s", str(args.load_s), "--json", env=env)
+    lines = drill.stdout.strip().splitlines()
+    m = re.fullmatch(r"RPO=([\d.]+) RTO=([\d.]+) lost_acknowledged=(\d+)", lines[-1] if lines else "")
+    report = json.loads(lines[-2]) if len(lines) >= 2 else {}
+    result["drill_restore"] = {"line": lines[-1] if lines else drill.stderr[-500:], "ok": drill.returncode == 0,
+                               "rpo_s": float(m[1]) if m else None, "rto_s": float(m[2]) if m else None,
+                               "lost_acknowledged": int(m[3]) if m else None, "details": report.get("details"),
+                               "failures": report.get("failures")}
+    result["goals"] = {
+        "rpo_le_60s": bool(m and float(m[1]) <= 60), "rto_le_300s": bool(m and float(m[2]) <= 300),
+        "replica_lag_p99_le_1s": all(v["p99_s"] <= 1.0 for v in result.get("replica_lag_under_seed_load", {}).values())
+        if "replica_lag_under_seed_load" in result else None,
+    }
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"backups and recovery, {args.transactions:,} transactions ({size / 1e9:.2f} GB cluster)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    b = result["backup"]
+    table.add_row("pgBackRest full backup (lz4 + AES-256, S3 over TLS)", f"{b['pgbackrest_full_s']} s, "
+                  f"{b['pgbackrest_mb_s']} MB/s")
+    table.add_row("pg_basebackup (tar, no compression, no upload)", f"{b['pg_basebackup_s']} s, "
+                  f"{b['pg_basebackup_mb_s']} MB/s")
+    table.add_row("throughput ratio pgBackRest / pg_basebackup", str(b["ratio_pgbackrest_vs_pg_basebackup"]))
+    for name, v in result.get("replica_lag_under_seed_load", {}).items():
+        table.add_row(f"replay lag under the seed load, {name} p50 / p99 / max",
+                      f"{v['p50_s']} / {v['p99_s']} / {v['max_s']} s")
+    table.add_row("restore drill", str(result["drill_restore"]["line"]))
+    console.print(table)
+    console.print(f"results: {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

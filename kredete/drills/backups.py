@@ -1,0 +1,140 @@
+"""Backups with pgBackRest: run one (full, differential or incremental), list them, verify the repository.
+
+What is backed up is the whole PostgreSQL cluster: the payments database and FerretDB's `ferretdb` database
+(the credit store) together, so one restore brings both back to the same instant.
+
+Schedule (the MCP server never runs backups; a scheduler does), e.g. cron on the database host:
+
+    15 1 * * 0    kredete backup run --type full     # weekly full, Sunday 01:15
+    15 1 * * 1-6  kredete backup run --type diff     # daily differential
+    15 * * * *    kredete backup run --type incr     # hourly incremental (skipped while another runs: lock)
+
+Each run ends with pgBackRest's `expire` (35-day time-based retention), and between runs the primary's WAL
+archiving (archive_timeout) keeps the point-in-time window continuous.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from rich.console import Console
+
+from config.errors import StackError
+from kredete.drills import oplog
+from kredete.stack import pgbackrest
+
+BackupType = Literal["full", "diff", "incr"]
+
+
+def status_file():
+    """Last backup and archive status, for monitoring (a textfile exporter or the ops command reads it)."""
+    return pgbackrest.home() / "status.json"
+
+
+def _ts(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
+
+
+def ensure_ready() -> None:
+    """Repository configured and stanza created (idempotent; cheap when already done)."""
+    if not pgbackrest.conf_file().exists() or not pgbackrest.configured_cluster():
+        pgbackrest.setup_repository()
+
+
+def run_backup(kind: BackupType, console: Console) -> dict[str, Any]:
+    """One backup with progress, audited; Ctrl-C stops it (the next run of the same type resumes it)."""
+    ensure_ready()
+    before = {b["label"] for b in backups()}
+    log = pgbackrest.log_dir() / f"{pgbackrest.STANZA}-backup.log"
+    argv = [pgbackrest.BIN, f"--config={pgbackrest.conf_file()}", f"--stanza={pgbackrest.STANZA}",
+            "--log-level-file=detail", "backup", f"--type={kind}"]
+    user = pgbackrest._run_user()
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+    t0 = time.monotonic()
+    resource = f"pgbackrest:{pgbackrest.STANZA}"
+    try:
+        proc = oplog.run_with_progress(argv, description=f"backup ({kind})", log=log, console=console,
+                                       cwd=pgbackrest.home())
+    except KeyboardInterrupt:
+        oplog.audit("backup.run", resource, decision="error", reason="interrupted by the operator",
+                    console=console, type=kind)
+        raise
+    elapsed = time.monotonic() - t0
+    if proc.returncode != 0:
+        message = pgbackrest.explain(proc, "backup")
+        oplog.audit("backup.run", resource, decision="error", reason=message[:500], console=console, type=kind)
+        write_status()
+        raise StackError(message)
+    new = [b for b in backups() if b["label"] not in before]
+    made = new[-1] if new else backups()[-1]
+    result = {"label": made["label"], "type": made["type"], "seconds": round(elapsed, 1),
+              "size_bytes": made["info"]["size"], "repo_bytes": made["info"]["repository"]["delta"],
+              "start": _ts(made["timestamp"]["start"]), "stop": _ts(made["timestamp"]["stop"])}
+    oplog.audit("backup.run", resource, console=console, **result)
+    write_status()
+    return result
+
+
+def backups(cluster: str | None = None) -> list[dict[str, Any]]:
+    return pgbackrest.info(cluster).get("backup", [])
+
+
+def archiver() -> dict[str, Any]:
+    """pg_stat_archiver of the primary: what was pushed last and what failed last."""
+    from kredete.stack.postgres import PostgresPrimary
+
+    row = PostgresPrimary()._psql(
+        "SELECT json_build_object('archived_count', archived_count, 'last_archived_wal', last_archived_wal, "
+        "'last_archived_time', last_archived_time, 'failed_count', failed_count, 'last_failed_wal', "
+        "last_failed_wal, 'last_failed_time', last_failed_time) FROM pg_stat_archiver")
+    data = json.loads(row)
+    failed, ok = data.get("last_failed_time"), data.get("last_archived_time")
+    data["failing"] = bool(failed and (not ok or failed > ok))
+    return data
+
+
+def write_status() -> dict[str, Any]:
+    """Write status.json: newest backup and the archiver's state (failing when the last push failed)."""
+    status: dict[str, Any] = {"written_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        items = backups()
+        last = items[-1] if items else None
+        status["last_backup"] = ({"label": last["label"], "type": last["type"],
+                                  "stop": _ts(last["timestamp"]["stop"])} if last else None)
+        status["repository_ok"] = True
+    except StackError as exc:
+        status["repository_ok"], status["repository_error"] = False, str(exc)[:500]
+    try:
+        status["archive"] = archiver()
+    except StackError as exc:
+        status["archive"] = {"error": str(exc)[:300]}
+    path = status_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(status, indent=2, default=str))
+    return status
+
+
+def verify() -> list[str]:
+    """`pgbackrest verify` (every backup and WAL file readable, checksums match) and `check` (a WAL switch
+    archived end to end). Returns the problems found (empty: all good)."""
+    problems: list[str] = []
+    proc = pgbackrest.pgbackrest("verify", "--output=text", "--verbose", timeout=3600, check=False)
+    if proc.returncode != 0:
+        problems.append(pgbackrest.explain(proc, "verify"))
+    context = ""
+    for line in proc.stdout.splitlines():
+        text = line.strip()
+        if text.startswith(("archiveId:", "backup:")):
+            context = text.split(",")[0]
+        if text.startswith("status:") and text != "status: ok":
+            problems.append(f"repository {text}")
+        if text.startswith("missing:") and any(not part.strip().endswith(": 0") for part in text.split(",")):
+            problems.append(f"{context}: {text}")
+    proc = pgbackrest.pgbackrest("check", timeout=300, check=False)
+    if proc.returncode != 0:
+        problems.append(pgbackrest.explain(proc, "check"))
+    return list(dict.fromkeys(problems))

@@ -1,0 +1,206 @@
+"""pgBackRest backups and restores on a scratch stack: run/list/verify, restore into a separate dir, the bad
+inputs and faults (each a clear error, nothing overwritten), a failed archive push made visible, and the
+restore and PITR drills at a small size."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.drills.conftest import USERS, Scratch
+
+pytestmark = pytest.mark.integration
+
+_S3 = """
+import asyncio, json, sys
+from config.settings import resolve
+from stores.objects import ObjectStore
+s = resolve()
+store = ObjectStore(s.s3_url, s.s3_access_key.get_secret_value(), s.s3_secret_key.get_secret_value())
+async def main():
+    async with store.client() as s3:
+{body}
+asyncio.run(main())
+"""
+
+
+def s3(scratch: Scratch, body: str) -> str:
+    return scratch.py(_S3.format(body="\n".join("        " + ln for ln in body.strip().splitlines())))
+
+
+def wal_keys(scratch: Scratch) -> list[str]:
+    out = s3(scratch, """
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket="kredete-backups", Prefix="pgbackrest/")
+keys = []
+async for page in pages:
+    keys += [o["Key"] for o in page.get("Contents", []) if "/archive/" in o["Key"] and "-" in o["Key"].rsplit("/", 1)[1]
+             and not o["Key"].endswith((".backup", ".history"))]
+print(json.dumps(sorted(keys)))
+""")
+    return json.loads(out)
+
+
+def archiver(scratch: Scratch) -> dict:
+    """pg_stat_archiver as `kredete backup list` reads it."""
+    return json.loads(scratch.py("from kredete.drills.backups import archiver; import json; "
+                                 "print(json.dumps(archiver(), default=str))"))
+
+
+def last_line(proc) -> str:
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def error_of(proc) -> str:
+    return " ".join((proc.stdout + proc.stderr).split())
+
+
+@pytest.fixture(scope="module")
+def first_backup(scratch: Scratch) -> dict:
+    return scratch.json_out("backup", "run", "--type", "full")
+
+
+def test_backup_run_list_verify_and_audit(scratch, first_backup):
+    assert first_backup["type"] == "full" and first_backup["repo_bytes"] > 0
+    listed = json.loads(last_line(scratch.run("backup", "list", "--json")))
+    assert first_backup["label"] in [b["label"] for b in listed["backups"]]
+    assert listed["status"]["archive"]["failing"] is False
+    assert (scratch.local / "pgbackrest" / "status.json").exists(), "status for monitoring"
+    verify = scratch.run("backup", "verify")
+    assert "repository verified" in error_of(verify)
+    conf = scratch.local / "pgbackrest" / "pgbackrest.conf"
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    assert "repo1-cipher-type=aes-256-cbc" in conf.read_text() and "repo1-retention-full=35" in conf.read_text()
+    # The secrets are in that file only: never in pgBackRest's logs.
+    secret = re.search(r"repo1-cipher-pass=(\S+)", conf.read_text()).group(1)
+    for log in (scratch.local / "pgbackrest" / "log").iterdir():
+        assert secret not in log.read_text(errors="replace")
+    audit = scratch.py("""
+import asyncio
+from config.settings import resolve
+from stores.registry import build_postgres
+from stores.postgres.audit import AuditRepository
+from stores.scope import RowScope
+async def main():
+    store = await build_postgres(resolve()).connect()
+    rows = await AuditRepository(store).search(RowScope.everyone(), action="backup.run")
+    print(len(rows), rows[0].metadata.get("label") if rows else None)
+    await store.close()
+asyncio.run(main())
+""")
+    assert audit.split()[1] == first_backup["label"], audit
+
+
+def test_restore_latest_into_a_separate_dir_leaves_the_primary_alone(scratch, first_backup):
+    pid_before = (scratch.local / "postgres" / "server.pid").read_text()
+    result = json.loads(last_line(scratch.run("restore", "--to", "latest")))
+    assert result["replaced"] is False and result["timeline"] >= 2
+    target = scratch.local.joinpath(*result["target_dir"].split(str(scratch.local) + "/")[1].split("/"))
+    assert (target / "PG_VERSION").exists()
+    assert (scratch.local / "postgres" / "server.pid").read_text() == pid_before, "the primary was not touched"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--to", "2001-01-01T00:00:00Z"), "is before the first backup finished"),
+    (("--to", "latest", "--set", "20010101-000000F"), "unknown backup label '20010101-000000F'"),
+    (("--to", "yesterday"), "neither `latest` nor an ISO-8601 time"),
+])
+def test_bad_restore_inputs_are_refused_before_anything_is_written(scratch, first_backup, args, expected):
+    before = sorted((scratch.local / "restores").iterdir()) if (scratch.local / "restores").exists() else []
+    proc = scratch.run("restore", *args, check=False)
+    assert proc.returncode == 1 and expected in error_of(proc)
+    after = sorted((scratch.local / "restores").iterdir()) if (scratch.local / "restores").exists() else []
+    assert after == before, "no restore dir was made"
+
+
+def test_a_non_empty_target_dir_is_refused_and_left_as_it_was(scratch, first_backup):
+    target = scratch.local / "not-empty"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    proc = scratch.run("restore", "--to", "latest", "--target-dir", str(target), check=False)
+    assert proc.returncode == 1 and "is not empty" in error_of(proc)
+    assert [p.name for p in target.iterdir()] == ["keep.txt"] and (target / "keep.txt").read_text() == "precious"
+
+
+@pytest.fixture(scope="module")
+def wal_base(scratch, first_backup) -> dict:
+    """The backup the WAL-fault restores start from (the damaged segments come after it)."""
+    return scratch.json_out("backup", "run", "--type", "incr")
+
+
+@pytest.mark.parametrize("fault", ["missing", "corrupted"])
+def test_a_missing_or_corrupted_wal_segment_is_refused(scratch, wal_base, fault):
+    base = wal_base
+    for i in range(3):  # three archived segments after the backup
+        scratch.py(f"""
+from kredete.stack.postgres import PostgresPrimary
+p = PostgresPrimary()
+p._psql("CREATE TABLE IF NOT EXISTS wal_probe (x int); INSERT INTO wal_probe VALUES ({i})")
+p._psql("SELECT pg_switch_wal()")
+""")
+    time.sleep(3)
+    scratch.py("from kredete.stack import pgbackrest; pgbackrest.pgbackrest('check', timeout=120)")
+    keys = wal_keys(scratch)
+    victim = keys[-2]  # one in the middle of what a restore to latest must replay
+    if fault == "missing":
+        s3(scratch, f'await s3.delete_object(Bucket="kredete-backups", Key="{victim}")')  # a delete marker
+    else:
+        s3(scratch, f'await s3.put_object(Bucket="kredete-backups", Key="{victim}", Body=b"not a WAL segment")')
+    proc = scratch.run("restore", "--to", "latest", "--set", base["label"], check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "missing or unreadable" in error_of(proc), error_of(proc)[-1500:]
+    verify = scratch.run("backup", "verify", check=False)
+    assert verify.returncode == 1, "verify reports the damaged archive"
+
+
+def _drill_line(proc) -> dict[str, float]:
+    line = last_line(proc)
+    m = re.fullmatch(r"RPO=([\d.]+) RTO=([\d.]+) lost_acknowledged=(\d+)", line)
+    assert m, f"last line {line!r}"
+    return {"rpo": float(m[1]), "rto": float(m[2]), "lost": int(m[3])}
+
+
+def test_restore_drill(scratch, first_backup):
+    proc = scratch.run("drill", "restore", "--users", str(USERS), "--load-s", "20", check=False, timeout=900)
+    assert proc.returncode == 0, error_of(proc)[-3000:]
+    got = _drill_line(proc)
+    assert got["rpo"] <= 60 and got["rto"] <= 300
+    text = error_of(proc)
+    assert "db check-balances: ok" in text and "db verify-audit: ok" in text and "MCP server: answers" in text
+
+
+def test_pitr_drill_gets_every_row_back(scratch, first_backup):
+    proc = scratch.run("drill", "pitr", "--users", str(USERS), "--load-s", "8", check=False, timeout=900)
+    assert proc.returncode == 0, error_of(proc)[-3000:]
+    got = _drill_line(proc)
+    assert got["lost"] == 0 and got["rpo"] == 0
+    assert "gone from both stores, every earlier one is back" in error_of(proc)
+
+
+# Last: PostgreSQL's archiver backs off after failures, which would slow the tests after it.
+def test_repository_unreachable_and_a_failed_archive_push_are_visible(scratch, first_backup):
+    scratch.run("stack", "down", "--only", "s3")
+    try:
+        proc = scratch.run("restore", "--to", "latest", check=False)
+        assert proc.returncode == 1 and "repository" in error_of(proc) and "unreachable" in error_of(proc)
+        # A WAL segment that cannot be pushed: archive_command fails, PostgreSQL keeps it and counts it.
+        scratch.py("""
+from kredete.stack.postgres import PostgresPrimary
+p = PostgresPrimary()
+p._psql("CREATE TABLE IF NOT EXISTS archive_probe (x int); INSERT INTO archive_probe VALUES (1)")
+p._psql("SELECT pg_switch_wal()")
+""")
+        status: dict = {}
+        for _ in range(60):
+            status = archiver(scratch)
+            if status["failing"]:
+                break
+            time.sleep(1)
+        assert status["failing"] is True and status["failed_count"] >= 1, status
+        proc = scratch.run("backup", "list", check=False)
+        assert proc.returncode == 1 and "unreachable" in error_of(proc)
+    finally:
+        scratch.run("stack", "up", "--only", "s3")
+    # PostgreSQL keeps the segment and retries it (every minute after three failures): nothing is skipped.
