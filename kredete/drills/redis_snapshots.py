@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from config.errors import StackError
 from config.paths import local_dir
@@ -36,12 +37,10 @@ def _bucket() -> str:
 
 
 def _objects():
-    from stores.objects import ObjectStore
+    """The backups bucket as the `backup_writer` S3 principal (write and read; no version deletes)."""
+    from stores.objects.principals import objects_for
 
-    s = resolve()
-    return ObjectStore(s.s3_url, s.s3_access_key.get_secret_value() if s.s3_access_key else None,
-                       s.s3_secret_key.get_secret_value() if s.s3_secret_key else None, region=s.s3_region,
-                       timeout=max(s.connect_timeout_s, 30))
+    return objects_for(resolve(), "backup_writer")
 
 
 def _redis_port() -> int:
@@ -74,27 +73,29 @@ def backup() -> dict[str, Any]:
 
     async def put() -> None:
         extra = {"ServerSideEncryption": "aws:kms"}
-        if resolve().s3_url == f"http://127.0.0.1:{_s3_port()}":
+        if urlsplit(resolve().s3_url or "").hostname in ("127.0.0.1", "localhost"):
             extra["SSEKMSKeyId"] = LOCAL_KMS_KEY_ID
-        async with _objects().client() as s3:
-            await s3.put_object(Bucket=_bucket(), Key=key, Body=data, **extra)
+        objects = _objects()
+        try:
+            async with objects.client() as s3:
+                await s3.put_object(Bucket=_bucket(), Key=key, Body=data, **extra)
+        finally:
+            await objects.close()
 
     asyncio.run(put())
     return {"key": key, "bucket": _bucket(), "bytes": size, "seconds": round(time.monotonic() - t0, 2)}
 
 
-def _s3_port() -> int:
-    from config import ports
-
-    return ports.S3
-
-
 def snapshots() -> list[str]:
     async def keys() -> list[str]:
         out: list[str] = []
-        async with _objects().client() as s3:
-            async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=_bucket(), Prefix=PREFIX):
-                out += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".rdb")]
+        objects = _objects()
+        try:
+            async with objects.client() as s3:
+                async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=_bucket(), Prefix=PREFIX):
+                    out += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".rdb")]
+        finally:
+            await objects.close()
         return sorted(out)
 
     return asyncio.run(keys())
@@ -102,9 +103,13 @@ def snapshots() -> list[str]:
 
 def _download(key: str, dest: Path) -> None:
     async def get() -> bytes:
-        async with _objects().client() as s3:
-            obj = await s3.get_object(Bucket=_bucket(), Key=key)
-            return await obj["Body"].read()
+        objects = _objects()
+        try:
+            async with objects.client() as s3:
+                obj = await s3.get_object(Bucket=_bucket(), Key=key)
+                return await obj["Body"].read()
+        finally:
+            await objects.close()
 
     dest.write_bytes(asyncio.run(get()))
 

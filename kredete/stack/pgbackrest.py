@@ -89,10 +89,11 @@ def repository() -> dict[str, Any]:
         raise StackError(f"KREDETE_S3_URL ({s.s3_url}) is not HTTPS: pgBackRest's S3 repository needs TLS")
     key, secret = credentials(s, "backup_writer")
     local = parts.hostname in ("127.0.0.1", "localhost")
+    host = "localhost" if local else parts.hostname
     return {
-        # pgBackRest 2.45 matches the endpoint against the certificate's DNS names only (`localhost` locally)
-        # and connects to `host` (repo1-storage-host).
-        "endpoint": "localhost" if local else parts.hostname, "host": parts.hostname,
+        # pgBackRest 2.45 matches the host it connects to against the certificate's DNS names only, not its
+        # IP addresses: locally that is `localhost` (the local CA's certificates name it and 127.0.0.1).
+        "endpoint": host, "host": host,
         "port": parts.port or 443, "ca": s.s3_ca_file, "bucket": bucket, "region": s.s3_region,
         "key": key, "secret": secret, "local": local,
     }
@@ -280,18 +281,34 @@ def info(cluster: str | None = None) -> dict[str, Any]:
 
 
 def _ensure_s3() -> None:
-    """The backups bucket (object lock, versioning, SSE-KMS) and the backup_writer principal, as `kredete s3
-    setup` makes them (idempotent; the s3 area's orchestration)."""
-    from stores.objects.setup import setup_all
+    """On the primary MinIO: the backups bucket from its spec (object lock, versioning, SSE-KMS) and the
+    backup_writer principal, with the s3 area's own functions (what `kredete s3 setup` does for them; the
+    rest of that setup, DR and tiers, is not needed for backups)."""
+    from stores.objects.buckets import ensure_buckets, specs_for
+    from stores.objects.principals import PRINCIPALS, admin_objects
+    from stores.objects.setup import _admin, apply_principals
+
+    s = resolve()
+
+    async def go() -> None:
+        admin = _admin(s, s.s3_url or "")
+        objects = admin_objects(s)
+        try:
+            await apply_principals(admin, "primary", [PRINCIPALS["backup_writer"]], s, s.s3_bucket_prefix)
+            spec = [sp for sp in specs_for(s.s3_bucket_prefix) if sp.name.endswith("-backups")]
+            reports = await ensure_buckets(objects, specs=spec, retention_days=None)
+            problems = [p for r in reports for p in r.problems]
+            if problems:
+                raise StackError("; ".join(problems))
+        finally:
+            await objects.close()
+            await admin.close()
 
     error: list[BaseException] = []
 
     def worker() -> None:
         try:
-            report = asyncio.run(setup_all(resolve()))
-            problems = [p for b in report.buckets for p in b.problems if b.name.endswith("-backups")]
-            if problems:
-                raise StackError("; ".join(problems))
+            asyncio.run(go())
         except BaseException as exc:  # re-raised in the caller's thread
             error.append(exc)
 

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.integration
 _S3 = """
 import asyncio, json, sys
 from config.settings import resolve
-from stores.objects import ObjectStore
-s = resolve()
-store = ObjectStore(s.s3_url, s.s3_access_key.get_secret_value(), s.s3_secret_key.get_secret_value())
+from stores.objects.principals import objects_for
+store = objects_for(resolve(), "backup_writer")
 async def main():
     async with store.client() as s3:
 {body}
+    await store.close()
 asyncio.run(main())
 """
 
