@@ -40,7 +40,7 @@ def _ts(epoch: int | None) -> str | None:
 
 def ensure_ready() -> None:
     """Repository configured and stanza created (idempotent; cheap when already done)."""
-    if not pgbackrest.conf_file().exists() or not pgbackrest.configured_cluster():
+    if not pgbackrest.is_ready(pgbackrest.system_identifier()):
         pgbackrest.setup_repository()
 
 

@@ -210,7 +210,7 @@ def _backups_ready(started: set[str], console: Console) -> None:
     from kredete.stack import pgbackrest
 
     primary = PostgresPrimary()
-    if pgbackrest.configured_cluster() == primary.system_identifier() and pgbackrest.conf_file().exists():
+    if pgbackrest.is_ready(primary.system_identifier()):
         return
     t0 = time.monotonic()
     try:

@@ -338,4 +338,16 @@ def setup_repository() -> str:
     if primary._psql("SHOW archive_mode").strip() != "on":
         primary.start()  # restarts it once to turn archiving on
     pgbackrest("stanza-create", timeout=300)
+    ready_marker(configured_cluster()).write_text("stanza created\n")
     return f"s3://{repository()['bucket']}/pgbackrest/{configured_cluster()}"
+
+
+def ready_marker(cluster: str | None) -> Path:
+    """Written once the bucket, principal and stanza exist for this cluster (the config alone is written at
+    every start of the primary, before S3 may be up)."""
+    return home() / f"stanza-{cluster}.ok"
+
+
+def is_ready(cluster: str | None = None) -> bool:
+    cluster = cluster or configured_cluster()
+    return bool(cluster) and ready_marker(cluster).exists() and conf_file().exists()
