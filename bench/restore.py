@@ -6,9 +6,12 @@ On the running local stack (default profile, `kredete stack up`):
   2. a full pgBackRest backup of the cluster (compressed, encrypted, to S3 over TLS) beside a plain
      `pg_basebackup` of the same cluster in the same run (tar to a byte counter: read + transfer only);
   3. `kredete drill restore` on that dataset: RPO and RTO (goals: RPO <= 60 s, RTO <= 300 s).
-Writes bench/results/restore.json and prints a table.
+With --ha: the HA profile in a scratch `.local/` on free ports: how long `stack up --profile ha` takes, and
+`kredete drill failover` (goal: 0 acknowledged writes lost with the synchronous standby).
+Writes bench/results/restore.json (each part under its own key) and prints a table.
 
     .venv/bin/python bench/restore.py --transactions 1000000
+    .venv/bin/python bench/restore.py --ha
 """
 
 from __future__ import annotations
@@ -121,15 +124,75 @@ def kredete(*args: str, env: dict[str, str] | None = None, timeout: float = 7200
     return proc
 
 
+def ha_part(console: Console, users: int = 5) -> dict[str, object]:
+    """The HA profile from nothing in a scratch dir: up time, then the failover drill; always torn down."""
+    import shutil
+    import socket
+    import uuid
+
+    from config.paths import REPO_ROOT
+
+    local = REPO_ROOT / ".local" / "scratch" / f"bench-ha-{uuid.uuid4().hex[:8]}"
+    local.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KREDETE_")}
+    env.update({"KREDETE_LOCAL_DIR": str(local), "KREDETE_STACK_PROFILE": "ha"})
+    names = ["redis", "mongo", "mongo_debug", *(f"{k}{i}" for k in ("ha_postgres", "ha_patroni", "etcd")
+                                                for i in (1, 2, 3)), *(f"etcd{i}_peer" for i in (1, 2, 3))]
+    socks = []
+    for name in names:  # distinct free ports, held until all are chosen
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        env[f"KREDETE_PORT_{name.upper()}"] = str(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    out: dict[str, object] = {}
+    try:
+        with console.status("stack up --profile ha (3 etcd + 3 Patroni members)"):
+            t0 = time.monotonic()
+            up = kredete("stack", "up", "--only", "ha-pg1", "--only", "ha-pg2", "--only", "ha-pg3", env=env)
+            out["ha_up_s"] = round(time.monotonic() - t0, 1)
+        if up.returncode != 0:
+            out["error"] = up.stderr[-1000:]
+            return out
+        with console.status("FerretDB, Redis, migrate, seed"):
+            kredete("stack", "up", "--only", "mongo", "--only", "redis", env=env)
+            kredete("db", "migrate", env=env)
+            kredete("seed", "--users", str(users), "--skip-documents", env=env)
+        with console.status("drill failover"):
+            drill = kredete("drill", "failover", "--users", str(users), "--load-s", "20", "--json", env=env)
+        lines = drill.stdout.strip().splitlines()
+        m = re.fullmatch(r"RPO=([\d.]+) RTO=([\d.]+) lost_acknowledged=(\d+)", lines[-1] if lines else "")
+        report = json.loads(lines[-2]) if len(lines) >= 2 else {}
+        out["drill_failover"] = {"line": lines[-1] if lines else drill.stderr[-500:], "ok": drill.returncode == 0,
+                                 "rpo_s": float(m[1]) if m else None, "rto_s": float(m[2]) if m else None,
+                                 "lost_acknowledged": int(m[3]) if m else None, "details": report.get("details"),
+                                 "failures": report.get("failures")}
+    finally:
+        subprocess.run([KREDETE, "stack", "down"], env=env, capture_output=True, timeout=300, check=False)
+        shutil.rmtree(local, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transactions", type=int, default=1_000_000)
     ap.add_argument("--per-user", type=int, default=10)
     ap.add_argument("--load-s", type=float, default=60.0, help="write load before the drill's cut")
     ap.add_argument("--skip-seed", action="store_true", help=f"reuse {DB} from an earlier run")
+    ap.add_argument("--ha", action="store_true", help="measure the HA profile (scratch stack) instead")
     args = ap.parse_args()
     console = Console()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.ha:
+        previous["ha"] = {**ha_part(console), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(previous, indent=2) + "\n")
+        console.print_json(data=previous["ha"])
+        return
     result: dict[str, object] = {"transactions": args.transactions}
+    if "ha" in previous:
+        result["ha"] = previous["ha"]
     if not args.skip_seed:
         seconds, samples = asyncio.run(seed(args.transactions, args.per_user, console))
         lag = {name: {"p50_s": round(percentile(v, 50), 3), "p99_s": round(percentile(v, 99), 3),

@@ -15,6 +15,7 @@ archiving (archive_timeout) keeps the point-in-time window continuous.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime
@@ -134,7 +135,38 @@ def verify() -> list[str]:
             problems.append(f"repository {text}")
         if text.startswith("missing:") and any(not part.strip().endswith(": 0") for part in text.split(",")):
             problems.append(f"{context}: {text}")
+    problems += wal_gaps()
     proc = pgbackrest.pgbackrest("check", timeout=300, check=False)
     if proc.returncode != 0:
         problems.append(pgbackrest.explain(proc, "check"))
     return list(dict.fromkeys(problems))
+
+
+def wal_gaps() -> list[str]:
+    """Holes in the WAL archive: `pgbackrest verify` checks the files that are there, not the ones that are
+    not. Within one timeline, archived segments are consecutive; a hole stops every restore that needs to
+    replay through it."""
+    proc = pgbackrest.pgbackrest("repo-ls", "--recurse", "--output=json", f"archive/{pgbackrest.STANZA}",
+                                 timeout=300)
+    segments: dict[tuple[str, int], list[int]] = {}
+    for path, meta in json.loads(proc.stdout or "{}").items():
+        name = path.rsplit("/", 1)[-1]
+        seg = name.split("-", 1)[0]
+        if meta.get("type") != "file" or len(seg) != 24 or "." in seg or name.count("-") != 1:
+            continue
+        try:
+            tli, number = int(seg[:8], 16), int(seg[8:16], 16) * 0x100 + int(seg[16:24], 16)
+        except ValueError:
+            continue
+        segments.setdefault((path.split("/", 1)[0], tli), []).append(number)
+    gaps = []
+    for (archive_id, tli), numbers in sorted(segments.items()):
+        numbers.sort()
+        for a, b in itertools.pairwise(numbers):
+            if b > a + 1:
+                first, last = a + 1, b - 1
+                gaps.append(f"WAL archive {archive_id} timeline {tli}: segment(s) "
+                            f"{tli:08X}{first >> 8:08X}{first & 0xFF:08X}"
+                            + (f"..{tli:08X}{last >> 8:08X}{last & 0xFF:08X}" if last > first else "")
+                            + " missing")
+    return gaps
