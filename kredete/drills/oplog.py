@@ -31,11 +31,12 @@ def actor() -> str:
 
 async def _append(action: str, resource: str, decision: str, reason: str | None, metadata: dict[str, Any]) -> None:
     from config.settings import resolve
+    from stores.postgres import PostgresStore
     from stores.postgres.audit import AuditRepository
     from stores.postgres.models import AuditEntry
-    from stores.registry import build_postgres
 
-    store = build_postgres(resolve())
+    s = resolve()
+    store = PostgresStore(s.postgres_url.get_secret_value(), timeout=s.connect_timeout_s)  # the primary only
     try:
         await store.connect()
         await AuditRepository(store).append(AuditEntry(

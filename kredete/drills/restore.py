@@ -116,9 +116,20 @@ def _free_port() -> int:
 
 
 def _make_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    pgbackrest._chown(path)
+    """Create `path` (and missing parents) for the server's user; directories that already exist are left
+    exactly as they are (a target dir may sit anywhere: its parent is not ours to chmod)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir()
+        os.chmod(d, 0o700 if d == path else 0o755)
+        pgbackrest._chown(d)
+    if not missing:  # an existing empty target dir becomes the data dir: PostgreSQL wants it 0700 and its own
+        os.chmod(path, 0o700)
+        pgbackrest._chown(path)
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -203,7 +214,6 @@ def restore(to: str | datetime = "latest", *, target_dir: Path | None = None, la
         if dest.exists():
             moved = dest.with_name(f"pgdata.replaced-{stamp}")
             dest.rename(moved)
-    _make_dir(dest.parent)
     _make_dir(dest)
     args = ["--log-level-file=detail", "restore", f"--pg1-path={dest}", f"--set={chosen['label']}"]
     if to != "latest":
