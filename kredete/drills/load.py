@@ -27,6 +27,8 @@ class Ack:
     key: str  # transaction id, or the score point's as_of (ISO)
     at: float  # wall time (epoch seconds) when the write was acknowledged
     created_at: datetime | None = None
+    #: When the write was sent: one sent after an instant cannot have committed before it.
+    started: float = 0.0
 
 
 @dataclass
@@ -94,6 +96,7 @@ class WriteLoad:
             n += 1
             i = self._next()
             uid = self.users[i % len(self.users)]
+            sent = time.time()
             try:
                 if n % self.credit_every == 0:
                     k = self._score_seq.get(uid, 0)
@@ -101,12 +104,13 @@ class WriteLoad:
                     as_of = self.as_of_base + timedelta(seconds=k)
                     await scores.record(ScorePoint(user_id=uid, bureau=Bureau.EXPERIAN, score_model=self.run_id,
                                                    score=300 + i % 500, as_of=as_of, source="estimate"))
-                    self.stats.ack(Ack("credit", uid, as_of.isoformat(), time.time()))
+                    self.stats.ack(Ack("credit", uid, as_of.isoformat(), time.time(), started=sent))
                 else:
                     res = await payments.deposit({"user_id": uid, "amount_minor": 100 + i % 900, "currency": "USD",
                                                   "description": f"drill {self.run_id}"},
                                                  idempotency_key=f"drill-{self.run_id}-{i}")
-                    self.stats.ack(Ack("payment", uid, str(res.transaction_id), time.time(), res.created_at))
+                    self.stats.ack(Ack("payment", uid, str(res.transaction_id), time.time(), res.created_at,
+                                       started=sent))
             except (TimeoutError, StoreError, OSError) as exc:
                 self.stats.errors += 1
                 if self.stats.first_error_at is None:
