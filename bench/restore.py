@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -38,7 +37,7 @@ from config.settings import resolve  # noqa: E402
 from evals.harness import percentile  # noqa: E402
 from kredete.seed.payments import SeedConfig, seed_payments  # noqa: E402
 from stores.crypto import FieldCipher  # noqa: E402
-from stores.postgres import migrate  # noqa: E402
+from stores.postgres import PostgresStore, migrate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "restore.json"
 DB = "kredete_restorebench"
@@ -51,26 +50,28 @@ def _db_url(base: str, name: str) -> str:
 
 async def sample_lag(primary: str, stop: asyncio.Event, samples: dict[str, list[float]]) -> None:
     """replay_lag of every standby from pg_stat_replication (0 when caught up and idle)."""
-    conn = await asyncpg.connect(primary)
+    store = await PostgresStore(primary).connect()
     try:
-        while not stop.is_set():
-            for row in await conn.fetch(
-                    "SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 AS lag, "
-                    "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes FROM pg_stat_replication"):
-                samples.setdefault(row["application_name"], []).append(row["lag"])
-                samples.setdefault(row["application_name"] + ":bytes", []).append(float(row["bytes"] or 0))
-            await asyncio.sleep(0.25)
+        async with store.connection() as conn:
+            while not stop.is_set():
+                for row in await conn.fetch(
+                        "SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 AS lag, "
+                        "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes FROM pg_stat_replication"):
+                    samples.setdefault(row["application_name"], []).append(row["lag"])
+                    samples.setdefault(row["application_name"] + ":bytes", []).append(float(row["bytes"] or 0))
+                await asyncio.sleep(0.25)
     finally:
-        await conn.close()
+        await store.close()
 
 
 async def seed(transactions: int, per_user: int, console: Console) -> tuple[float, dict[str, list[float]]]:
     s = resolve()
     base = s.postgres_url.get_secret_value()
-    admin = await asyncpg.connect(_db_url(base, "postgres"))
+    admin = await PostgresStore(_db_url(base, "postgres")).connect()
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {DB}")
+        async with admin.connection() as conn:
+            await conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {DB}")
     finally:
         await admin.close()
     url = _db_url(base, DB)
@@ -78,14 +79,15 @@ async def seed(transactions: int, per_user: int, console: Console) -> tuple[floa
     samples: dict[str, list[float]] = {}
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_lag(_db_url(base, "postgres"), stop, samples))
-    conn = await asyncpg.connect(url, command_timeout=3600)
+    store = await PostgresStore(url, statement_timeout_ms=3_600_000, timeout=60).connect()
     t0 = time.monotonic()
     try:
         with console.status(f"seeding {transactions:,} transactions"):
-            await seed_payments(conn, SeedConfig(users=max(1, transactions // per_user), seed=42,
-                                                 transactions_per_user=per_user), FieldCipher.from_settings(s))
+            async with store.connection() as conn:
+                await seed_payments(conn, SeedConfig(users=max(1, transactions // per_user), seed=42,
+                                                     transactions_per_user=per_user), FieldCipher.from_settings(s))
     finally:
-        await conn.close()
+        await store.close()
         stop.set()
         await sampler
     return time.monotonic() - t0, samples

@@ -41,8 +41,11 @@ def _ts(epoch: int | None) -> str | None:
 
 def ensure_ready() -> None:
     """Repository configured and stanza created (idempotent; cheap when already done)."""
-    if not pgbackrest.is_ready(pgbackrest.system_identifier()):
-        pgbackrest.setup_repository()
+    from kredete.stack.postgres import PostgresPrimary
+
+    primary = PostgresPrimary()
+    if not pgbackrest.is_ready(primary.system_identifier()):
+        pgbackrest.setup_repository(primary)
 
 
 def run_backup(kind: BackupType, console: Console) -> dict[str, Any]:

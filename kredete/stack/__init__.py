@@ -215,7 +215,7 @@ def _backups_ready(started: set[str], console: Console) -> None:
     t0 = time.monotonic()
     try:
         with console.status("[bold]pgbackrest[/]: repository and stanza"):
-            repo = pgbackrest.setup_repository()
+            repo = pgbackrest.setup_repository(primary)
         console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
     except StackError as exc:
         console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")

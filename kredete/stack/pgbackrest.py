@@ -66,9 +66,12 @@ def ensure_installed() -> None:
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def _run_user() -> str | None:
-    from kredete.stack.postgres import RUN_USER
+#: The PostgreSQL servers' system user (kredete/stack/postgres.py RUN_USER): pgBackRest must run as it.
+#: (This module takes the primary as an argument and never imports postgres.py, which imports it.)
+RUN_USER = "kredete"
 
+
+def _run_user() -> str | None:
     return RUN_USER if os.geteuid() == 0 else None
 
 
@@ -105,12 +108,6 @@ def _ports():
     return ports
 
 
-def system_identifier(primary=None) -> str | None:
-    from kredete.stack.postgres import PostgresPrimary
-
-    return (primary or PostgresPrimary()).system_identifier()
-
-
 def configured_cluster() -> str | None:
     """The system identifier the config's repository path belongs to (None: not configured yet)."""
     try:
@@ -122,15 +119,12 @@ def configured_cluster() -> str | None:
     return None
 
 
-def write_config(primary=None, *, cluster: str | None = None) -> Path:
+def write_config(primary, *, cluster: str | None = None) -> Path:
     """(Re)write pgbackrest.conf (0600) for the local primary; the repository path follows its cluster.
 
     `cluster` pins the repository path (a restore of a primary whose data dir is gone); by default it is
     the primary's system identifier, or the one configured before when the data dir is missing.
     """
-    from kredete.stack.postgres import PostgresPrimary
-
-    primary = primary or PostgresPrimary()
     sysid = cluster or primary.system_identifier() or configured_cluster()
     if not sysid:
         raise StackError("the primary has no cluster yet (`kredete stack up` creates it) and no repository "
@@ -320,14 +314,11 @@ def _ensure_s3() -> None:
         raise StackError(f"S3 setup for the backups bucket failed: {error[0]}") from error[0]
 
 
-def setup_repository() -> str:
+def setup_repository(primary) -> str:
     """Idempotent: bucket and principal, config, stanza (`stanza-create`).
 
     Returns the repository path. Needs the primary and S3 running.
     """
-    from kredete.stack.postgres import PostgresPrimary
-
-    primary = PostgresPrimary()
     if not (primary.pid() and primary.healthy()):
         raise StackError("the primary is not running (`kredete stack up`)")
     ensure_installed()

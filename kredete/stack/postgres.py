@@ -17,7 +17,7 @@ from config.secrets import local_secrets
 from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
 
 PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
-RUN_USER = "kredete"
+RUN_USER = "kredete"  # also kredete/stack/pgbackrest.py RUN_USER
 SUPERUSER = "kredete"
 
 
