@@ -1,6 +1,6 @@
 """A labelled PII corpus, generated deterministically (same seed, same corpus).
 
-Names come from Faker locales en_NG, en_KE, en_GB and en_US; identifiers are made by hand with their real
+Person names come from the hand-written lists in `evals.redaction_names` (the seeder uses Faker's); identifiers are made by hand with their real
 structure (BVN 22 + 9 digits, NIN 11 digits, Luhn-valid cards with real IIN prefixes, GB/DE IBANs with
 valid check digits from Faker, NG/KE/GB/US phone numbers checked with `phonenumbers`, Base58Check BTC and
 Tron addresses, ETH addresses) and placed in sentence templates written the way support tickets, memos
@@ -248,8 +248,11 @@ class Generator:
         if kind == "IP_ADDRESS":
             return self._faker("en_US").ipv4_public()
         if kind == "PERSON":
-            f = self._faker()
-            return f"{f.first_name()} {f.last_name()}"
+            # Hand-written lists, not the seeder's Faker lists (evals.redaction_names).
+            from evals.redaction_names import FIRST, LAST
+
+            region = r.choice(tuple(FIRST))
+            return f"{r.choice(FIRST[region])} {r.choice(LAST[region])}"
         if kind == "ADDRESS":
             style = r.choice(("ng", "gb", "us"))
             if style == "ng":
