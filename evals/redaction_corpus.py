@@ -1,6 +1,7 @@
 """A labelled PII corpus, generated deterministically (same seed, same corpus).
 
-Person names come from the hand-written lists in `evals.redaction_names` (the seeder uses Faker's); identifiers are made by hand with their real
+Person names come from the hand-written lists in `evals.redaction_names` (the seeder uses Faker's);
+identifiers are made by hand with their real
 structure (BVN 22 + 9 digits, NIN 11 digits, Luhn-valid cards with real IIN prefixes, GB/DE IBANs with
 valid check digits from Faker, NG/KE/GB/US phone numbers checked with `phonenumbers`, Base58Check BTC and
 Tron addresses, ETH addresses) and placed in sentence templates written the way support tickets, memos

@@ -11,19 +11,28 @@ from typing import Any
 from pydantic import BaseModel
 
 from guards import shapes
+from guards.untrusted import stays_bare
 
-from .heuristics import find_addresses, find_persons
+from . import digits
+from .kinds import FIELD_HINTS, UNITS
+from .kinds.person import detect as person_detect
 from .known_values import KnownValues, compile_known
+from .masking import MASK_ALL, RedactionPolicy
 from .models import Action, Candidate, Finding, PiiKind, Redaction
 from .normalise import Normalised, normalise
-from .policy import MASK_ALL, RedactionPolicy
-from .recognizers import STRUCTURED_RECOGNIZERS, find_crypto, find_emails, find_ips
 
 _DIGIT = re.compile(r"\d")
-_UPPER = re.compile(r"[A-Z]")
-# Every pattern except emails, IPv6, crypto and person names needs a digit; skipping them on digit-free
-# strings matters for redact_value, which sees many short field values.
-_DIGITLESS = tuple(r for r in STRUCTURED_RECOGNIZERS if r in (find_emails, find_ips, find_crypto))
+_LETTER = re.compile(r"[^\W\d_]")
+# Recognisers by what they need to read: a digit in the text (most identifiers; skipping them on digit-free
+# field values matters for redact_value), any text (emails, IPs, crypto, spelled-out phones), or prose
+# (person names: free text only, never ids, amounts, enums or timestamps).
+_WITH_DIGIT = (digits.find_digit_runs, digits.find_separated_digits, *(r for u in UNITS for r in u.recognizers))
+_ANY_TEXT = tuple(r for u in UNITS for r in u.digitless)
+_PROSE = tuple(r for u in UNITS for r in u.prose)
+# Huge texts are read in chunks (with an overlap so a value on a boundary is seen whole by one of them):
+# regex work stays linear and each chunk's candidate lists stay small.
+CHUNK_CHARS = 16_384
+_OVERLAP = 256
 # A whole value that is a UUID or an ISO-8601 timestamp (date AND time: a bare date may be a birth date) holds
 # nothing to redact: skipping the recognisers for it is most of the cost of a typical record.
 _BARE_ID = re.compile(f"{shapes.UUID}|{shapes.ISO_DATE}{shapes.ISO_TIME}")
@@ -32,17 +41,42 @@ _BARE_ID = re.compile(f"{shapes.UUID}|{shapes.ISO_DATE}{shapes.ISO_TIME}")
 _UUID = re.compile(rf"(?<![0-9A-Za-z]){shapes.UUID}(?![0-9A-Za-z])")
 
 
-def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None) -> list[Candidate]:
+def _chunks(text: str) -> list[tuple[int, int]]:
+    """(start, end) windows of at most CHUNK_CHARS, cut at whitespace, overlapping by _OVERLAP."""
+    if len(text) <= CHUNK_CHARS:
+        return [(0, len(text))]
+    out = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + CHUNK_CHARS)
+        if end < len(text):
+            cut = text.rfind(" ", start + CHUNK_CHARS // 2, end)
+            end = cut if cut > 0 else end
+        out.append((start, end))
+        if end >= len(text):
+            break
+        start = max(end - _OVERLAP, start + 1)
+    return out
+
+
+def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None, prose: bool = True) -> list[Candidate]:
     cands: list[Candidate] = []
-    if _DIGIT.search(text) is not None:
-        for rec in STRUCTURED_RECOGNIZERS:
-            cands.extend(rec(text))
-        cands.extend(find_addresses(text))
-    else:
-        for rec in _DIGITLESS:
-            cands.extend(rec(text))
-    if _UPPER.search(text) is not None:
-        cands.extend(find_persons(text))
+    run_prose = prose and (kinds is None or PiiKind.PERSON in kinds) and _LETTER.search(text) is not None
+    with person_detect.model_budget():
+        for lo, hi in _chunks(text):
+            chunk = text[lo:hi] if (lo, hi) != (0, len(text)) else text
+            found: list[Candidate] = []
+            if _DIGIT.search(chunk) is not None:
+                for rec in _WITH_DIGIT:
+                    found.extend(rec(chunk))
+            for rec in _ANY_TEXT:
+                found.extend(rec(chunk))
+            if run_prose:
+                for rec in _PROSE:
+                    found.extend(rec(chunk))
+            if lo:
+                found = [Candidate(c.kind, c.start + lo, c.end + lo, c.score, c.recognizer) for c in found]
+            cands.extend(found)
     cands.extend(known.find(text))
     if kinds is not None:
         cands = [c for c in cands if c.kind in kinds]
@@ -80,6 +114,7 @@ def _redact(
     known: KnownValues,
     kinds: frozenset[PiiKind] | None = None,
     hint: PiiKind | None = None,
+    prose: bool = True,
 ) -> Redaction:
     s, e = len(text) - len(text.lstrip()), len(text.rstrip())
     if hint is not None and e > s and (kinds is None or hint in kinds):
@@ -96,9 +131,9 @@ def _redact(
         # Recognisers see the normalised text (look-alike spaces, dashes, digits, '@' folded to ASCII).
         norm = normalise(text)
         t = norm.text
-        cands = _collect(t, known, kinds)
+        cands = _collect(t, known, kinds, prose)
         if known.allowed:
-            cands = [c for c in cands if not known.is_allowed(c.kind, t[c.start : c.end])]
+            cands = [c for c in cands if not known.is_allowed(PiiKind(c.kind), t[c.start : c.end])]
     findings: list[Finding] = []
     pieces: list[str] = []
     pos = 0
@@ -108,14 +143,15 @@ def _redact(
         start = max(start, pos)  # two findings inside one expanded character (a ligature) cannot both own it
         if end <= start:
             continue
-        action = policy.action_for(c.kind)
-        findings.append(Finding(kind=c.kind, start=start, end=end, score=c.score, recognizer=c.recognizer,
+        kind = PiiKind(c.kind)
+        action = policy.action_for(kind)
+        findings.append(Finding(kind=kind, start=start, end=end, score=c.score, recognizer=c.recognizer,
                                 action=action))
         pieces.append(text[pos:start])
         # Partial and hashed forms use the normalised value, so "4111 1111..." with no-break spaces shows
         # and hashes exactly like its ASCII spelling; KEEP gives back the original characters.
         value = text[start:end] if action is Action.KEEP else norm.text[c.start : c.end]
-        pieces.append(policy.replacement(c.kind, value, action))
+        pieces.append(policy.replacement(kind, value, action))
         pos = end
     pieces.append(text[pos:])
     return Redaction(text="".join(pieces), findings=findings)
@@ -143,62 +179,7 @@ def redact(
 
 # --- structured values ---------------------------------------------------------------------------
 
-_FIELD_HINTS: dict[str, PiiKind] = {
-    **dict.fromkeys(
-        [
-            "full_name",
-            "first_name",
-            "last_name",
-            "middle_name",
-            "surname",
-            "given_name",
-            "family_name",
-            "customer_name",
-            "account_name",
-            "beneficiary_name",
-            "recipient_name",
-            "sender_name",
-            "holder_name",
-            "account_holder",
-            "account_holder_name",
-            "legal_name",
-            "next_of_kin",
-            "counterparty_name",
-            "payee_name",
-            "payer_name",
-        ],
-        PiiKind.PERSON,
-    ),
-    **dict.fromkeys(
-        [
-            "address",
-            "street",
-            "street_address",
-            "address_line1",
-            "address_line_1",
-            "address_line2",
-            "address_line_2",
-            "home_address",
-            "residential_address",
-            "postal_address",
-            "mailing_address",
-            "billing_address",
-        ],
-        PiiKind.ADDRESS,
-    ),
-    **dict.fromkeys(["email", "email_address"], PiiKind.EMAIL),
-    **dict.fromkeys(["phone", "phone_number", "mobile", "mobile_number", "msisdn", "telephone", "tel"], PiiKind.PHONE),
-    **dict.fromkeys(["bvn"], PiiKind.BVN),
-    **dict.fromkeys(["nin"], PiiKind.NIN),
-    **dict.fromkeys(["ssn", "social_security_number"], PiiKind.SSN),
-    **dict.fromkeys(["dob", "date_of_birth", "birth_date", "birthdate"], PiiKind.DATE_OF_BIRTH),
-    **dict.fromkeys(["passport", "passport_number", "passport_no"], PiiKind.PASSPORT),
-    **dict.fromkeys(["iban"], PiiKind.IBAN),
-    **dict.fromkeys(["account_number", "account_no", "acct_no", "nuban", "bank_account"], PiiKind.BANK_ACCOUNT),
-    **dict.fromkeys(["card_number", "pan"], PiiKind.CARD_NUMBER),
-    **dict.fromkeys(["ip", "ip_address", "client_ip", "remote_addr"], PiiKind.IP_ADDRESS),
-    **dict.fromkeys(["wallet_address", "crypto_address"], PiiKind.CRYPTO_ADDRESS),
-}
+_FIELD_HINTS = FIELD_HINTS
 _KEY_NORM = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -285,25 +266,28 @@ def redact_value(
     pol = policy or MASK_ALL
     counts: dict[str, int] = {}
 
-    def walk(v: Any, hint: PiiKind | None) -> Any:
+    def walk(v: Any, hint: PiiKind | None, key: Any = None) -> Any:
         if isinstance(v, str):
             if not v:
                 return v
-            r = _redact(v, pol, known, None, hint)
+            # Names are read in free text only: not in ids, enums, amounts or timestamps (what the
+            # delimiter also leaves bare).
+            prose = not stays_bare(key if isinstance(key, str) else None, v)
+            r = _redact(v, pol, known, None, hint, prose)
             for f in r.findings:
                 counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
             return r.text
         if isinstance(v, BaseModel):
-            return walk(v.model_dump(mode="python"), hint)
+            return walk(v.model_dump(mode="python"), hint, key)
         if isinstance(v, dict):
             skip = _not_person_keys(v)
-            return {k: walk(item, None if k in skip else field_hint(k)) for k, item in v.items()}
+            return {k: walk(item, None if k in skip else field_hint(k), k) for k, item in v.items()}
         if isinstance(v, list):
-            return [walk(item, hint) for item in v]
+            return [walk(item, hint, key) for item in v]
         if isinstance(v, tuple):
-            return tuple(walk(item, hint) for item in v)
+            return tuple(walk(item, hint, key) for item in v)
         if isinstance(v, set | frozenset):
-            return type(v)(walk(item, hint) for item in v)
+            return type(v)(walk(item, hint, key) for item in v)
         return v
 
     return walk(value, None), counts

@@ -22,7 +22,7 @@ june april august mark bill rich young white black brown green gray grey king qu
 street field ford page cook baker hunter mason sunday monday friday victory god goodluck godwin chance star
 sky summer winter autumn dawn eve ray sun moon bright wisdom north south
 """
-_COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
+COMMON_NAME_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 # Letters/digits plus combining marks, so "Ọ̀la" (no precomposed form) stays one token.
 _TOKEN = re.compile(r"[^\W_](?:[^\W_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])*")
 # Between two tokens of one known value: spaces, commas, hyphens, apostrophes, dots ("Okonkwo-Eze", "P.O.").
@@ -135,7 +135,7 @@ def _compile(
     def add(tokens: tuple[str, ...], kind: PiiKind, score: float, recognizer: str) -> None:
         if not tokens or (len(tokens) == 1 and len(tokens[0]) < 2):
             return
-        risky = len(tokens) == 1 and tokens[0] in _COMMON_WORDS
+        risky = len(tokens) == 1 and tokens[0] in COMMON_NAME_WORDS
         entry = _Entry(tokens, kind, score, recognizer, risky)
         if tokens not in best or best[tokens].score < score:
             best[tokens] = entry

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .kinds import PiiKind
+from .spec import Candidate
 
-class PiiKind(StrEnum):
-    """Kinds of personal data the engine recognises."""
-
-    CARD_NUMBER = "CARD_NUMBER"
-    IBAN = "IBAN"
-    BANK_ACCOUNT = "BANK_ACCOUNT"
-    BVN = "BVN"
-    NIN = "NIN"
-    SSN = "SSN"
-    PHONE = "PHONE"
-    EMAIL = "EMAIL"
-    PERSON = "PERSON"
-    ADDRESS = "ADDRESS"
-    DATE_OF_BIRTH = "DATE_OF_BIRTH"
-    IP_ADDRESS = "IP_ADDRESS"
-    CRYPTO_ADDRESS = "CRYPTO_ADDRESS"
-    PASSPORT = "PASSPORT"
+__all__ = ["Action", "Candidate", "Finding", "PiiKind", "Redaction"]
 
 
 class Action(StrEnum):
@@ -61,14 +46,3 @@ class Redaction(BaseModel):
         for f in self.findings:
             out[f.kind.value] = out.get(f.kind.value, 0) + 1
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """Internal pre-resolution span; cheaper than a pydantic model on the hot path."""
-
-    kind: PiiKind
-    start: int
-    end: int
-    score: float
-    recognizer: str

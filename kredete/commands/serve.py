@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Annotated
 
@@ -59,13 +58,13 @@ def token_issue(
     typer.echo(token)
 
 
-def redact() -> None:
+def redact(
+    role: Annotated[str | None, typer.Option(help="Mask as this role's policy does (default: mask all)")] = None,
+) -> None:
     """Redact PII in text read on stdin; print JSON {text, findings}."""
-    from guards.redaction import redact as do_redact
+    from guards.redaction import redact_stream
 
-    text = sys.stdin.read()
-    result = do_redact(text)
-    typer.echo(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
+    redact_stream(sys.stdin, sys.stdout, role)
 
 
 def demo_tokens() -> None:

@@ -3,9 +3,12 @@ candidates they leave undecided, so most texts never reach it (the fast path sta
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
-from functools import lru_cache
+from contextvars import ContextVar
 
 from . import model as ner
 from . import rules
@@ -14,6 +17,33 @@ from . import rules
 _WINDOW_BEFORE = 40
 _WINDOW_AFTER = 24
 _BREAK = re.compile(r"\s")
+# Model windows one redaction may spend (~10 ms each on one core). Past it, undecided candidates are masked
+# unverified: a hostile text full of unknown capitalised words costs bounded time and still leaks nothing.
+MAX_MODEL_WINDOWS = 64
+_budget: ContextVar[list[int] | None] = ContextVar("ner_budget", default=None)
+
+
+@contextlib.contextmanager
+def model_budget(windows: int = MAX_MODEL_WINDOWS) -> Iterator[None]:
+    """Bound the model calls of everything run inside (one `redact` call, however many chunks)."""
+    if _budget.get() is not None:  # nested: the outer budget applies
+        yield
+        return
+    token = _budget.set([windows])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _spend() -> bool:
+    left = _budget.get()
+    if left is None:
+        return True
+    if left[0] <= 0:
+        return False
+    left[0] -= 1
+    return True
 
 
 def _window(text: str, start: int, end: int) -> tuple[int, int]:
@@ -27,10 +57,27 @@ def _window(text: str, start: int, end: int) -> tuple[int, int]:
     return lo, hi
 
 
-@lru_cache(maxsize=16384)
+_CACHE_SIZE = 16_384
+_cache: OrderedDict[tuple[str, str], tuple[tuple[int, int], ...]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cached(model_name: str, window: str) -> tuple[tuple[int, int], ...] | None:
+    with _cache_lock:
+        hit = _cache.get((model_name, window))
+        if hit is not None:
+            _cache.move_to_end((model_name, window))
+        return hit
+
+
 def _model_spans(model_name: str, window: str) -> tuple[tuple[int, int], ...]:
     m = ner.get_model(model_name)
-    return tuple(m.persons([window])[0]) if m is not None else ()
+    spans = tuple(m.persons([window])[0]) if m is not None else ()
+    with _cache_lock:
+        _cache[(model_name, window)] = spans
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return spans
 
 
 def find_persons(text: str, model_name: str | None = None) -> Iterator[tuple[int, int, float, str]]:
@@ -55,8 +102,16 @@ def find_persons(text: str, model_name: str | None = None) -> Iterator[tuple[int
         else:
             windows.append((lo, hi))
     found: list[tuple[int, int]] = []
+    unread: list[tuple[int, int]] = []
     for lo, hi in windows:
-        found.extend((lo + a, lo + b) for a, b in _model_spans(name, text[lo:hi]))
+        window = text[lo:hi]
+        cached = _cached(name, window)
+        if cached is None and not _spend():
+            unread.append((lo, hi))
+            continue
+        found.extend((lo + a, lo + b) for a, b in (cached if cached is not None else _model_spans(name, window)))
     for c in undecided:
         if any(a < c.end and c.start < b for a, b in found):
             yield c.start, c.end, 0.7, f"person_{name}"
+        elif any(lo <= c.start and c.end <= hi for lo, hi in unread):
+            yield c.start, c.end, 0.5, "person_unverified"

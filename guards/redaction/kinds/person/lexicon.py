@@ -17,18 +17,23 @@ from functools import cache
 
 _NAME_LOCALES = ("en_NG", "yo_NG", "ig_NG", "ha_NG", "tw_GH", "en_KE", "en_GB", "en_IE", "en_US")
 
-_FUNCTION_WORDS = """
-a an the and or but nor so yet if then than that this these those there here what which who whom whose when where
-why how all any both each few more most other some such no not only own same too very can will just don should now
-i im me my myself we our ours you your yours he him his she her hers it its they them their theirs am is are was were
-be been being have has had having do does did doing would could might must shall may of at by for with about
-against between into through during before after above below to from up down in out on off over under again
-further once via per pls plz please kindly thanks thank hi hello hey dear regards ok okay yes sir madam sirs
-mum mom dad mama papa baba uncle aunt aunty auntie cousin brother sister bro sis wife husband son daughter
-friend landlord landlady tenant agent customer client staff team ops support manager officer guarantor
-beneficiary payee payer recipient sender holder account joint name names mr mrs ms miss dr prof chief
-""".split()
-_FINTECH_WORDS = """
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_FUNCTION_WORDS = _words("""
+a an the and or but nor so yet if then than that this these those there here what which who whom whose when
+where why how all any both each few more most other some such no not only own same too very can will just don
+should now i im me my myself we our ours you your yours he him his she her hers it its they them their theirs
+am is are was were be been being have has had having do does did doing would could might must shall may of at
+by for with about against between into through during before after above below to from up down in out on off
+over under again further once via per pls plz please kindly thanks thank hi hello hey dear regards ok okay yes
+sir madam sirs mum mom dad mama papa baba uncle aunt aunty auntie cousin brother sister bro sis wife husband
+son daughter friend landlord landlady tenant agent customer client staff team ops support manager officer
+guarantor beneficiary payee payer recipient sender holder account joint name names mr mrs ms miss dr prof
+chief
+""")
+_FINTECH_WORDS = _words("""
 transfer transfers transferred payment payments paid pay payout payouts refund refunds refunded reversal
 reversed reverse chargeback dispute disputes disputed case ticket order orders invoice receipt receipts
 statement balance balances wallet wallets card cards debit credit loan loans fee fees charge charged charges
@@ -36,11 +41,11 @@ deposit deposits withdrawal withdrawals airtime data bundle top-up topup subscri
 upkeep allowance gift gifts contribution contributions wedding burial funeral hospital medical bill bills
 business stock church harvest family support savings gold premium plan pending completed failed declined
 approved escalated resolved closed open review reviewed urgent complaint complaints update note notes agent
-bureau report reports letter correction notice status evidence proof tradeline tradelines settlement
-corridor fx rate rates amount amounts reference tracking shipment delivery delivered collected branch
-whatsapp sms email e-mail call called calling text texted spoke speak said says told asked replied phoned
-builder upgrade subject attention regarding re dispute-team checking noted sure done received confirmed
-""".split()
+bureau report reports letter correction notice status evidence proof tradeline tradelines settlement corridor
+fx rate rates amount amounts reference tracking shipment delivery delivered collected branch whatsapp sms
+email e-mail call called calling text texted spoke speak said says told asked replied phoned builder upgrade
+subject attention regarding re dispute-team checking noted sure done received confirmed
+""")
 
 # Lower-cased words and phrases that name something other than a person (whole-candidate or per-token).
 _GAZETTEER_TEXT = """
@@ -82,13 +87,13 @@ GAZETTEER = frozenset(_ENTRIES) | frozenset(e.replace("'s", "").replace("'", "")
 AMPERSAND_NAMES = re.compile(
     "|".join(re.escape(e) for e in sorted(_ENTRIES, key=len, reverse=True) if "&" in e), re.IGNORECASE)
 # Words that make the capitalised words before them an organisation or a place, not a person.
-ORG_SUFFIXES = frozenset("""
+ORG_SUFFIXES = frozenset(_words("""
 bank banks plc ltd limited inc llc co company stores store mall market supermarket pharmacy hospital clinic
 school college university academy church mosque ministry foods restaurant cafe kitchen republic house power
-tokens airtime cash money pay wallet express logistics motors electric telecom mobile network services
-group holdings capital finance microfinance mfb savings loans insurance estate estates road street avenue
-close crescent way lane drive city state county district branch office
-""".split())
+tokens airtime cash money pay wallet express logistics motors electric telecom mobile network services group
+holdings capital finance microfinance mfb savings loans insurance estate estates road street avenue close
+crescent way lane drive city state county district branch office
+"""))
 
 
 @cache
@@ -112,7 +117,9 @@ def common_words() -> frozenset[str]:
     """Lower-cased ordinary English words (not names by themselves)."""
     from faker.providers.lorem.en_US import Provider as Lorem
 
-    return frozenset(Lorem.word_list) | frozenset(_FUNCTION_WORDS) | frozenset(_FINTECH_WORDS)
+    from ...known_values import COMMON_NAME_WORDS
+
+    return frozenset(Lorem.word_list) | frozenset(_FUNCTION_WORDS) | frozenset(_FINTECH_WORDS) | COMMON_NAME_WORDS
 
 
 @cache

@@ -16,14 +16,21 @@ from . import lexicon as lx
 
 # A word: letters with inner apostrophes or hyphens (O'Brien, Okafor-Eze, Jae-won) but not a possessive 's;
 # a single capital followed by a dot is an initial ("A.").
-_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['’](?![sS]\b)(?=[^\W\d_])|-(?=[^\W\d_]))*(?:(?<=\b[A-Z])\.)?")
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+_L = rf"[^\W\d_][{_MARKS}]*"  # a letter with its combining marks ("ọ̀" has no precomposed form)
+_WORD = re.compile(rf"{_L}(?:{_L}|['’](?![sS]\b)(?={_L})|-(?={_L}))*(?:(?<=\b[A-Z])\.)?")
 _PARTICLES = frozenset({"de", "la", "van", "der", "von", "da", "del", "di", "le", "wa", "ole", "bin", "binti",
                         "al", "el", "mac", "ben", "st", "st."})
-TITLES = frozenset("""
+
+def _wordlist(text: str) -> list[str]:
+    return text.split()
+
+
+TITLES = frozenset(_wordlist("""
 mr mrs ms miss mx dr prof chief alhaji alh alhaja hajia haji mallam malam madam madame sir dame lady lord engr
 barr pastor rev revd reverend hon oba otunba prince princess sen gov capt col gen bishop imam deacon deaconess
 nana mzee mwalimu ambassador mama baba auntie aunty uncle
-""".split())
+"""))
 # Words right before a name that say it is one (lower-cased, as a run of words ending just before it).
 _CUES_BEFORE = (
     "paid to", "pay to", "payment to", "sent to", "send to", "sending to", "transfer to", "transferred to",
@@ -83,7 +90,15 @@ def _shape(word: str) -> str:
 
 
 def _words(text: str) -> list[tuple[int, int, str]]:
-    return [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+    """Words, without those glued to digits (hex ids, "S24", "KRD-2024"): codes, never names."""
+    out = []
+    n = len(text)
+    for m in _WORD.finditer(text):
+        s, e = m.span()
+        if (s and text[s - 1].isdigit()) or (e < n and text[e].isdigit()):
+            continue
+        out.append((s, e, m.group()))
+    return out
 
 
 def _key(word: str) -> str:
@@ -171,7 +186,8 @@ def _lower_runs(text: str, words: list[tuple[int, int, str]]) -> list[list[int]]
         run = list(range(i, j))
         listed = sum(_is_name(words[k][2]) for k in run)
         any_cue, strong = _cue_before(text, s)
-        if listed >= 2 or (any_cue and (listed >= 1 or strong)):
+        # One lower-case word needs a strong cue ("hi im kofi"); "by grace of God" is not a name.
+        if listed >= 2 or (strong and (listed >= 1 or len(run) > 1)) or (any_cue and listed >= 1 and len(run) > 1):
             out.append(run)
         i = j
     return out
@@ -239,7 +255,7 @@ def _split(words: list[tuple[int, int, str]], run: list[int]) -> list[tuple[list
                 i += 1
             continue
         k = keys[i]
-        if not cur and (k in TITLES or k in lx.common_words()):
+        if not cur and _shape(words[run[i]][2]) != "initial" and (k in TITLES or k in lx.common_words()):
             lead.append(k)
             i += 1
             continue
@@ -269,7 +285,7 @@ def _judge(text: str, words: list[tuple[int, int, str]], run: list[int], lead: s
         return None
     if all(k in lx.common_words() or k in lx.GAZETTEER for k in keys) and not titled:
         return None
-    lead_strong = bool(lead_words) and " ".join(lead_words[-2:]) in _STRONG_BEFORE or (
+    lead_strong = (bool(lead_words) and " ".join(lead_words[-2:]) in _STRONG_BEFORE) or (
         bool(lead_words) and lead_words[-1] in _STRONG_BEFORE)
     lead_start = words[run[0]][0] if not lead_words else words[run[0] - len(lead_words)][0]
     any_cue, strong = _cue_before(text, lead_start)
@@ -295,6 +311,8 @@ def _judge(text: str, words: list[tuple[int, int, str]], run: list[int], lead: s
         return Candidate(start, end, 0.7, True)
     if not any(plain):
         return None
+    if len(toks) == 1 and shapes[0] == "upper" and len(keys[0]) <= 4 and not names[0]:
+        return None  # an acronym ("NINO", "KYC", "ATM")
     if at_start and len(toks) == 1 and keys[0] in lx.vocabulary() and not any_cue:
         return None  # "Holding funds.", "Spoke with ...": an ordinary word opening a sentence
     if any_cue or not at_start or len(toks) > 1:

@@ -1,4 +1,4 @@
-"""Redaction policies: what to substitute for each kind, and per-role defaults."""
+"""Masking: what replaces each detected kind (mask, partial, keyed hash, keep), and the per-role defaults."""
 
 from __future__ import annotations
 
@@ -7,22 +7,9 @@ import hmac
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from .kinds import TAIL_KINDS as _TAIL_KINDS
 from .models import Action, PiiKind
 
-# Kinds whose last four characters are a meaningful, low-risk hint ("card ending 1234").
-_TAIL_KINDS = frozenset(
-    {
-        PiiKind.CARD_NUMBER,
-        PiiKind.IBAN,
-        PiiKind.BANK_ACCOUNT,
-        PiiKind.PHONE,
-        PiiKind.BVN,
-        PiiKind.NIN,
-        PiiKind.SSN,
-        PiiKind.PASSPORT,
-        PiiKind.CRYPTO_ADDRESS,
-    }
-)
 _PARTIAL_MIN_LEN = 8  # below this, four characters is too much of the value to reveal
 
 

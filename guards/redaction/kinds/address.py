@@ -1,4 +1,5 @@
-"""Rule-based PERSON and ADDRESS recognisers (no ML): honorifics, name labels, street/box/plot addresses.
+"""ADDRESS: street addresses (house number + words + street suffix + locality), P.O. boxes, plots and
+GhanaPostGPS digital addresses.
 
 Patterns whose first character is a plain class skip the leading look-behind and use :func:`token_matches`
 instead, so the regex engine can jump between candidate first characters (several times faster).
@@ -9,19 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .context import token_matches
-from .models import Candidate, PiiKind
+from ..context import token_matches
+from ..spec import Candidate, KindSpec
 
-_HONORIFICS = (
-    "Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Chief|Alhaji|Alh|Alhaja|Hajia|Haji|Mallam|Malam|Madam|Madame|Sir|Dame|Lady|"
-    "Lord|Engr|Barr|Pastor|Rev|Revd|Hon|Oba|Otunba|Prince|Princess|Sen|Gov|Capt|Col|Gen|Bishop|Imam|"
-    "Deacon|Deaconess|Nana|Mzee|Mwalimu|Ambassador"
-)
-# Capitalised words that follow a title or label but are not part of a name.
-_STOP = (
-    r"(?!(?i:the|and|or|of|in|on|at|for|to|from|is|was|has|had|will|with|phone|tel|mobile|email|e-mail|"
-    r"bvn|nin|dob|address|account|acct|date|born|passport|ssn|iban|card|amount|ref|id|street|road)\b)"
-)
 # Latin letters with diacritics count as letters ("Adébáyọ̀", "Zoë Müller"): an ASCII-only class would stop
 # the name at the first accent and leave the rest of it in the output. Combining marks may follow any
 # letter (Yoruba tone marks over dotted vowels have no precomposed form).
@@ -30,19 +21,6 @@ _MK = "\u0300-\u036f"
 _UP = "A-Z" + "".join(c for c in _LATIN if c.isupper())
 _LO = "a-z" + "".join(c for c in _LATIN if c.islower()) + _MK
 _CAP = rf"[{_UP}][{_MK}]*"
-_NAME_WORD = (
-    _STOP + rf"{_CAP}(?:[{_LO}]+(?:{_CAP}[{_LO}]+)?|[{_UP}{_MK}]+)(?:['’-](?:{_CAP})?[{_LO}]+|['’-][{_UP}{_MK}]+)?"
-)
-_NAME_SEQ = rf"{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.[ \t]*)?{_NAME_WORD}){{0,3}}"
-
-_HONORIFIC_NAME = re.compile(rf"(?<!\w)(?:(?:{_HONORIFICS})\.?[ \t]+){{1,3}}(?P<name>{_NAME_SEQ})")
-_LABELLED_NAME = re.compile(
-    r"(?<!\w)(?i:full[ _]?name|first[ _]?name|last[ _]?name|surname|customer[ _]?name|account[ _]?name|"
-    r"beneficiary(?:[ _]?name)?|recipient(?:[ _]?name)?|sender(?:[ _]?name)?|payee|account[ _]?holder|"
-    r"next[ _]?of[ _]?kin|name|my[ \t]+name[ \t]+is)"
-    rf"[\"']?[ \t]*[:=]?[ \t]*[\"']?(?P<name>{_NAME_SEQ})"
-)
-
 _WORD = rf"{_CAP}[\w'’{_MK}-]*\.?"
 _SUFFIX = (
     r"(?:Street|St|Road|Rd|Avenue|Ave|Close|Cl|Crescent|Cres|Way|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|"
@@ -93,14 +71,6 @@ def _strip_trailing(text: str, s: int, e: int) -> int:
     return e
 
 
-def find_persons(text: str) -> Iterator[Candidate]:
-    """Names after an honorific (Mr, Chief, Alhaji, ...) or a name label ("Name:", "beneficiary")."""
-    for m in _HONORIFIC_NAME.finditer(text):
-        yield Candidate(PiiKind.PERSON, m.start("name"), m.end("name"), 0.65, "person_honorific")
-    for m in _LABELLED_NAME.finditer(text):
-        yield Candidate(PiiKind.PERSON, m.start("name"), m.end("name"), 0.7, "person_label")
-
-
 def find_addresses(text: str) -> Iterator[Candidate]:
     """Street addresses (number + words + suffix + locality), P.O. boxes, plots, Ghana digital addresses."""
     for pattern, name, score in (
@@ -112,4 +82,13 @@ def find_addresses(text: str) -> Iterator[Candidate]:
     ):
         for m in token_matches(pattern, text):
             e = _strip_trailing(text, m.start(), m.end())
-            yield Candidate(PiiKind.ADDRESS, m.start(), e, score, name)
+            yield Candidate("ADDRESS", m.start(), e, score, name)
+
+
+SPEC = KindSpec(
+    "ADDRESS",
+    recognizers=(find_addresses,),
+    field_hints=("address", "street", "street_address", "address_line1", "address_line_1", "address_line2",
+                 "address_line_2", "home_address", "residential_address", "postal_address", "mailing_address",
+                 "billing_address"),
+)
