@@ -45,7 +45,11 @@ class AgentRuntime:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> AgentRuntime:
+        from guards.redaction import require_ner
         from stores.cache import CacheStore
+
+        # Never serve text that cannot be redacted: a NER model that fails to load stops the start here.
+        require_ner()
         from stores.mongo import MongoStore
         from stores.postgres.audit import AuditRepository
         from stores.search import SearchStore

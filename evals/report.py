@@ -143,6 +143,17 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{hard['documents_with_findings']} of {hard['documents']} documents (rate {hard['rate']:.3f}) "
                   f"{hard['by_kind'] or ''}", ""]
         lines += [f"- `{t}`: {n} docs" for t, n in hard["by_template"].items()]
+        if "free_text" in x:
+            ft = x["free_text"]
+            lines += ["", "### Free text (memos, dispute notes, bureau letters, chats; no known names)", "",
+                      "| kind | tp | fp | fn | precision | recall |", "|---|---|---|---|---|---|"]
+            lines += [f"| {k} | {m['tp']} | {m['fp']} | {m['fn']} | {m['precision']:.3f} | {m['recall']:.3f} |"
+                      for k, m in ft["per_kind"].items()]
+            lines += ["", f"PERSON recall by lexicon: {ft['person_recall_by_lexicon']} "
+                      f"(spans: {ft['person_spans_by_lexicon']}); by genre: {ft['person_recall_by_genre']}; "
+                      f"{ft['hard_negatives']['documents_with_findings']}/{ft['hard_negatives']['documents']} "
+                      "hard negatives flagged.", ""]
+            lines += [f"- missed: `{m}`" for m in ft["person_misses"]]
         lines += ["", "![redaction](redaction.png)", ""]
     if "permissions" in r:
         x = r["permissions"]

@@ -119,6 +119,13 @@ def summary(report: dict[str, Any], console: Console) -> None:
         t.add_row("redaction false positives", f"{fp['documents_with_findings']}/{fp['documents']} plain PII-free "
                                                f"docs, {hard['documents_with_findings']}/{hard['documents']} hard ones "
                                                f"{hard['by_kind']}")
+        if "free_text" in r["redaction"]:
+            ft = r["redaction"]["free_text"]
+            pk, neg = ft["per_kind"].get("PERSON", {}), ft["hard_negatives"]
+            oov = ft["person_recall_by_lexicon"]["out_of_lexicon"]
+            t.add_row("redaction free text", f"PERSON P {pk.get('precision', 0):.3f}  R {pk.get('recall', 0):.3f} "
+                                             f"(out of lexicon R {oov:.3f}); {neg['documents_with_findings']}/"
+                                             f"{neg['documents']} hard negatives flagged")
     if "permissions" in r:
         p = r["permissions"]
         t.add_row("permission matrix", f"{len(p['cells'])} cells, {len(p['mismatches'])} mismatches vs GRANTS, "

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 
 from .context import has_context, ranked_context
-from .kinds.card import is_card, labelled_not_card, luhn_ok
+from .kinds.card import business_label_before, is_card, labelled_not_card, luhn_ok
 from .kinds.phone import NG_MOBILE_LOCAL, intl_digits_phone, local_phone_region, nanp_ok
 from .kinds.ssn import ssn_ok
 from .spec import Candidate
@@ -83,6 +83,8 @@ def _classify_bare(text: str, s: int, e: int, digits: str) -> Candidate | None:
         score = _accepts(kind, digits, text, s, e)
         if score is not None:
             return Candidate(kind, s, e, score, "digits_context")
+    if business_label_before(text, s):
+        return None  # "tracking number 12345678901": labelled as something that is not personal data
     if n == 11:
         if NG_MOBILE_LOCAL.fullmatch(digits):
             return Candidate("PHONE", s, e, 0.6, "digits_bare")

@@ -72,8 +72,9 @@ def _collect(text: str, known: KnownValues, kinds: frozenset[PiiKind] | None, pr
             for rec in _ANY_TEXT:
                 found.extend(rec(chunk))
             if run_prose:
-                for rec in _PROSE:
-                    found.extend(rec(chunk))
+                taken = [(c.start, c.end) for c in found]
+                for prose in _PROSE:
+                    found.extend(prose(chunk, taken))
             if lo:
                 found = [Candidate(c.kind, c.start + lo, c.end + lo, c.score, c.recognizer) for c in found]
             cands.extend(found)

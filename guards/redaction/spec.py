@@ -6,7 +6,7 @@ the kind, the dict keys ("field hints") whose whole value is of the kind, and ho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -22,6 +22,9 @@ class Candidate:
 
 
 Recognizer = Callable[[str], Iterator[Candidate]]
+#: A prose recogniser also gets the spans the other recognisers already claimed (an address, an email's local
+#: part), so it neither double-counts them nor spends model calls on them.
+ProseRecognizer = Callable[[str, Sequence[tuple[int, int]]], Iterator[Candidate]]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class KindSpec:
     #: Recognisers that can match text without any digit (emails, spelled-out phone numbers).
     digitless: tuple[Recognizer, ...] = ()
     #: Recognisers that read prose: run on free text only, never on ids, enums, amounts or timestamps.
-    prose: tuple[Recognizer, ...] = ()
+    prose: tuple[ProseRecognizer, ...] = ()
     cues: str | None = None
     field_hints: tuple[str, ...] = ()
     tail: bool = False

@@ -82,13 +82,18 @@ _NOT_A_CARD = re.compile(
 _NEGATED = re.compile(r"\s*[(,-]?\s*(?:not\s+a\s+card|not\s+card)\b", re.IGNORECASE)
 
 
+def business_label_before(text: str, start: int) -> bool:
+    """An order, invoice, tracking, reference ... label right before `start`."""
+    return _NOT_A_CARD.search(text[max(0, start - 32):start]) is not None
+
+
 def labelled_not_card(text: str, start: int, end: int) -> bool:
     """The number is labelled as something else ("Order number 4111...", "(not a card)") and not as a card."""
     from ..context import has_context
 
     if _NEGATED.match(text, end) is not None:
         return True
-    if _NOT_A_CARD.search(text[max(0, start - 32):start]) is None:
+    if not business_label_before(text, start):
         return False
     return not has_context(text, start, end, "CARD_NUMBER", before=24, after=12)
 

@@ -9,15 +9,15 @@ already knows (users, a row's counterparty) are matched separately as known valu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ...spec import Candidate, KindSpec
 from .detect import find_persons
 from .model import NerUnavailable, configured_name, get_model
 
 
-def find_person_names(text: str) -> Iterator[Candidate]:
-    for start, end, score, recognizer in find_persons(text):
+def find_person_names(text: str, taken: Sequence[tuple[int, int]] = ()) -> Iterator[Candidate]:
+    for start, end, score, recognizer in find_persons(text, taken=taken):
         yield Candidate("PERSON", start, end, score, recognizer)
 
 

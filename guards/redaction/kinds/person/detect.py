@@ -7,7 +7,7 @@ import contextlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 
 from . import model as ner
@@ -80,9 +80,13 @@ def _model_spans(model_name: str, window: str) -> tuple[tuple[int, int], ...]:
     return spans
 
 
-def find_persons(text: str, model_name: str | None = None) -> Iterator[tuple[int, int, float, str]]:
-    """(start, end, score, recogniser) for each person name in `text`."""
+def find_persons(text: str, model_name: str | None = None, taken: Sequence[tuple[int, int]] = ()
+                 ) -> Iterator[tuple[int, int, float, str]]:
+    """(start, end, score, recogniser) for each person name in `text`, skipping spans in `taken` (already
+    claimed by another kind: a street name inside an address, an email's local part)."""
     cands = rules.candidates(text)
+    if taken:
+        cands = [c for c in cands if not any(a < c.end and c.start < b for a, b in taken)]
     if not cands:
         return
     name = model_name or ner.configured_name()
@@ -115,3 +119,9 @@ def find_persons(text: str, model_name: str | None = None) -> Iterator[tuple[int
             yield c.start, c.end, 0.7, f"person_{name}"
         elif any(lo <= c.start and c.end <= hi for lo, hi in unread):
             yield c.start, c.end, 0.5, "person_unverified"
+
+
+def clear_cache() -> None:
+    """Forget cached model windows (benchmarks time cold reads)."""
+    with _cache_lock:
+        _cache.clear()

@@ -154,3 +154,47 @@ def vocabulary() -> frozenset[str]:
 def is_name_word(word: str) -> bool:
     """A lower-cased token found in the given-name or surname lists."""
     return word in given_names() or word in surnames()
+
+
+class _NameLikeness:
+    """Character-trigram naive Bayes: names (the name lists) against ordinary words (the vocabulary, the common
+    words and the gazetteer). Scores words no list knows, so "Ohenewaa" reads as a name and "Webhook" does not
+    without asking the model."""
+
+    def __init__(self) -> None:
+        import math
+        from collections import Counter
+
+        names = given_names() | surnames()
+        words = vocabulary() | common_words() | frozenset(w for e in GAZETTEER for w in e.split())
+        self._log = math.log
+        self._pos, self._neg = Counter(), Counter()
+        for w in names:
+            self._pos.update(self._grams(w))
+        for w in words - names:
+            self._neg.update(self._grams(w))
+        self._pos_total, self._neg_total = sum(self._pos.values()), sum(self._neg.values())
+        self._vocab = len(set(self._pos) | set(self._neg))
+        self._prior = math.log(len(names) / max(1, len(words - names)))
+
+    @staticmethod
+    def _grams(word: str) -> list[str]:
+        w = f"^{word}$"
+        return [w[i:i + 3] for i in range(len(w) - 2)]
+
+    def score(self, word: str) -> float:
+        """Mean log-odds per trigram that `word` (lower case) is a name; > 0 leans name, < 0 leans word."""
+        grams = self._grams(word)
+        if not grams:
+            return 0.0
+        log = self._log
+        total = 0.0
+        for g in grams:
+            total += log((self._pos[g] + 1) / (self._pos_total + self._vocab)) - \
+                log((self._neg[g] + 1) / (self._neg_total + self._vocab))
+        return total / len(grams) + self._prior / len(grams)
+
+
+@cache
+def name_likeness() -> _NameLikeness:
+    return _NameLikeness()

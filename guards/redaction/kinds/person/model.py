@@ -15,12 +15,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 Span = tuple[int, int]
 
@@ -39,8 +43,10 @@ SPACY_FILES = {
 }
 
 
-class NerUnavailable(RuntimeError):
+class NerUnavailable(ConfigError):
     """The configured NER model cannot be loaded: the server must not serve text it cannot redact."""
+
+    store = "redaction"
 
 
 class NameModel(Protocol):
@@ -93,7 +99,7 @@ class RampartModel:
             self._person[int(idx)] = label.endswith(("GIVEN_NAME", "SURNAME"))
         opts = ort.SessionOptions()
         # One thread: the server runs many calls concurrently on two cores; more threads only contend.
-        opts.intra_op_num_threads = int(os.environ.get("KREDETE_NER_THREADS", "1"))
+        opts.intra_op_num_threads = _settings().redaction_ner_threads
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(root / "onnx" / "model_q4.onnx"), opts,
                                              providers=["CPUExecutionProvider"])
@@ -167,8 +173,31 @@ def _load(name: str) -> NameModel | None:
         raise NerUnavailable(f"NER model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
 
 
+_override: str | None = None
+
+
+@cache
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from config.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise NerUnavailable(f"KREDETE_REDACTION_NER / KREDETE_REDACTION_NER_THREADS: {msg}") from None
+
+
+def use(name: str | None) -> None:
+    """Select the model for this process regardless of the settings (benchmarks, tests); None: settings."""
+    global _override
+    _override = name
+
+
 def configured_name() -> str:
-    return os.environ.get("KREDETE_REDACTION_NER", "rampart").strip().lower() or "rampart"
+    """`KREDETE_REDACTION_NER` (rampart, spacy or none), unless `use` chose one."""
+    return _override or _settings().redaction_ner
 
 
 def get_model(name: str | None = None) -> NameModel | None:

