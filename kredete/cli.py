@@ -26,6 +26,8 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except ConfigError as exc:
-        from kredete.commands.common import fail
+        from kredete.commands.common import err
 
-        fail(str(exc))
+        # typer.Exit (what `fail` raises) is only handled inside the app: out here it printed a traceback.
+        err.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from None

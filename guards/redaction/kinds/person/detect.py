@@ -17,6 +17,7 @@ from . import rules
 _WINDOW_BEFORE = 40
 _WINDOW_AFTER = 24
 _BREAK = re.compile(r"\s")
+_MAX_WINDOW = 240  # characters: well under the model's 128 tokens
 # Model windows one redaction may spend (~10 ms each on one core). Past it, undecided candidates are masked
 # unverified: a hostile text full of unknown capitalised words costs bounded time and still leaks nothing.
 MAX_MODEL_WINDOWS = 64
@@ -101,7 +102,8 @@ def find_persons(text: str, model_name: str | None = None, taken: Sequence[tuple
     windows: list[tuple[int, int]] = []
     for c in undecided:
         lo, hi = _window(text, c.start, c.end)
-        if windows and lo <= windows[-1][1]:
+        # Merge touching windows, but never past what the model reads whole (it truncates long input).
+        if windows and lo <= windows[-1][1] and hi - windows[-1][0] <= _MAX_WINDOW:
             windows[-1] = (windows[-1][0], max(hi, windows[-1][1]))
         else:
             windows.append((lo, hi))
