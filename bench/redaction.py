@@ -19,7 +19,8 @@ Systems:
 Measures: precision/recall per kind (a prediction matches a gold span of the same kind that it overlaps;
 adjacent predictions of one kind are merged first, so "Ama" + "Boateng" count once for both systems),
 recall of the checksummed identifiers, the share of non-PII word tokens left intact, and texts per second
-(one thread, after a warm-up). Results: bench/results/redaction.json and a table.
+(one thread, after a warm-up; the systems take turns on ten batches of the texts, so load from other work on
+the machine falls on all of them alike). Results: bench/results/redaction.json and a table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,31 +52,55 @@ _WORD = re.compile(r"\w+")
 
 # --- the Presidio side (runs inside .venv-presidio: imports nothing from the project) ---------------------
 
-def presidio_worker(src: str, dst: str) -> None:
-    """Analyze every text of `src` (JSON list) with Presidio; write spans and timing to `dst`."""
+def presidio_worker() -> None:
+    """Serve batches: each stdin line is a JSON list of texts; each reply line holds their spans and the
+    seconds spent analysing them (so the parent can interleave Presidio with the other systems)."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    import presidio_analyzer
+    import spacy
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
-    texts = json.loads(Path(src).read_text())
     conf = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": SPACY_MODEL}]}
     engine = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=conf).create_engine())
-    for t in texts[:20]:
-        engine.analyze(t, language="en")
-    out = []
-    start = time.perf_counter()
-    for t in texts:
-        out.append([(r.entity_type, r.start, r.end) for r in engine.analyze(t, language="en")])
-    seconds = time.perf_counter() - start
-    import presidio_analyzer
-    import spacy
+    versions = {"presidio_analyzer": getattr(presidio_analyzer, "__version__", PRESIDIO_PINS[0].split("==")[1]),
+                "spacy": spacy.__version__}
+    for line in sys.stdin:
+        texts = json.loads(line)
+        start = time.perf_counter()
+        spans = [[(r.entity_type, r.start, r.end) for r in engine.analyze(t, language="en")] for t in texts]
+        reply = {"spans": spans, "seconds": time.perf_counter() - start, "versions": versions}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
 
-    Path(dst).write_text(json.dumps({"spans": out, "seconds": seconds, "versions": {
-        "presidio_analyzer": getattr(presidio_analyzer, "__version__", "2.2.366"), "spacy": spacy.__version__}}))
+
+class Presidio:
+    """The worker process in .venv-presidio."""
+
+    def __init__(self, console: Any) -> None:
+        python = _ensure_presidio_venv(console)
+        self.proc = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--presidio-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        self.versions: dict[str, str] = {}
+
+    def analyze(self, texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(texts) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        self.versions = reply["versions"]
+        spans = [[(PRESIDIO_KINDS.get(k, k), s, e) for k, s, e in doc] for doc in reply["spans"]]
+        return spans, reply["seconds"]
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def _ensure_presidio_venv(console: Any) -> Path:
@@ -94,22 +120,6 @@ def _ensure_presidio_venv(console: Any) -> Path:
     return python
 
 
-def run_presidio(texts: list[str], console: Any) -> dict[str, Any]:
-    python = _ensure_presidio_venv(console)
-    tmp = RESULTS.parent
-    src, dst = tmp / "redaction-presidio-in.tmp", tmp / "redaction-presidio-out.tmp"
-    src.write_text(json.dumps(texts))
-    try:
-        subprocess.run([str(python), str(Path(__file__).resolve()), "--presidio-worker", str(src), str(dst)],
-                       check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        res = json.loads(dst.read_text())
-    finally:
-        src.unlink(missing_ok=True)
-        dst.unlink(missing_ok=True)
-    spans = [[(PRESIDIO_KINDS.get(kind, kind), s, e) for kind, s, e in doc] for doc in res["spans"]]
-    return {"spans": spans, "seconds": res["seconds"], "versions": res["versions"]}
-
-
 # --- our side -------------------------------------------------------------------------------------------
 
 def _corpus(seed: int) -> list[Any]:
@@ -123,32 +133,39 @@ def _corpus(seed: int) -> list[Any]:
     return pos + neg + hard + fpos + fneg
 
 
-def run_engine(texts: list[str], model: str) -> dict[str, Any]:
+def engine_runner(model: str) -> Callable[[list[str]], tuple[list[list[tuple[str, int, int]]], float]]:
+    """Our engine with `model` as the name arbiter; the model's window cache is cleared before every batch so
+    no batch reads what an earlier pass cached."""
     from guards.redaction import redact
     from guards.redaction.kinds.person import model as ner
     from guards.redaction.kinds.person.detect import clear_cache
 
-    ner.use(model)
-    ner.get_model(model)
-    clear_cache()
-    for t in texts[:20]:
-        redact(t)
-    clear_cache()  # the timed pass must not read windows the warm-up cached
-    start = time.perf_counter()
-    spans = [[(f.kind.value, f.start, f.end) for f in redact(t).findings] for t in texts]
-    return {"spans": spans, "seconds": time.perf_counter() - start}
+    def run(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
+        ner.use(model)
+        ner.get_model(model)
+        clear_cache()
+        start = time.perf_counter()
+        spans = [[(f.kind.value, f.start, f.end) for f in redact(t).findings] for t in texts]
+        seconds = time.perf_counter() - start
+        ner.use(None)
+        return spans, seconds
+
+    return run
 
 
-def run_model_alone(texts: list[str], model: str) -> dict[str, Any]:
+def model_runner(model: str) -> Callable[[list[str]], tuple[list[list[tuple[str, int, int]]], float]]:
     """PERSON straight from a model over each whole text (no rules), for the model choice."""
     from guards.redaction.kinds.person import model as ner
 
     m = ner.get_model(model)
     assert m is not None
-    m.persons(texts[:20])
-    start = time.perf_counter()
-    spans = [[("PERSON", a, b) for a, b in m.persons([t])[0]] for t in texts]
-    return {"spans": spans, "seconds": time.perf_counter() - start}
+
+    def run(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
+        start = time.perf_counter()
+        spans = [[("PERSON", a, b) for a, b in m.persons([t])[0]] for t in texts]
+        return spans, time.perf_counter() - start
+
+    return run
 
 
 # --- scoring --------------------------------------------------------------------------------------------
@@ -194,10 +211,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--skip-presidio", action="store_true")
-    ap.add_argument("--presidio-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--batches", type=int, default=10, help="interleaving: each system reads each batch in turn")
+    ap.add_argument("--presidio-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.presidio_worker:
-        presidio_worker(*args.presidio_worker)
+        presidio_worker()
         return
     from rich.console import Console
     from rich.table import Table
@@ -208,19 +226,38 @@ def main() -> None:
     texts = [d.text for d in docs]
     console.log(f"{len(docs)} texts, {sum(len(d.spans) for d in docs)} labelled spans "
                 f"({sum(s.kind == 'PERSON' for d in docs for s in d.spans)} PERSON)")
-    runs: dict[str, dict[str, Any]] = {}
-    for name, fn in (("kredete", lambda: run_engine(texts, "rampart")),
-                     ("kredete_rules", lambda: run_engine(texts, "none")),
-                     ("kredete_spacy", lambda: run_engine(texts, "spacy")),
-                     ("rampart_alone", lambda: run_model_alone(texts, "rampart")),
-                     ("spacy_alone", lambda: run_model_alone(texts, "spacy"))):
-        with console.status(name):
-            runs[name] = fn()
+    systems: dict[str, Callable[[list[str]], tuple[list[list[tuple[str, int, int]]], float]]] = {
+        "kredete": engine_runner("rampart"), "kredete_rules": engine_runner("none"),
+        "kredete_spacy": engine_runner("spacy"), "rampart_alone": model_runner("rampart"),
+        "spacy_alone": model_runner("spacy")}
+    presidio = None if args.skip_presidio else Presidio(console)
+    names = [*systems, *(["presidio"] if presidio else [])]
+    runs: dict[str, dict[str, Any]] = {n: {"spans": [], "seconds": 0.0} for n in names}
+    warm = texts[:20]
+    for fn in systems.values():
+        fn(warm)
+    if presidio:
+        presidio.analyze(warm)
+    # Interleaved batches: every system reads each batch before the next one, so a change in the machine's
+    # load (other work on the same two cores) hits all of them alike.
+    step = max(1, len(texts) // args.batches)
+    with console.status("interleaved batches") as status:
+        for i in range(0, len(texts), step):
+            batch = texts[i:i + step]
+            status.update(f"batch {i // step + 1}/{-(-len(texts) // step)}")
+            for name, fn in systems.items():
+                spans, seconds = fn(batch)
+                runs[name]["spans"].extend(spans)
+                runs[name]["seconds"] += seconds
+            if presidio:
+                spans, seconds = presidio.analyze(batch)
+                runs["presidio"]["spans"].extend(spans)
+                runs["presidio"]["seconds"] += seconds
+    if presidio:
+        runs["presidio"]["versions"] = presidio.versions
+        presidio.close()
+    for name in names:
         console.log(f"{name}: {len(texts) / runs[name]['seconds']:.0f} texts/s")
-    if not args.skip_presidio:
-        with console.status("presidio"):
-            runs["presidio"] = run_presidio(texts, console)
-        console.log(f"presidio: {len(texts) / runs['presidio']['seconds']:.0f} texts/s")
     results: dict[str, Any] = {"seed": args.seed, "texts": len(texts),
                                "gold_spans": sum(len(d.spans) for d in docs), "systems": {}}
     for name, run in runs.items():
