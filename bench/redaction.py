@@ -1,6 +1,7 @@
 """Redaction benchmark, one run, the same texts for every system: our engine against Presidio.
 
     python -m bench.redaction [--seed 4242] [--skip-presidio]
+    python -m bench.redaction --mcp     # MCP search_transactions p50, merge base vs this tree (local stack)
 
 Texts: the structured-PII corpus (`evals.redaction_corpus`: cards, IBANs, BVN/NIN, phones, evasive spellings,
 PII-free business text and look-alikes) plus the free-text corpus (`evals.redaction_freetext`: memos, dispute
@@ -26,6 +27,7 @@ the machine falls on all of them alike). Results: bench/results/redaction.json a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -207,11 +209,81 @@ def score(docs: list[Any], predicted: list[list[tuple[str, int, int]]]) -> dict[
             "person_misses": fn_examples[:25], "person_false_positives": fp_examples[:25]}
 
 
+# --- the MCP search_transactions latency, before and after -------------------------------------------------
+
+def mcp_latency(rounds: int, per_round: int, console: Any) -> dict[str, Any]:
+    """p50 of `search_transactions` (support agent, one user, limit 20) over MCP/HTTP: the server built from
+    the merge base with main ("before": no name detection) and from this tree ("after"), both on the same
+    bench dataset, called in alternating rounds so load from other work falls on both alike."""
+    import asyncio
+    import contextlib
+    import random
+    import statistics
+    import tempfile
+
+    from bench.tool_calls import _sample
+    from evals.harness import Dataset, RotatingTokens, http_server, http_session
+
+    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    ds = Dataset("bench", users=200, seed=42, ingest=())
+    if not ds.is_ready():
+        # As Dataset.prepare, without the S3 documents search_transactions never reads.
+        from evals import harness
+
+        console.log(f"dataset {ds.name}: recreating {ds.db} (no S3 documents)")
+        asyncio.run(ds._recreate_databases())
+        harness._run(["db", "migrate"], ds.env)
+        harness._run(["seed", "--users", str(ds.users), "--seed", str(ds.seed), "--skip-documents"], ds.env)
+        ds.marker.parent.mkdir(parents=True, exist_ok=True)
+        ds.marker.write_text(json.dumps(ds._spec()))
+    settings = ds.settings()
+    _txs, users = asyncio.run(_sample(settings, 500))
+    with tempfile.TemporaryDirectory(prefix="kredete-before-") as tmp, contextlib.ExitStack() as stack:
+        archive = subprocess.run(["git", "archive", base], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        from config.paths import local_dir
+
+        before_env = {**ds.env, "PYTHONPATH": tmp, "KREDETE_LOCAL_DIR": str(local_dir())}
+        urls = {"before": stack.enter_context(http_server(before_env, log_name="bench-redaction-before")),
+                "after": stack.enter_context(http_server(ds.env, log_name="bench-redaction-after"))}
+        ms: dict[str, list[float]] = {k: [] for k in urls}
+        rng = random.Random(5)
+
+        async def one_round(name: str, url: str, offset: int) -> None:
+            tokens = RotatingTokens(settings, "support_agent", prefix=f"bench-redaction-{name}")
+            async with http_session(url, tokens.next()) as session:
+                for i in range(per_round):
+                    args = {"user_id": str(users[(offset + i) % len(users)]), "limit": 20}
+                    t = time.perf_counter()
+                    res = await session.call_tool("search_transactions", args)
+                    ms[name].append((time.perf_counter() - t) * 1000)
+                    if res.is_error:
+                        raise RuntimeError(f"{name}: {res.content}")
+
+        with console.status("search_transactions, before and after"):
+            for r in range(rounds):
+                order = list(urls.items())
+                rng.shuffle(order)
+                for name, url in order:
+                    asyncio.run(one_round(name, url, r * per_round))
+    out: dict[str, Any] = {"base_commit": base, "calls_each": rounds * per_round}
+    for name, xs in ms.items():
+        xs.sort()
+        out[name] = {"p50_ms": round(statistics.median(xs), 2), "p90_ms": round(xs[int(0.9 * len(xs))], 2)}
+    out["p50_change"] = round(out["after"]["p50_ms"] / out["before"]["p50_ms"] - 1, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--skip-presidio", action="store_true")
     ap.add_argument("--batches", type=int, default=10, help="interleaving: each system reads each batch in turn")
+    ap.add_argument("--mcp", action="store_true",
+                    help="only measure MCP search_transactions p50 before/after (needs the local stack)")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--per-round", type=int, default=25)
     ap.add_argument("--presidio-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.presidio_worker:
@@ -221,6 +293,14 @@ def main() -> None:
     from rich.table import Table
 
     console = Console(stderr=True)
+    if args.mcp:
+        res = mcp_latency(args.rounds, args.per_round, console)
+        prior = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        prior["mcp_search_transactions"] = res
+        RESULTS.write_text(json.dumps(prior, indent=2) + "\n")
+        Console().print(f"search_transactions p50 over MCP: before {res['before']['p50_ms']} ms, after "
+                        f"{res['after']['p50_ms']} ms ({res['p50_change']:+.1%}), {res['calls_each']} calls each")
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     docs = _corpus(args.seed)
     texts = [d.text for d in docs]
@@ -272,6 +352,9 @@ def main() -> None:
         for s in results["systems"].values():
             s["x_presidio_throughput"] = round(s["texts_per_s"] / base, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if RESULTS.exists():  # keep the MCP latency section of an earlier --mcp run
+        with contextlib.suppress(ValueError, KeyError):
+            results["mcp_search_transactions"] = json.loads(RESULTS.read_text())["mcp_search_transactions"]
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
     table = Table(title=f"redaction, {len(texts)} texts (seed {args.seed}); results {RESULTS.relative_to(ROOT)}")

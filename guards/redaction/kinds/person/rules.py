@@ -265,8 +265,9 @@ def _split(words: list[tuple[int, int, str]], run: list[int]) -> list[tuple[list
                 pieces.append((cur, " ".join(lead)))
             cur, lead = [], []
             i += hit
-            # A model or outlet name right after a brand ("Tecno Camon", "Galaxy S24") belongs to the brand.
-            if i < len(run) and not _is_name(words[run[i]][2]):
+            # A model or outlet name right after a brand ("Tecno Camon", "Galaxy S24") belongs to the brand,
+            # unless it opens another gazetteer entry ("Mama Cass New York").
+            if i < len(run) and not _is_name(words[run[i]][2]) and not _gazetteer_at(keys, i):
                 i += 1
             continue
         k = keys[i]
@@ -280,6 +281,10 @@ def _split(words: list[tuple[int, int, str]], run: list[int]) -> list[tuple[list
         pieces.append((cur, " ".join(lead)))
     # A title right before a gazetteer entry ("Mr Biggs") was swallowed into `lead` of nothing: fine.
     return pieces
+
+
+def _gazetteer_at(keys: list[str], i: int) -> bool:
+    return any(" ".join(keys[i:j]) in lx.GAZETTEER for j in range(i + 1, min(len(keys), i + 4) + 1))
 
 
 def _judge(text: str, words: list[tuple[int, int, str]], run: list[int], lead: str) -> Candidate | None:
