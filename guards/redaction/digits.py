@@ -83,7 +83,7 @@ def _classify_bare(text: str, s: int, e: int, digits: str) -> Candidate | None:
         score = _accepts(kind, digits, text, s, e)
         if score is not None:
             return Candidate(kind, s, e, score, "digits_context")
-    if business_label_before(text, s):
+    if business_label_before(text, s, goods_only=True):
         return None  # "tracking number 12345678901": labelled as something that is not personal data
     if n == 11:
         if NG_MOBILE_LOCAL.fullmatch(digits):

@@ -82,9 +82,20 @@ _NOT_A_CARD = re.compile(
 _NEGATED = re.compile(r"\s*[(,-]?\s*(?:not\s+a\s+card|not\s+card)\b", re.IGNORECASE)
 
 
-def business_label_before(text: str, start: int) -> bool:
-    """An order, invoice, tracking, reference ... label right before `start`."""
-    return _NOT_A_CARD.search(text[max(0, start - 32):start]) is not None
+# The narrower set that also overrides the bare 11-digit fallback (BVN/NIN/phone): labels of numbers that are
+# never a person's ("ref 22987654321" stays masked: a reference is often the customer's own BVN or phone).
+_GOODS_LABEL = re.compile(
+    r"(?<!\w)(?:order|orders|invoice|inv|tracking|track|parcel|shipment|booking|voucher|coupon|meter|imei|serial)"
+    r"(?:\s+(?:no|number|num|id|code|#))?\.?\s*[:#]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def business_label_before(text: str, start: int, *, goods_only: bool = False) -> bool:
+    """An order, invoice, tracking, reference ... label right before `start` (`goods_only`: only labels of
+    numbers that never identify a person: orders, parcels, invoices, meters)."""
+    pattern = _GOODS_LABEL if goods_only else _NOT_A_CARD
+    return pattern.search(text[max(0, start - 32):start]) is not None
 
 
 def labelled_not_card(text: str, start: int, end: int) -> bool:

@@ -75,6 +75,9 @@ _GAZETTEER_TEXT = """
     united kingdom|england|scotland|wales|ireland|britain|united states|america|usa|uk|
     crc|crc credit bureau|firstcentral|first central|equifax|experian|transunion|xds|metropol|creditinfo|
     kredete|
+    nigerian|nigerians|ghanaian|ghanaians|kenyan|kenyans|british|english|scottish|welsh|irish|american|
+    americans|african|africans|european|yoruba|igbo|hausa|fulani|efik|ijaw|tiv|akan|twi|ewe|ga|dagbani|
+    kikuyu|luo|luhya|kalenjin|kamba|swahili|pidgin|french|arabic|
     january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr|
     jun|jul|aug|sep|sept|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday|
     christmas|easter|sallah|eid|ramadan|black friday|new year|
