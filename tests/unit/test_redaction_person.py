@@ -179,7 +179,7 @@ def _fake_package(tmp: Path) -> Path:
 
 def test_the_server_refuses_to_start_when_the_model_does_not_load(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{_fake_package(tmp_path)}:{ROOT}", "KREDETE_REDACTION_NER": "rampart",
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "KREDETE_LOCAL_DIR": str(tmp_path / "local"), "COLUMNS": "500"}
     kredete = str(Path(sys.executable).parent / "kredete")
     proc = subprocess.run([kredete, "serve", "--transport", "stdio"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
