@@ -18,19 +18,26 @@ _BOUNDARY = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z])|\n[ \t]*\n")
 
 
 
+_CUES: dict[str, str] = {}
+
+
+def register_cues(cues: dict[str, str]) -> None:
+    """Install each kind's cue regex body ("bvn|bank\\s+verification"); `guards.redaction.kinds` calls this
+    with its units' cues (the units import this module, so it cannot import them)."""
+    _CUES.clear()
+    _CUES.update(cues)
+    _tables.cache_clear()
+
+
 @cache
 def _tables() -> tuple[dict[str, re.Pattern[str]], re.Pattern[str]]:
-    """Per-kind cue patterns and one combined pattern, built from each kind unit's `cues` (on first use:
-    the units import this module, so it cannot read them at import time).
+    """Per-kind cue patterns and one combined pattern.
 
-    Wrapped in (?<!\\w)...(?!\\w) rather than \b...\b: with a look-behind first the engine rejects mid-word
-    positions immediately, about 3x faster on long text.
+    Wrapped in (?<!\\w)...(?!\\w) rather than \\b...\\b: with a look-behind first the engine rejects
+    mid-word positions immediately, about 3x faster on long text.
     """
-    from .kinds import UNITS
-
-    cues = {u.kind: u.cues for u in UNITS if u.cues}
-    per_kind = {k: re.compile(rf"(?<!\w)(?:{body})(?!\w)", _I) for k, body in cues.items()}
-    combined = re.compile(r"(?<!\w)(?:" + "|".join(f"(?P<{k}>{body})" for k, body in cues.items()) + r")(?!\w)", _I)
+    per_kind = {k: re.compile(rf"(?<!\w)(?:{body})(?!\w)", _I) for k, body in _CUES.items()}
+    combined = re.compile(r"(?<!\w)(?:" + "|".join(f"(?P<{k}>{body})" for k, body in _CUES.items()) + r")(?!\w)", _I)
     return per_kind, combined
 
 

@@ -11,18 +11,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+# COMMON_NAME_WORDS: name parts that are also everyday English words ("Will", "Grace"), matched only when
+# capitalised in the text.
+from .kinds.person.lexicon import COMMON_NAME_WORDS
 from .models import Candidate, PiiKind
 from .normalise import normalise as _fold
 
-# Name parts that are also everyday English words: matched only when capitalised in the text, otherwise
-# "Will Smith" in known_names would redact every "will".
-_COMMON_WORDS_TEXT = """
-will grace faith joy hope mercy peace love favour favor gift blessing precious patience charity rose lily may
-june april august mark bill rich young white black brown green gray grey king queen prince hill wood stone
-street field ford page cook baker hunter mason sunday monday friday victory god goodluck godwin chance star
-sky summer winter autumn dawn eve ray sun moon bright wisdom north south
-"""
-COMMON_NAME_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 # Letters/digits plus combining marks, so "Ọ̀la" (no precomposed form) stays one token.
 _TOKEN = re.compile(r"[^\W_](?:[^\W_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])*")
 # Between two tokens of one known value: spaces, commas, hyphens, apostrophes, dots ("Okonkwo-Eze", "P.O.").

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ..context import register_cues
 from ..spec import KindSpec
 from . import (
     address,
@@ -47,6 +48,8 @@ UNITS: tuple[KindSpec, ...] = (
 
 PiiKind = StrEnum("PiiKind", [(u.kind, u.kind) for u in UNITS], module=__name__)
 PiiKind.__doc__ = "Kinds of personal data the engine recognises (one per unit in guards.redaction.kinds)."
+
+register_cues({u.kind: u.cues for u in UNITS if u.cues})
 
 #: Normalised dict key -> the kind its whole value is ("phone_number" -> PHONE).
 FIELD_HINTS: dict[str, PiiKind] = {hint: PiiKind(u.kind) for u in UNITS for hint in u.field_hints}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ..context import has_context
 from ..spec import KindSpec
 
 # (low, high, prefix length, allowed lengths, brand). Ranges are inclusive on the first `prefix length`
@@ -100,8 +101,6 @@ def business_label_before(text: str, start: int, *, goods_only: bool = False) ->
 
 def labelled_not_card(text: str, start: int, end: int) -> bool:
     """The number is labelled as something else ("Order number 4111...", "(not a card)") and not as a card."""
-    from ..context import has_context
-
     if _NEGATED.match(text, end) is not None:
         return True
     if not business_label_before(text, start):

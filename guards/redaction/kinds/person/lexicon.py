@@ -47,6 +47,16 @@ email e-mail call called calling text texted spoke speak said says told asked re
 subject attention regarding re dispute-team checking noted sure done received confirmed
 """)
 
+# Name parts that are also everyday English words: matched only when capitalised in the text, otherwise
+# "Will Smith" in known_names would redact every "will".
+_COMMON_WORDS_TEXT = """
+will grace faith joy hope mercy peace love favour favor gift blessing precious patience charity rose lily may
+june april august mark bill rich young white black brown green gray grey king queen prince hill wood stone
+street field ford page cook baker hunter mason sunday monday friday victory god goodluck godwin chance star
+sky summer winter autumn dawn eve ray sun moon bright wisdom north south
+"""
+COMMON_NAME_WORDS = frozenset(_words(_COMMON_WORDS_TEXT))
+
 # Lower-cased words and phrases that name something other than a person (whole-candidate or per-token).
 _GAZETTEER_TEXT = """
     gtbank|guaranty trust|guaranty trust bank|access|access bank|zenith|zenith bank|first bank|firstbank|uba|
@@ -119,8 +129,6 @@ def _faker_names() -> tuple[frozenset[str], frozenset[str]]:
 def common_words() -> frozenset[str]:
     """Lower-cased ordinary English words (not names by themselves)."""
     from faker.providers.lorem.en_US import Provider as Lorem
-
-    from ...known_values import COMMON_NAME_WORDS
 
     return frozenset(Lorem.word_list) | frozenset(_FUNCTION_WORDS) | frozenset(_FINTECH_WORDS) | COMMON_NAME_WORDS
 
