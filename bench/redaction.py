@@ -1,7 +1,8 @@
 """Redaction benchmark, one run, the same texts for every system: our engine against Presidio.
 
     python -m bench.redaction [--seed 4242] [--skip-presidio]
-    python -m bench.redaction --mcp     # MCP search_transactions p50, merge base vs this tree (local stack)
+    python -m bench.redaction --mcp [--base REF]   # MCP search_transactions p50, REF (default: merge base
+                                                    # with main) vs this tree, on the local stack
 
 Texts: the structured-PII corpus (`evals.redaction_corpus`: cards, IBANs, BVN/NIN, phones, evasive spellings,
 PII-free business text and look-alikes) plus the free-text corpus (`evals.redaction_freetext`: memos, dispute
@@ -211,7 +212,7 @@ def score(docs: list[Any], predicted: list[list[tuple[str, int, int]]]) -> dict[
 
 # --- the MCP search_transactions latency, before and after -------------------------------------------------
 
-def mcp_latency(rounds: int, per_round: int, console: Any) -> dict[str, Any]:
+def mcp_latency(rounds: int, per_round: int, console: Any, base: str | None = None) -> dict[str, Any]:
     """p50 of `search_transactions` (support agent, one user, limit 20) over MCP/HTTP: the server built from
     the merge base with main ("before": no name detection) and from this tree ("after"), both on the same
     bench dataset, called in alternating rounds so load from other work falls on both alike."""
@@ -224,8 +225,8 @@ def mcp_latency(rounds: int, per_round: int, console: Any) -> dict[str, Any]:
     from bench.tool_calls import _sample
     from evals.harness import Dataset, RotatingTokens, http_server, http_session
 
-    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    base = subprocess.run(["git", "rev-parse", base] if base else ["git", "merge-base", "HEAD", "main"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip()
     ds = Dataset("bench", users=200, seed=42, ingest=())
     if not ds.is_ready():
         # As Dataset.prepare, without the S3 documents search_transactions never reads.
@@ -282,6 +283,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=10, help="interleaving: each system reads each batch in turn")
     ap.add_argument("--mcp", action="store_true",
                     help="only measure MCP search_transactions p50 before/after (needs the local stack)")
+    ap.add_argument("--base", help="--mcp: the commit to compare with (default: the merge base with main)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--per-round", type=int, default=25)
     ap.add_argument("--presidio-worker", action="store_true", help=argparse.SUPPRESS)
@@ -294,7 +296,7 @@ def main() -> None:
 
     console = Console(stderr=True)
     if args.mcp:
-        res = mcp_latency(args.rounds, args.per_round, console)
+        res = mcp_latency(args.rounds, args.per_round, console, args.base)
         prior = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         prior["mcp_search_transactions"] = res
         RESULTS.write_text(json.dumps(prior, indent=2) + "\n")
