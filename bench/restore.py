@@ -8,7 +8,7 @@ On the running local stack (default profile, `kredete stack up`):
   3. `kredete drill restore` on that dataset: RPO and RTO (goals: RPO <= 60 s, RTO <= 300 s).
 With --ha: the HA profile in a scratch `.local/` on free ports: how long `stack up --profile ha` takes, and
 `kredete drill failover` (goal: 0 acknowledged writes lost with the synchronous standby).
-Writes bench/results/restore.json (each part under its own key) and prints a table.
+Writes bench/results/restore.json (--ha: bench/results/restore_ha.json) and prints a table.
 
     .venv/bin/python bench/restore.py --transactions 1000000
     .venv/bin/python bench/restore.py --ha
@@ -40,6 +40,7 @@ from stores.crypto import FieldCipher  # noqa: E402
 from stores.postgres import PostgresStore, migrate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "restore.json"
+HA_RESULTS = ROOT / "bench" / "results" / "restore_ha.json"
 DB = "kredete_restorebench"
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 
@@ -185,16 +186,13 @@ def main() -> None:
     ap.add_argument("--ha", action="store_true", help="measure the HA profile (scratch stack) instead")
     args = ap.parse_args()
     console = Console()
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.ha:
-        previous["ha"] = {**ha_part(console), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(previous, indent=2) + "\n")
-        console.print_json(data=previous["ha"])
+        ha = {**ha_part(console), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        HA_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        HA_RESULTS.write_text(json.dumps(ha, indent=2) + "\n")
+        console.print_json(data=ha)
         return
     result: dict[str, object] = {"transactions": args.transactions}
-    if "ha" in previous:
-        result["ha"] = previous["ha"]
     if not args.skip_seed:
         seconds, samples = asyncio.run(seed(args.transactions, args.per_user, console))
         lag = {name: {"p50_s": round(percentile(v, 50), 3), "p99_s": round(percentile(v, 99), 3),
