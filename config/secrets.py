@@ -13,7 +13,8 @@ from config.paths import local_dir
 _NAMES = (
     "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",
     "postgres_ferretdb",
-    "redis_default", "redis_agent", "minio_root", "token_signing_key", "field_encryption_master_key",
+    "redis_default", "redis_agent", "redis_admin", "redis_replication", "minio_root", "token_signing_key",
+    "field_encryption_master_key",
     "minio_kms_key",
     # S3: per-principal MinIO passwords are derived from this key; the audit webhook's bearer token
     "minio_principal_key", "minio_audit_token",

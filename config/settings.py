@@ -105,6 +105,19 @@ class Settings(BaseSettings):
     redaction_ner: Literal["rampart", "spacy", "none"] = "rampart"
     redaction_ner_threads: int = Field(1, ge=1, le=16)
 
+    # --- Redis: cluster or standalone, cache-aside, sessions, flags (redis engineer) -----------------------
+    #: What the local stack runs: the spec's Redis Cluster (3 masters + 3 replicas) or one standalone server.
+    #: An external Redis is chosen by its URL instead (`?cluster=true` for a cluster).
+    redis_topology: Literal["cluster", "standalone"] = "cluster"
+    #: Cache-aside: each TTL is spread by up to this fraction (both ways), so keys filled together expire apart.
+    cache_ttl_jitter: float = Field(0.1, ge=0, le=0.5)
+    #: A miss of the source is cached this long (negative caching), so absent keys do not hammer the source.
+    cache_negative_ttl_s: int = Field(60, ge=1, le=3600)
+    #: In-process copies held by each process, dropped on invalidation events (0 turns the local tier off).
+    cache_local_ttl_s: float = Field(30.0, ge=0, le=3600)
+    #: Sessions live this long unless revoked (write-through to Redis and the `sessions` table).
+    session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86_400)
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",
@@ -169,6 +182,13 @@ def check_coherent(s: Settings) -> None:
         raise _incoherent("KREDETE_POSTGRES_REPLICA_URL", "KREDETE_POSTGRES_URL",
                           "reads would go to a replica of another server than the local primary that takes the "
                           "writes")
+
+
+def local_redis_url(user: str, password: str, topology: str) -> str:
+    """URL of the local Redis: the cluster's first node (the client discovers the others) or the standalone one."""
+    if topology == "cluster":
+        return f"redis://{user}:{password}@127.0.0.1:{ports.REDIS_CLUSTER[0]}/0?cluster=true"
+    return f"redis://{user}:{password}@127.0.0.1:{ports.REDIS}/0"
 
 
 def resolve(settings: Settings | None = None) -> Settings:
@@ -243,8 +263,8 @@ def resolve(settings: Settings | None = None) -> Settings:
         "postgres_agent_replica_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", *replicas),
         "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", *primaries, attrs=rw),
         "mongo_url": lambda: SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
-        "redis_url": lambda: SecretStr(f"redis://kredete:{secret('redis_default')}@127.0.0.1:{ports.REDIS}/0"),
-        "redis_agent_url": lambda: SecretStr(f"redis://agent:{secret('redis_agent')}@127.0.0.1:{ports.REDIS}/0"),
+        "redis_url": lambda: SecretStr(local_redis_url("kredete", secret("redis_default"), s.redis_topology)),
+        "redis_agent_url": lambda: SecretStr(local_redis_url("agent", secret("redis_agent"), s.redis_topology)),
         "opensearch_url": lambda: SecretStr(f"http://127.0.0.1:{ports.OPENSEARCH}"),
         "token_signing_key": lambda: SecretStr(secret("token_signing_key")),
         "field_encryption_master_key": lambda: SecretStr(secret("field_encryption_master_key")),

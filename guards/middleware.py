@@ -80,8 +80,8 @@ def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> None:
 
 async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> None:
     status = await runtime.rate_limit(state.principal, label)
-    if status == "exempt":
-        state.extra["rate_limit"] = "exempt"
+    if status in ("exempt", "degraded"):  # degraded: Redis failed, the in-process limiter decided
+        state.extra["rate_limit"] = status
 
 
 class GuardMiddleware:

@@ -17,7 +17,7 @@ from kredete.stack.base import Server, ServerStatus, StackError
 from kredete.stack.ferretdb import FerretDBServer
 from kredete.stack.minio import AccessLogReceiver, MinioColdServer, MinioReplicaServer, MinioServer
 from kredete.stack.postgres import PostgresPrimary, PostgresReplica
-from kredete.stack.redis import RedisServer
+from kredete.stack.redis import redis_server
 
 __all__ = ["Server", "ServerStatus", "Skipped", "StackError", "all_servers", "down", "plan", "print_status",
            "reset", "skipped", "status", "up"]
@@ -69,13 +69,13 @@ def all_servers() -> list[Server]:
         from kredete.stack.patroni import PatroniMember
 
         return [*(EtcdMember(i) for i in range(MEMBERS)), *(PatroniMember(i) for i in range(MEMBERS)),
-                RedisServer(), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(), MinioColdServer(),
-                MinioServer(), MinioReplicaServer()]
+                redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
+                MinioColdServer(), MinioServer(), MinioReplicaServer()]
     primary = PostgresPrimary()
     return [primary, PostgresReplica(primary),
             PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2),
-            RedisServer(), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(), MinioColdServer(), MinioServer(),
-            MinioReplicaServer()]
+            redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
+            MinioColdServer(), MinioServer(), MinioReplicaServer()]
 
 
 def _why_not_local(name: str, settings: Settings) -> Skipped | None:

@@ -1,13 +1,26 @@
-"""Redis 7 with AOF persistence and ACL users, from Debian's `redis-server`."""
+"""Redis 7 from Debian's `redis-server`, AOF on, ACL users: one standalone server, or the spec's Redis Cluster
+(3 masters + 3 replicas, `redis-cli --cluster create`), chosen by `KREDETE_REDIS_TOPOLOGY` (default cluster).
+
+ACL users on every node: `kredete` (the services: anything but administering the server), `agent` (the MCP
+server: reads the cache, flags and leaderboards, writes only its rate-limit windows and query-embedding cache),
+`admin` (cluster creation and failover commands; never used by the application) and `replication` (what a
+replica needs to follow its master). The default user is off.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
+from pathlib import Path
 
 from config import ports
+from config.paths import local_dir
 from config.secrets import local_secrets
 from kredete.stack.base import Server, StackError, port_open, run
+
+#: Node timeout of the local cluster: a master that does not answer for this long is failed over.
+CLUSTER_NODE_TIMEOUT_MS = 2000
 
 
 def _binary() -> str:
@@ -18,43 +31,104 @@ def _binary() -> str:
     return found
 
 
+def _provision() -> None:
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        run(["apt-get", "update", "-qq"], timeout=600)
+        run(["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"], timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _version() -> str:
+    out = run([_binary(), "--version"])
+    return "Redis " + out.split("v=")[1].split()[0]
+
+
+def acl_lines(*, cluster: bool) -> str:
+    """The users of every node (see the module doc). Key patterns are prefixes, so hash-tagged keys such as
+    `rl:{customer:...}:tool` stay inside them."""
+    s = local_secrets()
+    # A cluster client asks any node for the slot map; replicas may serve reads (READONLY).
+    topology = " +cluster|slots +cluster|shards +cluster|nodes +cluster|info +cluster|myid +readonly +readwrite" \
+               " +asking" if cluster else ""
+    return (
+        "user default off\n"
+        f"user kredete on >{s['redis_default']} ~* &* +@all -@admin -@dangerous +info +flushdb +config|get"
+        f"{topology}\n"
+        # Flags and leaderboards are read-only for the agent (%R~); it writes only cache entries (filling and
+        # refilling them), its rate-limit windows and query embeddings.
+        f"user agent on >{s['redis_agent']} ~cache:* ~qemb:* ~rl:* %R~ff:* %R~lb:* &inval:* "
+        "-@all +@read +@connection +zadd +zremrangebyscore +expire +pexpire +multi +exec +eval +evalsha "
+        f"+script|load +setex +set +del +subscribe +unsubscribe{topology}\n"
+        f"user admin on >{s['redis_admin']} ~* &* +@all\n"
+        # Backups (kredete backup redis): may only stream an RDB snapshot (redis-cli --rdb) and ask when the last
+        # one was saved; no key access.
+        f"user backup on >{s['redis_backup']} -@all +ping +info +lastsave +replconf +sync +psync\n"
+        f"user replication on >{s['redis_replication']} -@all +psync +replconf +ping\n"
+    )
+
+
+def _base_conf(port: int, data_dir: Path) -> str:
+    s = local_secrets()
+    return (
+        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
+        f"dir {data_dir}\n"
+        "appendonly yes\nappendfsync everysec\nappenddirname appendonly\n"
+        "save 900 1\nsave 300 100\n"
+        "maxmemory 512mb\nmaxmemory-policy volatile-lru\n"
+        "notify-keyspace-events Ex\n"
+        f"masteruser replication\nmasterauth {s['redis_replication']}\n"
+    )
+
+
+def _cli(port: int, *args: str, user: str = "kredete", timeout: float = 5) -> str:
+    secret = {"kredete": "redis_default", "admin": "redis_admin"}[user]
+    return run(["redis-cli", "-p", str(port), "--user", user, "--pass", local_secrets()[secret], "--no-auth-warning",
+                *args], timeout=timeout)
+
+
+def _info(port: int, section: str, user: str = "kredete") -> dict[str, str]:
+    out = _cli(port, "INFO", section, user=user) if section != "cluster" else _cli(port, "CLUSTER", "INFO",
+                                                                                    user=user)
+    return dict(line.split(":", 1) for line in out.replace("\r", "").splitlines() if ":" in line)
+
+
+def _serving(port: int) -> bool:
+    """Answers PING and has loaded its dataset (a server still loading the AOF refuses commands)."""
+    if not port_open(port):
+        return False
+    try:
+        return _cli(port, "PING").strip() == "PONG" and _info(port, "persistence").get("loading") == "0"
+    except StackError:
+        return False
+
+
 class RedisServer(Server):
+    """One standalone Redis (`KREDETE_REDIS_TOPOLOGY=standalone`, or a scratch server for tests and benches)."""
+
     name = "redis"
     port = ports.REDIS
 
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+        super().__init__()
+        if port is not None:
+            self.port = port
+        if data_dir is not None:
+            self.data_dir = data_dir
+
     def provision(self) -> None:
-        if not shutil.which("redis-server"):
-            run(["apt-get", "update", "-qq"], timeout=600)
-            run(["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"], timeout=900,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        _provision()
 
     def version(self) -> str:
-        out = run([_binary(), "--version"])
-        return "Redis " + out.split("v=")[1].split()[0]
+        return _version()
+
+    def conf(self) -> str:
+        return _base_conf(self.port, self.data_dir) + acl_lines(cluster=False)
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        s = local_secrets()
         conf = self.data_dir / "redis.conf"
         # Rewritten on every start so ports and passwords follow the current settings.
-        conf.write_text(
-            f"bind 127.0.0.1\nport {self.port}\nprotected-mode yes\ndaemonize no\n"
-            f"dir {self.data_dir}\n"
-            "appendonly yes\nappendfsync everysec\nappenddirname appendonly\n"
-            "save 900 1\nsave 300 100\n"
-            "maxmemory 512mb\nmaxmemory-policy volatile-lru\n"
-            "notify-keyspace-events Ex\n"
-            # The service user may do anything but administer the server; the agent user may only read
-            # the cache, feature flags and leaderboards and write its own rate-limit counters.
-            "user default off\n"
-            f"user kredete on >{s['redis_default']} ~* &* +@all -@admin -@dangerous +info +flushdb +config|get\n"
-            f"user agent on >{s['redis_agent']} ~cache:* ~ff:* ~lb:* ~qemb:* ~rl:* &inval:* "
-            "-@all +@read +@connection +zadd +zremrangebyscore +expire +pexpire +multi +exec +eval +evalsha "
-            "+script|load +setex +set\n"
-            # Backups (kredete backup redis): may only stream an RDB snapshot (redis-cli --rdb) and ask when
-            # the last one was saved; no key access.
-            f"user backup on >{s['redis_backup']} -@all +ping +info +lastsave +replconf +sync +psync\n"
-        )
+        conf.write_text(self.conf())
         os.chmod(conf, 0o600)
 
     def binary_name(self) -> str:
@@ -67,11 +141,114 @@ class RedisServer(Server):
         return f"redis://kredete:{local_secrets()['redis_default']}@127.0.0.1:{self.port}/0"
 
     def healthy(self) -> bool:
-        if not port_open(self.port):
-            return False
+        return _serving(self.port)
+
+
+class RedisClusterNode(RedisServer):
+    """One node of the cluster: a Redis server in cluster mode with its own `nodes.conf`."""
+
+    def conf(self) -> str:
+        return (_base_conf(self.port, self.data_dir) + acl_lines(cluster=True)
+                + "cluster-enabled yes\ncluster-config-file nodes.conf\n"
+                f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n"
+                "cluster-announce-ip 127.0.0.1\n"
+                # A slot without a master fails only its own keys; the rest of the cluster keeps serving.
+                "cluster-require-full-coverage no\ncluster-allow-reads-when-down no\n"
+                # Any replica may take over, however long it was cut off (a small local cluster has no spare).
+                "cluster-replica-validity-factor 0\n")
+
+
+class RedisClusterServer(Server):
+    """The spec's shape: 3 masters and 3 replicas on `ports.REDIS_CLUSTER`, formed once, then restarted as is
+    (each node keeps its `nodes.conf`). Healthy when every node serves and the cluster state is ok with
+    3 masters that each have a replica."""
+
+    name = "redis"
+    masters = 3
+    start_timeout = 60.0
+
+    def __init__(self, node_ports: tuple[int, ...] | None = None, data_dir: Path | None = None) -> None:
+        super().__init__()
+        self.data_dir = data_dir or local_dir() / "redis-cluster"
+        self.node_ports = tuple(node_ports or ports.REDIS_CLUSTER)
+        self.port = self.node_ports[0]
+        self.nodes = [RedisClusterNode(p, self.data_dir / f"node-{p}") for p in self.node_ports]
+
+    def provision(self) -> None:
+        _provision()
+
+    def version(self) -> str:
+        return _version() + " cluster"
+
+    def binary_name(self) -> str:
+        return "redis-server"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self.nodes[0].command()
+
+    def url(self) -> str:
+        return f"redis://kredete:{local_secrets()['redis_default']}@127.0.0.1:{self.port}/0?cluster=true"
+
+    def pid(self) -> int | None:
+        pids = [n.pid() for n in self.nodes]
+        self.notes.extend(note for n in self.nodes for note in n.notes if note not in self.notes)
+        return pids[0] if all(pids) else None
+
+    def node_pids(self) -> dict[int, int | None]:
+        return {n.port: n.pid() for n in self.nodes}
+
+    def cluster_problem(self) -> str | None:
+        """Why the cluster is not serving (None: ok, every master has a replica)."""
         try:
-            out = run(["redis-cli", "-p", str(self.port), "--user", "kredete", "--pass",
-                       local_secrets()["redis_default"], "--no-auth-warning", "PING"], timeout=5)
+            info = _info(self.port, "cluster")
+            if info.get("cluster_state") != "ok":
+                return f"cluster_state {info.get('cluster_state')}"
+            lines = _cli(self.port, "CLUSTER", "NODES").splitlines()
+        except StackError as exc:
+            return str(exc).splitlines()[0]
+        masters = [ln for ln in lines if "master" in ln.split()[2] and "fail" not in ln.split()[2]
+                   and len(ln.split()) > 8]
+        replicas = [ln for ln in lines if "slave" in ln.split()[2] and "fail" not in ln.split()[2]]
+        if len(masters) < self.masters or len(replicas) < len(self.nodes) - self.masters:
+            return f"{len(masters)} masters with slots and {len(replicas)} replicas up"
+        return None
+
+    def healthy(self) -> bool:
+        if not all(_serving(n.port) for n in self.nodes):
+            self.problem = "a node is not serving"
+            return False
+        self.problem = self.cluster_problem() or ""
+        return not self.problem
+
+    def _formed(self) -> bool:
+        try:
+            return int(_info(self.port, "cluster").get("cluster_known_nodes", "1")) >= len(self.nodes)
         except StackError:
             return False
-        return out.strip() == "PONG"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        if not self._formed():
+            addrs = [f"127.0.0.1:{p}" for p in self.node_ports]
+            _cli(self.port, "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes",
+                 user="admin", timeout=120)
+            self.notes.append(f"cluster formed: {self.masters} masters + {len(self.nodes) - self.masters} replicas")
+        deadline = time.monotonic() + self.start_timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise StackError(f"redis cluster did not become healthy in {self.start_timeout:.0f}s: {self.problem}")
+            time.sleep(0.25)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for node in reversed(self.nodes):
+            node.stop(timeout)
+
+    def reset(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def redis_server(topology: str) -> Server:
+    """The stack's Redis for a topology setting."""
+    return RedisClusterServer() if topology == "cluster" else RedisServer()

@@ -31,6 +31,16 @@ class FxRepository(Repository):
             raise NotFound(f"no FX rate for {base}/{quote}", store="postgres")
         return FxRate.model_validate(dict(row))
 
+    @staticmethod
+    async def insert_rate_in(conn: asyncpg.Connection, base: str, quote: str, rate, source: str,
+                             observed_at: datetime) -> FxRate:
+        """Record one observation of a pair (the FX service's write path)."""
+        with pg_errors():
+            row = await conn.fetchrow(
+                f"INSERT INTO fx_rates (base_currency, quote_currency, rate, source, observed_at) "
+                f"VALUES ($1, $2, $3, $4, $5) RETURNING {_RATE_COLUMNS}", base, quote, rate, source, observed_at)
+        return FxRate.model_validate(dict(row))
+
     async def rate_history(self, base: str, quote: str, date_from: datetime, date_to: datetime, *,
                            limit: int = 100) -> list[FxRate]:
         """Observations of a pair in [date_from, date_to), newest first (a time series)."""
