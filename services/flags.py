@@ -21,7 +21,6 @@ An unknown flag gives the caller's default, logged once per key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from typing import Any, Literal
@@ -158,29 +157,33 @@ class RedisFlagProvider(AbstractProvider):
                 self.store, on_keys=lambda keys: self._changed.set() if FLAGS_KEY in keys else None,
                 on_reset=self._changed.set)
             await self._subscriber.start(wait_s=2)
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._follow(), name="feature-flags")
         return self
 
     async def _follow(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.refresh_s)
+            # A short sleep loop rather than wait_for(event): it cancels promptly from any caller.
+            deadline = asyncio.get_running_loop().time() + self.refresh_s
+            while not self._changed.is_set() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             self._changed.clear()
             await self.refresh()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
             self._task = None
         if self._subscriber is not None:
             await self._subscriber.stop()
             self._subscriber = None
 
     def shutdown(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Called by the OpenFeature SDK, possibly from its own thread: hand the cancellation to our loop."""
+        loop, task = getattr(self, "_loop", None), self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
 
     # --- OpenFeature resolution ---------------------------------------------------------------------------
     def _resolve(self, kind: Kind, key: str, default: Any, context: EvaluationContext | None) -> FlagResolutionDetails:

@@ -65,8 +65,7 @@ class InvalidationSubscriber:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
             self._task = None
         await self._drop_client()
 
