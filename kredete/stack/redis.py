@@ -82,8 +82,9 @@ def _base_conf(port: int, data_dir: Path) -> str:
 
 def _cli(port: int, *args: str, user: str = "kredete", timeout: float = 5) -> str:
     secret = {"kredete": "redis_default", "admin": "redis_admin"}[user]
-    return run(["redis-cli", "-p", str(port), "--user", user, "--pass", local_secrets()[secret], "--no-auth-warning",
-                *args], timeout=timeout)
+    # The password goes through the environment: an argv shows in `ps` and in a failed command's error.
+    return run(["redis-cli", "-p", str(port), "--user", user, "--no-auth-warning", *args], timeout=timeout,
+               env={**os.environ, "REDISCLI_AUTH": local_secrets()[secret]})
 
 
 def _info(port: int, section: str, user: str = "kredete") -> dict[str, str]:

@@ -15,7 +15,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
 
@@ -59,7 +67,7 @@ def redis_errors(what: str) -> Iterator[None]:
     except ResponseError as exc:
         # CLUSTERDOWN, TRYAGAIN, LOADING, READONLY...: the command may succeed again once the server recovers.
         raise StoreUnavailable(f"{what}: Redis refused ({str(exc).split(' ', 1)[0][:40]})", store="redis") from exc
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"{what}: Redis unreachable ({type(exc).__name__})", store="redis") from exc
 
 
@@ -79,9 +87,12 @@ class CacheStore:
     async def connect(self) -> CacheStore:
         try:
             if self.cluster:
+                # Few, short retries: while a master fails over, callers get an error within ~0.2 s and degrade
+                # (the rate limiter) or read the source (the cache) instead of waiting out the election.
                 self.client = RedisCluster.from_url(
                     self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-                    decode_responses=True, require_full_coverage=False)
+                    decode_responses=True, require_full_coverage=False,
+                    retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2))
             else:
                 self.client = aioredis.from_url(self._url, socket_timeout=self._timeout,
                                                 socket_connect_timeout=self._timeout, decode_responses=True,

@@ -1,22 +1,32 @@
-"""The sliding-window limiter against the real Redis, as the restricted agent user the MCP server uses."""
+"""The sliding-window limiter against the real Redis (the stack's cluster by default), as the restricted agent user
+the MCP server uses; and its degraded mode when Redis cannot answer."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
+from config.settings import resolve
 from guards.errors import RateLimited
 from guards.principal import Principal, Role
-from guards.ratelimit import RateLimiter, RateLimits
+from guards.ratelimit import RATE_LIMIT_DEGRADED, RateLimiter, RateLimits
+from stores.cache import CacheStore
+
+LIMITS = RateLimits(per_tool=3, per_principal=5, window_ms=60_000, degraded_per_tool=2, degraded_per_principal=3)
+
+
+@pytest.fixture(scope="module")
+def redis_stack(session_stack):
+    session_stack.need(["redis"])
+    return resolve()
 
 
 @pytest.fixture
-async def limiter(settings):
-    client = aioredis.from_url(settings.redis_agent_url.get_secret_value())
-    yield RateLimiter(client, RateLimits(per_tool=3, per_principal=5, window_ms=60_000), own_issuer="kredete")
-    await client.aclose()
+async def limiter(redis_stack):
+    store = await CacheStore(redis_stack.redis_agent_url.get_secret_value()).connect()
+    yield RateLimiter(store, LIMITS, own_issuer="kredete")
+    await store.close()
 
 
 def _principal(role: Role, subject: str, user: uuid.UUID | None = None) -> Principal:
@@ -47,3 +57,30 @@ async def test_one_customer_shares_one_quota_whatever_the_token_subject(limiter)
     # another user is untouched
     other = uuid.uuid4()
     assert await limiter.check(_principal(Role.CUSTOMER, f"user:{other}", other), "get_wallet_balances") == "counted"
+
+
+async def test_redis_down_degrades_to_the_in_process_limiter():
+    dead = CacheStore("redis://agent:x@127.0.0.1:1/0?cluster=true", timeout=0.3)
+    with pytest.raises(Exception):  # noqa: B017 - the outage
+        await dead.connect()
+    limiter = RateLimiter(dead, LIMITS, own_issuer="kredete")
+    before = RATE_LIMIT_DEGRADED.labels(outcome="counted")._value.get()
+    agent = _principal(Role.SUPPORT_AGENT, f"agent-{uuid.uuid4().hex}")
+    # Tools keep answering, at the lower degraded quotas (2 per tool, 3 per principal), never an error.
+    assert [await limiter.check(agent, "get_transaction") for _ in range(2)] == ["degraded", "degraded"]
+    with pytest.raises(RateLimited):
+        await limiter.check(agent, "get_transaction")
+    assert await limiter.check(agent, "list_disputes") == "degraded"
+    with pytest.raises(RateLimited):
+        await limiter.check(agent, "search_transactions")
+    assert RATE_LIMIT_DEGRADED.labels(outcome="counted")._value.get() == before + 3
+    # Failed logins are still limited per IP while Redis is down, and their aggregation counted in-process.
+    seen = [await limiter.auth_failure("10.0.0.9", "invalid_token") for _ in range(3)]
+    assert [s.count_in_window for s in seen] == [1, 2, 3]
+    assert await limiter.claim_aggregate(seen[-1].aggregate_key) == 3
+    await dead.close()
+
+
+async def test_a_limiter_with_no_redis_at_all_is_degraded_not_refusing():
+    limiter = RateLimiter(None, LIMITS)
+    assert await limiter.check(_principal(Role.CUSTOMER, "c", uuid.uuid4()), "get_wallet_balances") == "degraded"
