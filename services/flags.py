@@ -86,6 +86,16 @@ class FlagDefinition(BaseModel):
             raise ValueError("rollout percentages add up to more than 100")
         return self
 
+    @property
+    def killed_variant(self) -> str:
+        """Served while the kill switch is off: `off_variant`, else a boolean flag's false variant, else the
+        default."""
+        if self.off_variant:
+            return self.off_variant
+        if self.kind == "boolean":
+            return next((n for n, v in self.variants.items() if v is False), self.default)
+        return self.default
+
 
 def bucket(flag_key: str, targeting_key: str) -> float:
     """A stable position in [0, 100) for this flag and targeting key."""
@@ -96,7 +106,7 @@ def bucket(flag_key: str, targeting_key: str) -> float:
 def evaluate(key: str, flag: FlagDefinition, context: EvaluationContext | None) -> tuple[str, Reason]:
     """(variant, reason) of one flag for one context."""
     if not flag.enabled:
-        return flag.off_variant or flag.default, Reason.DISABLED
+        return flag.killed_variant, Reason.DISABLED
     attrs = dict(context.attributes) if context else {}
     for rule in flag.rules:
         value = attrs.get(rule.attribute)
@@ -222,14 +232,23 @@ class RedisFlagProvider(AbstractProvider):
         return self._resolve("object", flag_key, default_value, evaluation_context)
 
 
-#: Flags the code reads, with the default each caller passes (what runs when the flag is unset or killed).
-KNOWN_FLAGS: dict[str, tuple[Kind, Any, str]] = {
-    "search_knowledge.default_mode": ("string", "hybrid",
-                                      "retrieval mode of search_knowledge when the caller names none "
-                                      "(hybrid, knn or bm25)"),
-    "tools.get_fx_quote.enabled": ("boolean", True, "whether the get_fx_quote tool answers (kill switch)"),
-    "leaderboards.enabled": ("boolean", False, "credit-builder leaderboards are updated and shown"),
+#: Flags the code reads: (kind, the default each caller passes, the variants `kredete flags set` starts from,
+#: what it controls). The default is what runs while the flag is unset, unknown or unreadable.
+KNOWN_FLAGS: dict[str, tuple[Kind, Any, dict[str, Any], str]] = {
+    "search_knowledge.default_mode": ("string", "hybrid", {"hybrid": "hybrid", "knn": "knn", "bm25": "bm25"},
+                                      "retrieval mode of search_knowledge when the caller names none"),
+    "tools.get_fx_quote.enabled": ("boolean", True, {"on": True, "off": False},
+                                   "whether the get_fx_quote tool answers (kill switch)"),
+    "leaderboards.enabled": ("boolean", False, {"on": True, "off": False},
+                             "credit-builder leaderboards are shown to customers"),
 }
+
+
+def template(key: str) -> dict[str, Any]:
+    """A starting definition for a known flag: its variants, the code's default as default variant."""
+    kind, default, variants, description = KNOWN_FLAGS[key]
+    name = next(n for n, v in variants.items() if v == default)
+    return {"kind": kind, "variants": variants, "default": name, "description": description}
 
 
 def context_for(targeting_key: str | None, **attributes: Any) -> EvaluationContext:

@@ -46,7 +46,7 @@ async def test_boolean_flag_with_kill_switch(flags):
     on = {"kind": "boolean", "variants": {"on": True, "off": False}, "default": "on"}
     await put(key, on)
     assert client.get_boolean_value(key, False, context_for("u1")) is True
-    await put(key, {**on, "enabled": False, "off_variant": "off"})
+    await put(key, {**on, "enabled": False})  # killed: a boolean serves its false variant
     details = client.get_boolean_details(key, True, context_for("u1"))
     assert details.value is False and details.reason == Reason.DISABLED
 
