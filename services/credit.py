@@ -96,4 +96,4 @@ class CreditService:
         store: CacheStore | None = self.cache.store
         if store is not None:
             with contextlib.suppress(StoreError):
-                await store.publish(WAKE_CHANNEL, "mongo")
+                await store.publish(WAKE_CHANNEL, '{"keys":[],"event":"wake"}')

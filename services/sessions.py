@@ -45,6 +45,10 @@ class SessionService:
         self.cache = cache
         self.ttl = ttl
 
+    @classmethod
+    def from_settings(cls, store: PostgresStore, cache: SessionCache, settings) -> SessionService:
+        return cls(store, cache, ttl=timedelta(seconds=settings.session_ttl_s))
+
     async def create(self, user_id: UUID, *, ip: str | None = None, user_agent: str | None = None) -> NewSession:
         token = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
