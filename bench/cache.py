@@ -365,20 +365,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(stderr=True)
     console.log(f"setting up {args.users} users")
     env = await setup(args.users)
+    result: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "users": args.users,
+                              "redis": "cluster" if env["cache"].cluster else "standalone"}
+    phases = (("hit_vs_source", lambda: hit_vs_source(env)), ("zipf", lambda: zipf_hit_ratio(env, args.requests)),
+              ("invalidation_lag", lambda: invalidation_lag(env, args.writes)),
+              ("rate_limiter_calls_per_s", lambda: limiter_throughput(env, args.seconds)))
     try:
-        console.log("hit vs source")
-        hits = await hit_vs_source(env)
-        console.log("Zipf hit ratio")
-        zipf = await zipf_hit_ratio(env, args.requests)
-        console.log("invalidation lag")
-        lag = await invalidation_lag(env, args.writes)
-        console.log("rate limiter")
-        limiter = await limiter_throughput(env, args.seconds)
+        for name, phase in phases:
+            console.log(name)
+            result[name] = await phase()
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.with_suffix(".partial.json").write_text(json.dumps(result, indent=2))  # survives a crash
     finally:
         await drop(env)
-    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "users": args.users,
-            "redis": "cluster" if env["cache"].cluster else "standalone", "hit_vs_source": hits,
-            "zipf": zipf, "invalidation_lag": lag, "rate_limiter_calls_per_s": limiter}
+    RESULTS.with_suffix(".partial.json").unlink(missing_ok=True)
+    return result
 
 
 def _yes(ok: bool) -> str:
@@ -417,7 +418,7 @@ def report(r: dict[str, Any]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     result = asyncio.run(main(parser.parse_args()))
