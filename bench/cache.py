@@ -370,6 +370,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     phases = (("hit_vs_source", lambda: hit_vs_source(env)), ("zipf", lambda: zipf_hit_ratio(env, args.requests)),
               ("invalidation_lag", lambda: invalidation_lag(env, args.writes)),
               ("rate_limiter_calls_per_s", lambda: limiter_throughput(env, args.seconds)))
+    if args.only:  # rerun some phases, keep the others' results from the last full run
+        previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        result = {**previous, **{k: v for k, v in result.items() if k != "at"}}
+        result[f"rerun_{'_'.join(args.only)}_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        phases = tuple(p for p in phases if p[0] in args.only)
     try:
         for name, phase in phases:
             console.log(name)
@@ -421,6 +426,8 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--only", nargs="+", choices=["hit_vs_source", "zipf", "invalidation_lag",
+                                                      "rate_limiter_calls_per_s"], help="rerun these phases")
     result = asyncio.run(main(parser.parse_args()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))

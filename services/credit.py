@@ -4,6 +4,7 @@ emit the credit store's change events (the cache invalidation publisher and the 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from datetime import datetime
 from uuid import UUID
@@ -12,7 +13,7 @@ from services.caching import SCORE, SCORES_TOPIC, WAKE_CHANNEL, CreditScore, sco
 from stores.cache import CacheStore
 from stores.cache.aside import ReadThroughCache
 from stores.errors import NotFound, StoreError
-from stores.mongo.cdc import Outbox
+from stores.mongo.cdc import ChangeEvent, Outbox
 from stores.mongo.client import MongoStore
 from stores.mongo.credit import CreditReportRepository, ScoreHistoryRepository, user_key
 from stores.mongo.documents import CreditReport, ScorePoint
@@ -74,26 +75,29 @@ class CreditService:
     async def record_score(self, point: ScorePoint) -> ScorePoint:
         """Store a score point (idempotent) and emit a `score_history` event."""
         point = await self.scores.record(point)
-        await self.outbox.emit(SCORES_TOPIC, "insert", score_event_id(point), point.user_id,
-                               {"bureau": str(point.bureau), "score": point.score, "as_of": point.as_of.isoformat()},
-                               event_id=score_event_id(point))
-        await self._wake()
+        event = await self.outbox.emit(SCORES_TOPIC, "insert", score_event_id(point), point.user_id,
+                                       {"bureau": str(point.bureau), "score": point.score,
+                                        "as_of": point.as_of.isoformat()}, event_id=score_event_id(point))
+        await self._wake(event)
         return point
 
     async def add_report_version(self, report: CreditReport) -> CreditReport:
         """Write the next version of a user's report (emits `credit_reports`); its score, if any, becomes a
         score point too."""
         new = await self.reports.add_version(report)
-        if new.score is not None:
+        if new.score is not None:  # its point's event (and wake-up) covers the report's key too
             await self.record_score(ScorePoint(user_id=new.user_id, bureau=new.bureau, score_model=new.score_model,
                                                score=new.score, as_of=new.valid_from, report_id=new.id))
         else:
             await self._wake()
         return new
 
-    async def _wake(self) -> None:
-        """Poke the invalidation publisher (best effort: it also polls the outbox on its own)."""
+    async def _wake(self, event: ChangeEvent | None = None) -> None:
+        """Poke the invalidation publisher with the event just appended to the outbox, so it can evict at once
+        (best effort: the outbox, which it also polls, stays the record it works from)."""
         store: CacheStore | None = self.cache.store
         if store is not None:
+            hint = event.model_dump(mode="json", include={"event_id", "topic", "user_id", "document_id", "data",
+                                                           "at"}) if event is not None else None
             with contextlib.suppress(StoreError):
-                await store.publish(WAKE_CHANNEL, '{"keys":[],"event":"wake"}')
+                await store.publish(WAKE_CHANNEL, json.dumps({"keys": [], "event": "wake", "hint": hint}))

@@ -2,7 +2,8 @@
 
 Sources, both outboxes written in the writer's own commit:
 * PostgreSQL `change_events` (users, preferences, FX rates), woken by `LISTEN change_events` at COMMIT;
-* the credit store's outbox (score points, report versions), woken by the writer's poke on `inval:wake`.
+* the credit store's outbox (score points, report versions), woken by the writer's poke on `inval:wake`; the poke
+  names the event it appended, so the keys are evicted at once and the outbox drain that follows re-handles it.
 Both are also polled every `poll_s`, so a lost wake-up only delays. For each event the publisher bumps the
 keys' generations and deletes them (`ReadThroughCache.invalidate`: no racing reader can refill the old value),
 then publishes the keys; subscribers drop their local copies. Checkpoints advance only past events handled,
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from services.caching import REPORTS_TOPIC, SCORES_TOPIC, WAKE_CHANNEL, keys_for
 from stores.cache.aside import ReadThroughCache
@@ -52,6 +54,7 @@ class InvalidationPublisher:
         self._tasks: list[asyncio.Task] = []
         self._waker: InvalidationSubscriber | None = None
         self._progress = asyncio.Condition()
+        self._hinted: set[asyncio.Task] = set()
 
     async def start(self) -> InvalidationPublisher:
         if self.events is not None:
@@ -59,8 +62,7 @@ class InvalidationPublisher:
             self._tasks.append(asyncio.create_task(self._loop(self._pg_wake, self._drain_pg), name="inval-pg"))
         if self.mongo is not None:
             self._waker = InvalidationSubscriber(self.cache.store, channel=WAKE_CHANNEL, on_keys=lambda _: None,
-                                                 on_reset=self._mongo_wake.set,
-                                                 on_message=lambda *_: self._mongo_wake.set())
+                                                 on_reset=self._mongo_wake.set, on_message=self._on_wake)
             await self._waker.start(wait_s=2)
             self._tasks.append(asyncio.create_task(self._loop(self._mongo_wake, self._drain_mongo),
                                                    name="inval-mongo"))
@@ -136,6 +138,21 @@ class InvalidationPublisher:
         await self._notify()
         return len(batch) >= 500 and upto > ckpt
 
+    def _on_wake(self, payload: dict, _received: float) -> None:
+        """A writer's wake-up. When it names the event it appended, evict at once (the fast path); the outbox
+        drain that follows handles the same event again (idempotent) and anything a lost wake-up missed."""
+        self._mongo_wake.set()
+        hint = payload.get("hint")
+        if isinstance(hint, dict) and hint.get("topic") in (SCORES_TOPIC, REPORTS_TOPIC):
+            keys = keys_for(str(hint["topic"]), hint.get("user_id"), str(hint.get("document_id", "")),
+                            hint.get("data") or {})
+            at = time.time()
+            with contextlib.suppress(ValueError, TypeError):
+                at = datetime.fromisoformat(str(hint.get("at"))).timestamp()
+            task = asyncio.create_task(self._evict_hinted(str(hint.get("event_id")), keys, at))
+            self._hinted.add(task)
+            task.add_done_callback(self._hinted.discard)
+
     async def _drain_mongo(self) -> bool:
         assert self.mongo is not None
         events = await self.mongo.poll()
@@ -144,6 +161,10 @@ class InvalidationPublisher:
         await self.mongo.commit()
         await self._notify()
         return bool(events)
+
+    async def _evict_hinted(self, event_id: str, keys: list[str], at: float) -> None:
+        with contextlib.suppress(StoreError):  # the outbox drain evicts it anyway
+            await self._evict(event_id, keys, at)
 
     async def _evict(self, event_id: str, keys: list[str], at: float) -> None:
         if not keys:

@@ -11,6 +11,7 @@ import pytest
 
 from services.credit import CreditService
 from services.leaderboard import LeaderboardService, pseudonym
+from stores.cache.leaderboard import board_key
 from stores.mongo.documents import ScorePoint
 from tests.integration.postgres.factories import add_user
 
@@ -24,9 +25,11 @@ async def boards(service_store, mongo, cache):
     yield svc, corridor
     stop.set()
     await asyncio.wait({task}, timeout=5)
+    if task.done() and task.exception():
+        raise task.exception()
 
 
-async def _until(predicate, timeout: float = 10.0):
+async def _until(predicate, timeout: float = 30.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await predicate()
@@ -36,11 +39,12 @@ async def _until(predicate, timeout: float = 10.0):
         await asyncio.sleep(0.05)
 
 
-async def test_events_update_opted_in_users_under_handles_only(boards, service_store, cipher, mongo):
+async def test_events_update_opted_in_users_under_handles_only(boards, service_store, cipher, mongo, cache):
     svc, corridor = boards
     credit = CreditService(mongo)
     month_start = datetime.now(UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
     month = month_start.strftime("%Y-%m")
+    await cache.delete(board_key(corridor, month))  # the stack's Redis outlives test runs
     users = [await add_user(service_store, cipher) for _ in range(4)]
     outsider = await add_user(service_store, cipher)
     handles = [await svc.opt_in(u, corridor) for u in users[:3]]
