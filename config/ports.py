@@ -25,8 +25,9 @@ HA_PATRONI_API = (_port("ha_patroni1", 58008), _port("ha_patroni2", 58009), _por
 ETCD_CLIENT = (_port("etcd1", 58002), _port("etcd2", 58004), _port("etcd3", 58006))
 ETCD_PEER = (_port("etcd1_peer", 58003), _port("etcd2_peer", 58005), _port("etcd3_peer", 58007))
 REDIS = _port("redis", 56379)
-# Redis Cluster (redis engineer): 3 masters + 3 replicas, one port each (the first is the seed in the URL).
-REDIS_CLUSTER = tuple(_port(f"redis_cluster_{i}", 56380 + i) for i in range(1, 7))
+# Redis Cluster (redis engineer): 3 masters + 3 replicas on REDIS + 2..7 (56381-56386 by default), so moving
+# KREDETE_PORT_REDIS (as scratch stacks do) moves the cluster with it; each can still be set on its own.
+REDIS_CLUSTER = tuple(int(os.environ.get(f"KREDETE_PORT_REDIS_CLUSTER_{i}", REDIS + 1 + i)) for i in range(1, 7))
 MONGO = _port("mongo", 57017)
 MONGO_DEBUG = _port("mongo_debug", 57018)
 OPENSEARCH = _port("opensearch", 59200)

@@ -145,12 +145,18 @@ class RedisServer(Server):
         return _serving(self.port)
 
 
+def bus_port(port: int) -> int:
+    """The node's cluster-bus port: Redis's usual port + 10000, or port - 10000 where that would pass 65535."""
+    return port + 10_000 if port + 10_000 <= 65_535 else port - 10_000
+
+
 class RedisClusterNode(RedisServer):
     """One node of the cluster: a Redis server in cluster mode with its own `nodes.conf`."""
 
     def conf(self) -> str:
         return (_base_conf(self.port, self.data_dir) + acl_lines(cluster=True)
                 + "cluster-enabled yes\ncluster-config-file nodes.conf\n"
+                f"cluster-port {bus_port(self.port)}\n"
                 f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n"
                 "cluster-announce-ip 127.0.0.1\n"
                 # A slot without a master fails only its own keys; the rest of the cluster keeps serving.
