@@ -41,9 +41,14 @@ from guards.errors import RateLimited
 from guards.metrics import REGISTRY
 from guards.principal import Principal, Role
 from stores.cache.client import CacheStore, hash_tag
+from stores.cache.metrics import REGISTRY as CACHE_REGISTRY
 from stores.errors import StoreError
 
 log = logging.getLogger("kredete.guards.ratelimit")
+
+# The Redis layer's own metrics (cache reads, bypasses, dropped entries, invalidations) are served on the same
+# /metrics as the guards': this module is what every server process that uses Redis imports.
+REGISTRY.register(CACHE_REGISTRY)
 
 RATE_LIMIT_DEGRADED = Counter("kredete_rate_limit_degraded", "Rate-limit checks made by the in-process fallback "
                               "because Redis failed, by outcome (counted, rate_limited)", ["outcome"],
