@@ -203,17 +203,14 @@ def archive_conf_text(archive_timeout_s: int) -> str:
 
 
 def write_archive_conf(primary) -> None:
-    """The primary's archive settings; needs pgBackRest installed and S3 reachable over TLS."""
-    try:
-        ensure_installed()
-        s = resolve()
-        repository()
-    except StackError as exc:
-        primary.notes.append(f"WAL archiving off: {exc}")
+    """The primary's archive settings, once its repository and stanza exist (`setup_repository`); before
+    that the primary does not archive (no WAL piles up for a repository that is never made)."""
+    cluster = primary.system_identifier()
+    if not is_ready(cluster):
         primary.archive_conf.unlink(missing_ok=True)
         return
-    if primary.system_identifier() or configured_cluster():
-        write_config(primary)
+    s = resolve()
+    write_config(primary)
     primary.archive_conf.write_text(archive_conf_text(int(s.archive_timeout_s)))
     _chown(primary.archive_conf)
 
@@ -325,11 +322,13 @@ def setup_repository(primary) -> str:
     if repository()["local"]:
         _ensure_s3()
     write_config(primary)
-    write_archive_conf(primary)
-    if primary._psql("SHOW archive_mode").strip() != "on":
-        primary.start()  # restarts it once to turn archiving on
     pgbackrest("stanza-create", timeout=300)
     ready_marker(configured_cluster()).write_text("stanza created\n")
+    write_archive_conf(primary)
+    if primary._psql("SHOW archive_mode").strip() != "on":
+        primary.start()  # restarts it once to turn archiving on (archive_mode needs a restart)
+    else:
+        primary._psql("SELECT pg_reload_conf()")
     return f"s3://{repository()['bucket']}/pgbackrest/{configured_cluster()}"
 
 
