@@ -20,12 +20,11 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 
 from agent_tools.prompts import register_prompts
-from agent_tools.registry import TOOLS
 from agent_tools.resources import register_resources
 from agent_tools.runtime import AgentRuntime
+from guards.bearer import KredeteTokenVerifier
 from guards.middleware import GuardMiddleware, HttpAuthGuard, record_token_failure
 from guards.pipeline import guarded_tool
-from guards.tokens import KredeteTokenVerifier
 
 INSTRUCTIONS = (
     "Read-only tools over a payments and credit-building data tier. Every call is scoped to the caller's "
@@ -35,7 +34,7 @@ INSTRUCTIONS = (
 
 
 def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) -> MCPServer:
-    """The MCP server with every tool wrapped in the guard pipeline."""
+    """The MCP server with every declared tool wrapped in the guard pipeline (`runtime` is wired)."""
     kwargs: dict = {}
     if http is not None:
         host, port = http
@@ -46,10 +45,8 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
                                  validate_token_resource=False),
         }
     tools = []
-    for spec in TOOLS:
-        fn = guarded_tool(name=spec.name, input_model=spec.input_model, output_model=spec.output_model,
-                          handler=spec.handler, runtime_getter=lambda: runtime, list_field=spec.list_field,
-                          postprocess=spec.postprocess, render=spec.render)
+    for spec in runtime.tools:
+        fn = guarded_tool(spec, lambda: runtime)
         tool = Tool.from_function(fn, name=spec.name, title=spec.title, description=spec.description,
                                   annotations=ToolAnnotations(title=spec.title, read_only_hint=spec.read_only,
                                                               destructive_hint=False, idempotent_hint=spec.read_only,
@@ -57,16 +54,13 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
         # Publish the input model's own schema: it says what the guard validates (unknown arguments refused).
         tool.parameters = spec.input_model.model_json_schema()
         tools.append(tool)
-    guard = GuardMiddleware(lambda: runtime)
+    guard = GuardMiddleware(lambda: runtime.gate)
     mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",
                     middleware=[guard], tools=tools, **kwargs)
     guard.catalog = mcp  # audit rows name only the resources and prompts it lists
     if http is not None:
         _add_http_routes(mcp, runtime)
-    runtime.tool_names = frozenset(s.name for s in TOOLS)
-    runtime.input_models = {s.name: s.input_model for s in TOOLS}
-    runtime.write_tools = frozenset(s.name for s in TOOLS if not s.read_only)
-    register_resources(mcp)
+    register_resources(mcp, runtime.tools)
     register_prompts(mcp)
     return mcp
 
@@ -109,7 +103,7 @@ async def serve_http(host: str = "127.0.0.1", port: int = 8765) -> None:
     runtime = await AgentRuntime(transport="http").start()
     try:
         # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
-        app = HttpAuthGuard(build_server(runtime, http=(host, port)).streamable_http_app(host=host), runtime)
+        app = HttpAuthGuard(build_server(runtime, http=(host, port)).streamable_http_app(host=host), runtime.gate)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         await uvicorn.Server(config).serve()
     finally:

@@ -123,7 +123,7 @@ class Dataset:
 
 def token_for(settings: Settings, role: str, *, user: UUID | None = None, subject: str | None = None,
               ttl_s: int = 3600) -> str:
-    from guards.tokens import issue_token
+    from guards.bearer import issue_token
 
     return issue_token(role, subject or (f"user:{user}" if user else f"{role}-harness"), user_id=user, ttl_s=ttl_s,
                        settings=settings)

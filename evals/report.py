@@ -158,7 +158,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "permissions" in r:
         x = r["permissions"]
         lines += ["## Permission matrix", "", f"{len(x['roles'])} roles x {len(x['tools'])} tools through the MCP "
-                  f"server over HTTP, compared with `guards.policy.GRANTS`: **{len(x['mismatches'])} mismatches**; "
+                  "server over HTTP, compared with the grants the tools declare (`agent_tools.registry.GRANTS`): "
+                  f"**{len(x['mismatches'])} mismatches**; "
                   f"{len(x['granted_but_failed'])} granted calls failed for another reason; tools listed but not in "
                   f"GRANTS (or the reverse): {x['tools_not_in_grants'] or 'none'}.", ""]
         lines += [f"- mismatch {c['role']} / {c['tool']}: expected {c['expected']}, observed {c['observed']}"

@@ -75,7 +75,7 @@ def run(only: Iterable[str] | None = None, *, resume: Path | None = None, users:
             facts = asyncio.run(server_eval.find_facts(settings))
             with http_server(ds.env, log_name="evals-http-server") as url:
                 if "permissions" in server_sections:
-                    from guards.policy import GRANTS
+                    from agent_tools.registry import GRANTS
                     from guards.principal import Role
 
                     task = progress.add_task("permissions", total=len(Role) * len(GRANTS))
@@ -83,7 +83,7 @@ def run(only: Iterable[str] | None = None, *, resume: Path | None = None, users:
                     save("permissions", asyncio.run(server_eval.permission_matrix(
                         url, settings, facts, progress=lambda: progress.advance(task))), t)
                 if "latency" in server_sections:
-                    task = progress.add_task("latency", total=len(server_eval.LATENCY_ROLE) * latency_calls)
+                    task = progress.add_task("latency", total=len(server_eval.latency_roles()) * latency_calls)
                     t = time.perf_counter()
                     save("latency", asyncio.run(server_eval.latency(
                         url, settings, facts, latency_calls, progress=lambda: progress.advance(task))), t)

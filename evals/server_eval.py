@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +54,10 @@ async def find_facts(settings: Any) -> Facts:
 
 
 def args_for(tool: str, role: str, facts: Facts) -> dict[str, Any]:
-    """Arguments a granted role can answer; customers never name a user."""
+    """Arguments a granted role can answer: those that name records of the dataset, else the tool's own example
+    (its input schema's `examples`), else none; customers never name a user."""
+    from agent_tools.registry import BY_NAME
+
     now = datetime.now(UTC)
     staff_user = str(facts.coached_user if role == "credit_coach" else facts.customer)
     args = {
@@ -66,10 +70,13 @@ def args_for(tool: str, role: str, facts: Facts) -> dict[str, Any]:
         "list_disputes": {"limit": 5, "user_id": staff_user},
         "get_dispute": {"dispute_id": facts.dispute, "user_id": staff_user},
         "search_knowledge": {"query": "how do I dispute an error on my credit report", "k": 3},
-        "log_feedback": {"conversation_id": "evals-matrix", "score": 4, "label": "helpful"},
+        # Each caller its own conversation: a conversation belongs to the first principal that logs under it.
+        "log_feedback": {"conversation_id": f"evals-{role}-{uuid.uuid4().hex[:8]}", "score": 4, "label": "helpful"},
         "corridor_volume": {"date_from": (now - timedelta(days=365)).isoformat(), "date_to": now.isoformat()},
         "search_audit_logs": {"limit": 5},
-    }[tool]
+    }.get(tool)
+    if args is None:
+        args = BY_NAME[tool].example() if tool in BY_NAME else {}
     if role == "customer":
         args.pop("user_id", None)
     return args
@@ -85,7 +92,7 @@ def _token(settings: Any, role: str, facts: Facts, subject: str | None = None) -
 
 async def permission_matrix(url: str, settings: Any, facts: Facts, progress: Any = None) -> dict[str, Any]:
     """Every role x tool: observed allowed/denied against GRANTS; granted calls must also succeed."""
-    from guards.policy import GRANTS
+    from agent_tools.registry import GRANTS
     from guards.principal import Role
 
     cells: list[dict[str, Any]] = []
@@ -110,13 +117,18 @@ async def permission_matrix(url: str, settings: Any, facts: Facts, progress: Any
             "tools_not_in_grants": unknown}
 
 
-# One role per tool for the latency run: a role that is granted the tool.
-LATENCY_ROLE = {"search_transactions": "support_agent", "get_transaction": "support_agent",
-                "get_wallet_balances": "support_agent", "get_credit_report": "credit_coach",
-                "get_score_history": "credit_coach", "get_action_plan": "credit_coach",
-                "list_disputes": "support_agent", "get_dispute": "support_agent", "search_knowledge": "customer",
-                "log_feedback": "customer", "corridor_volume": "risk_analyst",
-                "search_audit_logs": "compliance_officer"}
+#: The latency run calls each tool as the first of these roles it grants (customers last: their quota is per
+#: user, so their runs are capped; tools every role may call are measured for a customer, as agents use them).
+LATENCY_ROLE_ORDER = ("support_agent", "credit_coach", "risk_analyst", "compliance_officer", "customer")
+
+
+def latency_roles() -> dict[str, str]:
+    """tool -> the role the latency run calls it as, from the tools' grants."""
+    from agent_tools.registry import TOOLS
+    from guards.access import ALL_ROLES
+
+    return {t.name: "customer" if t.grant == ALL_ROLES
+            else next(r for r in LATENCY_ROLE_ORDER if r in {g.value for g in t.grant}) for t in TOOLS}
 
 
 async def latency(url: str, settings: Any, facts: Facts, calls: int, progress: Any = None) -> dict[str, Any]:
@@ -126,7 +138,7 @@ async def latency(url: str, settings: Any, facts: Facts, calls: int, progress: A
     bound to it), so their tools get at most 50 and 40 calls. A larger run needs its subjects listed in the
     server's KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS."""
     out: dict[str, Any] = {"calls_per_tool": calls, "tools": {}}
-    for tool, role in LATENCY_ROLE.items():
+    for tool, role in latency_roles().items():
         args = args_for(tool, role, facts)
         rot = RotatingTokens(settings, role, every=50, prefix=f"evals-lat-{tool}",
                              user=facts.customer if role == "customer" else None)

@@ -27,10 +27,10 @@ from mcp_types import CallToolResult, TextContent
 from mcp_types.jsonrpc import INVALID_REQUEST
 from pydantic import BaseModel, ValidationError
 
+from guards.call import CallState, current_call, new_call_state
 from guards.errors import BadInput, GuardError, Unauthenticated
 from guards.metrics import AUDIT_FAILURES, record_call
-from guards.pipeline import CallState, current_call, new_call_state
-from guards.policy import authorize
+from guards.pipeline import parse_arguments
 from guards.principal import Principal
 
 log = logging.getLogger("kredete.guards")
@@ -43,6 +43,8 @@ NOT_AUDITED_WRITE = "the call could not be audited, so nothing was written; try 
 
 
 class GuardRuntime(Protocol):
+    """What the middleware needs of the process's guards (`guards.gate.Gate`)."""
+
     tool_names: frozenset[str]
     input_models: dict[str, type[BaseModel]]
     write_tools: frozenset[str]
@@ -50,6 +52,8 @@ class GuardRuntime(Protocol):
     async def authenticate(self, ctx: Any) -> Principal: ...
 
     async def rate_limit(self, principal: Principal, tool: str) -> str | None: ...
+
+    def authorize(self, principal: Principal, tool: str) -> None: ...
 
     async def audit(self, state: CallState) -> bool: ...
 
@@ -69,7 +73,7 @@ def _is_error(result: Any) -> bool:
 def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> None:
     """Validate here, not only in the SDK, so the message names fields and rules but never echoes values."""
     try:
-        model.model_validate(arguments)
+        parse_arguments(model, arguments)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False)[:10]:
@@ -85,8 +89,9 @@ async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> No
 
 
 class GuardMiddleware:
-    """The runtime is looked up per request so tests can swap it. `catalog` (the MCPServer, set after it is
-    built) lists the resources and prompts, so audit rows name only known ones."""
+    """The guards (`runtime_getter()`, a `GuardRuntime`) are looked up per request so tests can swap them.
+    `catalog` (the MCPServer, set after it is built) lists the resources and prompts, so audit rows name only
+    known ones."""
 
     def __init__(self, runtime_getter, catalog: Any = None) -> None:
         self._runtime_getter = runtime_getter
@@ -124,7 +129,7 @@ class GuardMiddleware:
             await _rate_limit(runtime, state, state.tool)
             if not known:
                 raise BadInput("unknown tool; list the available tools with tools/list")
-            authorize(state.principal, name)
+            runtime.authorize(state.principal, name)
             _validate(runtime.input_models[name], arguments)
         except GuardError as exc:
             state.decision, state.reason = exc.decision, exc.message

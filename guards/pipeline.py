@@ -5,68 +5,42 @@ authenticate → authorise (role grant) → rate limit → run (row scope inside
 
 The MCP middleware (`GuardMiddleware`) owns the outer steps so that calls the SDK rejects before a
 tool runs (unknown tool, arguments failing the schema) are audited as well; `guarded_tool` builds
-the function the SDK registers, which runs the inner steps with the principal the middleware set.
+the function the SDK registers from a tool's declaration, which runs the inner steps (scope rule resolved
+from the principal, handler, redaction, delimiting, budget) with the principal the middleware set.
 """
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
-import hmac
 import inspect
-import json
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
 from guards.budget import MAX_OUTPUT_TOKENS, fit_to_budget
+from guards.call import CallState, args_digest, current_call, new_call_state
 from guards.errors import BadInput, GuardError, NotFoundInScope, Unauthenticated, Unavailable
-from guards.policy import authorize
-from guards.principal import Principal
+from guards.gate import Gate, ToolDeclaration
 from guards.untrusted import wrap_free_text
 from stores.errors import InvalidData, NotFound, StoreError, StoreUnavailable
 
 log = logging.getLogger("kredete.guards")
 
 
-@dataclass
-class CallState:
-    """What one tool call accumulates for its audit row."""
+class ToolHost(Protocol):
+    """What runs tools in a process: its gate, and the typed context a handler gets for one call."""
 
-    request_id: str
-    tool: str
-    arguments: dict[str, Any]
-    started: float = field(default_factory=time.perf_counter)
-    principal: Principal | None = None
-    decision: str = "allowed"
-    reason: str | None = None
-    rows_returned: int = 0
-    redactions: dict[str, int] = field(default_factory=dict)
-    injection_flags: int = 0
-    truncated: bool = False
-    unmasked: bool = False
-    resource: str | None = None
-    #: The tool name a caller asked for when it is not one of ours (`tool` is then "unknown"). Never stored:
-    #: the audit row carries a keyed digest of it (it is caller-controlled text, possibly PII or injection).
-    requested_name: str | None = None
-    #: More audit metadata (fixed keys and values set by the guards, never caller text).
-    extra: dict[str, Any] = field(default_factory=dict)
+    gate: Gate
+
+    def context(self, state: CallState, scope: Any) -> Any: ...
 
 
-current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("kredete_call", default=None)
-
-
-def args_digest(arguments: dict[str, Any], key: bytes) -> str:
-    """Keyed digest of the arguments: proves what was asked without storing it (values may be PII)."""
-    canonical = json.dumps(arguments, sort_keys=True, default=str, separators=(",", ":"))
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+def parse_arguments(model: type[BaseModel], arguments: dict[str, Any]) -> BaseModel:
+    """The tool's input model from the call's arguments as the client sent them (ValidationError if not)."""
+    return model.model_validate(arguments)
 
 
 def safe_message(exc: BaseException) -> tuple[str, str]:
@@ -89,12 +63,8 @@ def safe_message(exc: BaseException) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Building tool functions from pydantic input models
+# Building tool functions from their declarations
 # --------------------------------------------------------------------------------------------
-
-Handler = Callable[[Any, Principal, Any], Awaitable[BaseModel]]
-Postprocess = Callable[[dict[str, Any], Principal, Any, CallState], Awaitable[dict[str, Any]]]
-
 
 def _signature_from_model(model: type[BaseModel], returns: Any) -> inspect.Signature:
     params = []
@@ -108,36 +78,27 @@ def _signature_from_model(model: type[BaseModel], returns: Any) -> inspect.Signa
     return inspect.Signature(params, return_annotation=returns)
 
 
-def guarded_tool(
-    *,
-    name: str,
-    input_model: type[BaseModel],
-    output_model: type[BaseModel],
-    handler: Handler,
-    runtime_getter: Callable[[], Any],
-    list_field: str | None = None,
-    postprocess: Postprocess | None = None,
-    render: Callable[[dict[str, Any]], str] | None = None,
-    max_tokens: int = MAX_OUTPUT_TOKENS,
-) -> Callable[..., Awaitable[CallToolResult]]:
-    """A tool function whose schema is `input_model`'s and whose output is `output_model`.
+def guarded_tool(spec: ToolDeclaration, host: Callable[[], ToolHost], *,
+                 max_tokens: int = MAX_OUTPUT_TOKENS) -> Callable[..., Awaitable[CallToolResult]]:
+    """The function the SDK registers for a declared tool: its schema is the input model's.
 
-    `handler(args, principal, runtime)` runs the query with the principal's scope inside it;
-    `postprocess` redacts (the runtime supplies it); the pipeline then delimits free text,
-    caps the size and renders a short text next to the structured content.
+    Inside the middleware's outer steps it parses the arguments, resolves the declared scope rule from the
+    principal, runs `handler(args, context)` (the scope inside the store query), redacts every string,
+    delimits free text, caps the size to the token budget and renders a short text next to the structured
+    content. Any failure becomes a safe message (and the call's audit decision).
     """
+    name, input_model, output_model, list_field = spec.name, spec.input_model, spec.output_model, spec.list_field
 
-    async def tool(**kwargs: Any) -> CallToolResult:
+    async def tool(**_sdk_arguments: Any) -> CallToolResult:
         state = current_call.get()
         if state is None or state.principal is None:  # only reachable if the middleware is bypassed
             raise ToolError(Unauthenticated.public_message)
-        runtime = runtime_getter()
+        h = host()
         try:
-            args = input_model.model_validate(kwargs)
-            result = await handler(args, state.principal, runtime)
-            payload = result.model_dump(mode="json")
-            if postprocess is not None:
-                payload = await postprocess(payload, state.principal, runtime, state)
+            args = parse_arguments(input_model, state.arguments)
+            scope = await spec.scope.resolve(state.principal, args, h.gate.access)
+            result = await spec.handler(args, h.context(state, scope))
+            payload = await h.gate.redact(result.model_dump(mode="json"), state)
             payload, state.injection_flags = wrap_free_text(payload)
             # A page cut by the budget continues from its last row shown (the tool's own cursor, if it has one).
             payload, state.truncated = fit_to_budget(payload, list_field, max_tokens=max_tokens,
@@ -151,7 +112,7 @@ def guarded_tool(
             if state.decision == "error":
                 log.error("tool %s failed: %s", name, type(exc).__name__, exc_info=exc)
             raise ToolError(message) from None
-        text = render(payload) if render else _default_render(name, payload, list_field)
+        text = spec.render(payload) if spec.render else _default_render(name, payload, list_field)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=payload)
 
     tool.__name__ = name
@@ -183,21 +144,18 @@ def _default_render(name: str, payload: dict[str, Any], list_field: str | None) 
     return f"{name}: 1 record. Structured content holds the data; «data» marks untrusted text."
 
 
-def new_call_state(tool: str, arguments: dict[str, Any]) -> CallState:
-    return CallState(request_id=uuid.uuid4().hex, tool=tool, arguments=arguments)
-
-
 def bad_input(message: str) -> BadInput:
     return BadInput(f"invalid arguments: {message}")
 
 
 __all__ = [
     "CallState",
+    "ToolHost",
     "args_digest",
-    "authorize",
     "bad_input",
     "current_call",
     "guarded_tool",
     "new_call_state",
+    "parse_arguments",
     "safe_message",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 from config.settings import Settings, resolve
 from stores.cache import CacheStore
@@ -12,6 +14,14 @@ from stores.objects import ObjectStore
 from stores.postgres import PostgresStore
 from stores.search import SearchStore
 
+log = logging.getLogger("kredete.stores")
+
+StoreName = Literal["postgres", "audit", "mongo", "cache", "search", "objects"]
+EVERY_STORE: tuple[StoreName, ...] = ("postgres", "mongo", "cache", "search", "objects")
+#: What the MCP server connects: Postgres as the SELECT-only agent role and as the append-only audit role,
+#: the restricted Redis user, the credit store and search.
+AGENT_STORES: tuple[StoreName, ...] = ("postgres", "audit", "mongo", "cache", "search")
+
 
 def _s(secret) -> str | None:
     return secret.get_secret_value() if secret is not None else None
@@ -19,19 +29,25 @@ def _s(secret) -> str | None:
 
 @dataclass
 class Stores:
-    """The connected adapters a process uses; any may be None when not requested."""
+    """The adapters a process uses; any may be None when not requested.
+
+    `audit` is a second Postgres adapter as the append-only log role (the MCP server's audit writer).
+    """
 
     postgres: PostgresStore | None = None
     mongo: MongoStore | None = None
     cache: CacheStore | None = None
     search: SearchStore | None = None
     objects: ObjectStore | None = None
+    audit: PostgresStore | None = None
     settings: Settings = field(default_factory=resolve)
 
+    def _all(self) -> list:
+        return [x for x in (self.objects, self.search, self.cache, self.mongo, self.audit, self.postgres) if x]
+
     async def close(self) -> None:
-        for store in (self.objects, self.search, self.cache, self.mongo, self.postgres):
-            if store is not None:
-                await store.close()
+        for store in self._all():
+            await store.close()
 
 
 def build_postgres(s: Settings, *, role: str = "service") -> PostgresStore:
@@ -46,14 +62,15 @@ def build_postgres(s: Settings, *, role: str = "service") -> PostgresStore:
                          max_lag_bytes=s.postgres_replica_max_lag_bytes, max_lag_s=s.postgres_replica_max_lag_s)
 
 
-async def connect(which: tuple[str, ...] = ("postgres", "mongo", "cache", "search", "objects"), *,
-                  settings: Settings | None = None, postgres_role: str = "service",
-                  redis_role: str = "service") -> Stores:
-    """Connect the named adapters concurrently; on any failure close what was opened and re-raise."""
+def build(which: tuple[StoreName, ...] = EVERY_STORE, *, settings: Settings | None = None,
+          postgres_role: str = "service", redis_role: str = "service") -> Stores:
+    """The named adapters, not yet connected (`audit` is Postgres as the log role)."""
     s = resolve(settings)
     stores = Stores(settings=s)
     if "postgres" in which:
         stores.postgres = build_postgres(s, role=postgres_role)
+    if "audit" in which:
+        stores.audit = build_postgres(s, role="log")
     if "mongo" in which:
         stores.mongo = MongoStore(_s(s.mongo_url), s.mongo_db, timeout=s.connect_timeout_s)
     if "cache" in which:
@@ -64,10 +81,30 @@ async def connect(which: tuple[str, ...] = ("postgres", "mongo", "cache", "searc
     if "objects" in which:
         stores.objects = ObjectStore(s.s3_url, _s(s.s3_access_key), _s(s.s3_secret_key), region=s.s3_region,
                                      timeout=s.connect_timeout_s, verify=s.s3_ca_file)
-    pending = [x for x in (stores.postgres, stores.mongo, stores.cache, stores.search, stores.objects) if x]
-    results = await asyncio.gather(*(x.connect() for x in pending), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        await stores.close()
-        raise errors[0]
     return stores
+
+
+async def connect(which: tuple[StoreName, ...] = EVERY_STORE, *, settings: Settings | None = None,
+                  postgres_role: str = "service", redis_role: str = "service", required: bool = True) -> Stores:
+    """Connect the named adapters concurrently.
+
+    `required=True` (commands, tests): on any failure close what was opened and re-raise. `required=False`
+    (a server): a store that is down at start is logged and kept; calls that need it fail with a clear
+    `StoreUnavailable` until it is back, and the others keep working.
+    """
+    stores = build(which, settings=settings, postgres_role=postgres_role, redis_role=redis_role)
+    pending = stores._all()
+    results = await asyncio.gather(*(x.connect() for x in pending), return_exceptions=True)
+    errors = [(x, r) for x, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+    if errors and required:
+        await stores.close()
+        raise errors[0][1]
+    for store, exc in errors:
+        log.warning("store %s unavailable at start: %s", type(store).__name__, exc)
+    return stores
+
+
+async def connect_agent(settings: Settings | None = None) -> Stores:
+    """The MCP server's adapters (`AGENT_STORES`, least-privilege roles), tolerant of a store that is down."""
+    return await connect(AGENT_STORES, settings=settings, postgres_role="agent", redis_role="agent",
+                         required=False)

@@ -38,6 +38,10 @@ class RowScope(BaseModel):
     def everyone(cls) -> RowScope:
         return cls(all_users=True)
 
+    def single_user(self) -> UUID | None:
+        """The one user this scope covers, if it covers exactly one (a read can then target that user)."""
+        return next(iter(self.user_ids)) if not self.all_users and len(self.user_ids) == 1 else None
+
     def allows(self, user_id: UUID | str) -> bool:
         return self.all_users or UUID(str(user_id)) in self.user_ids
 
@@ -68,6 +72,11 @@ class AuditScope:
     def __post_init__(self) -> None:
         if self.role != COMPLIANCE_ROLE:
             raise ScopeRefused(f"audit logs are searchable only by {COMPLIANCE_ROLE}, not {self.role!r}")
+
+    @property
+    def rows(self) -> RowScope:
+        """The audit trail's rows in the database: every actor's (the audit table is read under this scope)."""
+        return RowScope.everyone()
 
     @classmethod
     def of(cls, principal: Any) -> AuditScope:

@@ -49,7 +49,7 @@ def token_issue(
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
 ) -> None:
     """Print a signed token binding role, subject and (customers) user id."""
-    from guards.tokens import issue_token
+    from guards.bearer import issue_token
 
     try:
         token = issue_token(role, subject or (f"user:{user}" if user else f"{role}-1"), user_id=user, ttl_s=ttl)
@@ -72,7 +72,7 @@ def demo_tokens() -> None:
     import asyncio
 
     from config.settings import resolve
-    from guards.tokens import issue_token
+    from guards.bearer import issue_token
     from stores.registry import connect
 
     async def first_ids() -> tuple[str | None, str | None]:

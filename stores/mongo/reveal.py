@@ -1,7 +1,7 @@
 """Authorisation to decrypt PII fields of the credit store: a `RevealGrant`, or nothing (masked).
 
 Repositories decrypt only for a valid grant: a compliance officer, named, with a stated reason. The guard
-layer issues grants from a verified principal (`AgentRuntime.reveal_grant`); the repositories re-validate
+layer issues grants from a verified principal (`guards.access.reveal_grant`); the repositories re-validate
 whatever they are handed, so anything else (a bare `True`, a grant forged with `model_construct`) is
 refused with `RevealRefused` before the query runs.
 """

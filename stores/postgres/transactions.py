@@ -37,8 +37,6 @@ _CURRENCY = re.compile(r"^[A-Z]{3,4}$")
 #: A platform reference (KRD- and 12 of [0-9A-Z], as the table's CHECK says) or a start of one.
 REFERENCE_LENGTH = 16
 _REFERENCE_PREFIX = re.compile(r"^KRD-[0-9A-Z]{1,12}$")
-#: Counterparty types whose names staff see unmasked, so a staff search may compare them.
-VISIBLE_TO_STAFF: tuple[CounterpartyType, ...] = ("merchant", "system")
 #: Case- and whitespace-insensitive form of a name, in SQL (applied to the column and the argument alike).
 _NORMALISED_NAME = "lower(btrim(regexp_replace({}, '\\s+', ' ', 'g')))"
 
@@ -136,15 +134,15 @@ class TransactionRepository(Repository):
                      status: TransactionStatus | None = None, corridor: str | None = None,
                      min_amount_minor: int | None = None, max_amount_minor: int | None = None,
                      currency: str | None = None, reference: str | None = None, counterparty: str | None = None,
-                     counterparty_types: Collection[CounterpartyType] = VISIBLE_TO_STAFF,
+                     counterparty_types: Collection[CounterpartyType] = (),
                      cursor: str | None = None, limit: int = 50) -> Page[TransactionSummary]:
         """Newest first, keyset-paged on (created_at, id); every filter and the scope run in SQL.
 
         Only values the caller can see are filterable. `reference` is the platform reference (KRD-...), matched
         exactly or as a prefix. `counterparty` is an exact match of the counterparty name, compared case- and
         whitespace-insensitively, and only on transactions whose counterparty type is in `counterparty_types`
-        (by default merchants and the platform, which staff see unmasked; a person's name is masked for staff, so
-        a staff probe on it must behave like a miss). The counterparty's account reference is never searched.
+        (the types whose names the caller sees, which the guards decide: `guards.access`; none given, no name
+        matches). The counterparty's account reference is never searched.
         """
         if status is not None and status not in TRANSACTION_STATUSES:
             raise InvalidData("unknown transaction status", store="postgres")

@@ -37,7 +37,9 @@ def _inspect(binary: Path, token: str, *args: str, expect_error: bool = False) -
     settings_env = {k: v for k, v in os.environ.items() if k.startswith("KREDETE_")}
     env = {**settings_env, **E2E_ENV, "KREDETE_TOKEN": token}
     env_args = [x for k, v in env.items() for x in ("-e", f"{k}={v}")]
-    proc = subprocess.run([str(binary), "--cli", sys.executable, str(REPO_ROOT / "server.py"), *env_args, *args],
+    # A generous connect timeout: a busy CI machine can take longer than the Inspector's 15 s to start Python.
+    proc = subprocess.run([str(binary), "--cli", "--connect-timeout", "120000", sys.executable,
+                           str(REPO_ROOT / "server.py"), *env_args, *args],
                           capture_output=True, text=True, timeout=180, check=False)
     # The Inspector exits non-zero when a tool reports isError, and still prints the result.
     assert (proc.returncode != 0) == expect_error, proc.stderr[-2000:]

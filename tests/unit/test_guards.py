@@ -8,14 +8,15 @@ import uuid
 import jwt
 import pytest
 
-from agent_tools.inputs import SearchTransactionsInput
+from agent_tools.registry import GRANTS
+from agent_tools.tools.transactions import SearchTransactionsInput
 from config.settings import Settings
+from guards.access import authorize
+from guards.bearer import issue_token, verify_token
 from guards.budget import count_tokens, fit_to_budget
 from guards.errors import BadInput, Forbidden, Unauthenticated
 from guards.middleware import _validate
-from guards.policy import GRANTS, authorize
 from guards.principal import Principal, Role
-from guards.tokens import issue_token, verify_token
 from guards.untrusted import BARE_FIELDS, CLOSE, OPEN, stays_bare, wrap, wrap_free_text
 
 S = Settings(token_signing_key="unit-test-signing-key-0123456789abcdef", field_encryption_master_key="k",
@@ -59,11 +60,11 @@ def test_bad_tokens_are_refused(mutate):
 
 def test_grants_deny_by_default():
     p = Principal(subject="r", role=Role.RISK_ANALYST, token_id="t", expires_at=0, issuer="kredete")
-    authorize(p, "corridor_volume")
+    authorize(p, "corridor_volume", GRANTS)
     with pytest.raises(Forbidden):
-        authorize(p, "get_transaction")
+        authorize(p, "get_transaction", GRANTS)
     with pytest.raises(Forbidden):
-        authorize(p, "tool_that_does_not_exist")
+        authorize(p, "tool_that_does_not_exist", GRANTS)
     assert all(isinstance(roles, frozenset) for roles in GRANTS.values())
 
 
@@ -146,7 +147,7 @@ def test_validation_errors_name_fields_but_never_echo_values():
 # --- token lifetime --------------------------------------------------------------------------------------
 
 def test_tokens_living_longer_than_the_maximum_are_refused_and_not_issued():
-    from guards.tokens import DEFAULT_MAX_LIFETIME_S, TokenPolicy
+    from guards.bearer import DEFAULT_MAX_LIFETIME_S, TokenPolicy
 
     key = S.token_signing_key.get_secret_value()
     now = int(time.time())
@@ -167,7 +168,7 @@ def test_tokens_living_longer_than_the_maximum_are_refused_and_not_issued():
 
 
 def test_token_policy_reads_the_environment(monkeypatch):
-    from guards.tokens import TokenPolicy
+    from guards.bearer import TokenPolicy
 
     monkeypatch.setenv("KREDETE_TOKEN_MAX_LIFETIME_S", "7200")
     assert TokenPolicy().max_lifetime_s == 7200
@@ -198,7 +199,7 @@ def test_refusal_reasons_are_fixed_codes():
                                     "case-12345 lower-case ticket prefix", "CASE-12345 ...........",
                                     "INC-20261 ok", "XYZ-12345 unknown ticket system here"])
 def test_unmask_reason_needs_a_ticket_reference_and_a_purpose(reason):
-    from agent_tools.compliance import SearchAuditLogsInput
+    from agent_tools.tools.compliance import SearchAuditLogsInput
 
     with pytest.raises(BadInput) as info:
         _validate(SearchAuditLogsInput, {"unmask_reason": reason})
@@ -206,8 +207,8 @@ def test_unmask_reason_needs_a_ticket_reference_and_a_purpose(reason):
 
 
 def test_unmask_reason_accepts_each_ticket_kind_and_a_configured_pattern():
-    from agent_tools.compliance import SearchAuditLogsInput
-    from guards.policy import UnmaskPolicy, check_unmask_reason
+    from agent_tools.tools.compliance import SearchAuditLogsInput
+    from guards.access import UnmaskPolicy, check_unmask_reason
 
     for reason in ("CASE-12345: chargeback identity check", "INC-0042 incident triage of a leak",
                    "SAR-202601 suspicious activity report", "DSR-9999 - data subject access request"):

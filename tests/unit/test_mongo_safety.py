@@ -104,20 +104,20 @@ def _principal(role: str):
 
 
 def test_reveal_grants_only_for_compliance_officers_with_a_reason():
-    from agent_tools.runtime import AgentRuntime
+    from guards.access import reveal_grant
     from guards.errors import BadInput, Forbidden
     from stores.mongo.reveal import RevealGrant, RevealRefused, check_grant
 
-    grant = AgentRuntime.reveal_grant(_principal("compliance_officer"), "  CASE-1234: identity check for a KYC review ")
+    grant = reveal_grant(_principal("compliance_officer"), "  CASE-1234: identity check for a KYC review ")
     assert (grant.role, grant.subject, grant.reason) == ("compliance_officer", "compliance_officer-1",
                                                          "CASE-1234: identity check for a KYC review")
     assert check_grant(grant, what="credit_reports") == grant and check_grant(None, what="x") is None
     for role in ("customer", "support_agent", "credit_coach", "risk_analyst"):
         with pytest.raises(Forbidden):
-            AgentRuntime.reveal_grant(_principal(role), "CASE-1234: identity check for a KYC review")
+            reveal_grant(_principal(role), "CASE-1234: identity check for a KYC review")
     for reason in (None, "", "   short   ", "xxxxxxxxxxxxxxxx", "CASE-1234: short"):
         with pytest.raises(BadInput):
-            AgentRuntime.reveal_grant(_principal("compliance_officer"), reason)
+            reveal_grant(_principal("compliance_officer"), reason)
     with pytest.raises(ValueError):
         RevealGrant(role="support_agent", subject="a", reason="case KYC-1234: identity check")
     with pytest.raises(RevealRefused):

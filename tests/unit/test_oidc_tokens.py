@@ -12,9 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from guards.bearer import _jwks_client, verify_token
 from guards.errors import Unauthenticated
 from guards.principal import Role
-from guards.tokens import _jwks_client, verify_token
 from tests.unit.test_guards import S
 
 ISSUER = "https://idp.example.test/"

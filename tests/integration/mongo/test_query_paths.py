@@ -1,7 +1,7 @@
 """Sharding readiness: every read a tool makes carries `user_id` (and the scope) inside the filter.
 
 Filters are captured by a pymongo CommandListener on a real connection, for the repositories directly and
-for every role's path through the tool handlers (with the runtime's real scope logic).
+for every role's path through the tool handlers (with the tools' declared scope rules, resolved as the guard does).
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
-from agent_tools import credit as credit_tools
-from agent_tools import disputes as dispute_tools
-from agent_tools import inputs as i
-from agent_tools.runtime import AgentRuntime
+from agent_tools.context import ToolContext
+from agent_tools.registry import BY_NAME
+from agent_tools.repositories import Repositories
+from agent_tools.tools import credit as i_credit
+from agent_tools.tools import disputes as i_disputes
+from config.settings import resolve
+from guards.access import AccessSources
+from guards.call import new_call_state
 from guards.errors import BadInput
 from guards.principal import Principal, Role
 from stores.errors import InvalidData, NotFound
@@ -30,6 +34,7 @@ from stores.mongo.credit import (
     ScoreHistoryRepository,
 )
 from stores.mongo.documents import ActionPlan
+from stores.registry import Stores
 from stores.scope import RowScope
 from tests.integration.mongo.factories import dispute, report, uid
 
@@ -134,18 +139,20 @@ class Assignments:
         return self.assigned
 
 
-class ToolRuntime:
-    """The part of AgentRuntime the credit and dispute tools use: its real `scope_for`, repositories on the
-    recorded connection."""
+class Tools:
+    """The credit and dispute tools as the server runs them: the declared scope rule resolved from the principal
+    (coach assignments as above), then the handler with the repositories on the recorded connection."""
 
-    scope_for = AgentRuntime.scope_for
+    def __init__(self, mdb, assigned: list[str]) -> None:
+        self.repos = Repositories(Stores(mongo=mdb))
+        self.access = AccessSources(assignments=Assignments(assigned), min_cell_size=5)
 
-    def __init__(self, mdb, encryption, assigned: list[str]) -> None:
-        self.credit_reports = CreditReportRepository(mdb, encryption=encryption)
-        self.scores = ScoreHistoryRepository(mdb)
-        self.disputes = DisputeRepository(mdb)
-        self.plans = ActionPlanRepository(mdb)
-        self.coaches = Assignments(assigned)
+    async def __call__(self, name: str, principal: Principal, args):
+        spec = BY_NAME[name]
+        scope = await spec.scope.resolve(principal, args, self.access)
+        ctx = ToolContext(principal=principal, scope=scope, repos=self.repos, settings=resolve(),
+                          call=new_call_state(name, {}))
+        return await spec.handler(args, ctx)
 
 
 def _principal(role: Role, user: str | None = None) -> Principal:
@@ -159,30 +166,31 @@ async def test_every_roles_tool_paths_filter_on_user_id(recorded, db, encryption
     d = await DisputeRepository(db, encryption=encryption).create(dispute(user))
     await CreditReportRepository(db, encryption=encryption).add_version(report(user))
     await ActionPlanRepository(db).add_version(ActionPlan(user_id=user))
-    rt = ToolRuntime(mdb, encryption, assigned=[user, uid()])
+    tool = Tools(mdb, assigned=[user, uid()])
     customer, agent, coach = (_principal(Role.CUSTOMER, user), _principal(Role.SUPPORT_AGENT),
                               _principal(Role.CREDIT_COACH))
-    now = datetime.now(UTC).isoformat()
+    now = datetime.now(UTC)
+    user_id = UUID(user)
     paths = [
-        (customer, dispute_tools.list_disputes, i.ListDisputesInput()),
-        (customer, dispute_tools.list_disputes, i.ListDisputesInput(status="opened")),
-        (customer, dispute_tools.get_dispute, i.GetDisputeInput(dispute_id=d.id)),
-        (customer, credit_tools.get_credit_report, i.GetCreditReportInput()),
-        (customer, credit_tools.get_credit_report, i.GetCreditReportInput(version=1)),
-        (customer, credit_tools.get_credit_report, i.GetCreditReportInput(as_of=now)),
-        (customer, credit_tools.get_score_history, i.GetScoreHistoryInput()),
-        (customer, credit_tools.get_action_plan, i.GetActionPlanInput()),
-        (agent, dispute_tools.list_disputes, i.ListDisputesInput(user_id=user)),
-        (agent, dispute_tools.list_disputes, i.ListDisputesInput(user_id=user, status="opened")),
-        (agent, dispute_tools.get_dispute, i.GetDisputeInput(dispute_id=d.id, user_id=user)),
-        (coach, credit_tools.get_credit_report, i.GetCreditReportInput(user_id=user)),
-        (coach, credit_tools.get_score_history, i.GetScoreHistoryInput(user_id=user)),
-        (coach, credit_tools.get_action_plan, i.GetActionPlanInput(user_id=user)),
+        (customer, "list_disputes", i_disputes.ListDisputesInput()),
+        (customer, "list_disputes", i_disputes.ListDisputesInput(status="opened")),
+        (customer, "get_dispute", i_disputes.GetDisputeInput(dispute_id=d.id)),
+        (customer, "get_credit_report", i_credit.GetCreditReportInput()),
+        (customer, "get_credit_report", i_credit.GetCreditReportInput(version=1)),
+        (customer, "get_credit_report", i_credit.GetCreditReportInput(as_of=now)),
+        (customer, "get_score_history", i_credit.GetScoreHistoryInput()),
+        (customer, "get_action_plan", i_credit.GetActionPlanInput()),
+        (agent, "list_disputes", i_disputes.ListDisputesInput(user_id=user_id)),
+        (agent, "list_disputes", i_disputes.ListDisputesInput(user_id=user_id, status="opened")),
+        (agent, "get_dispute", i_disputes.GetDisputeInput(dispute_id=d.id, user_id=user_id)),
+        (coach, "get_credit_report", i_credit.GetCreditReportInput(user_id=user_id)),
+        (coach, "get_score_history", i_credit.GetScoreHistoryInput(user_id=user_id)),
+        (coach, "get_action_plan", i_credit.GetActionPlanInput(user_id=user_id)),
     ]
-    for principal, tool, args in paths:
+    for principal, name, args in paths:
         rec.finds.clear()
-        out = await tool(args, principal, rt)
-        what = f"{principal.role.value}/{tool.__name__}({args.model_dump(exclude_none=True)})"
+        out = await tool(name, principal, args)
+        what = f"{principal.role.value}/{name}({args.model_dump(exclude_none=True)})"
         _assert_targeted(rec.finds, what)
         body = out.model_dump()
         if "disputes" in body:
@@ -192,12 +200,12 @@ async def test_every_roles_tool_paths_filter_on_user_id(recorded, db, encryption
 
     # Staff must name the dispute's user; naming another user finds nothing.
     with pytest.raises(BadInput):
-        await dispute_tools.get_dispute(i.GetDisputeInput(dispute_id=d.id), agent, rt)
+        await tool("get_dispute", agent, i_disputes.GetDisputeInput(dispute_id=d.id))
     with pytest.raises(NotFound):
-        await dispute_tools.get_dispute(i.GetDisputeInput(dispute_id=d.id, user_id=uid()), agent, rt)
+        await tool("get_dispute", agent, i_disputes.GetDisputeInput(dispute_id=d.id, user_id=UUID(uid())))
 
     # The one untargeted path: a support agent's queue, explicitly marked on the server.
     rec.finds.clear()
-    page = await dispute_tools.list_disputes(i.ListDisputesInput(limit=100), agent, rt)
+    page = await tool("list_disputes", agent, i_disputes.ListDisputesInput(limit=100))
     assert d.id in {x.dispute_id for x in page.disputes}
     assert [c for _, _, c in rec.finds] == [QUEUE_COMMENT]

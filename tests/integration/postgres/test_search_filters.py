@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 
-from agent_tools.inputs import SearchTransactionsInput
+from agent_tools.tools.transactions import SearchTransactionsInput
+from guards.access import STAFF_VISIBLE_COUNTERPARTIES
 from guards.budget import MAX_OUTPUT_TOKENS, count_tokens
 from guards.principal import Role
 from kredete.seed.payments import SeedConfig, seed_payments
@@ -122,8 +123,9 @@ async def test_staff_match_merchant_names_exactly(rt, world):
     assert all(merchant in t["counterparty_name"] for t in rows)  # visible to staff (inside «data»)
     everything, cursor = [], None
     while True:
-        page = await TransactionRepository(rt.transactions.store).search(
-            RowScope.everyone(), counterparty=merchant.lower(), cursor=cursor, limit=100)
+        page = await TransactionRepository(rt.repos.transactions.store).search(
+            RowScope.everyone(), counterparty=merchant.lower(), counterparty_types=STAFF_VISIBLE_COUNTERPARTIES,
+            cursor=cursor, limit=100)
         everything += page.items
         if not (cursor := page.next_cursor):
             break
@@ -142,7 +144,7 @@ async def test_reference_filter_exact_or_prefix(rt, world):
     found = (await search(rt, agent, reference=prefix, limit=100))["transactions"]
     assert target["transaction_id"] in {t["transaction_id"] for t in found}
     assert all(t["reference"].startswith(prefix) for t in found)
-    async with rt.transactions.store.connection() as c:
+    async with rt.repos.transactions.store.connection() as c:
         assert len(found) == min(100, await c.fetchval(
             "SELECT count(*) FROM transactions WHERE starts_with(reference, $1)", prefix))
     for bad in ["krd-ABC", "KRD-", "KRD-ABC%", "ABC"]:
@@ -153,7 +155,7 @@ async def test_reference_filter_exact_or_prefix(rt, world):
 # --- F9: the published status values are exactly the database's ---------------------------------------------
 
 async def test_published_statuses_are_the_database_enum_and_all_accepted(rt, world):
-    async with rt.transactions.store.connection() as c:
+    async with rt.repos.transactions.store.connection() as c:
         db = await c.fetchval("SELECT array_agg(v::text ORDER BY v) "
                               "FROM unnest(enum_range(NULL::transaction_status)) v")
         newest = {r["status"]: r["ids"] for r in await c.fetch(
@@ -185,7 +187,7 @@ async def test_every_row_says_its_counterparty_type(rt, world):
     assert rows and all(t["counterparty_type"] == expected[t["kind"]] for t in rows)
     first = rows[0]
     assert f"counterparty ({first['counterparty_type']})" in page.content[0].text.splitlines()[1]
-    async with rt.transactions.store.connection() as c:
+    async with rt.repos.transactions.store.connection() as c:
         samples = await c.fetch("SELECT DISTINCT ON (kind) kind::text, id::text, reference FROM transactions "
                                 "ORDER BY kind, created_at DESC")
     assert {r["kind"] for r in samples} == set(expected)  # the seed has every kind
@@ -202,7 +204,7 @@ async def test_every_row_says_its_counterparty_type(rt, world):
 async def test_every_row_of_a_cut_page_is_reachable_by_following_cursors(rt, world):
     agent = principal(Role.SUPPORT_AGENT)
     args = {"date_from": "2025-01-01T00:00:00Z", "date_to": "2026-03-01T00:00:00Z", "limit": 100}
-    async with rt.transactions.store.connection() as c:
+    async with rt.repos.transactions.store.connection() as c:
         expected = [str(r["id"]) for r in await c.fetch(
             "SELECT id FROM transactions WHERE created_at >= '2025-01-01Z' AND created_at < '2026-03-01Z' "
             "ORDER BY created_at DESC, id DESC")]

@@ -7,7 +7,6 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 
@@ -217,10 +216,16 @@ async def test_transactions_feed_reads_the_mapped_columns(own_search, service_st
 
 
 async def test_audit_log_index_is_searchable_only_under_a_compliance_scope(own_search, service_store, agent_store):
-    from agent_tools.compliance import SearchAuditLogsInput, search_audit_logs
+    from agent_tools.context import ToolContext
+    from agent_tools.registry import BY_NAME
+    from agent_tools.repositories import Repositories
+    from agent_tools.tools.compliance import SearchAuditLogsInput
+    from guards.access import AccessSources
+    from guards.call import new_call_state
     from guards.principal import Principal, Role
     from stores.postgres.audit import AuditRepository
     from stores.postgres.models import AuditEntry
+    from stores.registry import Stores
 
     audit = AuditRepository(service_store)
     await audit.append(AuditEntry(actor_subject="agent-7", actor_role="support_agent", action="get_dispute",
@@ -251,16 +256,24 @@ async def test_audit_log_index_is_searchable_only_under_a_compliance_scope(own_s
         await search_index(own_search, "users", officer)
 
     # the MCP tool: free text goes to the index (with the structured filters), filters alone to Postgres
-    rt = SimpleNamespace(stores=SimpleNamespace(search=own_search), audit_reader=audit)
+    repos = Repositories(Stores(postgres=service_store, search=own_search))
+    spec = BY_NAME["search_audit_logs"]
+
+    async def search_audit_logs(args: SearchAuditLogsInput, who: Principal):
+        """The tool as the guard runs it: its declared scope rule (`audit_trail`), then the handler."""
+        scope = await spec.scope.resolve(who, args, AccessSources(assignments=None, min_cell_size=5))
+        return await spec.handler(args, ToolContext(principal=who, scope=scope, repos=repos,
+                                                    settings=repos.settings, call=new_call_state(spec.name, {})))
+
     page = await search_audit_logs(SearchAuditLogsInput(query="may not call", decision="denied"),
-                                   principal(Role.COMPLIANCE_OFFICER), rt)
+                                   principal(Role.COMPLIANCE_OFFICER))
     assert page.source == "search_index" and [e.actor_subject for e in page.entries] == ["cust-1"]
     assert page.entries[0].score and page.entries[0].highlights
     none = await search_audit_logs(SearchAuditLogsInput(query="may not call", decision="allowed"),
-                                   principal(Role.COMPLIANCE_OFFICER), rt)
+                                   principal(Role.COMPLIANCE_OFFICER))
     assert none.entries == []
     structured = await search_audit_logs(SearchAuditLogsInput(actor_subject="agent-7"),
-                                         principal(Role.COMPLIANCE_OFFICER), rt)
+                                         principal(Role.COMPLIANCE_OFFICER))
     assert structured.source == "postgres" and [e.action for e in structured.entries] == ["get_dispute"]
     with pytest.raises(ScopeRefused):
-        await search_audit_logs(SearchAuditLogsInput(query="chargeback"), principal(Role.SUPPORT_AGENT), rt)
+        await search_audit_logs(SearchAuditLogsInput(query="chargeback"), principal(Role.SUPPORT_AGENT))

@@ -1,10 +1,13 @@
-"""Signed bearer tokens (JWT, HS256 by our issuer; an external OIDC issuer via JWKS by configuration)."""
+"""Bearer tokens: signed JWTs (HS256 by our issuer; an external OIDC issuer via JWKS by configuration), their
+verification, and who the caller of a request is on each transport (`Authenticator`)."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import jwt
@@ -14,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from config.settings import Settings, resolve
 from guards.errors import Unauthenticated
 from guards.principal import Principal, Role
+
+if TYPE_CHECKING:
+    from mcp.server.auth.provider import AccessToken
+
+# The MCP SDK is imported inside the two classes that need it: loading it takes ~2 s, and `kredete token issue`
+# and the test harness mint tokens without a server.
 
 LEEWAY_S = 5
 DEFAULT_MAX_LIFETIME_S = 24 * 3600
@@ -153,7 +162,7 @@ class KredeteTokenVerifier:
         self._settings = resolve(settings)
         self._on_failure = on_failure
 
-    async def verify_token(self, token: str):
+    async def verify_token(self, token: str) -> AccessToken | None:
         from mcp.server.auth.provider import AccessToken
 
         try:
@@ -165,3 +174,25 @@ class KredeteTokenVerifier:
         return AccessToken(token=token, client_id=p.subject, scopes=[p.role.value], expires_at=p.expires_at,
                            subject=p.subject, claims={"iss": p.issuer, "role": p.role.value,
                                                       "uid": str(p.user_id) if p.user_id else None})
+
+
+class Authenticator:
+    """The principal of a call. stdio: `KREDETE_TOKEN`, checked on every call. HTTP: the bearer token the SDK
+    verified for this request, verified again (it may have expired since the HTTP layer accepted it)."""
+
+    def __init__(self, transport: Literal["stdio", "http"], settings: Settings | None = None) -> None:
+        self.transport = transport
+        self.settings = resolve(settings)
+
+    async def authenticate(self, ctx: Any) -> Principal:
+        if self.transport == "stdio":
+            return verify_token(os.environ.get("KREDETE_TOKEN"), settings=self.settings)
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        access = get_access_token()
+        if access is None:
+            user = getattr(getattr(ctx, "request", None), "scope", {}).get("user")
+            access = getattr(user, "access_token", None)
+        if access is None:
+            raise Unauthenticated()
+        return verify_token(access.token, settings=self.settings)

@@ -1,8 +1,8 @@
 """Compliance: search the audit trail. Unmasked output only with a stated reason (recorded in the audit row).
 
 Structured filters alone read the authoritative rows from Postgres; a free-text `query` is answered by
-the OpenSearch audit-log index (BM25 on reasons, with the same filters), searched under an
-AuditScope that only a compliance officer's principal yields (the role grant is checked before).
+the OpenSearch audit-log index (BM25 on reasons, with the same filters), searched under the AuditScope the
+guard resolved from a compliance officer's principal (`audit_trail`).
 """
 
 from __future__ import annotations
@@ -13,16 +13,23 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 
-from agent_tools.inputs import SearchAuditLogsInput as _StructuredInput
-from agent_tools.transactions import pick
-from guards.pipeline import current_call
-from guards.policy import check_unmask_reason, unmask_reason_rule
-from guards.principal import Principal
+from agent_tools.common import Limit, ToolInput, pick
+from agent_tools.context import ToolContext
+from agent_tools.spec import ToolSpec
+from guards.access import audit_trail, check_unmask_reason, unmask_reason_rule
+from guards.principal import Role
+from stores.scope import AuditScope
 
 
-class SearchAuditLogsInput(_StructuredInput):
+class SearchAuditLogsInput(ToolInput):
     """Audit trail search. Unmasked output needs a structured reason (ticket + purpose), and is itself audited."""
 
+    actor_subject: str | None = Field(None, max_length=200)
+    action: str | None = Field(None, max_length=100)
+    decision: Literal["allowed", "denied", "rate_limited", "error"] | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    limit: Limit = 50
     query: str | None = Field(None, min_length=2, max_length=500,
                               description="Free text over reasons, actions, resources and subjects (best matches "
                                           "first; the audit-log search index trails the database by its sync).")
@@ -68,14 +75,13 @@ def _from_index(doc: dict[str, Any]) -> AuditEntryOut:
                          score=round(float(doc["_score"]), 4), highlights=list(doc.get("_highlights") or []))
 
 
-async def search_audit_logs(args: SearchAuditLogsInput, principal: Principal, rt: Any) -> AuditPage:
-    state = current_call.get()
-    if args.unmask_reason and state is not None:
-        state.unmasked = True
-        state.reason = f"unmask: {args.unmask_reason}"
+async def search_audit_logs(args: SearchAuditLogsInput, ctx: ToolContext[AuditScope]) -> AuditPage:
+    if args.unmask_reason:
+        ctx.call.unmasked = True
+        ctx.call.reason = f"unmask: {args.unmask_reason}"
     if args.query:
+        # Imported on the first free-text search: the retrieval stack would add ~1 s to every server start.
         from retrieval.scoped_search import search_index
-        from stores.scope import AuditScope
         from stores.search.catalog import AUDIT_LOGS
 
         filters: dict[str, Any] = {k: v for k, v in (("actor_subject", args.actor_subject), ("action", args.action),
@@ -83,14 +89,22 @@ async def search_audit_logs(args: SearchAuditLogsInput, principal: Principal, rt
         when = {k: v.isoformat() for k, v in (("gte", args.date_from), ("lt", args.date_to)) if v is not None}
         if when:
             filters["occurred_at"] = when
-        hits = await search_index(rt.stores.search, AUDIT_LOGS, AuditScope.of(principal), text=args.query,
-                                  filters=filters, k=args.limit)
+        hits = await search_index(ctx.repos.search, AUDIT_LOGS, ctx.scope, text=args.query, filters=filters,
+                                  k=args.limit)
         return AuditPage(entries=[_from_index(h) for h in hits], unmasked=bool(args.unmask_reason),
                          source="search_index")
-    from stores.scope import RowScope
-
-    rows = await rt.audit_reader.search(RowScope.everyone(), actor_subject=args.actor_subject, action=args.action,
+    rows = await ctx.repos.audit.search(ctx.scope.rows, actor_subject=args.actor_subject, action=args.action,
                                         decision=args.decision, date_from=args.date_from, date_to=args.date_to,
                                         limit=args.limit)
     return AuditPage(entries=[AuditEntryOut(**pick(r, AuditEntryOut, {})) for r in rows],
                      unmasked=bool(args.unmask_reason))
+
+
+SEARCH_AUDIT_LOGS = ToolSpec(
+    name="search_audit_logs", title="Search audit logs",
+    description="Compliance: search the tamper-evident audit trail by actor, action, decision and time, or by free "
+                "text (query). Values are masked unless unmask_reason is given: "
+                f"{unmask_reason_rule()}; an unmasked read is itself audited with the reason. Audit text comes "
+                "back delimited as «data».",
+    input_model=SearchAuditLogsInput, output_model=AuditPage, handler=search_audit_logs,
+    grant={Role.COMPLIANCE_OFFICER}, scope=audit_trail(), list_field="entries")

@@ -1,0 +1,107 @@
+"""The repositories the tools read through, built from the process's store adapters (the agent's
+least-privilege connections): each on first use, then kept. A tool that reads through one of them needs no
+wiring; a repository over another table the agent role may read gets one property here."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from config.settings import Settings, resolve
+from stores.crypto import FieldCipher
+from stores.errors import StoreUnavailable
+from stores.mongo.credit import (
+    ActionPlanRepository,
+    CreditReportRepository,
+    DisputeRepository,
+    ScoreHistoryRepository,
+)
+from stores.postgres import (
+    AnalyticsRepository,
+    AuditRepository,
+    FxRepository,
+    PostgresStore,
+    TransactionRepository,
+    UserRepository,
+    WalletRepository,
+)
+from stores.registry import Stores
+from stores.search import SearchStore
+
+
+class Repositories:
+    def __init__(self, stores: Stores, *, settings: Settings | None = None, cipher: FieldCipher | None = None) -> None:
+        self._stores = stores
+        self._settings = resolve(settings) if settings is not None else stores.settings
+        self._cipher = cipher
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def _need(self, name: str) -> Any:
+        store = getattr(self._stores, name)
+        if store is None:
+            raise StoreUnavailable(f"no {name} adapter in this process", store=name)
+        return store
+
+    @property
+    def _postgres(self) -> PostgresStore:
+        return self._need("postgres")
+
+    # --- payments database (SELECT-only agent role; reads on its replica) ----------------------------------
+    @cached_property
+    def transactions(self) -> TransactionRepository:
+        return TransactionRepository(self._postgres)
+
+    @cached_property
+    def wallets(self) -> WalletRepository:
+        return WalletRepository(self._postgres)
+
+    @cached_property
+    def fx(self) -> FxRepository:
+        return FxRepository(self._postgres)
+
+    @cached_property
+    def analytics(self) -> AnalyticsRepository:
+        return AnalyticsRepository(self._postgres)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        """The audit trail's read side (the agent role may SELECT it; writes go through the log role)."""
+        return AuditRepository(self._postgres)
+
+    @cached_property
+    def assignments(self) -> UserRepository:
+        """Coach assignments (a coach's row scope); no PII."""
+        return UserRepository(self._postgres)
+
+    @cached_property
+    def known_pii(self) -> UserRepository:
+        """Names and addresses of users, decrypted only for the redaction layer to find and mask them: the agent
+        role may read just those two ciphertext columns of `users`, and no tool returns them."""
+        cipher = self._cipher if self._cipher is not None else FieldCipher.from_settings(self._settings)
+        return UserRepository(self._postgres, cipher=cipher)
+
+    # --- credit store ---------------------------------------------------------------------------------------
+    @cached_property
+    def credit_reports(self) -> CreditReportRepository:
+        return CreditReportRepository(self._need("mongo"))
+
+    @cached_property
+    def scores(self) -> ScoreHistoryRepository:
+        return ScoreHistoryRepository(self._need("mongo"))
+
+    @cached_property
+    def disputes(self) -> DisputeRepository:
+        return DisputeRepository(self._need("mongo"))
+
+    @cached_property
+    def plans(self) -> ActionPlanRepository:
+        return ActionPlanRepository(self._need("mongo"))
+
+    # --- search ---------------------------------------------------------------------------------------------
+    @property
+    def search(self) -> SearchStore:
+        """The search adapter (the audit-log index of `search_audit_logs`)."""
+        return self._need("search")

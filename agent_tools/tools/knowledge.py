@@ -1,0 +1,76 @@
+"""search_knowledge: RAG retrieval over the knowledge index (hybrid BM25 + vector), every retrieval logged as an
+observation of a conversation (trace)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent_tools.common import ToolInput
+from agent_tools.context import ToolContext
+from agent_tools.spec import ToolSpec
+from guards.access import ALL_ROLES, KnowledgeScope, knowledge
+
+DocType = Literal["kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document"]
+
+
+class SearchKnowledgeInput(ToolInput):
+    """Retrieve passages (help articles and, within your scope, your records) for a question."""
+
+    query: str = Field(min_length=2, max_length=2000)
+    k: int = Field(5, ge=1, le=20)
+    mode: Literal["hybrid", "knn", "bm25"] = "hybrid"
+    doc_types: list[DocType] | None = Field(None, max_length=6)
+    min_score: float | None = Field(None, ge=0, le=1)
+    conversation_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
+                                        description="Log this retrieval under a conversation.")
+
+
+class PassageOut(BaseModel):
+    citation: str
+    source_id: str
+    doc_type: str
+    title: str | None = None
+    text: str
+    score: float
+    highlights: list[str] = []
+
+
+class KnowledgeResults(BaseModel):
+    query_id: str
+    conversation_id: str
+    passages: list[PassageOut]
+
+
+async def search_knowledge(args: SearchKnowledgeInput, ctx: ToolContext[KnowledgeScope]) -> KnowledgeResults:
+    scope = ctx.scope
+    passages = await ctx.retriever.search(args.query, scope.rows, k=args.k, mode=args.mode,
+                                          min_score=args.min_score, doc_types=list(scope.doc_types))
+    query_id = uuid.uuid4().hex
+    out = [PassageOut(citation=p.citation, source_id=p.source_id, doc_type=p.doc_type, title=p.title, text=p.text,
+                      score=round(float(p.score), 4), highlights=list(p.highlights or [])) for p in passages]
+    # Every retrieval is an observation of a trace: the agent's conversation, or one of its own.
+    conversation = scope.conversation
+    await ctx.ai_log.log_conversation_turn(
+        conversation.conversation_id, conversation.user_id, "system", f"search_knowledge: {args.query}",
+        principal_subject=ctx.principal.subject, retrieved_ids=[p.citation for p in out],
+        metadata={"query_id": query_id, "mode": args.mode, "k": args.k, "observation": "retrieval"})
+    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=conversation.conversation_id)
+
+
+def render_passages(p: dict[str, Any]) -> str:
+    rows = p.get("passages", [])
+    lines = [f"{len(rows)} passage(s); cite by citation id:"]
+    lines += [f"- [{x['citation']}] {x.get('title') or x['doc_type']} (score {x['score']})" for x in rows]
+    return "\n".join(lines)
+
+
+SEARCH_KNOWLEDGE = ToolSpec(
+    name="search_knowledge", title="Search knowledge",
+    description="Retrieve passages for a question (hybrid BM25 + vector search): help articles and, within your "
+                "scope, credit reports, disputes and plans. Cite passages by their citation id.",
+    input_model=SearchKnowledgeInput, output_model=KnowledgeResults, handler=search_knowledge,
+    grant=ALL_ROLES, scope=knowledge(doc_types="doc_types", conversation="conversation_id"),
+    list_field="passages", render=render_passages)

@@ -1,0 +1,81 @@
+"""The guards of one server process, built once: authentication, rate limits, grants, scope resolution, output
+redaction and audit. `GuardMiddleware` runs the outer steps with it, `guarded_tool` the inner ones.
+
+The gate knows the tools only through what they declare (`ToolDeclaration`): name, input model, whether they
+write, their grant and their scope rule. The grant table is derived from those declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from guards.access import AccessSources, Grants, ScopeRule, authorize
+from guards.audit import AuditWriter
+from guards.bearer import Authenticator
+from guards.call import CallState
+from guards.errors import Unavailable
+from guards.output_redaction import OutputRedactor
+from guards.principal import Principal, Role
+from guards.ratelimit import RateLimiter
+
+
+class ToolDeclaration(Protocol):
+    """What the guards read of a tool's declaration (`agent_tools.spec.ToolSpec`)."""
+
+    name: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    read_only: bool
+    grant: frozenset[Role]
+    scope: ScopeRule[Any]
+    list_field: str | None
+    render: Callable[[dict[str, Any]], str] | None
+    handler: Callable[[Any, Any], Awaitable[BaseModel]]
+
+
+def grants_of(tools: Iterable[ToolDeclaration]) -> dict[str, frozenset[Role]]:
+    """The grant table: tool name -> roles, straight from the declarations."""
+    return {t.name: frozenset(t.grant) for t in tools}
+
+
+class Gate:
+    def __init__(self, tools: Iterable[ToolDeclaration], *, authenticator: Authenticator,
+                 rate_limiter: RateLimiter | None, audit: AuditWriter, redactor: OutputRedactor,
+                 access: AccessSources) -> None:
+        self.tools = {t.name: t for t in tools}
+        self.tool_names = frozenset(self.tools)
+        self.input_models = {n: t.input_model for n, t in self.tools.items()}
+        #: Tools that write (their audit row is written before the write: no write without it).
+        self.write_tools = frozenset(n for n, t in self.tools.items() if not t.read_only)
+        self.grants: Grants = grants_of(self.tools.values())
+        self.authenticator = authenticator
+        self.rate_limiter = rate_limiter
+        self.audit_writer = audit
+        self.redactor = redactor
+        self.access = access
+
+    async def authenticate(self, ctx: Any) -> Principal:
+        return await self.authenticator.authenticate(ctx)
+
+    async def rate_limit(self, principal: Principal, label: str) -> Literal["counted", "exempt"]:
+        """"counted" or "exempt" (KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS); raises RateLimited past the limit."""
+        if self.rate_limiter is None:
+            raise Unavailable()
+        return await self.rate_limiter.check(principal, label)
+
+    def authorize(self, principal: Principal, tool: str) -> None:
+        authorize(principal, tool, self.grants)
+
+    async def resolve_scope(self, tool: str, principal: Principal, args: BaseModel) -> Any:
+        """The scope the tool declared, resolved from the verified principal (before its handler runs)."""
+        return await self.tools[tool].scope.resolve(principal, args, self.access)
+
+    async def audit(self, state: CallState) -> bool:
+        """One append-only audit row per call; False when it could not be written."""
+        return await self.audit_writer.write(state)
+
+    async def redact(self, payload: dict[str, Any], state: CallState) -> dict[str, Any]:
+        return await self.redactor.redact(payload, state)

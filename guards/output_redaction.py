@@ -1,0 +1,73 @@
+"""Redacting a tool's output: every string, with the role's policy and the names and addresses known for the
+users the output mentions (a customer's own name stays readable to that customer)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Protocol
+from uuid import UUID
+
+from guards.call import CallState
+from guards.principal import Role
+from guards.redaction import redact_value, role_policy
+
+log = logging.getLogger("kredete.guards.redaction")
+
+#: Output fields that name a user whose known names and addresses are looked up for redaction.
+USER_FIELDS = ("user_id", "counterparty_user_id")
+
+
+class KnownPii(Protocol):
+    async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]: ...
+
+
+class OutputRedactor:
+    def __init__(self, known: KnownPii | None, *, hash_key: bytes) -> None:
+        self.known = known
+        self.hash_key = hash_key
+
+    async def redact(self, payload: dict[str, Any], state: CallState) -> dict[str, Any]:
+        """The payload with every string redacted (unmasked only when the call was, with its stated reason);
+        the counts per PII kind go to the call's audit row."""
+        principal = state.principal
+        user_ids = _collect_user_ids(payload)
+        if principal.user_id:
+            user_ids.add(principal.user_id)
+        known: dict[UUID, dict[str, list[str]]] = {}
+        if user_ids and self.known is not None:
+            try:
+                known = await self.known.known_pii(sorted(user_ids))
+            except Exception as exc:  # redaction still runs on recognisers alone; never skipped
+                log.warning("known PII lookup failed: %s", type(exc).__name__)
+        names, addresses, allow = [], [], []
+        for uid, pii in known.items():
+            if principal.role is Role.CUSTOMER and uid == principal.user_id:
+                allow.extend(pii.get("names", []))
+                continue
+            names.extend(pii.get("names", []))
+            addresses.extend(pii.get("addresses", []))
+        policy = role_policy(principal.role.value, unmasked=state.unmasked, hash_key=self.hash_key)
+        redacted, counts = redact_value(payload, policy, known_names=names, known_addresses=addresses,
+                                        allow_names=allow)
+        for kind, n in counts.items():
+            state.redactions[kind] = state.redactions.get(kind, 0) + n
+        return redacted
+
+
+def _collect_user_ids(value: Any) -> set[UUID]:
+    found: set[UUID] = set()
+
+    def walk(v: Any, key: str | None) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, k)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x, key)
+        elif key in USER_FIELDS and isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                found.add(UUID(v))
+
+    walk(value, None)
+    return found
