@@ -98,6 +98,10 @@ class Dataset:
         _run(["db", "migrate"], env)
         log(f"dataset {self.name}: seed {self.users} users (seed {self.seed})")
         _run(["seed", "--users", str(self.users), "--seed", str(self.seed)], env)
+        if "s3" in self.ingest:
+            # Ingestion reads the documents as its own S3 principal, which `s3 setup` creates for this prefix.
+            log(f"dataset {self.name}: s3 setup")
+            _run(["s3", "setup"], env)
         if self.ingest:
             log(f"dataset {self.name}: ingest {', '.join(self.ingest)}")
             only = [a for src in self.ingest for a in ("--only", src)]
