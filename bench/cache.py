@@ -322,20 +322,13 @@ async def _hammer(limiter, principal, stop_at: float) -> int:
 
 
 async def limiter_throughput(env: dict[str, Any], seconds: float, concurrency: int = 16) -> dict[str, Any]:
+    from config.paths import local_dir
+    from config.ports import free_port
     from config.secrets import local_secrets
     from guards.principal import Principal, Role
     from guards.ratelimit import RateLimiter, RateLimits
     from kredete.stack.redis import RedisServer
     from stores.cache import CacheStore
-
-    def free_port() -> int:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    from config.paths import local_dir
 
     standalone = RedisServer(port=free_port(), data_dir=local_dir() / "scratch" / f"redis-bench-{secrets.token_hex(3)}")
     standalone.start()

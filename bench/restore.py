@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from config.ports import free_port  # noqa: E402
 from config.settings import resolve  # noqa: E402
 from evals.harness import percentile  # noqa: E402
 from kredete.seed.payments import SeedConfig, seed_payments  # noqa: E402
@@ -130,7 +131,6 @@ def kredete(*args: str, env: dict[str, str] | None = None, timeout: float = 7200
 def ha_part(console: Console, users: int = 5) -> dict[str, object]:
     """The HA profile from nothing in a scratch dir: up time, then the failover drill; always torn down."""
     import shutil
-    import socket
     import uuid
 
     from config.paths import REPO_ROOT
@@ -141,14 +141,13 @@ def ha_part(console: Console, users: int = 5) -> dict[str, object]:
     env.update({"KREDETE_LOCAL_DIR": str(local), "KREDETE_STACK_PROFILE": "ha"})
     names = ["redis", "mongo", "mongo_debug", *(f"{k}{i}" for k in ("ha_postgres", "ha_patroni", "etcd")
                                                 for i in (1, 2, 3)), *(f"etcd{i}_peer" for i in (1, 2, 3))]
-    socks = []
-    for name in names:  # distinct free ports, held until all are chosen
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-        env[f"KREDETE_PORT_{name.upper()}"] = str(sock.getsockname()[1])
-    for sock in socks:
-        sock.close()
+    chosen: set[int] = set()
+    for name in names:  # distinct free ports
+        port = free_port()
+        while port in chosen:
+            port = free_port()
+        chosen.add(port)
+        env[f"KREDETE_PORT_{name.upper()}"] = str(port)
     out: dict[str, object] = {}
     try:
         with console.status("stack up --profile ha (3 etcd + 3 Patroni members)"):

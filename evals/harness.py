@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from config.paths import REPO_ROOT, local_dir
+from config.ports import free_port
 from config.settings import Settings, resolve
 
 KREDETE = str(Path(sys.executable).with_name("kredete"))
@@ -152,12 +153,6 @@ class RotatingTokens:
 
 
 # --- the server as a process ------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextlib.contextmanager
 def http_server(env: dict[str, str], *, log_name: str = "harness-http-server", timeout_s: float = 60) -> Iterator[str]:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from config.errors import StackError
 from config.paths import local_dir
+from config.ports import free_port
 from config.secrets import local_secrets
 from config.settings import resolve
 
@@ -114,17 +115,9 @@ def _download(key: str, dest: Path) -> None:
     dest.write_bytes(asyncio.run(get()))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def count_keys(rdb_dir: Path) -> int:
     """Load `rdb_dir/dump.rdb` in a scratch redis-server (free port, no persistence) and count its keys."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdb_dir),
                              "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", ""],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from rich.console import Console
 
 from config.errors import StackError
 from config.paths import local_dir
+from config.ports import free_port
 from kredete.drills import oplog
 from kredete.stack import pgbackrest
 
@@ -107,12 +107,6 @@ def _check_target_dir(path: Path) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise StackError(f"target dir {path} is not empty: nothing was restored (choose a new or empty dir; "
                          "an existing data dir is never overwritten)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make_dir(path: Path) -> None:
@@ -261,7 +255,7 @@ def _recover_scratch(dest: Path, timeout: float) -> dict[str, Any]:
     from kredete.stack.postgres import PG_BIN
 
     log = pgbackrest.log_dir() / f"recovery-{dest.parent.name}.log"
-    port = _free_port()
+    port = free_port()
     argv = _as_server_user([str(PG_BIN / "postgres"), "-D", str(dest), "-p", str(port),
                             "-c", "archive_mode=off", "-c", "listen_addresses=127.0.0.1",
                             "-c", f"unix_socket_directories={dest}", "-c", "logging_collector=off"])

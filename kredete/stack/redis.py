@@ -146,8 +146,9 @@ class RedisServer(Server):
 
 
 def bus_port(port: int) -> int:
-    """The node's cluster-bus port: Redis's usual port + 10000, or port - 10000 where that would pass 65535."""
-    return port + 10_000 if port + 10_000 <= 65_535 else port - 10_000
+    """The node's cluster-bus port: Redis's usual port + 10000, or port - 10000 where that would reach the
+    ephemeral range (32768 and up), in which an outgoing connection can hold the port when the node binds it."""
+    return port + 10_000 if port + 10_000 < 32_768 else port - 10_000
 
 
 class RedisClusterNode(RedisServer):

@@ -20,12 +20,24 @@ from pathlib import Path
 import pytest
 
 from config.paths import REPO_ROOT
+from config.ports import free_port
 from kredete.stack.base import port_open
 
-PORTS = {"POSTGRES": 55632, "POSTGRES_REPLICA": 55633, "POSTGRES_REPLICA2": 55634, "MONGO": 57217,
-         "MONGO_DEBUG": 57218, "REDIS": 56579,
-         "OPENSEARCH": 59400, "OPENSEARCH_TRANSPORT": 59500, "S3": 59100, "S3_CONSOLE": 59101, "S3_DR": 59110,
-         "S3_DR_CONSOLE": 59111}
+PORT_NAMES = ("POSTGRES", "POSTGRES_REPLICA", "POSTGRES_REPLICA2", "MONGO", "MONGO_DEBUG", "REDIS", "OPENSEARCH",
+              "OPENSEARCH_TRANSPORT", "S3", "S3_CONSOLE", "S3_DR", "S3_DR_CONSOLE")
+
+
+def _distinct_free_ports() -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for name in PORT_NAMES:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
+    return ports
+
+
+PORTS = _distinct_free_ports()
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 
+from config.ports import free_port
 from stores.errors import StoreConfigError, StoreUnavailable
 
 
@@ -160,9 +161,10 @@ def silent_port():
     import socket
 
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    port = free_port()
+    sock.bind(("127.0.0.1", port))
     sock.listen(16)
-    yield sock.getsockname()[1]
+    yield port
     sock.close()
 
 

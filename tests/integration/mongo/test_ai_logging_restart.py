@@ -6,26 +6,15 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 
 import pytest
 
+from config.ports import free_port
 from kredete.stack.ferretdb import FerretDBServer
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.client import MongoStore
 from stores.mongo.collections import ensure_schema
 from tests.integration.mongo.factories import uid
-
-
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
 
 
 class PrivateFerretDB(FerretDBServer):
@@ -50,7 +39,7 @@ class PrivateFerretDB(FerretDBServer):
 
 @pytest.fixture
 def private_server(tmp_path, mongo_url):
-    server = PrivateFerretDB(tmp_path / "ferretdb", _free_port(57117), _free_port(57118))
+    server = PrivateFerretDB(tmp_path / "ferretdb", free_port(), free_port())
     server.data_dir.mkdir(parents=True)
     server.start()
     yield server
