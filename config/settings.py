@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     #: Sessions live this long unless revoked (write-through to Redis and the `sessions` table).
     session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86_400)
 
+    # --- scale: credit-store pushdown indexes, the embedding runtime, kNN tuning ---
+    #: The PostgreSQL database FerretDB keeps its data in (a role owning its tables): `kredete mongo
+    #: ensure-indexes` creates there the indexes of the filters FerretDB pushes down. Local stack: the
+    #: primary's `ferretdb` database; unset with an external KREDETE_MONGO_URL: not created (MongoDB needs none).
+    ferretdb_postgres_url: SecretStr | None = None
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",
@@ -241,11 +247,11 @@ def resolve(settings: Settings | None = None) -> Settings:
             sec = local_secrets()
         return sec[name]
 
-    def pg(user: str, name: str, *port: int, attrs: str = "") -> SecretStr:
+    def pg(user: str, name: str, *port: int, attrs: str = "", db: str | None = None) -> SecretStr:
         # Several ports: a libpq multi-host URL (reads spread over the replicas; the HA primary found by
         # target_session_attrs).
         hosts = ",".join(f"127.0.0.1:{p}" for p in port)
-        return SecretStr(f"postgresql://{user}:{secret(name)}@{hosts}/{s.postgres_db}{attrs}")
+        return SecretStr(f"postgresql://{user}:{secret(name)}@{hosts}/{db or s.postgres_db}{attrs}")
 
     replicas = (ports.POSTGRES_REPLICA, ports.POSTGRES_REPLICA2)
     primaries: tuple[int, ...] = (ports.POSTGRES,)
@@ -263,6 +269,7 @@ def resolve(settings: Settings | None = None) -> Settings:
         "postgres_agent_replica_url": lambda: pg("kredete_agent_ro", "postgres_agent_ro", *replicas),
         "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", *primaries, attrs=rw),
         "mongo_url": lambda: SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
+        "ferretdb_postgres_url": lambda: pg("ferretdb", "postgres_ferretdb", *primaries, attrs=rw, db="ferretdb"),
         "redis_url": lambda: SecretStr(local_redis_url("kredete", secret("redis_default"), s.redis_topology)),
         "redis_agent_url": lambda: SecretStr(local_redis_url("agent", secret("redis_agent"), s.redis_topology)),
         "opensearch_url": lambda: SecretStr(f"http://127.0.0.1:{ports.OPENSEARCH}"),
@@ -287,6 +294,8 @@ def resolve(settings: Settings | None = None) -> Settings:
             "s3_principals": principals,
             "s3_audit_token": lambda: SecretStr(secret("minio_audit_token")),
         })
+    if s.mongo_url is not None or pg_external:
+        defaults.pop("ferretdb_postgres_url")  # an external MongoDB-wire server: its backend is not ours to guess
     for key, make in defaults.items():
         if getattr(s, key) is None and key not in fill:
             fill[key] = make()

@@ -34,13 +34,28 @@ async def _with_db(fn):
 
 @mongo_app.command("ensure-indexes")
 def ensure_indexes() -> None:
-    """Create collections (validators where supported) and every declared index; idempotent."""
+    """Create collections (validators where supported) and every declared index; on FerretDB's PostgreSQL
+    backend also the PostgreSQL indexes of its pushed-down filters (CONCURRENTLY); idempotent."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from config.settings import resolve
+    from stores.errors import StoreError
     from stores.mongo.collections import ensure_schema
+    from stores.mongo.pushdown import ensure_pushdown_indexes
 
-    report = asyncio.run(_with_db(ensure_schema))
+    backend_url = resolve().ferretdb_postgres_url
+
+    async def both(db):
+        schema = await ensure_schema(db)
+        try:
+            pushdown = await ensure_pushdown_indexes(db, backend_url.get_secret_value() if backend_url else None)
+        except StoreError as exc:
+            fail(f"pushdown indexes: {exc}")
+        return schema, pushdown
+
+    report, pushdown = asyncio.run(_with_db(both))
     table = Table(title="credit store schema")
     table.add_column("collection")
     table.add_column("indexes")
@@ -51,7 +66,17 @@ def ensure_indexes() -> None:
     out.print(f"created: {', '.join(report.created) or 'nothing (all present)'}")
     out.print(f"server $jsonSchema validators: {report.validators}; server TTL indexes: {report.ttl}")
     for note in report.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {escape(note)}")
+    if pushdown.rows:
+        pd = Table(title=f"pushdown indexes ({pushdown.backend.value}: GIN jsonb_path_ops on (_jsonb -> field))")
+        for col in ("collection", "field", "PostgreSQL index", "status", "seconds", "size"):
+            pd.add_column(col, justify="right" if col in ("seconds", "size") else "left")
+        for r in pushdown.rows:
+            pd.add_row(r.collection, r.field, r.index, r.status, f"{r.seconds:.2f}", f"{r.size_bytes / 1024:,.0f} KiB")
+        out.print(pd)
+    out.print(f"backend: {pushdown.backend.value}")
+    for note in pushdown.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
 
 
 @mongo_app.command("shard-commands")

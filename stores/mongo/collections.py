@@ -40,6 +40,7 @@ TRAINING_DATA = "training_data"
 OUTBOX = "outbox_events"
 WRITE_CLAIMS = "write_claims"
 CDC_CHECKPOINTS = "cdc_checkpoints"
+LOAD_PROGRESS = "load_progress"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class CollectionSpec:
 
     `ttl_field`: a date field after which a document expires (TTL index with expireAfterSeconds=0,
     or the retention job where the server does not enforce TTL). `shard_key`: None = unsharded.
-    `obsolete_indexes`: dropped by `ensure_schema` where they exist.
+    `obsolete_indexes`: dropped by `ensure_schema` where they exist. `pushdown`: the fields the
+    repositories filter on by equality; on FerretDB's PostgreSQL backend each gets an index of the SQL
+    shape FerretDB pushes them down as (`stores.mongo.pushdown`), since its own btree indexes cannot serve it.
     """
 
     name: str
@@ -57,6 +60,7 @@ class CollectionSpec:
     ttl_field: str | None = None
     shard_key: dict[str, int] | None = field(default_factory=lambda: {"user_id": 1})
     obsolete_indexes: tuple[str, ...] = ()
+    pushdown: tuple[str, ...] = ("user_id",)
 
 
 def _ix(name: str, *keys: tuple[str, int], unique: bool = False) -> IndexModel:
@@ -82,7 +86,7 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("status_updated", ("status", A), ("updated_at", D), ("_id", D)),
         _ix("updated", ("updated_at", D), ("_id", D)),
         _ix("user_report", (U, A), ("report_id", A)),
-    )),
+    ), pushdown=(U, "_id")),  # `_id`: service-side transitions address a case by id alone
     CollectionSpec(ACTION_PLANS, d.ActionPlan, (
         _ix("uniq_user_version", (U, A), ("version", A), unique=True),
         _ix("user_created", (U, A), ("created_at", D)),
@@ -104,7 +108,7 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("uniq_user_source_chunk_model", (U, A), ("source_type", A), ("source_id", A), ("chunk_index", A),
             ("model", A), unique=True),
         _ix("vector_id", ("vector_id", A)),
-    )),
+    ), pushdown=("_id", "source_id")),  # upserts by record id; prunes and deletes by source
     CollectionSpec(PROMPT_HISTORY, d.PromptRecord, (
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("name_version_created", ("name", A), ("version", A), ("created_at", D)),
@@ -127,9 +131,11 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("uniq_seq", ("seq", A), unique=True),
         _ix("topic_seq", ("topic", A), ("seq", A)),
         _ix("document_seq", ("document_id", A), ("seq", A)),
-    ), shard_key=None, obsolete_indexes=("ttl_expires_at", "expiry_expires_at")),
-    CollectionSpec(WRITE_CLAIMS, None, (), ttl_field="expires_at", shard_key=None),
-    CollectionSpec(CDC_CHECKPOINTS, None, (), shard_key=None),
+    ), shard_key=None, obsolete_indexes=("ttl_expires_at", "expiry_expires_at"), pushdown=("_id",)),
+    CollectionSpec(WRITE_CLAIMS, None, (), ttl_field="expires_at", shard_key=None, pushdown=("_id",)),
+    CollectionSpec(CDC_CHECKPOINTS, None, (), shard_key=None, pushdown=()),
+    # Checkpoints of resumable bulk loads (`stores.mongo.bulk.LoadProgress`): a few hundred markers per load.
+    CollectionSpec(LOAD_PROGRESS, None, (_ix("load", ("load", A)),), shard_key=None, pushdown=("load",)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 TTL_COLLECTIONS = tuple(s.name for s in SPECS if s.ttl_field)

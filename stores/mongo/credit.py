@@ -79,9 +79,10 @@ def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
     """AND of the scope's filter and `clauses`, built inside the query.
 
     When a clause pins `user_id` to one value the scope allows, the scope condition is implied and left
-    out, and clauses on distinct fields are merged into one document: servers push such flat equality
-    filters down to their indexes (FerretDB does not push down `$and`). Anything else stays an `$and`
-    that keeps every condition intact.
+    out, and clauses on distinct keys (fields, or one top-level operator such as a cursor's `$or`) are
+    merged into one document, which is the same AND: FerretDB pushes its top-level equalities down to
+    indexes and applies the rest in memory, while it pushes nothing of an `$and`. Clauses that repeat a
+    key stay an `$and` that keeps every condition intact.
     """
     parts = [c for c in clauses if c]
     pinned = next((c["user_id"]["$eq"] for c in parts if isinstance(c.get("user_id"), dict)
@@ -93,7 +94,7 @@ def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
         return {}
     merged: dict[str, Any] = {}
     for part in parts:
-        if any(k.startswith("$") or k in merged for k in part):
+        if any(k in merged for k in part):
             return parts[0] if len(parts) == 1 else {"$and": parts}
         merged.update(part)
     return merged

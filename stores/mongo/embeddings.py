@@ -7,6 +7,7 @@ at-least-once ingestion never duplicates one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -19,9 +20,10 @@ from stores.mongo.client import MongoStore
 from stores.mongo.collections import EMBEDDINGS
 from stores.mongo.credit import as_db, guard
 from stores.mongo.documents import EmbeddingRecord
-from stores.mongo.safety import eq_filter, in_filter
+from stores.mongo.safety import eq_filter
 
 _BATCH = 500
+_PARALLEL = 8  # concurrent deletes (each one indexed)
 
 
 def record_id(model: str, vector_id: str) -> str:
@@ -60,22 +62,24 @@ class EmbeddingRepository:
         for key in source_keys:
             t, _, sid = key.partition(":")
             by_type.setdefault(t, []).append(sid)
-        clauses: list[dict[str, Any]] = [{**eq_filter("source_type", t), **in_filter("source_id", sorted(ids))}
-                                         for t, ids in by_type.items()]
+        clauses: list[dict[str, Any]] = [{**eq_filter("source_type", t), **eq_filter("source_id", sid)}
+                                         for t, ids in by_type.items() for sid in sorted(set(ids))]
         clauses += [{**eq_filter("source_type", "dispute_letter"), "source_id": {"$regex": f"^{re.escape(p)}\\."}}
                     for p in letter_prefixes]
         return await self._delete(clauses, model)
 
     async def _delete(self, clauses: list[dict[str, Any]], model: str | None) -> int:
-        deleted = 0
-        for i in range(0, len(clauses), 100):
-            part = clauses[i:i + 100]
-            flt: dict[str, Any] = part[0] if len(part) == 1 else {"$or": part}
+        """One flat filter per clause, a few at a time: FerretDB pushes a flat filter's equalities down to the
+        `source_id` index, and nothing of an `$or` or `$and` (which would scan every record per call)."""
+        sem = asyncio.Semaphore(_PARALLEL)
+
+        async def one(flt: dict[str, Any]) -> int:
             if model is not None:
-                flt = {"$and": [eq_filter("model", model), flt]}
-            async with guard("delete embeddings"):
-                deleted += (await self.coll.delete_many(flt)).deleted_count
-        return deleted
+                flt = {**flt, **eq_filter("model", model)}
+            async with sem, guard("delete embeddings"):
+                return (await self.coll.delete_many(flt)).deleted_count
+
+        return sum(await asyncio.gather(*(one(c) for c in clauses)))
 
     async def delete_index(self, index_name: str) -> int:
         """Drop every record of one search index (its `--reset`)."""

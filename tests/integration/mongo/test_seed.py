@@ -55,3 +55,41 @@ async def test_seed_is_idempotent_and_deterministic(seeded, db):
     assert set(again.values()) == {0}
     after = {c: await db[c].count_documents({}) for c in before}
     assert before == after
+
+
+async def test_an_interrupted_seed_resumes_after_its_finished_batches(mongo_url):
+    """Cancel a seed once some batches are checkpointed; the next run writes only the rest, and the result is
+    the same documents as one uninterrupted seed."""
+    import asyncio
+    import secrets
+
+    from stores.mongo.client import MongoStore
+
+    people = users(30)
+    store = await MongoStore(mongo_url, f"kredete_test_resume_{secrets.token_hex(4)}").connect()
+    whole = await MongoStore(mongo_url, f"kredete_test_whole_{secrets.token_hex(4)}").connect()
+    try:
+        run = asyncio.create_task(seed_credit_store_async(resolve(), people, 7, db=store.db, batch_users=5,
+                                                          parallel=1, pushdown=False))
+        while await store.db.load_progress.count_documents({}) < 2:
+            assert not run.done(), "the seed finished before it could be interrupted"
+            await asyncio.sleep(0.05)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        finished = await store.db.load_progress.count_documents({})
+        assert 2 <= finished < 6
+        partial = await store.db.score_history.count_documents({})
+        assert partial < 24 * 30
+        rest = await seed_credit_store_async(resolve(), people, 7, db=store.db, batch_users=5, pushdown=False)
+        assert rest["score_history"] <= 24 * 30 - 24 * 5 * finished  # finished batches were not re-sent
+        assert await store.db.load_progress.count_documents({}) == 6
+        await seed_credit_store_async(resolve(), people, 7, db=whole.db, batch_users=5, pushdown=False)
+        for coll in ("credit_reports", "score_history", "dispute_cases", "action_plans", "bureau_responses",
+                     "credit_factors"):
+            ids = sorted(d["_id"] for d in await store.db[coll].find({}, {"_id": 1}).to_list(None))
+            assert ids == sorted(d["_id"] for d in await whole.db[coll].find({}, {"_id": 1}).to_list(None)), coll
+    finally:
+        for s in (store, whole):
+            await s.drop_database()
+            await s.close()
