@@ -26,7 +26,8 @@ from guards.call import CallState
 from guards.gate import Gate
 from guards.output_redaction import OutputRedactor
 from guards.ratelimit import RateLimiter, RateLimits
-from guards.redaction import redact_value, require_ner
+from guards.redaction import redact, redact_value, require_ner
+from retrieval.search_sync_jobs import SearchSyncJobs
 from stores.crypto import FieldCipher
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
@@ -64,16 +65,21 @@ class AgentRuntime:
         self.gate: Gate | None = None
         self.ai_logger: AILogger | None = None
         self.mongo_jobs: MaintenanceJobs | None = None
+        self.search_jobs: SearchSyncJobs | None = None
         self._retriever: KnowledgeRetriever | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> AgentRuntime:
         """Connect the agent's adapters (the server starts even when a store is down: calls that need it fail
-        with a clear error), wire the guards, start the AI logger and the credit-store jobs."""
+        with a clear error), wire the guards, start the AI logger, the credit-store and search-sync jobs."""
         # Never serve text that cannot be redacted: a NER model that fails to load stops the start here.
         require_ner()
         self.wire(await connect_agent(self.settings))
         await self._start_logger()
+        # The search indexes the tools read (the audit log) stay in sync while the server runs.
+        s = self.settings
+        self.search_jobs = SearchSyncJobs(self.stores.search, self.stores.postgres, redact=redact,
+                                          interval=s.search_sync_interval_s, lag=s.search_sync_lag_s).start()
         return self
 
     def wire(self, stores: Stores, *, cipher: FieldCipher | None = None) -> AgentRuntime:
@@ -107,6 +113,8 @@ class AgentRuntime:
             log.warning("credit store jobs not started: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self.search_jobs is not None:
+            await self.search_jobs.stop()
         if self.mongo_jobs is not None:
             await self.mongo_jobs.stop()
         if self.ai_logger is not None:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0, le=8191)
     #: Postgres-fed search indexes re-read this far behind their high-water mark (rows committed late).
     search_sync_lag_s: float = Field(300.0, ge=0, le=86_400)
+    #: Retrieval: the MCP server syncs the search indexes its tools read (the audit log) every so many
+    #: seconds (0 = off).
+    search_sync_interval_s: float = Field(10.0, ge=0, le=86_400)
     #: Aggregates for risk/compliance: a cell is shown only with at least this many transactions and
     #: this many distinct users (smaller cells are withheld and counted as suppressed).
     aggregate_min_cell_size: int = Field(5, ge=2, le=1000)

@@ -7,6 +7,7 @@ version, so re-reads are idempotent and an alias-swap `rebuild()` loses nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from stores.search.indexes import IndexManager, IndexSpec, RebuildReport
 from stores.search.ingest_state import IngestState
 
 Row = dict[str, Any]
+log = logging.getLogger("kredete.retrieval.index_sync")
 
 
 class DocIndexer:
@@ -106,6 +108,13 @@ class DocIndexer:
             if postgres is None:
                 raise InvalidQuery(f"{self.name} is fed from Postgres; connect it")
             feed = KeysetFeedRepository(postgres, self.feed.table, lag=self.lag)
+            # An append-only source without a row at the mark was recreated (a fresh dataset): a sync would skip
+            # its rows until they pass the old mark, and the index would keep the old rows. Start it over.
+            if high is not None and self.feed.table.cursor == "id" and index is None and not await feed.reaches(high):
+                log.warning("%s: the source has no row at the checkpoint %s any more; rebuilding", self.name, high)
+                report = await self.rebuild(postgres=postgres)
+                return {"index": self.name, "indexed": report.new_count, "skipped": 0, "skip_reasons": [],
+                        "checkpoint": (await self.state.checkpoint(source) or {}).get("last_key"), "rebuilt": True}
             async for page in feed.pages(high, batch=batch):
                 n, s = await self.index_rows(page.rows, index=index, read_at=page.read_at)
                 total, skipped = total + n, skipped + s
@@ -131,8 +140,14 @@ class DocIndexer:
                 "checkpoint": high}
 
     async def rebuild(self, *, postgres: PostgresStore | None = None, mongo_db: Any = None) -> RebuildReport:
-        """Reload the whole index from its source into a new generation, then swap the alias."""
-        async def fill(index: str) -> None:
-            await self.sync(postgres=postgres, mongo_db=mongo_db, full=True, index=index)
+        """Reload the whole index from its source into a new generation, then swap the alias; a Postgres-fed
+        index's checkpoint then is the high-water mark the new generation was filled to."""
+        filled: dict[str, Any] = {}
 
-        return await self.manager.rebuild(self.spec, fill)
+        async def fill(index: str) -> None:
+            filled.update(await self.sync(postgres=postgres, mongo_db=mongo_db, full=True, index=index))
+
+        report = await self.manager.rebuild(self.spec, fill)
+        if self.feed.kind == "postgres":
+            await self.state.save_checkpoint(f"index-{self.name}", filled.get("checkpoint"))
+        return report

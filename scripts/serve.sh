@@ -11,7 +11,8 @@ $K stack up
 $K s3 setup >/dev/null   # principals, tiers, buckets, replication (the access log needs its shipper user)
 $K db migrate
 $K seed --users "${KREDETE_SEED_USERS:-200}" --seed "${KREDETE_SEED:-42}"
-$K ingest
+$K ingest                   # the knowledge index (search_knowledge)
+$K search sync audit-logs   # the audit-log index (search_audit_logs' query); the server keeps it in sync
 $K demo-tokens || true
 exec 1>&3 3>&-
 case " $* " in

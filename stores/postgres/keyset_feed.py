@@ -89,6 +89,14 @@ class KeysetFeedRepository(Repository):
             if len(rows) < batch:
                 return
 
+    async def reaches(self, cursor: str) -> bool:
+        """Whether the table still holds a row at or past `cursor` (an append-only table that does not was
+        emptied or recreated since the cursor was taken)."""
+        cols, order = ("id", "id DESC") if self.feed.cursor == "id" else ("updated_at, id", "updated_at DESC, id DESC")
+        async with self._read() as conn:
+            row = await conn.fetchrow(f"SELECT {cols} FROM {self.feed.table} ORDER BY {order} LIMIT 1")
+        return row is not None and self._decode(self._encode(dict(row))) >= self._decode(cursor)
+
     def later(self, a: str | None, b: str) -> str:
         """The later of two cursors (`a` may be None: no mark yet)."""
         return b if a is None or self._decode(b) > self._decode(a) else a

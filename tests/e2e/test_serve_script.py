@@ -77,3 +77,29 @@ async def test_serve_script_serves_the_seeded_stack_over_http(served):
         knowledge = await session.call_tool("search_knowledge", {"query": "how do I dispute an error"})
         assert not knowledge.is_error and knowledge.structured_content["passages"]
 
+
+async def test_compliance_search_of_the_audit_trail_works_and_follows_new_rows(served):
+    """The main command builds the audit-log index, and the running server keeps new audit rows searchable."""
+    import uuid
+
+    from evals.harness import token_for
+
+    port, output = served
+    url = f"http://127.0.0.1:{port}/mcp"
+    async with http_session(url, _demo_token(output, "compliance_officer")) as session:
+        first = await session.call_tool("search_audit_logs", {"query": "search_transactions", "limit": 5})
+        assert not first.is_error, first.content
+        assert first.structured_content["source"] == "search_index"
+        # A new audit row becomes searchable while the server runs: a call by a subject nobody else uses.
+        subject = f"agent-{uuid.uuid4().hex[:12]}"
+        async with http_session(url, token_for(DATASET.settings(), "support_agent", subject=subject)) as agent:
+            assert not (await agent.call_tool("search_transactions", {"limit": 1})).is_error
+        deadline = time.monotonic() + 60
+        while True:
+            found = await session.call_tool("search_audit_logs", {"query": subject, "limit": 5})
+            assert not found.is_error, found.content
+            entries = found.structured_content["entries"]
+            if any(subject in e["actor_subject"] for e in entries):  # free text comes back delimited
+                break
+            assert time.monotonic() < deadline, "a new audit row never became searchable"
+            await asyncio.sleep(1)
