@@ -7,6 +7,7 @@ version, so re-reads are idempotent and an alias-swap `rebuild()` loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,13 @@ class DocIndexer:
         """Bulk-index rows into `index` (default: the alias), `indexed_at` = when they were read.
         Returns (indexed, skip reasons); a row the index already holds newer is not a skip."""
         stamp = (read_at or datetime.now(UTC)).isoformat()
+        # Redaction is CPU work: off the event loop, so a server running this sync keeps answering meanwhile.
+        docs, skipped = await asyncio.to_thread(self._documents, list(rows), stamp)
+        result = await self.index.write(docs, index=index)
+        skipped += [f"{doc_id}: {reason}" for doc_id, reason in result.failed.items()]
+        return result.written, skipped
+
+    def _documents(self, rows: list[Row], stamp: str) -> tuple[list[VersionedDoc], list[str]]:
         docs: list[VersionedDoc] = []
         skipped: list[str] = []
         for row in rows:
@@ -73,9 +81,7 @@ class DocIndexer:
             doc = {k: v for k, v in doc.items() if v is not None}
             doc["indexed_at"] = stamp
             docs.append(VersionedDoc(doc[self.feed.id_field], version, doc))
-        result = await self.index.write(docs, index=index)
-        skipped += [f"{doc_id}: {reason}" for doc_id, reason in result.failed.items()]
-        return result.written, skipped
+        return docs, skipped
 
     async def delete_ids(self, ids: Iterable[str]) -> int:
         """Remove documents by id (through the alias, tombstoned for a rebuild running meanwhile)."""

@@ -21,6 +21,7 @@ from stores.search.client import SearchStore
 TOOL_INDEXES = (AUDIT_LOGS,)
 #: One run may not take longer; a big backlog is caught up over several runs (the checkpoint moves per page).
 RUN_TIMEOUT_S = 120.0
+FIRST_RUN_AFTER_S = 2.0
 
 
 class SearchSyncJobs(Jobs):
@@ -37,5 +38,7 @@ class SearchSyncJobs(Jobs):
                     out = await indexer.sync(postgres=postgres)
                     return {k: out[k] for k in ("indexed", "skipped", "checkpoint")}  # no skip reasons in logs
 
-                jobs[name] = Periodic(f"search sync {name}", sync, interval=interval, timeout=timeout)
+                # The first run waits a moment: a starting server answers its first requests first.
+                jobs[name] = Periodic(f"search sync {name}", sync, interval=interval, timeout=timeout,
+                                      delay=min(interval, FIRST_RUN_AFTER_S))
         super().__init__(jobs, task_prefix="search-job")

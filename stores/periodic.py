@@ -16,21 +16,26 @@ log = logging.getLogger("kredete.jobs")
 
 
 class Periodic:
-    """Run `fn` every `interval` seconds until stopped, each run bounded by `timeout`."""
+    """Run `fn` every `interval` seconds until stopped, each run bounded by `timeout`; the first run after
+    `delay` seconds."""
 
     def __init__(self, name: str, fn: Callable[[], Awaitable[Any]], *, interval: float,
-                 timeout: float = 120.0) -> None:
-        if interval <= 0 or timeout <= 0:
-            raise ValueError("interval and timeout must be positive")
+                 timeout: float = 120.0, delay: float = 0.0) -> None:
+        if interval <= 0 or timeout <= 0 or delay < 0:
+            raise ValueError("interval and timeout must be positive, delay not negative")
         self.name = name
         self.fn = fn
         self.interval = interval
         self.timeout = timeout
+        self.delay = delay
         self.started = self.finished = self.failures = 0
         self.last_result: Any = None
         self._done = asyncio.Condition()
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.delay)
         while not stop.is_set():
             self.started += 1
             try:
