@@ -104,7 +104,11 @@ async def serve_http(host: str = "127.0.0.1", port: int = 8765) -> None:
     try:
         # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
         app = HttpAuthGuard(build_server(runtime, http=(host, port)).streamable_http_app(host=host), runtime.gate)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # Forwarded headers are believed only from the configured proxies: uvicorn's default trusts 127.0.0.1,
+        # so any local client could name its own address (and escape the per-IP limit of failed logins).
+        proxies = list(runtime.settings.trusted_proxies)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
         await uvicorn.Server(config).serve()
     finally:
         await runtime.close()

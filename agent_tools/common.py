@@ -17,14 +17,17 @@ Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"Page size, 1..{MA
 
 
 class ToolInput(BaseModel):
-    """Base of every tool input: its JSON schema is what clients see; unknown arguments are refused.
+    """Base of every tool input: its JSON schema is what clients see; unknown arguments are refused, and types
+    are strict (`"5"` is not a number, `true` is not a limit). The guard validates the JSON the client sent
+    (`guards.pipeline.parse_arguments`), where strict mode still takes ISO 8601 and UUID strings for dates and
+    ids: JSON has no such types.
 
     No input names a principal: scope comes from the verified token (the tool's scope rule). A `user_id` is
     accepted only so staff can narrow to one user inside their scope; for customers it must be omitted or be
     their own.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 #: Repository field names that differ from the tools' output names.

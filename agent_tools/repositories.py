@@ -10,6 +10,7 @@ from typing import Any
 from config.settings import Settings, resolve
 from stores.crypto import FieldCipher
 from stores.errors import StoreUnavailable
+from stores.mongo.conversations import ConversationOwners
 from stores.mongo.credit import (
     ActionPlanRepository,
     CreditReportRepository,
@@ -99,6 +100,11 @@ class Repositories:
     @cached_property
     def plans(self) -> ActionPlanRepository:
         return ActionPlanRepository(self._need("mongo"))
+
+    @cached_property
+    def conversations(self) -> ConversationOwners:
+        """Who owns each conversation id (the first principal that logged under it)."""
+        return ConversationOwners(self._need("mongo"))
 
     # --- search ---------------------------------------------------------------------------------------------
     @property

@@ -41,7 +41,7 @@ log = logging.getLogger("kredete.runtime")
 
 
 class _Deferred:
-    """Coach assignments and known PII through the repositories, which are built on first use."""
+    """Coach assignments, conversation owners and known PII through the repositories (built on first use)."""
 
     def __init__(self, repos: Repositories) -> None:
         self._repos = repos
@@ -51,6 +51,9 @@ class _Deferred:
 
     async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]:
         return await self._repos.known_pii.known_pii(user_ids)
+
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
+        return await self._repos.conversations.claim(conversation_id, owner, user_id=user_id)
 
 
 class AgentRuntime:
@@ -96,7 +99,8 @@ class AgentRuntime:
         self.gate = Gate(self.tools, authenticator=Authenticator(self.transport, s), rate_limiter=limiter,
                          audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport),
                          redactor=OutputRedactor(deferred, hash_key=key),
-                         access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size))
+                         access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size,
+                                              conversations=deferred))
         return self
 
     async def _start_logger(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config import ports
 from config.errors import ConfigError
@@ -126,6 +127,21 @@ class Settings(BaseSettings):
     #: ensure-indexes` creates there the indexes of the filters FerretDB pushes down. Local stack: the
     #: primary's `ferretdb` database; unset with an external KREDETE_MONGO_URL: not created (MongoDB needs none).
     ferretdb_postgres_url: SecretStr | None = None
+
+    # --- MCP server over HTTP (agent tools and guards) ---
+    #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
+    #: comma-separated. Empty (the default): the client address is the socket peer, whatever the headers say.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_addresses(cls, v: object) -> object:
+        items = [x.strip() for x in v.split(",")] if isinstance(v, str) else list(v or ())
+        try:  # addresses and networks only: no "*" and no host names
+            return tuple(str(ipaddress.ip_network(x, strict=False)) if "/" in x else str(ipaddress.ip_address(x))
+                         for x in items if x)
+        except ValueError as exc:
+            raise ValueError(f"KREDETE_TRUSTED_PROXIES takes IP addresses or networks ({exc})") from None
 
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).

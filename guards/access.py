@@ -21,7 +21,7 @@ from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guards.call import CallState, current_call
-from guards.errors import BadInput, Forbidden
+from guards.errors import BadInput, Forbidden, NotFoundInScope, Unavailable
 from guards.principal import Principal, Role
 from stores.mongo.documents import GLOBAL_USER_ID
 from stores.mongo.reveal import RevealGrant
@@ -126,8 +126,17 @@ class AggregateScope:
     min_cell_size: int
 
     def reportable_suppressed(self, withheld: int, shown: int) -> int:
-        """How many withheld cells an answer may report."""
-        return withheld
+        """How many withheld cells an answer may report: none unless it shows at least one cell, and then the
+        count rounded down to a multiple of `min_cell_size`.
+
+        So a window whose activity is all small (one quiet corridor, one day) answers exactly like a window
+        without any activity, and no answer counts fewer than `min_cell_size` withheld cells. Comparing two
+        overlapping windows can still show that withheld cells lie between them (in steps of the cell size),
+        never their payments, amounts or users.
+        """
+        if shown <= 0 or withheld <= 0:
+            return 0
+        return withheld - withheld % self.min_cell_size
 
 
 # --- scope rules ---------------------------------------------------------------------------------------------
@@ -135,12 +144,17 @@ class AggregateScope:
 S = TypeVar("S", covariant=True)
 
 
+class ConversationOwners(Protocol):
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class AccessSources:
-    """What resolving a scope may consult: coach assignments and the settings' minimum aggregate cell."""
+    """What resolving a scope may consult: coach assignments, conversation owners, the minimum aggregate cell."""
 
     assignments: Assignments
     min_cell_size: int
+    conversations: ConversationOwners | None = None
 
 
 class ScopeRule(Protocol, Generic[S]):
@@ -187,22 +201,39 @@ def one_user(arg: str = "user_id") -> ScopeRule[UserScope]:
     return _OneUser(arg)
 
 
-def _conversation(principal: Principal, conversation_id: str | None) -> ConversationScope:
-    owner = str(principal.user_id) if principal.user_id else GLOBAL_USER_ID
-    return ConversationScope(conversation_id=conversation_id or f"mcp-{uuid.uuid4().hex}", user_id=owner)
+def conversation_owner(principal: Principal) -> str:
+    """Who a conversation belongs to: a customer (every token of that user), or a staff identity (role and
+    subject, as the rate limiter keys staff)."""
+    if principal.role is Role.CUSTOMER:
+        return f"customer:{principal.user_id}"
+    return f"{principal.role.value}:{principal.subject}"
+
+
+async def _conversation(principal: Principal, conversation_id: str | None,
+                        access: AccessSources) -> ConversationScope:
+    """The conversation a call logs under, claimed for the caller: the first principal to use an id owns it.
+    Another principal's id is refused exactly like an id that names no record in the caller's scope."""
+    scope = ConversationScope(conversation_id=conversation_id or f"mcp-{uuid.uuid4().hex}",
+                              user_id=str(principal.user_id) if principal.user_id else GLOBAL_USER_ID)
+    if access.conversations is None:  # ownership cannot be checked: fail closed
+        raise Unavailable()
+    if not await access.conversations.claim(scope.conversation_id, conversation_owner(principal),
+                                            user_id=scope.user_id):
+        raise NotFoundInScope()
+    return scope
 
 
 @dataclass(frozen=True)
 class _OwnConversation:
     arg: str
-    summary: str = "a conversation the caller logs under"
+    summary: str = "a conversation of the caller's own (the first principal to use an id owns it)"
 
     async def resolve(self, principal: Principal, args: BaseModel, access: AccessSources) -> ConversationScope:
-        return _conversation(principal, _arg(args, self.arg))
+        return await _conversation(principal, _arg(args, self.arg), access)
 
 
 def own_conversation(arg: str = "conversation_id") -> ScopeRule[ConversationScope]:
-    """The conversation named by `arg` (a new one when it is omitted), logged under the caller."""
+    """The conversation named by `arg` (a new one when it is omitted), owned by the caller."""
     return _OwnConversation(arg)
 
 
@@ -222,7 +253,7 @@ class _Knowledge:
         user_types = any(t != "kb" for t in doc_types)
         rows = await scope_for(principal, None, access.assignments) if user_types else RowScope.none()
         return KnowledgeScope(doc_types=tuple(doc_types), rows=rows,
-                              conversation=_conversation(principal, _arg(args, self.conversation_arg)))
+                              conversation=await _conversation(principal, _arg(args, self.conversation_arg), access))
 
 
 def knowledge(doc_types: str = "doc_types", conversation: str = "conversation_id") -> ScopeRule[KnowledgeScope]:

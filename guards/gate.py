@@ -69,10 +69,6 @@ class Gate:
     def authorize(self, principal: Principal, tool: str) -> None:
         authorize(principal, tool, self.grants)
 
-    async def resolve_scope(self, tool: str, principal: Principal, args: BaseModel) -> Any:
-        """The scope the tool declared, resolved from the verified principal (before its handler runs)."""
-        return await self.tools[tool].scope.resolve(principal, args, self.access)
-
     async def audit(self, state: CallState) -> bool:
         """One append-only audit row per call; False when it could not be written."""
         return await self.audit_writer.write(state)

@@ -267,8 +267,9 @@ class HttpAuthGuard:
     aggregated: `aggregate: first` for the first identical refusal of a window (written at once) and
     `aggregate: window` with `count` (all identical refusals of that window) when the window has ended,
     or at shutdown. So a flood costs at most two rows per IP, reason, outcome and window.
-    The client IP is the socket peer, or X-Forwarded-For from the proxies uvicorn trusts
-    (`--forwarded-allow-ips`, default 127.0.0.1).
+    The client IP is the socket peer, or, when the peer is one of the configured reverse proxies
+    (`KREDETE_TRUSTED_PROXIES`, none by default), the address its X-Forwarded-For names (uvicorn resolves it
+    before this guard runs).
     """
 
     def __init__(self, app: Any, runtime: Any, *, path: str = "/mcp") -> None:

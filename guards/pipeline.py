@@ -12,6 +12,7 @@ from the principal, handler, redaction, delimiting, budget) with the principal t
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
@@ -39,8 +40,12 @@ class ToolHost(Protocol):
 
 
 def parse_arguments(model: type[BaseModel], arguments: dict[str, Any]) -> BaseModel:
-    """The tool's input model from the call's arguments as the client sent them (ValidationError if not)."""
-    return model.model_validate(arguments)
+    """The tool's input model from the call's arguments as the client sent them (ValidationError if not).
+
+    Validated as the JSON they arrived as: with a strict model, a string is never coerced into a number nor a
+    boolean into an integer, while dates and ids keep arriving as the ISO 8601 and UUID strings JSON carries.
+    """
+    return model.model_validate_json(json.dumps(arguments))
 
 
 def safe_message(exc: BaseException) -> tuple[str, str]:

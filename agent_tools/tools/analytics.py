@@ -46,7 +46,9 @@ class CorridorDayOut(BaseModel):
 
 class CorridorVolumeOut(BaseModel):
     rows: list[CorridorDayOut]
-    #: Cells (day x corridor x currency pair) withheld because they were smaller than `min_cell_size`.
+    #: Cells (day x corridor x currency pair) withheld because they were smaller than `min_cell_size`, as the
+    #: guard lets an answer say it (`AggregateScope.reportable_suppressed`): 0 unless some cell is shown, then
+    #: rounded down to a multiple of `min_cell_size`.
     suppressed_cells: int = Field(0, ge=0)
     #: The smallest cell shown: at least this many transactions from at least this many distinct users.
     min_cell_size: int = Field(ge=1)
@@ -69,6 +71,8 @@ CORRIDOR_VOLUME = ToolSpec(
     name="corridor_volume", title="Corridor volume",
     description="Aggregated transaction count and volume of completed remittances by corridor, UTC day and "
                 "currency pair; no row-level data. Only whole past days; a cell with fewer than min_cell_size "
-                "transactions or distinct users is withheld and counted in suppressed_cells.",
+                "transactions or distinct users is withheld. suppressed_cells says how many were withheld only "
+                "when some cell is shown, rounded down to a multiple of min_cell_size (0 otherwise), so a window "
+                "of small cells answers like a window without activity.",
     input_model=CorridorVolumeInput, output_model=CorridorVolumeOut, handler=corridor_volume,
     grant={Role.RISK_ANALYST, Role.COMPLIANCE_OFFICER}, scope=aggregates_only(), list_field="rows")

@@ -41,6 +41,7 @@ OUTBOX = "outbox_events"
 WRITE_CLAIMS = "write_claims"
 CDC_CHECKPOINTS = "cdc_checkpoints"
 LOAD_PROGRESS = "load_progress"
+CONVERSATION_OWNERS = "conversation_owners"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(CDC_CHECKPOINTS, None, (), shard_key=None, pushdown=()),
     # Checkpoints of resumable bulk loads (`stores.mongo.bulk.LoadProgress`): a few hundred markers per load.
     CollectionSpec(LOAD_PROGRESS, None, (_ix("load", ("load", A)),), shard_key=None, pushdown=("load",)),
+    # Looked up by `_id` (the conversation id) only; one small document per conversation.
+    CollectionSpec(CONVERSATION_OWNERS, None, (), shard_key=None, pushdown=("_id",)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 TTL_COLLECTIONS = tuple(s.name for s in SPECS if s.ttl_field)

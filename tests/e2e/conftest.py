@@ -108,19 +108,22 @@ async def facts(e2e_settings) -> Facts:
 
 #: A subject the e2e HTTP server does not rate limit (KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS), as benchmarks use.
 E2E_EXEMPT_SUBJECT = "e2e-rate-exempt"
+#: The tests stand in for a reverse proxy on loopback: the e2e server believes their X-Forwarded-For (so each
+#: test can be a client address of its own). A server without this setting believes no forwarded header.
+BEHIND_LOCAL_PROXY = {"KREDETE_TRUSTED_PROXIES": "127.0.0.1"}
 
 
 @pytest.fixture(scope="session")
 def http_server(e2e_env) -> str:
-    """`kredete serve --transport http` as a real process; yields its MCP URL."""
-    env = {**e2e_env, "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": E2E_EXEMPT_SUBJECT}
+    """`kredete serve --transport http` as a real process, behind the tests as its proxy; yields its MCP URL."""
+    env = {**e2e_env, **BEHIND_LOCAL_PROXY, "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": E2E_EXEMPT_SUBJECT}
     with harness_http_server(env, log_name="e2e-http-server") as url:
         yield url
 
 
 def fresh_client_ip() -> str:
-    """A client address of its own (sent as X-Forwarded-For, which uvicorn trusts from 127.0.0.1), so the
-    per-IP failure windows in the shared Redis start empty on every run."""
+    """A client address of its own (sent as X-Forwarded-For to a server that trusts 127.0.0.1 as its proxy), so
+    the per-IP failure windows in the shared Redis start empty on every run."""
     import ipaddress
     import secrets
 

@@ -416,6 +416,28 @@ async def test_bad_input_gets_clear_errors_without_internals(http_server, e2e_se
         assert not ok.is_error
 
 
+async def test_arguments_are_strictly_typed_at_the_tool_boundary(http_server, e2e_settings, facts):
+    """A string is not a number and a boolean is not a limit; dates and ids arrive as ISO 8601 / UUID strings."""
+    before = await max_audit_id(e2e_settings)
+    subject = f"e2e-strict-{uuid.uuid4().hex[:6]}"
+    async with http_session(http_server, token_for(e2e_settings, "support_agent", subject=subject)) as s:
+        refused = [(field, await s.call_tool(tool, args)) for tool, args, field in [
+            ("search_transactions", {"limit": "5"}, "limit"), ("search_transactions", {"limit": True}, "limit"),
+            ("search_transactions", {"min_amount_minor": "100"}, "min_amount_minor"),
+            ("list_disputes", {"limit": 5.5}, "limit"), ("search_knowledge", {"query": "fees", "k": "3"}, "k"),
+            ("get_wallet_balances", {"user_id": 7}, "user_id"),
+        ]]
+        typed = await s.call_tool("search_transactions", {"user_id": str(facts.bob), "limit": 5,
+                                                          "date_from": "2020-01-01T00:00:00Z"})
+        by_id = await s.call_tool("get_transaction", {"transaction_id": str(facts.bob_transaction)})
+    for field, res in refused:
+        assert res.is_error and error_text(res).startswith("invalid arguments") and field in error_text(res), field
+    assert not typed.is_error and {t["user_id"] for t in payload(typed)["transactions"]} == {str(facts.bob)}
+    assert not by_id.is_error and payload(by_id)["transaction_id"] == str(facts.bob_transaction)
+    rows = [r for r in await audit_rows_since(e2e_settings, before) if r["actor_subject"] == subject]
+    assert [r["decision"] for r in rows] == ["denied"] * len(refused) + ["allowed", "allowed"]
+
+
 async def test_output_is_capped_to_the_token_budget(http_server, e2e_settings):
     from guards.budget import MAX_OUTPUT_TOKENS, count_tokens
 

@@ -12,7 +12,7 @@ import httpx
 
 from evals.harness import KREDETE
 from evals.harness import http_server as harness_http_server
-from tests.e2e.conftest import fresh_client_ip, http_session, stdio_session, token_for
+from tests.e2e.conftest import BEHIND_LOCAL_PROXY, fresh_client_ip, http_session, stdio_session, token_for
 from tests.e2e.test_mcp_server import (
     INIT,
     JSON_HEADERS,
@@ -102,7 +102,7 @@ async def test_failed_authentications_are_rate_limited_per_ip_and_aggregated_in_
 
     ip, other_ip = fresh_client_ip(), fresh_client_ip()
     forged = token_for(e2e_settings, "support_agent")[:-6] + "AAAAAA"
-    env = {**e2e_env, "KREDETE_RATE_LIMIT_AUTH_FAILURES_PER_IP": "5"}
+    env = {**e2e_env, **BEHIND_LOCAL_PROXY, "KREDETE_RATE_LIMIT_AUTH_FAILURES_PER_IP": "5"}
     before = await max_audit_id(e2e_settings)
     statuses, retry_after = [], []
     with harness_http_server(env, log_name="e2e-http-flood") as url:
@@ -252,3 +252,85 @@ async def test_tokens_living_longer_than_the_maximum_are_refused_and_never_issue
                                                   str(24 * 3600)], env=e2e_env, capture_output=True, text=True,
                                  timeout=120, check=False)
     assert ok.returncode == 0 and ok.stdout.count(".") == 2
+
+
+# --- security review: client address, conversation owner, strict types ----------------------------------
+
+async def test_forwarded_headers_are_believed_only_from_a_configured_proxy(e2e_env, e2e_settings):
+    """A server with no trusted proxy (the default): a local client rotating X-Forwarded-For neither escapes the
+    per-IP limit of failed logins nor puts any address of its choosing into the audit trail."""
+    forged = token_for(e2e_settings, "support_agent")[:-6] + "AAAAAA"
+    claimed = [fresh_client_ip() for _ in range(12)]
+    limit = 3
+    # A 20 s window: the loopback address's failure window expires soon after the test (PEXPIRE), so later
+    # tests that are refused from 127.0.0.1 start fresh.
+    env = {**e2e_env, "KREDETE_RATE_LIMIT_AUTH_FAILURES_PER_IP": str(limit), "KREDETE_RATE_LIMIT_WINDOW_MS": "20000"}
+    env.pop("KREDETE_TRUSTED_PROXIES", None)
+    before = await max_audit_id(e2e_settings)
+    with harness_http_server(env, log_name="e2e-http-untrusted-proxy") as url:
+        async with httpx.AsyncClient(timeout=10) as client:
+            statuses = [(await client.post(url, json=INIT, headers={
+                **JSON_HEADERS, "X-Forwarded-For": ip, "X-Forwarded-Proto": "https",
+                "Authorization": f"Bearer {forged}"})).status_code for ip in claimed]
+    # One window for every request (the socket peer's): at most `limit` refusals, then 429 for the rest, although
+    # each request claimed another address.
+    assert set(statuses) <= {401, 429} and statuses.count(401) <= limit and statuses[-1] == 429
+    first_429 = statuses.index(429)
+    assert all(s == 429 for s in statuses[first_429:])
+    rows = await audit_rows_since(e2e_settings, before)
+    stored = json.dumps(rows, default=str)
+    assert not any(ip in stored for ip in claimed), "a forwarded address reached the audit trail"
+    ours = [r for r in rows if r["action"] == "http:authenticate" and meta(r).get("reason_code") == "invalid_signature"]
+    assert ours and all(meta(r)["client_ip"] == "127.0.0.1" for r in ours)
+
+
+async def test_a_conversation_belongs_to_the_first_principal_that_uses_it(http_server, e2e_settings, facts):
+    """Another principal cannot attach feedback (or retrievals) to a conversation: refused with the error of
+    an id that names nothing in the caller's scope, audited as denied, nothing written."""
+    from stores.registry import connect
+
+    conv = f"e2e-owned-{uuid.uuid4().hex[:8]}"
+    bob_subject = f"e2e-bob-{uuid.uuid4().hex[:6]}"
+    before = await max_audit_id(e2e_settings)
+    async with http_session(http_server, token_for(e2e_settings, "customer", user=facts.alice)) as s:
+        found = await s.call_tool("search_knowledge", {"query": "how do fx fees work", "k": 2, "conversation_id": conv})
+        mine = await s.call_tool("log_feedback", {"conversation_id": conv, "score": 5, "label": "helpful"})
+    assert not found.is_error and not mine.is_error, error_text(found) + error_text(mine)
+    # Alice with another token (another subject): still Alice's conversation.
+    async with http_session(http_server, token_for(e2e_settings, "customer", user=facts.alice,
+                                                   subject=f"alice-{uuid.uuid4().hex[:6]}")) as s:
+        again = await s.call_tool("log_feedback", {"conversation_id": conv, "score": 4})
+    assert not again.is_error, error_text(again)
+    async with http_session(http_server, token_for(e2e_settings, "customer", user=facts.bob,
+                                                   subject=bob_subject)) as s:
+        feedback = await s.call_tool("log_feedback", {"conversation_id": conv, "score": -1, "label": "unsafe",
+                                                      "comment": "bob was here"})
+        retrieval = await s.call_tool("search_knowledge", {"query": "fees", "k": 1, "conversation_id": conv})
+        unknown_record = await s.call_tool("get_transaction", {"transaction_id": str(uuid.uuid4())})
+    async with http_session(http_server, token_for(e2e_settings, "support_agent", subject=bob_subject)) as s:
+        staff = await s.call_tool("log_feedback", {"conversation_id": conv, "score": 1})
+    def message(result) -> str:  # the SDK prefixes "Error executing tool <name>: "
+        return error_text(result).rsplit(": ", 1)[-1]
+
+    assert unknown_record.is_error and message(unknown_record) == "no such record in your scope"
+    for refused in (feedback, retrieval, staff):
+        assert refused.is_error and message(refused) == message(unknown_record), error_text(refused)
+        assert not refused.structured_content
+    stores = await connect(("mongo",), settings=e2e_settings)
+    try:
+        for _ in range(50):  # the logger writes in the background
+            scores = sorted(f["score"] for f in await stores.mongo.db.feedback_signals.find(
+                {"conversation_id": conv}).to_list(None))
+            if len(scores) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        turns = await stores.mongo.db.llm_conversations.find({"conversation_id": conv}).to_list(None)
+    finally:
+        await stores.close()
+    assert scores == [4, 5], "only Alice's feedback is on her conversation"
+    assert turns and {t["user_id"] for t in turns} == {str(facts.alice)}
+    rows = [r for r in await audit_rows_since(e2e_settings, before) if r["actor_subject"] == bob_subject]
+    assert [(r["action"], r["decision"], r["reason"]) for r in rows if r["action"] != "get_transaction"] == [
+        ("log_feedback", "allowed", None), ("log_feedback", "denied", "no such record in your scope"),
+        ("search_knowledge", "denied", "no such record in your scope"),
+        ("log_feedback", "allowed", None), ("log_feedback", "denied", "no such record in your scope")]

@@ -248,3 +248,22 @@ def test_exempt_subjects_come_from_the_environment_and_only_for_our_issuer(monke
     theirs = ours.model_copy(update={"issuer": "https://idp.example.test/"})
     other = ours.model_copy(update={"subject": "bench-2"})
     assert limiter.is_exempt(ours) and not limiter.is_exempt(theirs) and not limiter.is_exempt(other)
+
+
+# --- strict arguments ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arguments", [{"limit": "5"}, {"limit": True}, {"limit": 5.5}, {"min_amount_minor": "100"},
+                                       {"status": 1}, {"user_id": 42}, {"date_from": 1735689600}])
+def test_tool_arguments_are_not_coerced(arguments):
+    with pytest.raises(BadInput) as info:
+        _validate(SearchTransactionsInput, arguments)
+    assert next(iter(arguments)) in info.value.message
+
+
+def test_dates_and_ids_still_arrive_as_json_strings():
+    from guards.pipeline import parse_arguments
+
+    uid = uuid.uuid4()
+    args = parse_arguments(SearchTransactionsInput, {"user_id": str(uid), "date_from": "2026-01-02T03:04:05Z",
+                                                     "limit": 5, "status": "completed"})
+    assert args.user_id == uid and args.date_from.year == 2026 and args.limit == 5

@@ -23,7 +23,7 @@ from guards.access import (
     own_conversation,
     own_rows,
 )
-from guards.errors import BadInput, Forbidden
+from guards.errors import BadInput, Forbidden, NotFoundInScope, Unavailable
 from guards.principal import Principal, Role
 from stores.errors import ScopeRefused
 from stores.mongo.documents import GLOBAL_USER_ID
@@ -37,7 +37,17 @@ class Assignments:
         return [ASSIGNED] if subject == "coach-1" else []
 
 
-ACCESS = AccessSources(assignments=Assignments(), min_cell_size=5)
+class Owners:
+    """Conversation owners as the credit store keeps them: the first claim of an id wins."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
+        return self.owner.setdefault(conversation_id, owner) == owner
+
+
+ACCESS = AccessSources(assignments=Assignments(), min_cell_size=5, conversations=Owners())
 
 
 def who(role: Role, subject: str | None = None) -> Principal:
@@ -156,12 +166,22 @@ async def test_knowledge_scope_is_the_roles_document_types_and_rows():
         await rule.resolve(who(Role.SUPPORT_AGENT), Args(doc_types=["credit_report"]), ACCESS)
 
 
-async def test_conversations_are_logged_under_the_customer_or_the_global_id_for_staff():
+async def test_a_conversation_belongs_to_the_first_principal_that_uses_it():
+    access = AccessSources(assignments=Assignments(), min_cell_size=5, conversations=Owners())
     rule = own_conversation("conversation_id")
-    mine = await rule.resolve(who(Role.CUSTOMER), Args(conversation_id="c-1"), ACCESS)
+    mine = await rule.resolve(who(Role.CUSTOMER), Args(conversation_id="c-1"), access)
     assert (mine.conversation_id, mine.user_id) == ("c-1", str(ME))
-    staff = await rule.resolve(who(Role.SUPPORT_AGENT), Args(), ACCESS)
+    assert await rule.resolve(who(Role.CUSTOMER, "another-token-subject"), Args(conversation_id="c-1"), access)
+    for other in (who(Role.SUPPORT_AGENT), who(Role.CREDIT_COACH)):
+        with pytest.raises(NotFoundInScope):  # refused like an id that names nothing in the caller's scope
+            await rule.resolve(other, Args(conversation_id="c-1"), access)
+        with pytest.raises(NotFoundInScope):
+            await knowledge().resolve(other, Args(conversation_id="c-1"), access)
+    staff = await rule.resolve(who(Role.SUPPORT_AGENT), Args(), access)
     assert staff.conversation_id.startswith("mcp-") and staff.user_id == GLOBAL_USER_ID
+    with pytest.raises(Unavailable):  # ownership cannot be checked: fail closed
+        await rule.resolve(who(Role.CUSTOMER), Args(conversation_id="c-2"),
+                           AccessSources(assignments=Assignments(), min_cell_size=5))
 
 
 async def test_the_audit_trail_is_a_compliance_officers_scope_only():

@@ -5,6 +5,7 @@ database's agent role (no other store is touched)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +33,7 @@ async def call(rt: AgentRuntime, name: str, who: Principal, **arguments: Any):
     """One tool call as the MCP server runs it (after authentication, rate limiting and the grant check); the
     CallToolResult. A refused call raises the ToolError the client would see."""
     fn = guarded_tool(BY_NAME[name], lambda: rt)
+    arguments = json.loads(json.dumps(arguments, default=str))  # as a client sends them: JSON (ids as strings)
     state = new_call_state(name, arguments)
     state.principal = who
     token = current_call.set(state)

@@ -1,0 +1,44 @@
+"""Conversation owners: a conversation id (a trace) belongs to the first principal that logs under it.
+
+One document per conversation, `_id` the conversation id, so a claim is one unique insert: of two principals
+racing for a new id exactly one wins, and the loser reads the winner's owner. Kept without expiry, like the
+feedback that refers to the conversation.
+"""
+
+from __future__ import annotations
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from stores.errors import StoreUnavailable
+from stores.mongo import collections as names
+from stores.mongo.client import MongoStore
+from stores.mongo.documents import now
+
+
+class ConversationOwners:
+    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+        self._source = store
+
+    @property
+    def _coll(self):
+        db = self._source.db if isinstance(self._source, MongoStore) else self._source
+        return db[names.CONVERSATION_OWNERS]
+
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
+        """True when `owner` owns the conversation (it already did, or it is new and now does); False when
+        another owner has it. `user_id` is the user the conversation's records are logged under."""
+        coll = self._coll
+        try:
+            found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
+            if found is not None:
+                return found.get("owner") == owner
+            try:
+                await coll.insert_one({"_id": conversation_id, "owner": owner, "user_id": user_id,
+                                       "created_at": now()})
+                return True
+            except DuplicateKeyError:  # claimed concurrently: whoever inserted first owns it
+                found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
+                return found is not None and found.get("owner") == owner
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"conversation owners unreadable ({type(exc).__name__})", store="mongo") from exc
