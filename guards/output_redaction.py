@@ -1,5 +1,6 @@
 """Redacting a tool's output: every string, with the role's policy and the names and addresses known for the
-users the output mentions (a customer's own name stays readable to that customer)."""
+users the output mentions (a customer's own name stays readable to that customer); around it, the staff field
+policy (`guards.field_policy`) withholds or shortens free text per role."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from typing import Any, Protocol
 from uuid import UUID
 
+from guards import field_policy
 from guards.call import CallState
 from guards.principal import Role
 from guards.redaction import redact_value, role_policy
@@ -31,6 +33,10 @@ class OutputRedactor:
         """The payload with every string redacted (unmasked only when the call was, with its stated reason);
         the counts per PII kind go to the call's audit row."""
         principal = state.principal
+        # Withheld text never reaches the redactor (nor its NER model); the rest is cut short only once
+        # redacted, so a cut cannot split a value the redactor would have recognised whole.
+        payload, withheld = field_policy.apply(payload, principal.role, state.tool, unmasked=state.unmasked,
+                                               stage=field_policy.Treatment.WITHHOLD)
         user_ids = _collect_user_ids(payload)
         if principal.user_id:
             user_ids.add(principal.user_id)
@@ -50,6 +56,9 @@ class OutputRedactor:
         policy = role_policy(principal.role.value, unmasked=state.unmasked, hash_key=self.hash_key)
         redacted, counts = redact_value(payload, policy, known_names=names, known_addresses=addresses,
                                         allow_names=allow)
+        redacted, truncated = field_policy.apply(redacted, principal.role, state.tool, unmasked=state.unmasked,
+                                                 stage=field_policy.Treatment.TRUNCATE)
+        counts = {**counts, **{k: n for k, n in (("withheld_text", withheld), ("truncated_text", truncated)) if n}}
         for kind, n in counts.items():
             state.redactions[kind] = state.redactions.get(kind, 0) + n
         return redacted
