@@ -91,6 +91,11 @@ class FerretDBServer(Server):
                 "END IF; END $$")
         if not run_sql("SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").strip():
             run_sql("CREATE DATABASE ferretdb OWNER ferretdb")
+        # Before FerretDB opens a connection: its cached statements (`_jsonb->$1 @> $2`) then never fall back to
+        # a generic plan, which cannot use the pushdown indexes (stores/mongo/pushdown.py).
+        from stores.mongo.pushdown import PLAN_CACHE_MODE
+
+        run_sql(f"ALTER DATABASE ferretdb SET plan_cache_mode = {PLAN_CACHE_MODE}")
 
     def reset(self) -> None:
         from kredete.stack.postgres import PostgresPrimary

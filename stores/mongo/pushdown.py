@@ -8,6 +8,13 @@ that de-TOASTs every document. For each field a collection's repositories filter
 (`CollectionSpec.pushdown`) this module creates a GIN `jsonb_path_ops` index on `(_jsonb -> 'f')`, the one
 index shape that serves `@>`, on FerretDB's table, CONCURRENTLY (reads and writes go on while it builds).
 
+FerretDB runs its queries as cached prepared statements whose key is itself a parameter (`_jsonb->$1 @> $2`).
+A generic plan of such a statement cannot use any expression index, and PostgreSQL switches a statement to its
+generic plan once that looks no dearer than the custom ones (always so while the table had no index, and it then
+sticks on that connection). So the database FerretDB uses gets `plan_cache_mode = force_custom_plan`: every
+execution is planned with its values, and uses the index (`explain`, planned afresh, would not show the
+difference). The setting reaches FerretDB's connections opened afterwards.
+
 The capability is detected: on a real MongoDB (its own indexes serve the queries) or another FerretDB
 backend nothing is done, and the report says why.
 """
@@ -32,6 +39,8 @@ from stores.postgres.bulk_load import direct_connection
 #: Suffix of every index this module owns (an index of ours no longer declared is dropped by that suffix).
 SUFFIX = "_pd"
 METADATA_TABLE = "_ferretdb_database_metadata"
+#: Session default of FerretDB's database: plan every execution with its values (see the module docstring).
+PLAN_CACHE_MODE = "force_custom_plan"
 
 
 class Backend(StrEnum):
@@ -135,6 +144,7 @@ class PushdownIndexer:
                 await conn.execute("SET statement_timeout = 0")
                 await conn.execute("SET maintenance_work_mem = '256MB'")
                 tables = await self._tables(conn)
+                await self._custom_plans(conn, report)
                 for spec in self.specs:
                     table = tables.get(spec.name)
                     if table is None:
@@ -156,6 +166,25 @@ class PushdownIndexer:
         rows = await conn.fetch(f"SELECT _jsonb->>'_id' AS coll, _jsonb->>'table' AS tbl "
                                 f"FROM {_ident(schema)}.{METADATA_TABLE}")
         return {r["coll"]: r["tbl"] for r in rows}
+
+    async def _custom_plans(self, conn: Any, report: PushdownReport) -> None:
+        """`plan_cache_mode = force_custom_plan` as the database's session default (idempotent)."""
+        current = await conn.fetchval(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database() AND s.setrole = 0")
+        if f"plan_cache_mode={PLAN_CACHE_MODE}" in (current or []):
+            return
+        dbname = await conn.fetchval("SELECT current_database()")
+        try:
+            await conn.execute(f"ALTER DATABASE {_ident(dbname)} SET plan_cache_mode = {PLAN_CACHE_MODE}")
+        except Exception as exc:  # not the database's owner: the indexes still help explain-planned reads only
+            report.notes.append(f"could not set plan_cache_mode = {PLAN_CACHE_MODE} on FerretDB's database "
+                                f"({type(exc).__name__}): FerretDB's cached statements may keep sequential scans; "
+                                "have its owner set it")
+            return
+        report.notes.append(f"set plan_cache_mode = {PLAN_CACHE_MODE} on FerretDB's database: FerretDB's "
+                            "connections opened from now on plan each read with its values; restart FerretDB "
+                            "if it was already serving reads")
 
     async def _ensure_table(self, conn: Any, spec: CollectionSpec, table: str, report: PushdownReport) -> None:
         schema = self.db.name

@@ -307,3 +307,36 @@ async def test_building_an_index_on_a_live_collection_blocks_neither_reads_nor_w
                                    f'"{store.db.name}"."{name}"') is True
     finally:
         await conn.close()
+
+
+async def test_ferretdb_runs_the_reads_on_the_indexes_not_only_explain(seeded, backend_url):
+    """`explain` plans a statement afresh; FerretDB's own reads are cached prepared statements whose key is a
+    parameter (`_jsonb->$1 @> $2`), and a connection that ran one often enough without an index keeps its
+    generic plan, a sequential scan, after the index exists, unless every execution is planned with its values
+    (`plan_cache_mode`). The index's own scan counter says whether the real reads use it."""
+    store, users = seeded
+    await ensure_pushdown_indexes(store.db, backend_url)
+    conn = await asyncpg.connect(_superuser_url(backend_url))
+    try:
+        table = await _table(conn, store.db.name, "credit_factors")
+        name = index_name(table, "user_id")
+        await conn.execute(f'DROP INDEX "{store.db.name}"."{name}"')
+        factors = CreditFactorRepository(store.db)
+        for u in users[40:52]:  # the same statement, repeatedly, while only a scan can serve it
+            await factors.for_user(RowScope.users(u), u)
+        await ensure_pushdown_indexes(store.db, backend_url)
+
+        async def scans() -> int:
+            return await conn.fetchval("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes "
+                                       "WHERE schemaname = $1 AND indexrelname = $2", store.db.name, name)
+
+        before = await scans()
+        for u in users[60:80]:
+            assert await factors.for_user(RowScope.users(u), u)
+        for _ in range(40):  # a backend flushes its statistics within ~10 s of going idle
+            if await scans() - before >= 20:
+                break
+            await asyncio.sleep(0.5)
+        assert await scans() - before >= 20, "FerretDB's reads did not use the pushdown index"
+    finally:
+        await conn.close()
