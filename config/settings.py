@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"KREDETE_TRUSTED_PROXIES takes IP addresses or networks ({exc})") from None
 
+    # --- faults: circuit breakers, durable local queues (faults engineer) ------------------------------------
+    #: A store's breaker opens after this many consecutive outage failures (down, unreachable, timed out,
+    #: backend down); calls to it are then refused at once until a background probe succeeds.
+    breaker_failures: int = Field(3, ge=1, le=1000)
+    #: First delay between two probes of an open breaker (doubling up to `breaker_max_probe_interval_s`), and
+    #: how long one probe may take.
+    breaker_probe_interval_s: float = Field(0.25, gt=0, le=60)
+    breaker_max_probe_interval_s: float = Field(1.0, gt=0, le=300)
+    breaker_probe_timeout_s: float = Field(2.0, gt=0, le=60)
+    #: Durable local queues (SQLite, fsynced) of acknowledged writes waiting for their store: the AI log's
+    #: records and the audit rows of refusals made while the audit database was down (default `.local/queues`).
+    queue_dir: str | None = None
+    #: The most records one queue holds; past it a new record is refused (not acknowledged).
+    queue_max_records: int = Field(1_000_000, ge=100)
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",

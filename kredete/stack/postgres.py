@@ -7,6 +7,7 @@ its application_name in the primary's pg_stat_replication (how the store matches
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
+from kredete.stack.base import Server, StackError, ensure_system_user, logger, port_open, run
 
 PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RUN_USER = "kredete"  # also kredete/stack/pgbackrest.py RUN_USER
@@ -96,23 +97,35 @@ class _PostgresBase(Server):
                 return line.split(":", 1)[1].strip()
         return None
 
-    def stop_fast(self, timeout: float = 60.0) -> None:
-        """Fast shutdown (SIGINT: open sessions are ended, a checkpoint is written), waiting until the
-        postmaster has removed its lock file, so a start right after cannot collide with it."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Fast shutdown (SIGINT, what `pg_ctl stop -m fast` sends): open sessions are ended and a shutdown
+        checkpoint is written, so pooled clients cannot hold the stop for 30 s (a smart shutdown waits for
+        every session to leave) and the next start needs no crash recovery. Waits until the postmaster has
+        removed its lock file, so a start right after cannot collide with it. Still running after `timeout`:
+        an immediate shutdown (SIGQUIT), then SIGKILL of what is left."""
         import signal
         import time
 
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
             deadline = time.monotonic() + timeout
             while (self.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
             while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
                 time.sleep(0.05)
             if not os.path.exists(f"/proc/{pid}"):
                 self.pid_file.unlink(missing_ok=True)  # stopped as asked: not a stale pid file
-        self.stop()
+                return
+            logger.warning("%s: fast shutdown did not finish in %.0fs; immediate shutdown", self.name, timeout)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGQUIT)
+        super().stop(timeout=5.0)
+
+    def stop_fast(self, timeout: float = 60.0) -> None:
+        """The same as `stop` (kept for callers that say so explicitly)."""
+        self.stop(timeout)
 
     def _psql(self, sql: str, db: str = "postgres") -> str:
         pw = local_secrets()["postgres_superuser"]

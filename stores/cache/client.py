@@ -25,6 +25,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
 
 # TTLs from the data-tier spec: scores 5 minutes, profiles 1 hour, FX rates 24 hours.
@@ -75,14 +76,16 @@ class CacheStore:
     """A redis.asyncio client (standalone or cluster) with bounded timeouts and typed errors.
 
     The client object is kept even when the first connection fails, so a server that comes back later is used
-    without restarting the process.
+    without restarting the process. `breaker` (named `name`) refuses calls at once after consecutive
+    failures to reach Redis, until a PING answers; callers then degrade as they do for any Redis error.
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, namespace: str = "cache") -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, namespace: str = "cache", name: str = "redis") -> None:
         self._url, self.cluster = split_cluster_flag(url)
         self._timeout = timeout
         self.namespace = namespace
         self.client: aioredis.Redis | RedisCluster | None = None
+        self.breaker = Breaker(name, probe=self._probe)
 
     async def connect(self) -> CacheStore:
         try:
@@ -104,9 +107,27 @@ class CacheStore:
 
     @property
     def redis(self) -> aioredis.Redis | RedisCluster:
+        """The client, for one call; refused at once (StoreUnavailable) while the breaker is open."""
         if self.client is None:
             raise StoreUnavailable("Redis adapter is not connected", store="redis")
+        self.breaker.check()
         return self.client
+
+    @contextlib.contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        """One Redis call: refused at once while the breaker is open, its errors typed (`redis_errors`) and
+        its outcome recorded (an unreachable Redis counts; an ACL refusal is an answer)."""
+        with self.breaker.guard(lambda exc: isinstance(exc, StoreUnavailable)), redis_errors(what):
+            yield
+
+    async def _probe(self) -> None:
+        """The breaker's probe: PING (a cluster client re-reads the slot map first)."""
+        if self.client is None:
+            raise StoreUnavailable("Redis adapter is not connected", store="redis")
+        with redis_errors("Redis probe"):
+            if self.cluster and isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+            await self.client.ping()
 
     @property
     def url(self) -> str:
@@ -114,7 +135,7 @@ class CacheStore:
         return redact_url(self._url)
 
     async def ping(self) -> bool:
-        with redis_errors(f"Redis at {redact_url(self._url)}"):
+        with self.call(f"Redis at {redact_url(self._url)}"):
             if self.cluster and isinstance(self.client, RedisCluster):
                 await self.client.initialize()
             return bool(await self.redis.ping())
@@ -123,11 +144,11 @@ class CacheStore:
         return ":".join((self.namespace, *parts))
 
     async def get(self, key: str) -> str | None:
-        with redis_errors("Redis read"):
+        with self.call("Redis read"):
             return await self.redis.get(key)
 
     async def set(self, key: str, value: str, *, ttl_s: float | None = None, nx: bool = False) -> bool:
-        with redis_errors("Redis write"):
+        with self.call("Redis write"):
             px = int(ttl_s * 1000) if ttl_s else None
             return bool(await self.redis.set(key, value, px=px, nx=nx))
 
@@ -135,7 +156,7 @@ class CacheStore:
         """Delete keys (one command per key on a cluster: they may live in different slots)."""
         if not keys:
             return 0
-        with redis_errors("Redis delete"):
+        with self.call("Redis delete"):
             if self.cluster:
                 return sum([int(await self.redis.delete(k)) for k in keys])
             return int(await self.redis.delete(*keys))
@@ -148,7 +169,7 @@ class CacheStore:
         await self.set(key, json.dumps(value, default=str, separators=(",", ":")), ttl_s=ttl_s)
 
     async def publish(self, channel: str, message: str) -> int:
-        with redis_errors("Redis publish"):
+        with self.call("Redis publish"):
             return int(await self.redis.publish(channel, message))
 
     async def invalidate(self, *keys: str) -> int:
@@ -166,7 +187,7 @@ class CacheStore:
 
     async def health(self) -> dict[str, object]:
         ok = await self.ping()
-        with redis_errors("Redis info"):
+        with self.call("Redis info"):
             info = await self.redis.info("persistence")
         if self.cluster and isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
             nodes = list(info.values())
@@ -174,6 +195,7 @@ class CacheStore:
         return {"ok": ok, "aof_enabled": bool(info.get("aof_enabled"))}
 
     async def close(self) -> None:
+        await self.breaker.close()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
@@ -189,7 +211,7 @@ class Script:
         self._script = None
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
-        with redis_errors("Redis script"):
+        with self._store.call("Redis script"):
             if self._script is None:
                 self._script = self._store.redis.register_script(self._source)
             return await self._script(keys=keys, args=args)

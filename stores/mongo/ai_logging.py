@@ -6,13 +6,30 @@ prompts are versioned templates whose uses go to `prompt_history`; model outputs
 `model_predictions`. Conversations and prompt history expire after `retention` (`expires_at`);
 feedback and predictions do not.
 
-Writes never block a tool response: `log_*` validates, redacts and enqueues into a bounded in-memory
-buffer, and a background flusher inserts batches with acknowledged writes (w=1). Every record carries a
-client-generated `_id`, so a retry after an unknown outcome (server killed mid-write) cannot duplicate:
-duplicate-key answers count as written. Transient errors (network, not primary, timeouts) are retried
-with backoff; a record the server refuses for good (validation, too large, invalid document or
-namespace) is dropped and counted by reason (`LoggerStats.rejected`), so it never blocks the buffer.
-When the buffer is full the new record is dropped and counted.
+**Public write API** (stable; a trace model may build on `record`):
+
+* `log_conversation_turn`, `log_prompt`, `log_feedback`, `log_prediction`: redact, validate, then `record`;
+* `record(collection, model, fields)`: validate `fields` with the pydantic `model` (a `stores.mongo.documents`
+  document), check it is safe and small enough, and commit it to the durable local queue.
+
+Each returns the record's `_id` once it is **committed to the local queue** (`stores.local_queue`: SQLite,
+fsynced), so a record the caller was given an id for survives a kill -9 of the process and an outage of the
+credit store; None when the queue is full (nothing was stored: do not acknowledge it; counted as dropped).
+They raise InvalidData for a record that can never be stored and StoreUnavailable when the local queue
+cannot be written. Lifecycle: `start()` (background drainer), `flush(timeout)`, `stop(timeout)`, `stats`.
+
+**Draining.** One process per host drains a queue target (the credit store's database name) at a time (the
+queue's drain lock); it inserts batches with acknowledged writes (w=1) and deletes them from the queue only
+once the server has them. Every record carries a client-generated `_id`, so a retry after an unknown outcome
+(server or process killed mid-write) cannot duplicate: duplicate-key answers count as written.
+
+**Transient vs permanent** (`stores.mongo.errors`). An outage (no answer, timeouts, the drivers' retryable
+codes, and FerretDB's code 1 while its PostgreSQL backend is down) keeps the batch and retries it with
+backoff (0.05 s doubling to `max_retry_delay`) for as long as it lasts, never dropping anything. Only a
+refusal of the data itself is permanent (validation, too large, invalid document or namespace): that record
+is dropped, counted by reason (`stats.rejected`, `kredete_ai_log_records_dropped_total{reason}`) and logged.
+A record answered with an unknown error code is retried up to `max_attempts` times, then dropped as
+`code_<n>` the same way, so one bad record cannot block the queue forever.
 """
 
 from __future__ import annotations
@@ -21,21 +38,28 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections import deque
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import bson
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from pymongo import WriteConcern
-from pymongo.errors import BulkWriteError, ConnectionFailure, DocumentTooLarge, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from stores.breaker import Breaker, CircuitOpen
 from stores.errors import InvalidData
+from stores.local_queue import DurableQueue, QueueFull, Record, default_queue_dir
 from stores.mongo import collections as names
-from stores.mongo.client import MongoStore
+from stores.mongo.client import MongoStore, breaker_of
 from stores.mongo.documents import (
     ConversationTurn,
     FeedbackSignal,
@@ -45,42 +69,21 @@ from stores.mongo.documents import (
     new_id,
     now,
 )
+from stores.mongo.errors import DUPLICATE_KEY, PERMANENT_REASONS, TRANSIENT_CODES, code_reason, is_outage
+from stores.mongo.errors import refusal_reason as classify
 from stores.mongo.safety import DEFAULT_MAX_INPUT_BYTES, check_size, ensure_safe
 
 log = logging.getLogger(__name__)
 Redactor = Callable[[str], str]
-DUPLICATE_KEY = 11000
-#: Server answers that mean "try again later" (the drivers' retryable set: network, shutdown, not primary,
-#: timeouts, write conflicts).
-TRANSIENT_CODES = frozenset({6, 7, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64})
-#: Why a record was refused for good, by server code; other codes are reported as `code_<n>`.
-PERMANENT_REASONS = {121: "validation", 10334: "too_large", 17419: "too_large", 2: "invalid_document",
-                     14: "invalid_document", 22: "invalid_document", 52: "invalid_document",
-                     53: "invalid_document", 55: "invalid_document", 56: "invalid_document", 73: "invalid_namespace"}
+_CODEC = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
 
+RECORDS_DROPPED = Counter("kredete_ai_log_records_dropped", "AI-log records not stored, by reason: refused by the "
+                          "server for good (validation, too_large, invalid_document, invalid_namespace, code_<n>) "
+                          "or not accepted because the local queue was full (queue_full)", ["reason"])
+RECORDS_WRITTEN = Counter("kredete_ai_log_records_written", "AI-log records stored in the credit store")
 
-def _code_reason(code: int | None, labels: tuple[str, ...] = ()) -> str | None:
-    if code in TRANSIENT_CODES or "RetryableWriteError" in labels or code is None:
-        return None
-    return PERMANENT_REASONS.get(code, f"code_{code}")
-
-
-def classify(exc: BaseException) -> str | None:
-    """None when retrying may succeed (transient), else the reason the record is refused for good.
-
-    A definite answer of the server about the write is permanent unless its code is a transient one;
-    any failure to get an answer (connection, server selection) is transient.
-    """
-    if isinstance(exc, DocumentTooLarge):
-        return "too_large"
-    if isinstance(exc, InvalidDocument):
-        return "invalid_document"
-    if isinstance(exc, ConnectionFailure):  # includes AutoReconnect, NotPrimaryError, NetworkTimeout
-        return None
-    if isinstance(exc, OperationFailure):
-        labels = tuple(label for label in ("RetryableWriteError",) if exc.has_error_label(label))
-        return _code_reason(exc.code, labels)
-    return None
+__all__ = ["DUPLICATE_KEY", "PERMANENT_REASONS", "TRANSIENT_CODES", "AILogger", "LoggerStats", "classify",
+           "default_retention"]
 
 
 def default_retention() -> timedelta:
@@ -90,11 +93,18 @@ def default_retention() -> timedelta:
     return timedelta(days=get_settings().log_retention_days)
 
 
+def default_queue_path() -> Path:
+    return default_queue_dir() / "ai-log.sqlite"
+
+
 @dataclass(frozen=True)
 class LoggerStats:
+    #: records of this logger's target waiting in the local queue (last known)
     buffered: int
     written: int
+    #: records not accepted (queue full): their callers got None
     dropped: int
+    #: failed write attempts of a batch (outages), each followed by a backoff
     retries: int
     failed: int
     #: records refused for good, by reason (`failed` is their sum)
@@ -112,25 +122,37 @@ def _redact_leaves(value: Any, redactor: Redactor) -> Any:
 
 
 class AILogger:
-    """Buffered, retrying, idempotent writer of AI/ML logs."""
+    """Durable, retrying, idempotent writer of AI/ML logs (see the module doc).
 
-    def __init__(self, mongo_store: MongoStore | AsyncIOMotorDatabase, *, buffer_size: int = 10_000,
+    `mongo_store`: the credit store (a MongoStore, or a motor database). `queue`: the durable local queue
+    (a DurableQueue, or a path; default `KREDETE_QUEUE_DIR/ai-log.sqlite`, `.local/queues/`); records are
+    queued under the database's name. `buffer_size`: the most records the queue may hold (default
+    `KREDETE_QUEUE_MAX_RECORDS`).
+    """
+
+    def __init__(self, mongo_store: MongoStore | AsyncIOMotorDatabase, *, buffer_size: int | None = None,
                  redactor: Redactor | None = None, retention: timedelta | None = None, batch_size: int = 500,
-                 max_record_bytes: int = DEFAULT_MAX_INPUT_BYTES, max_retry_delay: float = 2.0) -> None:
+                 max_record_bytes: int = DEFAULT_MAX_INPUT_BYTES, max_retry_delay: float = 2.0,
+                 queue: DurableQueue | str | Path | None = None, max_attempts: int = 20,
+                 poll_interval: float = 0.5) -> None:
         self._source = mongo_store
-        self._buffer: deque[tuple[str, dict[str, Any]]] = deque()
-        self.buffer_size = buffer_size
         self.redactor = redactor
         self.retention = retention or default_retention()
         self.batch_size = batch_size
         self.max_record_bytes = max_record_bytes
         self.max_retry_delay = max_retry_delay
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self._own_queue = not isinstance(queue, DurableQueue)
+        if isinstance(queue, DurableQueue):
+            self.queue = queue
+        else:
+            self.queue = DurableQueue(queue or default_queue_path(), name="ai_log", max_records=buffer_size)
+        self.target = mongo_store.db_name if isinstance(mongo_store, MongoStore) else mongo_store.name
+        self._buffered = 0
         self._written = self._dropped = self._retries = self._failed = 0
         self._rejected: dict[str, int] = {}
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -139,8 +161,14 @@ class AILogger:
         return self._source.db if isinstance(self._source, MongoStore) else self._source
 
     @property
+    def breaker(self) -> Breaker | None:
+        if isinstance(self._source, MongoStore):
+            return self._source.breaker
+        return breaker_of(self._source)
+
+    @property
     def stats(self) -> LoggerStats:
-        return LoggerStats(buffered=len(self._buffer), written=self._written, dropped=self._dropped,
+        return LoggerStats(buffered=self._buffered, written=self._written, dropped=self._dropped,
                            retries=self._retries, failed=self._failed, rejected=dict(self._rejected))
 
     # --- public API ----------------------------------------------------------------------------
@@ -156,7 +184,7 @@ class AILogger:
                 c["arguments"] = _redact_leaves(c.get("arguments") or {}, self.redactor)
         kind = "tool_call" if role == "tool" else ("retrieval" if retrieved_ids and role == "system" else "turn")
         ts = now()
-        return self._enqueue(names.LLM_CONVERSATIONS, ConversationTurn, dict(
+        return await self.record(names.LLM_CONVERSATIONS, ConversationTurn, dict(
             conversation_id=conversation_id, user_id=user_id, principal_subject=principal_subject,
             observation=kind, role=role, content=content, tool_calls=[ToolCall.model_validate(c) for c in calls],
             retrieved_ids=list(retrieved_ids or []), metadata=dict(metadata or {}), created_at=ts,
@@ -167,7 +195,7 @@ class AILogger:
         """A use of prompt `name`@`version`; variables (user content) are redacted."""
         vars_ = _redact_leaves(dict(variables), self.redactor) if self.redactor else dict(variables)
         ts = now()
-        return self._enqueue(names.PROMPT_HISTORY, PromptRecord, dict(
+        return await self.record(names.PROMPT_HISTORY, PromptRecord, dict(
             name=name, version=str(version), template=template,
             template_sha256=hashlib.sha256(template.encode()).hexdigest(), variables=vars_, user_id=user_id,
             principal_subject=principal_subject, created_at=ts, expires_at=ts + self.retention))
@@ -177,7 +205,7 @@ class AILogger:
         """A score on a trace (kept without expiry)."""
         if comment and self.redactor:
             comment = self.redactor(comment)
-        return self._enqueue(names.FEEDBACK_SIGNALS, FeedbackSignal, dict(
+        return await self.record(names.FEEDBACK_SIGNALS, FeedbackSignal, dict(
             conversation_id=conversation_id, user_id=user_id, principal_subject=principal_subject, score=score,
             label=label, comment=comment))
 
@@ -187,12 +215,16 @@ class AILogger:
         ins, outs = dict(inputs), dict(outputs)
         if self.redactor:
             ins, outs = _redact_leaves(ins, self.redactor), _redact_leaves(outs, self.redactor)
-        return self._enqueue(names.MODEL_PREDICTIONS, ModelPrediction, dict(
+        return await self.record(names.MODEL_PREDICTIONS, ModelPrediction, dict(
             model=model, version=str(version), user_id=user_id, inputs=ins, outputs=outs, latency_ms=latency_ms))
 
-    # --- buffer --------------------------------------------------------------------------------
-    def _enqueue(self, collection: str, model: type[BaseModel], fields: dict[str, Any]) -> str | None:
-        """Validate and buffer; InvalidData for bad input, None (and `dropped`+1) when the buffer is full."""
+    async def record(self, collection: str, model: type[BaseModel], fields: dict[str, Any]) -> str | None:
+        """Validate `fields` as a `model` document (a fresh `_id` is added) and commit it to the local queue.
+
+        The record's `_id` once durable; None when the queue is full (counted as dropped); InvalidData for a
+        record that can never be stored (nothing is queued); StoreUnavailable when the queue cannot be written.
+        Callers redact before calling: the queue and the store only ever hold what is given here.
+        """
         try:
             doc = model.model_validate({"_id": new_id(), **fields}).to_mongo()  # type: ignore[attr-defined]
         except ValidationError as exc:
@@ -200,117 +232,214 @@ class AILogger:
             raise InvalidData(f"{collection} record failed validation: {', '.join(bad)}", store="mongo") from exc
         ensure_safe(doc)
         check_size(doc, self.max_record_bytes, what=f"{collection} record")
-        if len(self._buffer) >= self.buffer_size:
+        try:
+            await self._put(collection, doc)
+        except QueueFull:
             self._dropped += 1
-            log.warning("ai log buffer full (%d); record dropped", self.buffer_size)
+            RECORDS_DROPPED.labels(reason="queue_full").inc()
+            log.warning("ai log queue full (%d records); a %s record was not accepted", self.queue.max_records,
+                        collection)
             return None
-        self._buffer.append((collection, doc))
-        self._idle.clear()
-        self._wake.set()
         return doc["_id"]
 
-    async def _write_batch(self) -> bool:
-        """Write the head of the buffer once; True when every record of it was written or refused for good.
+    async def _put(self, collection: str, doc: Mapping[str, Any]) -> None:
+        """Commit a built document to the queue as it is (no checks: `record` does them)."""
+        try:
+            payload = bson.encode(doc, codec_options=_CODEC)
+        except (InvalidDocument, OverflowError, TypeError) as exc:
+            raise InvalidData(f"{collection} record cannot be encoded ({type(exc).__name__})", store="mongo") from exc
+        await self.queue.put(self.target, collection, payload)
+        self._buffered += 1
+        self._wake.set()
 
-        A transient error raises with the buffer untouched: the whole batch is retried (records already
-        written come back as duplicate keys, which count as written).
+    # --- draining ------------------------------------------------------------------------------
+    async def _write_batch(self, batch: list[Record]) -> bool:
+        """Write one batch; True when every record of it was settled (written or refused for good).
+
+        Raises on an outage with the queue untouched: the whole batch is retried (records already written
+        come back as duplicate keys, which count as written).
         """
-        batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
-        if not batch:
-            return True
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for coll, doc in batch:
-            groups.setdefault(coll, []).append(doc)
+        groups: dict[str, list[tuple[Record, dict[str, Any]]]] = {}
+        done: list[int] = []
+        again: list[int] = []
         refused: list[tuple[str, str]] = []
-        for coll, docs in groups.items():
-            refused += [(coll, reason) for reason in await self._insert(coll, docs)]
-        for _ in batch:
-            self._buffer.popleft()
+        for rec in batch:
+            try:
+                groups.setdefault(rec.kind, []).append((rec, bson.decode(rec.payload, codec_options=_CODEC)))
+            except Exception:  # a damaged queue record can never be written: drop it, counted
+                done.append(rec.id)
+                refused.append((rec.kind, "corrupt_queue_record"))
+        for coll, items in groups.items():
+            outcome = await self._insert(coll, items)
+            for rec, reason in outcome:
+                if reason is None:
+                    done.append(rec.id)
+                elif reason.startswith("retry:"):
+                    code = reason.split(":", 1)[1]
+                    if rec.attempts + 1 >= self.max_attempts:
+                        done.append(rec.id)
+                        refused.append((coll, f"code_{code}"))
+                    else:
+                        again.append(rec.id)
+                else:
+                    done.append(rec.id)
+                    refused.append((coll, reason))
+        await self.queue.ack(done)
+        await self.queue.bump(again)
         for coll, reason in refused:
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
+            RECORDS_DROPPED.labels(reason=reason).inc()
             log.error("ai log: a %s record was refused by the server (%s) and dropped", coll, reason)
+        n_written = len(done) - len(refused)
         self._failed += len(refused)
-        self._written += len(batch) - len(refused)
-        return True
+        self._written += n_written
+        RECORDS_WRITTEN.inc(n_written)
+        self._buffered = max(0, self._buffered - len(done))
+        return not again
 
-    async def _insert(self, coll: str, docs: list[dict[str, Any]]) -> list[str]:
-        """Insert `docs`; the reasons of those refused for good. Raises on a transient error."""
+    async def _insert(self, coll: str, items: list[tuple[Record, dict[str, Any]]]
+                      ) -> list[tuple[Record, str | None]]:
+        """Insert the documents; per record None (stored), a permanent reason, or `retry:<code>` (answered with
+        an unknown code). Raises on an outage."""
         target = self.db.get_collection(coll, write_concern=WriteConcern(w=1))
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.check()  # CircuitOpen: an outage, retried after the backoff
         try:
-            await target.insert_many(docs, ordered=False)
-            return []
+            await target.insert_many([doc for _, doc in items], ordered=False)
         except BulkWriteError as exc:
-            reasons = []
-            for err in exc.details.get("writeErrors", []):
-                if err.get("code") == DUPLICATE_KEY:
-                    continue  # written before an acknowledgement was lost
-                reason = _code_reason(err.get("code"), tuple(err.get("errorLabels", ())))
-                if reason is None:
-                    raise  # some records may succeed on a retry
-                reasons.append(reason)
-            return reasons
-        except (PyMongoError, InvalidDocument) as exc:
-            reason = classify(exc)
-            if reason is None:
+            if breaker is not None:
+                breaker.success()
+            details = exc.details
+            if details.get("writeConcernErrors"):
                 raise
-            if len(docs) == 1:
-                return [reason]
-        # The server (or the driver) refused the command as a whole: find the refused records one by one.
-        out: list[str] = []
-        for doc in docs:
-            out += await self._insert(coll, [doc])
-        return out
+            by_index = {err.get("index"): err for err in details.get("writeErrors", [])}
+            out: list[tuple[Record, str | None]] = []
+            for i, (rec, _) in enumerate(items):
+                err = by_index.get(i)
+                if err is None or err.get("code") == DUPLICATE_KEY:  # stored, or stored before an ack was lost
+                    out.append((rec, None))
+                    continue
+                code = err.get("code")
+                reason = code_reason(code, tuple(err.get("errorLabels", ())))
+                if reason is not None:
+                    out.append((rec, reason))
+                elif code in TRANSIENT_CODES or "RetryableWriteError" in err.get("errorLabels", ()):
+                    raise  # some records may succeed on a retry: the whole batch again, after the backoff
+                else:
+                    out.append((rec, f"retry:{code}"))
+            return out
+        except (PyMongoError, InvalidDocument) as exc:
+            if is_outage(exc):
+                if breaker is not None:
+                    breaker.failure(exc)
+                raise
+            if breaker is not None:
+                breaker.success()
+            reason = classify(exc)
+            if len(items) == 1:
+                rec = items[0][0]
+                if reason is not None:
+                    return [(rec, reason)]
+                code = exc.code if isinstance(exc, OperationFailure) else type(exc).__name__
+                return [(rec, f"retry:{code}")]
+            # The server (or the driver) refused the command as a whole: find the refused records one by one.
+            out = []
+            for item in items:
+                out += await self._insert(coll, [item])
+            return out
+        if breaker is not None:
+            breaker.success()
+        return [(rec, None) for rec, _ in items]
 
-    async def _drain(self, stop_when_empty: bool) -> None:
+    async def _drain(self, stop_when_empty: bool, *, give_up_on_outage: bool = False) -> None:
+        """Write queued records until stopped (or, `stop_when_empty`, until none is left); with
+        `give_up_on_outage`, return at the first outage (what is left stays queued)."""
         delay = 0.05
         while True:
-            if not self._buffer:
-                self._idle.set()
+            if not self.queue.try_lock_drain(self.target):
+                # Another process of this host drains this target; ours are drained by it.
                 if stop_when_empty or self._stopping:
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                await self._nap(1.0)
                 continue
-            async with self._lock:
-                try:
-                    await self._write_batch()
-                    delay = 0.05
-                except Exception as exc:  # transient (server down, not primary...): keep the batch, back off
-                    self._retries += 1
+            batch = await self.queue.peek(self.target, self.batch_size)
+            if not batch:
+                self._buffered = 0
+                if stop_when_empty or self._stopping:
+                    return
+                await self._nap(self.poll_interval)  # records other processes queued are seen by polling
+                continue
+            try:
+                settled = await self._write_batch(batch)
+            except Exception as exc:  # an outage (or the queue failing): keep the batch, back off
+                self._retries += 1
+                if give_up_on_outage:
+                    return
+                if not isinstance(exc, CircuitOpen):
                     log.warning("ai log write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.max_retry_delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            if settled:
+                delay = 0.05
+            else:  # records answered with an unknown code: retried after the backoff
+                self._retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+
+    async def _nap(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def start(self) -> AILogger:
-        """Start the background flusher (idempotent)."""
+        """Start the background drainer (idempotent). Records queued by an earlier process (killed, or stopped
+        while the store was down) are drained too."""
         if self._task is None or self._task.done():
             self._stopping = False
-            self._task = asyncio.create_task(self._drain(stop_when_empty=False), name="ai-logger-flusher")
+            self._buffered = await self.queue.depth(self.target)
+            self._task = asyncio.create_task(self._drain(stop_when_empty=False), name="ai-logger-drainer")
         return self
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every buffered record is written; False when `timeout` passed first."""
-        try:
-            if self._task is not None and not self._task.done():
-                await asyncio.wait_for(self._idle.wait(), timeout)
+        """Wait until no record of this target waits in the queue; False when `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._task is None or self._task.done():
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._drain(stop_when_empty=True), remaining)
             else:
-                await asyncio.wait_for(self._drain(stop_when_empty=True), timeout)
-        except TimeoutError:
-            return False
-        return not self._buffer
+                self._wake.set()
+            depth = await self.queue.depth(self.target)
+            if depth == 0:
+                self._buffered = 0
+                return True
+            if time.monotonic() >= deadline:
+                self._buffered = depth
+                return False
+            await asyncio.sleep(0.05)
 
-    async def stop(self, timeout: float = 30.0) -> LoggerStats:
-        """Drain the buffer (up to `timeout`), then stop the flusher; returns the final stats."""
+    async def stop(self, timeout: float = 10.0) -> LoggerStats:
+        """Drain what the store takes within `timeout` (not waiting out an outage), then stop; what is left
+        stays in the queue (durable) for the next process. Returns the final stats."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
             self._task = None
-        if self._buffer:
-            log.error("ai log stopped with %d records unwritten", len(self._buffer))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain(stop_when_empty=True, give_up_on_outage=True), timeout)
+        with contextlib.suppress(Exception):
+            self._buffered = await self.queue.depth(self.target)
+        if self._buffered:
+            log.warning("ai log stopped with %d records still queued (kept in %s for the next start)",
+                        self._buffered, self.queue.path)
+        self.queue.unlock_drain(self.target)
+        if self._own_queue:
+            await self.queue.close()
         return self.stats

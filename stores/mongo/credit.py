@@ -23,12 +23,12 @@ from uuid import UUID
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pydantic import BaseModel, ValidationError
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from stores.errors import Conflict, InvalidData, NotFound, StoreError, StoreUnavailable
+from stores.errors import Conflict, InvalidData, NotFound, StoreError
 from stores.mongo import collections as names
 from stores.mongo.cdc import Outbox, dispute_event_id, plan_event_id, report_event_id
-from stores.mongo.client import MongoStore
+from stores.mongo.client import MongoStore, breaker_of
 from stores.mongo.documents import (
     DISPUTE_TRANSITIONS,
     ActionPlan,
@@ -46,6 +46,7 @@ from stores.mongo.documents import (
     now,
 )
 from stores.mongo.encryption import FieldEncryption, encrypt_paths, reveal_paths
+from stores.mongo.errors import is_outage, translate
 from stores.mongo.reveal import RevealGrant, check_grant
 from stores.mongo.safety import MAX_DOCUMENT_BYTES, cap_limit, check_size, eq_filter, in_filter
 from stores.scope import RowScope
@@ -101,20 +102,32 @@ def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def guard(what: str) -> AsyncIterator[None]:
-    """Translate driver errors into typed store errors with safe messages."""
+async def guard(what: str, target: AsyncIOMotorDatabase | AsyncIOMotorCollection | None = None
+                ) -> AsyncIterator[None]:
+    """Translate driver errors into typed store errors with safe messages (`stores.mongo.errors`).
+
+    With `target` (the database or collection the block uses), the call passes the breaker of the MongoStore
+    that made its client: refused at once while it is open, its outcome recorded otherwise.
+    """
+    db = getattr(target, "database", target)
+    breaker = breaker_of(db) if db is not None else None
+    if breaker is not None:
+        breaker.check()
     try:
         yield
-    except StoreError:
-        raise
-    except DuplicateKeyError as exc:
-        raise Conflict(f"{what}: a document with the same identity exists", store="mongo") from exc
-    except (AutoReconnect, TimeoutError) as exc:
-        raise StoreUnavailable(f"{what}: MongoDB unreachable ({type(exc).__name__})", store="mongo") from exc
-    except OperationFailure as exc:
-        raise StoreError(f"{what}: MongoDB refused the operation (code {exc.code})", store="mongo") from exc
-    except PyMongoError as exc:
-        raise StoreUnavailable(f"{what}: MongoDB error ({type(exc).__name__})", store="mongo") from exc
+    except Exception as exc:
+        err = translate(exc, what)
+        if breaker is not None:
+            if is_outage(err):
+                breaker.failure(err)
+            else:
+                breaker.success()
+        if err is exc:
+            raise
+        raise err from exc
+    else:
+        if breaker is not None:
+            breaker.success()
 
 
 def _parse(model: type[M], raw: dict[str, Any]) -> M:
@@ -139,7 +152,7 @@ async def insert_many_idempotent(coll: AsyncIOMotorCollection, docs: list[dict[s
     if not docs:
         return 0
     try:
-        async with guard(f"write {coll.name}"):
+        async with guard(f"write {coll.name}", coll):
             res = await coll.insert_many(docs, ordered=False)
         return len(res.inserted_ids)
     except StoreError as exc:
@@ -166,7 +179,7 @@ class _Repo:
         if grant is not None and self.encryption is None:
             raise InvalidData(f"{self.collection}: revealing PII needs field encryption configured", store="mongo")
         kwargs = {"comment": comment} if comment else {}
-        async with guard(f"read {self.collection}"):
+        async with guard(f"read {self.collection}", self.db):
             rows = await self.coll.find(flt, **kwargs).sort(list(sort)).limit(limit).to_list(limit)
         out = []
         for raw in rows:
@@ -214,7 +227,7 @@ class _Versioned(_Repo):
         ident = {k: getattr(doc, k) for k in self.identity}
         for attempt in range(self.max_retries):
             flt = {k: {"$eq": str(v)} for k, v in ident.items()}
-            async with guard(f"read {self.collection}"):
+            async with guard(f"read {self.collection}", self.db):
                 prev = await self.coll.find_one(flt, {"version": 1, "valid_from": 1, "created_at": 1},
                                                 sort=[("version", DESCENDING)])
             ts = now()
@@ -231,7 +244,7 @@ class _Versioned(_Repo):
             new = doc.model_copy(update=update)
             raw = await self._to_stored(new, pii_paths if self._has_pii(new, pii_paths) else ())
             try:
-                async with guard(f"write {self.collection}"):
+                async with guard(f"write {self.collection}", self.db):
                     await self.coll.insert_one(raw)
                 return new
             except Conflict:
@@ -285,7 +298,7 @@ class CreditReportRepository(_Versioned):
         created_at are assigned here, `valid_from` too unless given (see `_Versioned`). Emits a
         `credit_reports` change event."""
         new = await self._insert_version(CreditReport, report, REPORT_PII_PATHS)
-        async with guard("emit credit_reports event"):
+        async with guard("emit credit_reports event", self.db):
             await self.outbox.emit(self.collection, "insert", new.id, new.user_id,
                                    {"bureau": str(new.bureau), "version": new.version},
                                    event_id=report_event_id(new.id))
@@ -321,7 +334,7 @@ class ScoreHistoryRepository(_Repo):
         raw = await self._to_stored(point)
         key = {k: {"$eq": raw[k]} for k in ("user_id", "bureau", "score_model", "as_of")}
         with contextlib.suppress(Conflict):  # a concurrent upsert of the same point won
-            async with guard("write score_history"):
+            async with guard("write score_history", self.db):
                 await self.coll.update_one(key, {"$setOnInsert": raw}, upsert=True)
         return point
 
@@ -346,7 +359,7 @@ class DisputeRepository(_Repo):
             "opened_at": ts, "updated_at": ts, "revision": 1, "last_event_id": dispute_event_id(dispute.id, 1),
             "status_history": [StatusChange(from_status=None, to_status=DisputeStatus.OPENED, at=ts,
                                             note=dispute.notes, actor=actor)]})
-        async with guard("write dispute_cases"):
+        async with guard("write dispute_cases", self.db):
             await self.coll.insert_one(await self._to_stored(dispute))
             await self.outbox.emit(self.collection, "insert", dispute.id, dispute.user_id,
                                    {"status": dispute.status.value, "revision": 1},
@@ -461,7 +474,7 @@ class DisputeRepository(_Repo):
         event_id = dispute_event_id(cur.id, rev)
         update.setdefault("$set", {}).update({"updated_at": now(), "revision": rev, "last_event_id": event_id})
         event_data = {**event_data, "revision": rev}
-        async with guard("write dispute_cases"):
+        async with guard("write dispute_cases", self.db):
             await self._claim(cur, rev, update, event_data)
             res = await self.coll.update_one({"_id": {"$eq": cur.id}, "revision": {"$eq": cur.revision}}, update)
             if res.matched_count == 0:
@@ -517,7 +530,7 @@ class ActionPlanRepository(_Versioned):
         """Write `plan` as the user's next version. Emits an `action_plans` change event (the search
         indexer follows it; `Outbox.reconcile` re-emits it if the outbox write was lost)."""
         new = await self._insert_version(ActionPlan, plan, ())
-        async with guard("emit action_plans event"):
+        async with guard("emit action_plans event", self.db):
             await self.outbox.emit(self.collection, "insert", new.id, new.user_id, {"version": new.version},
                                    event_id=plan_event_id(new.id))
         return new
@@ -533,7 +546,7 @@ class BureauResponseRepository(_Repo):
         response = _revalidate(BureauResponse, response)
         raw = await self._to_stored(response, RESPONSE_PII_PATHS if self._has_pii(response, RESPONSE_PII_PATHS)
                                     else ())
-        async with guard("write bureau_responses"):
+        async with guard("write bureau_responses", self.db):
             await self.coll.insert_one(raw)
         repo = disputes or DisputeRepository(self.db, encryption=self.encryption, outbox=self.outbox)
         await repo.attach_response(response.dispute_id, BureauResponseRef(

@@ -6,6 +6,7 @@ from the server text (which can quote values or SQL).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -53,6 +54,18 @@ CONSTRAINT_MESSAGES: dict[str, str] = {
 }
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means the server cannot serve (down, restarting, refusing connections, out of
+    resources), as opposed to an answer about this statement. A statement timeout is an answer: the query
+    was slow, the server is there."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False
+    if isinstance(exc, StoreUnavailable):
+        return True
+    return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError))
+
+
 def _by_suffix(name: str) -> str | None:
     if name.endswith("currency_fkey") or name.endswith("_currency_fkey1"):
         return "unknown currency"
@@ -77,6 +90,8 @@ def translate(exc: asyncpg.PostgresError) -> StoreError:
         return InvalidData("a value has the wrong type or format", store=_STORE)
     if isinstance(exc, asyncpg.QueryCanceledError):
         return StoreUnavailable("the query was cancelled (statement timeout)", store=_STORE)
+    if is_outage(exc):  # shutting down, restarting, connection lost, out of connections or resources
+        return StoreUnavailable(f"the database cannot serve now (SQLSTATE {exc.sqlstate})", store=_STORE)
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return Conflict("concurrent update; retry the operation", store=_STORE)
     return StoreError(f"database error (SQLSTATE {exc.sqlstate})", store=_STORE)

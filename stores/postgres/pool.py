@@ -18,7 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
+from stores.postgres.errors import is_outage
 
 _CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
                    asyncpg.ConnectionDoesNotExistError, asyncpg.TooManyConnectionsError)
@@ -114,12 +116,17 @@ class PostgresStore:
 
     The primary URL may be multi-host with `target_session_attrs=primary` (the HA profile): asyncpg then
     connects to whichever host is the primary, so after a failover new connections find the new primary.
+
+    `breaker` (`stores.breaker`, named `name`) guards the primary: after consecutive outage failures on it,
+    calls that need the primary are refused at once until a probe (`SELECT 1`) answers. Replica reads are
+    not counted: a replica that fails is skipped, as above.
     """
 
     def __init__(self, primary_url: str, replica_url: str | None = None, *, timeout: float = 5.0,
                  statement_timeout_ms: int = 5000, read_only: bool = False, min_size: int = 1,
                  max_size: int = 10, replica_retry_s: tuple[float, float] = (1.0, 30.0),
-                 max_lag_bytes: int = 16 * 1024 * 1024, max_lag_s: float = 5.0, lag_check_s: float = 1.0) -> None:
+                 max_lag_bytes: int = 16 * 1024 * 1024, max_lag_s: float = 5.0, lag_check_s: float = 1.0,
+                 name: str = "postgres") -> None:
         self._primary_url = primary_url
         self._timeout = timeout
         self._statement_timeout_ms = statement_timeout_ms
@@ -134,6 +141,7 @@ class PostgresStore:
         self.max_lag_bytes, self.max_lag_s, self._lag_check_s = max_lag_bytes, max_lag_s, lag_check_s
         self._lag_checked_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None
+        self.breaker = Breaker(name, probe=self._probe)
 
     # --- compatibility: one replica --------------------------------------------------------------
     @property
@@ -185,6 +193,7 @@ class PostgresStore:
         rep.pool, rep.error, rep.retry_delay = pool, None, self._retry_first
 
     async def close(self) -> None:
+        await self.breaker.close()
         tasks = [r.retry_task for r in self.replicas] + [self._lag_task]
         for r in self.replicas:
             r.retry_task = None
@@ -293,10 +302,24 @@ class PostgresStore:
         if self.primary is None:
             # Down at start (or closed): try again, bounded by the connect timeout, so a server that
             # comes back is used without restarting the process.
+            self.breaker.check()
+            async with self._reconnect:
+                if self.primary is None:
+                    try:
+                        await self.connect()
+                    except StoreUnavailable as exc:
+                        self.breaker.failure(exc)
+                        raise
+        return self.primary
+
+    async def _probe(self) -> None:
+        """The breaker's probe: one `SELECT 1` on the primary (a new pool if it had none)."""
+        if self.primary is None:
             async with self._reconnect:
                 if self.primary is None:
                     await self.connect()
-        return self.primary
+        async with self.primary.acquire(timeout=self._timeout) as conn:
+            await conn.fetchval("SELECT 1")
 
     def _pick_replica(self, exclude: set[int] | None = None) -> ReplicaState | None:
         """Round robin over the replicas in use (None: read on the primary)."""
@@ -315,7 +338,7 @@ class PostgresStore:
 
         When a replica cannot give a connection, the read goes to another one or the primary (and that
         replica is retried in the background); a failure once the connection is in use is raised as
-        StoreUnavailable.
+        StoreUnavailable. Work on the primary passes its breaker: refused at once while it is open.
         """
         primary = await self._primary_pool()
         tried: set[int] = set()
@@ -331,17 +354,32 @@ class PostgresStore:
                 tried.add(id(rep))
                 rep = self._pick_replica(tried)
                 pool = primary
-        if conn is None:
+        on_primary = conn is None
+        if on_primary:
+            self.breaker.check()
             pool = await self._primary_pool()
             try:
                 conn = await pool.acquire(timeout=self._timeout)
             except _CONNECT_ERRORS as exc:
+                self.breaker.failure(exc)
                 raise _connection_failed(exc) from exc
         try:
             yield conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.
+            if on_primary:
+                self.breaker.failure(exc)
             raise _connection_failed(exc) from exc
+        except Exception as exc:
+            if on_primary:
+                if is_outage(exc):
+                    self.breaker.failure(exc)
+                else:  # an answer about the statement: the server is there
+                    self.breaker.success()
+            raise
+        else:
+            if on_primary:
+                self.breaker.success()
         finally:
             if pool is self.primary or any(pool is r.pool for r in self.replicas):
                 await pool.release(conn)

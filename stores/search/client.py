@@ -17,17 +17,23 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
+from stores.breaker import Breaker
 from stores.errors import Conflict, InvalidData, NotFound, StoreConfigError, StoreUnavailable, redact_url
 
 
 class SearchStore:
-    """An AsyncOpenSearch client; index names carry a prefix so environments can share a cluster."""
+    """An AsyncOpenSearch client; index names carry a prefix so environments can share a cluster.
 
-    def __init__(self, url: str, *, timeout: float = 10.0, prefix: str = "kredete") -> None:
+    Every `call` passes `breaker` (named `name`): refused at once after consecutive failures to get an answer,
+    until a probe (`_cluster/health`, green or yellow) succeeds.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, prefix: str = "kredete", name: str = "opensearch") -> None:
         self._url = url
         self._timeout = timeout
         self.prefix = prefix
         self.client: AsyncOpenSearch | None = None
+        self.breaker = Breaker(name, probe=self._probe)
 
     async def connect(self) -> SearchStore:
         try:
@@ -57,7 +63,23 @@ class SearchStore:
         return f"{self.prefix}-{name}"
 
     async def call(self, coro: Any) -> Any:
-        """Await an opensearch-py call, mapping its errors onto typed store errors."""
+        """Await an opensearch-py call, mapping its errors onto typed store errors (refused at once while the
+        breaker is open; an error that is not an answer of OpenSearch counts towards opening it)."""
+        try:
+            self.breaker.check()
+        except StoreUnavailable:
+            if hasattr(coro, "close"):
+                coro.close()  # never awaited: the request is not sent
+            raise
+        with self.breaker.guard(lambda exc: isinstance(exc, StoreUnavailable)):
+            return await self._typed(coro)
+
+    async def _probe(self) -> None:
+        health = await self._typed(self.os.cluster.health())
+        if health.get("status") not in ("green", "yellow"):
+            raise StoreUnavailable(f"OpenSearch cluster is {health.get('status')}", store="opensearch")
+
+    async def _typed(self, coro: Any) -> Any:
         try:
             return await coro
         except NotFoundError as exc:
@@ -95,6 +117,7 @@ class SearchStore:
                 "knn": any(p.get("component") == "opensearch-knn" for p in plugins)}
 
     async def close(self) -> None:
+        await self.breaker.close()
         if self.client is not None:
             await self.client.close()
             self.client = None

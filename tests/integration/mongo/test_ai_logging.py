@@ -1,9 +1,10 @@
-"""AI logging API: redaction before write, validation, bounded buffer, idempotent retries, retention."""
+"""AI logging API: redaction before write, validation, bounded queue, idempotent retries, retention."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import bson
 import pytest
 
 from stores.errors import InvalidData
@@ -15,12 +16,18 @@ from tests.integration.mongo.factories import uid
 PHONE = "08031234567"
 
 
+@pytest.fixture
+def queue(tmp_path):
+    """A durable queue of this test's own (the default one under .local/ is shared by every logger)."""
+    return tmp_path / "ai-log.sqlite"
+
+
 def redactor(text: str) -> str:
     return text.replace(PHONE, "[PHONE]").replace("22123456789", "[BVN]")
 
 
-async def test_every_log_kind_is_written_redacted(db):
-    logger = await AILogger(db, redactor=redactor).start()
+async def test_every_log_kind_is_written_redacted(db, queue):
+    logger = await AILogger(db, redactor=redactor, queue=queue).start()
     user, conv = uid(), uid()
     await logger.log_conversation_turn(conv, user, "user", f"call me on {PHONE}", principal_subject="cust-1")
     await logger.log_conversation_turn(conv, user, "tool", "2 disputes", principal_subject="cust-1",
@@ -50,15 +57,15 @@ async def test_every_log_kind_is_written_redacted(db):
     {"metadata": {"blob": "x" * (600 * 1024)}},
     {"tool_calls": [{"name": "x", "arguments": {"$gt": ""}}]},
 ])
-async def test_bad_records_rejected_with_clear_errors(db, kwargs):
-    logger = AILogger(db)
+async def test_bad_records_rejected_with_clear_errors(db, kwargs, queue):
+    logger = AILogger(db, queue=queue)
     with pytest.raises(InvalidData):
         await logger.log_conversation_turn(uid(), uid(), "user", "hi", principal_subject="p", **kwargs)
-    assert logger.stats.buffered == 0
+    assert logger.stats.buffered == 0 and await logger.queue.depth() == 0
 
 
-async def test_validation_errors(db):
-    logger = AILogger(db)
+async def test_validation_errors(db, queue):
+    logger = AILogger(db, queue=queue)
     with pytest.raises(InvalidData, match="user_id"):
         await logger.log_feedback(uid(), "nobody", score=1, label=None, comment=None, principal_subject="p")
     with pytest.raises(InvalidData, match="content"):
@@ -67,8 +74,8 @@ async def test_validation_errors(db):
         await logger.log_conversation_turn(uid(), uid(), "root", "x", principal_subject="p")
 
 
-async def test_full_buffer_drops_and_counts(db):
-    logger = AILogger(db, buffer_size=5)
+async def test_full_queue_refuses_and_counts(db, queue):
+    logger = AILogger(db, buffer_size=5, queue=queue)
     user = uid()
     ids = [await logger.log_prediction("m", "1", user, {}, {}, 1.0) for _ in range(7)]
     assert ids[-2:] == [None, None] and logger.stats.dropped == 2
@@ -77,19 +84,20 @@ async def test_full_buffer_drops_and_counts(db):
     assert await db.model_predictions.count_documents({"user_id": user}) == 5
 
 
-async def test_retry_after_unknown_outcome_does_not_duplicate(db):
-    logger = AILogger(db)
+async def test_retry_after_unknown_outcome_does_not_duplicate(db, queue):
+    logger = AILogger(db, queue=queue)
     user = uid()
     rid = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
-    _, doc = logger._buffer[0]
-    await db.model_predictions.insert_one(dict(doc))  # the "lost" acknowledgement: already on the server
+    (queued,) = await logger.queue.peek(logger.target, 10)
+    doc = bson.decode(queued.payload)
+    await db.model_predictions.insert_one(doc)  # the "lost" acknowledgement: already on the server
     assert await logger.flush(5)
     assert logger.stats.written == 1 and logger.stats.failed == 0
     assert await db.model_predictions.count_documents({"_id": rid}) == 1
 
 
-async def test_retention_job_deletes_expired_logs_only(db):
-    logger = AILogger(db, retention=timedelta(milliseconds=1))
+async def test_retention_job_deletes_expired_logs_only(db, queue):
+    logger = AILogger(db, retention=timedelta(milliseconds=1), queue=queue)
     user = uid()
     await logger.log_conversation_turn(uid(), user, "user", "old", principal_subject="p")
     await logger.log_prompt("p", "1", "t", {}, user_id=user, principal_subject="p")
@@ -111,14 +119,14 @@ async def test_server_ttl_index_declared(db):
     assert info["ttl_expires_at"]["expireAfterSeconds"] == 0
 
 
-async def test_a_record_the_server_refuses_is_dropped_with_its_reason_not_retried(db):
+async def test_a_record_the_server_refuses_is_dropped_with_its_reason_not_retried(db, queue):
     """FerretDB refuses the whole insert command for a reserved collection name (a non-bulk
     OperationFailure): the refused record is dropped and counted, the good ones around it are written."""
-    logger = AILogger(db, max_retry_delay=0.05)
+    logger = AILogger(db, max_retry_delay=0.05, queue=queue)
     user = uid()
     before = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
     refused = {"_id": "refused-1", "user_id": user}
-    logger._buffer.append(("_ferretdb_refused", refused))  # the server answers InvalidNamespace (73)
+    await logger._put("_ferretdb_refused", refused)  # the server answers InvalidNamespace (73)
     after = await logger.log_prediction("m", "1", user, {"n": 2}, {}, 1.0)
     assert await logger.flush(30), logger.stats
     stats = await logger.stop()
@@ -127,38 +135,43 @@ async def test_a_record_the_server_refuses_is_dropped_with_its_reason_not_retrie
     assert {d["_id"] async for d in db.model_predictions.find({"user_id": user})} == {before, after}
 
 
-async def test_refused_documents_inside_a_batch_are_dropped_others_written(db):
-    logger = AILogger(db)
+async def test_refused_documents_inside_a_batch_are_dropped_others_written(db, queue):
+    logger = AILogger(db, queue=queue)
     user = uid()
     good = await logger.log_prediction("m", "1", user, {}, {}, 1.0)
-    logger._buffer.append((names.MODEL_PREDICTIONS, {"_id": ["not", "an", "id"], "user_id": user}))
-    logger._buffer.append((names.MODEL_PREDICTIONS, {"_id": "inf", "user_id": user, "x": float("inf")}))
+    await logger._put(names.MODEL_PREDICTIONS, {"_id": ["not", "an", "id"], "user_id": user})
+    await logger._put(names.MODEL_PREDICTIONS, {"_id": "inf", "user_id": user, "x": float("inf")})
     assert await logger.flush(30), logger.stats
     assert logger.stats.written == 1 and logger.stats.rejected == {"invalid_document": 2}
     assert await db.model_predictions.count_documents({"user_id": user}) == 1
     assert (await db.model_predictions.find_one({"user_id": user}))["_id"] == good
 
 
-async def test_non_finite_numbers_are_refused_at_the_api(db):
+async def test_non_finite_numbers_are_refused_at_the_api(db, queue):
     """FerretDB closes the connection on NaN, which would look like an outage and be retried forever."""
-    logger = AILogger(db)
+    logger = AILogger(db, queue=queue)
     with pytest.raises(InvalidData, match="non-finite"):
         await logger.log_prediction("m", "1", uid(), {"x": float("nan")}, {}, 1.0)
     assert logger.stats.buffered == 0
 
 
 def test_error_classification():
+    """Only refusals of the data are permanent; FerretDB's backend-down answer (code 1) is an outage."""
     from bson.errors import InvalidDocument
     from pymongo.errors import AutoReconnect, DocumentTooLarge, NotPrimaryError, OperationFailure
 
     from stores.mongo.ai_logging import classify
+    from stores.mongo.errors import is_outage
 
-    assert classify(AutoReconnect("down")) is None
+    assert classify(AutoReconnect("down")) is None and is_outage(AutoReconnect("down"))
     assert classify(NotPrimaryError("stepped down")) is None
     assert classify(OperationFailure("timeout", code=50)) is None
     assert classify(OperationFailure("shutting down", code=91)) is None
-    assert classify(OperationFailure("x", code=121)) == "validation"
+    backend_down = OperationFailure("dial tcp 127.0.0.1:5432: connection refused", code=1)
+    assert classify(backend_down) is None and is_outage(backend_down)
+    assert classify(OperationFailure("x", code=121)) == "validation" and not is_outage(OperationFailure("x", code=121))
     assert classify(OperationFailure("x", code=10334)) == "too_large"
     assert classify(DocumentTooLarge("big")) == "too_large"
     assert classify(InvalidDocument("bad")) == "invalid_document"
-    assert classify(OperationFailure("x", code=12345)) == "code_12345"
+    unknown = OperationFailure("x", code=12345)
+    assert classify(unknown) is None and not is_outage(unknown)  # retried up to max_attempts, then dropped

@@ -46,14 +46,14 @@ def private_server(tmp_path, mongo_url):
     server.stop()
 
 
-async def test_records_survive_server_kill_and_restart(private_server):
+async def test_records_survive_server_kill_and_restart(private_server, tmp_path):
     n = 1200
     # The private server keeps its data in the shared PostgreSQL backend: the database must be dropped.
     name = f"kredete_test_restart_{secrets.token_hex(4)}"
     store = await MongoStore(private_server.url(), name, timeout=1.0).connect()
     try:
         await ensure_schema(store.db)
-        logger = await AILogger(store, batch_size=25, max_retry_delay=0.3).start()
+        logger = await AILogger(store, batch_size=25, max_retry_delay=0.3, queue=tmp_path / "q.sqlite").start()
         user, conv = uid(), uid()
         ids = set()
         for i in range(n):
