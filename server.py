@@ -80,7 +80,8 @@ def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
     async def healthz(_request) -> Response:
         checks = await runtime.health()
         ok = all(checks.values())
-        return JSONResponse({"ok": ok, "stores": checks}, status_code=200 if ok else 503)
+        breakers = runtime.stores.breakers() if runtime.stores is not None else {}
+        return JSONResponse({"ok": ok, "stores": checks, "breakers": breakers}, status_code=200 if ok else 503)
 
 
 def _quiet_logging() -> None:

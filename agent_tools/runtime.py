@@ -93,8 +93,10 @@ class AgentRuntime:
         self.repos = Repositories(stores, settings=s, cipher=cipher)
         deferred = _Deferred(self.repos)
         cache = stores.cache
-        limiter = (RateLimiter(cache.client, self.rate_limits, own_issuer=s.token_issuer)
-                   if cache is not None and cache.client is not None else None)
+        # Always a limiter: with Redis down (or never reached) it decides in the process, degraded, rather
+        # than every call being refused.
+        limiter = RateLimiter(cache, self.rate_limits,
+                              own_issuer=s.token_issuer)
         audit_repo = AuditRepository(stores.audit) if stores.audit is not None else None
         self.gate = Gate(self.tools, authenticator=Authenticator(self.transport, s), rate_limiter=limiter,
                          audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport),

@@ -28,7 +28,7 @@ from mcp_types.jsonrpc import INVALID_REQUEST
 from pydantic import BaseModel, ValidationError
 
 from guards.call import CallState, current_call, new_call_state
-from guards.errors import BadInput, GuardError, Unauthenticated
+from guards.errors import BadInput, GuardError, Unauthenticated, Unavailable
 from guards.metrics import AUDIT_FAILURES, record_call
 from guards.pipeline import parse_arguments
 from guards.principal import Principal
@@ -82,6 +82,16 @@ def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> None:
         raise BadInput("invalid arguments: " + "; ".join(problems)) from None
 
 
+def _as_guard_error(exc: Exception) -> GuardError:
+    """A guard's own refusal as it is; anything else raised by an outer step (a store or the rate limiter's
+    Redis failing in a way not handled below it) is the designed `Unavailable`: audited like any refusal,
+    and never the driver's text, an address or a stack trace."""
+    if isinstance(exc, GuardError):
+        return exc
+    log.error("a guard step failed: %s", type(exc).__name__)
+    return Unavailable()
+
+
 async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> None:
     status = await runtime.rate_limit(state.principal, label)
     if status in ("exempt", "degraded"):  # degraded: Redis failed, the in-process limiter decided
@@ -131,7 +141,8 @@ class GuardMiddleware:
                 raise BadInput("unknown tool; list the available tools with tools/list")
             runtime.authorize(state.principal, name)
             _validate(runtime.input_models[name], arguments)
-        except GuardError as exc:
+        except Exception as exc:
+            exc = _as_guard_error(exc)
             state.decision, state.reason = exc.decision, exc.message
             await runtime.audit(state)
             return _error_result(exc.message)
@@ -199,7 +210,8 @@ class GuardMiddleware:
         try:
             state.principal = await runtime.authenticate(ctx)
             await _rate_limit(runtime, state, ctx.method)
-        except GuardError as exc:
+        except Exception as exc:
+            exc = _as_guard_error(exc)
             state.decision, state.reason = exc.decision, exc.message
             await runtime.audit(state)
             raise MCPError(code=INVALID_REQUEST, message=exc.message) from None

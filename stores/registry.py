@@ -45,6 +45,12 @@ class Stores:
     def _all(self) -> list:
         return [x for x in (self.objects, self.search, self.cache, self.mongo, self.audit, self.postgres) if x]
 
+    def breakers(self) -> dict[str, dict[str, object]]:
+        """The circuit breaker of each connected adapter (state, consecutive failures, seconds open)."""
+        named = {"postgres": self.postgres, "postgres_audit": self.audit, "mongo": self.mongo, "redis": self.cache,
+                 "opensearch": self.search}
+        return {k: v.breaker.describe() for k, v in named.items() if v is not None and hasattr(v, "breaker")}
+
     async def close(self) -> None:
         for store in self._all():
             await store.close()
@@ -57,9 +63,12 @@ def build_postgres(s: Settings, *, role: str = "service") -> PostgresStore:
         "agent": (s.postgres_agent_url, s.postgres_agent_replica_url),
         "log": (s.postgres_log_url, None),
     }[role]
+    # Each role's adapter has its own breaker, named so metrics and /healthz tell them apart.
+    name = {"service": "postgres", "agent": "postgres", "log": "postgres_audit"}[role]
     return PostgresStore(_s(urls[0]), _s(urls[1]), timeout=s.connect_timeout_s,
                          statement_timeout_ms=s.statement_timeout_ms, read_only=(role == "agent"),
-                         max_lag_bytes=s.postgres_replica_max_lag_bytes, max_lag_s=s.postgres_replica_max_lag_s)
+                         max_lag_bytes=s.postgres_replica_max_lag_bytes, max_lag_s=s.postgres_replica_max_lag_s,
+                         name=name)
 
 
 def build(which: tuple[StoreName, ...] = EVERY_STORE, *, settings: Settings | None = None,

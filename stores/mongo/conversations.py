@@ -8,11 +8,11 @@ feedback that refers to the conversation.
 from __future__ import annotations
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from stores.errors import StoreUnavailable
 from stores.mongo import collections as names
 from stores.mongo.client import MongoStore
+from stores.mongo.credit import guard
 from stores.mongo.documents import now
 
 
@@ -29,7 +29,9 @@ class ConversationOwners:
         """True when `owner` owns the conversation (it already did, or it is new and now does); False when
         another owner has it. `user_id` is the user the conversation's records are logged under."""
         coll = self._coll
-        try:
+        # Through the credit store's breaker: while it is open the claim is refused at once (StoreUnavailable),
+        # not after a server-selection timeout per call.
+        async with guard("claim conversation", coll):
             found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
             if found is not None:
                 return found.get("owner") == owner
@@ -40,5 +42,3 @@ class ConversationOwners:
             except DuplicateKeyError:  # claimed concurrently: whoever inserted first owns it
                 found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
                 return found is not None and found.get("owner") == owner
-        except PyMongoError as exc:
-            raise StoreUnavailable(f"conversation owners unreadable ({type(exc).__name__})", store="mongo") from exc
