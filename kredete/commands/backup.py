@@ -97,7 +97,8 @@ def backup_verify() -> None:
 
 @backup_app.command("redis")
 def backup_redis() -> None:
-    """Stream an RDB snapshot from Redis (AOF stays on) and ship it to the backups bucket. Audited."""
+    """Stream an RDB snapshot from Redis (one per master of the cluster; AOF stays on) and ship it to the backups
+    bucket. Audited."""
     from config.errors import StackError
     from kredete.drills import oplog
     from kredete.drills.redis_snapshots import backup
@@ -114,7 +115,8 @@ def backup_redis() -> None:
 
 @backup_app.command("redis-restore")
 def backup_redis_restore(
-    snapshot: Annotated[str, typer.Option("--snapshot", help="`latest` or a key under redis/")] = "latest",
+    snapshot: Annotated[str, typer.Option("--snapshot", help="`latest` or a snapshot name: <UTC time>.cluster "
+                                                         "(one RDB per master) or <UTC time>.rdb")] = "latest",
     target_dir: Annotated[str | None, typer.Option("--target-dir", help="new or empty dir")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="restart the local Redis on the snapshot (its AOF "
                                                             "and RDB are moved aside)")] = False,

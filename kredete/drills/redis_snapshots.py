@@ -6,9 +6,15 @@ key access), its password passed in REDISCLI_AUTH (never on the command line), a
 `s3://<prefix>-backups/redis/<UTC time>.rdb` with SSE-KMS (object lock applies as to every backup).
 Schedule it like the database backups, e.g. `*/15 * * * * kredete backup redis`.
 
-A restore downloads a snapshot into an empty dir and proves it by loading it in a scratch redis-server on a
-free port (key count); `replace=True` stops the local Redis, moves its AOF and RDB aside, starts it on the
-snapshot (Redis 7 rebuilds the AOF from the loaded data), and reports the key count.
+On the Redis Cluster (the default topology) a snapshot is one RDB per master, streamed from each, stored as
+`redis/<UTC time>.cluster/slots-<first>-<last>.rdb` by the slot range it holds; standalone Redis gives
+`redis/<UTC time>.rdb`.
+
+A restore downloads a snapshot into an empty dir and proves it by loading each file in a scratch redis-server
+on a free port (key count); `replace=True` stops the local Redis, moves its AOF and RDB aside, starts it on the
+snapshot (Redis 7 rebuilds the AOF from the loaded data), and reports the key count. On the cluster each
+master gets the file of the slot range it serves now (a cluster whose slot layout changed since the snapshot
+is refused); the replicas are emptied and copy their master again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config import ports
 from config.errors import StackError
 from config.paths import local_dir
 from config.ports import free_port
@@ -44,16 +51,30 @@ def _objects():
     return objects_for(resolve(), "backup_writer")
 
 
-def _redis_port() -> int:
-    from config import ports
-
-    return ports.REDIS
+CLUSTER_SUFFIX = ".cluster"
 
 
-def take_snapshot(path: Path) -> int:
-    """Stream an RDB from the running Redis into `path`; returns its size."""
+def _cluster() -> bool:
+    return resolve().redis_topology == "cluster"
+
+
+def cluster_masters() -> dict[str, int]:
+    """The cluster's serving masters now: slot ranges (`0-5460`, several joined by `_`) -> port."""
+    from kredete.stack.redis import _cli
+
+    out: dict[str, int] = {}
+    for line in _cli(ports.REDIS_CLUSTER[0], "CLUSTER", "NODES").splitlines():
+        parts = line.split()
+        if len(parts) > 8 and "master" in parts[2] and "fail" not in parts[2]:
+            port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
+            out["_".join(parts[8:])] = port
+    return out
+
+
+def take_snapshot(path: Path, port: int | None = None) -> int:
+    """Stream an RDB from a running Redis (the standalone server by default) into `path`; returns its size."""
     env = {**os.environ, "REDISCLI_AUTH": local_secrets()["redis_backup"]}
-    proc = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(_redis_port()), "--user", "backup",
+    proc = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port or ports.REDIS), "--user", "backup",
                            "--no-auth-warning", "--rdb", str(path)], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     if proc.returncode != 0 or not path.exists():
@@ -61,33 +82,51 @@ def take_snapshot(path: Path) -> int:
     return path.stat().st_size
 
 
-def backup() -> dict[str, Any]:
-    """Take a snapshot and put it in the backups bucket (SSE-KMS); audited by the caller."""
+def _put(files: dict[str, bytes]) -> None:
     from stores.objects.buckets import LOCAL_KMS_KEY_ID
 
-    key = f"{PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.rdb"
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="kredete-rdb-") as tmp:
-        path = Path(tmp) / "dump.rdb"
-        size = take_snapshot(path)
-        data = path.read_bytes()
+    extra = {"ServerSideEncryption": "aws:kms"}
+    if urlsplit(resolve().s3_url or "").hostname in ("127.0.0.1", "localhost"):
+        extra["SSEKMSKeyId"] = LOCAL_KMS_KEY_ID
 
     async def put() -> None:
-        extra = {"ServerSideEncryption": "aws:kms"}
-        if urlsplit(resolve().s3_url or "").hostname in ("127.0.0.1", "localhost"):
-            extra["SSEKMSKeyId"] = LOCAL_KMS_KEY_ID
         objects = _objects()
         try:
             async with objects.client() as s3:
-                await s3.put_object(Bucket=_bucket(), Key=key, Body=data, **extra)
+                for key, data in files.items():
+                    await s3.put_object(Bucket=_bucket(), Key=key, Body=data, **extra)
         finally:
             await objects.close()
 
     asyncio.run(put())
-    return {"key": key, "bucket": _bucket(), "bytes": size, "seconds": round(time.monotonic() - t0, 2)}
 
 
-def snapshots() -> list[str]:
+def backup() -> dict[str, Any]:
+    """Take a snapshot (one per master on the cluster) and put it in the backups bucket (SSE-KMS); audited by
+    the caller."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    t0 = time.monotonic()
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="kredete-rdb-") as tmp:
+        if _cluster():
+            masters = cluster_masters()
+            if not masters:
+                raise StackError("the Redis cluster has no serving master: nothing to snapshot")
+            for slots, port in sorted(masters.items()):
+                path = Path(tmp) / f"slots-{slots}.rdb"
+                take_snapshot(path, port)
+                files[f"{PREFIX}{stamp}{CLUSTER_SUFFIX}/{path.name}"] = path.read_bytes()
+        else:
+            path = Path(tmp) / "dump.rdb"
+            take_snapshot(path)
+            files[f"{PREFIX}{stamp}.rdb"] = path.read_bytes()
+    _put(files)
+    name = f"{stamp}{CLUSTER_SUFFIX}" if _cluster() else f"{stamp}.rdb"
+    return {"snapshot": name, "bucket": _bucket(), "files": len(files),
+            "bytes": sum(len(d) for d in files.values()), "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _keys() -> list[str]:
     async def keys() -> list[str]:
         out: list[str] = []
         objects = _objects()
@@ -100,6 +139,19 @@ def snapshots() -> list[str]:
         return sorted(out)
 
     return asyncio.run(keys())
+
+
+def _by_snapshot() -> dict[str, list[str]]:
+    """Snapshot name (`<stamp>.rdb` or `<stamp>.cluster`) -> its object keys, oldest snapshot first."""
+    out: dict[str, list[str]] = {}
+    for key in _keys():
+        name = key.removeprefix(PREFIX).split("/", 1)[0]
+        out.setdefault(name, []).append(key)
+    return dict(sorted(out.items()))
+
+
+def snapshots() -> list[str]:
+    return list(_by_snapshot())
 
 
 def _download(key: str, dest: Path) -> None:
@@ -115,11 +167,11 @@ def _download(key: str, dest: Path) -> None:
     dest.write_bytes(asyncio.run(get()))
 
 
-def count_keys(rdb_dir: Path) -> int:
-    """Load `rdb_dir/dump.rdb` in a scratch redis-server (free port, no persistence) and count its keys."""
+def count_keys(rdb: Path) -> int:
+    """Load the RDB file `rdb` in a scratch redis-server (free port, no persistence) and count its keys."""
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdb_dir),
-                             "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", ""],
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdb.parent),
+                             "--dbfilename", rdb.name, "--appendonly", "no", "--save", ""],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -139,24 +191,64 @@ def count_keys(rdb_dir: Path) -> int:
 
 def restore(snapshot: str = "latest", *, target_dir: Path | None = None, replace: bool = False) -> dict[str, Any]:
     """Restore a snapshot into an empty dir (verified by loading it), or over the local Redis (`replace`)."""
-    available = snapshots()
+    available = _by_snapshot()
     if not available:
         raise StackError(f"no Redis snapshot in s3://{_bucket()}/{PREFIX} (run `kredete backup redis`)")
-    key = available[-1] if snapshot == "latest" else (snapshot if snapshot.startswith(PREFIX) else PREFIX + snapshot)
-    if key not in available:
-        raise StackError(f"unknown Redis snapshot {snapshot!r}; the bucket holds: "
-                         f"{', '.join(k.removeprefix(PREFIX) for k in available[-10:])}")
+    name = list(available)[-1] if snapshot == "latest" else snapshot.removeprefix(PREFIX).rstrip("/")
+    if name not in available:
+        raise StackError(f"unknown Redis snapshot {snapshot!r}; the bucket holds: {', '.join(list(available)[-10:])}")
+    is_cluster = name.endswith(CLUSTER_SUFFIX)
+    if replace and is_cluster != _cluster():
+        raise StackError(f"snapshot {name} is of a {'cluster' if is_cluster else 'standalone'} Redis; the local "
+                         f"Redis is {resolve().redis_topology}: restore it into a dir instead")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     dest = (target_dir or local_dir() / "restores" / f"redis-{stamp}").resolve()
     if dest.exists() and any(dest.iterdir()):
         raise StackError(f"target dir {dest} is not empty: nothing was restored")
     dest.mkdir(parents=True, exist_ok=True)
-    _download(key, dest / "dump.rdb")
-    keys = count_keys(dest)
-    result: dict[str, Any] = {"snapshot": key, "target_dir": str(dest), "keys": keys, "replaced": False}
+    files = []
+    for key in available[name]:
+        path = dest / ("dump.rdb" if not is_cluster else key.rsplit("/", 1)[1])
+        _download(key, path)
+        files.append(path)
+    keys = sum(count_keys(f) for f in files)
+    result: dict[str, Any] = {"snapshot": name, "target_dir": str(dest), "files": len(files), "keys": keys,
+                              "replaced": False}
     if replace:
-        result.update(_replace_live(dest / "dump.rdb", stamp))
+        result.update(_replace_cluster(files, stamp) if is_cluster else _replace_live(files[0], stamp))
     return result
+
+
+def _move_aside(data_dir: Path, stamp: str) -> Path:
+    aside = data_dir / f"replaced-{stamp}"
+    aside.mkdir()
+    for name in ("appendonly", "dump.rdb"):
+        if (data_dir / name).exists():
+            (data_dir / name).rename(aside / name)
+    return aside
+
+
+def _dbsize(port: int) -> int:
+    out = subprocess.run(["redis-cli", "-p", str(port), "--user", "kredete", "--no-auth-warning", "DBSIZE"],
+                         env={**os.environ, "REDISCLI_AUTH": local_secrets()["redis_default"]},
+                         capture_output=True, text=True, check=False, timeout=10)
+    return int(out.stdout.strip() or 0)
+
+
+def _aof_back_on(port: int) -> None:
+    """Turn AOF on at run time (Redis rewrites it from the loaded data) and wait for the rewrite to end, so a
+    later restart loads the restored data from the AOF again."""
+    from kredete.stack.redis import _cli, _info
+
+    _cli(port, "CONFIG", "SET", "appendonly", "yes", user="admin")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        info = _info(port, "persistence", user="admin")
+        if info.get("aof_enabled") == "1" and info.get("aof_rewrite_in_progress") == "0" \
+                and info.get("aof_rewrite_scheduled") == "0":
+            return
+        time.sleep(0.2)
+    raise StackError(f"redis on port {port}: the AOF rewrite after the restore did not finish in 120 s")
 
 
 def _replace_live(rdb: Path, stamp: str) -> dict[str, Any]:
@@ -164,15 +256,35 @@ def _replace_live(rdb: Path, stamp: str) -> dict[str, Any]:
 
     server = RedisServer()
     server.stop()
-    aside = server.data_dir / f"replaced-{stamp}"
-    aside.mkdir()
-    for name in ("appendonly", "dump.rdb"):
-        if (server.data_dir / name).exists():
-            (server.data_dir / name).rename(aside / name)
+    aside = _move_aside(server.data_dir, stamp)
     shutil.copy2(rdb, server.data_dir / "dump.rdb")
-    # With no AOF present, Redis 7 loads the RDB and writes a new AOF base from it.
+    os.chmod(server.data_dir / "dump.rdb", 0o644)
+    # With AOF on Redis would load the (missing) AOF and ignore the RDB: start once without it.
+    server.appendonly = False
     server.start()
-    out = subprocess.run(["redis-cli", "-p", str(server.port), "--user", "kredete", "--no-auth-warning", "DBSIZE"],
-                         env={**os.environ, "REDISCLI_AUTH": local_secrets()["redis_default"]},
-                         capture_output=True, text=True, check=False, timeout=10)
-    return {"replaced": True, "live_keys": int(out.stdout.strip() or 0), "moved_aside": str(aside)}
+    _aof_back_on(server.port)
+    return {"replaced": True, "live_keys": _dbsize(server.port), "moved_aside": str(aside)}
+
+
+def _replace_cluster(files: list[Path], stamp: str) -> dict[str, Any]:
+    from kredete.stack.redis import RedisClusterServer
+
+    masters = cluster_masters()
+    by_slots = {f.stem.removeprefix("slots-"): f for f in files}
+    if set(by_slots) != set(masters):
+        raise StackError("the cluster's slot layout changed since the snapshot (snapshot: "
+                         f"{', '.join(sorted(by_slots))}; now: {', '.join(sorted(masters))}): nothing was replaced")
+    cluster = RedisClusterServer()
+    cluster.stop()
+    port_of = {port: slots for slots, port in masters.items()}
+    for node in cluster.nodes:
+        _move_aside(node.data_dir, stamp)
+        node.appendonly = False  # see _replace_live
+        if node.port in port_of:  # a master loads its range's file; a replica, left empty, copies its master
+            shutil.copy2(by_slots[port_of[node.port]], node.data_dir / "dump.rdb")
+            os.chmod(node.data_dir / "dump.rdb", 0o644)
+    cluster.start()
+    for node in cluster.nodes:
+        _aof_back_on(node.port)
+    return {"replaced": True, "live_keys": sum(_dbsize(p) for p in masters.values()),
+            "moved_aside": f"replaced-{stamp} in each node's dir"}

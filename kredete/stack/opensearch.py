@@ -173,7 +173,7 @@ class OpenSearchServer(Server):
     name = "opensearch"
     port = ports.OPENSEARCH
     transport_port = ports.OPENSEARCH_TRANSPORT
-    start_timeout = 120.0
+    start_timeout = 420.0  # a loaded 2-core machine has taken over 2 min to start a node
 
     def __init__(self) -> None:
         super().__init__()

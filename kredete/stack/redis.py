@@ -67,12 +67,12 @@ def acl_lines(*, cluster: bool) -> str:
     )
 
 
-def _base_conf(port: int, data_dir: Path) -> str:
+def _base_conf(port: int, data_dir: Path, *, appendonly: bool = True) -> str:
     s = local_secrets()
     return (
         f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
         f"dir {data_dir}\n"
-        "appendonly yes\nappendfsync everysec\nappenddirname appendonly\n"
+        f"appendonly {'yes' if appendonly else 'no'}\nappendfsync everysec\nappenddirname appendonly\n"
         "save 900 1\nsave 300 100\n"
         "maxmemory 512mb\nmaxmemory-policy volatile-lru\n"
         "notify-keyspace-events Ex\n"
@@ -108,6 +108,9 @@ class RedisServer(Server):
 
     name = "redis"
     port = ports.REDIS
+    #: False for one start only, to load a restored `dump.rdb` (with AOF on, Redis loads the AOF and ignores
+    #: the RDB); the restore then turns AOF back on at run time, which rewrites it from the loaded data.
+    appendonly = True
 
     def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         super().__init__()
@@ -123,7 +126,7 @@ class RedisServer(Server):
         return _version()
 
     def conf(self) -> str:
-        return _base_conf(self.port, self.data_dir) + acl_lines(cluster=False)
+        return _base_conf(self.port, self.data_dir, appendonly=self.appendonly) + acl_lines(cluster=False)
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +158,7 @@ class RedisClusterNode(RedisServer):
     """One node of the cluster: a Redis server in cluster mode with its own `nodes.conf`."""
 
     def conf(self) -> str:
-        return (_base_conf(self.port, self.data_dir) + acl_lines(cluster=True)
+        return (_base_conf(self.port, self.data_dir, appendonly=self.appendonly) + acl_lines(cluster=True)
                 + "cluster-enabled yes\ncluster-config-file nodes.conf\n"
                 f"cluster-port {bus_port(self.port)}\n"
                 f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n"

@@ -204,3 +204,40 @@ p._psql("SELECT pg_switch_wal()")
     finally:
         scratch.run("stack", "up", "--only", "s3")
     # PostgreSQL keeps the segment and retries it (every minute after three failures): nothing is skipped.
+
+
+# --- Redis: one RDB per cluster master in the backups bucket, restored into a dir or over the live cluster ----
+
+def _redis_cli(scratch: Scratch, *args: str) -> str:
+    import os
+    import subprocess
+
+    secret = scratch.py("from config.secrets import local_secrets; print(local_secrets()['redis_default'])").strip()
+    port = int(scratch.env["KREDETE_PORT_REDIS"]) + 2  # the cluster's first node (config.ports.REDIS_CLUSTER)
+    proc = subprocess.run(["redis-cli", "-c", "-p", str(port), "--user", "kredete", "--no-auth-warning", *args],
+                          env={**os.environ, "REDISCLI_AUTH": secret}, capture_output=True, text=True, timeout=30,
+                          check=True)
+    return proc.stdout.strip()
+
+
+def test_redis_cluster_snapshot_restores_into_a_dir_and_over_the_live_cluster(scratch, tmp_path):
+    for i in range(30):  # spread over the three masters' slot ranges
+        _redis_cli(scratch, "SET", f"snapshot-test:{i}", f"v{i}")
+    taken = scratch.json_out("backup", "redis")
+    assert taken["snapshot"].endswith(".cluster") and taken["files"] == 3 and taken["bytes"] > 0
+    _redis_cli(scratch, "SET", "snapshot-test:after", "written after the snapshot")
+
+    restored = scratch.json_out("backup", "redis-restore", "--target-dir", str(tmp_path / "rdb"))
+    assert restored["snapshot"] == taken["snapshot"] and restored["files"] == 3 and restored["keys"] >= 30
+    assert len(list((tmp_path / "rdb").glob("slots-*.rdb"))) == 3
+
+    again = scratch.run("backup", "redis-restore", "--target-dir", str(tmp_path / "rdb"), check=False)
+    assert again.returncode != 0 and "not empty" in error_of(again)
+    unknown = scratch.run("backup", "redis-restore", "--snapshot", "19990101T000000.cluster", check=False)
+    assert unknown.returncode != 0 and "unknown Redis snapshot" in error_of(unknown)
+
+    replaced = json.loads(last_line(scratch.run("backup", "redis-restore", "--replace", timeout=300)))
+    assert replaced["replaced"] is True and replaced["live_keys"] == replaced["keys"]
+    assert _redis_cli(scratch, "GET", "snapshot-test:7") == "v7"
+    assert _redis_cli(scratch, "GET", "snapshot-test:after") == "", "a key written after the snapshot is gone"
+    assert "cluster_state:ok" in _redis_cli(scratch, "CLUSTER", "INFO")
