@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from guards.payload import map_strings
 from guards.principal import Role
 
 
@@ -95,22 +96,16 @@ def apply(payload: Any, role: Role | str, tool: str, *, unmasked: bool, stage: T
     a tool's nested output; returns the new payload and how many fields it changed (for the audit row)."""
     changed = 0
 
-    def walk(value: Any, key: str | None) -> Any:
+    def one(key: str | None, text: str) -> str:
         nonlocal changed
-        if isinstance(value, dict):
-            return {k: walk(v, k) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v, key) for v in value]
-        if not isinstance(value, str) or key is None or not value:
-            return value
-        if treatment(role, tool, key, unmasked=unmasked) is not stage:
-            return value
+        if key is None or not text or treatment(role, tool, key, unmasked=unmasked) is not stage:
+            return text
         if stage is Treatment.WITHHOLD:
             changed += 1
             return WITHHELD
-        if stage is Treatment.TRUNCATE and len(value) > TRUNCATE_AT:
+        if stage is Treatment.TRUNCATE and len(text) > TRUNCATE_AT:
             changed += 1
-            return value[:TRUNCATE_AT].rstrip() + "…"
-        return value
+            return text[:TRUNCATE_AT].rstrip() + "…"
+        return text
 
-    return walk(payload, None), changed
+    return map_strings(payload, one), changed

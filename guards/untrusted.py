@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from guards import shapes
+from guards.payload import map_strings
 
 OPEN = "«data»"
 CLOSE = "«/data»"
@@ -81,16 +82,12 @@ def wrap_free_text(value: Any) -> tuple[Any, int]:
     injections). Dict keys are ours (field names, PII kinds) and are left alone."""
     flagged = 0
 
-    def walk(v: Any, key: str | None) -> Any:
+    def one(key: str | None, text: str) -> str:
         nonlocal flagged
-        if isinstance(v, dict):
-            return {k: walk(x, k) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x, key) for x in v]
-        if isinstance(v, str) and not stays_bare(key, v):
-            if looks_like_injection(v):
-                flagged += 1
-            return wrap(v)
-        return v
+        if stays_bare(key, text):
+            return text
+        if looks_like_injection(text):
+            flagged += 1
+        return wrap(text)
 
-    return walk(value, None), flagged
+    return map_strings(value, one), flagged
