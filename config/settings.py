@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     #: The most records one queue holds; past it a new record is refused (not acknowledged).
     queue_max_records: int = Field(1_000_000, ge=100)
 
+    # --- search cluster (opensearch): KREDETE_OPENSEARCH_URL may list every node, comma-separated ----------
+    #: Replicas of every search index; unset: 0 on the single node, 1 on the `ha` profile's three-node cluster.
+    search_replicas: int | None = Field(None, ge=0, le=5)
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",
@@ -176,6 +180,21 @@ def get_settings() -> Settings:
 
 def reset_settings() -> None:
     get_settings.cache_clear()
+
+
+def search_replicas(settings: Settings | None = None) -> int:
+    """`KREDETE_SEARCH_REPLICAS`, else what the running stack profile can hold (1 on the cluster, 0 alone)."""
+    s = settings or get_settings()
+    if s.search_replicas is not None:
+        return s.search_replicas
+    return 1 if s.opensearch_url is None and s.stack_profile == "ha" else 0
+
+
+def local_opensearch_url(settings: Settings | None = None) -> str:
+    """The local stack's search URL: every node of the `ha` profile's cluster, or the single node."""
+    if (settings or get_settings()).stack_profile == "ha":
+        return ",".join(f"http://127.0.0.1:{http}" for http, _ in ports.OPENSEARCH_NODES)
+    return f"http://127.0.0.1:{ports.OPENSEARCH}"
 
 
 class RequiredURL(SecretStr):
@@ -306,7 +325,7 @@ def resolve(settings: Settings | None = None) -> Settings:
         "ferretdb_postgres_url": lambda: pg("ferretdb", "postgres_ferretdb", *primaries, attrs=rw, db="ferretdb"),
         "redis_url": lambda: SecretStr(local_redis_url("kredete", secret("redis_default"), s.redis_topology)),
         "redis_agent_url": lambda: SecretStr(local_redis_url("agent", secret("redis_agent"), s.redis_topology)),
-        "opensearch_url": lambda: SecretStr(f"http://127.0.0.1:{ports.OPENSEARCH}"),
+        "opensearch_url": lambda: SecretStr(local_opensearch_url(s)),
         "token_signing_key": lambda: SecretStr(secret("token_signing_key")),
         "field_encryption_master_key": lambda: SecretStr(secret("field_encryption_master_key")),
     }

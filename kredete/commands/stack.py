@@ -11,7 +11,8 @@ from kredete.commands.common import fail
 
 Only = Annotated[list[str] | None, typer.Option("--only", help="Limit to these servers (repeatable).")]
 Profile = Annotated[str | None, typer.Option("--profile", help="default (primary + 2 replicas, pgBackRest) or ha "
-                                             "(Patroni over 3-member etcd); default: KREDETE_STACK_PROFILE")]
+                                             "(Patroni over 3-member etcd, a three-node search cluster); default: "
+                                             "KREDETE_STACK_PROFILE")]
 
 
 def _profile(name: str | None) -> None:
@@ -34,13 +35,17 @@ def register(app: typer.Typer) -> None:
 def stack_up(only: Only = None, profile: Profile = None) -> None:
     """Provision what is missing, start every server, wait until healthy, print the table."""
     _profile(profile)
+    import time
+
     from kredete import stack
     from kredete.commands.common import err
 
+    t0 = time.monotonic()
     try:
         stack.up(only, console=err)
     except stack.StackError as exc:
         fail(str(exc))
+    err.log(f"stack up ({stack.profile()} profile): {time.monotonic() - t0:.1f}s")
     stack.print_status(stack.status(only), not_run=stack.skipped(only))
 
 
@@ -78,6 +83,25 @@ def stack_status(only: Only = None, profile: Profile = None) -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
     if not secrets_ok or not all(r.healthy for r in rows) or any(s.refused for s in not_run):
         raise typer.Exit(1)
+
+
+@stack_app.command("rolling-restart")
+def stack_rolling_restart() -> None:
+    """Restart the search cluster one node at a time (ha profile); searches keep being answered."""
+    from kredete import stack
+    from kredete.commands.common import err
+    from kredete.stack.opensearch_cluster import SearchCluster
+
+    if stack.profile() != "ha":
+        fail("the rolling restart is for the ha profile's search cluster: KREDETE_STACK_PROFILE=ha and "
+             "`kredete stack up --profile ha` first")
+    try:
+        steps = SearchCluster().rolling_restart(lambda line: err.log(line))
+    except stack.StackError as exc:
+        fail(str(exc))
+    for s in steps:
+        err.print(f"{s['node']}: down {s['down_s']}s, green again {s['green_s']}s after it rejoined "
+                  f"({s['total_s']}s in all)", highlight=False)
 
 
 @stack_app.command("reset")

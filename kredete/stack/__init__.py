@@ -30,6 +30,8 @@ DEPENDS = {"postgres-replica": ("postgres",), "postgres-replica2": ("postgres",)
 HA_DEPENDS = {**{f"ha-pg{i}": ("etcd1", "etcd2", "etcd3") for i in (1, 2, 3)},
               "mongo": ("etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3")}
 PROFILES = ("default", "ha")
+#: `--only opensearch` in the ha profile names the three nodes of the search cluster.
+HA_ALIASES = {"opensearch": tuple(f"opensearch-{i}" for i in (1, 2, 3))}
 
 
 def profile() -> str:
@@ -60,16 +62,19 @@ class Skipped:
     refused: bool = False
 
 
-def all_servers() -> list[Server]:
-    """Servers in start order (the replica needs its primary) of the current profile."""
+def all_servers(name: str | None = None) -> list[Server]:
+    """Servers in start order (the replica needs its primary) of a profile (default: the current one)."""
     from kredete.stack.opensearch import OpenSearchServer
+    from kredete.stack.opensearch_cluster import OpenSearchNode, ha_cluster
 
-    if profile() == "ha":
+    if (name or profile()) == "ha":
         from kredete.stack.etcd import MEMBERS, EtcdMember
         from kredete.stack.patroni import PatroniMember
 
+        cluster = ha_cluster()
         return [*(EtcdMember(i) for i in range(MEMBERS)), *(PatroniMember(i) for i in range(MEMBERS)),
-                redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
+                redis_server(get_settings().redis_topology), FerretDBServer(),
+                *(OpenSearchNode(cluster, i) for i in range(len(cluster.nodes))), AccessLogReceiver(),
                 MinioColdServer(), MinioServer(), MinioReplicaServer()]
     primary = PostgresPrimary()
     return [primary, PostgresReplica(primary),
@@ -99,7 +104,7 @@ def _why_not_local(name: str, settings: Settings) -> Skipped | None:
                                  "KREDETE_MONGO_URL to your MongoDB (or unset KREDETE_POSTGRES_URL)", refused=True)
     if name == "redis" and settings.redis_url is not None:
         return Skipped(name, f"external: KREDETE_REDIS_URL = {_shown(settings.redis_url)}")
-    if name == "opensearch" and settings.opensearch_url is not None:
+    if name.startswith("opensearch") and settings.opensearch_url is not None:
         return Skipped(name, f"external: KREDETE_OPENSEARCH_URL = {_shown(settings.opensearch_url)}")
     if name == "s3" and settings.s3_url is not None:
         return Skipped(name, f"external: KREDETE_S3_URL = {_shown(settings.s3_url)}")
@@ -121,14 +126,17 @@ def _shown(url: object) -> str:
     return redact_url(text)
 
 
-def plan(only: Iterable[str] | None = None, settings: Settings | None = None) -> tuple[list[Server], list[Skipped]]:
-    """The servers the local stack runs under these settings (in start order), and the ones it does not."""
+def plan(only: Iterable[str] | None = None, settings: Settings | None = None,
+         profile_name: str | None = None) -> tuple[list[Server], list[Skipped]]:
+    """The servers the local stack runs under these settings and profile (default: the current one), in
+    start order, and the ones it does not."""
     settings = settings or get_settings()
     try:
         check_coherent(settings)
     except ConfigError as exc:
         raise StackError(str(exc)) from exc
-    servers = _select(all_servers(), only)
+    name = profile_name or profile()
+    servers = _select(all_servers(name), _aliases(only, name))
     run: list[Server] = []
     not_run: list[Skipped] = []
     for server in servers:
@@ -138,6 +146,13 @@ def plan(only: Iterable[str] | None = None, settings: Settings | None = None) ->
         else:
             not_run.append(why)
     return run, not_run
+
+
+def _aliases(only: Iterable[str] | None, profile_name: str) -> list[str] | None:
+    if only is None:
+        return None
+    aliases = HA_ALIASES if profile_name == "ha" else {}
+    return [n for name in only for n in aliases.get(name, (name,))]
 
 
 def _select(servers: list[Server], only: Iterable[str] | None) -> list[Server]:
@@ -160,9 +175,9 @@ def skipped(only: Iterable[str] | None = None) -> list[Skipped]:
     return plan(only)[1]
 
 
-def _with_dependencies(only: Iterable[str]) -> list[str]:
+def _with_dependencies(only: Iterable[str], profile_name: str | None = None) -> list[str]:
     names: list[str] = []
-    depends = HA_DEPENDS if profile() == "ha" else DEPENDS
+    depends = HA_DEPENDS if (profile_name or profile()) == "ha" else DEPENDS
     for name in only:
         for dep in (*depends.get(name, ()), name):
             if dep not in names:
@@ -170,36 +185,66 @@ def _with_dependencies(only: Iterable[str]) -> list[str]:
     return names
 
 
-def up(only: Iterable[str] | None = None, console: Console | None = None) -> list[ServerStatus]:
+def up(only: Iterable[str] | None = None, console: Console | None = None,
+       profile_name: str | None = None) -> list[ServerStatus]:
     """Provision and start (idempotently); return the status of each server started.
 
     `only` names servers to start together with the ones they need (the replica and FerretDB need the
     primary). A server that cannot run as configured is refused when named in `only`, and skipped with its
-    reason otherwise.
+    reason otherwise. `profile_name` picks another profile's servers than the current one (a bench runs the
+    single search node and the ha cluster side by side).
     """
     console = console or Console(stderr=True)
-    wanted = _with_dependencies(only) if only else None
-    servers, not_run = plan(wanted)
+    wanted = _with_dependencies(only, profile_name) if only else None
+    servers, not_run = plan(wanted, profile_name=profile_name)
     refused = [s for s in not_run if s.refused]
     if only and refused:
         raise StackError("; ".join(f"{s.name}: {s.reason}" for s in refused))
     for s in not_run:
         console.log(f"{s.name}: {s.reason}")
     done: list[ServerStatus] = []
-    for server in servers:
+    for batch in _batches(servers):
         t0 = time.monotonic()
-        with console.status(f"[bold]{server.name}[/]: provisioning"):
-            server.provision()
+        names = ", ".join(s.name for s in batch)
+        with console.status(f"[bold]{names}[/]: provisioning"):
+            for server in batch:
+                server.provision()
         t1 = time.monotonic()
-        with console.status(f"[bold]{server.name}[/]: starting"):
-            server.start()
+        with console.status(f"[bold]{names}[/]: starting"):
+            _start_together(batch)
         t2 = time.monotonic()
-        for note in server.notes:
-            console.log(f"{server.name}: {note}")
-        console.log(f"{server.name}: provisioned in {t1 - t0:.1f}s, healthy in {t2 - t1:.1f}s")
-        done.append(server.status())
-    _backups_ready({s.name for s in servers}, console)
+        for server in batch:
+            for note in server.notes:
+                console.log(f"{server.name}: {note}")
+        console.log(f"{names}: provisioned in {t1 - t0:.1f}s, healthy in {t2 - t1:.1f}s")
+        done += [server.status() for server in batch]
+    if (profile_name or profile()) == "default":
+        _backups_ready({s.name for s in servers}, console)
     return done
+
+
+def _batches(servers: list[Server]) -> list[list[Server]]:
+    """Servers one by one, except the nodes of one cluster (`start_group`), which start together: none of
+    them is healthy before a quorum of them runs."""
+    out: list[list[Server]] = []
+    for server in servers:
+        group = getattr(server, "start_group", None)
+        if group and out and getattr(out[-1][0], "start_group", None) == group:
+            out[-1].append(server)
+        else:
+            out.append([server])
+    return out
+
+
+def _start_together(batch: list[Server]) -> None:
+    if len(batch) == 1:
+        batch[0].start()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(batch)) as pool:
+        for future in [pool.submit(server.start) for server in batch]:
+            future.result()
 
 
 def _backups_ready(started: set[str], console: Console) -> None:
@@ -227,7 +272,7 @@ def down(only: Iterable[str] | None = None) -> None:
     Every server of the stack that runs from this `.local/` is stopped, also one whose store has since
     been made external (it would otherwise be left running, unmanaged).
     """
-    for server in reversed(_select(all_servers(), only)):
+    for server in reversed(_select(all_servers(), _aliases(only, profile()))):
         server.stop()
 
 
@@ -241,8 +286,8 @@ def reset(only: Iterable[str] | None = None) -> None:
         server.reset()
 
 
-def status(only: Iterable[str] | None = None) -> list[ServerStatus]:
-    return [s.status() for s in local_servers(only)]
+def status(only: Iterable[str] | None = None, profile_name: str | None = None) -> list[ServerStatus]:
+    return [s.status() for s in plan(only, profile_name=profile_name)[0]]
 
 
 def _short(path: str) -> str:

@@ -10,9 +10,14 @@ everything a node is made of is on Maven Central:
   would have; the jars that are already in `lib/` are left out, as the distribution does)
 * the k-NN plugin zip `org.opensearch.plugin:opensearch-knn:<v>:zip` -> `plugins/opensearch-knn/`
   (it extends `lang-painless` and `transport-grpc`, both assembled as modules)
+* the S3 snapshot repository `org.opensearch.plugin:repository-s3` (a jar whose pom lists exactly the jars
+  of the distribution's plugin zip) -> `plugins/repository-s3/`, with the descriptor and the grants the
+  zip would carry
+* the keystore tool `org.opensearch:keystore-cli` -> `lib/tools/keystore-cli/` (the S3 client's keys go
+  into the node's keystore, never into opensearch.yml or a command line)
 
 One Maven reactor build (one `mvn dependency:list` over a generated multi-module pom) resolves
-all of it into `~/.m2`; the node is assembled under `cache_dir()/opensearch/<version>/` in a
+all of it into `~/.m2`; the node is assembled under `cache_dir()/opensearch/<version>-r<recipe>/` in a
 staging directory that is renamed into place only after its marker file is written, so a
 half-finished assembly is never used and is simply redone. Data, logs, the generated config
 and the keystore live in `local_dir()/opensearch/`.
@@ -46,6 +51,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from config import ports
 from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
 
@@ -53,8 +60,13 @@ OPENSEARCH_VERSION = os.environ.get("KREDETE_OPENSEARCH_VERSION", "3.6.0")
 KNN_VERSION = f"{OPENSEARCH_VERSION}.0"
 RUN_USER = "kredete"
 HEAP = os.environ.get("KREDETE_OPENSEARCH_HEAP", "1g")
-#: Bump when the assembly recipe changes so cached nodes are rebuilt.
-RECIPE = 3
+#: Bump when the assembly recipe changes; each recipe has its own directory in the shared cache, so a
+#: checkout on an older recipe keeps using (and never rebuilds under) a node another checkout runs.
+RECIPE = 4
+#: Optional parts of the assembly (component -> what is missing without it).
+OPTIONAL = {"knn": "k-NN", "s3": "S3 snapshots", "keystore": "the keystore tool"}
+S3_PLUGIN = ("repository-s3", "org.opensearch.repositories.s3.S3RepositoryPlugin",
+             "The S3 repository plugin adds S3 repositories")
 MARKER = ".kredete-complete.json"
 
 # Java 21+ is required by OpenSearch 3.x; Temurin 25 is present on these machines.
@@ -108,6 +120,20 @@ POLICIES = {
   permission java.net.SocketPermission "*", "accept,connect";
   permission java.lang.RuntimePermission "*", "setContextClassLoader";
   permission java.net.NetPermission "accessUnixDomainSocket";
+};
+""",
+    # What the AWS SDK needs (reflection in its JSON/XML binding, sockets to the endpoint, its config files).
+    "repository-s3": """grant {
+  permission java.lang.RuntimePermission "accessDeclaredMembers";
+  permission java.lang.RuntimePermission "getClassLoader";
+  permission java.lang.reflect.ReflectPermission "suppressAccessChecks";
+  permission java.net.SocketPermission "*", "connect";
+  permission java.net.NetPermission "setDefaultAuthenticator";
+  permission java.util.PropertyPermission "opensearch.allow_insecure_settings", "read,write";
+  permission java.util.PropertyPermission "aws.sharedCredentialsFile", "read,write";
+  permission java.util.PropertyPermission "aws.configFile", "read,write";
+  permission java.util.PropertyPermission "opensearch.path.conf", "read,write";
+  permission java.io.FilePermission "config", "read";
 };
 """,
     "lang-painless": """grant {
@@ -177,7 +203,7 @@ class OpenSearchServer(Server):
 
     def __init__(self) -> None:
         super().__init__()
-        self.node_dir = self.cache / "opensearch" / OPENSEARCH_VERSION
+        self.node_dir = self.cache / "opensearch" / f"{OPENSEARCH_VERSION}-r{RECIPE}"
         info = self._marker()
         if info is not None and not info.get("knn"):
             self.kind = "fallback: OpenSearch without k-NN (exact scoring)"
@@ -199,24 +225,28 @@ class OpenSearchServer(Server):
         java_home = find_java()
         if not shutil.which(os.environ.get("KREDETE_MVN", "mvn")):
             raise StackError("Maven (`mvn`) is needed to fetch OpenSearch from Maven Central: apt-get install maven")
-        staging = self.node_dir.with_name(f".{OPENSEARCH_VERSION}.partial")
+        staging = self.node_dir.with_name(f".{self.node_dir.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         build = staging / "build"
-        self._write_reactor(build)
-        knn = True
-        try:
-            self._resolve(build)
-        except StackError as exc:
-            # Typically: the k-NN zip is not (yet) published for this OpenSearch version.
-            if "c-knn" not in str(exc):
-                raise
-            knn = False
-            self._write_reactor(build, with_knn=False)
-            self._resolve(build)
-        deps = {c: self._read_deps(build / c / "deps.txt") for c in self._components(knn)}
-        self._assemble(staging, deps, knn)
+        optional = set(OPTIONAL)
+        while True:
+            self._write_reactor(build, optional)
+            try:
+                self._resolve(build)
+                break
+            except StackError as exc:
+                # Typically: a plugin is not (yet) published for this OpenSearch version; go on without it.
+                missing = {c for c in optional if f"c-{c}" in str(exc)}
+                if not missing:
+                    raise
+                optional -= missing
+        knn = "knn" in optional
+        deps = {c: self._read_deps(build / c / "deps.txt") for c in self._components(optional)}
+        self._assemble(staging, deps, optional)
         info = {"recipe": RECIPE, "opensearch": OPENSEARCH_VERSION, "knn": KNN_VERSION if knn else None,
+                "plugins": sorted(p.name for p in (staging / "plugins").iterdir()),
+                "keystore_cli": "keystore" in optional,
                 "engines": self._engines(staging) if knn else [], "java_home": str(java_home),
                 "java_major": _java_major(java_home / "bin" / "java"),
                 "artifacts": sorted({f"{g}:{a}:{v}" for c in deps.values() for g, a, v, _ in c}),
@@ -233,10 +263,10 @@ class OpenSearchServer(Server):
         self.kind = "real" if info.get("knn") else "fallback: OpenSearch without k-NN (exact scoring)"
 
     @staticmethod
-    def _components(knn: bool = True) -> list[str]:
-        return ["lib", "agent", *MODULES, *(["knn"] if knn else [])]
+    def _components(optional: set[str]) -> list[str]:
+        return ["lib", "agent", *MODULES, *sorted(optional)]
 
-    def _write_reactor(self, build: Path, with_knn: bool = True) -> None:
+    def _write_reactor(self, build: Path, optional: set[str]) -> None:
         """One pom per component so each one's transitive dependencies are listed separately."""
         shutil.rmtree(build, ignore_errors=True)
         build.mkdir(parents=True)
@@ -247,8 +277,12 @@ class OpenSearchServer(Server):
         }
         for mod, (artifact, _, _) in MODULES.items():
             comps[mod] = [("org.opensearch.plugin", artifact, OPENSEARCH_VERSION, "jar")]
-        if with_knn:
+        if "knn" in optional:
             comps["knn"] = [("org.opensearch.plugin", "opensearch-knn", KNN_VERSION, "zip")]
+        if "s3" in optional:
+            comps["s3"] = [("org.opensearch.plugin", "repository-s3", OPENSEARCH_VERSION, "jar")]
+        if "keystore" in optional:
+            comps["keystore"] = [("org.opensearch", "keystore-cli", OPENSEARCH_VERSION, "jar")]
         for comp, deps in comps.items():
             body = [f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
                     f"<type>{t}</type></dependency>" for g, a, v, t in deps]
@@ -282,7 +316,7 @@ class OpenSearchServer(Server):
             raise StackError(f"no dependencies listed in {path}")
         return out
 
-    def _assemble(self, home: Path, deps: dict[str, list[tuple[str, str, str, Path]]], knn: bool) -> None:
+    def _assemble(self, home: Path, deps: dict[str, list[tuple[str, str, str, Path]]], optional: set[str]) -> None:
         lib = home / "lib"
         lib.mkdir()
         in_lib: set[tuple[str, str]] = set()
@@ -317,7 +351,24 @@ class OpenSearchServer(Server):
                 (mdir / "plugin-security.policy").write_text(POLICIES[mod])
         (home / "plugins").mkdir()
         (home / "bin").mkdir()  # the bootstrap grants itself path.home/bin and insists it exists
-        if knn:
+        if "s3" in optional:
+            name, classname, description = S3_PLUGIN
+            pdir = home / "plugins" / name
+            pdir.mkdir()
+            for g, a, _v, f in deps["s3"]:
+                if (g, a) not in in_lib:  # a jar twice on the class path is refused ("jar hell")
+                    shutil.copy2(f, pdir / f.name)
+            (pdir / "plugin-descriptor.properties").write_text(
+                f"description={description}\nversion={OPENSEARCH_VERSION}\nname={name}\nclassname={classname}\n"
+                f"java.version=21\nopensearch.version={OPENSEARCH_VERSION}\nextended.plugins=\n"
+                "has.native.controller=false\n")
+            (pdir / "plugin-security.policy").write_text(POLICIES[name])
+        if "keystore" in optional:
+            tools = home / "lib" / "tools" / "keystore-cli"
+            tools.mkdir(parents=True)
+            for _g, _a, _v, f in deps["keystore"]:
+                shutil.copy2(f, tools / f.name)
+        if "knn" in optional:
             zips = [f for g, a, _v, f in deps["knn"] if a == "opensearch-knn" and f.suffix == ".zip"]
             pdir = home / "plugins" / "opensearch-knn"
             with zipfile.ZipFile(zips[0]) as zf:
@@ -377,6 +428,59 @@ class OpenSearchServer(Server):
     def conf_dir(self) -> Path:
         return self.data_dir / "config"
 
+    # --- what differs between the single node and the nodes of a cluster ---------------------------
+    cluster_name = "kredete"
+    node_name = "kredete-opensearch"
+
+    def discovery_config(self) -> str:
+        """opensearch.yml lines of discovery (a single node elects itself and accepts no other)."""
+        return "discovery.type: single-node\n"
+
+    def has_plugin(self, name: str) -> bool:
+        return name in (self._marker() or {}).get("plugins", [])
+
+    def _java(self) -> Path:
+        info = self._marker() or {}
+        java_home = Path(info.get("java_home", ""))
+        return java_home if (java_home / "bin" / "java").exists() else find_java()
+
+    def _write_keystore(self, s3: S3Client | None) -> None:
+        """The node's keystore with the S3 client's keys, written by OpenSearch's own keystore tool.
+
+        Keys go through stdin (never argv); the keystore is rewritten only when they change.
+        """
+        keystore = self.conf_dir / "opensearch.keystore"
+        stamp = self.conf_dir / ".keystore-digest"
+        if s3 is None or s3.access_key is None or not self.has_plugin("repository-s3"):
+            return
+        if not (self._marker() or {}).get("keystore_cli"):
+            raise StackError("this OpenSearch assembly has no keystore tool (org.opensearch:keystore-cli); the S3 "
+                             "snapshot repository cannot get its keys")
+        import hashlib
+
+        digest = hashlib.sha256(f"{s3.access_key}\0{s3.secret_key}".encode()).hexdigest()
+        with contextlib.suppress(OSError):
+            if keystore.exists() and stamp.read_text() == digest:
+                return
+        home = self.home()
+        if home != self.node_dir:
+            self._mirror(home)
+        cp = f"{home / 'lib'}/*:{home / 'lib' / 'tools' / 'keystore-cli'}/*"
+        java = str(self._java() / "bin" / "java")
+        base = [java, "-Xms64m", "-Xmx128m", f"-Dopensearch.path.home={home}",
+                f"-Dopensearch.path.conf={self.conf_dir}", "-cp", cp, "org.opensearch.tools.cli.keystore.KeyStoreCli"]
+        with contextlib.suppress(FileNotFoundError):
+            keystore.unlink()
+        env = {**os.environ, "OPENSEARCH_PATH_CONF": str(self.conf_dir)}
+        # One value per line on stdin, in the order of the names.
+        proc = subprocess.run([*base, "add", "--stdin", "--force", "s3.client.default.access_key",
+                               "s3.client.default.secret_key"], input=f"{s3.access_key}\n{s3.secret_key or ''}\n",
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise StackError(f"the keystore tool could not store the S3 keys: "
+                             f"{(proc.stdout + proc.stderr).strip()[-500:]}")
+        stamp.write_text(digest)
+
     def home(self) -> Path:
         """The node to run: the cache itself, or its hard-linked mirror when the run user can't read it."""
         user = self.run_as()
@@ -423,19 +527,22 @@ class OpenSearchServer(Server):
         home = self.home()
         if home != self.node_dir:
             self._mirror(home)
+        s3 = s3_client()
         (self.conf_dir / "opensearch.yml").write_text(
-            "cluster.name: kredete\n"
-            "node.name: kredete-opensearch\n"
+            f"cluster.name: {self.cluster_name}\n"
+            f"node.name: {self.node_name}\n"
             f"path.data: {self.data_dir / 'data'}\n"
             f"path.logs: {self.data_dir / 'logs'}\n"
             "network.host: 127.0.0.1\n"
             f"http.port: {self.port}\n"
             f"transport.port: {self.transport_port}\n"
-            "discovery.type: single-node\n"
+            + self.discovery_config() +
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
             "bootstrap.memory_lock: false\n"
-            "action.destructive_requires_name: false\n")
+            "action.destructive_requires_name: false\n"
+            + (s3.yml() if s3 and self.has_plugin("repository-s3") else ""))
         (self.conf_dir / "log4j2.properties").write_text(LOG4J2)
+        self._write_keystore(s3)
         user = self.run_as()
         if user:
             pw = pwd.getpwnam(user)
@@ -456,9 +563,7 @@ class OpenSearchServer(Server):
         info = self._marker()
         if info is None:
             raise StackError("opensearch is not provisioned")
-        java_home = Path(info["java_home"])
-        if not (java_home / "bin" / "java").exists():
-            java_home = find_java()
+        java_home = self._java()
         home = self.home()
         agent = next((home / "agent").glob("opensearch-agent-[0-9]*.jar"))
         argv = [
@@ -487,6 +592,41 @@ class OpenSearchServer(Server):
         env = {"JAVA_HOME": str(java_home), "OPENSEARCH_PATH_CONF": str(self.conf_dir),
                "OPENSEARCH_TMPDIR": str(self.data_dir / "tmp")}
         return argv, env
+
+
+class S3Client(BaseModel):
+    """Where the nodes' S3 client (snapshot repository) connects: the stack's MinIO or KREDETE_S3_URL."""
+
+    endpoint: str
+    protocol: str
+    region: str
+    access_key: str | None = None
+    secret_key: str | None = None
+
+    def yml(self) -> str:
+        # Path-style requests: MinIO (and most S3-compatible stores) serve buckets under the path.
+        return (f"s3.client.default.endpoint: {self.endpoint}\n"
+                f"s3.client.default.protocol: {self.protocol}\n"
+                f"s3.client.default.region: {self.region}\n"
+                "s3.client.default.path_style_access: true\n")
+
+
+def s3_client() -> S3Client | None:
+    """The S3 endpoint and keys from the settings (None when they cannot be known)."""
+    from urllib.parse import urlsplit
+
+    from config.settings import resolve
+
+    try:
+        s = resolve()
+        parts = urlsplit(s.s3_url or "")
+    except Exception:  # a configuration problem elsewhere: the node runs without an S3 client
+        return None
+    if not parts.hostname:
+        return None
+    return S3Client(endpoint=parts.netloc.rsplit("@", 1)[-1], protocol=parts.scheme or "https", region=s.s3_region,
+                    access_key=s.s3_access_key.get_secret_value() if s.s3_access_key else None,
+                    secret_key=s.s3_secret_key.get_secret_value() if s.s3_secret_key else None)
 
 
 # --- smoke routine -------------------------------------------------------------------------------

@@ -106,6 +106,12 @@ class IndexManager:
     def alias(self, spec: IndexSpec) -> str:
         return self.store.index_name(spec.name)
 
+    def body(self, spec: IndexSpec) -> dict[str, Any]:
+        """The spec's body with this store's replica count (mappings never fix one)."""
+        body = spec.full_body()
+        body["settings"] = {**body["settings"], "number_of_replicas": self.store.replica_count()}
+        return body
+
     @property
     def state_alias(self) -> str:
         return self.store.index_name(STATE)
@@ -113,7 +119,7 @@ class IndexManager:
     async def put_template(self, spec: IndexSpec) -> None:
         """Idempotent: PUT replaces the template with the same content."""
         alias = self.alias(spec)
-        body = {"index_patterns": [f"{alias}-*"], "priority": 200, "template": spec.full_body(),
+        body = {"index_patterns": [f"{alias}-*"], "priority": 200, "template": self.body(spec),
                 "_meta": {"schema_version": spec.schema_version}}
         await self.store.call(self.store.os.indices.put_index_template(name=alias, body=body))
 
@@ -147,12 +153,14 @@ class IndexManager:
         if await self.store.call(self.store.os.indices.exists(index=alias)):
             raise InvalidData(f"{alias} is a concrete index, not an alias; delete or reindex it", store="opensearch")
         name = f"{alias}-000001"
-        body = {**spec.full_body(), "aliases": {alias: {"is_write_index": True}}}
+        body = {**self.body(spec), "aliases": {alias: {"is_write_index": True}}}
         try:
             await self.store.call(self.store.os.indices.create(index=name, body=body))
         except InvalidData as exc:  # a concurrent ensure() created it first
             if "already exists" not in str(exc):
                 raise
+        else:
+            await self.store.warn_if_underreplicated(name)
         return name
 
     async def _migrate(self, spec: IndexSpec, index: str) -> None:
@@ -289,9 +297,10 @@ class IndexManager:
         alias, old = self.alias(spec), await self.current_index(spec)
         gen = int(_GEN.search(old).group(1)) + 1 if old and _GEN.search(old) else 1
         new = f"{alias}-{gen:06d}"
-        body = spec.full_body()
+        body = self.body(spec)
         body["settings"] = {**body["settings"], "refresh_interval": "-1"}
         await self.store.call(self.store.os.indices.create(index=new, body=body))
+        await self.store.warn_if_underreplicated(new)
         caught = deleted = 0
         try:
             old_count = await self.count(old) if old else 0

@@ -74,8 +74,9 @@ LONG = {"type": "long"}
 INT = {"type": "integer"}
 
 
-def _settings(*, knn: bool = False, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
-    s: dict[str, Any] = {"number_of_shards": shards, "number_of_replicas": replicas, "analysis": ANALYSIS}
+def _settings(*, knn: bool = False, shards: int = 1) -> dict[str, Any]:
+    # No replica count here: the store adds KREDETE_SEARCH_REPLICAS when it creates an index.
+    s: dict[str, Any] = {"number_of_shards": shards, "analysis": ANALYSIS}
     if knn:
         s["knn"] = True
     return s
