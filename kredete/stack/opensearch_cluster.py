@@ -42,6 +42,10 @@ REFUSALS = {
 }
 
 
+#: Starts tried when the port was taken at the moment of binding (see `_wait_ports_free`).
+BIND_ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -84,6 +88,17 @@ def get_json(url: str, timeout: float = 3.0) -> Any:
             return json.loads(resp.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
+
+
+def port_held(port: int) -> bool:
+    """True while any TCP socket (listening or connected, not TIME_WAIT) uses `port` locally on 127.0.0.1."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] not in ("06", "07"):
+                    return True
+    return False
 
 
 class OpenSearchNode(OpenSearchServer):
@@ -170,9 +185,36 @@ class OpenSearchNode(OpenSearchServer):
     # --- start with the split-brain checks ----------------------------------------------------
     def start(self) -> None:
         self._preflight()
-        with contextlib.suppress(OSError):
-            self._log_offset = self.log_file.stat().st_size
-        super().start()
+        for attempt in range(BIND_ATTEMPTS):
+            self._wait_ports_free()
+            with contextlib.suppress(OSError):
+                self._log_offset = self.log_file.stat().st_size
+            try:
+                super().start()
+                return
+            except StackError:
+                if attempt + 1 < BIND_ATTEMPTS and self._bind_failed():
+                    time.sleep(2)
+                    continue
+                raise
+
+    def _wait_ports_free(self, timeout: float = 15.0) -> None:
+        """Wait while a port of this node is briefly held by something else.
+
+        Our ports lie in Linux's ephemeral range (32768-60999): while a node is down, its peers keep dialling
+        its transport port, and a dial can be given that very port as its source and connect to itself
+        (TCP self-connect), holding the port until the peer drops it.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is None and (
+                port_held(self.port) or port_held(self.transport_port)):
+            time.sleep(0.5)
+
+    def _bind_failed(self) -> bool:
+        with contextlib.suppress(OSError), self.log_file.open("rb") as f:
+            f.seek(self._log_offset)
+            return b"Address already in use" in f.read()
+        return False
 
     def _preflight(self) -> None:
         """Refuse a node that would not join the running cluster (before starting a JVM)."""

@@ -270,6 +270,11 @@ class SearchStore:
     async def close(self) -> None:
         await self.breaker.close()
         if self.client is not None:
+            # The transport closes only the nodes it holds alive; one marked dead meanwhile keeps an open session.
+            pool = self.client.transport.connection_pool
+            for conn in getattr(pool, "orig_connections", ()):
+                if conn not in getattr(pool, "connections", ()):
+                    await conn.close()
             await self.client.close()
             self.client = None
 
