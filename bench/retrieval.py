@@ -1,6 +1,7 @@
 """Retrieval benchmark, one run: kNN recall@10 vs exact search, query latency/QPS, ingestion vs raw encode.
 
     python -m bench.retrieval [--docs 2000] [--queries 100] [--concurrency 8]
+    python -m bench.retrieval --cluster [--rounds 3]   # three-node cluster vs single node, same corpus
 
 Corpus: the knowledge base plus deterministic synthetic documents (sentences of the KB articles
 recombined, spread over 50 users), in a throw-away index prefix. Queries: the labelled set, paraphrases
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).parent / "results" / "retrieval.json"
+CLUSTER_RESULTS = Path(__file__).parent / "results" / "retrieval_cluster.json"
 
 #: Written for the benchmark: what customers and staff ask, in their words, not sentences of the corpus.
 PARAPHRASES = [
@@ -221,6 +223,134 @@ async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
     return out
 
 
+async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds: int) -> dict[str, Any]:
+    """kNN and hybrid p50 and QPS on the ha profile's three-node cluster and on the single node, one run.
+
+    The corpus is embedded once, indexed on the single node (replicas 0) and copied, vectors included, to the
+    cluster (replicas 1: every shard on two nodes). Query vectors are computed beforehand (as a warm cache),
+    so both sides run exactly the same searches; rounds alternate single / cluster to spread the machine's
+    load drift over both.
+    """
+    from config import ports
+    from kredete import stack
+    from kredete.stack.opensearch_cluster import SearchCluster
+    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.ingest import Ingestor
+    from retrieval.service import KnowledgeRetriever
+    from retrieval.sources import ListSource, Record
+    from stores.scope import RowScope
+    from stores.search import SearchStore
+    from stores.search.catalog import CHUNKS
+    from stores.search.indexes import IndexManager
+
+    t = time.perf_counter()
+    stack.up(["opensearch"], profile="default")
+    stack.up(["opensearch"], profile="ha")
+    cluster = SearchCluster()
+    up_s = time.perf_counter() - t
+    prefix = f"kredete-bench-{uuid.uuid4().hex[:6]}"
+    single = await SearchStore(f"http://127.0.0.1:{ports.OPENSEARCH}", prefix=prefix, replicas=0).connect()
+    multi = await SearchStore(cluster.url(), prefix=prefix, replicas=1).connect()
+    out: dict[str, Any] = {"docs": n_docs, "queries": n_queries, "concurrency": concurrency, "rounds": rounds,
+                           "memory_mb": cluster.memory_mb(), "stack_up_s": round(up_s, 1)}
+    try:
+        encoder = SentenceTransformerEncoder(batch_size=64)
+        docs, queries, _ = corpus(n_docs)
+        queries = queries[:n_queries]
+        ingestor = Ingestor(single, encoder, batch_docs=64)
+        await ingestor.ensure_indexes()
+        await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
+        # the same chunks and vectors into the cluster's index (its own generation, replicas from the store)
+        spec = ingestor.spec
+        await IndexManager(multi).ensure(spec)
+        src, dst = single.index_name(CHUNKS), multi.index_name(CHUNKS)
+        await single.os.indices.refresh(index=src)
+        copied = 0
+        res = await single.os.search(index=src, body={"size": 500, "sort": ["_doc"]}, scroll="2m")
+        while res["hits"]["hits"]:
+            lines: list[dict[str, Any]] = []
+            for h in res["hits"]["hits"]:
+                lines += [{"index": {"_index": dst, "_id": h["_id"]}}, h["_source"]]
+            bulk = await multi.os.bulk(body=lines, request_timeout=120)
+            assert not bulk.get("errors"), "copy to the cluster failed"
+            copied += len(res["hits"]["hits"])
+            res = await single.os.scroll(scroll_id=res["_scroll_id"], scroll="2m")
+        await multi.os.indices.refresh(index=dst)
+        await multi.cluster_health(wait_for="green", timeout_s=300)
+        n_single = (await single.os.count(index=src))["count"]
+        n_multi = (await multi.os.count(index=dst))["count"]
+        assert n_single == n_multi == copied, (n_single, n_multi, copied)
+        out["chunks"] = n_single
+        shards = await multi.os.cat.shards(index=dst, format="json", h="prirep,node")
+        out["cluster_copies"] = sorted(f"{s['prirep']}@{s['node']}" for s in shards)
+
+        vectors = {q: v.tolist() for q, v in zip(queries, await encoder.embed_documents(queries), strict=True)}
+
+        class Precomputed:
+            name, dim = encoder.name, encoder.dim
+
+            async def embed_query(self, q: str) -> Any:
+                return np.asarray(vectors[q])
+
+        scope = RowScope.users(docs[-1].user_id)
+        retrievers = {}
+        for name, store in (("single", single), ("cluster", multi)):
+            r = KnowledgeRetriever(store, encoder)
+            await r.index_method()
+            r.encoder = Precomputed()  # type: ignore[assignment]
+            retrievers[name] = r
+            for q in queries[:10]:  # warm the node caches alike
+                await r.search(q, scope, k=10, mode="hybrid")
+
+        samples: dict[str, dict[str, list[float]]] = {n: {"knn_ms": [], "hybrid_ms": [], "knn_qps": [],
+                                                           "hybrid_qps": []} for n in retrievers}
+        for _ in range(rounds):
+            for name, r in retrievers.items():
+                for mode in ("knn", "hybrid"):
+                    for q in queries:
+                        t = time.perf_counter()
+                        await r.search(q, scope, k=10, mode=mode)  # type: ignore[arg-type]
+                        samples[name][f"{mode}_ms"].append((time.perf_counter() - t) * 1000)
+                    sem = asyncio.Semaphore(concurrency)
+
+                    async def one(q: str, r: Any = r, mode: str = mode, sem: asyncio.Semaphore = sem) -> None:
+                        async with sem:
+                            await r.search(q, scope, k=10, mode=mode)
+
+                    t = time.perf_counter()
+                    await asyncio.gather(*(one(q) for q in queries))
+                    samples[name][f"{mode}_qps"].append(len(queries) / (time.perf_counter() - t))
+        for name, m in samples.items():
+            out[name] = {"knn_p50_ms": round(pct(m["knn_ms"], 50), 2), "knn_p99_ms": round(pct(m["knn_ms"], 99), 2),
+                         "hybrid_p50_ms": round(pct(m["hybrid_ms"], 50), 2),
+                         "hybrid_p99_ms": round(pct(m["hybrid_ms"], 99), 2),
+                         "knn_qps": round(statistics.median(m["knn_qps"]), 1),
+                         "hybrid_qps": round(statistics.median(m["hybrid_qps"]), 1)}
+        out["cluster_over_single"] = {k: round(out["cluster"][k] / out["single"][k], 2) for k in out["single"]}
+        out["loadavg"] = [f"{x:.1f}" for x in __import__("os").getloadavg()]
+    finally:
+        for store in (single, multi):
+            await store.os.indices.delete(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+            tpl = await store.os.indices.get_index_template(name=f"{prefix}-*", ignore=404)
+            for t_ in tpl.get("index_templates", []):
+                await store.os.indices.delete_index_template(name=t_["name"])
+            await store.close()
+    return out
+
+
+def show_cluster(res: dict[str, Any]) -> None:
+    t = Table(title=f"three-node cluster vs single node ({res['chunks']} chunks, {res['queries']} queries, "
+                    f"{res['rounds']} rounds, c={res['concurrency']}, load {' '.join(res['loadavg'])})")
+    for col in ("", "single node (0 replicas)", "3 nodes (1 replica)", "cluster / single"):
+        t.add_column(col, justify="right")
+    for key, label in (("knn_p50_ms", "kNN p50 ms"), ("hybrid_p50_ms", "hybrid p50 ms"), ("knn_qps", "kNN QPS"),
+                       ("hybrid_qps", "hybrid QPS")):
+        t.add_row(label, f"{res['single'][key]:.1f}", f"{res['cluster'][key]:.1f}",
+                  f"{res['cluster_over_single'][key]:.2f}")
+    Console().print(t)
+    Console().print(f"cluster memory (RSS) {res['memory_mb']} MB, {sum(res['memory_mb'].values()):.0f} MB in all")
+
+
 def show(res: dict[str, Any]) -> None:
     console = Console()
     t = Table(title=f"retrieval benchmark ({res['docs']} synthetic docs + KB, {res['queries']} queries)")
@@ -253,7 +383,15 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--cluster", action="store_true", help="three-node cluster vs single node instead")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.cluster:
+        res = asyncio.run(compare_cluster(args.docs, args.queries, args.concurrency, args.rounds))
+        CLUSTER_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        CLUSTER_RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+        show_cluster(res)
+        return
     res = asyncio.run(run(args.docs, args.queries, args.concurrency))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")

@@ -40,9 +40,24 @@ class ServerStatus(BaseModel):
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
-        return True
+    """True when something accepts TCP connections on host:port.
+
+    Our ports lie in Linux's ephemeral range: a dial to a local port nobody listens on can be given that very
+    port as its source and connect to itself (TCP self-connect). That is nobody listening, not a server.
+    """
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout) as sock:
+        return sock.getsockname()[1] != port
+    return False
+
+
+def listening(port: int) -> bool:
+    """True when a socket listens on `port` (read from /proc: no connection is made)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    return True
     return False
 
 

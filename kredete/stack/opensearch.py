@@ -54,7 +54,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from config import ports
-from kredete.stack.base import Server, StackError, ensure_system_user, port_open, run
+from kredete.stack.base import Server, StackError, ensure_system_user, listening, run
 
 OPENSEARCH_VERSION = os.environ.get("KREDETE_OPENSEARCH_VERSION", "3.6.0")
 KNN_VERSION = f"{OPENSEARCH_VERSION}.0"
@@ -416,7 +416,7 @@ class OpenSearchServer(Server):
         return RUN_USER if os.geteuid() == 0 else None
 
     def healthy(self) -> bool:
-        if not port_open(self.port):
+        if not listening(self.port):  # no dial to a port nobody listens on (see base.port_open)
             return False
         try:
             with urllib.request.urlopen(f"{self.url()}/_cluster/health", timeout=3) as resp:  # noqa: S310
@@ -505,18 +505,24 @@ class OpenSearchServer(Server):
     def _mirror(self, dest: Path) -> None:
         """Hard-link the cached node into `dest` (copy if links fail); redone when the cache changes."""
         src_marker = (self.node_dir / MARKER).read_text()
+        if not src_marker.strip():
+            raise StackError(f"{self.node_dir / MARKER} is empty: delete {self.node_dir} to have it assembled again")
         with contextlib.suppress(OSError):
             if (dest / MARKER).read_text() == src_marker:
                 return
         shutil.rmtree(dest, ignore_errors=True)
 
         def link(src: str, dst: str) -> None:
+            if Path(src).name == MARKER:
+                return  # written below as a file of its own
             try:
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
 
         shutil.copytree(self.node_dir, dest, copy_function=link)
+        # Never written through a hard link: that would rewrite the shared cache's marker (and a node starting
+        # at the same moment would read it half-written).
         (dest / MARKER).write_text(src_marker)
 
     def prepare(self) -> None:

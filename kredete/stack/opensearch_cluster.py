@@ -16,12 +16,14 @@ reason, before or while it starts.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from config import ports
-from kredete.stack.base import ServerStatus, StackError, pid_alive
+from kredete.stack.base import ServerStatus, StackError, listening, pid_alive
 from kredete.stack.opensearch import OpenSearchServer
 
 #: One name for every node of the cluster; a node configured with another is refused at start.
@@ -82,11 +84,18 @@ def test_cluster() -> ClusterSpec:
 
 
 def get_json(url: str, timeout: float = 3.0) -> Any:
-    """GET a JSON document from a node (None when it does not answer or answers an error)."""
+    """GET a JSON document from a node (None when it does not answer or answers an error).
+
+    Only a port something listens on is dialled: polling a node that is still starting could otherwise
+    connect to itself (see `base.port_open`) and hold the very port the node is about to bind.
+    """
+    port = urllib.parse.urlsplit(url).port
+    if port is not None and not listening(port):
+        return None
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http://127.0.0.1 only
             return json.loads(resp.read())
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError, http.client.HTTPException):
         return None
 
 
@@ -324,7 +333,7 @@ class SearchCluster:
         """A JSON request to the first running node (other than `avoid`) that answers."""
         last: Exception | None = None
         for node in self.nodes:
-            if node.name == avoid or node.pid() is None:
+            if node.name == avoid or node.pid() is None or not listening(node.port):
                 continue
             data = None if body is None else json.dumps(body).encode()
             req = urllib.request.Request(f"{node.url()}{path}", data=data, method=method,  # noqa: S310
@@ -335,7 +344,7 @@ class SearchCluster:
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:500].decode(errors="replace")
                 raise StackError(f"{method} {path} on {node.name}: HTTP {exc.code} {detail}") from exc
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 last = exc
         raise StackError(f"no node of cluster {self.spec.name} answers ({last})")
 

@@ -116,9 +116,11 @@ class SearchStore:
         hosts = parse_hosts(self._url)
         # Each node gets a try: a refused or reset connection marks that node dead for a while (the pool
         # tries it again later) and goes to the next. With several nodes a timeout is retried too: a node
-        # that stopped answering (paused, partitioned) is as good as gone.
+        # that stopped answering (paused, partitioned) is as good as gone. A 503 is not retried: OpenSearch
+        # answers it for a red index or a cluster without a manager, which another node cannot fix, and
+        # the client would mark the healthy node that said so dead.
         return AsyncOpenSearch(hosts=hosts, timeout=self._timeout, max_retries=max(1, len(hosts)),
-                               retry_on_timeout=len(hosts) > 1, http_compress=True)
+                               retry_on_timeout=len(hosts) > 1, retry_on_status=(502, 504), http_compress=True)
 
     @property
     def shown_url(self) -> str:

@@ -45,18 +45,16 @@ async def store_factory(search_up):
 
 @pytest.fixture(scope="module")
 def scratch_cluster():
-    """Three small nodes of a cluster of their own (`kredete-test`), bootstrapped afresh and removed at the end.
+    """Three small nodes of a cluster of their own (`kredete-test`), bootstrapped afresh, stopped at the end.
 
     They are stopped at the end whatever KREDETE_KEEP_STACK says: three JVMs are too much to leave behind.
     """
     from kredete.stack.opensearch_cluster import SearchCluster, test_cluster
 
     cluster = SearchCluster(test_cluster())
-    cluster.stop()
-    cluster.reset()
+    cluster.reset()  # a new cluster each run; the last run's data and logs stay until then
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
-        cluster.reset()

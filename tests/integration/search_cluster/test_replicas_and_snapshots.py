@@ -111,7 +111,7 @@ async def test_a_snapshot_in_the_backups_bucket_restores_the_indexes(store_facto
     await manager.rebuild(spec)
     report = await repo.restore("t1", replace=True, indices=[index])
     assert report.documents == 5
-    assert list((await store.os.indices.get_alias(name=alias))) == [index]
+    assert list(await store.os.indices.get_alias(name=alias)) == [index]
     assert (await store.os.get(index=alias, id="c0"))["_source"]["case_id"] == "c0"
     with pytest.raises(NotFound):
         await repo.get("no-such-snapshot")
