@@ -15,6 +15,9 @@ from kredete.stack.base import StackError
 from stores.search.catalog import static_specs
 from stores.search.indexes import IndexManager
 
+# Five node starts (the cluster, the drill's restart, three in the rolling restart): ~3 min on a quiet machine,
+# several times that on a loaded one.
+pytestmark = pytest.mark.timeout(1800)
 
 def test_the_cluster_formed_with_one_copy_per_zone(scratch_cluster):
     health = scratch_cluster.health()
