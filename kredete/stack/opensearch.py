@@ -444,6 +444,44 @@ class OpenSearchServer(Server):
         java_home = Path(info.get("java_home", ""))
         return java_home if (java_home / "bin" / "java").exists() else find_java()
 
+    @property
+    def truststore(self) -> Path:
+        return self.conf_dir / "s3-truststore.p12"
+
+    def _write_truststore(self, s3: S3Client | None) -> None:
+        """The JDK's CAs plus KREDETE_S3_CA_FILE (the local stack's CA), for the S3 client's TLS (keytool)."""
+        import hashlib
+
+        stamp = self.conf_dir / ".truststore-digest"
+        if s3 is None or not s3.ca_file or not self.has_plugin("repository-s3"):
+            self.truststore.unlink(missing_ok=True)
+            return
+        from config.paths import local_ca_file
+
+        if Path(s3.ca_file) == local_ca_file():
+            from kredete.stack.tls import ensure_ca
+
+            ensure_ca()  # the local stack's CA, made by whichever server needs it first
+        try:
+            digest = hashlib.sha256(Path(s3.ca_file).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise StackError(f"KREDETE_S3_CA_FILE {s3.ca_file} cannot be read ({exc}); start S3 first "
+                             "(`kredete stack up --only s3`) or unset it") from exc
+        with contextlib.suppress(OSError):
+            if self.truststore.exists() and stamp.read_text() == digest:
+                return
+        keytool = str(self._java() / "bin" / "keytool")
+        tmp = self.truststore.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        # The JDK's cacerts password is the well-known "changeit": a trust store holds public certificates only.
+        run([keytool, "-importkeystore", "-noprompt", "-srckeystore", self._java() / "lib" / "security" / "cacerts",
+             "-srcstorepass", "changeit", "-destkeystore", tmp, "-deststoretype", "PKCS12", "-deststorepass",
+             "changeit"], timeout=120)
+        run([keytool, "-importcert", "-noprompt", "-alias", "kredete-local-ca", "-file", s3.ca_file, "-keystore", tmp,
+             "-storetype", "PKCS12", "-storepass", "changeit"], timeout=120)
+        tmp.replace(self.truststore)
+        stamp.write_text(digest)
+
     def _write_keystore(self, s3: S3Client | None) -> None:
         """The node's keystore with the S3 client's keys, written by OpenSearch's own keystore tool.
 
@@ -549,6 +587,7 @@ class OpenSearchServer(Server):
             + (s3.yml() if s3 and self.has_plugin("repository-s3") else ""))
         (self.conf_dir / "log4j2.properties").write_text(LOG4J2)
         self._write_keystore(s3)
+        self._write_truststore(s3)
         user = self.run_as()
         if user:
             pw = pwd.getpwnam(user)
@@ -588,6 +627,8 @@ class OpenSearchServer(Server):
             f"-javaagent:{agent}",
             "-Dorg.apache.lucene.store.MMapDirectory.sharedArenaMaxPermits=1",
             *(["-XX:+UseCompactObjectHeaders"] if info.get("java_major", 0) >= 25 else []),
+            *([f"-Djavax.net.ssl.trustStore={self.truststore}", "-Djavax.net.ssl.trustStorePassword=changeit",
+               "-Djavax.net.ssl.trustStoreType=PKCS12"] if self.truststore.exists() else []),
             f"-Dopensearch.path.home={home}",
             f"-Dopensearch.path.conf={self.conf_dir}",
             "-Dopensearch.distribution.type=tar",
@@ -601,13 +642,15 @@ class OpenSearchServer(Server):
 
 
 class S3Client(BaseModel):
-    """Where the nodes' S3 client (snapshot repository) connects: the stack's MinIO or KREDETE_S3_URL."""
+    """Where the nodes' S3 client (snapshot repository) connects: the stack's MinIO or KREDETE_S3_URL, as the
+    `backup_writer` principal, trusting KREDETE_S3_CA_FILE besides the JDK's own CAs."""
 
     endpoint: str
     protocol: str
     region: str
     access_key: str | None = None
     secret_key: str | None = None
+    ca_file: str | None = None
 
     def yml(self) -> str:
         # Path-style requests: MinIO (and most S3-compatible stores) serve buckets under the path.
@@ -630,9 +673,11 @@ def s3_client() -> S3Client | None:
         return None
     if not parts.hostname:
         return None
+    from stores.objects.principals import credentials
+
+    access, secret = credentials(s, "backup_writer")  # None: the default chain (an instance role on AWS)
     return S3Client(endpoint=parts.netloc.rsplit("@", 1)[-1], protocol=parts.scheme or "https", region=s.s3_region,
-                    access_key=s.s3_access_key.get_secret_value() if s.s3_access_key else None,
-                    secret_key=s.s3_secret_key.get_secret_value() if s.s3_secret_key else None)
+                    access_key=access, secret_key=secret, ca_file=s.s3_ca_file)
 
 
 # --- smoke routine -------------------------------------------------------------------------------

@@ -63,10 +63,13 @@ class SnapshotRepository:
         if base is None:
             health = await self.store.cluster_health()
             base = f"opensearch/{health.cluster_name}"
+        # The async client on netty: it verifies TLS with the JVM's trust store (the node gets the local stack's
+        # CA there); the default CRT client has its own TLS stack and trusts only the system's CAs.
         settings: dict[str, Any] = {"bucket": self.bucket, "base_path": base, "client": "default",
-                                    "readonly": readonly}
+                                    "readonly": readonly, "s3_async_client_type": "netty"}
         await self.store.call(self.store.os.snapshot.create_repository(
-            repository=self.name, body={"type": "s3", "settings": settings}, params={"verify": "true"}))
+            repository=self.name, body={"type": "s3", "settings": settings}, params={"verify": "true"},
+            request_timeout=120))  # every node writes and reads a test blob
         return f"s3://{self.bucket}/{base}"
 
     async def create(self, name: str | None = None, *, indices: str | None = None) -> SnapshotInfo:
