@@ -431,6 +431,7 @@ class OpenSearchServer(Server):
     # --- what differs between the single node and the nodes of a cluster ---------------------------
     cluster_name = "kredete"
     node_name = "kredete-opensearch"
+    heap = HEAP
 
     def discovery_config(self) -> str:
         """opensearch.yml lines of discovery (a single node elects itself and accepts no other)."""
@@ -613,7 +614,7 @@ class OpenSearchServer(Server):
         agent = next((home / "agent").glob("opensearch-agent-[0-9]*.jar"))
         argv = [
             str(java_home / "bin" / "java"),
-            f"-Xms{HEAP}", f"-Xmx{HEAP}",
+            f"-Xms{self.heap}", f"-Xmx{self.heap}",
             "-XX:+UseG1GC", "-XX:G1ReservePercent=25", "-XX:InitiatingHeapOccupancyPercent=30",
             "-Xshare:auto", "-XX:-OmitStackTraceInFastThrow", "-XX:+ShowCodeDetailsInExceptionMessages",
             "-Dio.netty.noUnsafe=true", "-Dio.netty.noKeySetOptimization=true",

@@ -60,6 +60,8 @@ class NodeSpec:
 class ClusterSpec:
     name: str
     nodes: tuple[NodeSpec, ...]
+    #: Heap of each node (None: KREDETE_OPENSEARCH_HEAP).
+    heap: str | None = None
 
     @property
     def seeds(self) -> list[str]:
@@ -80,7 +82,7 @@ def test_cluster() -> ClusterSpec:
     """A scratch cluster for the cluster tests (own ports and data dirs, beside whatever the stack runs)."""
     return ClusterSpec("kredete-test",
                        tuple(NodeSpec(f"opensearch-test-{i}", http, transport, f"az-{i}")
-                             for i, (http, transport) in enumerate(ports.OPENSEARCH_TEST_NODES, 1)))
+                             for i, (http, transport) in enumerate(ports.OPENSEARCH_TEST_NODES, 1)), heap="384m")
 
 
 def get_json(url: str, timeout: float = 3.0) -> Any:
@@ -113,7 +115,7 @@ def port_held(port: int) -> bool:
 class OpenSearchNode(OpenSearchServer):
     """One node of a multi-node cluster."""
 
-    start_timeout = 180.0
+    start_timeout = 420.0  # a loaded 2-core machine has taken over 3 min to start one node
 
     def __init__(self, cluster: ClusterSpec, index: int, *, cluster_name: str | None = None) -> None:
         spec = cluster.nodes[index]
@@ -124,6 +126,8 @@ class OpenSearchNode(OpenSearchServer):
         self.cluster = cluster
         self.cluster_name = cluster_name or cluster.name
         self.node_name = spec.name
+        if cluster.heap:
+            self.heap = cluster.heap
         #: `stack up` starts the nodes of one cluster at the same time.
         self.start_group = f"opensearch:{cluster.name}"
         self._log_offset = 0

@@ -187,7 +187,7 @@ class SearchStore:
                                     "search did not answer in time") from exc
         except ConnectionError as exc:
             raise SearchUnavailable(f"OpenSearch at {self.shown_url} is unreachable",
-                                    "search is unavailable: no search node answers") from exc
+                                    "search is temporarily unavailable: no search node answers") from exc
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0
             if 400 <= status < 500 and status != 429:

@@ -75,7 +75,7 @@ async def test_no_node_answering_is_a_clear_search_error(store_factory):
     store = SearchStore("http://127.0.0.1:1,http://127.0.0.1:2", timeout=1.0)
     with pytest.raises(SearchUnavailable) as info:
         await store.connect()
-    assert "search is unavailable: no search node answers" in info.value.public_message
+    assert "search is temporarily unavailable: no search node answers" in info.value.public_message
     assert "tools that do not need search still work" in info.value.public_message
 
 
