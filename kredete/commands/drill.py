@@ -118,7 +118,8 @@ def search_node(
     path = Path(out) if out else local_dir() / "drills" / f"search-node-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     drill.save(result, path)
     r = result
-    err.print(f"killed {r.killed} ({r.killed_role}); restart {r.restart_s}s; worst status {r.worst_status_after_kill}",
+    err.print(f"killed {r.killed} ({r.killed_role}); restart {r.restart_s}s; worst status {r.worst_status_after_kill}; "
+              f"green again {r.green_after_s}s after the kill, with every node {r.green_all_nodes_s}s",
               highlight=False)
     err.print(f"queries: {r.queries}; failed: {r.failed_by_kind or 'none'}"
               + (f", between {r.failure_window_s[0]}s and {r.failure_window_s[1]}s after the kill"

@@ -58,7 +58,8 @@ async def test_node_loss_drill_loses_no_acknowledged_write_and_turns_green(scrat
     assert result.lost_acknowledged == 0
     assert result.audit_writes["acknowledged"] > 0 and result.follower["written"] > 0
     assert result.follower["caught_up"] and result.follower["missing"] == 0
-    assert result.green_after_s >= cfg.down_s and scratch_cluster.health()["status"] == "green"
+    assert cfg.down_s <= result.green_after_s <= result.green_all_nodes_s
+    assert scratch_cluster.health()["status"] == "green"
     assert result.queries["search_knowledge"] > 0 and result.queries["search_audit_logs"] > 0
     # reads go to the surviving copies: a query fails only if it was in flight on the node as it died
     assert result.failed_by_kind.get("search_knowledge", 0) + result.failed_by_kind.get("search_audit_logs", 0) <= 2
