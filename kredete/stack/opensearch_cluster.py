@@ -115,7 +115,6 @@ def port_held(port: int) -> bool:
 class OpenSearchNode(OpenSearchServer):
     """One node of a multi-node cluster."""
 
-    start_timeout = 420.0  # a loaded 2-core machine has taken over 3 min to start one node
 
     def __init__(self, cluster: ClusterSpec, index: int, *, cluster_name: str | None = None) -> None:
         spec = cluster.nodes[index]
