@@ -244,8 +244,8 @@ async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds:
     from stores.search.indexes import IndexManager
 
     t = time.perf_counter()
-    stack.up(["opensearch"], profile="default")
-    stack.up(["opensearch"], profile="ha")
+    stack.up(["opensearch"], profile_name="default")
+    stack.up(["opensearch"], profile_name="ha")
     cluster = SearchCluster()
     up_s = time.perf_counter() - t
     prefix = f"kredete-bench-{uuid.uuid4().hex[:6]}"

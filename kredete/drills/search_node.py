@@ -119,9 +119,10 @@ async def run(cfg: DrillConfig, *, cluster: SearchCluster, search_url: str, mong
               say: Callable[[str], None] = print) -> DrillResult:
     """Run the drill against `cluster` (reached at `search_url`); the credit store is a scratch database of
     the MongoDB at `mongo_url` (field encryption under `master_key`)."""
+    from retrieval.indexers import AUDIT_LOGS, AuditScope, DocIndexer, search_index
+
     from retrieval.changes import FEED_NAME, FollowStats, follow
     from retrieval.encoder import SentenceTransformerEncoder
-    from retrieval.indexers import AUDIT_LOGS, AuditScope, DocIndexer, search_index
     from retrieval.ingest import Ingestor
     from retrieval.kb import load_articles
     from retrieval.service import KnowledgeRetriever
