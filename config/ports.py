@@ -37,11 +37,9 @@ MONGO = _port("mongo", 22017)
 MONGO_DEBUG = _port("mongo_debug", 22018)
 OPENSEARCH = _port("opensearch", 24200)
 OPENSEARCH_TRANSPORT = _port("opensearch_transport", 24300)
-# The HA profile's three-node search cluster, and the scratch cluster the cluster tests start (opensearch).
+# The HA profile's three-node search cluster (opensearch; the cluster tests' scratch nodes use free_port).
 OPENSEARCH_NODES = tuple((_port(f"opensearch_{i}", 24200 + i), _port(f"opensearch_{i}_transport", 24300 + i))
                          for i in (1, 2, 3))
-OPENSEARCH_TEST_NODES = tuple((_port(f"opensearch_test_{i}", 24203 + i),
-                               _port(f"opensearch_test_{i}_transport", 24303 + i)) for i in (1, 2, 3))
 S3 = _port("s3", 24000)
 S3_CONSOLE = _port("s3_console", 24001)
 S3_DR = _port("s3_dr", 24010)

@@ -79,10 +79,16 @@ def ha_cluster() -> ClusterSpec:
 
 
 def test_cluster() -> ClusterSpec:
-    """A scratch cluster for the cluster tests (own ports and data dirs, beside whatever the stack runs)."""
+    """A scratch cluster for the cluster tests: own data dirs, and HTTP and transport ports drawn from the
+    scratch range (`ports.free_port`), beside whatever the stack runs."""
+    drawn: list[int] = []
+    while len(drawn) < 6:
+        port = ports.free_port()
+        if port not in drawn:
+            drawn.append(port)
     return ClusterSpec("kredete-test",
-                       tuple(NodeSpec(f"opensearch-test-{i}", http, transport, f"az-{i}")
-                             for i, (http, transport) in enumerate(ports.OPENSEARCH_TEST_NODES, 1)), heap="384m")
+                       tuple(NodeSpec(f"opensearch-test-{i}", drawn[2 * i - 2], drawn[2 * i - 1], f"az-{i}")
+                             for i in (1, 2, 3)), heap="384m")
 
 
 def get_json(url: str, timeout: float = 3.0) -> Any:
