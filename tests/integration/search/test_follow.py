@@ -187,4 +187,5 @@ async def test_an_opensearch_outage_pauses_the_follower_without_skipping_events(
         for t in tpl.get("index_templates", []):
             await store.os.indices.delete_index_template(name=t["name"])
         await store.close()
-    assert store.unavailable >= 3 and stats.last_error and "StoreUnavailable" in stats.last_error
+    # SearchUnavailable is the search store's StoreUnavailable (what the guards map to "temporarily unavailable")
+    assert store.unavailable >= 3 and stats.last_error and "SearchUnavailable" in stats.last_error
