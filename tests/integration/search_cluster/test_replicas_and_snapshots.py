@@ -116,3 +116,25 @@ async def test_a_snapshot_in_the_backups_bucket_restores_the_indexes(store_facto
     with pytest.raises(NotFound):
         await repo.get("no-such-snapshot")
     await repo.delete("t1")
+
+
+async def test_a_red_index_says_so_without_opening_the_stores_breaker(store_factory):
+    """A red index is the cluster's answer about that index: its searches fail with the red-index message,
+    while the store's circuit breaker stays closed and the other indexes are searched as before."""
+    from guards.pipeline import safe_message
+    from stores.search.client import SearchUnavailable
+
+    store = await store_factory()
+    red, fine = store.index_name("red"), store.index_name("fine")
+    # a primary that can be placed on no node: the index is created red
+    await store.os.indices.create(index=red, body={"settings": {
+        "number_of_replicas": 0, "index.routing.allocation.require._name": "no-such-node"}})
+    await store.os.index(index=fine, id="x", body={"text": "still here"}, refresh=True)
+    for _ in range(store.breaker.failures + 2):
+        with pytest.raises(SearchUnavailable) as info:
+            await store.call(store.os.search(index=red, body={"query": {"match_all": {}}}))
+        assert not info.value.outage
+        assert "status red" in safe_message(info.value)[1]
+    assert store.breaker.state == "closed"
+    res = await store.call(store.os.search(index=fine, body={"query": {"match_all": {}}}))
+    assert res["hits"]["total"]["value"] == 1
