@@ -127,7 +127,7 @@ async def test_a_red_index_says_so_without_opening_the_stores_breaker(store_fact
     store = await store_factory()
     red, fine = store.index_name("red"), store.index_name("fine")
     # a primary that can be placed on no node: the index is created red
-    await store.os.indices.create(index=red, body={"settings": {
+    await store.os.indices.create(index=red, wait_for_active_shards=0, body={"settings": {
         "number_of_replicas": 0, "index.routing.allocation.require._name": "no-such-node"}})
     await store.os.index(index=fine, id="x", body={"text": "still here"}, refresh=True)
     for _ in range(store.breaker.failures + 2):
