@@ -8,6 +8,7 @@ only wires them to the adapters and hands each tool call its typed `ToolContext`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from agent_tools.context import ToolContext
+from agent_tools.flags import FlagReader
 from agent_tools.registry import TOOLS
 from agent_tools.repositories import Repositories
 from agent_tools.spec import ToolSpec
@@ -28,7 +30,9 @@ from guards.output_redaction import OutputRedactor
 from guards.ratelimit import RateLimiter, RateLimits
 from guards.redaction import redact, redact_value, require_ner
 from retrieval.search_sync_jobs import SearchSyncJobs
+from services.wiring import ServiceSet, start_services
 from stores.crypto import FieldCipher
+from stores.errors import StoreUnavailable
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
 from stores.postgres import AuditRepository, PostgresStore
@@ -69,15 +73,24 @@ class AgentRuntime:
         self.ai_logger: AILogger | None = None
         self.mongo_jobs: MaintenanceJobs | None = None
         self.search_jobs: SearchSyncJobs | None = None
+        self.services: ServiceSet | None = None
+        self.flags = FlagReader()
+        self._services_retry: asyncio.Task | None = None
         self._retriever: KnowledgeRetriever | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> AgentRuntime:
         """Connect the agent's adapters (the server starts even when a store is down: calls that need it fail
-        with a clear error), wire the guards, start the AI logger, the credit-store and search-sync jobs."""
+        with a clear error), wire the guards, start the services (cache, flags), the AI logger, the credit-store
+        and search-sync jobs."""
         # Never serve text that cannot be redacted: a NER model that fails to load stops the start here.
         require_ner()
         self.wire(await connect_agent(self.settings))
+        try:
+            await self.start_services()
+        except Exception as exc:  # a store down at start (the credit store): retried in the background
+            log.warning("services not started yet: %s", type(exc).__name__)
+            self._services_retry = asyncio.create_task(self._retry_services(), name="start-services")
         await self._start_logger()
         # The search indexes the tools read (the audit log) stay in sync while the server runs.
         s = self.settings
@@ -102,8 +115,26 @@ class AgentRuntime:
                          audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport),
                          redactor=OutputRedactor(deferred, hash_key=key),
                          access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size,
-                                              conversations=deferred))
+                                              conversations=deferred),
+                         switches=self.flags)
         return self
+
+    async def start_services(self) -> ServiceSet:
+        """The services the tools read through (cache-aside over the agent's connections: SELECT-only Postgres,
+        the `agent` Redis user) and the feature-flag provider the guards and tools evaluate. A Redis that is
+        down leaves the cache bypassed and the flags on their code defaults until it answers."""
+        if self.services is None:
+            mongo = self.stores.mongo
+            if mongo is not None and mongo.client is None:  # before anything starts that would then leak
+                raise StoreUnavailable("the credit store is not connected", store="mongo")
+            self.services = await start_services(self.stores, self.settings, flag_domain=self.flags.domain)
+        return self.services
+
+    async def _retry_services(self, every_s: float = 5.0) -> None:
+        while self.services is None:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):
+                await self.start_services()
 
     async def _start_logger(self) -> None:
         s = self.settings
@@ -119,12 +150,17 @@ class AgentRuntime:
             log.warning("credit store jobs not started: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self._services_retry is not None:
+            self._services_retry.cancel()
         if self.search_jobs is not None:
             await self.search_jobs.stop()
         if self.mongo_jobs is not None:
             await self.mongo_jobs.stop()
         if self.ai_logger is not None:
             await self.ai_logger.stop()
+        if self.services is not None:
+            await self.services.close()
+            self.services = None
         if self.stores is not None:
             await self.stores.close()
 
@@ -132,7 +168,8 @@ class AgentRuntime:
     def context(self, state: CallState, scope: Any) -> ToolContext[Any]:
         """The typed context of one tool call, with the scope the guard resolved."""
         return ToolContext(principal=state.principal, scope=scope, repos=self.repos, settings=self.settings,
-                           call=state, ai_log=self.ai_logger, load_retriever=self.retriever)
+                           call=state, ai_log=self.ai_logger, load_retriever=self.retriever,
+                           service_set=self.services, flags=self.flags)
 
     def retriever(self) -> KnowledgeRetriever:
         """Loaded on first use: the embedding model takes seconds to load. Query embeddings are cached in

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from agent_tools.common import ToolInput
 from agent_tools.context import ToolContext
+from agent_tools.flags import known_flag
 from guards.access import ScopeRule
 from guards.principal import Role
 
@@ -38,7 +39,9 @@ class ToolSpec(Generic[I, O, S]):
     the verified principal before `handler` runs (`guards.access`); the handler gets the result as
     `ctx.scope`. `list_field`: the output's list, which the token budget trims and the audit row counts.
     `read_only=False` marks a write (its audit row is written before it runs). `render`: a short text next to
-    the structured content, from the redacted payload.
+    the structured content, from the redacted payload. `enabled_by`: a boolean feature flag
+    (`services.flags.KNOWN_FLAGS`) an operator switches the tool off with; while it is off for the caller the
+    guard refuses the call (audited as denied) before anything is read.
     """
 
     name: str
@@ -52,6 +55,7 @@ class ToolSpec(Generic[I, O, S]):
     list_field: str | None = None
     read_only: bool = True
     render: Callable[[dict[str, Any]], str] | None = None
+    enabled_by: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grant", frozenset(Role(r) for r in self.grant))
@@ -61,6 +65,8 @@ class ToolSpec(Generic[I, O, S]):
             raise ValueError(f"{self.name}: a tool needs a grant (no role may call it otherwise)")
         if not issubclass(self.input_model, ToolInput):
             raise TypeError(f"{self.name}: the input model must subclass agent_tools.common.ToolInput")
+        if self.enabled_by is not None:
+            known_flag(self.enabled_by, "boolean")
         if self.list_field is not None and self.list_field not in self.output_model.model_fields:
             raise ValueError(f"{self.name}: list_field {self.list_field!r} is not a field of the output model")
 

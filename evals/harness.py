@@ -89,6 +89,7 @@ class Dataset:
         """Build the dataset unless an identical one exists; True when it was (re)built."""
         if not fresh and self.is_ready():
             log(f"dataset {self.name}: reusing {self.db} ({self.users} users, seed {self.seed})")
+            asyncio.run(self.current_rates())
             return False
         with contextlib.suppress(FileNotFoundError):
             self.marker.unlink()
@@ -107,9 +108,41 @@ class Dataset:
             log(f"dataset {self.name}: ingest {', '.join(self.ingest)}")
             only = [a for src in self.ingest for a in ("--only", src)]
             _run(["ingest", "--reset", *only], env)
+        log(f"dataset {self.name}: current FX rates")
+        asyncio.run(self.current_rates())
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(json.dumps(self._spec()))
         return True
+
+    async def current_rates(self) -> int:
+        """Observe every enabled corridor's pair again now, at its latest seeded rate, as a rates feed would
+        (through `FXService.record_rate`, evicting the cached rate): the seed's rates end on a fixed day and a
+        quote refuses a rate older than a day. Returns how many rates it recorded."""
+        from datetime import UTC, datetime
+
+        from services.caching import fx_key, read_through
+        from services.fx import FXService
+        from stores.errors import NotFound
+        from stores.registry import connect
+
+        settings = self.settings()
+        stores = await connect(("postgres", "cache"), settings=settings)
+        cache = read_through(stores.cache, settings)
+        try:
+            fx, now, recorded = FXService(stores.postgres, cache=cache), datetime.now(UTC), 0
+            for pair in sorted({(c.source_currency, c.dest_currency) for c in await fx.corridors()}):
+                try:
+                    latest = await fx.fx.latest_rate(*pair)
+                except NotFound:
+                    continue
+                await fx.record_rate({"base_currency": pair[0], "quote_currency": pair[1], "rate": latest.rate,
+                                      "source": "harness", "observed_at": now})
+                await cache.invalidate(fx_key(*pair))
+                recorded += 1
+            return recorded
+        finally:
+            await cache.close()
+            await stores.close()
 
     async def _recreate_databases(self) -> None:
         from stores.mongo.client import MongoStore

@@ -53,3 +53,10 @@ class NotFoundInScope(GuardError):
 class Unavailable(GuardError):
     decision = "error"
     public_message = "a data store is temporarily unavailable; try again shortly"
+
+
+class Disabled(GuardError):
+    """The tool is switched off by an operator (its feature flag): refused before it reads anything."""
+
+    decision = "denied"
+    public_message = "this tool is switched off by the operator; try again later"

@@ -16,7 +16,7 @@ from guards.access import AccessSources, Grants, ScopeRule, authorize
 from guards.audit import AuditWriter
 from guards.bearer import Authenticator
 from guards.call import CallState
-from guards.errors import Unavailable
+from guards.errors import Disabled, Unavailable
 from guards.output_redaction import OutputRedactor
 from guards.principal import Principal, Role
 from guards.ratelimit import RateLimiter
@@ -34,6 +34,13 @@ class ToolDeclaration(Protocol):
     list_field: str | None
     render: Callable[[dict[str, Any]], str] | None
     handler: Callable[[Any, Any], Awaitable[BaseModel]]
+    enabled_by: str | None
+
+
+class Switches(Protocol):
+    """Feature flags as the guards read them: is the boolean flag `key` on for this principal."""
+
+    def enabled(self, key: str, principal: Principal) -> bool: ...
 
 
 def grants_of(tools: Iterable[ToolDeclaration]) -> dict[str, frozenset[Role]]:
@@ -44,7 +51,7 @@ def grants_of(tools: Iterable[ToolDeclaration]) -> dict[str, frozenset[Role]]:
 class Gate:
     def __init__(self, tools: Iterable[ToolDeclaration], *, authenticator: Authenticator,
                  rate_limiter: RateLimiter | None, audit: AuditWriter, redactor: OutputRedactor,
-                 access: AccessSources) -> None:
+                 access: AccessSources, switches: Switches | None = None) -> None:
         self.tools = {t.name: t for t in tools}
         self.tool_names = frozenset(self.tools)
         self.input_models = {n: t.input_model for n, t in self.tools.items()}
@@ -56,6 +63,9 @@ class Gate:
         self.audit_writer = audit
         self.redactor = redactor
         self.access = access
+        #: Tools an operator can switch off: tool name -> its boolean feature flag.
+        self.switched = {n: t.enabled_by for n, t in self.tools.items() if t.enabled_by}
+        self.switches = switches
 
     async def authenticate(self, ctx: Any) -> Principal:
         return await self.authenticator.authenticate(ctx)
@@ -68,6 +78,13 @@ class Gate:
 
     def authorize(self, principal: Principal, tool: str) -> None:
         authorize(principal, tool, self.grants)
+
+    def require_enabled(self, tool: str, principal: Principal) -> None:
+        """Raise Disabled when the tool's feature flag is off for this principal. A switchable tool in a gate
+        without flags is off: nothing could tell whether an operator switched it off."""
+        key = self.switched.get(tool)
+        if key is not None and (self.switches is None or not self.switches.enabled(key, principal)):
+            raise Disabled(f"{tool} is switched off by the operator (feature flag {key}); try again later")
 
     async def audit(self, state: CallState) -> bool:
         """One append-only audit row per call; False when it could not be written."""

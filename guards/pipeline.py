@@ -1,6 +1,7 @@
 """The guard pipeline around every tool call.
 
-authenticate → authorise (role grant) → rate limit → run (row scope inside the store query)
+authenticate → authorise (role grant) → rate limit → switched on? (feature flag) → run (row scope inside the store
+query)
 → redact PII → delimit untrusted text → cap to a token budget → audit (every outcome, denials too).
 
 The MCP middleware (`GuardMiddleware`) owns the outer steps so that calls the SDK rejects before a
@@ -87,7 +88,8 @@ def guarded_tool(spec: ToolDeclaration, host: Callable[[], ToolHost], *,
                  max_tokens: int = MAX_OUTPUT_TOKENS) -> Callable[..., Awaitable[CallToolResult]]:
     """The function the SDK registers for a declared tool: its schema is the input model's.
 
-    Inside the middleware's outer steps it parses the arguments, resolves the declared scope rule from the
+    Inside the middleware's outer steps it refuses a tool an operator switched off (its feature flag), parses
+    the arguments, resolves the declared scope rule from the
     principal, runs `handler(args, context)` (the scope inside the store query), redacts every string,
     delimits free text, caps the size to the token budget and renders a short text next to the structured
     content. Any failure becomes a safe message (and the call's audit decision).
@@ -100,6 +102,7 @@ def guarded_tool(spec: ToolDeclaration, host: Callable[[], ToolHost], *,
             raise ToolError(Unauthenticated.public_message)
         h = host()
         try:
+            h.gate.require_enabled(name, state.principal)
             args = parse_arguments(input_model, state.arguments)
             scope = await spec.scope.resolve(state.principal, args, h.gate.access)
             result = await spec.handler(args, h.context(state, scope))

@@ -205,3 +205,48 @@ def test_the_readme_lists_every_tool_with_its_grant():
     listed = {name: every if roles.strip() == "all roles" else {x.strip() for x in roles.split(",")}
               for name, roles in rows}
     assert listed == {t.name: {r.value for r in t.grant} for t in TOOLS}
+
+
+# --- feature switches ------------------------------------------------------------------------------------
+
+def test_a_switchable_tool_names_a_known_boolean_flag():
+    assert _spec(enabled_by="tools.get_fx_quote.enabled").enabled_by == "tools.get_fx_quote.enabled"
+    for key in ("tools.get_fx_quote.enable", "search_knowledge.default_mode"):  # a typo, a string flag
+        with pytest.raises(ValueError, match="not a known boolean flag"):
+            _spec(enabled_by=key)
+
+
+async def test_a_tool_an_operator_switched_off_is_refused_for_whom_the_flag_is_off():
+    """Evaluated through OpenFeature with the project's provider: targeting on the principal's role, the kill
+    switch, and a gate without flags treats a switchable tool as off."""
+    from openfeature import api
+
+    from agent_tools.flags import FlagReader
+    from guards.errors import Disabled
+    from guards.gate import Gate
+    from services.flags import FlagDefinition, RedisFlagProvider, template
+
+    key = "tools.get_fx_quote.enabled"
+    provider = RedisFlagProvider(None)
+    api.set_provider(provider, "unit-switches")
+    switched, plain = _spec(name="probe_switched", enabled_by=key), _spec(name="probe_plain")
+    gate = Gate([switched, plain], authenticator=None, rate_limiter=None, audit=None, redactor=None,
+                access=ACCESS, switches=FlagReader("unit-switches"))
+    customer, agent = who(Role.CUSTOMER), who(Role.SUPPORT_AGENT)
+    gate.require_enabled("probe_switched", customer)  # unset: the code default (on)
+
+    provider.flags = {key: FlagDefinition.model_validate(
+        {**template(key), "rules": [{"attribute": "role", "in": ["customer"], "variant": "off"}]})}
+    with pytest.raises(Disabled, match=f"probe_switched is switched off .*{key}"):
+        gate.require_enabled("probe_switched", customer)
+    gate.require_enabled("probe_switched", agent)
+    gate.require_enabled("probe_plain", customer)  # a tool without a flag is never switched off
+
+    provider.flags = {key: FlagDefinition.model_validate({**template(key), "enabled": False})}
+    for principal in (customer, agent):
+        with pytest.raises(Disabled):
+            gate.require_enabled("probe_switched", principal)
+    without_flags = Gate([switched], authenticator=None, rate_limiter=None, audit=None, redactor=None,
+                         access=ACCESS)
+    with pytest.raises(Disabled):
+        without_flags.require_enabled("probe_switched", agent)
