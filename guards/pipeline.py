@@ -1,8 +1,7 @@
 """The guard pipeline around every tool call.
 
-authenticate → authorise (role grant) → rate limit → switched on? (feature flag) → run (row scope inside the store
-query)
-→ redact PII → delimit untrusted text → cap to a token budget → audit (every outcome, denials too).
+authenticate → authorise (role grant) → rate limit → switched on (feature flag) → run (row scope inside the
+store query) → redact PII → delimit untrusted text → cap to a token budget → audit (every outcome, denials too).
 
 The MCP middleware (`GuardMiddleware`) owns the outer steps so that calls the SDK rejects before a
 tool runs (unknown tool, arguments failing the schema) are audited as well; `guarded_tool` builds
