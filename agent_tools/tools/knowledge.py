@@ -3,6 +3,7 @@ observation of a conversation (trace)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any, Literal
 
@@ -14,6 +15,11 @@ from agent_tools.spec import ToolSpec
 from guards.access import ALL_ROLES, KnowledgeScope, knowledge
 
 DocType = Literal["kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document"]
+Mode = Literal["hybrid", "knn", "bm25"]
+MODES: tuple[str, ...] = ("hybrid", "knn", "bm25")
+#: The operator's default retrieval mode (OpenFeature; "hybrid" while unset).
+DEFAULT_MODE_FLAG = "search_knowledge.default_mode"
+log = logging.getLogger("kredete.tools.knowledge")
 
 
 class SearchKnowledgeInput(ToolInput):
@@ -21,7 +27,8 @@ class SearchKnowledgeInput(ToolInput):
 
     query: str = Field(min_length=2, max_length=2000)
     k: int = Field(5, ge=1, le=20)
-    mode: Literal["hybrid", "knn", "bm25"] = "hybrid"
+    mode: Mode | None = Field(None, description="Retrieval mode; omitted: the operator's default (hybrid unless "
+                                                "the flag search_knowledge.default_mode says otherwise).")
     doc_types: list[DocType] | None = Field(None, max_length=6)
     min_score: float | None = Field(None, ge=0, le=1)
     conversation_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
@@ -41,12 +48,14 @@ class PassageOut(BaseModel):
 class KnowledgeResults(BaseModel):
     query_id: str
     conversation_id: str
+    #: The mode the search ran in (the one asked for, else the operator's default).
+    mode: Mode
     passages: list[PassageOut]
 
 
 async def search_knowledge(args: SearchKnowledgeInput, ctx: ToolContext[KnowledgeScope]) -> KnowledgeResults:
-    scope = ctx.scope
-    passages = await ctx.retriever.search(args.query, scope.rows, k=args.k, mode=args.mode,
+    scope, mode = ctx.scope, args.mode or default_mode(ctx)
+    passages = await ctx.retriever.search(args.query, scope.rows, k=args.k, mode=mode,
                                           min_score=args.min_score, doc_types=list(scope.doc_types))
     query_id = uuid.uuid4().hex
     out = [PassageOut(citation=p.citation, source_id=p.source_id, doc_type=p.doc_type, title=p.title, text=p.text,
@@ -56,8 +65,17 @@ async def search_knowledge(args: SearchKnowledgeInput, ctx: ToolContext[Knowledg
     await ctx.ai_log.log_conversation_turn(
         conversation.conversation_id, conversation.user_id, "system", f"search_knowledge: {args.query}",
         principal_subject=ctx.principal.subject, retrieved_ids=[p.citation for p in out],
-        metadata={"query_id": query_id, "mode": args.mode, "k": args.k, "observation": "retrieval"})
-    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=conversation.conversation_id)
+        metadata={"query_id": query_id, "mode": mode, "k": args.k, "observation": "retrieval"})
+    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=conversation.conversation_id, mode=mode)
+
+
+def default_mode(ctx: ToolContext[Any]) -> str:
+    """The flag's mode for this caller; a variant that names no mode (a definition set by hand) runs hybrid."""
+    mode = ctx.flag(DEFAULT_MODE_FLAG)
+    if mode not in MODES:
+        log.warning("%s serves %r, not a retrieval mode: searching hybrid", DEFAULT_MODE_FLAG, mode)
+        return "hybrid"
+    return mode
 
 
 def render_passages(p: dict[str, Any]) -> str:
