@@ -5,7 +5,8 @@ wiring; a repository over another table the agent role may read gets one propert
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from config.settings import Settings, resolve
 from stores.crypto import FieldCipher
@@ -28,6 +29,16 @@ from stores.postgres import (
 )
 from stores.registry import Stores
 from stores.search import SearchStore
+
+if TYPE_CHECKING:
+    from services.documents import DocumentService
+
+
+def _with_host(url: str | None, host: str) -> str | None:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 class Repositories:
@@ -111,3 +122,20 @@ class Repositories:
     def search(self) -> SearchStore:
         """The search adapter (the audit-log index of `search_audit_logs`)."""
         return self._need("search")
+
+    # --- objects ----------------------------------------------------------------------------------------------
+    @cached_property
+    def documents(self) -> DocumentService:
+        """Customers' documents as the `documents` S3 principal: presigned 15-minute links under one user's
+        prefix, never the objects themselves (the server holds no other S3 credentials)."""
+        from services.documents import DocumentService  # boto3's signer: built only when a tool needs it
+
+        s, host = self._settings, self._settings.document_link_host
+        if host:  # signed for the name customers download from (SigV4 signs the host)
+            s = s.model_copy(update={k: _with_host(getattr(s, k), host) for k in ("s3_url", "s3_dr_url")})
+        return DocumentService.from_settings(s)
+
+    async def close(self) -> None:
+        """Close what the repositories opened themselves (the store adapters are the process's)."""
+        if "documents" in self.__dict__:
+            await self.documents.close()

@@ -161,6 +161,8 @@ class AgentRuntime:
         if self.services is not None:
             await self.services.close()
             self.services = None
+        if self.repos is not None:
+            await self.repos.close()
         if self.stores is not None:
             await self.stores.close()
 

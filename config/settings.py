@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
     #: comma-separated. Empty (the default): the client address is the socket peer, whatever the headers say.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Host name the links of `get_document_link` name instead of the S3 endpoints' own host: a name customers
+    #: reach the same servers by (an internal address is redacted out of any tool output, which would break the
+    #: link). Unset: the endpoints' host (local stack: localhost, which its TLS certificates name).
+    document_link_host: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -346,6 +350,7 @@ def resolve(settings: Settings | None = None) -> Settings:
             "s3_secret_key": lambda: SecretStr(secret("minio_root")),
             "s3_principals": principals,
             "s3_audit_token": lambda: SecretStr(secret("minio_audit_token")),
+            "document_link_host": lambda: "localhost",
         })
     if s.mongo_url is not None or pg_external:
         defaults.pop("ferretdb_postgres_url")  # an external MongoDB-wire server: its backend is not ours to guess

@@ -185,7 +185,7 @@ def own_rows(narrow_to: str | None = None) -> ScopeRule[RowScope]:
 
 @dataclass(frozen=True)
 class _OneUser:
-    arg: str
+    arg: str | None
     summary: str = ("one user: a customer's own; staff must name one inside their scope (coaches: assigned "
                     "users)")
 
@@ -196,8 +196,9 @@ class _OneUser:
         return UserScope(user_id=uid, rows=await scope_for(principal, uid, access.assignments))
 
 
-def one_user(arg: str = "user_id") -> ScopeRule[UserScope]:
-    """The one user the call is about: a customer's own (from the token), or the `arg` staff must pass."""
+def one_user(arg: str | None = "user_id") -> ScopeRule[UserScope]:
+    """The one user the call is about: a customer's own (from the token), or the `arg` staff must pass
+    (`arg=None`: the caller's own user only, for tools granted to customers alone)."""
     return _OneUser(arg)
 
 

@@ -7,6 +7,8 @@ instructions stay bare:
 * values of the identifier, enum, code and cursor fields in `BARE_FIELDS` (ids, status, kind, currency,
   cursors...), and only when the value is one short identifier-like token that does not look like an
   injection. Anything else in such a field (a planted sentence in `status`) is wrapped like free text.
+* values of the link fields in `LINK_FIELDS` (a presigned download link the server signed) that are, in full,
+  one https URL without spaces or quotes.
 
 So a new output field is delimited unless someone adds it to the allow-list on purpose, and enum, UUID and
 date-time values still validate against the published output schemas.
@@ -29,12 +31,12 @@ BARE_FIELDS = frozenset(
         # identifiers
         "id", "transaction_id", "user_id", "wallet_id", "report_id", "plan_id", "step_id", "item_id",
         "dispute_id", "query_id", "conversation_id", "feedback_id", "citation", "source_id", "request_id",
-        "actor_user_id", "counterparty_user_id", "account_number_last4", "reference",
+        "actor_user_id", "counterparty_user_id", "account_number_last4", "reference", "document_id",
         # enums and codes
         "kind", "status", "direction", "entry_type", "doc_type", "decision", "actor_role", "source",
         "from_status", "to_status", "channel", "outcome", "label", "mode", "bureau", "country", "score_model",
         "account_type", "factor", "currency", "dest_currency", "corridor", "payment_history", "reason",
-        "counterparty_type",
+        "counterparty_type", "sell_currency", "buy_currency",
         # numbers and timestamps carried as strings
         "fx_rate", "created_at", "updated_at", "completed_at", "fx_rate_observed_at", "valid_from", "pulled_at",
         "opened_on", "closed_on", "reported_on", "as_of", "due_on", "opened_at", "resolved_at", "at", "sent_at",
@@ -43,6 +45,10 @@ BARE_FIELDS = frozenset(
         "next_cursor", "cursor",
     }
 )
+
+#: Output fields holding a link the server made (get_document_link's presigned URL).
+LINK_FIELDS = frozenset({"url"})
+_LINK = re.compile(r"https://[A-Za-z0-9.-]{1,253}(:\d{1,5})?/[A-Za-z0-9._~/%-]{0,1024}(\?[A-Za-z0-9._~%=&-]{0,2048})?")
 
 # One short token: letters, digits and a few joiners (snake_case enums, ISO codes, ids, cursors).
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#+\-=/]{0,127}")
@@ -74,6 +80,8 @@ def stays_bare(key: str | None, value: str) -> bool:
     """Whether `value` (under field `key`) is an identifier, enum value, number or timestamp, not text."""
     if not value or _SHAPED.fullmatch(value):
         return True
+    if key in LINK_FIELDS:
+        return bool(_LINK.fullmatch(value)) and not looks_like_injection(value)
     return key in BARE_FIELDS and bool(_TOKEN.fullmatch(value)) and not looks_like_injection(value)
 
 

@@ -267,3 +267,14 @@ def test_dates_and_ids_still_arrive_as_json_strings():
     args = parse_arguments(SearchTransactionsInput, {"user_id": str(uid), "date_from": "2026-01-02T03:04:05Z",
                                                      "limit": 5, "status": "completed"})
     assert args.user_id == uid and args.date_from.year == 2026 and args.limit == 5
+
+
+def test_a_link_field_stays_bare_only_as_one_https_url():
+    link = ("https://localhost:24000/kredete-documents/users/5f0c3f9e-8c1e-4a57-9d7e-2b3f7c9a1e11/kyc/kyc-summary.txt"
+            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=kredete-documents%2F20261206%2Fus-east-1%2Fs3"
+            "&X-Amz-Expires=900&X-Amz-Signature=3f1a0b6c")
+    assert stays_bare("url", link)
+    for planted in ("https://x.example/a b", "see https://x.example/", "http://x.example/a", "javascript:alert(1)",
+                    "https://x.example/\"><script>", "https://x.example/a?system:=1"):
+        assert not stays_bare("url", planted), planted
+    assert not stays_bare("title", link)  # only link fields
