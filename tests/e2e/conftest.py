@@ -79,6 +79,15 @@ async def facts(e2e_settings) -> Facts:
             {}, {"user_id": 1}).to_list(None)})
         reported = {d["user_id"] for d in await stores.mongo.db.credit_reports.find({}, {"user_id": 1}).to_list(None)}
         candidates = [u for u in with_tx if str(u) in disputed and str(u) in reported]
+        from services.documents import DocumentService
+
+        documents = DocumentService.from_settings(e2e_settings)
+        try:
+            documented = {u for u in candidates if await documents.list_documents(u, limit=1)}
+        finally:
+            await documents.close()
+        # Customers with documents in S3 first: get_document_link needs one of theirs (stable otherwise).
+        candidates.sort(key=lambda u: u not in documented)
         assert len(candidates) >= 2, "seed must give at least two customers with transactions, reports and disputes"
         alice, bob = candidates[0], candidates[1]
         from stores.crypto import FieldCipher
