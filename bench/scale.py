@@ -1,0 +1,267 @@
+"""The credit store at size: seeding throughput, and its repository reads with and without the pushdown indexes.
+
+A reduced form of issue 20's benchmark (which asks for every MCP tool over streamable HTTP at 1k/10k/100k users):
+this one measures the credit-store side, where the latency grew with size, at the sizes given (default 5000).
+
+For one dataset of N users (the documents `kredete seed` writes to the credit store):
+  seeding     `seed_credit_store_async` (unordered `insert_many` batches, several in flight), against raw
+              `insert_many` of the very same documents (built beforehand, one ordered call per collection) into
+              another database, and against the seeder run one request at a time (`--parallel 1`, the loop's
+              shape before issue 20); then the pushdown index build on the loaded tables;
+  reads       p50/p99 of the repository calls behind `get_credit_report`, `get_score_history`, `list_disputes`
+              (customer) and `list_disputes` (staff queue), over random users, each call made on the raw copy
+              (FerretDB's own btree indexes only, as before issue 20) and on the seeded one (+ the pushdown
+              indexes) in turn; plus the `explain` of each filter on both.
+Writes bench/results/scale.json (merged per size, so sizes accumulate and an interrupted run resumes: a fully
+seeded `kredete_scale_<N>` database is reused, a partly seeded one resumes from its checkpoints).
+
+    .venv/bin/python bench/scale.py --users 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from config.settings import resolve  # noqa: E402
+from kredete.seed.mongo import BATCH, SEEDED, _build_batch, seed_credit_store_async  # noqa: E402
+from kredete.seed.people import person  # noqa: E402
+from stores.mongo.client import MongoStore  # noqa: E402
+from stores.mongo.collections import SPECS, ensure_schema  # noqa: E402
+from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository  # noqa: E402
+from stores.mongo.encryption import open_field_encryption  # noqa: E402
+from stores.mongo.pushdown import PushdownIndexer, ensure_pushdown_indexes, explain_find, index_scans  # noqa: E402
+from stores.scope import RowScope  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+#: Disk one seeded user takes in FerretDB's PostgreSQL tables (heap + TOAST + indexes): dbStats' totalSize
+#: at 200 users, rounded up (dbStats is not read at size: FerretDB 1.24 counts every
+#: document for it). The bench holds up to three copies at once (seeder, raw, one-at-a-time).
+BYTES_PER_USER = 56_000
+out = Console()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(ms), 2), "p99_ms": round(pct(ms, 0.99), 2), "calls": len(ms)}
+
+
+def check_disk(users: int, copies: int) -> None:
+    """Refuse up front a size that does not fit (PostgreSQL's data lives in the worktree's .local/)."""
+    need = BYTES_PER_USER * users * copies * 1.3  # + WAL and sort space while loading and indexing
+    free = shutil.disk_usage(ROOT).free
+    if need > free:
+        sys.exit(f"refused: {users} users need about {need / 2**30:.1f} GiB ({copies} database(s)), "
+                 f"{free / 2**30:.1f} GiB free")
+
+
+async def fresh(url: str, name: str, timeout: float = 5.0) -> MongoStore:
+    store = await MongoStore(url, name, timeout=timeout).connect()
+    await store.drop_database()
+    return store
+
+
+async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, skip_seq: bool) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    n = len(people)
+    quiet = Console(quiet=True)
+    # The seeder, as `kredete seed` runs it (pushdown indexes timed separately below).
+    store = await fresh(url, f"kredete_scale_{n}", timeout=60)
+    t0 = time.perf_counter()
+    counts = await seed_credit_store_async(settings, people, seed, quiet, db=store.db, pushdown=False)
+    res["seeder_s"] = round(time.perf_counter() - t0, 2)
+    res["documents"] = counts
+    out.print(f"seeder: {res['seeder_s']} s for {sum(counts.values())} documents")
+    t0 = time.perf_counter()
+    rep = await ensure_pushdown_indexes(store.db, _backend(settings))
+    res["pushdown_index_build_s"] = round(time.perf_counter() - t0, 2)
+    res["pushdown_indexes"] = [{"collection": r.collection, "field": r.field, "status": r.status,
+                                "seconds": r.seconds, "size_bytes": r.size_bytes} for r in rep.rows]
+    await store.close()
+
+    # Raw insert_many of the same documents: built first (not timed), then one ordered call per collection.
+    # One call per collection sends up to 100k documents per message: the socket timeout must outlast it.
+    raw = await fresh(url, f"kredete_scale_{n}_raw", timeout=300)
+    await ensure_schema(raw.db)
+    enc = await open_field_encryption(raw.db, settings.field_encryption_master_key.get_secret_value())
+    try:
+        t0 = time.perf_counter()
+        docs: dict[str, list[dict[str, Any]]] = {c: [] for c in SEEDED}
+        for i in range(0, n, BATCH):
+            for coll, part in (await _build_batch(enc, people[i:i + BATCH], seed)).items():
+                docs[coll] += part
+        res["build_documents_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        for coll in SEEDED:
+            if docs[coll]:
+                await raw.db[coll].insert_many(docs[coll])
+        res["raw_insert_many_s"] = round(time.perf_counter() - t0, 2)
+    finally:
+        await enc.close()
+    del docs
+    await raw.close()  # kept: the reads "without the pushdown indexes" run on this copy
+    out.print(f"raw insert_many: {res['raw_insert_many_s']} s (+{res['build_documents_s']} s building the documents)")
+
+    if not skip_seq:
+        seq = await fresh(url, f"kredete_scale_{n}_seq")
+        t0 = time.perf_counter()
+        await seed_credit_store_async(settings, people, seed, quiet, db=seq.db, pushdown=False, parallel=1,
+                                      batch_users=200)
+        res["seeder_one_request_at_a_time_s"] = round(time.perf_counter() - t0, 2)
+        await seq.drop_database()
+        await seq.close()
+        out.print(f"seeder, one request at a time: {res['seeder_one_request_at_a_time_s']} s")
+    return res
+
+
+def _backend(settings: Any) -> str | None:
+    url = settings.ferretdb_postgres_url
+    return url.get_secret_value() if url else None
+
+
+def _plan(explain: dict[str, Any]) -> dict[str, Any]:
+    plan = (explain.get("queryPlanner") or {}).get("Plan") or {}
+    return {"filter_pushdown": bool(explain.get("filterPushdown")), "sort_pushdown": bool(explain.get("sortPushdown")),
+            "node": plan.get("Node Type"), "index_scans": index_scans(explain),
+            "total_cost": plan.get("Total Cost"), "plan_rows": plan.get("Plan Rows")}
+
+
+async def time_reads(settings: Any, dbs: dict[str, Any], users: list[str], calls: int,
+                     queue_calls: int) -> dict[str, Any]:
+    """Each call on every database in turn (order alternating), so the shared machine's load hits all alike."""
+    repos = {}
+    encs = []
+    for label, db in dbs.items():
+        enc = await open_field_encryption(db, settings.field_encryption_master_key.get_secret_value())
+        encs.append(enc)
+        repos[label] = (CreditReportRepository(db, encryption=enc), ScoreHistoryRepository(db),
+                        DisputeRepository(db, encryption=enc))
+    staff = RowScope.everyone()
+    ops: dict[str, tuple[Callable[[tuple, str], Awaitable[Any]], int]] = {
+        "get_credit_report": (lambda r, u: r[0].latest(RowScope.users(u), u), calls),
+        "get_score_history": (lambda r, u: r[1].series(RowScope.users(u), u), calls),
+        "list_disputes (customer)": (lambda r, u: r[2].list(RowScope.users(u), user_id=u), calls),
+        "list_disputes (staff queue)": (lambda r, u: r[2].queue(staff), queue_calls),
+    }
+    res: dict[str, Any] = {label: {} for label in dbs}
+    try:
+        for name, (op, k) in ops.items():
+            sample = random.Random(name).sample(users, min(k + 3, len(users)))
+            ms: dict[str, list[float]] = {label: [] for label in dbs}
+            for i, u in enumerate(sample):
+                order = list(dbs) if i % 2 == 0 else list(reversed(dbs))
+                for label in order:
+                    t0 = time.perf_counter()
+                    await op(repos[label], u)
+                    if i >= 3:  # the first calls warm connections, plans and caches
+                        ms[label].append((time.perf_counter() - t0) * 1000)
+            for label in dbs:
+                res[label][name] = summary(ms[label])
+            out.print(f"  {name}: " + ", ".join(f"{label} p50 {res[label][name]['p50_ms']} ms" for label in dbs))
+    finally:
+        for enc in encs:
+            await enc.close()
+    u = users[0]
+    shapes = {"get_credit_report": ("credit_reports", {"user_id": {"$eq": u}}),
+              "get_score_history": ("score_history", {"user_id": {"$eq": u}}),
+              "list_disputes (customer)": ("dispute_cases", {"user_id": {"$eq": u}}),
+              "list_disputes (staff queue)": ("dispute_cases", {})}
+    for label, db in dbs.items():
+        for name, (coll, flt) in shapes.items():
+            res[label][name]["explain"] = _plan(await explain_find(db, coll, flt))
+    return res
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = resolve()
+    url = settings.mongo_url.get_secret_value()
+    n = args.users
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    entry = results.setdefault("sizes", {}).setdefault(str(n), {})
+    people = [person(args.seed, i) for i in range(n)]
+    ids = [str(p.user_id) for p in people]
+
+    # Long socket timeouts: the staff queue without an index reads every dispute, on a loaded shared machine.
+    store = await MongoStore(url, f"kredete_scale_{n}", timeout=60).connect()
+    plain = await MongoStore(url, f"kredete_scale_{n}_raw", timeout=60).connect()
+    finished = await store.db["load_progress"].count_documents({}) if not args.reseed else 0
+    # The raw copy is complete when its last collection holds the last user's documents (FerretDB counts by
+    # reading every document: too slow to compare counts).
+    same = await plain.db[SEEDED[-1]].find_one({"user_id": {"$eq": ids[-1]}}) is not None
+    if not (finished >= -(-n // BATCH) and same and "seeding" in entry):
+        check_disk(n, 2 if args.skip_seq else 3)
+        entry["seeding"] = await time_seeding(settings, url, people, args.seed, args.skip_seq)
+        _write(results)
+    else:
+        out.print(f"reusing kredete_scale_{n} ({finished} checkpointed batches) and kredete_scale_{n}_raw")
+    backend = _backend(settings)
+    no_pushdown = [s.__class__(**{**s.__dict__, "pushdown": ()}) for s in SPECS]
+    # The raw copy keeps FerretDB's own (btree) indexes only: the state before issue 20.
+    await ensure_schema(plain.db)
+    await PushdownIndexer(plain.db, backend, specs=no_pushdown).ensure()
+    await ensure_pushdown_indexes(store.db, backend)
+    out.print("reads, interleaved (without: FerretDB's btree indexes only; with: + the pushdown indexes):")
+    got = await time_reads(settings, {"without": plain.db, "with": store.db}, ids, args.calls, args.queue_calls)
+    reads = {"without_pushdown_indexes": got["without"], "with_pushdown_indexes": got["with"]}
+    entry["reads"] = reads
+    entry["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    entry["load_average_1_5_15"] = [round(x, 1) for x in os.getloadavg()]  # the machine is shared
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "server": "FerretDB 1.24 on PostgreSQL 15 (local stack), shared machine",
+                          "plan_cache_mode": "force_custom_plan (set on FerretDB's database)"}
+    _write(results)
+    await store.close()
+    await plain.close()
+
+    table = Table(title=f"credit store at {n} users (repository calls, ms)")
+    for col in ("call", "p50 before", "p99 before", "p50 after", "p99 after", "scan before", "scan after"):
+        table.add_column(col)
+    b, a = reads["without_pushdown_indexes"], reads["with_pushdown_indexes"]
+    for name in b:
+        table.add_row(name, str(b[name]["p50_ms"]), str(b[name]["p99_ms"]), str(a[name]["p50_ms"]),
+                      str(a[name]["p99_ms"]), ",".join(b[name]["explain"]["index_scans"]) or b[name]["explain"]["node"],
+                      ",".join(a[name]["explain"]["index_scans"]) or a[name]["explain"]["node"])
+    out.print(table)
+    out.print(f"written: {RESULTS.relative_to(ROOT)}")
+
+
+def _write(results: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--users", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--calls", type=int, default=100, help="timed calls per per-user read")
+    p.add_argument("--queue-calls", type=int, default=10, help="timed calls of the staff queue (a full scan)")
+    p.add_argument("--skip-seq", action="store_true", help="skip the one-request-at-a-time seeding run")
+    p.add_argument("--reseed", action="store_true", help="seed again even if the database is complete")
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
