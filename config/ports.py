@@ -51,6 +51,18 @@ S3_COLD_CONSOLE = _port("s3_cold_console", 24021)
 S3_AUDIT = _port("s3_audit", 24022)
 
 
+# --- monitoring (Prometheus, Alertmanager, exporters): 23100-23139 -------------------------------------
+PROMETHEUS = _port("prometheus", 23100)
+ALERTMANAGER = _port("alertmanager", 23101)
+REDIS_EXPORTER = _port("redis_exporter", 23120)
+COLLECTOR = _port("collector", 23130)
+
+
+def postgres_exporter(server: str, index: int) -> int:
+    """Port of the postgres_exporter of one PostgreSQL server of the stack (the primary is index 0)."""
+    return _port(f"{server.replace('-', '_')}_exporter", 23110 + index)
+
+
 #: Where `free_port` draws scratch ports from: below the ephemeral range and clear of the defaults above.
 SCRATCH_RANGE = (15_000, 19_999)
 

@@ -20,6 +20,8 @@ _NAMES = (
     "minio_principal_key", "minio_audit_token",
     # backups (ops-backups): pgBackRest's repository passphrase; Redis user that may take RDB snapshots
     "pgbackrest_cipher_pass", "redis_backup",
+    # monitoring: the exporters' own least-privilege logins
+    "postgres_exporter", "redis_exporter",
 )
 
 

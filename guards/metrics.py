@@ -5,6 +5,7 @@ Labels carry tool names, decisions and PII kinds only: never principals, argumen
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -27,4 +28,5 @@ def record_call(tool: str, decision: str, seconds: float, redactions: dict[str, 
 
 
 def exposition() -> bytes:
-    return generate_latest(REGISTRY)
+    # The default registry holds the store adapters' pool gauges (stores/metrics.py) and process metrics.
+    return generate_latest(REGISTRY) + generate_latest(DEFAULT_REGISTRY)

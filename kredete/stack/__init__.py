@@ -25,7 +25,8 @@ __all__ = ["Server", "ServerStatus", "Skipped", "StackError", "all_servers", "do
 #: Servers that need another server of the stack running first (`up --only X` starts those too).
 DEPENDS = {"postgres-replica": ("postgres",), "postgres-replica2": ("postgres",), "mongo": ("postgres",),
            # S3 is the primary with its log receiver, remote tier and DR region (replication target)
-           "s3": ("s3-audit", "s3-cold"), "s3-dr": ("s3-audit",)}
+           "s3": ("s3-audit", "s3-cold"), "s3-dr": ("s3-audit",),
+           "prometheus": ("alertmanager",)}
 #: The HA profile: Patroni members need the etcd quorum; FerretDB needs a leader.
 HA_DEPENDS = {**{f"ha-pg{i}": ("etcd1", "etcd2", "etcd3") for i in (1, 2, 3)},
               "mongo": ("etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3")}
@@ -63,7 +64,9 @@ class Skipped:
 
 
 def all_servers(name: str | None = None) -> list[Server]:
-    """Servers in start order (the replica needs its primary) of a profile (default: the current one)."""
+    """Servers in start order (the replica needs its primary) of a profile (default: the current one); the
+    monitoring servers of that plan last."""
+    from kredete.stack.exporters import monitoring_servers
     from kredete.stack.opensearch import OpenSearchServer
     from kredete.stack.opensearch_cluster import OpenSearchNode, ha_cluster
 
@@ -72,15 +75,17 @@ def all_servers(name: str | None = None) -> list[Server]:
         from kredete.stack.patroni import PatroniMember
 
         cluster = ha_cluster()
-        return [*(EtcdMember(i) for i in range(MEMBERS)), *(PatroniMember(i) for i in range(MEMBERS)),
+        data = [*(EtcdMember(i) for i in range(MEMBERS)), *(PatroniMember(i) for i in range(MEMBERS)),
                 redis_server(get_settings().redis_topology), FerretDBServer(),
                 *(OpenSearchNode(cluster, i) for i in range(len(cluster.nodes))), AccessLogReceiver(),
                 MinioColdServer(), MinioServer(), MinioReplicaServer()]
+        return [*data, *monitoring_servers(data)]
     primary = PostgresPrimary()
-    return [primary, PostgresReplica(primary),
+    data = [primary, PostgresReplica(primary),
             PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2),
             redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
             MinioColdServer(), MinioServer(), MinioReplicaServer()]
+    return [*data, *monitoring_servers(data)]
 
 
 def _why_not_local(name: str, settings: Settings) -> Skipped | None:
@@ -141,6 +146,10 @@ def plan(only: Iterable[str] | None = None, settings: Settings | None = None,
     not_run: list[Skipped] = []
     for server in servers:
         why = _why_not_local(server.name, settings)
+        watched = getattr(server, "watches", None)  # an exporter runs only next to its local store
+        if why is None and watched is not None and (inner := _why_not_local(watched, settings)) is not None:
+            why = Skipped(server.name, f"not run: {watched} is not local ({inner.reason}); its managed "
+                                       "service's own monitoring applies")
         if why is None:
             run.append(server)
         else:

@@ -64,6 +64,10 @@ def acl_lines(*, cluster: bool) -> str:
         # one was saved; no key access.
         f"user backup on >{s['redis_backup']} -@all +ping +info +lastsave +replconf +sync +psync\n"
         f"user replication on >{s['redis_replication']} -@all +psync +replconf +ping\n"
+        # prometheus-redis-exporter (monitoring): server statistics only, no key or value.
+        f"user exporter on >{s['redis_exporter']} -@all +info +ping +config|get +slowlog|get +slowlog|len "
+        "+latency|latest +latency|histogram +client|list +client|setname +cluster|info +cluster|nodes +dbsize "
+        "+memory|stats +select\n"
     )
 
 

@@ -25,6 +25,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from stores import metrics
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
 
@@ -102,6 +103,7 @@ class CacheStore:
                                                 health_check_interval=30)
         except ValueError as exc:
             raise StoreConfigError(f"malformed Redis URL {redact_url(self._url)}", store="redis") from exc
+        metrics.track_redis(self)  # pool gauges on /metrics
         await self.ping()
         return self
 

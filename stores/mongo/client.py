@@ -12,6 +12,7 @@ from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidURI, Op
 
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreUnavailable, redact_url
+from stores.metrics import MONGO_POOLS
 
 #: The collection a probe reads (FerretDB answers for a collection it does not know without asking its
 #: backend, so a probe reads one every credit store has).
@@ -45,6 +46,7 @@ class MongoStore:
                 self._url, serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
                 socketTimeoutMS=max(self._timeout_ms * 2, 10_000), tz_aware=True, uuidRepresentation="standard",
                 retryWrites=False,  # FerretDB 1.x has no retryable writes; retries are ours (tenacity)
+                event_listeners=[MONGO_POOLS],  # pool gauges on /metrics
             )
         except (InvalidURI, ConfigurationError, ValueError) as exc:
             raise StoreConfigError(f"malformed MongoDB URL {redact_url(self._url)}", store="mongo") from exc

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from config.logs import current_request_id
+from stores import metrics
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
 from stores.postgres.errors import is_outage
@@ -142,6 +144,7 @@ class PostgresStore:
         self._lag_checked_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None
         self.breaker = Breaker(name, probe=self._probe)
+        metrics.track_postgres(self)  # pool gauges on /metrics
 
     # --- compatibility: one replica --------------------------------------------------------------
     @property
@@ -364,6 +367,9 @@ class PostgresStore:
                 self.breaker.failure(exc)
                 raise _connection_failed(exc) from exc
         try:
+            rid = current_request_id()
+            if rid:  # the session carries the MCP call's id into the server's logs (reset on release)
+                await conn.execute("SELECT set_config('application_name', $1, false)", f"kredete:{rid}"[:63])
             yield conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.

@@ -1,0 +1,1 @@
+"""Operations: the metrics collector, `kredete ops` (status, slow statements) and `kredete capacity`."""

@@ -1,0 +1,341 @@
+"""Prometheus from Debian's `prometheus`: scrapes every target of the stack plan and evaluates the rules.
+
+The configuration is rendered from the stack plan at every `stack up` (reloaded when it changed), so the
+targets follow the plan: an exporter per PostgreSQL server (primary and every replica), the redis
+exporter once per Redis node, FerretDB's debug endpoint, each MinIO's metrics, the collector (OpenSearch,
+storage, change feeds) and Alertmanager. Processes that come and go (MCP servers over HTTP, benchmarks)
+announce their `/metrics` in a file_sd file (`announce_metrics`) that they remove when they stop.
+
+Rules come from `monitoring/rules/*.yml`, copied into the data dir with every `for:` capped by
+`KREDETE_MONITOR_FOR_CAP_S` when set (test and bench profiles); the thresholds they compare against
+are recorded as `kredete_alert_threshold{threshold=...}` from the monitoring settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config import ports
+from config.monitoring import MonitoringSettings, load_monitoring_settings
+from config.paths import local_dir
+from config.secrets import local_secrets
+from kredete.stack.base import Server, StackError, pid_alive, run
+from kredete.stack.exporters import MONITORING_DIR, MonitoringServer, http_ok
+
+#: Jobs whose targets announce themselves (file_sd); anything else is static, from the stack plan.
+ANNOUNCED_JOBS = ("mcp", "app")
+
+
+def targets_dir() -> Path:
+    return local_dir() / "prometheus" / "targets"
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value * 1000)}ms"
+
+
+def _parse_duration(text: str) -> float:
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", str(text)):
+        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+                                  "y": 31536000}[unit]
+    return total
+
+
+def render_rules(settings: MonitoringSettings) -> dict[str, str]:
+    """Rule files by name: the repo's, `for:` capped when the profile asks, plus the thresholds."""
+    out: dict[str, str] = {}
+    cap = settings.monitor_for_cap_s
+    for path in sorted((MONITORING_DIR / "rules").glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        if cap is not None:
+            for group in doc.get("groups", []):
+                for rule in group.get("rules", []):
+                    if "for" in rule and _parse_duration(rule["for"]) > cap:
+                        rule["for"] = _seconds(cap)
+        out[path.name] = (f"# From monitoring/rules/{path.name}"
+                          f"{f' (for: capped at {cap:g}s)' if cap is not None else ''}; edits here are overwritten.\n"
+                          + yaml.safe_dump(doc, sort_keys=False, width=120))
+    thresholds = [{"record": "kredete_alert_threshold", "expr": f"vector({value!r})", "labels": {"threshold": name}}
+                  for name, value in sorted(settings.thresholds().items())]
+    out["_thresholds.yml"] = ("# The KREDETE_ALERT_* settings as series the rules compare against.\n"
+                              + yaml.safe_dump({"groups": [{"name": "kredete-thresholds", "rules": thresholds}]},
+                                               sort_keys=False))
+    return out
+
+
+def _static(job: str, targets: list[tuple[str, dict[str, str]]], **extra: Any) -> dict[str, Any]:
+    return {"job_name": job, **extra,
+            "static_configs": [{"targets": [t], "labels": labels} for t, labels in targets]}
+
+
+def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_file: Path) -> list[dict[str, Any]]:
+    """One job per kind of target, from the servers the stack plan runs."""
+    from kredete.stack.alertmanager import AlertmanagerServer
+    from kredete.stack.exporters import CollectorServer, PostgresExporter, RedisExporter
+    from kredete.stack.ferretdb import FerretDBServer
+    from kredete.stack.minio import MinioServer
+
+    timeout = _seconds(min(10.0, settings.monitor_scrape_interval_s))
+    jobs: list[dict[str, Any]] = [
+        _static("prometheus", [(f"127.0.0.1:{ports.PROMETHEUS}", {"server": "prometheus"})]),
+    ]
+    pg = [(f"127.0.0.1:{s.port}", s.scrape_labels()) for s in servers if isinstance(s, PostgresExporter)]
+    if pg:
+        jobs.append(_static("postgres", pg))
+    redis = next((s for s in servers if isinstance(s, RedisExporter)), None)
+    if redis is not None:
+        jobs.append({
+            "job_name": "redis", "metrics_path": "/scrape",
+            "static_configs": [{"targets": [f"redis://127.0.0.1:{node.port}"], "labels": {"server": node.name}}
+                               for node in redis.targets],
+            # The node is the exporter's `target` parameter; the exporter is what Prometheus connects to.
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "regex": "redis://(.*)", "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"127.0.0.1:{redis.port}"},
+            ],
+        })
+    for s in servers:
+        if isinstance(s, FerretDBServer):
+            jobs.append(_static("mongo", [(f"127.0.0.1:{ports.MONGO_DEBUG}", {"server": s.name})],
+                                metrics_path="/debug/metrics"))
+    minio = [(f"127.0.0.1:{s.port}", {"server": s.name}) for s in servers if isinstance(s, MinioServer)]
+    if minio:
+        jobs.append(_static("s3", minio, metrics_path="/minio/v2/metrics/cluster",
+                            authorization={"type": "Bearer", "credentials_file": str(token_file)}))
+    collector = next((s for s in servers if isinstance(s, CollectorServer)), None)
+    if collector is not None:
+        addr = f"127.0.0.1:{collector.port}"
+        if any(s.name == "opensearch" for s in servers):
+            jobs.append(_static("opensearch", [(addr, {"server": "opensearch"})], metrics_path="/metrics/opensearch"))
+        jobs.append(_static("storage", [(addr, {"server": "collector"})], metrics_path="/metrics/storage"))
+        jobs.append(_static("pipelines", [(addr, {"server": "collector"})], metrics_path="/metrics/pipelines"))
+        jobs.append(_static("collector", [(addr, {"server": "collector"})]))
+    if any(isinstance(s, AlertmanagerServer) for s in servers):
+        jobs.append(_static("alertmanager", [(f"127.0.0.1:{ports.ALERTMANAGER}", {"server": "alertmanager"})]))
+    for job in ANNOUNCED_JOBS:
+        jobs.append({"job_name": job, "file_sd_configs": [{"files": [str(targets_dir() / job / "*.json")],
+                                                           "refresh_interval": "5s"}]})
+    for job in jobs:
+        job.setdefault("scrape_timeout", timeout)
+    return jobs
+
+
+def minio_token() -> str:
+    """MinIO's Prometheus bearer token: a JWT signed with the root secret (what `mc admin prometheus
+    generate` makes), valid a year; re-made at every start."""
+    import warnings
+
+    import jwt
+
+    from kredete.stack.minio import ROOT_USER
+
+    claims = {"exp": int(time.time()) + 365 * 86400, "sub": ROOT_USER, "iss": "prometheus"}
+    with warnings.catch_warnings():  # MinIO's scheme: HS512 keyed by the root secret, whatever its length
+        warnings.simplefilter("ignore")
+        return jwt.encode(claims, local_secrets()["minio_root"], algorithm="HS512")
+
+
+class PrometheusServer(MonitoringServer):
+    name = "prometheus"
+    port = ports.PROMETHEUS
+    package = binary = "prometheus"
+    job = "prometheus"
+    start_timeout = 60.0
+
+    def __init__(self, plan_servers: list[Server] | None = None) -> None:
+        super().__init__()
+        #: The servers of the plan this Prometheus scrapes (None: computed from the stack plan at render time).
+        self.plan_servers = plan_servers
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "prometheus.yml"
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.data_dir / "rules"
+
+    def _servers(self) -> list[Server]:
+        if self.plan_servers is not None:
+            return self.plan_servers
+        from kredete.stack import plan
+
+        return plan()[0]
+
+    def render(self, settings: MonitoringSettings) -> tuple[str, dict[str, str]]:
+        token_file = self.data_dir / "minio.token"
+        config = {
+            "global": {"scrape_interval": _seconds(settings.monitor_scrape_interval_s),
+                       "evaluation_interval": _seconds(settings.monitor_evaluation_interval_s),
+                       "external_labels": {"stack": "kredete-local"}},
+            "rule_files": [str(self.rules_dir / "*.yml")],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.ALERTMANAGER}"]}]}]},
+            "scrape_configs": scrape_configs(self._servers(), settings, token_file),
+        }
+        text = ("# Rendered by kredete/stack/prometheus.py from the stack plan and the monitoring settings.\n"
+                + yaml.safe_dump(config, sort_keys=False, width=120))
+        return text, render_rules(settings)
+
+    def configure(self) -> bool:
+        """Write configuration and rules (checked with promtool); True when anything changed."""
+        settings = load_monitoring_settings()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        for job in ANNOUNCED_JOBS:
+            (targets_dir() / job).mkdir(parents=True, exist_ok=True)
+        prune_stale_announcements()
+        token_file = self.data_dir / "minio.token"
+        token_file.write_text(minio_token())
+        os.chmod(token_file, 0o600)
+        config, rules = self.render(settings)
+        changed = False
+        self.rules_dir.mkdir(exist_ok=True)
+        for stale in set(p.name for p in self.rules_dir.glob("*.yml")) - set(rules):
+            (self.rules_dir / stale).unlink()
+            changed = True
+        for name, text in rules.items():
+            path = self.rules_dir / name
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                changed = True
+        if not self.config_file.exists() or self.config_file.read_text() != config:
+            self.config_file.write_text(config)
+            changed = True
+        if changed:
+            try:
+                run(["promtool", "check", "config", str(self.config_file)], timeout=60)
+            except StackError as exc:
+                raise StackError(f"prometheus: the rendered configuration is invalid: {exc}") from exc
+        return changed
+
+    def prepare(self) -> None:
+        self.configure()
+
+    def start(self) -> None:
+        changed = self.configure()
+        if changed and self.pid() and self.healthy():
+            self.reload()
+        super().start()
+
+    def reload(self) -> None:
+        req = urllib.request.Request(f"{self.url()}/-/reload", method="POST")  # noqa: S310 - local http
+        try:
+            with urllib.request.urlopen(req, timeout=30):  # noqa: S310 - http://127.0.0.1 only
+                pass
+        except urllib.error.HTTPError as exc:
+            raise StackError(f"prometheus refused its new configuration: {exc.read()[:500]!r}") from exc
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        settings = load_monitoring_settings()
+        return [self.binary_path(), f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.data_dir / 'data'}",
+                f"--storage.tsdb.retention.time={settings.monitor_retention_days}d",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+                "--log.format=json", "--log.level=warn"], {}
+
+    def healthy(self) -> bool:
+        return http_ok(f"{self.url()}/-/ready")
+
+
+# --- targets that announce themselves ---------------------------------------------------------------------
+def _announcement(job: str, host: str, port: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{host}_{port}")
+    return targets_dir() / job / f"{safe}.json"
+
+
+@contextlib.contextmanager
+def announce_metrics(host: str, port: int, *, job: str = "mcp", labels: dict[str, str] | None = None) -> Iterator[Path]:
+    """Tell the local Prometheus to scrape http://host:port/metrics while the block runs.
+
+    The file names this process's pid: one left behind by a killed process is dropped by the next
+    `stack up` or `stack status` (until then Prometheus shows the target down, as it is).
+    """
+    if job not in ANNOUNCED_JOBS:
+        raise ValueError(f"job must be one of {ANNOUNCED_JOBS}")
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host  # noqa: S104 - what it binds, not us
+    path = _announcement(job, host, port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = [{"targets": [f"{host}:{port}"],
+             "labels": {"pid": str(os.getpid()), **(labels or {})}}]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)  # file_sd reads whole files only: never a half-written one
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def prune_stale_announcements() -> list[str]:
+    """Remove announcements whose process is gone; returns their targets."""
+    gone: list[str] = []
+    for path in targets_dir().glob("*/*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError, TypeError):
+            group = json.loads(path.read_text())[0]
+            if not pid_alive(int(group["labels"]["pid"])):
+                path.unlink()
+                gone.extend(group["targets"])
+    return gone
+
+
+# --- what Prometheus sees ------------------------------------------------------------------------------------
+def api(path: str, *, timeout: float = 5.0, base: str | None = None) -> Any:
+    """GET a Prometheus HTTP API path (`/api/v1/...`); returns `data`. Raises StackError when unreachable."""
+    url = (base or f"http://127.0.0.1:{ports.PROMETHEUS}") + path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http://127.0.0.1 only
+            body = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise StackError(f"Prometheus at {url.split('/api')[0]} does not answer ({type(exc).__name__})") from exc
+    if body.get("status") != "success":
+        raise StackError(f"Prometheus refused {path}: {body.get('error')}")
+    return body["data"]
+
+
+def scrape_targets() -> list[dict[str, Any]]:
+    """Active scrape targets: job, instance, server, health ('up' / 'down' / 'unknown'), error, last scrape age."""
+    rows = []
+    now = time.time()
+    for t in api("/api/v1/targets?state=active")["activeTargets"]:
+        labels = t.get("labels", {})
+        age = None
+        m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", t.get("lastScrape") or "")
+        if m and not m.group(1).startswith("0001"):
+            from datetime import UTC, datetime
+
+            age = now - (datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp() + float(m.group(2) or 0))
+        rows.append({"job": labels.get("job", t.get("scrapePool", "")), "instance": labels.get("instance", ""),
+                     "server": labels.get("server", ""), "health": t.get("health", "unknown"),
+                     "error": t.get("lastError", ""), "age_s": age})
+    return sorted(rows, key=lambda r: (r["job"], r["instance"]))
+
+
+def targets_ready(timeout: float = 0.0) -> bool:
+    """True once Prometheus has scraped every active target at least once (waits up to `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(StackError):
+            rows = scrape_targets()
+            if rows and all(r["health"] != "unknown" for r in rows):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def running() -> bool:
+    return http_ok(f"http://127.0.0.1:{ports.PROMETHEUS}/-/ready")
