@@ -135,17 +135,17 @@ class PoolCollector(Collector):
                 pool = store.primary if where == "primary" else store.replica
                 stats = _asyncpg_stats(pool) if pool is not None else None
                 if stats is not None:
-                    _merge(seen, ("postgres", f"postgres:{_user(url)}:{where}"), stats)
+                    _add(seen, "postgres", f"postgres:{_user(url)}:{where}", stats)
         for key, stats in MONGO_POOLS.snapshot():
-            _merge(seen, ("mongo", f"mongo:{key}"), stats)
+            _add(seen, "mongo", f"mongo:{key}", stats)
         for store in list(self._redis):
             pool = getattr(store.client, "connection_pool", None) if store.client is not None else None
             if pool is None:
                 continue
             in_use = len(getattr(pool, "_in_use_connections", ()))
             idle = len(getattr(pool, "_available_connections", ()))
-            _merge(seen, ("redis", f"redis:{_user(store._url)}"),
-                   _Stats(size=in_use + idle, max_=int(pool.max_connections), in_use=in_use, waiting=0))
+            _add(seen, "redis", f"redis:{_user(store._url)}",
+                 _Stats(size=in_use + idle, max_=int(pool.max_connections), in_use=in_use, waiting=0))
         for (store, pool), stats in sorted(seen.items()):
             yield store, pool, stats
 
@@ -168,14 +168,13 @@ class PoolCollector(Collector):
         return []
 
 
-def _merge(seen: dict[tuple[str, str], _Stats], key: tuple[str, str], stats: _Stats) -> None:
-    """Two adapters of one process on the same role and server add up (e.g. two PostgresStores)."""
-    old = seen.get(key)
-    if old is None:
-        seen[key] = stats
-    else:
-        seen[key] = _Stats(size=old.size + stats.size, max_=old.max + stats.max, in_use=old.in_use + stats.in_use,
-                           waiting=old.waiting + stats.waiting)
+def _add(seen: dict[tuple[str, str], _Stats], store: str, pool: str, stats: _Stats) -> None:
+    """A second pool of the same role and server in one process is `#2`, and so on: each pool saturates alone."""
+    label, n = pool, 1
+    while (store, label) in seen:
+        n += 1
+        label = f"{pool}#{n}"
+    seen[(store, label)] = stats
 
 
 POOLS = PoolCollector()

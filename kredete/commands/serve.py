@@ -36,7 +36,10 @@ def serve(
 
         err.print(f"MCP server (streamable HTTP) on http://{host}:{port}/mcp — send `Authorization: Bearer <token>`"
                   " (make one with `kredete token issue --role customer --user <uuid>`)")
-        asyncio.run(server.serve_http(host, port))
+        from kredete.stack.prometheus import announce_metrics
+
+        with announce_metrics(host, port, job="mcp"):  # the local Prometheus scrapes its /metrics meanwhile
+            asyncio.run(server.serve_http(host, port))
     else:
         fail("transport must be stdio or http")
 

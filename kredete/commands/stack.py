@@ -64,7 +64,8 @@ def stack_down(only: Only = None, profile: Profile = None) -> None:
 
 @stack_app.command("status")
 def stack_status(only: Only = None, profile: Profile = None) -> None:
-    """Print what runs where (and what is external); exit 1 when a server is unhealthy or cannot run."""
+    """Print what runs where (and what is external) and Prometheus' scrape targets; exit 1 when a server is
+    unhealthy or cannot run, or a target is not up."""
     _profile(profile)
     from config.secrets import local_secrets
     from kredete import stack
@@ -75,13 +76,20 @@ def stack_status(only: Only = None, profile: Profile = None) -> None:
     except stack.StackError as exc:
         fail(str(exc))
     stack.print_status(rows, not_run=not_run)
+    targets_ok = True
+    if any(r.name == "prometheus" and r.healthy for r in rows):
+        from rich.console import Console
+
+        from kredete.stack.prometheus import print_targets
+
+        targets_ok = print_targets(Console(width=160))
     secrets_ok = True
     try:
         local_secrets()
     except stack.StackError as exc:
         secrets_ok = False
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-    if not secrets_ok or not all(r.healthy for r in rows) or any(s.refused for s in not_run):
+    if not (secrets_ok and targets_ok) or not all(r.healthy for r in rows) or any(s.refused for s in not_run):
         raise typer.Exit(1)
 
 

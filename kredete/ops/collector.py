@@ -60,6 +60,15 @@ def data_dir_usage(path: Path) -> int:
     return total
 
 
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path`."""
+    path = path.resolve()
+    dev = os.stat(path).st_dev
+    while path.parent != path and os.stat(path.parent).st_dev == dev:
+        path = path.parent
+    return path
+
+
 def fs_usage(path: Path) -> tuple[int, int, float]:
     """(size, available, used ratio) of the filesystem holding `path`, as `df` counts them."""
     st = os.statvfs(path)
@@ -219,7 +228,15 @@ def storage_families(state: State) -> list[Any]:
         ratio.add_metric([store, str(path)], used)
         if store in dirs:
             data.add_metric([store, str(path)], dirs[store])
-    fams += [data, size, avail, ratio]
+    mounts: dict[Path, list[str]] = {}
+    for store, path in sorted(state.data_dirs.items()):
+        if path.exists():
+            mounts.setdefault(mount_point(path), []).append(store)
+    fs_ratio = gauge("kredete_fs_used_ratio", "Used share of a filesystem holding store data (as df counts it)",
+                     ["mount", "stores"])
+    for mount, stores in sorted(mounts.items()):
+        fs_ratio.add_metric([str(mount), ",".join(stores)], fs_usage(mount)[2])
+    fams += [data, size, avail, ratio, fs_ratio]
     b_bytes = gauge("kredete_bucket_bytes", "Bytes stored in the bucket, every version counted", ["bucket"])
     b_objects = gauge("kredete_bucket_objects", "Object versions in the bucket", ["bucket"])
     b_old = gauge("kredete_bucket_noncurrent_versions", "Noncurrent versions and delete markers", ["bucket"])
@@ -404,7 +421,10 @@ def stack_data_dirs() -> dict[str, Path]:
     """Data dirs of the servers the local stack runs (external stores have none here)."""
     from kredete.stack import plan
 
-    return {s.name: s.data_dir for s in plan()[0] if s.name != "collector"}
+    from kredete.stack.exporters import MonitoringServer
+
+    # The stores' data, and Prometheus' own (its TSDB grows); not the exporters' config dirs.
+    return {s.name: s.data_dir for s in plan()[0] if not isinstance(s, MonitoringServer) or s.name == "prometheus"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ def render_config(settings: MonitoringSettings) -> str:
         "receivers": [receiver],
         # A critical alert of a store mutes the warnings of the same store it explains.
         "inhibit_rules": [{"source_matchers": ["severity=critical"], "target_matchers": ["severity=warning"],
-                           "equal": ["server"]}],
+                           "equal": ["server", "instance", "mount"]}],
     }
     return "# Rendered by kredete/stack/alertmanager.py from the monitoring settings; edits are overwritten.\n" + \
         yaml.safe_dump(config, sort_keys=False)

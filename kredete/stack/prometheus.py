@@ -321,6 +321,14 @@ def scrape_targets() -> list[dict[str, Any]]:
         rows.append({"job": labels.get("job", t.get("scrapePool", "")), "instance": labels.get("instance", ""),
                      "server": labels.get("server", ""), "health": t.get("health", "unknown"),
                      "error": t.get("lastError", ""), "age_s": age})
+    # An exporter that answers while its store does not (pg_up / redis_up 0) is a down store, not an up target.
+    import urllib.parse
+
+    store_up = api("/api/v1/query?query=" + urllib.parse.quote("pg_up or redis_up"))["result"]
+    dead = {(m["metric"].get("job"), m["metric"].get("instance")) for m in store_up if m["value"][1] == "0"}
+    for r in rows:
+        if r["health"] == "up" and (r["job"], r["instance"]) in dead:
+            r["health"], r["error"] = "down", f"{r['server']} does not answer its exporter"
     return sorted(rows, key=lambda r: (r["job"], r["instance"]))
 
 
@@ -339,3 +347,29 @@ def targets_ready(timeout: float = 0.0) -> bool:
 
 def running() -> bool:
     return http_ok(f"http://127.0.0.1:{ports.PROMETHEUS}/-/ready")
+
+
+def print_targets(console: Any) -> bool:
+    """The scrape targets table (what `stack status` shows under the servers); True when every one is up.
+
+    A target Prometheus has not scraped yet is `unknown`, not up: the table never shows a guess.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    prune_stale_announcements()
+    try:
+        rows = scrape_targets()
+    except StackError as exc:
+        console.print(f"[red]Prometheus targets unavailable:[/] {escape(str(exc))}", highlight=False)
+        return False
+    table = Table(title="Prometheus scrape targets")
+    for col in ("job", "instance", "server", "up", "last scrape", "error"):
+        table.add_column(col)
+    colour = {"up": "green", "down": "red"}
+    for r in rows:
+        age = f"{r['age_s']:.0f}s ago" if r["age_s"] is not None else "never"
+        health = f"[{colour.get(r['health'], 'yellow')}]{r['health']}[/]"
+        table.add_row(r["job"], r["instance"], r["server"], health, age, escape(r["error"][:80]))
+    console.print(table)
+    return all(r["health"] == "up" for r in rows)

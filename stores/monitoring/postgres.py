@@ -42,6 +42,7 @@ TOP_STATEMENTS = f"""
            max(s.max_exec_time) / 1000.0 AS max_s, sum(s.rows)::bigint AS rows
     FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
     WHERE s.queryid IS NOT NULL AND s.query ~* '{_DML}' AND ($2::text IS NULL OR d.datname = $2)
+      AND s.userid IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = 'kredete_monitor')
     GROUP BY d.datname, s.queryid
     ORDER BY {{order}} DESC
     LIMIT $1

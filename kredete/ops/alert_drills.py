@@ -1,0 +1,508 @@
+"""Alert drills: cause each alert's condition for real on the local stack, then undo it.
+
+Shared by the integration tests (the alert must reach Alertmanager and a webhook receiver) and by
+`bench/monitoring.py` (how long after its `for:` each alert fires). Every drill works in scratch data of
+its own (a `kredete_drill_<id>` database, a scratch Mongo database, `drill-*` indexes) and puts back what
+it changed (replica running and replaying, thresholds, indexes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from config.paths import REPO_ROOT, local_dir
+from config.settings import resolve
+
+#: The monitoring profile drills run under (fast scrapes, short `for:`, thresholds a drill can reach).
+TEST_PROFILE = {
+    "KREDETE_MONITOR_SCRAPE_INTERVAL_S": "1",
+    "KREDETE_MONITOR_EVALUATION_INTERVAL_S": "1",
+    "KREDETE_MONITOR_FOR_CAP_S": "2",
+    "KREDETE_MONITOR_GROUP_WAIT_S": "0.5",
+    "KREDETE_MONITOR_GROUP_INTERVAL_S": "1",
+    "KREDETE_ALERT_REPLICATION_LAG_BYTES": "1",
+    "KREDETE_ALERT_REPLICATION_LAG_S": "1",
+    "KREDETE_ALERT_OUTBOX_LAG_S": "2",
+    # The machine's own disk must not decide the drills; the disk drill lowers these itself.
+    "KREDETE_ALERT_DISK_USED_RATIO": "0.998",
+    "KREDETE_ALERT_DISK_CRITICAL_RATIO": "0.999",
+}
+
+
+# --- the receiving end ------------------------------------------------------------------------------------
+class WebhookReceiver:
+    """Alertmanager's webhook target: records every notification with the time it arrived."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.received.append((time.time(), json.loads(body or b"{}")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def firing(self, alertname: str, labels: dict[str, str], since: float = 0.0) -> float | None:
+        """Arrival time of the first notification (after `since`) with this alert firing and these labels."""
+        with self._lock:
+            for at, payload in self.received:
+                if at < since:
+                    continue
+                for alert in payload.get("alerts", []):
+                    got = alert.get("labels", {})
+                    if (alert.get("status") == "firing" and got.get("alertname") == alertname
+                            and labels_match(got, labels)):
+                        return at
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prometheus_alert(alertname: str, labels: dict[str, str], state: str = "firing") -> dict[str, Any] | None:
+    from kredete.stack.prometheus import api
+
+    for a in api("/api/v1/alerts")["alerts"]:
+        got = a.get("labels", {})
+        if a.get("state") == state and got.get("alertname") == alertname and labels_match(got, labels):
+            return a
+    return None
+
+
+def labels_match(got: dict[str, str], want: dict[str, str]) -> bool:
+    """Every wanted label equal, or containing the text after `~`."""
+    return all(got.get(k, "") == v or (v.startswith("~") and v[1:] in got.get(k, "")) for k, v in want.items())
+
+
+def query(expr: str) -> list[tuple[dict[str, str], float]]:
+    from kredete.stack.prometheus import api
+
+    data = api("/api/v1/query?query=" + urllib.parse.quote(expr))
+    return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+
+async def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+# --- profile ------------------------------------------------------------------------------------------------
+def apply_profile(env: dict[str, str | None]) -> None:
+    """Set (or unset, None) monitoring variables and make Prometheus and Alertmanager reload them."""
+    from config.monitoring import reset_monitoring_settings
+    from kredete.stack.alertmanager import AlertmanagerServer
+    from kredete.stack.prometheus import PrometheusServer
+
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_monitoring_settings()
+    AlertmanagerServer().start()
+    PrometheusServer().start()
+
+
+@contextlib.contextmanager
+def profile(env: dict[str, str]):
+    """Run with these monitoring variables, then put the previous ones back (and reload again)."""
+    before = {k: os.environ.get(k) for k in env}
+    apply_profile(dict(env))
+    try:
+        yield
+    finally:
+        apply_profile(before)
+
+
+# --- drills ---------------------------------------------------------------------------------------------------
+@dataclass
+class Drill:
+    """An alert and the labels that identify the firing caused here."""
+
+    alert: str
+    labels: dict[str, str]
+    #: What was done, in words (for the report).
+    condition: str
+    #: When the condition started to hold (time.time()); set by the drill.
+    started: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scratch:
+    """Scratch data the drills work in, made on first use and removed by `close()`."""
+
+    def __init__(self) -> None:
+        self.id = secrets.token_hex(3)
+        self.database = f"kredete_drill_{self.id}"
+        self.settings = resolve()
+        self._pg = None
+
+    def url(self, database: str, user: str | None = None, password: str | None = None) -> str:
+        base = self.settings.postgres_url.get_secret_value()
+        if user:
+            rest = base.split("@", 1)[1]
+            base = f"postgresql://{user}:{password}@{rest}"
+        return base.rsplit("/", 1)[0] + "/" + database
+
+    async def postgres(self):
+        """A PostgresStore on the scratch database (created on first use, with a table to lock and write)."""
+        from stores.postgres import PostgresStore
+
+        if self._pg is None:
+            admin = await PostgresStore(self.url("postgres")).connect()
+            try:
+                async with admin.connection() as conn:
+                    await conn.execute(f"CREATE DATABASE {self.database}")
+            finally:
+                await admin.close()
+            self._pg = await PostgresStore(self.url(self.database), max_size=4).connect()
+            async with self._pg.connection() as conn:
+                await conn.execute("CREATE TABLE drill (id int PRIMARY KEY, v text)")
+                await conn.execute("INSERT INTO drill VALUES (1, 'a'), (2, 'b')")
+        return self._pg
+
+    async def close(self) -> None:
+        from stores.postgres import PostgresStore
+
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
+            admin = await PostgresStore(self.url("postgres")).connect()
+            try:
+                async with admin.connection() as conn:
+                    await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            finally:
+                await admin.close()
+
+
+def _replica():
+    from kredete.stack.postgres import PostgresPrimary, PostgresReplica
+
+    return PostgresReplica(PostgresPrimary())
+
+
+@contextlib.asynccontextmanager
+async def replica_down(scratch: Scratch) -> AsyncIterator[Drill]:
+    """Stop the replica's server process; start it again afterwards."""
+    replica = _replica()
+    drill = Drill("PostgresReplicaDown", {"server": replica.name}, "replica server stopped (SIGTERM to its group)")
+    await asyncio.to_thread(replica.stop)
+    drill.started = time.time()
+    try:
+        yield drill
+    finally:
+        await asyncio.to_thread(replica.start)
+
+
+@contextlib.asynccontextmanager
+async def replica_lag(scratch: Scratch, alert: str = "ReplicationLagSeconds") -> AsyncIterator[Drill]:
+    """Stop the replica replaying WAL (`pg_wal_replay_pause()`) while the primary keeps writing."""
+    from stores.postgres import PostgresStore
+
+    replica = _replica()
+    pg = await scratch.postgres()
+    labels = {"server": replica.name} if alert == "ReplicationLagSeconds" else {"server": "postgres"}
+    drill = Drill(alert, labels, "replay paused on the replica (pg_wal_replay_pause) while the primary writes")
+    standby = await PostgresStore(replica.url().rsplit("/", 1)[0] + "/postgres").connect()
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            async with pg.connection() as conn:
+                await conn.execute("UPDATE drill SET v = $1 WHERE id = 1", f"w{n}")
+            await asyncio.sleep(0.2)
+
+    try:
+        async with standby.connection() as conn:
+            await conn.execute("SELECT pg_wal_replay_pause()")
+        task = asyncio.create_task(writer())
+        drill.started = time.time()
+        try:
+            yield drill
+        finally:
+            stop.set()
+            await task
+    finally:
+        async with standby.connection() as conn:
+            await conn.execute("SELECT pg_wal_replay_resume()")
+        await standby.close()
+
+
+@contextlib.asynccontextmanager
+async def deadlock(scratch: Scratch) -> AsyncIterator[Drill]:
+    """Two transactions that lock rows 1 and 2 in opposite orders: PostgreSQL kills one (deadlock_timeout)."""
+    pg = await scratch.postgres()
+    drill = Drill("PostgresDeadlocks", {"datname": scratch.database}, "two transactions locking two rows in "
+                  "opposite orders")
+    # The counter's series must be known to Prometheus before it moves, or increase() sees no change.
+    await wait_until(lambda: query(f'pg_stat_database_deadlocks{{datname="{scratch.database}"}}'), 60,
+                     "the scratch database's deadlock counter in Prometheus")
+    first_locked, second_locked = asyncio.Event(), asyncio.Event()
+    errors: list[str] = []
+
+    async def tx(mine: int, other: int, locked: asyncio.Event, wait_for: asyncio.Event) -> None:
+        try:
+            async with pg.transaction() as conn:
+                await conn.execute("UPDATE drill SET v = v WHERE id = $1", mine)
+                locked.set()
+                await wait_for.wait()
+                await conn.execute("UPDATE drill SET v = v WHERE id = $1", other)
+        except Exception as exc:
+            errors.append(type(exc.__cause__ or exc).__name__)
+
+    await asyncio.gather(tx(1, 2, first_locked, second_locked), tx(2, 1, second_locked, first_locked))
+    drill.started = time.time()
+    drill.extra["errors"] = errors
+    if not any("Deadlock" in e for e in errors):
+        raise RuntimeError(f"no deadlock detected (errors: {errors})")
+    yield drill
+
+
+@contextlib.asynccontextmanager
+async def slow_statement(scratch: Scratch) -> AsyncIterator[Drill]:
+    """One statement sleeping past the slow-statement threshold."""
+    from config.monitoring import monitoring_settings
+
+    pg = await scratch.postgres()
+    seconds = monitoring_settings().alert_slow_query_s + 0.3
+    drill = Drill("PostgresSlowStatement", {"datname": scratch.database, "statement": "~pg_sleep"},
+                  f"SELECT pg_sleep({seconds:g}) (threshold {monitoring_settings().alert_slow_query_s:g} s)")
+    async with pg.connection() as conn:
+        await conn.execute(f"SELECT pg_sleep({seconds}) FROM (VALUES ('drill')) AS probe(name)")
+    drill.started = time.time()
+    yield drill
+
+
+@contextlib.asynccontextmanager
+async def disk_threshold(scratch: Scratch) -> AsyncIterator[Drill]:
+    """Lower KREDETE_ALERT_DISK_USED_RATIO under the filesystem's current use (then put it back)."""
+    used = max(v for _m, v in query("kredete_fs_used_ratio"))
+    low = max(0.0001, round(used / 2, 4))
+    drill = Drill("DiskUsageHigh", {}, f"KREDETE_ALERT_DISK_USED_RATIO lowered to {low} (filesystem {used:.1%} used)")
+    before = os.environ.get("KREDETE_ALERT_DISK_USED_RATIO")
+    await asyncio.to_thread(apply_profile, {"KREDETE_ALERT_DISK_USED_RATIO": str(low)})
+    drill.started = time.time()
+    try:
+        yield drill
+    finally:
+        await asyncio.to_thread(apply_profile, {"KREDETE_ALERT_DISK_USED_RATIO": before})
+
+
+@contextlib.asynccontextmanager
+async def pool_exhausted(scratch: Scratch) -> AsyncIterator[Drill]:
+    """A pool of 2 connections, both held, and a third caller waiting; its process scraped by Prometheus."""
+    from prometheus_client import start_http_server
+
+    from config.secrets import local_secrets
+    from kredete.stack.exporters import MONITOR_ROLE
+    from kredete.stack.prometheus import announce_metrics
+    from stores.postgres import PostgresStore
+
+    await scratch.postgres()
+    url = scratch.url(scratch.database, MONITOR_ROLE, local_secrets()["postgres_exporter"])
+    pool = await PostgresStore(url, max_size=2, min_size=0, timeout=120).connect()
+    server, thread = start_http_server(0, addr="127.0.0.1")
+    port = server.server_port
+    drill = Drill("PoolSaturated", {"instance": f"127.0.0.1:{port}", "pool": f"postgres:{MONITOR_ROLE}:primary"},
+                  "asyncpg pool of 2: both connections held, a third acquire waiting")
+    release = asyncio.Event()
+    holding: list[asyncio.Event] = []
+
+    async def hold() -> None:
+        got = asyncio.Event()
+        holding.append(got)
+        async with pool.connection():
+            got.set()
+            await release.wait()
+
+    try:
+        with announce_metrics("127.0.0.1", port, job="app", labels={"drill": "pool"}):
+            tasks = [asyncio.create_task(hold()) for _ in range(3)]
+            await wait_until(lambda: sum(e.is_set() for e in holding) == 2, 30, "two connections held")
+            drill.started = time.time()
+            try:
+                yield drill
+            finally:
+                release.set()
+                await asyncio.gather(*tasks)
+    finally:
+        await pool.close()
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def opensearch_health(scratch: Scratch, colour: str = "red") -> AsyncIterator[Drill]:
+    """An index that cannot be allocated: replicas with no node to hold them (yellow), or its primary
+    required on a node that does not exist (red)."""
+    from stores.search import SearchStore
+
+    search = await SearchStore(scratch.settings.opensearch_url.get_secret_value(), prefix="drill").connect()
+    name = f"drill-{colour}-{scratch.id}"
+    health = await search.call(search.os.cluster.health())
+    if colour == "yellow":
+        body = {"settings": {"number_of_shards": 1, "number_of_replicas": int(health["number_of_data_nodes"])}}
+        drill = Drill("OpenSearchClusterYellow", {}, f"index {name} with more replicas than data nodes")
+    else:
+        body = {"settings": {"number_of_shards": 1, "number_of_replicas": 0,
+                             "index.routing.allocation.require._name": f"no-such-node-{scratch.id}"}}
+        drill = Drill("OpenSearchClusterRed", {}, f"index {name} whose primary must live on a node that does not exist")
+    try:
+        await search.call(search.os.indices.create(index=name, body=body, params={"wait_for_active_shards": "0"}))
+        drill.started = time.time()
+        yield drill
+    finally:
+        with contextlib.suppress(Exception):
+            await search.call(search.os.indices.delete(index=name))
+        await search.close()
+
+
+@contextlib.asynccontextmanager
+async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
+    """A consumer that kept up with the outbox is stopped; events keep arriving. Observed by a collector
+    of its own on a scratch Mongo database (so the dev data and its consumers are left alone)."""
+    from kredete.stack.prometheus import announce_metrics
+    from stores.mongo import MongoStore
+    from stores.mongo.cdc import Outbox, OutboxConsumer
+
+    db_name = f"drill_{scratch.id}"
+    mongo = await MongoStore(scratch.settings.mongo_url.get_secret_value(), db_name).connect()
+    port = _free_port()
+    env = {**os.environ, "KREDETE_MONGO_DB": db_name, "PYTHONPATH": str(REPO_ROOT)}
+    log = open(local_dir() / f"drill-collector-{scratch.id}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "kredete.ops.collector", "--port", str(port), "--parts",
+                             "pipelines"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    consumer_name = f"drill-{scratch.id}"
+    drill = Drill("OutboxConsumerLag", {"consumer": consumer_name, "database": db_name},
+                  "an outbox consumer that had caught up is stopped while events keep being emitted")
+    outbox = Outbox(mongo.db)
+    consumer = OutboxConsumer(mongo.db, consumer_name)
+    stop = asyncio.Event()
+
+    async def handle(_events: list) -> None:  # the consumer's work is not what is observed here
+        return
+
+    try:
+        await wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "the drill's collector")
+        with announce_metrics("127.0.0.1", port, job="app",
+                              labels={"__metrics_path__": "/metrics/pipelines", "drill": "outbox"}):
+            running = asyncio.create_task(consumer.run(handle, stop=stop, interval=0.1))
+            await outbox.emit("dispute_cases", "update", "d-0", None, {"drill": True}, event_id=f"drill:{scratch.id}:0")
+            deadline = time.monotonic() + 30
+            while await consumer.checkpoint() < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            stop.set()
+            await running  # stopped here, caught up
+            for i in range(1, 4):
+                await outbox.emit("dispute_cases", "update", f"d-{i}", None, {"drill": True},
+                                  event_id=f"drill:{scratch.id}:{i}")
+            drill.started = time.time()
+            yield drill
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        log.close()
+        with contextlib.suppress(Exception):
+            await mongo.client.drop_database(db_name)
+        await mongo.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_ok(url: str) -> bool:
+    from kredete.stack.exporters import http_ok
+
+    return http_ok(url)
+
+
+DRILLS: dict[str, Callable[[Scratch], Any]] = {
+    "replica_down": replica_down,
+    "replication_lag_seconds": lambda s: replica_lag(s, "ReplicationLagSeconds"),
+    "replication_lag_bytes": lambda s: replica_lag(s, "ReplicationLagBytes"),
+    "deadlock": deadlock,
+    "slow_statement": slow_statement,
+    "disk_usage": disk_threshold,
+    "pool_saturated": pool_exhausted,
+    "opensearch_yellow": lambda s: opensearch_health(s, "yellow"),
+    "opensearch_red": lambda s: opensearch_health(s, "red"),
+    "outbox_consumer_lag": outbox_consumer_stopped,
+}
+
+
+@dataclass
+class Firing:
+    """How one drill went: when the condition started, when Prometheus fired, when the webhook got it."""
+
+    drill: str
+    alert: str
+    condition: str
+    for_s: float
+    prometheus_s: float
+    webhook_s: float
+
+
+def rule_for(alert: str) -> float:
+    """The `for:` the running Prometheus evaluates for this alert (capped by the profile)."""
+    from kredete.stack.prometheus import api
+
+    for group in api("/api/v1/rules?type=alert")["groups"]:
+        for rule in group["rules"]:
+            if rule["name"] == alert:
+                return float(rule.get("duration", 0))
+    raise KeyError(alert)
+
+
+async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, timeout: float = 120) -> Firing:
+    """Cause the condition, wait until Prometheus fires the alert and the webhook receives it; undo."""
+    async with DRILLS[name](scratch) as drill:
+        for_s = rule_for(drill.alert)
+        fired = await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
+                                 f"{drill.alert} {drill.labels} firing in Prometheus", every=0.1)
+        fired_at = time.time()
+        active = fired.get("activeAt", "")
+        got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started - 5), timeout,
+                               f"{drill.alert} {drill.labels} at the webhook", every=0.1)
+    del active
+    return Firing(drill=name, alert=drill.alert, condition=drill.condition, for_s=for_s,
+                  prometheus_s=fired_at - drill.started, webhook_s=got - drill.started)
