@@ -35,7 +35,7 @@ def _table(title: str, *cols: str) -> Table:
     return table
 
 
-def render(status, console: Console) -> None:  # noqa: ANN001 - kredete.ops.status.OpsStatus
+def render(status, console: Console) -> None:  # status: kredete.ops.status.OpsStatus
     ok, bad = "[green]ok[/]", "[red]DOWN[/]"
     stores = _table("Stores", "store", "instance", "health", "detail")
     for s in status.stores:

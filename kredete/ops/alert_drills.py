@@ -52,7 +52,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
                     receiver.received.append((time.time(), json.loads(body or b"{}")))
@@ -335,7 +335,7 @@ async def pool_exhausted(scratch: Scratch) -> AsyncIterator[Drill]:
     await scratch.postgres()
     url = scratch.url(scratch.database, MONITOR_ROLE, local_secrets()["postgres_exporter"])
     pool = await PostgresStore(url, max_size=2, min_size=0, timeout=120).connect()
-    server, thread = start_http_server(0, addr="127.0.0.1")
+    server, _thread = start_http_server(0, addr="127.0.0.1")
     port = server.server_port
     drill = Drill("PoolSaturated", {"instance": f"127.0.0.1:{port}", "pool": f"postgres:{MONITOR_ROLE}:primary"},
                   "asyncpg pool of 2: both connections held, a third acquire waiting")
@@ -403,8 +403,8 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
     mongo = await MongoStore(scratch.settings.mongo_url.get_secret_value(), db_name).connect()
     port = _free_port()
     env = {**os.environ, "KREDETE_MONGO_DB": db_name, "PYTHONPATH": str(REPO_ROOT)}
-    log = open(local_dir() / f"drill-collector-{scratch.id}.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "kredete.ops.collector", "--port", str(port), "--parts",
+    log = open(local_dir() / f"drill-collector-{scratch.id}.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "kredete.ops.collector", "--port", str(port), "--parts",  # noqa: ASYNC220
                              "pipelines"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     consumer_name = f"drill-{scratch.id}"
     drill = Drill("OutboxConsumerLag", {"consumer": consumer_name, "database": db_name},
@@ -420,11 +420,16 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
         await wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "the drill's collector")
         with announce_metrics("127.0.0.1", port, job="app",
                               labels={"__metrics_path__": "/metrics/pipelines", "drill": "outbox"}):
+            # Observed before the consumer stops: the time measured is the alert's, not target discovery's.
+            await wait_until(lambda: query(f'up{{job="app", instance="127.0.0.1:{port}"}} == 1'), 60,
+                             "the drill's collector scraped")
             running = asyncio.create_task(consumer.run(handle, stop=stop, interval=0.1))
             await outbox.emit("dispute_cases", "update", "d-0", None, {"drill": True}, event_id=f"drill:{scratch.id}:0")
-            deadline = time.monotonic() + 30
-            while await consumer.checkpoint() < 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            async def caught_up() -> None:
+                while await consumer.checkpoint() < 1:  # noqa: ASYNC110 - polling another process's state
+                    await asyncio.sleep(0.1)
+
+            await asyncio.wait_for(caught_up(), 30)
             stop.set()
             await running  # stopped here, caught up
             for i in range(1, 4):
@@ -470,6 +475,21 @@ DRILLS: dict[str, Callable[[Scratch], Any]] = {
 }
 
 
+#: The alert each drill causes and the labels known before it runs (to wait for an earlier one to clear).
+CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
+    "replica_down": lambda s: ("PostgresReplicaDown", {"server": "postgres-replica"}),
+    "replication_lag_seconds": lambda s: ("ReplicationLagSeconds", {"server": "postgres-replica"}),
+    "replication_lag_bytes": lambda s: ("ReplicationLagBytes", {"server": "postgres"}),
+    "deadlock": lambda s: ("PostgresDeadlocks", {"datname": s.database}),
+    "slow_statement": lambda s: ("PostgresSlowStatement", {"datname": s.database, "statement": "~pg_sleep"}),
+    "disk_usage": lambda s: ("DiskUsageHigh", {}),
+    "pool_saturated": lambda s: ("PoolSaturated", {"pool": "postgres:kredete_monitor:primary"}),
+    "opensearch_yellow": lambda s: ("OpenSearchClusterYellow", {}),
+    "opensearch_red": lambda s: ("OpenSearchClusterRed", {}),
+    "outbox_consumer_lag": lambda s: ("OutboxConsumerLag", {"database": f"drill_{s.id}"}),
+}
+
+
 @dataclass
 class Firing:
     """How one drill went: when the condition started, when Prometheus fired, when the webhook got it."""
@@ -494,15 +514,21 @@ def rule_for(alert: str) -> float:
 
 
 async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, timeout: float = 120) -> Firing:
-    """Cause the condition, wait until Prometheus fires the alert and the webhook receives it; undo."""
+    """Cause the condition, wait until Prometheus fires the alert and the webhook receives it; undo.
+
+    A drill starts once its alert is neither pending nor firing (a previous drill's condition has cleared),
+    so the time measured is this condition's.
+    """
+    alertname, labels = CLEARS[name](scratch)
+    await wait_until(lambda: not (prometheus_alert(alertname, labels)
+                                  or prometheus_alert(alertname, labels, "pending")),
+                     timeout, f"{alertname} to clear before the drill")
     async with DRILLS[name](scratch) as drill:
         for_s = rule_for(drill.alert)
-        fired = await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
+        await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
                                  f"{drill.alert} {drill.labels} firing in Prometheus", every=0.1)
         fired_at = time.time()
-        active = fired.get("activeAt", "")
         got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started - 5), timeout,
                                f"{drill.alert} {drill.labels} at the webhook", every=0.1)
-    del active
     return Firing(drill=name, alert=drill.alert, condition=drill.condition, for_s=for_s,
                   prometheus_s=fired_at - drill.started, webhook_s=got - drill.started)

@@ -177,8 +177,10 @@ async def refresh_storage(state: State) -> None:
         state.storage["dirs"] = (now, dirs)
     try:
         from stores.monitoring.objects import ObjectStats
+        from stores.objects.buckets import specs_for
 
-        buckets = await ObjectStats(await state.store("objects")).buckets(prefix=state.settings.s3_bucket_prefix)
+        names = {b.name for b in specs_for(state.settings.s3_bucket_prefix)}
+        buckets = await ObjectStats(await state.store("objects")).buckets(names)
         value: Any = [b.model_dump() for b in buckets]
     except Exception as exc:  # S3 down or refusing: no bucket numbers rather than old ones
         log.warning("bucket usage: %s", exc)
@@ -420,7 +422,6 @@ def make_handler(collecting: Collecting, parts: set[str]) -> type[BaseHTTPReques
 def stack_data_dirs() -> dict[str, Path]:
     """Data dirs of the servers the local stack runs (external stores have none here)."""
     from kredete.stack import plan
-
     from kredete.stack.exporters import MonitoringServer
 
     # The stores' data, and Prometheus' own (its TSDB grows); not the exporters' config dirs.

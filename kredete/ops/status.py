@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+
 from pydantic import BaseModel, Field
 
 from config.errors import StackError
@@ -73,7 +74,8 @@ class OpsStatus(BaseModel):
     def critical(self) -> list[str]:
         """Why this status is critical (empty when it is not)."""
         why = list(self.problems)
-        why += [f"{s.store} ({s.instance}) is down{': ' + s.detail if s.detail else ''}" for s in self.stores if not s.ok]
+        why += [f"{s.store} ({s.instance}) is down{': ' + s.detail if s.detail else ''}"
+                for s in self.stores if not s.ok]
         why += [f"alert {a.name}: {a.summary}" for a in self.alerts if a.severity == "critical" and a.state == "firing"]
         return why
 

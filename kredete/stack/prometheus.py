@@ -17,6 +17,8 @@ import contextlib
 import json
 import os
 import re
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -93,7 +95,10 @@ def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_fi
     ]
     pg = [(f"127.0.0.1:{s.port}", s.scrape_labels()) for s in servers if isinstance(s, PostgresExporter)]
     if pg:
-        jobs.append(_static("postgres", pg))
+        # The exporter labels its custom queries' series with a `server` of its own (host:port): ours names
+        # the stack's server.
+        jobs.append(_static("postgres", pg, metric_relabel_configs=[{"regex": "exported_server",
+                                                                      "action": "labeldrop"}]))
     redis = next((s for s in servers if isinstance(s, RedisExporter)), None)
     if redis is not None:
         jobs.append({
@@ -273,11 +278,22 @@ def announce_metrics(host: str, port: int, *, job: str = "mcp", labels: dict[str
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body))
     tmp.replace(path)  # file_sd reads whole files only: never a half-written one
+    # uvicorn re-raises the SIGTERM it handled once it has shut down: turn it into SystemExit so this
+    # block's cleanup runs instead of the process dying with the file left behind.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def prune_stale_announcements() -> list[str]:

@@ -19,12 +19,12 @@ class ObjectStats:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    async def buckets(self, prefix: str | None = None) -> list[BucketUsage]:
-        """Usage of every bucket (or those starting with `prefix`), listing versions page by page."""
+    async def buckets(self, names: set[str] | None = None) -> list[BucketUsage]:
+        """Usage of the named buckets that exist (all buckets when None), listing versions page by page."""
         out: list[BucketUsage] = []
         async with self.store.client() as s3:
             names = [b["Name"] for b in (await s3.list_buckets()).get("Buckets", [])
-                     if prefix is None or b["Name"].startswith(prefix)]
+                     if names is None or b["Name"] in names]
             for name in sorted(names):
                 size = count = noncurrent = 0
                 paginator = s3.get_paginator("list_object_versions")

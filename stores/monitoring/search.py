@@ -123,3 +123,11 @@ class SearchStats:
         except NotFound:
             return None
         return res.get("_source")
+
+    async def concrete(self, names: list[str]) -> set[str]:
+        """The concrete indices behind these index names or aliases (missing ones ignored)."""
+        if not names:
+            return set()
+        found = await self.store.call(self.store.os.indices.get(
+            index=",".join(names), ignore_unavailable=True, allow_no_indices=True, expand_wildcards="open"))
+        return set(found)

@@ -74,9 +74,14 @@ LONG = {"type": "long"}
 INT = {"type": "integer"}
 
 
+#: Search slow log of every index (the monitoring collector exports them per index; new generations get them).
+SEARCH_SLOWLOG = {"search.slowlog.threshold.query.warn": "1s", "search.slowlog.threshold.query.info": "500ms",
+                  "search.slowlog.threshold.fetch.warn": "500ms", "search.slowlog.threshold.fetch.info": "200ms"}
+
+
 def _settings(*, knn: bool = False, shards: int = 1) -> dict[str, Any]:
     # No replica count here: the store adds KREDETE_SEARCH_REPLICAS when it creates an index.
-    s: dict[str, Any] = {"number_of_shards": shards, "analysis": ANALYSIS}
+    s: dict[str, Any] = {"number_of_shards": shards, "analysis": ANALYSIS, **SEARCH_SLOWLOG}
     if knn:
         s["knn"] = True
     return s

@@ -1,0 +1,99 @@
+"""Monitoring configuration: thresholds refused by name, rules rendered for a profile, targets from a plan."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from config.errors import ConfigError
+from config.monitoring import load_monitoring_settings
+
+
+def test_defaults_load(monkeypatch):
+    s = load_monitoring_settings()
+    assert s.thresholds()["disk_used_ratio"] == 0.85
+    assert s.capacity_growth_monthly == 0.15 and s.capacity_limit_opensearch_gb == 500
+    assert s.capacity_limit_redis_gb == 26
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("KREDETE_ALERT_DISK_USED_RATIO", "1.5"),
+    ("KREDETE_ALERT_SLOW_QUERY_S", "-1"),
+    ("KREDETE_ALERT_REPLICATION_LAG_BYTES", "lots"),
+    ("KREDETE_MONITOR_SCRAPE_INTERVAL_S", "0"),
+    ("KREDETE_ALERT_WEBHOOK_URL", "ftp://x"),
+])
+def test_a_bad_value_is_refused_by_its_variable_name(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as err:
+        load_monitoring_settings()
+    assert variable in str(err.value)
+
+
+def test_thresholds_that_contradict_each_other_are_refused(monkeypatch):
+    monkeypatch.setenv("KREDETE_ALERT_DISK_USED_RATIO", "0.9")
+    monkeypatch.setenv("KREDETE_ALERT_DISK_CRITICAL_RATIO", "0.8")
+    with pytest.raises(ConfigError, match="KREDETE_ALERT_DISK_CRITICAL_RATIO"):
+        load_monitoring_settings()
+
+
+def test_rules_keep_their_for_unless_a_profile_caps_it(monkeypatch):
+    from kredete.stack.prometheus import render_rules
+
+    plain = yaml.safe_load(render_rules(load_monitoring_settings())["storage.yml"])
+    assert {r["for"] for g in plain["groups"] for r in g["rules"]} == {"5m", "1m"}
+    monkeypatch.setenv("KREDETE_MONITOR_FOR_CAP_S", "2")
+    capped = yaml.safe_load(render_rules(load_monitoring_settings())["storage.yml"])
+    assert {r["for"] for g in capped["groups"] for r in g["rules"]} == {"2000ms"}
+
+
+def test_thresholds_are_recorded_for_the_rules(monkeypatch):
+    from kredete.stack.prometheus import render_rules
+
+    monkeypatch.setenv("KREDETE_ALERT_DISK_USED_RATIO", "0.5")
+    doc = yaml.safe_load(render_rules(load_monitoring_settings())["_thresholds.yml"])
+    rules = {r["labels"]["threshold"]: r["expr"] for r in doc["groups"][0]["rules"]}
+    assert rules["disk_used_ratio"] == "vector(0.5)"
+    # Every threshold a rule compares against is recorded, and every recorded one is used by a rule.
+    import re
+
+    from config.paths import REPO_ROOT
+
+    used = {m for path in (REPO_ROOT / "monitoring" / "rules").glob("*.yml")
+            for m in re.findall(r'threshold="([a-z0-9_]+)"', path.read_text())}
+    assert used == set(rules)
+
+
+def test_scrape_targets_follow_the_plan(tmp_path):
+    """Two replicas in the plan: three postgres exporters scraped; every Redis node through one exporter."""
+    from config.monitoring import MonitoringSettings
+    from kredete.stack.exporters import monitoring_servers
+    from kredete.stack.ferretdb import FerretDBServer
+    from kredete.stack.postgres import PostgresPrimary, PostgresReplica
+    from kredete.stack.prometheus import scrape_configs
+    from kredete.stack.redis import RedisServer
+
+    primary = PostgresPrimary()
+    second = PostgresReplica(primary)
+    second.name = "postgres-replica-2"
+    data = [primary, PostgresReplica(primary), second, RedisServer(), FerretDBServer()]
+    jobs = {j["job_name"]: j for j in scrape_configs([*data, *monitoring_servers(data)], MonitoringSettings(),
+                                                     tmp_path / "token")}
+    pg = [(c["targets"][0], c["labels"]) for c in jobs["postgres"]["static_configs"]]
+    assert [labels["server"] for _t, labels in pg] == ["postgres", "postgres-replica", "postgres-replica-2"]
+    assert [labels["role"] for _t, labels in pg] == ["primary", "replica", "replica"]
+    assert len({t for t, _l in pg}) == 3
+    assert jobs["redis"]["metrics_path"] == "/scrape"
+    assert jobs["mongo"]["metrics_path"] == "/debug/metrics"
+    assert {"mcp", "app", "storage", "pipelines"} <= set(jobs)
+    assert "opensearch" not in jobs  # not in this plan
+
+
+def test_alertmanager_posts_to_the_webhook_only_when_one_is_set(monkeypatch):
+    from kredete.stack.alertmanager import render_config
+
+    plain = yaml.safe_load(render_config(load_monitoring_settings()))
+    assert "webhook_configs" not in plain["receivers"][0]
+    monkeypatch.setenv("KREDETE_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/alerts")
+    hooked = yaml.safe_load(render_config(load_monitoring_settings()))
+    assert hooked["receivers"][0]["webhook_configs"][0]["url"] == "http://127.0.0.1:9/alerts"
