@@ -528,7 +528,7 @@ async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, time
         await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
                                  f"{drill.alert} {drill.labels} firing in Prometheus", every=0.1)
         fired_at = time.time()
-        got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started - 5), timeout,
+        got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started), timeout,
                                f"{drill.alert} {drill.labels} at the webhook", every=0.1)
     return Firing(drill=name, alert=drill.alert, condition=drill.condition, for_s=for_s,
                   prometheus_s=fired_at - drill.started, webhook_s=got - drill.started)

@@ -344,7 +344,7 @@ def scrape_targets() -> list[dict[str, Any]]:
     dead = {(m["metric"].get("job"), m["metric"].get("instance")) for m in store_up if m["value"][1] == "0"}
     for r in rows:
         if r["health"] == "up" and (r["job"], r["instance"]) in dead:
-            r["health"], r["error"] = "down", f"{r['server']} does not answer its exporter"
+            r["health"], r["error"] = "down", "the store does not answer its exporter"
     return sorted(rows, key=lambda r: (r["job"], r["instance"]))
 
 
@@ -380,12 +380,13 @@ def print_targets(console: Any) -> bool:
         console.print(f"[red]Prometheus targets unavailable:[/] {escape(str(exc))}", highlight=False)
         return False
     table = Table(title="Prometheus scrape targets")
-    for col in ("job", "instance", "server", "up", "last scrape", "error"):
-        table.add_column(col)
+    for col in ("job", "instance", "server", "up", "last scrape"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=70)
     colour = {"up": "green", "down": "red"}
     for r in rows:
         age = f"{r['age_s']:.0f}s ago" if r["age_s"] is not None else "never"
         health = f"[{colour.get(r['health'], 'yellow')}]{r['health']}[/]"
-        table.add_row(r["job"], r["instance"], r["server"], health, age, escape(r["error"][:80]))
+        table.add_row(r["job"], r["instance"], r["server"], health, age, escape(r["error"]))
     console.print(table)
     return all(r["health"] == "up" for r in rows)

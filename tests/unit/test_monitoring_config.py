@@ -97,3 +97,15 @@ def test_alertmanager_posts_to_the_webhook_only_when_one_is_set(monkeypatch):
     monkeypatch.setenv("KREDETE_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/alerts")
     hooked = yaml.safe_load(render_config(load_monitoring_settings()))
     assert hooked["receivers"][0]["webhook_configs"][0]["url"] == "http://127.0.0.1:9/alerts"
+
+
+@pytest.fixture(autouse=True)
+def _no_monitoring_environment(monkeypatch):
+    """Defaults only: another test of the session may have applied a monitoring profile to the environment."""
+    import os
+
+    from config.monitoring import MonitoringSettings
+
+    for name in MonitoringSettings.model_fields:
+        monkeypatch.delenv(f"KREDETE_{name.upper()}", raising=False)
+    assert not any(k.startswith(("KREDETE_ALERT_", "KREDETE_MONITOR_")) for k in os.environ)

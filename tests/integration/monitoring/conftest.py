@@ -12,14 +12,14 @@ import pytest
 from kredete.ops.alert_drills import TEST_PROFILE, Scratch, WebhookReceiver, profile
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def receiver():
     r = WebhookReceiver()
     yield r
     r.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def monitoring(stack, receiver):
     """Every server up, Prometheus on the fast profile, every target scraped once under it."""
     from kredete.stack.prometheus import targets_ready
@@ -29,7 +29,7 @@ def monitoring(stack, receiver):
         yield receiver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def scratch(monitoring):
     s = Scratch()
     yield s
