@@ -207,6 +207,20 @@ class Scratch:
                 await admin.close()
 
 
+def fast_stop(server) -> None:
+    """Stop PostgreSQL with a fast shutdown (SIGINT: clients disconnected, clean checkpoint); the stack's own
+    stop sends SIGTERM, a smart shutdown that waits for connected clients such as its exporter."""
+    import signal
+
+    pid = server.pid()
+    if pid:
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while server.pid() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    server.stop()  # whatever is left, and the pid file
+
+
 def _replica():
     from kredete.stack.postgres import PostgresPrimary, PostgresReplica
 
@@ -217,8 +231,8 @@ def _replica():
 async def replica_down(scratch: Scratch) -> AsyncIterator[Drill]:
     """Stop the replica's server process; start it again afterwards."""
     replica = _replica()
-    drill = Drill("PostgresReplicaDown", {"server": replica.name}, "replica server stopped (SIGTERM to its group)")
-    await asyncio.to_thread(replica.stop)
+    drill = Drill("PostgresReplicaDown", {"server": replica.name}, "replica stopped (fast shutdown, SIGINT)")
+    await asyncio.to_thread(fast_stop, replica)
     drill.started = time.time()
     try:
         yield drill

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from config.paths import REPO_ROOT
-from kredete.ops.alert_drills import query, wait_until
+from kredete.ops.alert_drills import fast_stop, query, wait_until
 
 KREDETE = str(REPO_ROOT / ".venv" / "bin" / "kredete")
 pytestmark = pytest.mark.timeout(300)
@@ -43,7 +43,7 @@ async def test_a_target_that_is_down_is_shown_down_not_stale(monitoring):
     redis_exporter = exporters.RedisExporter([RedisServer()])
     replica = PostgresReplica(PostgresPrimary())
     await asyncio.to_thread(redis_exporter.stop)
-    await asyncio.to_thread(replica.stop)
+    await asyncio.to_thread(fast_stop, replica)
     try:
         try:
             # The replica's exporter either answers with pg_up 0 or fails the scrape (target down).
