@@ -116,10 +116,18 @@ def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_fi
         if isinstance(s, FerretDBServer):
             jobs.append(_static("mongo", [(f"127.0.0.1:{ports.MONGO_DEBUG}", {"server": s.name})],
                                 metrics_path="/debug/metrics"))
-    minio = [(f"127.0.0.1:{s.port}", {"server": s.name}) for s in servers if isinstance(s, MinioServer)]
+    minio = [s for s in servers if isinstance(s, MinioServer)]
     if minio:
-        jobs.append(_static("s3", minio, metrics_path="/minio/v2/metrics/cluster",
-                            authorization={"type": "Bearer", "credentials_file": str(token_file)}))
+        # MinIO serves TLS (certificates of the local CA) or plain HTTP; its metrics take the bearer token
+        # `mc admin prometheus generate` would make (accepted, and ignored where the metrics are public).
+        tls = any(getattr(s, "tls", False) for s in minio)
+        extra: dict[str, Any] = {"metrics_path": "/minio/v2/metrics/cluster",
+                                 "authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
+        if tls:
+            from config.paths import local_ca_file
+
+            extra |= {"scheme": "https", "tls_config": {"ca_file": str(local_ca_file())}}
+        jobs.append(_static("s3", [(f"127.0.0.1:{s.port}", {"server": s.name}) for s in minio], **extra))
     collector = next((s for s in servers if isinstance(s, CollectorServer)), None)
     if collector is not None:
         addr = f"127.0.0.1:{collector.port}"
