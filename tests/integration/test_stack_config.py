@@ -37,6 +37,10 @@ def env(tmp_path, monkeypatch):
     reset_settings()
 
 
+#: The monitoring servers of the plan, in start order: an exporter per local PostgreSQL server, then the rest.
+PG_EXPORTERS = ["postgres-exporter", "postgres-replica-exporter", "postgres-replica2-exporter"]
+MONITORING = ["redis-exporter", "collector", "alertmanager", "prometheus"]
+
 def _planned(only=None):
     from kredete import stack
 
@@ -57,7 +61,7 @@ def test_nothing_set_means_the_whole_local_stack(env):
     assert s.s3_secret_key is not None and s.s3_dr_url is not None
     run, not_run = _planned()
     assert run == ["postgres", "postgres-replica", "postgres-replica2", "redis", "mongo", "opensearch", "s3-audit",
-                   "s3-cold", "s3", "s3-dr"]
+                   "s3-cold", "s3", "s3-dr", *PG_EXPORTERS, *MONITORING]
     assert not not_run
 
 
@@ -130,14 +134,17 @@ def test_external_s3_gets_no_local_credentials_and_no_local_dr(env):
 def test_stack_up_plan_with_an_external_primary(env):
     env(postgres_url=EXTERNAL_PG)
     run, not_run = _planned()
-    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr"]
+    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr", *MONITORING]
     assert "reads go to the external primary" in not_run["postgres-replica"].reason
+    # No local exporter for an external store: its managed service's monitoring applies.
+    assert "managed service's own monitoring" in not_run["postgres-exporter"].reason
+    assert "managed service's own monitoring" in not_run["postgres-replica-exporter"].reason
     assert not_run["mongo"].refused and "KREDETE_MONGO_URL" in not_run["mongo"].reason
     assert "s3cret-pw" not in not_run["postgres"].reason
 
     env(postgres_url=EXTERNAL_PG, mongo_url="mongodb://mongo.example.com/")
     run, not_run = _planned()
-    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr"]
+    assert run == ["redis", "opensearch", "s3-audit", "s3-cold", "s3", "s3-dr", *MONITORING]
     assert not any(s.refused for s in not_run.values())
 
 
