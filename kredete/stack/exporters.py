@@ -28,6 +28,8 @@ from kredete.stack.base import Server, StackError, port_open, run
 
 MONITORING_DIR = REPO_ROOT / "monitoring"
 MONITOR_ROLE = "kredete_monitor"
+#: Time, pid, application (`kredete:<request id>` during an MCP call), user@database.
+LOG_LINE_PREFIX = "%m [%p] app=%a %u@%d "
 REDIS_USER = "exporter"
 
 
@@ -134,10 +136,16 @@ class PostgresExporter(MonitoringServer):
 
 
 def ensure_monitor_role(primary) -> None:
-    """The exporters' login (idempotent), and pg_stat_statements settings that keep literals out of it."""
-    # Utility statements (CREATE ROLE ... PASSWORD) are stored with their literals: do not track them.
-    if primary._psql("SHOW pg_stat_statements.track_utility").strip() != "off":
-        primary._psql("ALTER SYSTEM SET pg_stat_statements.track_utility = off")
+    """The exporters' login (idempotent), pg_stat_statements settings that keep literals out of it, and a log
+    line prefix that names the session's application (an MCP call's request id, `kredete:<id>`)."""
+    wanted = {"pg_stat_statements.track_utility": "off",  # CREATE ROLE ... PASSWORD would keep its literal
+              "log_line_prefix": LOG_LINE_PREFIX}
+    changed = False
+    for name, value in wanted.items():
+        if primary._psql(f"SHOW {name}").strip() != value.strip():
+            primary._psql(f"ALTER SYSTEM SET {name} = '{value}'")
+            changed = True
+    if changed:
         primary._psql("SELECT pg_reload_conf()")
     pw = local_secrets()["postgres_exporter"].replace("'", "''")
     primary._psql(

@@ -1,0 +1,47 @@
+"""PostgreSQL's slow-statement log (`log_min_duration_statement`), read back with each entry's request id.
+
+During an MCP call the session's `application_name` is `kredete:<request id>` (stores/postgres/pool.py) and the
+log line prefix names it (`app=%a`), so a slow entry leads to the call's audit row and its JSON log lines. Only
+the statement's first line is kept; `DETAIL: parameters` lines (the bound values) are never read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+) \[(?P<pid>\d+)\] app=(?P<app>\S*) "
+                  r"(?P<who>\S*) LOG:  duration: (?P<ms>[\d.]+) ms  (?:statement|execute [^:]*): (?P<sql>.*)$")
+
+
+class SlowEntry(BaseModel):
+    at: str
+    duration_ms: float
+    application: str
+    request_id: str | None
+    who: str
+    statement: str
+
+
+def entries(path: Path) -> Iterator[SlowEntry]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        m = LINE.match(line)
+        if not m:
+            continue
+        app = m["app"]
+        yield SlowEntry(at=m["at"], duration_ms=float(m["ms"]), application=app, who=m["who"],
+                        request_id=app.removeprefix("kredete:") if app.startswith("kredete:") else None,
+                        statement=m["sql"].strip()[:300])
+
+
+def slow_entries(path: Path, *, request_id: str | None = None, limit: int = 20) -> list[SlowEntry]:
+    """The newest `limit` entries (of one request when given)."""
+    found = [e for e in entries(path) if request_id is None or e.request_id == request_id]
+    return found[-limit:]
