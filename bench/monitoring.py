@@ -52,13 +52,14 @@ def _set_scraping(on: bool) -> None:
 
 
 async def overhead(url: str, settings: Any, calls: int, blocks: int) -> dict[str, Any]:
-    import asyncpg
+    from stores.postgres import PostgresStore
 
-    conn = await asyncpg.connect(settings.postgres_url.get_secret_value())
+    pg = await PostgresStore(settings.postgres_url.get_secret_value()).connect()
     try:
-        txs = [str(r["id"]) for r in await conn.fetch("SELECT id FROM transactions ORDER BY id LIMIT 5000")]
+        async with pg.connection() as conn:
+            txs = [str(r["id"]) for r in await conn.fetch("SELECT id FROM transactions ORDER BY id LIMIT 5000")]
     finally:
-        await conn.close()
+        await pg.close()
     rng = random.Random(7)
     token = token_for(settings, "support_agent", subject=EXEMPT)
     per: dict[str, list[float]] = {"off": [], "on": []}

@@ -7,10 +7,10 @@ Per pool (label `pool`; labels never carry passwords or hosts' data):
 * `kredete_pool_in_use_connections`: connections checked out by a caller now;
 * `kredete_pool_waiting_requests`: callers blocked waiting for a connection now.
 
-asyncpg (per PostgresStore: `postgres:<role>:primary|replica`) reads the pool's own counters and its queue
-of waiters; motor (`mongo:<host:port>`) counts pymongo's connection-pool events (its pool has no public
-counters); redis (`redis:<user>`) reads redis-py's pool, which does not queue (a full pool raises), so its
-waiting gauge is 0 by construction.
+asyncpg (per PostgresStore: `postgres:<role>:primary`, `postgres:<role>:replica:<cluster_name>`)
+reads the pool's own counters and its queue of waiters; motor (`mongo:<host:port>`) counts pymongo's
+connection-pool events (its pool has no public counters); redis (`redis:<user>`) reads redis-py's pool, which
+does not queue (a full pool raises), so its waiting gauge is 0 by construction.
 """
 
 from __future__ import annotations
@@ -131,11 +131,14 @@ class PoolCollector(Collector):
     def _pools(self) -> Iterator[tuple[str, str, _Stats]]:
         seen: dict[tuple[str, str], _Stats] = {}
         for store in list(self._postgres):
-            for where, url in (("primary", store._primary_url), ("replica", store._replica_url)):
-                pool = store.primary if where == "primary" else store.replica
+            user = _user(store._primary_url)
+            pools = [("primary", store.primary)]
+            for i, rep in enumerate(getattr(store, "replicas", ())):
+                pools.append((f"replica:{rep.name or i + 1}", rep.pool))
+            for where, pool in pools:
                 stats = _asyncpg_stats(pool) if pool is not None else None
                 if stats is not None:
-                    _add(seen, "postgres", f"postgres:{_user(url)}:{where}", stats)
+                    _add(seen, "postgres", f"postgres:{user}:{where}", stats)
         for key, stats in MONGO_POOLS.snapshot():
             _add(seen, "mongo", f"mongo:{key}", stats)
         for store in list(self._redis):

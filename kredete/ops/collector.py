@@ -306,6 +306,7 @@ async def pipelines_families(state: State) -> list[Any]:
 async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     """For each Postgres-fed index: how long its oldest change not yet past the sync checkpoint has waited."""
     from retrieval.indexers import FEEDS
+
     from stores.errors import StoreError
     from stores.monitoring.postgres import PostgresStats
     from stores.monitoring.search import SearchStats

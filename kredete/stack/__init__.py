@@ -66,7 +66,7 @@ class Skipped:
 def all_servers(name: str | None = None) -> list[Server]:
     """Servers in start order (the replica needs its primary) of a profile (default: the current one); the
     monitoring servers of that plan last."""
-    from kredete.stack.exporters import monitoring_servers
+    from kredete.stack.monitoring import monitoring_servers
     from kredete.stack.opensearch import OpenSearchServer
     from kredete.stack.opensearch_cluster import OpenSearchNode, ha_cluster
 

@@ -223,20 +223,3 @@ class CollectorServer(MonitoringServer):
     def healthy(self) -> bool:
         return port_open(self.port) and http_ok(f"{self.url()}/healthz")
 
-
-def monitoring_servers(data: list[Server]) -> list[Server]:
-    """The monitoring stack for these data servers, in start order: exporters, collector, Alertmanager,
-    Prometheus last (it scrapes them all)."""
-    from kredete.stack.alertmanager import AlertmanagerServer
-    from kredete.stack.postgres import PostgresPrimary, _PostgresBase
-    from kredete.stack.prometheus import PrometheusServer
-    from kredete.stack.redis import RedisServer
-
-    pg = [s for s in data if isinstance(s, _PostgresBase)]
-    out: list[Server] = [PostgresExporter(s, i, role="primary" if isinstance(s, PostgresPrimary) else "replica")
-                         for i, s in enumerate(pg)]
-    redis = [s for s in data if isinstance(s, RedisServer)]
-    if redis:
-        out.append(RedisExporter(redis))
-    out += [CollectorServer(), AlertmanagerServer(), PrometheusServer()]
-    return out

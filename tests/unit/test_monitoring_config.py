@@ -67,8 +67,8 @@ def test_thresholds_are_recorded_for_the_rules(monkeypatch):
 def test_scrape_targets_follow_the_plan(tmp_path):
     """Two replicas in the plan: three postgres exporters scraped; every Redis node through one exporter."""
     from config.monitoring import MonitoringSettings
-    from kredete.stack.exporters import monitoring_servers
     from kredete.stack.ferretdb import FerretDBServer
+    from kredete.stack.monitoring import monitoring_servers
     from kredete.stack.postgres import PostgresPrimary, PostgresReplica
     from kredete.stack.prometheus import scrape_configs
     from kredete.stack.redis import RedisServer
