@@ -247,7 +247,8 @@ async def replica_lag(scratch: Scratch, alert: str = "ReplicationLagSeconds") ->
 
     replica = _replica()
     pg = await scratch.postgres()
-    labels = {"server": replica.name} if alert == "ReplicationLagSeconds" else {"server": "postgres"}
+    # Bytes are measured on the primary, per standby (its application_name is the replica's cluster_name).
+    labels = {"server": replica.name} if alert == "ReplicationLagSeconds" else {"application_name": replica.name}
     drill = Drill(alert, labels, "replay paused on the replica (pg_wal_replay_pause) while the primary writes")
     standby = await PostgresStore(replica.url().rsplit("/", 1)[0] + "/postgres").connect()
     stop = asyncio.Event()
@@ -493,7 +494,7 @@ DRILLS: dict[str, Callable[[Scratch], Any]] = {
 CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
     "replica_down": lambda s: ("PostgresReplicaDown", {"server": "postgres-replica"}),
     "replication_lag_seconds": lambda s: ("ReplicationLagSeconds", {"server": "postgres-replica"}),
-    "replication_lag_bytes": lambda s: ("ReplicationLagBytes", {"server": "postgres"}),
+    "replication_lag_bytes": lambda s: ("ReplicationLagBytes", {"application_name": "postgres-replica"}),
     "deadlock": lambda s: ("PostgresDeadlocks", {"datname": s.database}),
     "slow_statement": lambda s: ("PostgresSlowStatement", {"datname": s.database, "statement": "~pg_sleep"}),
     "disk_usage": lambda s: ("DiskUsageHigh", {}),

@@ -305,12 +305,10 @@ async def pipelines_families(state: State) -> list[Any]:
 
 async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     """For each Postgres-fed index: how long its oldest change not yet past the sync checkpoint has waited."""
-    from retrieval.indexers import FEEDS
-
+    from retrieval.feeds import FEEDS
     from stores.errors import StoreError
     from stores.monitoring.postgres import PostgresStats
-    from stores.monitoring.search import SearchStats
-    from stores.search.catalog import INGEST_STATE
+    from stores.search.ingest_state import IngestState
 
     lag = gauge("kredete_search_sync_lag_seconds", "Age of the oldest source change the index's sync has not "
                 "read yet (0 when caught up)", ["index"])
@@ -319,20 +317,20 @@ async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricF
     try:
         search = await state.store("search")
         pg = PostgresStats(await state.store("postgres"))
-        stats = SearchStats(search)
+        checkpoints = IngestState(search)
         now = datetime.now(UTC)
         for name, feed in sorted(FEEDS.items()):
-            if feed.kind != "postgres":
+            if feed.kind != "postgres" or feed.table is None:
                 continue  # Mongo-fed indexes follow the outbox: their lag is the consumer's
-            doc = await stats.checkpoint(search.index_name(INGEST_STATE), f"checkpoint:index-{name}")
+            doc = await checkpoints.checkpoint(f"index-{name}")
             present.add_metric([name], 1 if doc and doc.get("last_key") else 0)
             if not doc or not doc.get("last_key"):
                 continue
             key = str(doc["last_key"])
-            if feed.cursor == "id":
-                first = await pg.first_after(feed.source, "id", int(key), "occurred_at")
+            if feed.table.cursor == "id":
+                first = await pg.first_after(feed.table.table, "id", int(key), "occurred_at")
             else:
-                first = await pg.first_change_after(feed.source, *key.partition("|")[::2])
+                first = await pg.first_change_after(feed.table.table, *key.partition("|")[::2])
             lag.add_metric([name], max(0.0, (now - first).total_seconds()) if first else 0.0)
     except StoreError as exc:
         log.warning("search sync lag: %s", exc)
@@ -448,6 +446,11 @@ def main(argv: list[str] | None = None) -> None:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if "storage" in parts or "pipelines" in parts:
         collecting.start_refresh()
+    # Warm up (imports, connections) before answering: the first scrape must not time out on them.
+    for part, coro in (("opensearch", opensearch_families), ("pipelines", pipelines_families)):
+        if part in parts:
+            with contextlib.suppress(Exception):
+                collecting.run(coro(state), timeout=120)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(collecting, parts))
     server.daemon_threads = True
     log.info("collector listening", extra={"port": args.port, "parts": sorted(parts)})

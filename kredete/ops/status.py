@@ -109,15 +109,14 @@ def gather(top: int = 5) -> OpsStatus:
                 s.ok = s.ok and colour != "red"
     streaming = {m.get("server"): v for m, v in _query('kredete_pg_standby_wal_receiver_streaming{role="replica"}')}
     delay = {m.get("server"): v for m, v in _query("kredete_pg_standby_replay_delay_seconds{role=\"replica\"}")}
-    lag_bytes = [v for _m, v in _query("kredete_pg_replication_replay_lag_bytes")]
+    # The primary reports bytes per connected standby under its application_name, which is the replica's
+    # cluster_name, i.e. its server name.
+    lag_bytes = {m.get("application_name"): v for m, v in _query("kredete_pg_replication_replay_lag_bytes")}
     for t in targets:
         if t["job"] == "postgres" and t["server"] != "postgres" and t["server"]:
             name = t["server"]
-            # The primary reports bytes per connected standby without knowing which server it is: shown
-            # only when there is one standby (the replica-side delay is per server).
-            status.replicas.append(ReplicaLag(
-                replica=name, streaming=streaming.get(name, 0) == 1, replay_delay_s=delay.get(name),
-                lag_bytes=lag_bytes[0] if len(lag_bytes) == 1 and len(streaming) == 1 else None))
+            status.replicas.append(ReplicaLag(replica=name, streaming=streaming.get(name, 0) == 1,
+                                              replay_delay_s=delay.get(name), lag_bytes=lag_bytes.get(name)))
     inuse = {(m["instance"], m["pool"]): v for m, v in _query("kredete_pool_in_use_connections")}
     maxes = {(m["instance"], m["pool"]): v for m, v in _query("kredete_pool_max_connections")}
     waiting = {(m["instance"], m["pool"]): v for m, v in _query("kredete_pool_waiting_requests")}

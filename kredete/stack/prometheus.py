@@ -112,6 +112,13 @@ def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_fi
                 {"target_label": "__address__", "replacement": f"127.0.0.1:{redis.port}"},
             ],
         })
+    # The HA profile: Patroni's REST API and etcd serve their own /metrics (leader, timeline, lag; raft).
+    patroni = [(f"127.0.0.1:{s.api_port}", {"server": s.name}) for s in servers if hasattr(s, "api_port")]
+    if patroni:
+        jobs.append(_static("patroni", patroni))
+    etcd = [(f"127.0.0.1:{s.port}", {"server": s.name}) for s in servers if s.name.startswith("etcd")]
+    if etcd:
+        jobs.append(_static("etcd", etcd))
     for s in servers:
         if isinstance(s, FerretDBServer):
             jobs.append(_static("mongo", [(f"127.0.0.1:{ports.MONGO_DEBUG}", {"server": s.name})],
