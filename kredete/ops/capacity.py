@@ -180,8 +180,9 @@ def build_report(usage: list[StoreUsage], users: int, monitor: MonitoringSetting
     months = monitor.capacity_months if months is None else months
     lim = limits(monitor)
     known = [s for s in usage if not s.error]
-    # Empty: no user and no row anywhere (a migrated schema still has bytes: catalog pages, empty indexes).
-    empty = users == 0 and all(s.rows == 0 for s in known)
+    # Empty: no user and no row in any store of record (a migrated schema still has bytes: catalog pages, empty
+    # indexes); Redis is a cache shared by every dataset, its keys do not make data.
+    empty = users == 0 and all(s.rows == 0 for s in known if s.store != "redis")
     stores: list[dict[str, Any]] = []
     for s in usage:
         series = [s.bytes * (1 + growth) ** m for m in range(months + 1)] if not s.error else []

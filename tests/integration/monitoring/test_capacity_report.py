@@ -23,8 +23,24 @@ def report(env: dict[str, str], out) -> tuple[subprocess.CompletedProcess, dict]
 
 
 def test_seeded_dataset(stack, tmp_path):
+    import asyncio
+
     ds = Dataset("capacity", users=20, seed=5)
     ds.prepare()
+    bucket = f"{ds.index_prefix}-documents"
+
+    async def put_documents() -> None:
+        from stores.registry import connect
+
+        stores = await connect(("objects",), settings=ds.settings())
+        try:
+            await stores.objects.ensure_bucket(bucket)
+            for i in range(3):
+                await stores.objects.put(bucket, f"capacity/doc-{i}.txt", b"x" * 1000)
+        finally:
+            await stores.close()
+
+    asyncio.run(put_documents())
     proc, body = report(ds.env, tmp_path)
     stores = {s["store"]: s for s in body["stores"]}
     assert body["users"] == 20 and body["empty"] is False
@@ -34,7 +50,9 @@ def test_seeded_dataset(stack, tmp_path):
     assert tables["transactions"]["rows"] > 0 and tables["transactions"]["bytes"] > 0
     assert "transactions_2" not in " ".join(tables)  # no partition listed on its own
     assert tables["users"]["rows"] == 20 and tables["users"]["per_user_rows"] == 1
-    assert stores["mongo"]["rows"] > 0 and stores["s3"]["rows"] > 0
+    assert stores["mongo"]["rows"] > 0
+    buckets = {i["name"]: i for i in stores["s3"]["items"]}
+    assert buckets[bucket]["rows"] >= 3 and buckets[bucket]["bytes"] >= 3000  # every version counted
     assert all(s["per_user_bytes"] > 0 for s in stores.values() if not s["error"] and s["bytes"])
     assert len(pg["projection_bytes"]) == 25
     assert pg["projection_bytes"][24] == pytest.approx(pg["bytes"] * 1.15 ** 24)

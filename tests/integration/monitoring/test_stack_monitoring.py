@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -48,7 +49,8 @@ async def test_a_target_that_is_down_is_shown_down_not_stale(monitoring):
         try:
             # The replica's exporter either answers with pg_up 0 or fails the scrape (target down).
             await wait_until(lambda: query('up{job="redis"} == 0') and query(
-                'pg_up{server="postgres-replica"} == 0 or up{server="postgres-replica"} == 0'), 60,
+                'pg_up{server="postgres-replica"} == 0 or up{server="postgres-replica"} == 0') and not query(
+                'kredete_pg_standby_wal_receiver_streaming{server="postgres-replica"} == 1'), 60,
                 "both down in Prometheus")
         except TimeoutError as exc:
             seen = (query('up{job="redis"}'), query("pg_up"))
@@ -57,7 +59,7 @@ async def test_a_target_that_is_down_is_shown_down_not_stale(monitoring):
         assert out.returncode == 1
         targets = out.stdout.split("Prometheus scrape targets", 1)[1].splitlines()
         redis_row = next(line for line in targets if line.startswith("│ redis "))
-        replica_row = next(line for line in targets if "│ postgres-replica │" in line)
+        replica_row = next(line for line in targets if re.search(r"│ postgres-replica\s+│", line))
         assert "│ down │" in redis_row, redis_row
         assert "│ down │" in replica_row, replica_row
         status = await asyncio.to_thread(kredete, "ops", "status", "--json")
