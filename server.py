@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,9 +83,11 @@ def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
 
 
 def _quiet_logging() -> None:
-    # stdout belongs to the protocol on stdio: logs go to stderr only.
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("KREDETE_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # stdout belongs to the protocol on stdio: logs go to stderr only, one JSON object a line, with the
+    # request id of the call being served (config/logs.py).
+    from config.logs import configure_json_logging
+
+    configure_json_logging("kredete.mcp", os.environ.get("KREDETE_LOG_LEVEL", "WARNING"))
 
 
 async def serve_stdio() -> None:

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
+from functools import lru_cache
 
 import structlog
 
@@ -23,6 +24,14 @@ _REQUEST_ID: ContextVar[str | None] = ContextVar("kredete_request_id", default=N
 
 def current_request_id() -> str | None:
     return _REQUEST_ID.get()
+
+
+@lru_cache(maxsize=1)
+def tag_sessions() -> bool:
+    """KREDETE_MONITOR_TAG_SESSIONS (default on): during a call, name each PostgreSQL session
+    `kredete:<request id>` (one extra round trip per connection checked out) so the server's slow-statement log
+    links to the call and its audit row."""
+    return os.environ.get("KREDETE_MONITOR_TAG_SESSIONS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from mcp_types import CallToolResult, TextContent
 from mcp_types.jsonrpc import INVALID_REQUEST
 from pydantic import BaseModel, ValidationError
 
+from config.logs import request_context
 from guards.call import CallState, current_call, new_call_state
 from guards.errors import BadInput, GuardError, Unauthenticated, Unavailable
 from guards.metrics import AUDIT_FAILURES, record_call
@@ -124,11 +125,14 @@ class GuardMiddleware:
         if not known:
             state.requested_name = name[:10_000]
         token = current_call.set(state)
-        try:
-            return await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
-        finally:
-            current_call.reset(token)
-            record_call(state.tool, state.decision, time.perf_counter() - state.started, state.redactions)
+        with request_context(state.request_id):  # in every log line, and the database sessions' names
+            try:
+                return await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
+            finally:
+                current_call.reset(token)
+                record_call(state.tool, state.decision, time.perf_counter() - state.started, state.redactions)
+                log.info("tool call", extra={"tool": state.tool, "decision": state.decision,
+                                             "latency_ms": round((time.perf_counter() - state.started) * 1000, 1)})
 
     async def _guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, name: str, known: bool,
                        arguments: dict[str, Any], state: CallState) -> Any:
@@ -201,10 +205,11 @@ class GuardMiddleware:
         state.resource = await self._label(ctx.method, raw)
         if state.resource != raw:
             state.requested_name = raw[:10_000]
-        try:
-            return await self._read_guarded(ctx, call_next, runtime, state)
-        finally:
-            record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
+        with request_context(state.request_id):
+            try:
+                return await self._read_guarded(ctx, call_next, runtime, state)
+            finally:
+                record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
 
     async def _read_guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, state: CallState) -> Any:
         try:

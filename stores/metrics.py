@@ -15,6 +15,7 @@ does not queue (a full pool raises), so its waiting gauge is 0 by construction.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import defaultdict
@@ -53,6 +54,24 @@ def _asyncpg_stats(pool: Any) -> _Stats | None:
     getters = getattr(getattr(pool, "_queue", None), "_getters", ()) or ()
     waiting = sum(1 for g in getters if not g.done())
     return _Stats(size=size, max_=max_, in_use=max(0, size - idle), waiting=waiting)
+
+
+def _redis_pools(client: Any) -> Iterator[tuple[str, _Stats]]:
+    """A standalone client's one pool, or one per node of a cluster client (suffix `:<host:port>`)."""
+    if client is None:
+        return
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+        idle = len(getattr(pool, "_available_connections", ()))
+        yield "", _Stats(size=in_use + idle, max_=int(pool.max_connections), in_use=in_use, waiting=0)
+        return
+    with contextlib.suppress(Exception):  # a cluster client: each ClusterNode keeps its own connections
+        for node in client.get_nodes():
+            opened = len(getattr(node, "_connections", ()))
+            free = len(getattr(node, "_free", ()))
+            yield f":{node.host}:{node.port}", _Stats(size=opened, max_=int(getattr(node, "max_connections", 0)),
+                                                      in_use=max(0, opened - free), waiting=0)
 
 
 class MongoPoolListener(monitoring.ConnectionPoolListener):
@@ -142,13 +161,8 @@ class PoolCollector(Collector):
         for key, stats in MONGO_POOLS.snapshot():
             _add(seen, "mongo", f"mongo:{key}", stats)
         for store in list(self._redis):
-            pool = getattr(store.client, "connection_pool", None) if store.client is not None else None
-            if pool is None:
-                continue
-            in_use = len(getattr(pool, "_in_use_connections", ()))
-            idle = len(getattr(pool, "_available_connections", ()))
-            _add(seen, "redis", f"redis:{_user(store._url)}",
-                 _Stats(size=in_use + idle, max_=int(pool.max_connections), in_use=in_use, waiting=0))
+            for where, stats in _redis_pools(store.client):
+                _add(seen, "redis", f"redis:{_user(store._url)}{where}", stats)
         for (store, pool), stats in sorted(seen.items()):
             yield store, pool, stats
 

@@ -100,25 +100,24 @@ def slow_queries(
     request: Annotated[str | None, typer.Option(help="With --log: only this request id")] = None,
 ) -> None:
     """Normalised statements from pg_stat_statements (constants as $n), slowest first; or, with --log, the
-    slow-statement log of the local primary with the request id of each entry."""
+    slow-statement log of the local PostgreSQL servers with the request id of each entry."""
     import asyncio
 
     from kredete.commands.common import fail
     from kredete.ops.status import top_statements
 
     if log:
-        from kredete.ops.slowlog import slow_entries
-        from kredete.stack.postgres import PostgresPrimary
+        from kredete.ops.slowlog import stack_slow_entries
 
-        found = slow_entries(PostgresPrimary().log_file, request_id=request, limit=top)
+        found = stack_slow_entries(request_id=request, limit=top)
         if as_json:
             typer.echo(json.dumps([e.model_dump() for e in found], indent=2))
             return
-        table = Table(title=f"slow-statement log of the local primary (newest {top})")
-        for col in ("at", "ms", "request id", "who", "statement"):
+        table = Table(title=f"slow-statement log of the local PostgreSQL servers (newest {top})")
+        for col in ("server", "at", "ms", "request id", "who", "statement"):
             table.add_column(col, overflow="fold")
         for e in found:
-            table.add_row(e.at, f"{e.duration_ms:.1f}", e.request_id or "-", e.who, escape(e.statement))
+            table.add_row(e.server, e.at, f"{e.duration_ms:.1f}", e.request_id or "-", e.who, escape(e.statement))
         Console(width=160).print(table)
         return
 

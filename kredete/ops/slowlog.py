@@ -18,6 +18,7 @@ LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+) \[(?P<
 
 
 class SlowEntry(BaseModel):
+    server: str = ""
     at: str
     duration_ms: float
     application: str
@@ -26,7 +27,7 @@ class SlowEntry(BaseModel):
     statement: str
 
 
-def entries(path: Path) -> Iterator[SlowEntry]:
+def entries(path: Path, server: str = "") -> Iterator[SlowEntry]:
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -36,12 +37,24 @@ def entries(path: Path) -> Iterator[SlowEntry]:
         if not m:
             continue
         app = m["app"]
-        yield SlowEntry(at=m["at"], duration_ms=float(m["ms"]), application=app, who=m["who"],
+        yield SlowEntry(server=server, at=m["at"], duration_ms=float(m["ms"]), application=app, who=m["who"],
                         request_id=app.removeprefix("kredete:") if app.startswith("kredete:") else None,
                         statement=m["sql"].strip()[:300])
 
 
-def slow_entries(path: Path, *, request_id: str | None = None, limit: int = 20) -> list[SlowEntry]:
+def slow_entries(path: Path, *, request_id: str | None = None, limit: int = 20, server: str = "") -> list[SlowEntry]:
     """The newest `limit` entries (of one request when given)."""
-    found = [e for e in entries(path) if request_id is None or e.request_id == request_id]
+    found = [e for e in entries(path, server) if request_id is None or e.request_id == request_id]
     return found[-limit:]
+
+
+def stack_slow_entries(*, request_id: str | None = None, limit: int = 20) -> list[SlowEntry]:
+    """Entries of every PostgreSQL server of the local stack (reads run on the replicas), oldest first."""
+    from kredete.stack import plan
+    from kredete.stack.postgres import _PostgresBase
+
+    found: list[SlowEntry] = []
+    for server in plan()[0]:
+        if isinstance(server, _PostgresBase):
+            found += slow_entries(server.log_file, request_id=request_id, limit=limit, server=server.name)
+    return sorted(found, key=lambda e: e.at)[-limit:]

@@ -121,6 +121,8 @@ class PostgresExporter(MonitoringServer):
         primary = getattr(self.target, "primary", self.target)
         if primary.pid() and primary.healthy():
             ensure_monitor_role(primary)
+        if self.target is not primary and self.target.pid() and self.target.healthy():
+            set_log_prefix(self.target)  # a replica keeps its own postgresql.auto.conf
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         from config.settings import get_settings
@@ -138,21 +140,28 @@ class PostgresExporter(MonitoringServer):
 def ensure_monitor_role(primary) -> None:
     """The exporters' login (idempotent), pg_stat_statements settings that keep literals out of it, and a log
     line prefix that names the session's application (an MCP call's request id, `kredete:<id>`)."""
-    wanted = {"pg_stat_statements.track_utility": "off",  # CREATE ROLE ... PASSWORD would keep its literal
-              "log_line_prefix": LOG_LINE_PREFIX}
-    changed = False
-    for name, value in wanted.items():
-        if primary._psql(f"SHOW {name}").strip() != value.strip():
-            primary._psql(f"ALTER SYSTEM SET {name} = '{value}'")
-            changed = True
-    if changed:
-        primary._psql("SELECT pg_reload_conf()")
+    # CREATE ROLE ... PASSWORD would keep its literal in pg_stat_statements.
+    _alter_system(primary, {"pg_stat_statements.track_utility": "off", "log_line_prefix": LOG_LINE_PREFIX})
     pw = local_secrets()["postgres_exporter"].replace("'", "''")
     primary._psql(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kredete_monitor') THEN "
         f"CREATE ROLE kredete_monitor LOGIN PASSWORD '{pw}'; ELSE ALTER ROLE kredete_monitor LOGIN PASSWORD '{pw}'; "
         "END IF; END $$")
     primary._psql("GRANT pg_monitor TO kredete_monitor")
+
+
+def set_log_prefix(server) -> None:
+    _alter_system(server, {"log_line_prefix": LOG_LINE_PREFIX})
+
+
+def _alter_system(server, wanted: dict[str, str]) -> None:
+    changed = False
+    for name, value in wanted.items():
+        if server._psql(f"SHOW {name}").strip() != value.strip():
+            server._psql(f"ALTER SYSTEM SET {name} = '{value}'")
+            changed = True
+    if changed:
+        server._psql("SELECT pg_reload_conf()")
 
 
 class RedisExporter(MonitoringServer):
@@ -166,23 +175,28 @@ class RedisExporter(MonitoringServer):
 
     def __init__(self, targets: list[Server]) -> None:
         super().__init__()
+        #: The stack's Redis servers: a standalone server, or a cluster (every node of it is scraped).
         self.targets = targets
+
+    def nodes(self) -> list[tuple[str, int]]:
+        """(server name, port) of every Redis node."""
+        return [(s.name, p) for s in self.targets for p in getattr(s, "node_ports", (s.port,))]
 
     def prepare(self) -> None:
         super().prepare()
-        for node in self.targets:
+        for server in self.targets:
             # The exporter's ACL user is in redis.conf, which Redis reads at start: a Redis started before
-            # the monitoring stack existed is restarted once to load it (AOF keeps its data).
-            if node.pid() and node.healthy() and not self._can_login(node):
-                node.stop()
-                node.start()
-                self.notes.append(f"restarted {node.name} once to load the `{REDIS_USER}` ACL user")
+            # the monitoring stack existed is restarted once to load it (AOF and nodes.conf keep its state).
+            if server.pid() and server.healthy() and not self._can_login(server.port):
+                server.stop()
+                server.start()
+                self.notes.append(f"restarted {server.name} once to load the `{REDIS_USER}` ACL user")
 
     @staticmethod
-    def _can_login(node: Server) -> bool:
+    def _can_login(port: int) -> bool:
         try:
-            out = run(["redis-cli", "-p", str(node.port), "--user", REDIS_USER, "--pass",
-                       local_secrets()["redis_exporter"], "--no-auth-warning", "PING"], timeout=5)
+            out = run(["redis-cli", "-p", str(port), "--user", REDIS_USER, "--no-auth-warning", "PING"], timeout=5,
+                      env={**os.environ, "REDISCLI_AUTH": local_secrets()["redis_exporter"]})
         except StackError:
             return False
         return out.strip() == "PONG"

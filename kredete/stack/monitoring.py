@@ -12,12 +12,12 @@ def monitoring_servers(data: list[Server]) -> list[Server]:
     """The monitoring stack for these data servers, in start order: exporters, collector, Alertmanager,
     Prometheus last (it scrapes them all)."""
     from kredete.stack.postgres import PostgresPrimary, _PostgresBase
-    from kredete.stack.redis import RedisServer
+    from kredete.stack.redis import RedisClusterServer, RedisServer
 
     pg = [s for s in data if isinstance(s, _PostgresBase)]
     out: list[Server] = [PostgresExporter(s, i, role="primary" if isinstance(s, PostgresPrimary) else "replica")
                          for i, s in enumerate(pg)]
-    redis = [s for s in data if isinstance(s, RedisServer)]
+    redis = [s for s in data if isinstance(s, RedisServer | RedisClusterServer)]
     if redis:
         out.append(RedisExporter(redis))
     out += [CollectorServer(), AlertmanagerServer(), PrometheusServer()]

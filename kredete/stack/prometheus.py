@@ -103,8 +103,8 @@ def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_fi
     if redis is not None:
         jobs.append({
             "job_name": "redis", "metrics_path": "/scrape",
-            "static_configs": [{"targets": [f"redis://127.0.0.1:{node.port}"], "labels": {"server": node.name}}
-                               for node in redis.targets],
+            "static_configs": [{"targets": [f"redis://127.0.0.1:{port}"], "labels": {"server": name}}
+                               for name, port in redis.nodes()],
             # The node is the exporter's `target` parameter; the exporter is what Prometheus connects to.
             "relabel_configs": [
                 {"source_labels": ["__address__"], "target_label": "__param_target"},

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from config.logs import current_request_id
+from config.logs import current_request_id, tag_sessions
 from stores import metrics
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
@@ -368,7 +368,8 @@ class PostgresStore:
                 raise _connection_failed(exc) from exc
         try:
             rid = current_request_id()
-            if rid:  # the session carries the MCP call's id into the server's logs (reset on release)
+            if rid and tag_sessions():  # the call's id in the server's logs (asyncpg's RESET ALL on release puts
+                # the pool's application_name back)
                 await conn.execute("SELECT set_config('application_name', $1, false)", f"kredete:{rid}"[:63])
             yield conn
         except _CONNECT_ERRORS as exc:
