@@ -89,6 +89,19 @@ def test_scrape_targets_follow_the_plan(tmp_path):
     assert "opensearch" not in jobs  # not in this plan
 
 
+def test_every_node_of_a_redis_cluster_is_scraped(tmp_path):
+    from config.monitoring import MonitoringSettings
+    from kredete.stack.monitoring import monitoring_servers
+    from kredete.stack.prometheus import scrape_configs
+    from kredete.stack.redis import RedisClusterServer
+
+    cluster = RedisClusterServer(node_ports=(7001, 7002, 7003, 7004, 7005, 7006))
+    jobs = {j["job_name"]: j for j in scrape_configs(monitoring_servers([cluster]), MonitoringSettings(),
+                                                     tmp_path / "token")}
+    targets = [c["targets"][0] for c in jobs["redis"]["static_configs"]]
+    assert targets == [f"redis://127.0.0.1:{p}" for p in range(7001, 7007)]
+
+
 def test_alertmanager_posts_to_the_webhook_only_when_one_is_set(monkeypatch):
     from kredete.stack.alertmanager import render_config
 
