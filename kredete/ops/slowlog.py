@@ -1,8 +1,8 @@
 """PostgreSQL's slow-statement log (`log_min_duration_statement`), read back with each entry's request id.
 
 During an MCP call the session's `application_name` is `kredete:<request id>` (stores/postgres/pool.py) and the
-log line prefix names it (`app=%a`), so a slow entry leads to the call's audit row and its JSON log lines. Only
-the statement's first line is kept; `DETAIL: parameters` lines (the bound values) are never read.
+log line prefix names it (`app=%a`), so a slow entry leads to the call's audit row and its JSON log lines. A
+statement is kept up to 2,000 characters; `DETAIL: parameters` lines (the bound values) are never read.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+) \[(?P<pid>\d+)\] app=(?P<app>\S*) "
-                  r"(?P<who>\S*) LOG:  duration: (?P<ms>[\d.]+) ms  (?:statement|execute [^:]*): (?P<sql>.*)$")
+                  r"(?P<who>\S*) LOG:  duration: (?P<ms>[\d.]+) ms  (?P<phase>statement|execute|parse|bind)[^:]*: "
+                  r"(?P<sql>.*)$")
 
 
 class SlowEntry(BaseModel):
@@ -24,6 +25,8 @@ class SlowEntry(BaseModel):
     application: str
     request_id: str | None
     who: str
+    #: statement (simple protocol), or the extended protocol's parse / bind / execute step
+    phase: str = "statement"
     statement: str
 
 
@@ -32,14 +35,20 @@ def entries(path: Path, server: str = "") -> Iterator[SlowEntry]:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return
-    for line in lines:
+    for i, line in enumerate(lines):
         m = LINE.match(line)
         if not m:
             continue
+        parts = [m["sql"].strip()]
+        for follow in lines[i + 1:i + 40]:  # a statement over several lines: its continuation lines
+            if follow[:1] not in ("\t", " ") or sum(map(len, parts)) > 2000:
+                break
+            parts.append(follow.strip())
+        sql = " ".join(p for p in parts if p)
         app = m["app"]
         yield SlowEntry(server=server, at=m["at"], duration_ms=float(m["ms"]), application=app, who=m["who"],
                         request_id=app.removeprefix("kredete:") if app.startswith("kredete:") else None,
-                        statement=m["sql"].strip()[:300])
+                        phase=m["phase"], statement=sql[:2000])
 
 
 def slow_entries(path: Path, *, request_id: str | None = None, limit: int = 20, server: str = "") -> list[SlowEntry]:

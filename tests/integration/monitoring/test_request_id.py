@@ -16,10 +16,12 @@ pytestmark = pytest.mark.timeout(600)
 
 
 async def test_a_call_its_audit_row_and_its_statements_share_one_request_id(monitoring):
+    import asyncio
+
     from stores.postgres import PostgresStore
 
     ds = Dataset("capacity", users=20, seed=5)
-    ds.prepare()
+    await asyncio.to_thread(ds.prepare)
     settings = ds.settings()
     admin = await PostgresStore(settings.postgres_url.get_secret_value()).connect()
     try:
@@ -28,7 +30,7 @@ async def test_a_call_its_audit_row_and_its_statements_share_one_request_id(moni
             # Every statement of the agent role in this database counts as slow, so it reaches the log.
             await conn.execute(f"ALTER ROLE kredete_agent_ro IN DATABASE {ds.db} SET log_min_duration_statement = 0")
         env = {**ds.env, "KREDETE_LOG_LEVEL": "INFO", "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": "monitoring-rid"}
-        with http_server(env, log_name="monitoring-request-id") as url:
+        with http_server(env, log_name="monitoring-request-id", timeout_s=180) as url:
             async with http_session(url, token_for(settings, "support_agent", subject="monitoring-rid")) as s:
                 result = await s.call_tool("get_transaction", {"transaction_id": str(tx)})
                 assert not result.is_error
@@ -47,8 +49,9 @@ async def test_a_call_its_audit_row_and_its_statements_share_one_request_id(moni
     calls = [e for e in lines if e.get("request_id") == rid]
     assert any(e["event"] == "tool call" and e["tool"] == "get_transaction" for e in calls), calls
     # PostgreSQL's slow-statement log: the call's statements, named by the same id, without their parameters.
-    out = subprocess.run([KREDETE, "ops", "slow-queries", "--log", "--request", rid, "--top", "50", "--json"],
-                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=dict(os.environ))
+    out = await asyncio.to_thread(
+        subprocess.run, [KREDETE, "ops", "slow-queries", "--log", "--request", rid, "--top", "50", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     entries = json.loads(out.stdout)
     assert entries and all(e["request_id"] == rid for e in entries)

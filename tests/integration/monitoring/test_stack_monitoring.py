@@ -95,7 +95,7 @@ def test_the_mcp_servers_metrics_are_scraped_while_it_runs(monitoring):
     from evals.harness import http_server
     from kredete.stack.prometheus import targets_dir
 
-    with http_server(dict(os.environ), log_name="monitoring-mcp") as url:
+    with http_server(dict(os.environ), log_name="monitoring-mcp", timeout_s=180) as url:
         port = url.split(":")[2].split("/")[0]
         instance = f"127.0.0.1:{port}"
         assert (targets_dir() / "mcp" / f"127.0.0.1_{port}.json").exists()
