@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from config.paths import REPO_ROOT, local_dir
+from config.ports import free_port
 from config.settings import resolve
 
 #: The monitoring profile drills run under (fast scrapes, short `for:`, thresholds a drill can reach).
@@ -62,7 +63,8 @@ class WebhookReceiver:
             def log_message(self, *_: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A scratch-range port (never 0: an ephemeral port can be taken by an outgoing connection again).
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -416,7 +418,7 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
 
     db_name = f"drill_{scratch.id}"
     mongo = await MongoStore(scratch.settings.mongo_url.get_secret_value(), db_name).connect()
-    port = _free_port()
+    port = free_port()  # scratch range, below the ephemeral ports
     env = {**os.environ, "KREDETE_MONGO_DB": db_name, "PYTHONPATH": str(REPO_ROOT)}
     log = open(local_dir() / f"drill-collector-{scratch.id}.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "kredete.ops.collector", "--port", str(port), "--parts",  # noqa: ASYNC220
@@ -460,14 +462,6 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
         with contextlib.suppress(Exception):
             await mongo.client.drop_database(db_name)
         await mongo.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http_ok(url: str) -> bool:
