@@ -263,7 +263,24 @@ async def replica_lag(scratch: Scratch, alert: str = "ReplicationLagSeconds") ->
                 await conn.execute("UPDATE drill SET v = $1 WHERE id = 1", f"w{n}")
             await asyncio.sleep(0.2)
 
+    async def streaming_and_caught_up() -> bool:
+        # A replica just restarted (the replica_down drill) may not stream yet: paused then, it receives
+        # nothing and shows no lag. A transaction of ours replayed there, while streaming, proves both.
+        async with pg.connection() as conn:
+            await conn.execute("UPDATE drill SET v = 'sync' WHERE id = 2")
+            lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+        async with standby.connection() as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+                " AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+                " AND pg_last_xact_replay_timestamp() IS NOT NULL", lsn))
+
     try:
+        deadline = time.monotonic() + 60
+        while not await streaming_and_caught_up():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replica did not stream and catch up within 60 s")
+            await asyncio.sleep(0.5)
         async with standby.connection() as conn:
             await conn.execute("SELECT pg_wal_replay_pause()")
         task = asyncio.create_task(writer())

@@ -110,11 +110,22 @@ class PostgresExporter(MonitoringServer):
         self.target = target
         self.role = role
 
+    def _queries(self) -> str:
+        slow_ms = int(monitoring_settings().alert_slow_query_s * 1000)
+        return (MONITORING_DIR / "postgres_queries.yml").read_text().replace("{slow_ms}", str(slow_ms))
+
+    def start(self) -> None:
+        # The exporter reads its queries once, at start: a running one with other queries (the file or the
+        # slow threshold changed) is restarted, or it would go on answering with the old definitions.
+        rendered = self.data_dir / "queries.yml"
+        if self.pid() and rendered.exists() and rendered.read_text() != self._queries():
+            self.notes.append("restarted: custom queries changed")
+            self.stop()
+        super().start()
+
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        slow_ms = int(monitoring_settings().alert_slow_query_s * 1000)
-        queries = (MONITORING_DIR / "postgres_queries.yml").read_text().replace("{slow_ms}", str(slow_ms))
-        (self.data_dir / "queries.yml").write_text(queries)
+        (self.data_dir / "queries.yml").write_text(self._queries())
         secret = self.data_dir / "password"
         secret.write_text(local_secrets()["postgres_exporter"])
         os.chmod(secret, 0o600)
