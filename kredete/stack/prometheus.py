@@ -138,7 +138,8 @@ def scrape_configs(servers: list[Server], settings: MonitoringSettings, token_fi
     collector = next((s for s in servers if isinstance(s, CollectorServer)), None)
     if collector is not None:
         addr = f"127.0.0.1:{collector.port}"
-        if any(s.name == "opensearch" for s in servers):
+        # One node (default plan) or the HA profile's nodes: the collector reads the cluster through settings.
+        if any(s.name == "opensearch" or type(s).__name__ == "OpenSearchNode" for s in servers):
             jobs.append(_static("opensearch", [(addr, {"server": "opensearch"})], metrics_path="/metrics/opensearch"))
         jobs.append(_static("storage", [(addr, {"server": "collector"})], metrics_path="/metrics/storage"))
         jobs.append(_static("pipelines", [(addr, {"server": "collector"})], metrics_path="/metrics/pipelines"))
