@@ -36,6 +36,7 @@ from stores.errors import StoreUnavailable
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
 from stores.postgres import AuditRepository, PostgresStore
+from stores.postgres.audit_group_commit import GroupCommitAudit
 from stores.registry import Stores, connect_agent
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ class AgentRuntime:
         # than every call being refused.
         limiter = RateLimiter(cache, self.rate_limits,
                               own_issuer=s.token_issuer)
-        audit_repo = AuditRepository(stores.audit) if stores.audit is not None else None
+        # Group commit: the rows of concurrent calls share one insert and one commit (fail closed after the bound).
+        audit_repo = (GroupCommitAudit(AuditRepository(stores.audit), timeout_s=s.audit_timeout_s,
+                                       max_batch=s.audit_max_batch) if stores.audit is not None else None)
         self.gate = Gate(self.tools, authenticator=Authenticator(self.transport, s), rate_limiter=limiter,
                          audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport),
                          redactor=OutputRedactor(deferred, hash_key=key),

@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     #: Replicas of every search index; unset: 0 on the single node, 1 on the `ha` profile's three-node cluster.
     search_replicas: int | None = Field(None, ge=0, le=5)
 
+    # --- perf: the MCP call path (issue 15) ---
+    #: A call waits at most this long for its audit row's batch to commit; after it, the call fails closed.
+    audit_timeout_s: float = Field(2.0, gt=0, le=60)
+    #: Rows per audit group commit at most (the rows of concurrent calls share one insert and one commit).
+    audit_max_batch: int = Field(500, ge=1, le=10_000)
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",

@@ -12,13 +12,15 @@ import time
 
 from guards.call import CallState, args_digest
 from stores.postgres.audit import AuditRepository
+from stores.postgres.audit_group_commit import GroupCommitAudit
 from stores.postgres.models import AuditEntry
 
 log = logging.getLogger("kredete.guards.audit")
 
 
 class AuditWriter:
-    def __init__(self, repository: AuditRepository | None, *, digest_key: bytes, transport: str) -> None:
+    def __init__(self, repository: GroupCommitAudit | AuditRepository | None, *, digest_key: bytes,
+                 transport: str) -> None:
         self.repository = repository
         self.digest_key = digest_key
         self.transport = transport
@@ -42,7 +44,8 @@ class AuditWriter:
         )
 
     async def write(self, state: CallState) -> bool:
-        """Append the call's row; False when it could not be written (the caller then fails closed)."""
+        """Append the call's row (awaiting its commit); False when it could not be written in time (the caller
+        then fails closed)."""
         if self.repository is None:
             return False
         try:

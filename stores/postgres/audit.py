@@ -23,6 +23,13 @@ def link_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
 
 
+def _batch_row(e: AuditEntry) -> dict[str, object]:
+    """One element of `audit_append_batch`'s array (the jsonb values as objects, not as text)."""
+    row = e.model_dump(mode="json")
+    row["metadata"] = json.loads(json.dumps(e.metadata, sort_keys=True, default=str))
+    return row
+
+
 class AuditRepository(Repository):
     """Works with the service role, or the log role for `append` only (it may only EXECUTE audit_append)."""
 
@@ -43,6 +50,16 @@ class AuditRepository(Repository):
                     entry.resource, entry.args_digest, entry.reason, entry.rows_returned,
                     json.dumps(entry.redactions, sort_keys=True), entry.latency_ms, entry.request_id,
                     json.dumps(entry.metadata, sort_keys=True, default=str), entry.occurred_at)
+
+    async def append_many(self, entries: list[AuditEntry], *, timeout: float | None = None) -> list[int]:
+        """Append rows in the order given, in one transaction (`audit_append_batch`: one chain lock hold, one
+        commit); their ids in the same order. All or none: a failure appends nothing."""
+        rows = [_batch_row(e) for e in entries]
+        with pg_errors():
+            async with self.store.connection() as conn:
+                records = await conn.fetch("SELECT audit_append_batch($1::jsonb) AS id", json.dumps(rows),
+                                           timeout=timeout)
+        return [r["id"] for r in records]
 
     async def verify_chain(self, *, batch: int = 5000) -> ChainReport:
         """Walk the whole chain in id order on one snapshot, recomputing every hash here in Python.

@@ -1,0 +1,214 @@
+"""Profile the MCP call path: `get_transaction` over streamable HTTP and stdio, sampled by py-spy.
+
+    python -m bench.profile_calls [--calls 600] [--out bench/results/profile_after.txt] [--transport http stdio]
+
+The server runs as a real process (`kredete serve`) on the bench dataset (the one `bench.tool_calls` builds);
+a support agent's client makes `--calls` sequential `get_transaction` calls on one session, and
+`py-spy record --pid` samples the server during those calls only (not its start-up or the warm-up).
+The rate limits are raised for the run (the Redis check still runs on every call).
+py-spy's folded stacks are summarised per function: inclusive ("cumulative") and exclusive ("self") share
+of the samples in which the server's event loop was busy (other threads and the idle loop left out), plus the
+client-side latency of the calls. Needs py-spy (PyPI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from config.paths import REPO_ROOT
+from config.ports import free_port
+from evals.harness import KREDETE, Dataset, error_text, http_session, latency_summary, token_for
+
+RESULTS = Path(__file__).parent / "results"
+TOOL = "get_transaction"
+WARMUP = 20
+RATE = 100
+#: A frame on every stack of the event loop running a callback or task step: its busy time.
+BUSY = "Handle._run (asyncio/events.py)"
+LIMITS = {"KREDETE_RATE_LIMIT_PER_TOOL": "1000000", "KREDETE_RATE_LIMIT_PER_PRINCIPAL": "1000000"}
+
+
+def _py_spy() -> str:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        raise SystemExit("py-spy is not installed: `uv pip install py-spy` into the venv")
+    return exe
+
+
+async def _transactions(settings: Any, n: int) -> list[str]:
+    from stores.postgres.bulk_load import direct_connection
+
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
+        rows = await conn.fetch("SELECT id FROM transactions ORDER BY id LIMIT $1", n)
+    return [str(r["id"]) for r in rows]
+
+
+async def _drive(session: Any, txs: list[str], calls: int) -> list[float]:
+    ms: list[float] = []
+    for i in range(WARMUP + calls):
+        t = time.perf_counter()
+        res = await session.call_tool(TOOL, {"transaction_id": txs[i % len(txs)]})
+        if res.is_error:
+            raise RuntimeError(f"{TOOL} failed: {error_text(res)}")
+        if i >= WARMUP:
+            ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
+def profile_http(env: dict[str, str], settings: Any, txs: list[str], calls: int, raw: Path) -> dict[str, Any]:
+    port = free_port()
+    cmd = [KREDETE, "serve", "--transport", "http", "--port", str(port)]
+    log = open(raw.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300  # the NER model loads at start: slow on a busy machine
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {raw.with_suffix('.log').read_text()[-2000:]}") from None
+                time.sleep(0.3)
+
+        async def go() -> list[float]:
+            token = token_for(settings, "support_agent", subject="profile-http")
+            async with http_session(f"http://127.0.0.1:{port}/mcp", token) as s:
+                await _drive(s, txs, 0)  # warm-up, unsampled
+                with _sampling(proc.pid, raw):
+                    return await _drive(s, txs, calls)
+
+        ms = asyncio.run(go())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    return latency_summary(ms)
+
+
+def profile_stdio(env: dict[str, str], settings: Any, txs: list[str], calls: int, raw: Path) -> dict[str, Any]:
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    token = token_for(settings, "support_agent", subject="profile-stdio")
+    params = StdioServerParameters(command=KREDETE, args=["serve"], env={**env, "KREDETE_TOKEN": token},
+                                   cwd=str(REPO_ROOT))
+
+    async def go() -> list[float]:
+        with tempfile.TemporaryFile("w+") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
+                await s.initialize()
+                await _drive(s, txs, 0)
+                with _sampling(_child_pid(), raw):
+                    return await _drive(s, txs, calls)
+
+    return latency_summary(asyncio.run(go()))
+
+
+def _child_pid() -> int:
+    """The stdio server: this process's child running `kredete serve`."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and "serve" in (stat.parent / "cmdline").read_bytes().decode(errors="replace"):
+            return int(stat.parent.name)
+    raise RuntimeError("stdio server process not found")
+
+
+@contextlib.contextmanager
+def _sampling(pid: int, raw: Path) -> Iterator[None]:
+    """py-spy attached to `pid` for the block only (start-up and warm-up are not sampled)."""
+    spy = subprocess.Popen([_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", str(RATE),
+                            "--nolineno", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first sampled call
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=60)
+
+
+def summarise(raw: Path, top: int = 35) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, [(function, inclusive samples)], [(function, exclusive samples)]) from py-spy's folded stacks."""
+    incl: collections.Counter[str] = collections.Counter()
+    excl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        if BUSY not in frames:  # other threads (pymongo's monitors, idle executors) and the idle event loop
+            continue
+        n = int(count)
+        total += n
+        for f in set(frames):
+            incl[f] += n
+        excl[frames[-1]] += n
+    outer = {f for f, n in incl.items() if n == total}  # on every busy stack: the loop, typer, the runner
+    inc = [(f, n) for f, n in incl.most_common() if f not in outer][:top]
+    return total, inc, excl.most_common(top)
+
+
+def report(title: str, stats: dict[str, Any], raw: Path) -> str:
+    total, inc, exc = summarise(raw)
+    lines = [f"== {title}: {stats['n']} sequential {TOOL} calls, client p50 {stats['p50_ms']:.2f} ms, "
+             f"p99 {stats['p99_ms']:.2f} ms, mean {stats['mean_ms']:.2f} ms",
+             f"   py-spy: {total} samples of the server's event loop busy (running a callback or task step) at "
+             f"{RATE} Hz during the sampled calls; % of those",
+             "", "   cumulative (inclusive) % of samples  function (file)"]
+    lines += [f"   {100 * n / total:6.1f}%  {f}" for f, n in inc]
+    lines += ["", "   self (exclusive) % of samples  function (file)"]
+    lines += [f"   {100 * n / total:6.1f}%  {f}" for f, n in exc[:20]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=600)
+    ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
+    ap.add_argument("--transport", nargs="+", default=["http", "stdio"], choices=["http", "stdio"])
+    ap.add_argument("--out", type=Path, default=RESULTS / "profile_after.txt")
+    args = ap.parse_args()
+    ds = Dataset("bench", users=args.users, seed=42)
+    ds.prepare(log=lambda m: print(m, file=sys.stderr))
+    settings = ds.settings()
+    env = {**ds.env, **LIMITS}
+    txs = asyncio.run(_transactions(settings, 500))
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
+    out = [f"# MCP call path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+           f"git {head.stdout.strip()})\n"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for transport in args.transport:
+            raw = Path(tmp) / f"{transport}.txt"
+            run = profile_http if transport == "http" else profile_stdio
+            stats = run(env, settings, txs, args.calls, raw)
+            out.append(report(transport, stats, raw))
+            print(out[-1])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
