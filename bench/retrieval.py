@@ -232,6 +232,7 @@ async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds:
     load drift over both.
     """
     from config import ports
+    from guards.redaction import redact
     from kredete import stack
     from kredete.stack.opensearch_cluster import SearchCluster
     from retrieval.encoder import SentenceTransformerEncoder
@@ -257,7 +258,7 @@ async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds:
         encoder = SentenceTransformerEncoder(batch_size=64)
         docs, queries, _ = corpus(n_docs)
         queries = queries[:n_queries]
-        ingestor = Ingestor(single, encoder, batch_docs=64)
+        ingestor = Ingestor(single, encoder, redact=redact, batch_docs=64)
         await ingestor.ensure_indexes()
         await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
         # the same chunks and vectors into the cluster's index (its own generation, replicas from the store)

@@ -119,12 +119,13 @@ async def run(cfg: DrillConfig, *, cluster: SearchCluster, search_url: str, mong
               say: Callable[[str], None] = print) -> DrillResult:
     """Run the drill against `cluster` (reached at `search_url`); the credit store is a scratch database of
     the MongoDB at `mongo_url` (field encryption under `master_key`)."""
-    from retrieval.indexers import AUDIT_LOGS, AuditScope, DocIndexer, search_index
-
+    from guards.redaction import redact
     from retrieval.changes import FEED_NAME, FollowStats, follow
     from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.index_sync import DocIndexer
     from retrieval.ingest import Ingestor
     from retrieval.kb import load_articles
+    from retrieval.scoped_search import search_index
     from retrieval.service import KnowledgeRetriever
     from retrieval.sources import KbSource, ListSource, Record
     from stores.mongo import MongoStore
@@ -132,9 +133,9 @@ async def run(cfg: DrillConfig, *, cluster: SearchCluster, search_url: str, mong
     from stores.mongo.credit import ActionPlanRepository, DisputeRepository
     from stores.mongo.documents import ActionPlan, ActionStep, Dispute
     from stores.mongo.encryption import open_field_encryption
-    from stores.scope import RowScope
+    from stores.scope import AuditScope, RowScope
     from stores.search import SearchStore
-    from stores.search.catalog import CHUNKS, DISPUTES
+    from stores.search.catalog import AUDIT_LOGS, CHUNKS, DISPUTES
 
     prefix = f"kredete-drill-{uuid.uuid4().hex[:6]}"
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -157,13 +158,13 @@ async def run(cfg: DrillConfig, *, cluster: SearchCluster, search_url: str, mong
 
         # --- corpus ---------------------------------------------------------------------------------
         encoder = SentenceTransformerEncoder(batch_size=32)
-        ingestor = Ingestor(search, encoder, batch_docs=64)
+        ingestor = Ingestor(search, encoder, redact=redact, batch_docs=64)
         await ingestor.ensure_indexes()
         await ingestor.run(KbSource(), resume=False)
         docs = _synthetic_docs(cfg.docs)
         if docs:
             await ingestor.run(ListSource("drill", [Record(d.source_key, [d]) for d in docs]), resume=False)
-        audit = DocIndexer(search, AUDIT_LOGS)
+        audit = DocIndexer(search, AUDIT_LOGS, redact=redact)
         await audit.ensure()
         base = datetime.now(UTC) - timedelta(days=1)
         actions = ["search_transactions", "get_credit_report", "list_disputes", "search_knowledge"]
