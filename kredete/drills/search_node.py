@@ -285,6 +285,9 @@ async def run(cfg: DrillConfig, *, cluster: SearchCluster, search_url: str, mong
         say(f"load: {cfg.readers} search_knowledge loop(s), audit-log search, audit writes, outbox follower; "
             f"warming up {cfg.warmup_s:.0f}s")
         await asyncio.sleep(cfg.warmup_s)
+        # The follower creates its indexes when the load starts; a replica still initialising protects
+        # nothing, so the node is killed only once every copy is started (a green cluster), load running.
+        await search.cluster_health(wait_for="green", timeout_s=cfg.green_timeout_s)
 
         # --- the fault ------------------------------------------------------------------------------
         target, role = await asyncio.to_thread(_target, cluster, cfg.node, alias)
