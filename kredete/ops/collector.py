@@ -289,7 +289,10 @@ async def pipelines_families(state: State) -> list[Any]:
                    "(pgBackRest), by stanza and type", ["stanza", "type"])
     with state.lock:
         info = (state.storage.get("backups") or (0, None))[1]
+    stanzas = gauge("kredete_backup_stanza", "1 per pgBackRest stanza configured (with or without a backup)",
+                    ["stanza"])
     for stanza in info or []:
+        stanzas.add_metric([stanza.get("name", "?")], 1)
         newest: dict[str, int] = {}
         for b in stanza.get("backup", []):
             if b.get("error"):
@@ -300,7 +303,7 @@ async def pipelines_families(state: State) -> list[Any]:
             backup.add_metric([stanza.get("name", "?"), kind], stop)
     configured = gauge("kredete_backup_configured", "1 when a pgBackRest configuration was found and read")
     configured.add_metric([], 1 if info is not None else 0)
-    return [*fams, backup, configured, up]
+    return [*fams, backup, stanzas, configured, up]
 
 
 async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
