@@ -128,7 +128,7 @@ async def test_seed_command(pg_template):
     db = fresh_database(pg_template)
     try:
         args = ["seed", "--users", "30", "--seed", "5", "--transactions-per-user", "4", "--skip-mongo",
-                "--url", db.service]
+                "--skip-documents", "--url", db.service]  # this test's fixture starts PostgreSQL only
         result = await asyncio.to_thread(CliRunner().invoke, app, args)
         assert result.exit_code == 0, result.output
         again = await asyncio.to_thread(CliRunner().invoke, app, args)
