@@ -77,6 +77,7 @@ class AgentRuntime:
         self.services: ServiceSet | None = None
         self.flags = FlagReader()
         self._services_retry: asyncio.Task | None = None
+        self.tracer: Any = None
         self._retriever: KnowledgeRetriever | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -144,6 +145,8 @@ class AgentRuntime:
         self.ai_logger = AILogger(self.stores.mongo, redactor=lambda text: redact_value(text)[0],
                                   retention=timedelta(days=s.log_retention_days))
         await self.ai_logger.start()
+        if s.traces_enabled:
+            await self.start_traces()
         # Retention and outbox reconciliation (FerretDB has no TTL indexes and no transactions).
         try:
             self.mongo_jobs = MaintenanceJobs(self.stores.mongo.db, retention_interval=s.mongo_retention_interval_s,
@@ -152,6 +155,12 @@ class AgentRuntime:
         except Exception as exc:
             log.warning("credit store jobs not started: %s", type(exc).__name__)
 
+    async def start_traces(self) -> None:
+        """Every call becomes an observation of a trace (`guards.tracing`), written through the AI logger."""
+        from agent_tools.tracing import start_recorder
+
+        self.tracer = await start_recorder(self)
+
     async def close(self) -> None:
         if self._services_retry is not None:
             self._services_retry.cancel()
@@ -159,6 +168,8 @@ class AgentRuntime:
             await self.search_jobs.stop()
         if self.mongo_jobs is not None:
             await self.mongo_jobs.stop()
+        if self.tracer is not None:  # before the logger: what it drains goes to the logger's buffer
+            await self.tracer.stop()
         if self.ai_logger is not None:
             await self.ai_logger.stop()
         if self.services is not None:

@@ -172,6 +172,18 @@ class Settings(BaseSettings):
     #: Rows per audit group commit at most (the rows of concurrent calls share one insert and one commit).
     audit_max_batch: int = Field(500, ge=1, le=10_000)
 
+    # --- AI traces, prompts, training export (traces engineer) -----------------------------------------------
+    #: Every MCP call is logged as an observation of a trace (off: nothing is traced; the benchmark's baseline).
+    traces_enabled: bool = True
+    #: Observations waiting to be redacted and handed to the AI logger; past it new ones are dropped and counted.
+    trace_queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    #: An output larger than this (JSON bytes) is kept as its size and keyed digest only, not its text.
+    trace_max_output_bytes: int = Field(16_384, ge=0, le=1_000_000)
+    #: OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); unset: no export (the default).
+    otlp_traces_endpoint: str | None = None
+    #: S3 principal the training export writes as (the ML-artifacts bucket's writer).
+    training_s3_principal: str = "ml_pipeline"
+
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
 S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",

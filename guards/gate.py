@@ -66,6 +66,9 @@ class Gate:
         #: Tools an operator can switch off: tool name -> its boolean feature flag.
         self.switched = {n: t.enabled_by for n, t in self.tools.items() if t.enabled_by}
         self.switches = switches
+        #: `guards.tracing.TraceRecorder` when AI traces are on (set by the runtime); the middleware hands it
+        #: every call.
+        self.tracer: Any = None
 
     async def authenticate(self, ctx: Any) -> Principal:
         return await self.authenticator.authenticate(ctx)

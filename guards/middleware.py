@@ -125,14 +125,21 @@ class GuardMiddleware:
         if not known:
             state.requested_name = name[:10_000]
         token = current_call.set(state)
+        # Every call is an observation of a trace (guards.tracing): queued here, written in the background.
+        tracer = getattr(runtime, "tracer", None)
+        obs = tracer.begin(ctx, "tool_call") if tracer is not None else None
+        result = None
         with request_context(state.request_id):  # in every log line, and the database sessions' names
             try:
-                return await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
+                result = await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
+                return result
             finally:
                 current_call.reset(token)
                 record_call(state.tool, state.decision, time.perf_counter() - state.started, state.redactions)
                 log.info("tool call", extra={"tool": state.tool, "decision": state.decision,
                                              "latency_ms": round((time.perf_counter() - state.started) * 1000, 1)})
+                if tracer is not None:
+                    tracer.end(obs, state, result)
 
     async def _guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, name: str, known: bool,
                        arguments: dict[str, Any], state: CallState) -> Any:
@@ -205,11 +212,17 @@ class GuardMiddleware:
         state.resource = await self._label(ctx.method, raw)
         if state.resource != raw:
             state.requested_name = raw[:10_000]
+        tracer = getattr(runtime, "tracer", None)
+        obs = tracer.begin(ctx, "prompt" if ctx.method == "prompts/get" else "resource_read") if tracer else None
+        result = None
         with request_context(state.request_id):
             try:
-                return await self._read_guarded(ctx, call_next, runtime, state)
+                result = await self._read_guarded(ctx, call_next, runtime, state)
+                return result
             finally:
                 record_call(ctx.method, state.decision, time.perf_counter() - state.started, {})
+                if tracer is not None:
+                    tracer.end(obs, state, result)
 
     async def _read_guarded(self, ctx: Any, call_next: Any, runtime: GuardRuntime, state: CallState) -> Any:
         try:

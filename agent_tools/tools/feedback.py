@@ -19,6 +19,9 @@ class LogFeedbackInput(ToolInput):
     score: int = Field(ge=-1, le=5, description="-1 (harmful) .. 5 (excellent).")
     label: Literal["helpful", "not_helpful", "incorrect", "unsafe", "other"] = "other"
     comment: str | None = Field(None, max_length=2000)
+    observation_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
+                                       description="Score one observation of the conversation (a turn, a tool "
+                                                   "call: `_meta[\"kredete/observation_id\"]` of its result).")
 
 
 class FeedbackAck(BaseModel):
@@ -31,7 +34,7 @@ async def log_feedback(args: LogFeedbackInput, ctx: ToolContext[ConversationScop
     conversation = ctx.scope
     feedback_id = await ctx.ai_log.log_feedback(
         conversation.conversation_id, conversation.user_id, score=args.score, label=args.label, comment=args.comment,
-        principal_subject=ctx.principal.subject)
+        principal_subject=ctx.principal.subject, observation_id=args.observation_id)
     return FeedbackAck(feedback_id=str(feedback_id), conversation_id=conversation.conversation_id, accepted=True)
 
 

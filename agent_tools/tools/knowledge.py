@@ -4,6 +4,7 @@ observation of a conversation (trace)."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from agent_tools.common import ToolInput
 from agent_tools.context import ToolContext
 from agent_tools.spec import ToolSpec
 from guards.access import ALL_ROLES, KnowledgeScope, knowledge
+from guards.tracing import record_retrieval
 
 DocType = Literal["kb", "credit_report", "dispute", "dispute_letter", "action_plan", "document"]
 Mode = Literal["hybrid", "knn", "bm25"]
@@ -55,18 +57,20 @@ class KnowledgeResults(BaseModel):
 
 async def search_knowledge(args: SearchKnowledgeInput, ctx: ToolContext[KnowledgeScope]) -> KnowledgeResults:
     scope, mode = ctx.scope, args.mode or default_mode(ctx)
+    started = time.perf_counter()
     passages = await ctx.retriever.search(args.query, scope.rows, k=args.k, mode=mode,
                                           min_score=args.min_score, doc_types=list(scope.doc_types))
     query_id = uuid.uuid4().hex
     out = [PassageOut(citation=p.citation, source_id=p.source_id, doc_type=p.doc_type, title=p.title, text=p.text,
                       score=round(float(p.score), 4), highlights=list(p.highlights or [])) for p in passages]
-    # Every retrieval is an observation of a trace: the agent's conversation, or one of its own.
-    conversation = scope.conversation
-    await ctx.ai_log.log_conversation_turn(
-        conversation.conversation_id, conversation.user_id, "system", f"search_knowledge: {args.query}",
-        principal_subject=ctx.principal.subject, retrieved_ids=[p.citation for p in out],
-        metadata={"query_id": query_id, "mode": mode, "k": args.k, "observation": "retrieval"})
-    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=conversation.conversation_id, mode=mode)
+    # Every retrieval is a child observation of the call's trace (the agent's conversation, or its session) and a
+    # model prediction with its ranked results: redacted and written in the background, off the call path.
+    record_retrieval(args.query, mode=mode, fusion="minmax" if mode == "hybrid" else None, k=args.k,
+                     results=[(p.citation, float(p.score), p.doc_type) for p in passages],
+                     latency_ms=(time.perf_counter() - started) * 1000, index=f"{ctx.settings.index_prefix}-knowledge",
+                     version=f"{ctx.settings.chunk_tokens}/{ctx.settings.chunk_overlap}")
+    return KnowledgeResults(query_id=query_id, passages=out, conversation_id=scope.conversation.conversation_id,
+                            mode=mode)
 
 
 def default_mode(ctx: ToolContext[Any]) -> str:

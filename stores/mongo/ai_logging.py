@@ -201,13 +201,14 @@ class AILogger:
             principal_subject=principal_subject, created_at=ts, expires_at=ts + self.retention))
 
     async def log_feedback(self, conversation_id: str, user_id: Any, *, score: float, label: str | None,
-                           comment: str | None, principal_subject: str) -> str | None:
-        """A score on a trace (kept without expiry)."""
+                           comment: str | None, principal_subject: str,
+                           observation_id: str | None = None) -> str | None:
+        """A score on a trace, or on one observation of it (kept without expiry)."""
         if comment and self.redactor:
             comment = self.redactor(comment)
         return await self.record(names.FEEDBACK_SIGNALS, FeedbackSignal, dict(
             conversation_id=conversation_id, user_id=user_id, principal_subject=principal_subject, score=score,
-            label=label, comment=comment))
+            label=label, comment=comment, observation_id=observation_id))
 
     async def log_prediction(self, model: str, version: str, user_id: Any, inputs: Mapping[str, Any],
                              outputs: Mapping[str, Any], latency_ms: float) -> str | None:
@@ -219,7 +220,8 @@ class AILogger:
             model=model, version=str(version), user_id=user_id, inputs=ins, outputs=outs, latency_ms=latency_ms))
 
     async def record(self, collection: str, model: type[BaseModel], fields: dict[str, Any]) -> str | None:
-        """Validate `fields` as a `model` document (a fresh `_id` is added) and commit it to the local queue.
+        """Validate `fields` as a `model` document (a fresh `_id` is added unless `fields` carries one, as the
+        trace model's documents do) and commit it to the local queue.
 
         The record's `_id` once durable; None when the queue is full (counted as dropped); InvalidData for a
         record that can never be stored (nothing is queued); StoreUnavailable when the queue cannot be written.

@@ -21,6 +21,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from stores.mongo import documents as d
+from stores.mongo import trace_documents as td
 
 NOT_IMPLEMENTED = 238
 
@@ -42,6 +43,10 @@ WRITE_CLAIMS = "write_claims"
 CDC_CHECKPOINTS = "cdc_checkpoints"
 LOAD_PROGRESS = "load_progress"
 CONVERSATION_OWNERS = "conversation_owners"
+# AI traces (traces engineer): traces, their observations, prompt versions
+TRACES = "traces"
+TRACE_OBSERVATIONS = "trace_observations"
+PROMPT_VERSIONS = "prompt_versions"
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(FEEDBACK_SIGNALS, d.FeedbackSignal, (
         _ix("user_conversation", (U, A), ("conversation_id", A), ("created_at", D)),
         _ix("label_created", ("label", A), ("created_at", D)),
+        _ix("conversation_created", ("conversation_id", A), ("created_at", D)),
+        _ix("created", ("created_at", D)),
     )),
     CollectionSpec(TRAINING_DATA, d.TrainingExample, (
         _ix("user_dataset", (U, A), ("dataset", A), ("created_at", D)),
@@ -139,6 +146,19 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(LOAD_PROGRESS, None, (_ix("load", ("load", A)),), shard_key=None, pushdown=("load",)),
     # Looked up by `_id` (the conversation id) only; one small document per conversation.
     CollectionSpec(CONVERSATION_OWNERS, None, (), shard_key=None, pushdown=("_id",)),
+    # AI traces: a trace per conversation (or MCP session), observations in a tree, prompt templates by version.
+    CollectionSpec(TRACES, td.TraceDoc, (
+        _ix("user_created", (U, A), ("created_at", D)),
+        _ix("created", ("created_at", D)),
+    ), ttl_field="expires_at", pushdown=(U, "_id")),
+    CollectionSpec(TRACE_OBSERVATIONS, td.Observation, (
+        _ix("user_trace_started", (U, A), ("trace_id", A), ("started_at", A)),
+        _ix("trace_started", ("trace_id", A), ("started_at", A)),
+        _ix("started", ("started_at", D)),
+    ), ttl_field="expires_at", pushdown=(U, "trace_id")),
+    CollectionSpec(PROMPT_VERSIONS, td.PromptVersionDoc, (
+        _ix("name_version", ("name", A), ("version", A)),
+    ), shard_key=None, pushdown=("_id",)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 TTL_COLLECTIONS = tuple(s.name for s in SPECS if s.ttl_field)

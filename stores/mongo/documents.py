@@ -336,9 +336,10 @@ class PromptRecord(Doc):
 
 
 class FeedbackSignal(Doc):
-    """A score on a trace (thumbs, rating, label). Kept without expiry."""
+    """A score on a trace (thumbs, rating, label), or on one observation of it. Kept without expiry."""
 
     conversation_id: str = Field(max_length=200)
+    observation_id: str | None = Field(None, max_length=200)
     user_id: UserId
     principal_subject: ShortText
     score: float = Field(ge=-1, le=5)

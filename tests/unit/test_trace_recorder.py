@@ -1,0 +1,130 @@
+"""The trace recorder's logic with an in-memory sink and owners (pure logic; the real path runs in
+tests/integration/traces): bounded queue, drops counted, another principal's trace refused, an unreachable
+owner store keeps observations queued, stored values redacted, argument digests equal to the audit row's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from uuid import uuid4
+
+from guards.call import args_digest, new_call_state
+from guards.principal import Principal, Role
+from guards.tracing import META_CONVERSATION, TraceRecorder, owner_of
+from stores.mongo import collections as names
+
+KEY = b"k" * 32
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict]] = []
+
+    async def record(self, collection, model, fields):
+        model.model_validate(fields)  # what the AI logger validates
+        self.records.append((collection, dict(fields)))
+        return fields.get("_id")
+
+    async def log_prompt(self, *a, **k):
+        return None
+
+    async def log_prediction(self, *a, **k):
+        self.records.append(("model_predictions", {"args": a}))
+        return None
+
+    def observations(self) -> list[dict]:
+        return [f for c, f in self.records if c == names.TRACE_OBSERVATIONS]
+
+
+class Owners:
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+        self.down = False
+
+    async def claim(self, conversation_id, owner, *, user_id):
+        if self.down:
+            raise ConnectionError("credit store down")
+        return self.owner.setdefault(conversation_id, owner) == owner
+
+
+def customer() -> Principal:
+    return Principal(subject=f"user:{uuid4()}", role=Role.CUSTOMER, user_id=uuid4(), token_id="t", expires_at=2**31,
+                     issuer="test")
+
+
+def ctx(meta=None):
+    return SimpleNamespace(meta=meta or {}, session=SimpleNamespace(_connection=SimpleNamespace(state={})))
+
+
+def call(rec: TraceRecorder, who: Principal, arguments: dict, *, meta=None, c=None, result=None):
+    c = c or ctx(meta)
+    obs = rec.begin(c, "tool_call")
+    state = new_call_state("get_wallet_balances", arguments)
+    state.principal = who
+    rec.end(obs, state, result)
+    return obs, state
+
+
+async def test_a_full_queue_drops_and_counts_without_failing_the_call():
+    rec = TraceRecorder(Sink(), digest_key=KEY, queue_size=3)
+    who = customer()
+    for _ in range(5):
+        call(rec, who, {})
+    assert len(rec._queue) == 3 and rec.dropped == {"queue_full": 2}
+
+
+async def test_stored_values_are_redacted_and_digested_like_the_audit_row():
+    sink = Sink()
+    rec = TraceRecorder(sink, digest_key=KEY)
+    who = customer()
+    args = {"note": "card 4111 1111 1111 1111, mail ama@example.com"}
+    result = {"structuredContent": {"rows": [{"memo": "call me on +234 803 123 4567"}]}, "content": []}
+    call(rec, who, args, result=result)
+    await rec.start()
+    assert await rec.flush(5)
+    await rec.stop()
+    (obs,) = sink.observations()
+    stored = json.dumps(obs, default=str)
+    for secret in ("4111 1111 1111 1111", "ama@example.com", "803 123 4567", str(who.user_id), who.subject):
+        assert secret not in stored.replace(f'"user_id": "{who.user_id}"', "")
+    assert obs["args_digest"] == args_digest(args, KEY)
+    assert {"CARD_NUMBER", "EMAIL", "PHONE"} <= set(obs["redactions"])
+    assert obs["principal"]["id"].startswith("cust_") and obs["output_stored"]
+
+
+async def test_another_principals_trace_is_refused_and_logged_under_the_callers_session():
+    sink, owners = Sink(), Owners()
+    rec = TraceRecorder(sink, digest_key=KEY, owners=owners)
+    alice, mallory = customer(), customer()
+    owners.owner["conv-alice"] = owner_of(alice)
+    call(rec, alice, {}, meta={META_CONVERSATION: "conv-alice"})
+    obs_m, _ = call(rec, mallory, {}, meta={META_CONVERSATION: "conv-alice"})
+    await rec.start()
+    assert await rec.flush(5)
+    await rec.stop()
+    by_id = {o["_id"]: o for o in sink.observations()}
+    mine = by_id[obs_m.id]
+    assert mine["trace_id"] != "conv-alice" and mine["metadata"]["refused_trace"] is True
+    alices = next(o for o in by_id.values() if o["trace_id"] == "conv-alice")
+    assert alices["principal"]["id"] != mine["principal"]["id"]
+    assert rec.refused == 1
+    # Known now: the next call naming it is logged under the session trace at once.
+    obs_2, _ = call(rec, mallory, {}, meta={META_CONVERSATION: "conv-alice"})
+    assert obs_2.trace_id == obs_2.session_trace and rec.refused == 2
+
+
+async def test_an_unreachable_owner_store_keeps_observations_queued_until_it_is_back():
+    sink, owners = Sink(), Owners()
+    owners.down = True
+    rec = TraceRecorder(sink, digest_key=KEY, owners=owners, queue_size=100)
+    who = customer()
+    for _ in range(4):
+        call(rec, who, {})
+    await rec.start()
+    await asyncio.sleep(0.3)
+    assert sink.observations() == [] and len(rec._queue) == 4
+    owners.down = False
+    assert await rec.flush(10)
+    await rec.stop()
+    assert len(sink.observations()) == 4 and rec.dropped == {}
