@@ -249,7 +249,8 @@ class TraceRecorder:
             conv, parent = meta.get(META_CONVERSATION), meta.get(META_PARENT)
             connection = getattr(getattr(ctx, "session", None), "_connection", None)
             session = getattr(connection, "state", None)
-            obs = Pending(id=uuid.uuid4().hex, kind=kind, started_at=datetime.now(UTC), started=time.perf_counter(),
+            # A canonical UUID: the output guard leaves it bare (a hex string would be delimited as free text).
+            obs = Pending(id=str(uuid.uuid4()), kind=kind, started_at=datetime.now(UTC), started=time.perf_counter(),
                           meta_conversation=conv if isinstance(conv, str) and ID_PATTERN.match(conv) else None,
                           meta_parent=parent if isinstance(parent, str) and ID_PATTERN.match(parent) else None,
                           session=session if isinstance(session, dict) else None)
@@ -479,6 +480,14 @@ class TraceRecorder:
                     output, counts = self._redacted(payload)
                     add(counts)
                 stored = True
+        def rename(value: Any) -> Any:
+            """The customer's own id inside a value (get_wallet_balances' user_id, a citation of their credit
+            report) becomes their pseudonym too."""
+            if p is not None and p.role is Role.CUSTOMER and p.user_id:
+                return _replace_text(value, str(p.user_id), principal["id"])
+            return value
+
+        arguments, output = rename(arguments), rename(output)
         fields = {
             "_id": obs.id, "trace_id": obs.trace_id, "parent_id": obs.meta_parent, "user_id": user,
             "principal": principal, "kind": kind, "name": name[:500], "status": _status(state.decision),
@@ -496,10 +505,10 @@ class TraceRecorder:
         for r in obs.retrievals:
             query, counts = self._redacted(r.query)
             out.append((names.TRACE_OBSERVATIONS, {
-                "_id": uuid.uuid4().hex, "trace_id": obs.trace_id, "parent_id": obs.id, "user_id": user,
+                "_id": str(uuid.uuid4()), "trace_id": obs.trace_id, "parent_id": obs.id, "user_id": user,
                 "principal": principal, "kind": "retrieval", "name": f"{r.mode}" + (f"/{r.fusion}" if r.fusion else ""),
                 "status": "ok", "arguments": {"query": query, "k": r.k, "mode": r.mode},
-                "results": [{"rank": i + 1, "id": rid, "score": round(float(score), 6), "doc_type": dt}
+                "results": [{"rank": i + 1, "id": rename(rid), "score": round(float(score), 6), "doc_type": dt}
                             for i, (rid, score, dt) in enumerate(r.results[:200])],
                 "redactions": counts, "tokens": self._tokens(query), "latency_ms": round(r.latency_ms, 3),
                 "metadata": {"index": r.index, "model": r.model, "version": r.version, "fusion": r.fusion},
@@ -539,6 +548,17 @@ class TraceRecorder:
             for coll, fields in docs:
                 if coll == names.TRACE_OBSERVATIONS:
                     self.exporter.export(fields)
+
+
+def _replace_text(value: Any, old: str, new: str) -> Any:
+    """`value` with `old` replaced by `new` in every string (keys included) of a nested dict/list."""
+    if isinstance(value, str):
+        return value.replace(old, new) if old in value else value
+    if isinstance(value, dict):
+        return {_replace_text(k, old, new): _replace_text(v, old, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_text(v, old, new) for v in value]
+    return value
 
 
 def _tell_client(result: Any, obs: Pending) -> None:

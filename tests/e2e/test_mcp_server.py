@@ -526,15 +526,16 @@ async def test_retrievals_and_feedback_are_logged_redacted_in_mongo(http_server,
     stores = await connect(("mongo",), settings=e2e_settings)
     try:
         for _ in range(50):  # the logger writes in the background
-            turn = await stores.mongo.db.llm_conversations.find_one({"conversation_id": conv})
+            turn = await stores.mongo.db.trace_observations.find_one({"trace_id": conv, "kind": "retrieval"})
             fb = await stores.mongo.db.feedback_signals.find_one({"conversation_id": conv})
             if turn and fb:
                 break
             await asyncio.sleep(0.1)
     finally:
         await stores.close()
-    assert turn["retrieved_ids"] == [p["citation"] for p in found["passages"]]
-    assert turn["user_id"] == str(facts.alice) and turn["observation"] == "retrieval"
+    # The retrieval is a child observation of the call's trace (the conversation), its ranked results kept.
+    assert [r["id"] for r in turn["results"]] == [p["citation"] for p in found["passages"]]
+    assert turn["user_id"] == str(facts.alice) and turn["principal"]["id"].startswith("cust_")
     assert "08031234567" not in fb["comment"] and "ada@example.com" not in fb["comment"]
     assert fb["score"] == 2 and fb["label"] == "not_helpful"
 

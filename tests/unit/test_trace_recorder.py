@@ -79,7 +79,8 @@ async def test_stored_values_are_redacted_and_digested_like_the_audit_row():
     rec = TraceRecorder(sink, digest_key=KEY)
     who = customer()
     args = {"note": "card 4111 1111 1111 1111, mail ama@example.com"}
-    result = {"structuredContent": {"rows": [{"memo": "call me on +234 803 123 4567"}]}, "content": []}
+    result = {"structuredContent": {"user_id": str(who.user_id), "rows": [{"memo": "call me on +234 803 123 4567"}]},
+              "content": []}
     call(rec, who, args, result=result)
     await rec.start()
     assert await rec.flush(5)
@@ -91,6 +92,7 @@ async def test_stored_values_are_redacted_and_digested_like_the_audit_row():
     assert obs["args_digest"] == args_digest(args, KEY)
     assert {"CARD_NUMBER", "EMAIL", "PHONE"} <= set(obs["redactions"])
     assert obs["principal"]["id"].startswith("cust_") and obs["output_stored"]
+    assert obs["output"]["user_id"] == obs["principal"]["id"]  # the customer's own id: their pseudonym
 
 
 async def test_another_principals_trace_is_refused_and_logged_under_the_callers_session():

@@ -25,6 +25,15 @@ def traces_env(stack) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def traces_server(traces_env):
+    """The MCP server over streamable HTTP on the traces dataset (one process for the whole session)."""
+    from evals.harness import http_server
+
+    with http_server(traces_env, log_name="traces-http-server") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def traces_settings(traces_env):
     return TRACES_DATASET.settings()
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from agent_tools.prompts import SUMMARISE_TRANSFERS
-from evals.harness import KREDETE, http_server, http_session, token_for
+from evals.harness import KREDETE, http_session, token_for
 from tests.integration.traces.conftest import EXEMPT, eventually
 
 pytestmark = pytest.mark.integration
@@ -26,17 +26,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           timeout=120, check=False)
 
 
-@pytest.fixture(scope="module")
-def server(traces_env):
-    with http_server(traces_env, log_name="traces-http-server") as url:
-        yield url
-
-
-async def test_a_conversation_is_one_trace(server, traces_env, traces_settings, customers, credit_store):
+async def test_a_conversation_is_one_trace(traces_server, traces_env, traces_settings, customers, credit_store):
     customer = customers[0]
     token = token_for(traces_settings, "customer", user=customer, subject=EXEMPT)
     conv = f"conv-{uuid.uuid4().hex[:12]}"
-    async with http_session(server, token) as s:
+    async with http_session(traces_server, token) as s:
         user_turn = await s.call_tool("log_turn", {
             "conversation_id": conv, "role": "user",
             "content": f"Hi, I'm Ama Mensah ({PII_EMAIL}), card {PII_CARD}. How long does a transfer to Ghana take?"})
