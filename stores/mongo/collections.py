@@ -47,6 +47,7 @@ CONVERSATION_OWNERS = "conversation_owners"
 TRACES = "traces"
 TRACE_OBSERVATIONS = "trace_observations"
 PROMPT_VERSIONS = "prompt_versions"
+TRAINING_OPTOUTS = "training_optouts"
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(PROMPT_VERSIONS, td.PromptVersionDoc, (
         _ix("name_version", ("name", A), ("version", A)),
     ), shard_key=None, pushdown=("_id",)),
+    # Customers who opted out of training use (read by `kredete training export`, looked up by `_id`).
+    CollectionSpec(TRAINING_OPTOUTS, td.TrainingOptOut, (), pushdown=("_id",)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 TTL_COLLECTIONS = tuple(s.name for s in SPECS if s.ttl_field)

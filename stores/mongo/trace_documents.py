@@ -89,3 +89,11 @@ class PromptVersionDoc(Doc):
     template_sha256: str = Field(max_length=64)
     user_id: UserId = "00000000-0000-0000-0000-000000000000"
     created_at: UtcDatetime = Field(default_factory=now)
+
+
+class TrainingOptOut(Doc):
+    """A customer who opted out of their conversations being used as training data (`_id` is the user id);
+    the training export leaves their conversations out. Opting back in deletes the document."""
+
+    user_id: UserId
+    created_at: UtcDatetime = Field(default_factory=now)

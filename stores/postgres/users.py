@@ -70,6 +70,17 @@ class UserRepository(Repository):
             out[r["id"]] = {"names": list(dict.fromkeys(names)), "addresses": list(dict.fromkeys(lines))}
         return out
 
+    async def not_live(self, user_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these users were erased (`deleted_at` set) or are unknown here (the training export leaves
+        their data out)."""
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return set()
+        async with self._read() as conn:
+            rows = await conn.fetch("SELECT id FROM users_public WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
+                                    ids)
+        return set(ids) - {r["id"] for r in rows}
+
     async def users_assigned_to(self, coach_subject: str) -> list[UUID]:
         """Users a credit coach may see (the coach's row scope)."""
         async with self._read() as conn:

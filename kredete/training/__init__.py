@@ -1,0 +1,1 @@
+"""Training data produced from AI traces (`kredete training export`)."""
