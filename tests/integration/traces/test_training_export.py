@@ -26,10 +26,13 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def ml_bucket(traces_env):
-    """The dataset's S3 buckets and principals (`kredete s3 setup`, idempotent)."""
-    out = cli(traces_env, "s3", "setup")
-    assert out.returncode == 0, out.stderr[-2000:]
+def ml_bucket(s3_ready, s3_settings, traces_env, traces_settings):
+    """The stack's own S3 setup (`kredete s3 setup` under the default bucket prefix, shared with the S3 tests):
+    MinIO's remote tiers are server-wide and follow the prefix that set them up first, so a dataset never runs a
+    setup of its own. Returns (env, settings) that write to that prefix's ML-artifacts bucket."""
+    prefix = s3_settings.s3_bucket_prefix
+    return ({**traces_env, "KREDETE_S3_BUCKET_PREFIX": prefix},
+            traces_settings.model_copy(update={"s3_bucket_prefix": prefix}))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,8 @@ async def test_scored_conversations_become_consented_redacted_examples(traces_se
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
     good, opted, low = customers[1], customers[2], customers[3]
     assert erased_customer not in (good, opted, low)
-    out = cli(traces_env, "training", "consent", str(opted), "--opt-out")
+    env, s3 = ml_bucket
+    out = cli(env, "training", "consent", str(opted), "--opt-out")
     assert out.returncode == 0, out.stderr
     kept = await converse(traces_server, traces_settings, good, 5)
     left_out = {await converse(traces_server, traces_settings, opted, 5),
@@ -94,7 +98,7 @@ async def test_scored_conversations_become_consented_redacted_examples(traces_se
 
     assert await eventually(written), "the conversations did not reach the credit store"
     dataset = f"test-{uuid.uuid4().hex[:8]}"
-    out = cli(traces_env, "training", "export", "--since", since, "--min-score", "4", "--dataset", dataset, "--json")
+    out = cli(env, "training", "export", "--since", since, "--min-score", "4", "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stderr
     card = json.loads(out.stdout)
     assert card["examples"] == 1 and card["scored_traces"] == 5
@@ -111,8 +115,8 @@ async def test_scored_conversations_become_consented_redacted_examples(traces_se
     from stores.objects.buckets import bucket_of
     from stores.objects.principals import objects_for
 
-    objects = objects_for(traces_settings, "ml_pipeline")
-    bucket = bucket_of("ml-artifacts", traces_settings.s3_bucket_prefix)
+    objects = objects_for(s3, "ml_pipeline")
+    bucket = bucket_of("ml-artifacts", s3.s3_bucket_prefix)
     try:
         jsonl = (await objects.get(bucket, f"training/{dataset}/examples.jsonl")).decode()
         stored_card = json.loads(await objects.get(bucket, f"training/{dataset}/card.json"))
@@ -125,25 +129,26 @@ async def test_scored_conversations_become_consented_redacted_examples(traces_se
         assert secret not in jsonl and secret not in json.dumps(example["features"]) + json.dumps(example["label"])
     assert stored_card["examples"] == 1 and "opted out 1" in md
     # Opting back in includes the conversation on the next export of the same dataset (replaced, not appended).
-    assert cli(traces_env, "training", "consent", str(opted), "--opt-in").returncode == 0
-    again = json.loads(cli(traces_env, "training", "export", "--since", since, "--min-score", "4", "--dataset",
+    assert cli(env, "training", "consent", str(opted), "--opt-in").returncode == 0
+    again = json.loads(cli(env, "training", "export", "--since", since, "--min-score", "4", "--dataset",
                            dataset, "--json").stdout)
     assert again["examples"] == 2 and await db.training_data.count_documents({"dataset": dataset}) == 2
 
 
 async def test_an_export_with_no_matching_data_writes_an_empty_dataset_and_its_card(traces_env, traces_settings,
                                                                                      ml_bucket, credit_store):
+    env, s3 = ml_bucket
     dataset = f"empty-{uuid.uuid4().hex[:8]}"
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    out = cli(traces_env, "training", "export", "--since", future, "--dataset", dataset, "--json")
+    out = cli(env, "training", "export", "--since", future, "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stderr
     card = json.loads(out.stdout)
     assert card["examples"] == 0 and card["scored_traces"] == 0 and card["splits"] == {}
     from stores.objects.buckets import bucket_of
     from stores.objects.principals import objects_for
 
-    objects = objects_for(traces_settings, "ml_pipeline")
-    bucket = bucket_of("ml-artifacts", traces_settings.s3_bucket_prefix)
+    objects = objects_for(s3, "ml_pipeline")
+    bucket = bucket_of("ml-artifacts", s3.s3_bucket_prefix)
     try:
         assert await objects.get(bucket, f"training/{dataset}/examples.jsonl") == b""
         assert json.loads(await objects.get(bucket, f"training/{dataset}/card.json"))["dataset"] == dataset
