@@ -25,15 +25,19 @@ REPORTS = Path(__file__).parent / "reports"
 NEEDS_DATASET = {"retrieval", "permissions", "latency"}
 
 
-def dataset(users: int = 60) -> Dataset:
-    return Dataset("evals", users=users, seed=7, ingest=("kb",))
+def dataset(users: int = 60, name: str = "evals") -> Dataset:
+    return Dataset(name, users=users, seed=7, ingest=("kb",))
 
 
 def run(only: Iterable[str] | None = None, *, resume: Path | None = None, users: int = 60, latency_calls: int = 40,
-        fresh: bool = False, console: Console | None = None) -> Path:
+        fresh: bool = False, console: Console | None = None, queries: int | None = None,
+        out: Path | None = None, dataset_name: str = "evals") -> Path:
+    """`queries` keeps a sample of the labelled retrieval queries (the small CI run); `out` is the report folder
+    (default `evals/reports/<timestamp>/`, committed for full runs); `dataset_name` keeps a small run's data
+    apart from the full run's (`kredete_<name>` databases, `kredete-<name>` indexes)."""
     console = console or Console(stderr=True)
     sections = [s for s in SECTIONS if not only or s in set(only)]
-    out = resume or REPORTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = resume or out or REPORTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for s in sections:
@@ -41,7 +45,7 @@ def run(only: Iterable[str] | None = None, *, resume: Path | None = None, users:
             results[s] = json.loads((out / f"{s}.json").read_text())
             console.print(f"[dim]{s}: loaded from {out / f'{s}.json'}[/]")
     todo = [s for s in sections if s not in results]
-    ds = dataset(users)
+    ds = dataset(users, dataset_name)
     if NEEDS_DATASET & set(todo):
         with console.status("preparing the evals dataset (migrate, seed, ingest kb on first use)"):
             ds.prepare(fresh=fresh, log=lambda m: console.log(m))
@@ -65,9 +69,10 @@ def run(only: Iterable[str] | None = None, *, resume: Path | None = None, users:
         if "retrieval" in todo:
             from evals import retrieval_eval
 
-            task = progress.add_task("retrieval", total=retrieval_eval.steps())
+            task = progress.add_task("retrieval", total=retrieval_eval.steps(queries))
             t = time.perf_counter()
-            save("retrieval", asyncio.run(retrieval_eval.run(settings, progress=lambda: progress.advance(task))), t)
+            save("retrieval", asyncio.run(retrieval_eval.run(settings, progress=lambda: progress.advance(task),
+                                                             limit=queries)), t)
         server_sections = [s for s in ("permissions", "latency") if s in todo]
         if server_sections:
             from evals import server_eval
@@ -108,8 +113,8 @@ def summary(report: dict[str, Any], console: Console) -> None:
     r = report["results"]
     if "retrieval" in r:
         for mode, m in r["retrieval"]["modes"].items():
-            t.add_row(f"retrieval {mode}", f"recall@5 {m['recall@5']:.3f}  MRR {m['mrr']:.3f}  "
-                                           f"nDCG@5 {m['ndcg@5']:.3f}")
+            t.add_row(f"retrieval {mode}", f"nDCG@10 {m.get('ndcg@10', float('nan')):.3f}  recall@5 "
+                                           f"{m['recall@5']:.3f}  MRR {m['mrr']:.3f}")
     if "redaction" in r:
         for variant, v in r["redaction"]["variants"].items():
             t.add_row(f"redaction {variant}", f"micro P {v['micro']['precision']:.3f}  R {v['micro']['recall']:.3f}  "
