@@ -173,10 +173,11 @@ def trace_principal(p: Principal | None, key: bytes) -> dict[str, str]:
 
 
 def owner_of(p: Principal) -> str:
-    """Who owns a conversation: a customer (every token of that user) or a staff identity (role and subject)."""
-    if p.role is Role.CUSTOMER:
-        return f"customer:{p.user_id}"
-    return f"{p.role.value}:{p.subject}"
+    """Who owns a conversation: the same owner the guard's conversation scope claims
+    (`guards.access.conversation_owner`: a customer, or a staff role and subject)."""
+    from guards.access import conversation_owner
+
+    return conversation_owner(p)
 
 
 def _status(decision: str) -> str:

@@ -149,8 +149,12 @@ TIER_BUCKETS = {"STANDARD_IA": "tier-ia", "GLACIER": "tier-glacier"}
 
 
 def _tier(p: str) -> dict[str, Any]:
-    """On the cold server: the primary's tiering worker stores, reads and removes transitioned data there."""
-    buckets = [bucket_of(k, p) for k in TIER_BUCKETS.values()]
+    """On the cold server: the primary's tiering worker stores, reads and removes transitioned data there.
+
+    The remote tiers are server-wide and keep the bucket of the prefix that first set them up, while this user is
+    one for every prefix: the tier buckets of any prefix stay reachable, or the next prefix's setup (a dataset's)
+    could no longer verify the tiers."""
+    buckets = [bucket_of(k, p) for k in TIER_BUCKETS.values()] + [f"*-{k}" for k in TIER_BUCKETS.values()]
     return _policy(_allow("TierObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                           [_arn(b, "*") for b in buckets]),
                    _allow("TierBuckets", ["s3:ListBucket", "s3:GetBucketLocation"], [_arn(b) for b in buckets]))
