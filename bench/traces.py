@@ -108,8 +108,9 @@ def main() -> None:
     token = token_for(settings, "customer", user=user, subject=EXEMPT)
     base = {**ds.env, "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": EXEMPT}
     started = datetime.now(UTC)
-    with http_server({**base, "KREDETE_TRACES_ENABLED": "true"}, log_name="bench-traces-on") as on_url, \
-            http_server({**base, "KREDETE_TRACES_ENABLED": "false"}, log_name="bench-traces-off") as off_url:
+    on_env, off_env = {**base, "KREDETE_TRACES_ENABLED": "true"}, {**base, "KREDETE_TRACES_ENABLED": "false"}
+    with http_server(on_env, log_name="bench-traces-on", timeout_s=300) as on_url, \
+            http_server(off_env, log_name="bench-traces-off", timeout_s=300) as off_url:
         with console.status(f"{a.calls} rounds x {len(CALLS)} tools x 2 servers"):
             t0 = time.perf_counter()
             lat = asyncio.run(measure({"on": on_url, "off": off_url}, token, a.calls))

@@ -29,7 +29,7 @@ def traces_server(traces_env):
     """The MCP server over streamable HTTP on the traces dataset (one process for the whole session)."""
     from evals.harness import http_server
 
-    with http_server(traces_env, log_name="traces-http-server") as url:
+    with http_server(traces_env, log_name="traces-http-server", timeout_s=300) as url:  # slow starts under load
         yield url
 
 

@@ -45,7 +45,7 @@ async def test_calls_go_on_while_the_credit_store_is_down(traces_env, traces_set
            "KREDETE_QUEUE_DIR": str(own_ferretdb.data_dir.parent / "queues"), "KREDETE_CONNECT_TIMEOUT_S": "1"}
     token = token_for(traces_settings, "customer", user=customers[0], subject=EXEMPT)
     db = credit_store.db
-    with http_server(env, log_name="traces-fault-server") as url:
+    with http_server(env, log_name="traces-fault-server", timeout_s=300) as url:
         metrics_url = url.removesuffix("/mcp") + "/metrics"
         before = f"fault-{uuid.uuid4().hex[:10]}"
         async with http_session(url, token) as s:
