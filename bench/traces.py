@@ -9,7 +9,7 @@ search_knowledge (a retrieval: a child observation and a model prediction too). 
 side, the p50 overhead (on / off - 1) per tool and over all calls, and what the traced server's recorder did
 (observations written, dropped per reason, from its /metrics and the credit store). Goal: p50 overhead < 5%.
 
-Data: its own dataset (`kredete_benchtraces`), built through the CLI on first use and reused after.
+Data: the traces tests' dataset (`kredete_traces`, 12 users), built through the CLI on first use and reused after.
 Results: bench/results/traces.json and a rich table.
 """
 
@@ -97,10 +97,11 @@ async def recorder_facts(url: str, settings: Any, started: datetime) -> dict[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200, help="Rounds (each: every tool on both servers).")
-    ap.add_argument("--users", type=int, default=40)
+    ap.add_argument("--users", type=int, default=12)
     ap.add_argument("--fresh", action="store_true")
     a = ap.parse_args()
-    ds = Dataset("benchtraces", users=a.users, seed=16, ingest=("kb",))
+    # The traces tests' dataset at its default size (reused when it exists: nothing to seed or ingest).
+    ds = Dataset("traces", users=a.users, seed=16, ingest=("kb",))
     with console.status("preparing the dataset"):
         ds.prepare(fresh=a.fresh, log=console.log)
     settings = ds.settings()
