@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,21 +99,66 @@ async def serve_stdio() -> None:
         await runtime.close()
 
 
-async def serve_http(host: str = "127.0.0.1", port: int = 8765) -> None:
+class _LateGate:
+    """The runtime's gate once the app's lifespan has started it (HttpAuthGuard is built before)."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str):
+        return getattr(self._runtime.gate, name)
+
+
+def http_app(host: str = "127.0.0.1", port: int = 8765):
+    """The ASGI app of the streamable HTTP transport; its lifespan starts and closes the process's runtime.
+
+    Stateless streamable HTTP with plain JSON responses: no MCP session lives in a process, so any worker
+    answers any request (`kredete serve --workers N`). What a worker holds is its own store pools, caches and
+    the audit group commit of its calls; rate limits and failed-login windows are in Redis, the audit chain in
+    PostgreSQL.
+    """
+    runtime = AgentRuntime(transport="http")
+    # Tool arguments are small: a body over 256 KiB is refused (413) before it is read in full or parsed.
+    app = build_server(runtime, http=(host, port)).streamable_http_app(host=host, stateless_http=True,
+                                                                         json_response=True,
+                                                                         max_request_body_size=256 * 1024)
+    sessions = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a):
+        await runtime.start()
+        try:
+            async with sessions(a):
+                yield
+        finally:
+            await runtime.close()
+
+    app.router.lifespan_context = lifespan
+    # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
+    return HttpAuthGuard(app, _LateGate(runtime))
+
+
+def http_app_from_env():
+    """`http_app` for uvicorn's worker processes (`factory=True`): bind address from `serve_http`."""
+    return http_app(os.environ["KREDETE_HTTP_HOST"], int(os.environ["KREDETE_HTTP_PORT"]))
+
+
+def serve_http(host: str = "127.0.0.1", port: int = 8765, workers: int = 1) -> None:
+    """Serve streamable HTTP; `workers` > 1 runs that many processes on one port, and uvicorn's supervisor
+    starts a new one when a worker dies."""
     import uvicorn
 
-    runtime = await AgentRuntime(transport="http").start()
-    try:
-        # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
-        app = HttpAuthGuard(build_server(runtime, http=(host, port)).streamable_http_app(host=host), runtime.gate)
-        # Forwarded headers are believed only from the configured proxies: uvicorn's default trusts 127.0.0.1,
-        # so any local client could name its own address (and escape the per-IP limit of failed logins).
-        proxies = list(runtime.settings.trusted_proxies)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
-        await uvicorn.Server(config).serve()
-    finally:
-        await runtime.close()
+    from config.settings import resolve
+
+    # Forwarded headers are believed only from the configured proxies: uvicorn's default trusts 127.0.0.1,
+    # so any local client could name its own address (and escape the per-IP limit of failed logins).
+    proxies = list(resolve().trusted_proxies)
+    os.environ["KREDETE_HTTP_HOST"], os.environ["KREDETE_HTTP_PORT"] = host, str(port)
+    uvicorn.run("server:http_app_from_env", factory=True, host=host, port=port, workers=workers,
+                # With workers, uvicorn's supervisor says when each has started and when one died.
+                log_level="info" if workers > 1 else "warning", access_log=False, lifespan="on",
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                timeout_worker_healthcheck=30)
 
 
 def main() -> None:

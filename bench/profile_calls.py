@@ -42,6 +42,11 @@ BUSY = "Handle._run (asyncio/events.py)"
 LIMITS = {"KREDETE_RATE_LIMIT_PER_TOOL": "1000000", "KREDETE_RATE_LIMIT_PER_PRINCIPAL": "1000000"}
 
 
+def _migrate(env: dict[str, str]) -> None:
+    """The bench dataset is reused across commits: bring its schema to this commit's migrations."""
+    subprocess.run([KREDETE, "db", "migrate"], env=env, check=True, capture_output=True)
+
+
 def _py_spy() -> str:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(exe).exists():
@@ -193,6 +198,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = Dataset("bench", users=args.users, seed=42)
     ds.prepare(log=lambda m: print(m, file=sys.stderr))
+    _migrate(ds.env)
     settings = ds.settings()
     env = {**ds.env, **LIMITS}
     txs = asyncio.run(_transactions(settings, 500))

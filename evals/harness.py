@@ -188,13 +188,14 @@ class RotatingTokens:
 # --- the server as a process ------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def http_server(env: dict[str, str], *, log_name: str = "harness-http-server", timeout_s: float = 60) -> Iterator[str]:
-    """`kredete serve --transport http` as a real process in its own process group; yields its MCP URL."""
+def http_server(env: dict[str, str], *, log_name: str = "harness-http-server", timeout_s: float = 60,
+                args: Sequence[str] = ()) -> Iterator[str]:
+    """`kredete serve --transport http [args]` as a real process in its own process group; yields its MCP URL."""
     port = free_port()
     log_path = local_dir() / f"{log_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port)], env=env,
+        proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port), *args], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
         try:
             deadline = time.monotonic() + timeout_s

@@ -62,7 +62,9 @@ def count_tokens(value: Any) -> int:
 
 def fits(payload: Any, max_tokens: int = MAX_OUTPUT_TOKENS) -> bool:
     text = _json(payload)
-    return len(text.encode()) <= MAX_OUTPUT_BYTES and count_tokens(text) <= max_tokens
+    size = len(text.encode())
+    # Every token covers at least one byte: a text of at most `max_tokens` bytes fits without counting.
+    return size <= MAX_OUTPUT_BYTES and (size <= max_tokens or count_tokens(text) <= max_tokens)
 
 
 def fit_to_budget(payload: dict[str, Any], list_field: str | None, *, max_tokens: int = MAX_OUTPUT_TOKENS,

@@ -68,7 +68,7 @@ def build_postgres(s: Settings, *, role: str = "service") -> PostgresStore:
     return PostgresStore(_s(urls[0]), _s(urls[1]), timeout=s.connect_timeout_s,
                          statement_timeout_ms=s.statement_timeout_ms, read_only=(role == "agent"),
                          max_lag_bytes=s.postgres_replica_max_lag_bytes, max_lag_s=s.postgres_replica_max_lag_s,
-                         name=name)
+                         name=name, light_reset=role in ("agent", "log"))  # no session state: no reset trip
 
 
 def build(which: tuple[StoreName, ...] = EVERY_STORE, *, settings: Settings | None = None,

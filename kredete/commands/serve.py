@@ -24,6 +24,8 @@ def serve(
     transport: Annotated[str, typer.Option(help="stdio or http (streamable HTTP)")] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8765,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="HTTP worker processes on the one port (stateless "
+                                                             "sessions: any worker answers any request)")] = 1,
 ) -> None:
     """Run the MCP server. stdio: principal from KREDETE_TOKEN. http: Authorization: Bearer <token>."""
     import server
@@ -39,7 +41,7 @@ def serve(
         from kredete.stack.prometheus import announce_metrics
 
         with announce_metrics(host, port, job="mcp"):  # the local Prometheus scrapes its /metrics meanwhile
-            asyncio.run(server.serve_http(host, port))
+            server.serve_http(host, port, workers=workers)
     else:
         fail("transport must be stdio or http")
 

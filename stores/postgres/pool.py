@@ -48,8 +48,15 @@ def _host_of(url: str) -> str:
     return urlsplit(url).netloc.rpartition("@")[2]
 
 
+async def _session_kept(_conn: asyncpg.Connection) -> None:
+    """Release without the reset round trip (`light_reset`): asyncpg still rolls back an open transaction and
+    drops listeners before calling this; only session state (SET, session advisory locks, LISTEN, held cursors)
+    survives, and the pools that use it (the MCP server's SELECT-only and append-only roles) create none but the
+    session's application_name, which `connection()` sets to the current call's on checkout when it differs."""
+
+
 async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, read_only: bool,
-                       min_size: int, max_size: int) -> asyncpg.Pool:
+                       min_size: int, max_size: int, light_reset: bool = False) -> asyncpg.Pool:
     settings = {"statement_timeout": str(statement_timeout_ms), "application_name": "kredete"}
     if read_only:
         settings["default_transaction_read_only"] = "on"
@@ -57,7 +64,7 @@ async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, r
         return await asyncio.wait_for(
             asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout,
                                 command_timeout=max(timeout, statement_timeout_ms / 1000 + 1),
-                                server_settings=settings),
+                                server_settings=settings, reset=_session_kept if light_reset else None),
             timeout=timeout + 1,
         )
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
@@ -128,8 +135,10 @@ class PostgresStore:
                  statement_timeout_ms: int = 5000, read_only: bool = False, min_size: int = 1,
                  max_size: int = 10, replica_retry_s: tuple[float, float] = (1.0, 30.0),
                  max_lag_bytes: int = 16 * 1024 * 1024, max_lag_s: float = 5.0, lag_check_s: float = 1.0,
-                 name: str = "postgres") -> None:
+                 name: str = "postgres", light_reset: bool = False) -> None:
         self._primary_url = primary_url
+        #: Release connections without asyncpg's `RESET ALL` round trip (see `_session_kept`; perf, issue 15).
+        self._light_reset = light_reset
         self._timeout = timeout
         self._statement_timeout_ms = statement_timeout_ms
         self._read_only = read_only
@@ -161,7 +170,7 @@ class PostgresStore:
 
     def _kw(self) -> dict[str, object]:
         return {"timeout": self._timeout, "statement_timeout_ms": self._statement_timeout_ms,
-                "min_size": self._sizes[0], "max_size": self._sizes[1]}
+                "min_size": self._sizes[0], "max_size": self._sizes[1], "light_reset": self._light_reset}
 
     async def connect(self) -> PostgresStore:
         self.primary = await _create_pool(self._primary_url, read_only=self._read_only, **self._kw())
@@ -368,9 +377,13 @@ class PostgresStore:
                 raise _connection_failed(exc) from exc
         try:
             rid = current_request_id()
-            if rid and tag_sessions():  # the call's id in the server's logs (asyncpg's RESET ALL on release puts
-                # the pool's application_name back)
-                await conn.execute("SELECT set_config('application_name', $1, false)", f"kredete:{rid}"[:63])
+            if tag_sessions():
+                # The call's id in the server's logs. The server reports application_name on every change
+                # (ParameterStatus), so a session already named for this call (an earlier checkout of the same call)
+                # or already plain costs no round trip; a pool that resets on release has put "kredete" back.
+                name = f"kredete:{rid}"[:63] if rid else "kredete"
+                if getattr(conn.get_settings(), "application_name", None) != name:
+                    await conn.execute("SELECT set_config('application_name', $1, false)", name)
             yield conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.

@@ -1,0 +1,234 @@
+"""The MCP call path against its floor, and horizontal scale: one run.
+
+    python -m bench.mcp_scale [--calls 300] [--clients 8] [--workers 1 2]
+
+On the bench dataset (the one `bench.tool_calls` builds), as a support agent:
+
+  floor     `get_transaction`'s three statements through a bare asyncpg pool on the agent replica, prepared
+            (asyncpg's statement cache), one call in flight: p50/p99
+  stdio     `kredete serve` over stdio, one session, sequential calls: p50/p99
+  http N    `kredete serve --transport http --workers N` for each N: sequential p50/p99 on one session, then
+            `--clients` concurrent clients (one session each) sharing `--calls` x 2 calls: calls/s from the wall
+            time
+
+The rate limits are raised for the run (`KREDETE_RATE_LIMIT_PER_TOOL`/`_PER_PRINCIPAL`; the Redis check still
+runs per call). Ratios: p50 over the floor's p50 per transport, p99 over p50, calls/s of N workers over 1.
+Results: bench/results/mcp_scale.json and a table. The host's core count and load are recorded: 2 workers can
+only scale when the machine has a free core (the client, Postgres and Redis share it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.profile_calls import LIMITS, TOOL
+from evals.harness import KREDETE, Dataset, error_text, http_session, latency_summary, token_for
+
+RESULTS = Path(__file__).parent / "results" / "mcp_scale.json"
+WARMUP = 20
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+async def _transactions(settings: Any, n: int = 500) -> list[str]:
+    from stores.postgres.bulk_load import direct_connection
+
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
+        rows = await conn.fetch("SELECT id FROM transactions ORDER BY id LIMIT $1", n)
+    return [str(r["id"]) for r in rows]
+
+
+async def _sequential(call: Any, n: int) -> list[float]:
+    ms = []
+    for i in range(WARMUP + n):
+        t = time.perf_counter()
+        await call(i)
+        if i >= WARMUP:
+            ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
+def _checked(res: Any) -> None:
+    if res.is_error:
+        raise RuntimeError(f"{TOOL} failed: {error_text(res)}")
+
+
+# --- the floor ----------------------------------------------------------------------------------------
+
+async def floor(settings: Any, txs: list[str], n: int) -> dict[str, Any]:
+    import asyncpg
+
+    from bench.tool_calls import _raw_sql
+
+    sql = _raw_sql()
+    pool = await asyncpg.create_pool(settings.postgres_agent_replica_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        async def call(i: int) -> None:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(sql["get"], txs[i % len(txs)])
+                await conn.fetch(sql["entries"], row["id"], row["created_at"])
+                await conn.fetch(sql["refunds"], row["id"])
+
+        return latency_summary(await _sequential(call, n))
+    finally:
+        await pool.close()
+
+
+# --- stdio ----------------------------------------------------------------------------------------------
+
+async def stdio(env: dict[str, str], settings: Any, txs: list[str], n: int) -> dict[str, Any]:
+    import tempfile
+
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    from config.paths import REPO_ROOT
+
+    token = token_for(settings, "support_agent", subject="bench-scale-stdio")
+    params = StdioServerParameters(command=KREDETE, args=["serve"], env={**env, "KREDETE_TOKEN": token},
+                                   cwd=str(REPO_ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+
+            async def call(i: int) -> None:
+                _checked(await s.call_tool(TOOL, {"transaction_id": txs[i % len(txs)]}))
+
+            return latency_summary(await _sequential(call, n))
+
+
+# --- HTTP with N workers --------------------------------------------------------------------------------
+
+async def http(url: str, settings: Any, txs: list[str], n: int, clients: int) -> dict[str, Any]:
+    token = token_for(settings, "support_agent", subject="bench-scale-http")
+    async with http_session(url, token) as s:
+        async def call(i: int) -> None:
+            _checked(await s.call_tool(TOOL, {"transaction_id": txs[i % len(txs)]}))
+
+        seq = latency_summary(await _sequential(call, n))
+
+    total = 2 * n
+    per = [total // clients + (1 if c < total % clients else 0) for c in range(clients)]
+
+    async def client(c: int, k: int) -> list[float]:
+        async with http_session(url, token) as s:
+            for i in range(5):  # warm this session's connection (untimed)
+                _checked(await s.call_tool(TOOL, {"transaction_id": txs[(c * 7 + i) % len(txs)]}))
+            await ready.wait()
+            ms = []
+            for i in range(k):
+                t = time.perf_counter()
+                _checked(await s.call_tool(TOOL, {"transaction_id": txs[(c * 1000 + i) % len(txs)]}))
+                ms.append((time.perf_counter() - t) * 1000)
+            return ms
+
+    ready = asyncio.Event()
+    tasks = [asyncio.ensure_future(client(c, k)) for c, k in enumerate(per)]
+    await asyncio.sleep(3)  # every client has its session and warm connection
+    t = time.perf_counter()
+    ready.set()
+    parts = await asyncio.gather(*tasks)
+    conc = latency_summary([x for p in parts for x in p], time.perf_counter() - t)
+    return {"sequential": seq, "concurrent": conc}
+
+
+def _wait_started(log_name: str, workers: int, timeout_s: float = 300) -> None:
+    """With workers, the supervisor's socket accepts before they have started: wait for each one's startup."""
+    from config.paths import local_dir
+
+    if workers == 1:  # one process binds its port only after its startup
+        return
+    log = local_dir() / f"{log_name}.log"
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count("Application startup complete") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers did not start within {timeout_s}s")
+        time.sleep(0.5)
+
+
+def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, Any]:
+    from bench.profile_calls import _migrate
+    from evals.harness import http_server
+
+    ds = Dataset("bench", users=users, seed=42)
+    with console.status("preparing the bench dataset"):
+        ds.prepare(log=lambda m: console.log(m))
+        _migrate(ds.env)
+    settings = ds.settings()
+    env = {**ds.env, **LIMITS}
+    txs = asyncio.run(_transactions(settings))
+    res: dict[str, Any] = {
+        "tool": TOOL, "calls": calls, "clients": clients, "users": users,
+        "host": {"python": platform.python_version(), "cores": os.cpu_count(), "load_1m": os.getloadavg()[0]},
+    }
+    started = time.perf_counter()
+    with console.status("floor: prepared asyncpg"):
+        res["floor"] = asyncio.run(floor(settings, txs, calls))
+    with console.status("stdio"):
+        res["stdio"] = asyncio.run(stdio(env, settings, txs, calls))
+    res["http"] = {}
+    for n in workers:
+        with console.status(f"http, {n} worker(s)"), http_server(env, log_name=f"bench-scale-{n}",
+                                                                 args=["--workers", str(n)],
+                                                                 timeout_s=300) as url:
+            _wait_started(f"bench-scale-{n}", n)
+            res["http"][str(n)] = asyncio.run(http(url, settings, txs, calls, clients))
+    f50 = res["floor"]["p50_ms"]
+    res["ratios"] = {
+        "stdio_p50_over_floor": round(res["stdio"]["p50_ms"] / f50, 2),
+        "stdio_p99_over_p50": round(res["stdio"]["p99_ms"] / res["stdio"]["p50_ms"], 2),
+        **{f"http{n}_p50_over_floor": round(r["sequential"]["p50_ms"] / f50, 2) for n, r in res["http"].items()},
+        **{f"http{n}_p99_over_p50": round(r["sequential"]["p99_ms"] / r["sequential"]["p50_ms"], 2)
+           for n, r in res["http"].items()},
+    }
+    if "1" in res["http"]:
+        one = res["http"]["1"]["concurrent"]["calls_per_s"]
+        res["ratios"].update({f"calls_per_s_{n}_over_1": round(r["concurrent"]["calls_per_s"] / one, 2)
+                              for n, r in res["http"].items() if n != "1"})
+    res["seconds"] = round(time.perf_counter() - started, 1)
+    return res
+
+
+def show(res: dict[str, Any]) -> None:
+    t = Table(title=f"{res['tool']}: MCP vs prepared asyncpg ({res['calls']} sequential calls; "
+                    f"{res['clients']} clients x {2 * res['calls']} calls; {res['host']['cores']} cores, "
+                    f"load {res['host']['load_1m']:.1f})")
+    for col in ("path", "p50 ms", "p99 ms", "p50 / floor", "calls/s (clients)"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    f = res["floor"]
+    t.add_row("floor (asyncpg, prepared)", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", "1.0x", "-")
+    s = res["stdio"]
+    t.add_row("MCP stdio", f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['p50_ms'] / f['p50_ms']:.1f}x", "-")
+    for n, r in res["http"].items():
+        q = r["sequential"]
+        t.add_row(f"MCP HTTP, {n} worker(s)", f"{q['p50_ms']:.2f}", f"{q['p99_ms']:.2f}",
+                  f"{q['p50_ms'] / f['p50_ms']:.1f}x", f"{r['concurrent']['calls_per_s']:.0f}")
+    console.print(t)
+    console.print(res["ratios"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
+    args = ap.parse_args()
+    res = run(args.calls, args.clients, args.workers, args.users)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    show(res)
+
+
+if __name__ == "__main__":
+    main()
