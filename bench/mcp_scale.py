@@ -66,22 +66,10 @@ def _checked(res: Any) -> None:
 # --- the floor ----------------------------------------------------------------------------------------
 
 async def floor(settings: Any, txs: list[str], n: int) -> dict[str, Any]:
-    import asyncpg
+    from bench.tool_calls import prepared_get_transaction
 
-    from bench.tool_calls import _raw_sql
-
-    sql = _raw_sql()
-    pool = await asyncpg.create_pool(settings.postgres_agent_replica_url.get_secret_value(), min_size=1, max_size=1)
-    try:
-        async def call(i: int) -> None:
-            async with pool.acquire() as conn:
-                row = await conn.fetchrow(sql["get"], txs[i % len(txs)])
-                await conn.fetch(sql["entries"], row["id"], row["created_at"])
-                await conn.fetch(sql["refunds"], row["id"])
-
-        return latency_summary(await _sequential(call, n))
-    finally:
-        await pool.close()
+    async with prepared_get_transaction(settings) as call:
+        return latency_summary(await _sequential(lambda i: call(txs[i % len(txs)]), n))
 
 
 # --- stdio ----------------------------------------------------------------------------------------------

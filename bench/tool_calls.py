@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -60,6 +61,26 @@ def _raw_sql() -> dict[str, str]:
         "search": f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE t.user_id = ANY($1::uuid[]) "
                   "ORDER BY t.created_at DESC, t.id DESC LIMIT $2",
     }
+
+
+@contextlib.asynccontextmanager
+async def prepared_get_transaction(settings: Any) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
+    """The floor of `get_transaction` (bench.mcp_scale): its three statements on one bare asyncpg connection of
+    the agent replica, prepared by asyncpg's statement cache; yields `call(transaction_id)`."""
+    import asyncpg
+
+    sql = _raw_sql()
+    pool = await asyncpg.create_pool(settings.postgres_agent_replica_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        async def call(tx: Any) -> None:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(sql["get"], tx)
+                await conn.fetch(sql["entries"], row["id"], row["created_at"])
+                await conn.fetch(sql["refunds"], row["id"])
+
+        yield call
+    finally:
+        await pool.close()
 
 
 async def _sample(settings: Any, n: int, seed: int = 11) -> tuple[list[UUID], list[UUID]]:
