@@ -33,6 +33,7 @@ from retrieval.search_sync_jobs import SearchSyncJobs
 from services.wiring import ServiceSet, start_services
 from stores.crypto import FieldCipher
 from stores.errors import StoreUnavailable
+from stores.local_queue import default_queue_dir
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
 from stores.postgres import AuditRepository, PostgresStore
@@ -116,7 +117,9 @@ class AgentRuntime:
         audit_repo = (GroupCommitAudit(AuditRepository(stores.audit), timeout_s=s.audit_timeout_s,
                                        max_batch=s.audit_max_batch) if stores.audit is not None else None)
         self.gate = Gate(self.tools, authenticator=Authenticator(self.transport, s), rate_limiter=limiter,
-                         audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport),
+                         audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport,
+                                           queue=default_queue_dir() / "audit.sqlite",
+                                           target=f"audit:{s.postgres_db}"),
                          redactor=OutputRedactor(deferred, hash_key=key),
                          access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size,
                                               conversations=deferred),
@@ -142,6 +145,7 @@ class AgentRuntime:
 
     async def _start_logger(self) -> None:
         s = self.settings
+        await self.gate.audit_writer.start()  # audit rows an earlier process deferred
         self.ai_logger = AILogger(self.stores.mongo, redactor=lambda text: redact_value(text)[0],
                                   retention=timedelta(days=s.log_retention_days))
         await self.ai_logger.start()
@@ -177,6 +181,8 @@ class AgentRuntime:
             self.services = None
         if self.repos is not None:
             await self.repos.close()
+        if self.gate is not None:
+            await self.gate.audit_writer.close()
         if self.stores is not None:
             await self.stores.close()
 
