@@ -109,7 +109,8 @@ async def guard(what: str, target: AsyncIOMotorDatabase | AsyncIOMotorCollection
     With `target` (the database or collection the block uses), the call passes the breaker of the MongoStore
     that made its client: refused at once while it is open, its outcome recorded otherwise.
     """
-    db = getattr(target, "database", target)
+    # Not getattr(target, "database"): on a Database that attribute is a collection named "database".
+    db = target.database if isinstance(target, AsyncIOMotorCollection) else target
     breaker = breaker_of(db) if db is not None else None
     if breaker is not None:
         breaker.check()
