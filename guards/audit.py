@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from guards.call import CallState, args_digest
-from stores.errors import StoreUnavailable
+from stores.errors import InvalidData, StoreUnavailable
 from stores.local_queue import DurableQueue
 from stores.postgres.audit import AuditRepository
 from stores.postgres.audit_group_commit import GroupCommitAudit
@@ -31,6 +32,9 @@ AUDIT_DEFERRED_DROPPED = Counter("kredete_audit_rows_deferred_dropped", "Deferre
                                  "for good when they were appended")
 #: The reason of the row queued for an allowed call the trail could not take (the caller then fails closed).
 NOT_IN_TRAIL = "the audit database was unavailable: nothing was returned or written"
+#: A deferred row failing with an error that is neither an outage nor a refusal of the row is retried this many
+#: times before it is dropped (counted), so one bad row cannot hold the queue forever.
+MAX_DEFERRED_ATTEMPTS = 50
 
 
 class AuditWriter:
@@ -118,8 +122,8 @@ class AuditWriter:
             self._drainer = asyncio.get_running_loop().create_task(self._drain(), name="audit-deferred-drainer")
 
     async def _drain(self) -> None:
-        """Append queued rows in order; an outage keeps them (retried with backoff), a row the database
-        refuses for good is dropped, counted and logged."""
+        """Append queued rows in order; an outage (or an unexpected error, up to `MAX_DEFERRED_ATTEMPTS`) keeps
+        them, retried with backoff; only a row refused for good is dropped, counted and logged."""
         delay = 0.1
         while True:
             if not self.queue.try_lock_drain(self.target):  # another process of this host drains them
@@ -130,18 +134,29 @@ class AuditWriter:
                 return
             for rec in batch:
                 try:
-                    await self.repository.append(AuditEntry.model_validate_json(rec.payload))
-                except StoreUnavailable:
+                    entry = AuditEntry.model_validate_json(rec.payload)
+                    await self.repository.append(entry)
+                except (ValidationError, InvalidData) as exc:  # refused for good: never blocks the queue
+                    self._drop(exc)
+                except Exception as exc:  # the database cannot take it now (any other error: retried)
+                    if not isinstance(exc, StoreUnavailable):
+                        if rec.attempts + 1 >= MAX_DEFERRED_ATTEMPTS:
+                            self._drop(exc)
+                            await self.queue.ack([rec.id])
+                            continue
+                        await self.queue.bump([rec.id])
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
                     delay = min(delay * 2, 2.0)
                     break
-                except Exception as exc:  # refused for good (or unreadable): never blocks the queue
-                    AUDIT_DEFERRED_DROPPED.inc()
-                    log.error("a deferred audit row was refused and dropped: %s", type(exc).__name__)
                 await self.queue.ack([rec.id])
                 delay = 0.1
+
+    @staticmethod
+    def _drop(exc: BaseException) -> None:
+        AUDIT_DEFERRED_DROPPED.inc()
+        log.error("a deferred audit row was refused for good and dropped: %s", type(exc).__name__)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until no deferred row waits; False when `timeout` passed first."""
