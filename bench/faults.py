@@ -107,7 +107,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     console = Console(stderr=True)
     console.log("e2e dataset")
+    from evals.harness import _run
+
     await asyncio.to_thread(E2E_DATASET.prepare)
+    await asyncio.to_thread(_run, ["db", "migrate"], E2E_DATASET.env)
     settings, env = E2E_DATASET.settings(), E2E_DATASET.env
     result: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "workers": args.workers,
                               "outage_s": args.outage}

@@ -49,9 +49,17 @@ def audit_pg():
 
 
 def _kill9(primary) -> None:
+    """kill -9 the server's process group and wait until it is gone (a backend still alive could commit)."""
+    import time
+
+    from kredete.stack.base import pid_alive, port_open
+
     pid = primary.pid()
     assert pid
     os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (pid_alive(pid) or port_open(primary.port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     primary.pid_file.unlink(missing_ok=True)
 
 
