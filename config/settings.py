@@ -121,6 +121,16 @@ class Settings(BaseSettings):
     cache_local_ttl_s: float = Field(30.0, ge=0, le=3600)
     #: Sessions live this long unless revoked (write-through to Redis and the `sessions` table).
     session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86_400)
+    # --- data-subject requests, per-user keys, retention (dsr area) ---
+    #: The key store of per-user data keys (a file outside every data backup; default
+    #: `.local/keystore/<postgres_db>.sqlite3`). Production: the KMS / Vault adapter's address.
+    keystore_path: str | None = None
+    #: A data-subject request's reason starts with a ticket reference matching this, then a purpose.
+    dsr_ticket_pattern: str = r"^(DSR|SAR|CASE|INC|LEGAL)-\d{3,}\b"
+    #: Who runs `kredete dsr` (recorded in requests, audit rows and receipts; default: the OS user).
+    dsr_actor: str | None = Field(None, max_length=200)
+    #: The retention policy file (default: config/retention.toml).
+    retention_policy: str | None = None
 
     # --- scale: credit-store pushdown indexes, the embedding runtime, kNN tuning ---
     #: The PostgreSQL database FerretDB keeps its data in (a role owning its tables): `kredete mongo
@@ -186,7 +196,7 @@ class Settings(BaseSettings):
 
 
 #: The S3 principals (each its own MinIO user / IAM role and policy, see stores/objects/principals.py).
-S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor",
+S3_PRINCIPALS = ("documents", "backup_writer", "log_shipper", "ingestion", "ml_pipeline", "auditor", "archiver",
                  "replicator", "tier")
 
 

@@ -18,7 +18,8 @@ from uuid import UUID
 from retrieval.converters import action_plan_doc, credit_report_doc, dispute_docs
 from retrieval.documents import MalformedDocument, SourceDoc
 from retrieval.kb import parse_article
-from stores.errors import NotFound
+from stores.errors import InvalidData, NotFound
+from stores.keys import KeyDestroyed
 from stores.mongo.scans import CreditStoreScan
 
 
@@ -160,12 +161,15 @@ class S3Source:
     name = "s3"
 
     def __init__(self, objects: Any, bucket: str = "kredete-documents", prefix: str = "", *,
-                 owner_names: Callable[[str], Awaitable[Sequence[str]]] | None = None) -> None:
+                 owner_names: Callable[[str], Awaitable[Sequence[str]]] | None = None,
+                 unseal: Callable[[str, bytes, dict[str, str]], bytes] | None = None) -> None:
         self.objects = objects
         self.bucket = bucket
         self.prefix = prefix
         #: Names of a document's owner (from the users table), masked as known names by the redactor.
         self.owner_names = owner_names
+        #: Opens a body sealed under its owner's data key (`stores.objects.sealed`): (key, body, metadata).
+        self.unseal = unseal
 
     async def records(self, after: str | None = None) -> AsyncIterator[Record]:
         last = after or ""
@@ -175,26 +179,38 @@ class S3Source:
             except NotFound:
                 return  # no bucket yet: nothing to ingest
             for key in keys:
-                yield await self._record(key)
+                record = await self._record(key)
+                if record is not None:
+                    yield record
             if len(keys) < PAGE_KEYS:
                 return
             last = keys[-1]
 
-    async def _record(self, key: str) -> Record:
+    async def _record(self, key: str) -> Record | None:
         sid = key.replace("#", "%23")
         head = await self.objects.head(self.bucket, key)
         size = int(head.get("ContentLength") or 0)
         if size > MAX_OBJECT_BYTES:
             return Record(key, error=MalformedDocument(sid, f"too large ({size} bytes)"))
-        ctype = (head.get("ContentType") or "").split(";")[0]
+        meta = head.get("Metadata") or {}
+        # a sealed document (dsr area): its plaintext's type is in the metadata; the body opens with the owner's key
+        ctype = (meta.get("plain-type") or head.get("ContentType") or "").split(";")[0]
         if not (ctype.startswith("text/") or ctype == "application/json" or key.lower().endswith(_TEXT_SUFFIXES)):
             return Record(key, error=MalformedDocument(sid, f"not text ({ctype or 'unknown type'})"))
         body = await self.objects.get(self.bucket, key, version_id=head.get("VersionId"))
+        if meta.get("sealed"):
+            if self.unseal is None:
+                return Record(key, error=MalformedDocument(sid, "sealed under its owner's key; no key store"))
+            try:
+                body = self.unseal(key, body, meta)
+            except KeyDestroyed:
+                return None  # an erased owner's document: unreadable by design, and not even a skip record
+            except InvalidData:
+                return Record(key, error=MalformedDocument(sid, "sealed; no key for its owner here"))
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return Record(key, error=MalformedDocument(sid, "not valid UTF-8 text"))
-        meta = head.get("Metadata") or {}
         user_id = _user_of(meta.get("user-id") or meta.get("user_id"), key)
         title = meta.get("title") or key.rsplit("/", 1)[-1]
         version = (head.get("VersionId") or head.get("ETag") or "1").strip('"')[:64] or "1"

@@ -123,6 +123,15 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             known = await UserRepository(stores.postgres, cipher=cipher).known_pii([UUID(user_id)])
             return next(iter(known.values()), {}).get("names", [])
 
+        from stores.crypto import FieldCipher
+        from stores.objects.sealed import open_sealed
+
+        doc_cipher = FieldCipher.from_settings(stores.settings)
+
+        def unseal(key: str, body: bytes, meta: dict[str, str]) -> bytes:
+            """A document sealed under its owner's data key (KeyDestroyed, an InvalidData, once erased)."""
+            return open_sealed(doc_cipher, key, body, meta)
+
         ingestor = Ingestor(stores.search, encoder, redact=redact, progress=progress, chunker=Chunker(chunking),
                             method=method, embeddings=EmbeddingRepository(stores.mongo))
         if reset:
@@ -134,7 +143,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             Only.plans: lambda: src.ActionPlanSource(stores.mongo.db),
             # as the ingestion reader (read and list documents only), never the root user
             Only.s3: lambda: src.S3Source(objects_for(stores.settings, "ingestion"),
-                                          documents_bucket(stores.settings.s3_bucket_prefix), owner_names=owner_names),
+                                          documents_bucket(stores.settings.s3_bucket_prefix), owner_names=owner_names,
+                                          unseal=unseal),
         }
         table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "chunks/s", "resumed after")
         for name in only:

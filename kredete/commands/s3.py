@@ -73,9 +73,10 @@ def _table(title: str, reports: list[BucketReport], *, show_changes: bool) -> No
 
 @s3_app.command("setup")
 def s3_setup(
-    retention_days: Annotated[int, typer.Option("--retention-days", min=1,
-                                                help="Default COMPLIANCE retention of the object-lock buckets.")]
-    = 7 * 365,
+    retention_days: Annotated[int | None, typer.Option(
+        "--retention-days", min=1, help="Override the default COMPLIANCE retention of every object-lock bucket "
+        "(default: each bucket's own: documents and backups 7 years, logs-archive 1 year).",
+        show_default=False)] = None,
 ) -> None:
     """Make every S3 server match the spec (idempotent: a re-run changes nothing).
 

@@ -5,9 +5,11 @@ compliance review stub (about a quarter). The text carries PII on purpose (names
 local format, BVN/NIN and the other national identifiers, addresses, emails): ingestion must redact it.
 
 Objects live at `users/<user-id>/<kind>/<name>.txt` with content type `text/plain; charset=utf-8`, metadata
-`user-id`, `doc-type`, `title` (ASCII, no PII) and `content-sha256`, and are written with SSE-KMS. Idempotent:
-the keys are fixed by (seed, user) and an object whose stored `content-sha256` matches is not rewritten, so a
-re-run creates no new versions (the bucket is versioned and object-locked).
+`user-id`, `doc-type`, `title` (ASCII, no PII) and `content-sha256`, and are written with SSE-KMS. The body is
+sealed under the owner's own data key (`stores.objects.sealed`: erasing the user shreds every version and
+replica). Idempotent: the keys are fixed by (seed, user) and an object whose stored `content-sha256` (of the
+plaintext) matches is not rewritten, so a re-run creates no new versions (the bucket is versioned and
+object-locked).
 
 The lead's `kredete seed` calls `seed_documents(settings, people, seed, console)`.
 """
@@ -27,6 +29,7 @@ from rich.console import Console
 from kredete.seed.people import Person, rng_for
 from stores.objects.buckets import documents_bucket, ensure_buckets, specs_for
 from stores.objects.client import ObjectStore
+from stores.objects.sealed import SEALED_CONTENT_TYPE, seal
 
 BUCKET = documents_bucket()  # the default environment's bucket
 #: Share of users that get documents, and of those, the share with a dispute letter / a compliance stub.
@@ -164,7 +167,7 @@ def documents_for(people: Iterable[Person], seed: int) -> list[SeedDocument]:
     return docs
 
 
-async def _put_if_changed(s3: Any, bucket: str, doc: SeedDocument, sem: asyncio.Semaphore) -> bool:
+async def _put_if_changed(s3: Any, bucket: str, doc: SeedDocument, sem: asyncio.Semaphore, cipher: Any) -> bool:
     async with sem:
         try:
             head = await s3.head_object(Bucket=bucket, Key=doc.key)
@@ -173,13 +176,15 @@ async def _put_if_changed(s3: Any, bucket: str, doc: SeedDocument, sem: asyncio.
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
                 raise
-        await s3.put_object(Bucket=bucket, Key=doc.key, Body=doc.body, ContentType=CONTENT_TYPE,
-                            Metadata=doc.metadata(), ServerSideEncryption="aws:kms")
+        body, meta = seal(cipher.user(doc.user_id, create=True), doc.key, doc.body, content_type=CONTENT_TYPE,
+                          metadata=doc.metadata())
+        await s3.put_object(Bucket=bucket, Key=doc.key, Body=body, ContentType=SEALED_CONTENT_TYPE,
+                            Metadata=meta, ServerSideEncryption="aws:kms")
         return True
 
 
 async def seed_documents(settings: Any, people: Iterable[Person], seed: int, console: Console | None = None, *,
-                         bucket: str | None = None, objects: ObjectStore | None = None) -> int:
+                         bucket: str | None = None, objects: ObjectStore | None = None, cipher: Any = None) -> int:
     """Put the seed documents into `bucket`; returns how many objects were written now (0 on a re-run).
 
     `kredete-documents` is created from its spec (object lock, SSE-KMS, policy) when missing; any other
@@ -206,9 +211,15 @@ async def seed_documents(settings: Any, people: Iterable[Person], seed: int, con
             if missing:
                 await ensure_buckets(objects, specs=[known_specs[bucket]], retention_days=None)
         docs = documents_for(people, seed)
+        if cipher is None:
+            from stores.crypto import FieldCipher
+
+            cipher = FieldCipher.from_settings(settings)
+        if docs:
+            cipher.users({d.user_id for d in docs}, create=True)  # one key-store round trip
         sem = asyncio.Semaphore(CONCURRENCY)
         async with objects.client() as s3:
-            written = sum(await asyncio.gather(*(_put_if_changed(s3, bucket, d, sem) for d in docs)))
+            written = sum(await asyncio.gather(*(_put_if_changed(s3, bucket, d, sem, cipher) for d in docs)))
         users = len({d.user_id for d in docs})
         console.print(f"documents: {written} written, {len(docs) - written} unchanged "
                       f"({len(docs)} for {users} users in {bucket})", highlight=False)

@@ -266,7 +266,11 @@ async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int
         store = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db,
                                  timeout=settings.connect_timeout_s).connect()
         db = store.db
-    enc = await open_field_encryption(db, settings.field_encryption_master_key.get_secret_value())
+    from stores.crypto import FieldCipher
+
+    # per-user data keys (the payments seed made them; made here for users it did not seed)
+    enc = await open_field_encryption(db, settings.field_encryption_master_key.get_secret_value(),
+                                      cipher=FieldCipher.from_settings(settings))
     inserter = BulkInserter(db, batch_docs=batch_docs, parallel=parallel)
     checkpoints = LoadProgress(db, f"seed:{seed}")
     try:

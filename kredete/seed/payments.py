@@ -5,6 +5,10 @@ later, or a run with more users produce identical rows (except ciphertexts, whic
 design; their plaintexts and blind indexes are identical). A batch of users is one database
 transaction that also records its progress in `seed_progress`, so nothing is loaded twice.
 
+PII is encrypted under each user's own data key (`stores.keys`): the loader takes the keys of a batch from the
+key store (made there on first use, before any row that needs them is committed) and hands them to the
+worker that generates the batch.
+
 Shape: diaspora senders in the US and UK send money home through the corridors (US->NG, GB->GH, US->KE,
 ...), local users in NG/GH/KE deposit, pay by card, withdraw and buy stablecoins. Every completed
 transaction carries a balanced double-entry posting; customer wallets never go negative. Free-text
@@ -27,8 +31,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from functools import cache
 
-from kredete.seed.people import Person, counterparty, person, rng_for
-from stores.crypto import BatchEncryptor, FieldCipher
+from kredete.seed.people import Person, counterparty, person, rng_for, user_id_for
+from stores.crypto import FieldCipher, UserCipher
 from stores.postgres.bulk_load import Connection, copy_records, copy_text
 from stores.postgres.users import pii_context
 from stores.postgres.wallets import house_wallet_id as _house_wallet_id
@@ -254,9 +258,9 @@ class _UserBuilder:
     """All rows of one user, from (seed, index) alone."""
 
     def __init__(self, seed: int, index: int, k: int, rates: RateBook, cipher: FieldCipher, out: Batch,
-                 encryptor: FieldCipher | BatchEncryptor | None = None) -> None:
+                 encryptor: UserCipher) -> None:
         self.seed, self.index, self.k, self.rates, self.cipher, self.out = seed, index, k, rates, cipher, out
-        self.encryptor = encryptor or cipher
+        self.encryptor = encryptor  # the user's own data key
         self.p = person(seed, index)
         self.rng = rng_for(seed, "payments", index)
         self.uid = self.p.user_id
@@ -525,13 +529,22 @@ def _luhn_digit(body: str) -> int:
     return (10 - total % 10) % 10
 
 
-def build_users(seed: int, indexes: range, k: int, rates: RateBook, cipher: FieldCipher) -> Batch:
-    """Rows of users `indexes` (each user's rows depend on (seed, index) only)."""
+def build_users(seed: int, indexes: range, k: int, rates: RateBook, cipher: FieldCipher,
+                keys: dict[str, bytes]) -> Batch:
+    """Rows of users `indexes` (each user's rows depend on (seed, index) only); `keys`: their data keys
+    (user id -> key, from the key store), each user's PII encrypted under their own."""
     out = Batch()
-    encryptor = cipher.batch()  # one data key per batch, wrapped once (same token format)
     for index in indexes:
-        _UserBuilder(seed, index, k, rates, cipher, out, encryptor).build()
+        uid = str(user_id_for(seed, index))
+        _UserBuilder(seed, index, k, rates, cipher, out, UserCipher(uid, keys[uid])).build()
     return out
+
+
+def user_keys(cipher: FieldCipher, seed: int, indexes: range) -> dict[str, bytes]:
+    """The data keys of users `indexes`, made in the key store where missing (KeyDestroyed for an erased one)."""
+    if cipher.keys is None:
+        raise ValueError("seeding needs the key store of per-user data keys (FieldCipher.from_settings)")
+    return cipher.keys.get_or_create(user_id_for(seed, i) for i in indexes)
 
 
 def build_reference(seed: int, rates: RateBook) -> Batch:
@@ -629,10 +642,10 @@ async def copy_encoded(conn: Connection, encoded: Encoded, tables: tuple[str, ..
 _GEN: tuple[int, int, RateBook, FieldCipher] | None = None
 
 
-def _generate(indexes: range) -> Encoded:
+def _generate(indexes: range, keys: dict[str, bytes]) -> Encoded:
     """Generate and encode the rows of users `indexes` (runs in a worker process or thread)."""
     seed, k, rates, cipher = _GEN
-    return encode_batch(build_users(seed, indexes, k, rates, cipher), USER_TABLES)
+    return encode_batch(build_users(seed, indexes, k, rates, cipher, keys), USER_TABLES)
 
 
 async def _pipeline(plan: list[tuple[int, range]], workers: int):
@@ -653,10 +666,14 @@ async def _pipeline(plan: list[tuple[int, range]], workers: int):
     todo = iter(plan)
     ahead: deque = deque()
 
+    seed, _k, _rates, cipher = _GEN
+
     def submit() -> None:
         item = next(todo, None)
         if item is not None:
-            ahead.append((item, loop.run_in_executor(pool, _generate, item[1])))
+            # keys first, in this process (the key store), so a worker never makes one
+            keys = user_keys(cipher, seed, item[1])
+            ahead.append((item, loop.run_in_executor(pool, _generate, item[1], keys)))
 
     try:
         for _ in range(max(2, workers + 1)):

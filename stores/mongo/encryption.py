@@ -1,11 +1,14 @@
 """Client-side field-level encryption of PII (SSN/BVN/NIN in bureau data, account numbers).
 
-Preferred: pymongo explicit encryption (libmongocrypt via `pymongocrypt`) with a local KMS master key
-derived from `field_encryption_master_key`; data keys live in the `__keyvault` collection of the
-database. Explicit encryption needs nothing from the server but a key-vault collection, so it works
-against FerretDB too. Fallback when `pymongocrypt` is missing: envelope encryption (`stores.crypto`).
-Ciphertext of either kind is decrypted by either backend. Plaintext leaves only through `reveal_paths`
-with `reveal=True`, which the repositories pass only for a valid `RevealGrant` (`stores.mongo.reveal`).
+Default (`UserKeyFieldEncryption`, when a key store is given): each value is encrypted under its owner's own
+data key (`stores.crypto`, `enc2.` tokens; the owner is the document's `user_id`), so erasing the user
+(destroying the key, `kredete dsr erase`) makes every copy unreadable, backups of the credit store included.
+
+Older backends, still readable: pymongo explicit encryption (libmongocrypt via `pymongocrypt`, one shared data
+key in the `__keyvault` collection: that key lives in the credit store itself, so its backups carry it and it
+cannot shred one user) and envelope encryption under the master key (`enc1.`). Plaintext leaves only through
+`reveal_paths` with `reveal=True`, which the repositories pass only for a valid `RevealGrant`
+(`stores.mongo.reveal`).
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ class FieldEncryption(ABC):
 
     kind: str
 
-    def __init__(self, master_key: str | bytes) -> None:
-        self._envelope = FieldCipher(master_key)
+    def __init__(self, master_key: str | bytes, *, cipher: FieldCipher | None = None) -> None:
+        self._envelope = cipher or FieldCipher(master_key)
 
     @abstractmethod
-    async def encrypt(self, value: str, field: str) -> Any: ...
+    async def encrypt(self, value: str, field: str, user_id: str | None = None) -> Any: ...
 
     async def decrypt(self, value: Any, field: str) -> str:
         if FieldCipher.is_encrypted(value):
@@ -63,8 +66,36 @@ class EnvelopeFieldEncryption(FieldEncryption):
 
     kind = "envelope"
 
-    async def encrypt(self, value: str, field: str) -> str:
+    async def encrypt(self, value: str, field: str, user_id: str | None = None) -> str:
         return self._envelope.encrypt(value, field)
+
+
+class UserKeyFieldEncryption(FieldEncryption):
+    """AES-256-GCM under the owner's own data key (`enc2.`), from the key store: erasable per user.
+
+    `legacy` decrypts values an older explicit-encryption backend wrote (BSON binary subtype 6)."""
+
+    kind = "user-key"
+
+    def __init__(self, cipher: FieldCipher, *, legacy: FieldEncryption | None = None) -> None:
+        if cipher.keys is None:
+            raise InvalidData("per-user field encryption needs the key store", store="mongo")
+        super().__init__(b"", cipher=cipher)
+        self._legacy = legacy
+
+    async def encrypt(self, value: str, field: str, user_id: str | None = None) -> str:
+        if user_id is None:
+            raise InvalidData(f"{field}: encrypting personal data needs its owner's user_id", store="mongo")
+        return self._envelope.encrypt_for(user_id, value, field)
+
+    async def decrypt(self, value: Any, field: str) -> str:
+        if isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE and self._legacy is not None:
+            return await self._legacy.decrypt(value, field)
+        return await super().decrypt(value, field)
+
+    async def close(self) -> None:
+        if self._legacy is not None:
+            await self._legacy.close()
 
 
 class ExplicitFieldEncryption(FieldEncryption):
@@ -97,7 +128,7 @@ class ExplicitFieldEncryption(FieldEncryption):
                 self._key_id = doc["_id"]
         return self._key_id
 
-    async def encrypt(self, value: str, field: str) -> Binary:
+    async def encrypt(self, value: str, field: str, user_id: str | None = None) -> Binary:
         from pymongo.encryption import Algorithm
 
         return await self._ce.encrypt(value, Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Random,
@@ -121,10 +152,22 @@ async def ensure_key_vault(db: AsyncIOMotorDatabase) -> None:
 
 
 async def open_field_encryption(db: AsyncIOMotorDatabase, master_key: str | bytes, *,
-                                mode: str = "auto") -> FieldEncryption:
-    """`auto`: explicit encryption when `pymongocrypt` is importable, else envelope; or force one."""
+                                mode: str = "auto", cipher: FieldCipher | None = None) -> FieldEncryption:
+    """With `cipher` (a FieldCipher with its key store): per-user keys (`UserKeyFieldEncryption`), reading
+    older explicit-encryption values too. Without: `auto` is explicit encryption when `pymongocrypt` is
+    importable, else envelope; or force one."""
     if mode not in ("auto", "explicit", "envelope"):
         raise ValueError(mode)
+    if cipher is not None and cipher.keys is not None:
+        legacy = None
+        try:
+            import pymongocrypt
+        except ImportError:
+            pass
+        else:
+            if await db[KEY_VAULT].estimated_document_count():  # only where old values can exist
+                legacy = ExplicitFieldEncryption(master_key, db)
+        return UserKeyFieldEncryption(cipher, legacy=legacy)
     if mode != "envelope":
         try:
             import pymongocrypt  # noqa: F401
@@ -156,13 +199,15 @@ def _walk(doc: Any, parts: list[str]) -> Iterable[tuple[dict, str]]:
 
 
 async def encrypt_paths(enc: FieldEncryption, doc: dict[str, Any], paths: Iterable[str], context: str) -> None:
-    """Encrypt, in place, the string values at `paths` (already encrypted values are left alone)."""
+    """Encrypt, in place, the string values at `paths` (already encrypted values are left alone), under the
+    key of the document's owner (`user_id`) where the backend keys per user."""
+    owner = doc.get("user_id")
     for path in paths:
         field = f"{context}.{path.replace('[]', '')}"
         for container, key in list(_walk(doc, path.split("."))):
             value = container[key]
             if isinstance(value, str) and value and not enc.is_encrypted(value):
-                container[key] = await enc.encrypt(value, field)
+                container[key] = await enc.encrypt(value, field, owner)
 
 
 async def reveal_paths(enc: FieldEncryption | None, doc: dict[str, Any], paths: Iterable[str], context: str,

@@ -37,3 +37,13 @@ async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
         out[OUTBOX] = await Outbox(db).prune(at=cutoff, dry_run=dry_run)
     return out
 
+
+
+async def count_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime) -> int:
+    """Documents of `collection` whose `field` is before `cutoff` (the retention policy's age-based datasets)."""
+    return await db[collection].count_documents({field: {"$lt": _utc_ms(cutoff)}})
+
+
+async def purge_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime) -> int:
+    """Delete them; returns how many went."""
+    return (await db[collection].delete_many({field: {"$lt": _utc_ms(cutoff)}})).deleted_count

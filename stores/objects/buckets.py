@@ -3,7 +3,9 @@
 What each bucket gets (and what the local MinIO accepts, measured against the pinned build):
 
 - versioning: on everywhere (object-lock buckets have it on from creation).
-- object lock, COMPLIANCE mode with a default retention, on `kredete-documents` and `kredete-backups`. Object
+- object lock, COMPLIANCE mode with a default retention, on `kredete-documents`, `kredete-backups` and
+  `kredete-logs-archive` (365 days there, the logs' lifetime; archived audit partitions and deletion receipts
+  are put with their own, longer retention by the `archiver` principal). Object
   lock can only be enabled when a bucket is created (MinIO refuses it later with `InvalidBucketState`), so
   `ensure_buckets` reports a problem instead of silently leaving such a bucket unlocked.
 - default encryption SSE-KMS with the server's KMS key (locally MinIO's static key `kredete-local-key`, see
@@ -41,6 +43,9 @@ DEFAULT_RETENTION_DAYS = 7 * 365
 LOCK_MODE = "COMPLIANCE"
 #: How long overwritten / deleted versions of log archives and other unlocked buckets stay.
 NONCURRENT_DAYS = 30
+#: Access logs are kept (and locked) a year; archived audit partitions and deletion receipts seven years.
+LOG_DAYS = 365
+RECORD_DAYS = DEFAULT_RETENTION_DAYS
 
 @dataclass(frozen=True)
 class Transition:
@@ -156,10 +161,17 @@ SPECS: tuple[BucketSpec, ...] = (
     BucketSpec("kredete-backups", "database backups and exports", object_lock=True,
                retention_days=DEFAULT_RETENTION_DAYS, lifecycle=(LifecycleRule("archive", transitions=_ARCHIVE),),
                replicate_to_dr=True, deny_unencrypted_puts=False, document_types=("backup",)),
-    BucketSpec("kredete-logs-archive", "archived application and audit logs",
-               lifecycle=(LifecycleRule("expire-logs", expire_days=365, noncurrent_days=NONCURRENT_DAYS,
-                                        transitions=_ARCHIVE),),
-               document_types=("log",)),
+    # dsr area: locked like the other record buckets; rules per prefix (retention policy file, `kredete retention
+    # plan`): access logs a year, audit archives and deletion receipts seven years.
+    BucketSpec("kredete-logs-archive", "archived application and audit logs, deletion receipts", object_lock=True,
+               retention_days=LOG_DAYS,
+               lifecycle=(LifecycleRule("expire-logs", prefix="s3-access/", expire_days=LOG_DAYS,
+                                        noncurrent_days=NONCURRENT_DAYS, transitions=_ARCHIVE),
+                          LifecycleRule("audit-archive", prefix="audit/", expire_days=RECORD_DAYS,
+                                        noncurrent_days=NONCURRENT_DAYS, transitions=_ARCHIVE),
+                          LifecycleRule("dsr-receipts", prefix="dsr/", expire_days=RECORD_DAYS,
+                                        noncurrent_days=NONCURRENT_DAYS)),
+               document_types=("log", "audit_archive", "deletion_receipt")),
     BucketSpec("kredete-static-assets", "static web assets (served through a CDN, never public here)",
                lifecycle=(LifecycleRule("old-versions", noncurrent_days=NONCURRENT_DAYS),),
                document_types=("asset",)),
@@ -383,12 +395,12 @@ def _specs(specs: Iterable[BucketSpec] | None, retention_days: int | None) -> li
     return out
 
 
-async def ensure_buckets(objects: ObjectStore, *, retention_days: int | None = DEFAULT_RETENTION_DAYS,
+async def ensure_buckets(objects: ObjectStore, *, retention_days: int | None = None,
                          specs: Iterable[BucketSpec] | None = None, kms_key_id: str | None = LOCAL_KMS_KEY_ID,
                          transitions: bool = False) -> list[BucketReport]:
     """Create the buckets and bring their configuration in line with the spec; re-running changes nothing.
 
-    `retention_days` overrides the default retention of the object-lock buckets (`None` keeps the spec's);
+    `retention_days` overrides the default retention of the object-lock buckets (`None`: each spec's own);
     `transitions=True` also applies the storage-class transitions (AWS S3, or MinIO with remote tiers).
     """
     reports = []

@@ -123,8 +123,27 @@ def _ml_pipeline(p: str) -> dict[str, Any]:
 def _auditor(p: str) -> dict[str, Any]:
     b = bucket_of("logs-archive", p)
     return _policy(_allow("ReadAccessLogs", ["s3:GetObject"], [_arn(b, "s3-access/*")]),
+                   # dsr area: archived audit partitions and deletion receipts are read back to verify them
+                   _allow("ReadArchives", ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"],
+                          [_arn(b, "audit/*"), _arn(b, "dsr/*")]),
                    _allow("ListAccessLogs", ["s3:ListBucket", "s3:GetBucketLocation"], [_arn(b)]),
                    *_guards([b], puts=False))
+
+
+def _archiver(p: str) -> dict[str, Any]:
+    """dsr area: archived audit partitions and deletion receipts, each put with its own COMPLIANCE retention
+    (years; longer than the bucket's default). Under COMPLIANCE a retention can only be lengthened, so the grant
+    to set one cannot shorten or remove a lock; it reads back what it wrote (verification, `dsr reapply`)."""
+    b = bucket_of("logs-archive", p)
+    records = [_arn(b, "audit/*"), _arn(b, "dsr/*")]
+    return _policy(_allow("ArchiveRecords", ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObjectRetention",
+                                             *_READ], records),
+                   _allow("ListRecords", [*_LIST, "s3:GetBucketObjectLockConfiguration"], [_arn(b)]),
+                   _deny("NeverDeleteOrReconfigure", ["s3:DeleteObject", *[a for a in _NEVER
+                                                                           if a != "s3:PutObjectRetention"]],
+                         [_arn(b), _arn(b, "*")]),
+                   _deny("OnlyItsRecords", ["s3:PutObject", "s3:PutObjectRetention"], [_arn(b, "s3-access/*")]),
+                   *_guards([b], puts=True))
 
 
 REPLICATED = ("documents", "ml-artifacts", "backups")
@@ -171,8 +190,11 @@ PRINCIPALS: dict[str, Principal] = {p.name: p for p in (
               _ingestion, "documents: read, list"),
     Principal("ml_pipeline", "model checkpoints and feature snapshots", ("primary", "dr"), _ml_pipeline,
               "ml-artifacts: read, write, delete markers, multipart; versions expire by lifecycle only"),
-    Principal("auditor", "`kredete s3 access-log`", ("primary",), _auditor,
-              "logs-archive/s3-access/: read, list"),
+    Principal("auditor", "`kredete s3 access-log`, `kredete db verify-audit --archive`", ("primary",), _auditor,
+              "logs-archive/s3-access/, audit/, dsr/: read, list"),
+    Principal("archiver", "audit partitions and deletion receipts (`kredete retention run`, `kredete dsr erase`)",
+              ("primary",), _archiver,
+              "logs-archive/audit/, dsr/: put with a COMPLIANCE retention, read, list; never delete"),
     Principal("replicator", "the primary's replication worker, on the DR server", ("dr",), _replicator,
               "DR documents, ml-artifacts, backups: replicate objects, deletes (markers), retention"),
     Principal("tier", "the primary's tiering worker, on the cold server", ("cold",), _tier,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from stores.postgres.base import Params, Repository, cap_limit, scope_clause
 from stores.postgres.errors import pg_errors
 from stores.postgres.models import AuditEntry, AuditRecord, ChainReport, Decision
 from stores.scope import RowScope
+
+if TYPE_CHECKING:
+    from stores.postgres.audit_archive import Segment
 
 GENESIS = "0" * 64
 _CANONICAL = ("audit_canonical(id, occurred_at, actor_subject, actor_role, actor_user_id, action, resource, "
@@ -28,6 +33,13 @@ def _batch_row(e: AuditEntry) -> dict[str, object]:
     row = e.model_dump(mode="json")
     row["metadata"] = json.loads(json.dumps(e.metadata, sort_keys=True, default=str))
     return row
+
+
+def bridges(segments: Sequence[Segment], from_hash: str, to_hash: str, after_id: int | None,
+            before_id: int | None) -> int | None:
+    from stores.postgres.audit_archive import bridges as _bridges
+
+    return _bridges(segments, from_hash, to_hash, after_id, before_id)
 
 
 class AuditRepository(Repository):
@@ -61,15 +73,18 @@ class AuditRepository(Repository):
                                            timeout=timeout)
         return [r["id"] for r in records]
 
-    async def verify_chain(self, *, batch: int = 5000) -> ChainReport:
+    async def verify_chain(self, *, batch: int = 5000, archived: Sequence[Segment] | None = None) -> ChainReport:
         """Walk the whole chain in id order on one snapshot, recomputing every hash here in Python.
 
         Finds a changed row (its hash no longer matches), a removed row (the next row's prev_hash points
-        elsewhere) and rows removed from the end (the chain head remembers the last link).
+        elsewhere) and rows removed from the end (the chain head remembers the last link). A gap is accepted
+        only where `archived` segments (partitions archived, then dropped: `stores.postgres.audit_archive`)
+        link both sides exactly.
         """
         checked = 0
         expected_prev = GENESIS
         last_id: int | None = None
+        segments = list(archived or ())
         with pg_errors():
             async with self.store.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 head = await conn.fetchrow("SELECT last_id, last_hash FROM audit_chain_head")
@@ -77,6 +92,9 @@ class AuditRepository(Repository):
                                      "ORDER BY id", prefetch=batch)
                 async for row in cursor:
                     checked += 1
+                    if row["prev_hash"] != expected_prev and segments and bridges(
+                            segments, expected_prev, row["prev_hash"], last_id, row["id"]) is not None:
+                        expected_prev = row["prev_hash"]  # the archived rows in between link the two sides
                     if row["prev_hash"] != expected_prev:
                         return ChainReport(ok=False, rows_checked=checked, first_bad_id=row["id"],
                                            reason="prev_hash does not match the previous row (a row was removed "
@@ -87,6 +105,9 @@ class AuditRepository(Repository):
                                            last_id=last_id)
                     expected_prev = row["hash"]
                     last_id = row["id"]
+        if segments and head is not None and head["last_hash"] != expected_prev and bridges(
+                segments, expected_prev, head["last_hash"], last_id, None) is not None:
+            expected_prev, last_id = head["last_hash"], head["last_id"]  # the newest rows are archived
         if head is not None and (head["last_hash"] != expected_prev or (head["last_id"] or None) != last_id):
             return ChainReport(ok=False, rows_checked=checked, first_bad_id=last_id,
                                reason="the chain ends before its recorded head (rows removed from the end)",

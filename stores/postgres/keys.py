@@ -1,4 +1,8 @@
-"""Master-key rotation of the encrypted PII columns: re-wrap every data key under the current master key."""
+"""Master-key rotation of the encrypted PII columns: re-wrap every `enc1` data key under the current master key.
+
+`enc2` tokens (per-user data keys) carry no wrapped key: their keys are re-wrapped in the key store
+(`stores.keys.KeyStore.rewrap`), and the columns are left alone.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ class RotationReport:
 
 
 def _stale(columns: tuple[str, ...]) -> str:
-    """Rows with a token of a key other than $1 (split_part: no LIKE wildcards in key ids)."""
-    return "(" + " OR ".join(f"split_part({c}, '.', 2) <> $1" for c in columns) + ")"
+    """Rows with an `enc1` token of a key other than $1 (split_part: no LIKE wildcards in key ids)."""
+    return "(" + " OR ".join(f"(left({c}, 5) = 'enc1.' AND split_part({c}, '.', 2) <> $1)" for c in columns) + ")"
 
 
 class KeyRotationRepository(Repository):
@@ -53,7 +57,8 @@ class KeyRotationRepository(Repository):
                             break
                         sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
                         await conn.executemany(f"UPDATE {table} SET {sets} WHERE id = $1", [
-                            (r["id"], *(cipher.rewrap(r[c]) if r[c] else r[c] for c in cols)) for r in rows])
+                            (r["id"], *(cipher.rewrap(r[c]) if r[c] and r[c].startswith("enc1.") else r[c]
+                                          for c in cols)) for r in rows])
                 done, after = done + len(rows), rows[-1]["id"]
             reports.append(RotationReport(table, done, 0))
         remaining = await self.stale_rows(cipher.key_id)

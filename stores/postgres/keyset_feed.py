@@ -31,15 +31,17 @@ class FeedTable:
     cursor: Literal["updated_at", "id"]
 
 
-TRANSACTIONS = FeedTable("transactions", (
+# The `*_searchable` views (migration 0014, dsr area) leave erased users out, so no rebuild re-indexes them.
+TRANSACTIONS = FeedTable("transactions_searchable", (
     "id", "user_id", "kind", "status", "corridor_id", "currency", "amount_minor", "fee_minor", "dest_currency",
     "dest_amount_minor", "fx_rate", "reference", "counterparty_name", "description", "failure_reason",
     "created_at", "updated_at", "completed_at"), "updated_at")
-# The view without any encrypted column (the agent role can read it; `users` it cannot).
-USERS = FeedTable("users_public", (
+# users_public without erased users: no encrypted column (the agent role can read it; `users` it cannot).
+USERS = FeedTable("users_searchable", (
     "id", "status", "country", "home_currency", "kyc_level", "deleted_at", "created_at", "updated_at"), "updated_at")
 # Append-only, ids drawn under audit_append's lock: they commit in id order, an id cursor skips nothing.
-AUDIT_LOGS = FeedTable("audit_logs", (
+# Rows of an erased user stay, with the user id (and a subject naming them) masked.
+AUDIT_LOGS = FeedTable("audit_logs_searchable", (
     "id", "occurred_at", "actor_subject", "actor_role", "actor_user_id", "action", "resource", "args_digest",
     "decision", "reason", "rows_returned", "redactions", "latency_ms", "request_id"), "id")
 

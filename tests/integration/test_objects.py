@@ -82,7 +82,7 @@ async def _error_code(coro) -> str:
 async def test_spec_covers_the_five_buckets():
     assert tuple(s.name for s in SPECS) == BUCKETS
     assert all(s.versioning for s in SPECS)
-    assert {s.name for s in SPECS if s.object_lock} == {"kredete-documents", "kredete-backups"}
+    assert {s.name for s in SPECS if s.object_lock} == {"kredete-documents", "kredete-backups", "kredete-logs-archive"}
     from kredete.stack.minio import KMS_KEY_NAME
 
     assert KMS_KEY_NAME == LOCAL_KMS_KEY_ID
@@ -131,7 +131,9 @@ async def test_buckets_created_with_the_spec(objects, throwaway):
                 assert set(by_sid) == {"DenyInsecureTransport"}
 
     logs = reports[[s.name for s in SPECS].index("kredete-logs-archive")]
-    assert logs.lifecycle == ["expire-logs: expire 365d, noncurrent 30d"]
+    assert logs.lifecycle == ["expire-logs [s3-access/]: expire 365d, noncurrent 30d",
+                              "audit-archive [audit/]: expire 2555d, noncurrent 30d",
+                              "dsr-receipts [dsr/]: expire 2555d, noncurrent 30d"]
     status = await bucket_status(objects, specs=specs)
     assert [r.model_dump(exclude={"created", "changed"}) for r in status] == \
         [r.model_dump(exclude={"created", "changed"}) for r in reports]
@@ -172,8 +174,10 @@ async def test_transitions_need_a_remote_tier_on_minio(s3_settings):
             await ensure_buckets(dr, specs=[spec], transitions=True)
         assert exc.value.response["Error"]["Code"] == "InvalidStorageClass"
         (report,) = await ensure_buckets(dr, specs=[spec])
-        assert report.lifecycle == ["expire-logs: expire 365d, noncurrent 30d"]
-        assert report.not_applied == ["transitions STANDARD_IA 30d, GLACIER 90d"]
+        assert report.lifecycle == ["expire-logs [s3-access/]: expire 365d, noncurrent 30d",
+                                    "audit-archive [audit/]: expire 2555d, noncurrent 30d",
+                                    "dsr-receipts [dsr/]: expire 2555d, noncurrent 30d"]
+        assert report.not_applied == ["transitions STANDARD_IA 30d, GLACIER 90d"] * 2  # access logs, audit archive
     finally:
         await _drop_bucket(dr, name)
         await dr.close()
@@ -276,6 +280,8 @@ async def test_seed_documents_then_s3_source_ingests_text_and_skips_binaries(obj
     from kredete.seed.documents import CONTENT_TYPE, documents_for, seed_documents
     from kredete.seed.people import person
     from retrieval.sources import S3Source
+    from stores.crypto import FieldCipher
+    from stores.objects.sealed import SEALED_CONTENT_TYPE, open_sealed
 
     name = throwaway("docs-")
     # the documents spec without object lock, so the throwaway bucket can be removed afterwards
@@ -295,15 +301,23 @@ async def test_seed_documents_then_s3_source_ingests_text_and_skips_binaries(obj
     async with objects.client() as s3:
         head = await s3.head_object(Bucket=name, Key=some.key)
         assert head["ServerSideEncryption"] == "aws:kms"
-        assert head["ContentType"] == CONTENT_TYPE
-        assert head["Metadata"]["user-id"] == some.user_id
+        # sealed under the owner's data key (dsr area: crypto-shredding), the plaintext's type in the metadata
+        assert head["ContentType"] == SEALED_CONTENT_TYPE and head["Metadata"]["plain-type"] == CONTENT_TYPE
+        assert head["Metadata"]["user-id"] == some.user_id and head["Metadata"]["sealed"] == "enc2"
+        body = await (await s3.get_object(Bucket=name, Key=some.key))["Body"].read()
+        assert some.text.encode() not in body
         versions = (await s3.list_object_versions(Bucket=name))["Versions"]
         assert len(versions) == len(expected)  # the re-run wrote no new versions
         binary_key = f"users/{some.user_id}/kyc/passport-scan.jpg"
         await s3.put_object(Bucket=name, Key=binary_key, Body=b"\xff\xd8\xff\xe0" + bytes(64),
                             ContentType="image/jpeg", Metadata={"user-id": some.user_id})
 
-    records = [r async for r in S3Source(objects, bucket=name).records()]
+    cipher = FieldCipher.from_settings(s3_settings)
+
+    def unseal(key: str, blob: bytes, meta: dict[str, str]) -> bytes:
+        return open_sealed(cipher, key, blob, meta)
+
+    records = [r async for r in S3Source(objects, bucket=name, unseal=unseal).records()]
     by_key = {r.key: r for r in records}
     assert set(by_key) == set(expected) | {binary_key}
     assert [r.key for r in records] == sorted(by_key)
@@ -322,7 +336,7 @@ async def test_seed_documents_then_s3_source_ingests_text_and_skips_binaries(obj
     assert skipped.error.reason == "not text (image/jpeg)"
 
     after = sorted(expected)[len(expected) // 2]
-    resumed = [r.key async for r in S3Source(objects, bucket=name).records(after=after)]
+    resumed = [r.key async for r in S3Source(objects, bucket=name, unseal=unseal).records(after=after)]
     assert resumed == [k for k in sorted(by_key) if k > after]
 
     # With the owners' names (as `kredete ingest` looks them up), the stored chunk text carries no PII.
@@ -332,7 +346,7 @@ async def test_seed_documents_then_s3_source_ingests_text_and_skips_binaries(obj
     from guards.redaction import redact
     from retrieval.redactor import text_redactor
 
-    named = [r async for r in S3Source(objects, bucket=name, owner_names=owner_names).records()]
+    named = [r async for r in S3Source(objects, bucket=name, owner_names=owner_names, unseal=unseal).records()]
     doc = next(d for r in named for d in r.docs if d.source_id == kyc.key.replace("#", "%23"))
     assert doc.known_names == (p.full_name,)
     clean = text_redactor(redact)(doc.text, doc.known_names)

@@ -108,7 +108,7 @@ async def test_every_access_is_recorded_with_who_what_when_where_result(docs, ar
 
 async def test_archive_lives_under_the_365_day_rule(s3_ready):
     logs = next(b for b in s3_ready.buckets if b.name == logs_bucket())
-    assert any(rule.startswith("expire-logs:") and "expire 365d" in rule for rule in logs.lifecycle)
+    assert any(rule.startswith("expire-logs") and "expire 365d" in rule for rule in logs.lifecycle)
 
 
 async def test_receiver_down_nothing_is_lost(docs, archive, s3_settings):

@@ -56,7 +56,7 @@ async def _delete(objects, bucket: str, key: str, version_id: str | None = None)
 async def test_no_service_principal_is_the_root_user(s3_settings):
     root = s3_settings.s3_access_key.get_secret_value()
     keys = [credentials(s3_settings, p)[0] for p in PRINCIPALS]
-    assert root not in keys and len(set(keys)) == len(keys) == 8
+    assert root not in keys and len(set(keys)) == len(keys) == 9
 
 
 async def test_documents_service_reads_and_writes_documents_only(as_):

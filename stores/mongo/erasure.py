@@ -1,0 +1,103 @@
+"""The credit store's part of data-subject requests: erase a user everywhere, scan raw for leftovers, export.
+
+Erasure deletes every document whose `user_id` is the user in every user collection (reports, scores,
+disputes, plans, bureau responses, factors, conversations, prompts, feedback, predictions, training data,
+embeddings metadata), then the AI/ML documents of *other* owners that mention the user (their id anywhere in
+the document, or their personal values by fingerprint: a support agent's conversation about them, a
+prediction whose inputs name them). Outbox events of the user become bare delete events (no data, no user), so
+followers drop the documents from the search indexes and nothing of the user stays in the log. Credit-store
+copies in backups are unreadable where they were encrypted (per-user keys); the rest is re-erased by a restore
+(`kredete dsr reapply`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bson import json_util
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from stores.fingerprints import Matcher, judge, strings
+from stores.mongo.collections import (
+    EMBEDDINGS,
+    FEEDBACK_SIGNALS,
+    LLM_CONVERSATIONS,
+    MODEL_PREDICTIONS,
+    OUTBOX,
+    PROMPT_HISTORY,
+    SPECS,
+    TRAINING_DATA,
+)
+from stores.mongo.credit import guard
+
+#: Collections whose documents belong to one user (`user_id`), all of them deleted for an erased user.
+USER_COLLECTIONS = tuple(s.name for s in SPECS if s.shard_key == {"user_id": 1})
+#: AI/ML collections also searched for documents of other owners that mention the user.
+AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PREDICTIONS, TRAINING_DATA, EMBEDDINGS)
+
+
+def _text(doc: dict[str, Any]) -> list[str]:
+    """Every string of a document, its ids included (raw BSON types as their JSON text)."""
+    return list(strings(json.loads(json.dumps(doc, default=json_util.default))))
+
+
+async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
+                matchers: dict[str, Matcher] | None = None) -> dict[str, int]:
+    """Delete the users' documents everywhere in the credit store; returns deletions per collection.
+    Idempotent (a rerun deletes nothing)."""
+    ids = [str(u) for u in user_ids]
+    out: dict[str, int] = {}
+    for name in USER_COLLECTIONS:
+        async with guard(f"erase {name}"):
+            out[name] = (await db[name].delete_many({"user_id": {"$in": ids}})).deleted_count
+    for name in AI_COLLECTIONS:
+        gone: list[Any] = []
+        async with guard(f"scan {name}"):
+            async for doc in db[name].find({"user_id": {"$nin": ids}}):
+                texts = _text(doc)
+                verdicts = (judge(texts, uid, (matchers or {}).get(uid)) for uid in ids)
+                if any(v.id_ref or v.attributable for v in verdicts):
+                    gone.append(doc["_id"])
+        if gone:
+            async with guard(f"erase {name}"):
+                out[f"{name} (mentions)"] = (await db[name].delete_many({"_id": {"$in": gone}})).deleted_count
+    async with guard("erase outbox"):
+        res = await db[OUTBOX].update_many({"user_id": {"$in": ids}},
+                                           {"$set": {"op": "delete", "data": {}, "user_id": None}})
+    out[f"{OUTBOX} (made bare deletes)"] = res.modified_count
+    return {k: v for k, v in out.items() if v}
+
+
+async def scan(db: AsyncIOMotorDatabase, user_id: str, matcher: Matcher | None) -> dict[str, dict[str, int]]:
+    """Raw scan of every collection of the database: per collection, documents that name the user's id and
+    documents that hold their personal data (strong, attributable weak, unattributable weak)."""
+    out: dict[str, dict[str, int]] = {}
+    async with guard("scan credit store"):
+        names = sorted(await db.list_collection_names())
+    for name in names:
+        counts = {"documents": 0, "id_refs": 0, "pii": 0, "weak_unattributed": 0}
+        async with guard(f"scan {name}"):
+            async for doc in db[name].find({}):
+                counts["documents"] += 1
+                v = judge(_text(doc), user_id, matcher)
+                counts["id_refs"] += v.id_ref
+                counts["pii"] += v.attributable
+                counts["weak_unattributed"] += bool(v.kinds) and not v.attributable
+        out[name] = counts
+    return out
+
+
+async def export(db: AsyncIOMotorDatabase, user_id: str,
+                 reveal: Callable[[str, dict[str, Any]], Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every document of the user per collection (`reveal(collection, doc)` decrypts in place)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in USER_COLLECTIONS:
+        async with guard(f"export {name}"):
+            docs = await db[name].find({"user_id": {"$eq": user_id}}).sort("_id", 1).to_list(None)
+        for doc in docs:
+            if reveal is not None:
+                await reveal(name, doc)
+        out[name] = docs
+    return out
