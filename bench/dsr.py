@@ -49,13 +49,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def build(settings: Settings, users: int, seed: int, console: Console) -> list[str]:
-    import asyncpg
-
+    from guards.redaction import redact
     from kredete.seed.documents import seed_documents
     from kredete.seed.mongo import seed_credit_store_async
     from kredete.seed.payments import SeedConfig, seed_payments
     from kredete.seed.people import person
-    from retrieval.indexers import DocIndexer
+    from retrieval.index_sync import DocIndexer
     from stores.cache import CacheStore
     from stores.crypto import FieldCipher
     from stores.mongo import MongoStore
@@ -68,11 +67,10 @@ async def build(settings: Settings, users: int, seed: int, console: Console) -> 
     people = [person(seed, i) for i in range(users)]
     ids = [str(p.user_id) for p in people]
     t0 = time.perf_counter()
-    conn = await asyncpg.connect(settings.postgres_url.get_secret_value(), command_timeout=3600)
-    try:
+    from stores.postgres.bulk_load import direct_connection
+
+    async with direct_connection(settings.postgres_url.get_secret_value(), command_timeout=3600) as conn:
         await seed_payments(conn, SeedConfig(users=users, seed=seed, transactions_per_user=10), cipher)
-    finally:
-        await conn.close()
     console.print(f"payments seeded ({time.perf_counter() - t0:.0f} s)")
     await seed_credit_store_async(settings, people, seed, console)
     await seed_documents(settings, people, seed, console, cipher=cipher)
@@ -103,9 +101,9 @@ async def build(settings: Settings, users: int, seed: int, console: Console) -> 
         await pipe.execute()
         await logger.stop()
         for name in ("transactions", "users", "audit-logs"):
-            await DocIndexer(search, name, lag=0).sync(postgres=pg)
+            await DocIndexer(search, name, redact=redact, lag=0).sync(postgres=pg)
         for name in ("credit-reports", "disputes"):
-            await DocIndexer(search, name).sync(mongo_db=mongo.db)
+            await DocIndexer(search, name, redact=redact).sync(mongo_db=mongo.db)
     finally:
         for s in (search, cache, mongo, pg):
             await s.close()
@@ -172,15 +170,24 @@ def _remove(keystore: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-async def drop(settings: Settings) -> None:
-    import asyncpg
+async def _admin(sql: str) -> None:
+    """One statement on the maintenance database (CREATE/DROP DATABASE run outside a transaction)."""
+    from stores.postgres import PostgresStore
 
+    base = resolve().postgres_url.get_secret_value()
+    store = await PostgresStore(base.rsplit("/", 1)[0] + "/postgres").connect()
+    try:
+        async with store.connection() as conn:
+            await conn.execute(sql)
+    finally:
+        await store.close()
+
+
+async def drop(settings: Settings) -> None:
     from stores.mongo import MongoStore
     from stores.search import SearchStore
 
-    admin = await asyncpg.connect(resolve().postgres_url.get_secret_value())
-    await admin.execute(f'DROP DATABASE IF EXISTS "{settings.postgres_db}" WITH (FORCE)')
-    await admin.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{settings.postgres_db}" WITH (FORCE)')
     mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
     await mongo.client.drop_database(settings.mongo_db)
     await mongo.close()
@@ -199,8 +206,6 @@ async def main() -> None:
     args = ap.parse_args()
     console = Console()
 
-    import asyncpg
-
     from kredete.stack.logins import grant_local_logins
     from stores.objects.setup import setup_all
     from stores.postgres import migrate
@@ -212,9 +217,7 @@ async def main() -> None:
     keystore = local_dir() / "keystore" / f"{name}.sqlite3"
     settings = resolve(Settings(postgres_db=name, mongo_db=name, index_prefix=f"kredete-bench-dsr-{tag}",
                                 keystore_path=str(keystore)))
-    admin = await asyncpg.connect(resolve().postgres_url.get_secret_value())
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
+    await _admin(f'CREATE DATABASE "{name}"')
     migrate.upgrade(settings.postgres_url.get_secret_value())
     grant_local_logins(settings.postgres_url.get_secret_value())
     await setup_all(resolve())

@@ -405,6 +405,8 @@ class PrivacyService:
         if self.mongo is not None:
             values["document"] += await self._credit_identifiers(uid)
         fps = self.fingerprinter.capture(values, region=user["country"])
+        # leaderboard handles: pseudonyms in Redis boards, unlinkable once the opt-in row is gone; removed too
+        fps += [Fingerprint("handle", 0, h) for h in rows["handles"]]
         # the blind indexes themselves: `verify` checks that no row still matches them
         for digest in (user["email_bidx"], user["phone_bidx"], *(k["document_number_bidx"] for k in rows["kyc"]),
                        *(m["fingerprint_bidx"] for m in rows["payment_methods"])):
@@ -450,7 +452,11 @@ class PrivacyService:
 
     async def _step_redis(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         cache = self._need("redis", self.cache)
-        return await cache_erasure.erase(cache.redis, list(reqs))
+        return await cache_erasure.erase(cache.redis, list(reqs), members=self._handles(reqs))
+
+    def _handles(self, uids: Iterable[str]) -> dict[str, list[str]]:
+        """Pseudonymous leaderboard handles of the users (captured before their opt-in rows went)."""
+        return {u: [f.digest for f in fps if f.kind == "handle"] for u, fps in self.keys.fingerprints(uids).items()}
 
     async def _step_opensearch(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         search = self._need("opensearch", self.search)
@@ -532,7 +538,7 @@ class PrivacyService:
             if self.mongo is not None:
                 out["credit_store"] = await mongo_erasure.erase(self.mongo.db, present, await self._matchers(present))
             if self.cache is not None:
-                out["redis"] = await cache_erasure.erase(self.cache.redis, present)
+                out["redis"] = await cache_erasure.erase(self.cache.redis, present, members=self._handles(present))
             if self.search is not None:
                 out["opensearch"] = await search_erasure.erase(self.search, present)
         out["keys_destroyed_now"] = self.keys.destroy(ids, request_id="reapply") if ids else 0
@@ -614,7 +620,7 @@ class PrivacyService:
 
     async def _scan_redis(self, uid: str, matcher: Matcher, bidx: list[str]) -> StoreVerdict:
         cache = self._need("redis", self.cache)
-        c = await cache_erasure.scan(cache.redis, uid, matcher)
+        c = await cache_erasure.scan(cache.redis, uid, matcher, members=self._handles([uid])[uid])
         v = StoreVerdict("redis", scanned=f"{c['keys']:,} keys (names and values)")
         v.hits = max(c["id_refs"], c["pii"])
         v.details = {k: n for k, n in c.items() if k != "keys" and n}

@@ -59,9 +59,12 @@ def _members(t: str, value: Any) -> list[str]:
     return [str(m) for m in (value or [])]
 
 
-async def erase(redis: Any, user_ids: Sequence[str]) -> dict[str, int]:
-    """Delete the users' keys and the values that name them; returns counts. Idempotent."""
+async def erase(redis: Any, user_ids: Sequence[str],
+                members: dict[str, list[str]] | None = None) -> dict[str, int]:
+    """Delete the users' keys and the values that name them; returns counts. Idempotent. `members`: other exact
+    values that stand for a user in sets and sorted sets (their pseudonymous leaderboard handles)."""
     needles = _needles(user_ids)
+    exact = {m for ms in (members or {}).values() for m in ms}
     out = {"keys_deleted": 0, "members_removed": 0}
     try:
         keys = await _keys(redis)
@@ -83,22 +86,24 @@ async def erase(redis: Any, user_ids: Sequence[str]) -> dict[str, int]:
                     if fields:
                         out["members_removed"] += int(await redis.hdel(key, *fields))
                 else:
-                    members = [m for m in value or [] if _names(str(m), needles)]
-                    if members:
+                    gone = [m for m in value or [] if _names(str(m), needles) or str(m) in exact]
+                    if gone:
                         remove = {"set": redis.srem, "zset": redis.zrem}.get(t)
                         if remove is not None:
-                            out["members_removed"] += int(await remove(key, *members))
+                            out["members_removed"] += int(await remove(key, *gone))
                         else:  # list
-                            for m in members:
+                            for m in gone:
                                 out["members_removed"] += int(await redis.lrem(key, 0, m))
     except RedisError as exc:
         raise StoreUnavailable(f"Redis erasure failed ({type(exc).__name__})", store="redis") from exc
     return out
 
 
-async def scan(redis: Any, user_id: str, matcher: Matcher | None) -> dict[str, int]:
-    """Raw scan of every key and value: keys naming the user, values naming them, values with their PII."""
+async def scan(redis: Any, user_id: str, matcher: Matcher | None, *, members: Sequence[str] = ()) -> dict[str, int]:
+    """Raw scan of every key and value: keys naming the user, values naming them (or holding one of their
+    `members`, e.g. a leaderboard handle), values with their PII."""
     needles = _needles([user_id])
+    exact = set(members)
     out = {"keys": 0, "id_refs": 0, "pii": 0, "weak_unattributed": 0}
     try:
         keys = await _keys(redis)
@@ -107,7 +112,8 @@ async def scan(redis: Any, user_id: str, matcher: Matcher | None) -> dict[str, i
             for key, t, value in await _values(redis, keys[i:i + _BATCH]):
                 texts = [key, *_members(t, value)]
                 v = judge(texts, user_id, matcher)
-                out["id_refs"] += v.id_ref or bool(_names(key, needles))
+                out["id_refs"] += v.id_ref or bool(_names(key, needles)) or (
+                    t in ("set", "zset") and any(str(m) in exact for m in value or []))
                 out["pii"] += v.attributable
                 out["weak_unattributed"] += bool(v.kinds) and not v.attributable
     except RedisError as exc:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from stores.postgres.base import Params, Repository, cap_limit, scope_clause
 from stores.postgres.errors import pg_errors
 from stores.postgres.models import AuditEntry, AuditRecord, ChainReport, Decision
 from stores.scope import RowScope
-
-if TYPE_CHECKING:
-    from stores.postgres.audit_archive import Segment
 
 GENESIS = "0" * 64
 _CANONICAL = ("audit_canonical(id, occurred_at, actor_subject, actor_role, actor_user_id, action, resource, "
@@ -35,11 +33,35 @@ def _batch_row(e: AuditEntry) -> dict[str, object]:
     return row
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive chain links (in id order) that lies in one archived partition."""
+
+    first_id: int
+    last_id: int
+    prev_hash: str
+    hash: str
+    rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_id": self.first_id, "last_id": self.last_id, "prev_hash": self.prev_hash, "hash": self.hash,
+                "rows": self.rows}
+
+
 def bridges(segments: Sequence[Segment], from_hash: str, to_hash: str, after_id: int | None,
             before_id: int | None) -> int | None:
-    from stores.postgres.audit_archive import bridges as _bridges
-
-    return _bridges(segments, from_hash, to_hash, after_id, before_id)
+    """How many archived rows link `from_hash` to `to_hash` through segments whose ids lie strictly between
+    `after_id` and `before_id`; None when no chain of segments does."""
+    by_prev = {s.prev_hash: s for s in segments}
+    h, rows, seen = from_hash, 0, 0
+    while h != to_hash:
+        s = by_prev.get(h)
+        if s is None or seen > len(segments):
+            return None
+        if (after_id is not None and s.first_id <= after_id) or (before_id is not None and s.last_id >= before_id):
+            return None
+        h, rows, seen = s.hash, rows + s.rows, seen + 1
+    return rows
 
 
 class AuditRepository(Repository):

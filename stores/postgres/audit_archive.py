@@ -16,13 +16,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from stores.errors import Conflict, InvalidData
-from stores.postgres.audit import _CANONICAL, link_hash
+from stores.postgres.audit import _CANONICAL, Segment, link_hash
 from stores.postgres.base import Repository
 from stores.postgres.errors import pg_errors
 
@@ -32,43 +32,12 @@ _COLUMNS = ("id, occurred_at, actor_subject, actor_role, actor_user_id, action, 
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A run of consecutive chain links (in id order) that lies in one archived partition."""
-
-    first_id: int
-    last_id: int
-    prev_hash: str
-    hash: str
-    rows: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"first_id": self.first_id, "last_id": self.last_id, "prev_hash": self.prev_hash, "hash": self.hash,
-                "rows": self.rows}
-
-
-@dataclass(frozen=True)
 class Partition:
     name: str
     month: date
     rows: int
     archived: bool
     dropped: bool
-
-
-def bridges(segments: Sequence[Segment], from_hash: str, to_hash: str, after_id: int | None,
-            before_id: int | None) -> int | None:
-    """How many archived rows link `from_hash` to `to_hash` through segments whose ids lie strictly between
-    `after_id` and `before_id`; None when no chain of segments does."""
-    by_prev = {s.prev_hash: s for s in segments}
-    h, rows, seen = from_hash, 0, 0
-    while h != to_hash:
-        s = by_prev.get(h)
-        if s is None or seen > len(segments):
-            return None
-        if (after_id is not None and s.first_id <= after_id) or (before_id is not None and s.last_id >= before_id):
-            return None
-        h, rows, seen = s.hash, rows + s.rows, seen + 1
-    return rows
 
 
 def segments_of(ids_in_partition: set[int], ordered: Iterable[tuple[int, str, str]]) -> list[Segment]:

@@ -33,6 +33,9 @@ TABLE_POLICY: dict[str, tuple[Action, str]] = {
     "notification_prefs": ("erase", "contact preferences of a closed account"),
     "coach_assignments": ("erase", "which coach saw the user"),
     "idempotency_keys": ("erase", "operational replay protection (hours); nothing to keep"),
+    "leaderboard_optins": ("erase", "the user's opt-in and pseudonymous handle (its board places in Redis go too)"),
+    "change_events": ("erase", "cache-invalidation events naming the user (their data and keys)"),
+    "change_event_checkpoints": ("none", "consumers' positions"),
     "transactions": ("pseudonymise", "kept 7 years (AML record keeping, accounting): amounts, currencies, "
                                      "corridor, kind, status, times and the KRD reference stay; counterparty name "
                                      "and reference, description and memo (free text with names, phones, "
@@ -205,9 +208,12 @@ class PrivacyRepository(Repository):
                                    "FROM kyc_records WHERE user_id = $1", user_id)
             methods = await conn.fetch("SELECT id, details_enc, fingerprint_bidx FROM payment_methods "
                                        "WHERE user_id = $1 AND details_enc IS NOT NULL", user_id)
+            handles = [r["handle"] for r in await conn.fetch(
+                "SELECT handle FROM leaderboard_optins WHERE user_id = $1", user_id)]
         if user is None:
             raise NotFound("no such user", store="postgres")
-        return {"user": dict(user), "kyc": [dict(r) for r in kyc], "payment_methods": [dict(r) for r in methods]}
+        return {"user": dict(user), "kyc": [dict(r) for r in kyc], "payment_methods": [dict(r) for r in methods],
+                "handles": handles}
 
     # --- erase --------------------------------------------------------------------------------------
     async def erase(self, user_ids: Sequence[uuid.UUID]) -> dict[str, int]:
@@ -235,7 +241,7 @@ class PrivacyRepository(Repository):
                     "AND t.created_at = r.transaction_created_at AND t.user_id = ANY($1) AND r.reason <> '[erased]'",
                     ids))
                 for table in ("kyc_records", "sessions", "notification_prefs", "coach_assignments",
-                              "idempotency_keys"):
+                              "idempotency_keys", "leaderboard_optins", "change_events"):
                     out[table] = n(await conn.execute(f"DELETE FROM {table} WHERE user_id = ANY($1)", ids))
                 out["payment_methods"] = n(await conn.execute(
                     "UPDATE payment_methods SET status = 'erased', details_enc = NULL, fingerprint_bidx = NULL, "
@@ -320,6 +326,7 @@ class PrivacyRepository(Repository):
             "notification_prefs": "SELECT * FROM notification_prefs WHERE user_id = $1 ORDER BY channel, category",
             "sessions": "SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at",
             "coach_assignments": "SELECT user_id, assigned_at FROM coach_assignments WHERE user_id = $1",
+            "leaderboard_optins": "SELECT * FROM leaderboard_optins WHERE user_id = $1",
             "audit_logs": "SELECT id, occurred_at, actor_role, action, resource, decision, rows_returned "
                           "FROM audit_logs WHERE actor_user_id = $1 ORDER BY id",
         }

@@ -65,8 +65,6 @@ def _env(settings: Settings, keystore: Path) -> dict[str, str]:
 
 
 async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], dict[str, object]]:
-    import asyncpg
-
     from guards.redaction import redact
     from kredete.seed.documents import documents_for, seed_documents
     from kredete.seed.mongo import seed_credit_store_async
@@ -74,7 +72,7 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
     from kredete.seed.people import person
     from retrieval import sources as src
     from retrieval.encoder import SentenceTransformerEncoder
-    from retrieval.indexers import DocIndexer
+    from retrieval.index_sync import DocIndexer
     from retrieval.ingest import Ingestor
     from stores.cache import CacheStore
     from stores.crypto import FieldCipher
@@ -84,16 +82,14 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
     from stores.objects.principals import objects_for
     from stores.objects.sealed import open_sealed
     from stores.postgres import AuditRepository, PostgresStore
+    from stores.postgres.bulk_load import direct_connection
     from stores.postgres.models import AuditEntry
     from stores.search import SearchStore
 
     field_cipher = FieldCipher.from_settings(settings)
     people = [person(seed, i) for i in range(USERS)]
-    conn = await asyncpg.connect(settings.postgres_url.get_secret_value())
-    try:
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
         await seed_payments(conn, SeedConfig(users=USERS, seed=seed, transactions_per_user=8), field_cipher)
-    finally:
-        await conn.close()
     await seed_credit_store_async(settings, people, seed)
     await seed_documents(settings, people, seed, cipher=field_cipher)
     with_docs = sorted({d.user_id for d in documents_for(people, seed)})
@@ -128,10 +124,10 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
                          mapping={"user_id": uid, "device": "android"})
         await logger.stop()
         for name in ("transactions", "users", "audit-logs"):
-            await DocIndexer(search, name, lag=0).sync(postgres=pg)
+            await DocIndexer(search, name, redact=redact, lag=0).sync(postgres=pg)
         for name in ("credit-reports", "disputes"):
-            await DocIndexer(search, name).sync(mongo_db=mongo.db)
-        ingestor = Ingestor(search, SentenceTransformerEncoder(batch_size=32))
+            await DocIndexer(search, name, redact=redact).sync(mongo_db=mongo.db)
+        ingestor = Ingestor(search, SentenceTransformerEncoder(batch_size=32), redact=redact)
         bucket = documents_bucket(settings.s3_bucket_prefix)
         for uid in with_docs:
             await ingestor.run(src.S3Source(objects_for(settings, "ingestion"), bucket, prefix=f"users/{uid}/",

@@ -1,122 +1,142 @@
 """A backup taken before an erasure and restored afterwards cannot reveal the user's personal data.
 
-The backup: `pg_dump` of the payments database and a BSON dump of the credit store (the backups engineer's
-`kredete backup`/`restore` - pgBackRest of the whole cluster - is not on main yet; these stand in for it: a
-restore brings back the same rows and documents). Key store and logs archive are, by design, not in it.
+On a scratch stack of its own (the drills' fixture: PostgreSQL, FerretDB, Redis, MinIO, OpenSearch on free
+ports, its own `.local`, key store included), through the operator's commands: `kredete backup run` (pgBackRest,
+the whole cluster: payments and the credit store), `kredete dsr erase`, then `kredete restore --to <a time before
+the erasure> --replace` (the restored cluster over the primary, FerretDB restarted on it).
 
-After the restore, every value that was encrypted (names, emails, phones, dates of birth, addresses, identity
-and account numbers in PostgreSQL and the credit store) is ciphertext whose key is destroyed: it does not
-decrypt. What was never encrypted (pseudonymisation targets: transaction free text, the credit reports'
-identity block) is re-erased by `kredete dsr reapply` from the locked receipts, which a restore runs before the
-data serves: then raw scans of the restored stores find nothing.
+After the restore the user's rows and documents are back as they were, but every encrypted value in them (name,
+email, phone, date of birth, address, identity and account numbers, in PostgreSQL and in the credit store) is
+ciphertext whose key is destroyed: it does not decrypt (the key store is not part of the backup). `dsr verify`
+still finds what was never encrypted (pseudonymisation targets: transaction memos, the credit reports' identity
+block), which is why every restore runs `kredete dsr reapply` (the receipts in the locked logs archive) before
+the data serves: afterwards `dsr verify` passes on the restored stores.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import uuid
+import time
+from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.dsr.conftest import REASON, run_cli
+from tests.drills.conftest import Scratch, scratch_stack
+from tests.integration.dsr.conftest import REASON
+
+SEED_USERS = 8  # seed 42: user index 6 has S3 documents
+
+_FACTS = """
+import asyncio, json, uuid
+from config.settings import resolve
+from kredete.seed.documents import documents_for
+from kredete.seed.people import person
+people = [person(42, i) for i in range({n})]
+uid = sorted({{d.user_id for d in documents_for(people, 42)}})[0]
+p = next(x for x in people if str(x.user_id) == uid)
+print(json.dumps({{"user": uid, "email": p.email, "name": p.full_name, "phone": p.phone}}))
+"""
+
+_READ_BACK = """
+import asyncio, json, uuid
+from config.settings import resolve
+from stores.crypto import FieldCipher
+from stores.keys import KeyDestroyed
+from stores.mongo import MongoStore
+from stores.mongo.encryption import UserKeyFieldEncryption
+from stores.postgres import PostgresStore
+from stores.postgres.users import pii_context
+U = "{user}"
+async def main():
+    s = resolve()
+    cipher = FieldCipher.from_settings(s)
+    out = {{"pg_tokens": 0, "pg_refused": 0, "mongo_tokens": 0, "mongo_refused": 0}}
+    pg = await PostgresStore(s.postgres_url.get_secret_value()).connect()
+    async with pg.connection() as conn:
+        row = await conn.fetchrow("SELECT full_name_enc, email_enc, phone_enc, address_enc, date_of_birth_enc, "
+                                  "deleted_at FROM users WHERE id = $1", uuid.UUID(U))
+        kyc = await conn.fetch("SELECT id, document_number_enc FROM kyc_records WHERE user_id = $1", uuid.UUID(U))
+    await pg.close()
+    out["restored_row"] = row is not None and row["deleted_at"] is None
+    values = [(row[c + "_enc"], pii_context(c, U)) for c in ("full_name", "email", "phone", "address",
+                                                               "date_of_birth")]
+    values += [(k["document_number_enc"], "kyc_records.document_number|" + str(k["id"])) for k in kyc]
+    for token, ctx in values:
+        if token:
+            out["pg_tokens"] += 1
+            try:
+                cipher.decrypt(token, ctx)
+            except KeyDestroyed:
+                out["pg_refused"] += 1
+    mongo = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db).connect()
+    enc = UserKeyFieldEncryption(cipher)
+    async for doc in mongo.db.credit_reports.find({{"user_id": U}}):
+        for value in [doc["subject"].get(k) for k in ("ssn", "bvn", "nin")] + \\
+                [a.get("account_number") for a in doc["accounts"]]:
+            if value:
+                out["mongo_tokens"] += 1
+                try:
+                    await enc.decrypt(value, "credit_reports.x")
+                except KeyDestroyed:
+                    out["mongo_refused"] += 1
+    await mongo.close()
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+_SWITCH_WAL = """
+import time
+from kredete.drills.backups import archiver
+from kredete.stack.postgres import PostgresPrimary
+p = PostgresPrimary()
+before = archiver().get("archived_count") or 0
+p._psql("SELECT pg_switch_wal()")
+deadline = time.time() + 120
+while (archiver().get("archived_count") or 0) <= before and time.time() < deadline:
+    time.sleep(0.5)
+print(archiver().get("archived_count"))
+"""
 
 
-def _pg(tool: str, *args: str) -> None:
-    """Run a PostgreSQL client tool (pg_dump, pg_restore, dropdb, createdb) of the stack's version."""
-    from kredete.stack.postgres import PG_BIN
-
-    subprocess.run([str(PG_BIN / tool), *args], check=True, capture_output=True)
-
-
-async def _dump_mongo(settings) -> dict[str, list[bytes]]:
-    import bson
-
-    from stores.mongo import MongoStore
-
-    store = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
-    try:
-        return {name: [bson.encode(d) async for d in store.db[name].find({})]
-                for name in await store.db.list_collection_names()}
-    finally:
-        await store.close()
+@pytest.fixture(scope="module")
+def scratch():
+    yield from scratch_stack(("postgres", "redis", "mongo", "s3", "opensearch"),
+                             KREDETE_REDIS_TOPOLOGY="standalone", KREDETE_OPENSEARCH_HEAP="512m")
 
 
-async def _restore_mongo(settings, dump: dict[str, list[bytes]]) -> None:
-    import bson
-
-    from stores.mongo import MongoStore
-
-    store = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
-    try:
-        await store.client.drop_database(settings.mongo_db)
-        for name, docs in dump.items():
-            if docs:
-                await store.db[name].insert_many([bson.decode(d) for d in docs])
-    finally:
-        await store.close()
+def _verify(s: Scratch, user: str) -> dict:
+    return json.loads(s.run("dsr", "verify", "--user", user, "--json", check=False).stdout)
 
 
-async def test_a_backup_restored_after_erasure_cannot_reveal_the_user(dsr_data, tmp_path):
-    from services.privacy import PrivacyService
-    from stores.crypto import FieldCipher
-    from stores.keys import KeyDestroyed
-    from stores.mongo.encryption import UserKeyFieldEncryption
-    from stores.postgres.users import pii_context
-    from tests.integration.postgres.conftest import make_urls
+def test_a_backup_restored_after_erasure_cannot_reveal_the_user(scratch: Scratch):
+    s = scratch
+    s.run("s3", "setup", timeout=900)
+    s.run("seed", "--users", str(SEED_USERS), timeout=900)  # the documents (and users 5..7) on top
+    facts = json.loads(s.py(_FACTS.format(n=SEED_USERS)))
+    user = facts["user"]
 
-    s = dsr_data.settings
-    user = dsr_data.with_documents[3]
-    person = dsr_data.people[user]
-    urls = make_urls(s.postgres_db)
+    s.json_out("backup", "run", "--type", "full")  # the backup, before the erasure
+    time.sleep(1.5)
+    target = datetime.now(UTC)  # restore to here: after the backup, before the erasure
+    time.sleep(1.5)
+    s.run("dsr", "erase", "--user", user, "--reason", REASON, timeout=600)
+    assert _verify(s, user)["passed"]
+    s.py(_SWITCH_WAL, timeout=180)  # the erasure's WAL archived too: a restore could replay it, and must not
 
-    # 1. the backup, before the erasure
-    dump = tmp_path / "payments.dump"
-    _pg("pg_dump", "-Fc", "-f", str(dump), urls.service)
-    credit = await _dump_mongo(s)
+    restored = json.loads(s.run("restore", "--to", target.isoformat(), "--replace", timeout=1800)
+                          .stdout.strip().splitlines()[-1])
+    assert restored["replaced"] is True
 
-    # 2. the erasure
-    res = run_cli(dsr_data.env, "dsr", "erase", "--user", user, "--reason", REASON)
-    assert res.returncode == 0, res.stderr
+    back = json.loads(s.py(_READ_BACK.format(user=user)))
+    assert back["restored_row"], "the backup's rows are back"
+    assert back["pg_tokens"] >= 5 and back["pg_refused"] == back["pg_tokens"], back
+    assert back["mongo_tokens"] >= 1 and back["mongo_refused"] == back["mongo_tokens"], back
 
-    # 3. the restore, in place (what a restore does): the database and the credit store as they were
-    _pg("dropdb", "--force", "--maintenance-db", urls.admin, s.postgres_db)
-    _pg("createdb", "--maintenance-db", urls.admin, s.postgres_db)
-    _pg("pg_restore", "--no-owner", "-d", urls.service, str(dump))
-    await _restore_mongo(s, credit)
+    before = _verify(s, user)
+    assert not before["passed"]  # the plaintext the erasure had removed (memos, identity blocks) is back...
+    assert next(v for v in before["stores"] if v["store"] == "keystore")["hits"] == 0  # ...but not the key
 
-    svc = await PrivacyService.open(s, actor="restore-tests")
-    try:
-        uid = uuid.UUID(user)
-        async with svc.postgres.connection() as conn:
-            row = await conn.fetchrow("SELECT full_name_enc, email_enc, phone_enc, address_enc, date_of_birth_enc, "
-                                      "deleted_at FROM users WHERE id = $1", uid)
-            kyc = await conn.fetch("SELECT id, document_number_enc FROM kyc_records WHERE user_id = $1", uid)
-        assert row["deleted_at"] is None and row["email_enc"]  # the backup's rows are back...
-        cipher = FieldCipher.from_settings(s)
-        for col in ("full_name", "email", "phone", "address", "date_of_birth"):
-            with pytest.raises(KeyDestroyed):  # ...but nothing encrypted in them opens
-                cipher.decrypt(row[f"{col}_enc"], pii_context(col, uid))
-        assert kyc
-        for k in kyc:
-            with pytest.raises(KeyDestroyed):
-                cipher.decrypt(k["document_number_enc"], f"kyc_records.document_number|{k['id']}")
-        report = await svc.mongo.db.credit_reports.find_one({"user_id": user})
-        enc = UserKeyFieldEncryption(cipher)
-        for value in [report["subject"].get(k) for k in ("ssn", "bvn", "nin") if report["subject"].get(k)] + \
-                [a["account_number"] for a in report["accounts"]]:
-            with pytest.raises(KeyDestroyed):
-                await enc.decrypt(value, "credit_reports.x")
-        for plain in (person.email, person.phone):
-            assert plain not in str(row) and plain not in str(kyc)
-
-        # the restore re-applies the erasure list before the data serves; then nothing is left at all
-        reapply = run_cli(dsr_data.env, "dsr", "reapply", "--json")
-        assert reapply.returncode == 0, reapply.stderr
-        assert json.loads(reapply.stdout)["present_here"] >= 1
-        after = await svc.verify(user)
-        assert after.passed, [(v.store, v.hits, v.details, v.error) for v in after.stores if v.hits or v.error]
-    finally:
-        await svc.close()
-    await asyncio.sleep(0)
+    out = json.loads(s.run("dsr", "reapply", "--json").stdout)
+    assert out["present_here"] >= 1 and out["receipts"] >= 1
+    after = _verify(s, user)
+    assert after["passed"], [(v["store"], v["hits"], v["details"]) for v in after["stores"] if v["hits"]]
