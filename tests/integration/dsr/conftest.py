@@ -48,6 +48,11 @@ class DsrData:
     with_documents: list[str]  # users that have S3 documents (every store holds their data)
     people: dict[str, object]  # user id -> kredete.seed.people.Person
 
+    @property
+    def without_documents(self) -> list[str]:
+        """Users no test erases through `with_documents[i]` (the refusal tests pick theirs here)."""
+        return [u for u in self.user_ids if u not in self.with_documents]
+
 
 KREDETE = str(Path(sys.executable).parent / "kredete")
 
@@ -139,14 +144,16 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
     return ids, with_docs, {str(p.user_id): p for p in people}
 
 
-def _seed_with_documents(at_least: int = 5) -> int:
-    """A new random seed whose users include at least `at_least` with S3 documents (a pure function of it)."""
+def _seed_with_documents(at_least: int = 5, spare: int = 3) -> int:
+    """A new random seed whose users include at least `at_least` with S3 documents and `spare` without (a pure
+    function of it): the erasure tests take the former, the refusal tests the latter, so no two collide."""
     from kredete.seed.documents import documents_for
     from kredete.seed.people import person
 
     while True:
         seed = secrets.randbelow(10**9)
-        if len({d.user_id for d in documents_for([person(seed, i) for i in range(USERS)], seed)}) >= at_least:
+        have = len({d.user_id for d in documents_for([person(seed, i) for i in range(USERS)], seed)})
+        if at_least <= have <= USERS - spare:
             return seed
 
 

@@ -37,7 +37,7 @@ async def test_unknown_user_is_refused(dsr_data):
 
 
 async def test_a_reason_without_a_ticket_is_refused(dsr_data, privacy):
-    user = dsr_data.user_ids[-1]
+    user = dsr_data.without_documents[-1]
     for reason in ("customer asked us to delete everything", "DSR-1234", "DSR-1234: ok"):
         res = run_cli(dsr_data.env, "dsr", "erase", "--user", user, "--reason", reason)
         assert res.returncode == 2, reason
@@ -55,7 +55,7 @@ async def test_a_staff_subject_is_refused(dsr_data):
 
 
 async def test_a_user_under_legal_hold_is_refused_until_released(dsr_data, privacy):
-    user = dsr_data.user_ids[-2]
+    user, other = dsr_data.without_documents[-2], dsr_data.without_documents[-3]
     held = run_cli(dsr_data.env, "dsr", "hold", "--user", user, "--reason", "LEGAL-778: litigation hold, case 2026/41")
     assert held.returncode == 0, held.stderr
     res = run_cli(dsr_data.env, "dsr", "erase", "--user", user, "--reason", REASON)
@@ -63,9 +63,9 @@ async def test_a_user_under_legal_hold_is_refused_until_released(dsr_data, priva
     assert await _pii_present(privacy, user)
     assert await privacy.repo.last_erasure(uuid.UUID(user)) is None
     # a batch containing a held user is refused whole
-    batch = run_cli(dsr_data.env, "dsr", "erase", "--user", dsr_data.user_ids[-3], "--user", user,
+    batch = run_cli(dsr_data.env, "dsr", "erase", "--user", other, "--user", user,
                     "--reason", REASON)
-    assert batch.returncode == 2 and await _pii_present(privacy, dsr_data.user_ids[-3])
+    assert batch.returncode == 2 and await _pii_present(privacy, other)
     released = run_cli(dsr_data.env, "dsr", "release", "--user", user, "--reason",
                        "LEGAL-778: case closed, hold lifted")
     assert released.returncode == 0, released.stderr
