@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     #: The key store of per-user data keys (a file outside every data backup; default
     #: `.local/keystore/<postgres_db>.sqlite3`). Production: the KMS / Vault adapter's address.
     keystore_path: str | None = None
+    #: A real key-management server instead of that file: `openbao+https://host:port[?transit=..&kv=..&ca=..]`
+    #: (stores/keys/openbao.py: one transit key per user). Unset: the local SQLite stand-in.
+    keystore_url: str | None = None
+    #: The OpenBao token of this service (policy: stores.keys.openbao.OPENBAO_POLICY).
+    keystore_token: SecretStr | None = None
     #: A data-subject request's reason starts with a ticket reference matching this, then a purpose.
     dsr_ticket_pattern: str = r"^(DSR|SAR|CASE|INC|LEGAL)-\d{3,}\b"
     #: Who runs `kredete dsr` (recorded in requests, audit rows and receipts; default: the OS user).

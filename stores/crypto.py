@@ -100,9 +100,9 @@ class FieldCipher:
             raise StoreConfigError("field_encryption_old_keys must be a JSON object of id -> key", store="crypto")
         cipher = cls(master, getattr(settings, "field_encryption_key_id", "local-1"), old_keys=old,
                      index_key=secret("field_encryption_index_key"))
-        from stores.keys import KeyStore, keystore_path
+        from stores.keys import open_keystore
 
-        cipher.keys = KeyStore(keystore_path(settings), cipher.keyring())
+        cipher.keys = open_keystore(settings, cipher.keyring())
         return cipher
 
     def fingerprint_key(self) -> bytes:
