@@ -1,9 +1,10 @@
 """A backup taken before an erasure and restored afterwards cannot reveal the user's personal data.
 
-On a scratch stack of its own (the drills' fixture: PostgreSQL, FerretDB, Redis, MinIO, OpenSearch on free
-ports, its own `.local`, key store included), through the operator's commands: `kredete backup run` (pgBackRest,
-the whole cluster: payments and the credit store), `kredete dsr erase`, then `kredete restore --to <a time before
-the erasure> --replace` (the restored cluster over the primary, FerretDB restarted on it).
+On a scratch stack of its own (the drills' fixture: PostgreSQL, FerretDB, Redis, MinIO on free ports, its own
+`.local`, key store included; OpenSearch is the session's node under an index prefix of its own), through the
+operator's commands: `kredete backup run` (pgBackRest, the whole cluster: payments and the credit store),
+`kredete dsr erase`, then `kredete restore --to <a time before the erasure> --replace` (the restored cluster over
+the primary, FerretDB restarted on it).
 
 After the restore the user's rows and documents are back as they were, but every encrypted value in them (name,
 email, phone, date of birth, address, identity and account numbers, in PostgreSQL and in the credit store) is
@@ -15,8 +16,10 @@ the data serves: afterwards `dsr verify` passes on the restored stores.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -99,9 +102,32 @@ print(archiver().get("archived_count"))
 
 
 @pytest.fixture(scope="module")
-def scratch():
-    yield from scratch_stack(("postgres", "redis", "mongo", "s3", "opensearch"),
-                             KREDETE_REDIS_TOPOLOGY="standalone", KREDETE_OPENSEARCH_HEAP="512m")
+def scratch(stack):
+    """PostgreSQL, FerretDB, Redis and MinIO of its own (what the backup and the restore touch); OpenSearch is
+    the session's node under an index prefix of its own: no backup holds it, and a second JVM on a loaded
+    2-core machine took over 120 s to start."""
+    from config.settings import resolve
+
+    prefix = f"kredete-dsr-restore-{uuid.uuid4().hex[:8]}"
+    search_url = resolve().opensearch_url.get_secret_value()
+    try:
+        yield from scratch_stack(("postgres", "redis", "mongo", "s3"), KREDETE_REDIS_TOPOLOGY="standalone",
+                                 KREDETE_OPENSEARCH_URL=search_url, KREDETE_INDEX_PREFIX=prefix)
+    finally:
+        asyncio.run(_drop_indices(search_url, prefix))
+
+
+async def _drop_indices(url: str, prefix: str) -> None:
+    from stores.search import SearchStore
+
+    search = await SearchStore(url, prefix=prefix).connect()
+    try:
+        await search.os.indices.delete(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+        templates = await search.os.indices.get_index_template(name=f"{prefix}-*", ignore=404)
+        for t in templates.get("index_templates", []):
+            await search.os.indices.delete_index_template(name=t["name"])
+    finally:
+        await search.close()
 
 
 def _verify(s: Scratch, user: str) -> dict:
