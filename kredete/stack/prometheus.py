@@ -55,6 +55,12 @@ def _parse_duration(text: str) -> float:
     return total
 
 
+#: Alerts whose `for:` is a grace period, not a debounce: never capped. BackupMissing's 26 h is the time a new
+#: stanza gets to make its first backup; capped, it fired on every fresh stack and, being critical, its
+#: inhibition muted the warnings of the same instance (the outbox-lag drill's alert never reached the webhook).
+UNCAPPED = frozenset({"BackupMissing"})
+
+
 def render_rules(settings: MonitoringSettings) -> dict[str, str]:
     """Rule files by name: the repo's, `for:` capped when the profile asks, plus the thresholds."""
     out: dict[str, str] = {}
@@ -64,7 +70,7 @@ def render_rules(settings: MonitoringSettings) -> dict[str, str]:
         if cap is not None:
             for group in doc.get("groups", []):
                 for rule in group.get("rules", []):
-                    if "for" in rule and _parse_duration(rule["for"]) > cap:
+                    if "for" in rule and rule.get("alert") not in UNCAPPED and _parse_duration(rule["for"]) > cap:
                         rule["for"] = _seconds(cap)
         out[path.name] = (f"# From monitoring/rules/{path.name}"
                           f"{f' (for: capped at {cap:g}s)' if cap is not None else ''}; edits here are overwritten.\n"

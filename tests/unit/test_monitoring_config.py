@@ -122,3 +122,14 @@ def _no_monitoring_environment(monkeypatch):
     for name in MonitoringSettings.model_fields:
         monkeypatch.delenv(f"KREDETE_{name.upper()}", raising=False)
     assert not any(k.startswith(("KREDETE_ALERT_", "KREDETE_MONITOR_")) for k in os.environ)
+
+
+def test_a_grace_period_is_never_capped(monkeypatch):
+    """BackupMissing's 26 h is a new stanza's time to make its first backup: capped for the drills it fired on
+    every fresh stack, and its critical inhibition muted the warnings of the same instance."""
+    from kredete.stack.prometheus import render_rules
+
+    monkeypatch.setenv("KREDETE_MONITOR_FOR_CAP_S", "2")
+    doc = yaml.safe_load(render_rules(load_monitoring_settings())["backups.yml"])
+    fors = {r["alert"]: r["for"] for g in doc["groups"] for r in g["rules"]}
+    assert fors == {"BackupTooOld": "2000ms", "BackupMissing": "26h"}
