@@ -140,6 +140,10 @@ class MinioAdmin:
                          "Prefix": prefix, "Region": region}}
         await self._call(f"add tier {name}", "PUT", "tier", None, json.dumps(cfg).encode(), secret_body=True)
 
+    async def remove_tier(self, name: str) -> None:
+        """Remove a remote tier even if objects were transitioned to it (`mc admin tier rm --force`)."""
+        await self._call(f"remove tier {name}", "DELETE", f"tier/{name}", {"force": "true"})
+
     async def verify_tier(self, name: str) -> None:
         """MinIO checks the tier's bucket is reachable with its credentials (AdminError when not)."""
         await self._call(f"verify tier {name}", "GET", f"tier/{name}")

@@ -91,8 +91,13 @@ async def _ensure_tiers(primary: MinioAdmin, cold_url: str, settings: Settings, 
     key, secret = credentials(settings, "tier")
     if not key or not secret:
         raise AdminError("remote tiers", 0, "NoCredentials", "the `tier` principal has no credentials")
-    have = {t.get("Name") for t in await primary.tiers()}
+    have = {t.get("Name"): t for t in await primary.tiers()}
     for name, bucket in TIER_BUCKETS.items():
+        endpoint = ((have.get(name) or {}).get("MinIO") or {}).get("Endpoint") or ""
+        if name in have and endpoint and endpoint.rstrip("/") != cold_url.rstrip("/"):
+            # The cold tier moved (another port, another host): a tier kept by name would never verify again.
+            await primary.remove_tier(name)
+            del have[name]
         if name not in have:
             await primary.add_minio_tier(name, cold_url, key, secret, bucket_of(bucket, prefix), prefix="data/",
                                          region=settings.s3_region)
