@@ -562,6 +562,9 @@ class PrivacyService:
             fps, source = (await self.capture(uid) or []), "captured now from the live values"
         matcher = self.fingerprinter.matcher(fps)
         bidx = [f.digest for f in fps if f.kind == "bidx"]
+        # the key store is the truth: a data key this process cached before another process erased the user
+        # must not make the user's sealed objects count as readable
+        self.cipher.forget([uid])
         verdicts = []
         for name, fn in (("postgres", self._scan_postgres), ("credit_store", self._scan_mongo),
                          ("redis", self._scan_redis), ("opensearch", self._scan_search), ("s3", self._scan_s3),

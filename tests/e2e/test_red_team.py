@@ -318,13 +318,14 @@ async def test_a_conversation_belongs_to_the_first_principal_that_uses_it(http_s
         assert not refused.structured_content
     stores = await connect(("mongo",), settings=e2e_settings)
     try:
-        for _ in range(50):  # the logger writes in the background
+        # feedback and the trace's observations drain from separate background queues: wait for both
+        for _ in range(300):
             scores = sorted(f["score"] for f in await stores.mongo.db.feedback_signals.find(
                 {"conversation_id": conv}).to_list(None))
-            if len(scores) >= 2:
+            turns = await stores.mongo.db.llm_conversations.find({"conversation_id": conv}).to_list(None)
+            if len(scores) >= 2 and turns:
                 break
             await asyncio.sleep(0.1)
-        turns = await stores.mongo.db.llm_conversations.find({"conversation_id": conv}).to_list(None)
     finally:
         await stores.close()
     assert scores == [4, 5], "only Alice's feedback is on her conversation"

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from stores.errors import StoreUnavailable
+from stores.objects.admin import MinioAdmin
 from stores.objects.buckets import SPEC_BY_NAME, LifecycleRule, Transition, bucket_of, ensure_buckets
 from stores.objects.principals import TIER_BUCKETS, admin_objects, objects_for
 
@@ -72,8 +73,17 @@ async def test_an_object_moves_to_the_tier_and_reads_back(s3_ready, s3_settings,
 
         head = await _until(moved, 60, f"the object to reach {tier}")
         assert head["ServerSideEncryption"] == "aws:kms"
-        # the data is on the cold server now, in the tier's bucket (MinIO's own object naming)
-        tier_bucket = bucket_of(TIER_BUCKETS[tier])
+        # the data is on the cold server now, in the tier's bucket (MinIO's own object naming). The tier is
+        # server-wide: whichever dataset (prefix) set it up first named its bucket, so ask the primary.
+        admin = MinioAdmin(s3_settings.s3_url, s3_settings.s3_access_key.get_secret_value(),
+                           s3_settings.s3_secret_key.get_secret_value(), region=s3_settings.s3_region,
+                           verify=s3_settings.s3_ca_file)
+        try:
+            tiers = {t["Name"]: t for t in await admin.tiers()}
+        finally:
+            await admin.close()
+        tier_bucket = tiers[tier]["MinIO"]["Bucket"]
+        assert tier_bucket.endswith(TIER_BUCKETS[tier]), tier_bucket
         stored = await cold.list_keys(tier_bucket, "data/")
         assert stored, "nothing in the tier bucket"
         assert await primary.get(name, "old/report.pdf") == body  # read back through the primary

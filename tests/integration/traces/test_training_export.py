@@ -37,7 +37,8 @@ def ml_bucket(s3_ready, s3_settings, traces_env, traces_settings):
 
 @pytest.fixture(scope="module")
 async def erased_customer(traces_settings):
-    """A customer erased as the right to deletion leaves the row: PII columns nulled, deleted_at set."""
+    """A customer erased as the right to deletion leaves the row (as `stores.postgres.privacy` does): PII columns
+    and blind indexes nulled, status closed, deleted_at set."""
     from stores.registry import connect
 
     stores = await connect(("postgres",), settings=traces_settings)
@@ -46,7 +47,8 @@ async def erased_customer(traces_settings):
             user = await conn.fetchval("SELECT DISTINCT user_id FROM wallets WHERE user_id IS NOT NULL "
                                        "ORDER BY user_id DESC LIMIT 1")
             await conn.execute("UPDATE users SET full_name_enc = NULL, email_enc = NULL, phone_enc = NULL, "
-                               "date_of_birth_enc = NULL, address_enc = NULL, deleted_at = coalesce(deleted_at, now()) "
+                               "date_of_birth_enc = NULL, address_enc = NULL, email_bidx = NULL, phone_bidx = NULL, "
+                               "status = 'closed', deleted_at = coalesce(deleted_at, now()) "
                                "WHERE id = $1", user)
     finally:
         await stores.close()
