@@ -65,11 +65,18 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
 
 
 def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
-    """Operational endpoints next to /mcp: Prometheus metrics and a store health check (no data, no PII)."""
+    """Endpoints next to /mcp: Prometheus metrics and a store health check (no data, no PII), and the download
+    route of sealed documents that `get_document_link` links to (its signed token is the only credential)."""
     from prometheus_client import CONTENT_TYPE_LATEST
     from starlette.responses import JSONResponse, Response
 
+    from agent_tools.downloads import serve_download
     from guards.metrics import exposition
+    from services.documents import DOWNLOAD_PATH
+
+    @mcp.custom_route(DOWNLOAD_PATH, methods=["GET"], include_in_schema=False)
+    async def download_document(request) -> Response:
+        return await serve_download(runtime, request)
 
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(_request) -> Response:
@@ -117,7 +124,12 @@ def http_app(host: str = "127.0.0.1", port: int = 8765):
     the audit group commit of its calls; rate limits and failed-login windows are in Redis, the audit chain in
     PostgreSQL.
     """
-    runtime = AgentRuntime(transport="http")
+    from config.settings import resolve
+
+    settings = resolve()
+    if settings.public_base_url is None:  # document links name this server (customers reach it here)
+        settings = settings.model_copy(update={"public_base_url": default_public_base_url(host, port)})
+    runtime = AgentRuntime(settings, transport="http")
     # Tool arguments are small: a body over 256 KiB is refused (413) before it is read in full or parsed.
     app = build_server(runtime, http=(host, port)).streamable_http_app(host=host, stateless_http=True,
                                                                          json_response=True,
@@ -136,6 +148,20 @@ def http_app(host: str = "127.0.0.1", port: int = 8765):
     app.router.lifespan_context = lifespan
     # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
     return HttpAuthGuard(app, _LateGate(runtime))
+
+
+def default_public_base_url(host: str, port: int) -> str:
+    """The base URL of document links when KREDETE_PUBLIC_BASE_URL is unset: the serving address, with a
+    loopback or wildcard bind named `localhost` (an IP address would be redacted out of the tool's output)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"
+    if ip.is_loopback or ip.is_unspecified:
+        return f"http://localhost:{port}"
+    return f"http://[{ip}]:{port}" if ip.version == 6 else f"http://{ip}:{port}"
 
 
 def http_app_from_env():

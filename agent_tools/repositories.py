@@ -89,11 +89,15 @@ class Repositories:
         return UserRepository(self._postgres)
 
     @cached_property
+    def cipher(self) -> FieldCipher:
+        """The process's field-encryption keyring and per-user key store (made on first use)."""
+        return self._cipher if self._cipher is not None else FieldCipher.from_settings(self._settings)
+
+    @cached_property
     def known_pii(self) -> UserRepository:
         """Names and addresses of users, decrypted only for the redaction layer to find and mask them: the agent
         role may read just those two ciphertext columns of `users`, and no tool returns them."""
-        cipher = self._cipher if self._cipher is not None else FieldCipher.from_settings(self._settings)
-        return UserRepository(self._postgres, cipher=cipher)
+        return UserRepository(self._postgres, cipher=self.cipher)
 
     # --- credit store ---------------------------------------------------------------------------------------
     @cached_property
@@ -126,14 +130,15 @@ class Repositories:
     # --- objects ----------------------------------------------------------------------------------------------
     @cached_property
     def documents(self) -> DocumentService:
-        """Customers' documents as the `documents` S3 principal: presigned 15-minute links under one user's
-        prefix, never the objects themselves (the server holds no other S3 credentials)."""
+        """Customers' documents as the `documents` S3 principal: 15-minute links under one user's prefix (to the
+        HTTP server's download route for sealed documents, presigned for unsealed ones), never the objects
+        themselves to the agent (the server holds no other S3 credentials)."""
         from services.documents import DocumentService  # boto3's signer: built only when a tool needs it
 
         s, host = self._settings, self._settings.document_link_host
         if host:  # signed for the name customers download from (SigV4 signs the host)
             s = s.model_copy(update={k: _with_host(getattr(s, k), host) for k in ("s3_url", "s3_dr_url")})
-        return DocumentService.from_settings(s)
+        return DocumentService.from_settings(s, cipher=self.cipher)
 
     async def close(self) -> None:
         """Close what the repositories opened themselves (the store adapters are the process's)."""

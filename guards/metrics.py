@@ -17,6 +17,9 @@ TOOL_SECONDS = Histogram("kredete_tool_call_seconds", "MCP tool call latency ins
 REDACTIONS = Counter("kredete_redactions", "PII spans redacted from tool outputs, by kind", ["kind"],
                      registry=REGISTRY)
 AUDIT_FAILURES = Counter("kredete_audit_write_failures", "Audit rows that could not be written", registry=REGISTRY)
+DOCUMENT_DOWNLOADS = Counter("kredete_document_downloads", "Requests to the document download route, by outcome "
+                             "(served, invalid, expired, not_found, erased, error, unaudited)", ["outcome"],
+                             registry=REGISTRY)
 
 
 def record_call(tool: str, decision: str, seconds: float, redactions: dict[str, int]) -> None:

@@ -110,6 +110,11 @@ class FieldCipher:
         master-key rotation as the blind indexes do."""
         return hmac.new(self._index_key, b"kredete-dsr-fingerprints", hashlib.sha256).digest()
 
+    def link_signing_key(self) -> bytes:
+        """Key of the document download links (`services.document_tokens`), derived from the blind-index key:
+        every process of a deployment derives the same one, so a link any of them signs opens at any HTTP server."""
+        return hmac.new(self._index_key, b"kredete-document-links", hashlib.sha256).digest()
+
     def keyring(self) -> Keyring:
         """The master keys (derived key-encryption keys) that wrap the key store's data keys."""
         from stores.keys import Keyring

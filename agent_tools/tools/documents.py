@@ -1,6 +1,9 @@
-"""get_document_link: a presigned 15-minute download link to one of the customer's own documents (KYC summary,
-dispute letters, reviews), signed by the document service as the `documents` S3 principal under the caller's
-own prefix only. The link, not the document, goes to the agent; every download is in the S3 access log."""
+"""get_document_link: a 15-minute download link to one of the customer's own documents (KYC summary, dispute
+letters, reviews), under the caller's own prefix only. Documents are sealed under the customer's key, so the
+link names the MCP HTTP server's download route (a signed token for that one document version; the server opens
+it and serves the plaintext, audited per download); a legacy unsealed object gets a presigned S3 URL (in the S3
+access log). On stdio without `KREDETE_PUBLIC_BASE_URL` there is no route to name: a sealed document gets a clear
+error instead of a link to ciphertext. The link, not the document, goes to the agent."""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ class DocumentLinkOut(BaseModel):
     title: str
     content_type: str
     size_bytes: int
-    #: Presigned GET URL: anyone holding it can download this one document until `expires_at`.
+    #: Anyone holding it can download this one document until `expires_at`: the server's download route (sealed
+    #: documents, served decrypted) or a presigned S3 GET URL (legacy unsealed objects).
     url: str
     expires_at: datetime
 
@@ -41,7 +45,7 @@ async def get_document_link(args: GetDocumentLinkInput, ctx: ToolContext[UserSco
     # A cited source_id names the whole key: only the caller's own prefix is taken off; any other key stays as
     # it is and is then no document of theirs (refused like a missing one).
     document_id = args.document_id.removeprefix(own)
-    link = await ctx.repos.documents.link(ctx.scope.user_id, document_id)
+    link = await ctx.repos.documents.link(ctx.scope.user_id, document_id, link_id=ctx.call.request_id)
     return DocumentLinkOut(document_id=link.document_id, title=link.title, content_type=link.content_type,
                            size_bytes=link.size_bytes, url=link.url, expires_at=link.expires_at)
 
@@ -53,8 +57,8 @@ def render_document_link(p: dict[str, Any]) -> str:
 
 GET_DOCUMENT_LINK = ToolSpec(
     name="get_document_link", title="Document download link",
-    description="A download link (presigned, valid 15 minutes) to one of the customer's own documents, named by "
-                "its path (kyc/kyc-summary.txt) or by the source_id search_knowledge cites. Another user's "
-                "document is answered like a missing one.",
+    description="A download link (valid 15 minutes) to one of the customer's own documents, named by its path "
+                "(kyc/kyc-summary.txt) or by the source_id search_knowledge cites; the link serves the document "
+                "decrypted. Another user's document is answered like a missing one.",
     input_model=GetDocumentLinkInput, output_model=DocumentLinkOut, handler=get_document_link,
     grant={Role.CUSTOMER}, scope=one_user(None), render=render_document_link)

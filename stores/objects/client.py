@@ -238,6 +238,17 @@ class ObjectStore:
 
         return await self._read(op)
 
+    async def get_with_metadata(self, bucket: str, key: str, *,
+                                version_id: str | None = None) -> tuple[bytes, dict[str, str], str | None]:
+        """(body, user metadata, content type) of one object version in one request; NotFound if none."""
+        kw = {"VersionId": version_id} if version_id else {}
+
+        async def op(s3: Any) -> tuple[bytes, dict[str, str], str | None]:
+            res = await s3.get_object(Bucket=bucket, Key=key, **kw)
+            return await res["Body"].read(), dict(res.get("Metadata") or {}), res.get("ContentType")
+
+        return await self._read(op)
+
     async def head(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any]:
         """The object's headers (`ContentType`, `Metadata`, `VersionId`, `StorageClass`, ...); NotFound if none."""
         kw = {"VersionId": version_id} if version_id else {}

@@ -11,8 +11,9 @@ unchanged (policies, replication and tiering work as before).
 
 A sealed object is `KRDENC2\\n` + nonce + ciphertext, bound to its object key (a copy under another key does not
 open), with metadata `sealed: enc2` and the plaintext's `plain-type` and `content-sha256`. A presigned link to
-a sealed object hands out ciphertext: customers get their documents through the service (decrypted in the
-process) or through an export archive (`kredete dsr export`).
+a sealed object would hand out ciphertext, so none is made: `get_document_link` names the MCP HTTP server's
+download route instead, which opens the document in the process with the owner's key (`services.documents`),
+and export archives (`kredete dsr export`) carry the plaintext.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def seal(user: UserCipher, key: str, body: bytes, *, content_type: str,
 
 def is_sealed(body: bytes, metadata: Mapping[str, str] | None = None) -> bool:
     return body.startswith(SEALED_MAGIC) or (metadata or {}).get(SEALED_META) == SEALED_SCHEME
+
+
+def plain_size(sealed_size: int) -> int:
+    """Bytes of the plaintext of a sealed body of `sealed_size` bytes (magic, 12-byte nonce, 16-byte tag)."""
+    return max(0, sealed_size - len(SEALED_MAGIC) - 12 - 16)
 
 
 def open_sealed(cipher: FieldCipher, key: str, body: bytes, metadata: Mapping[str, str]) -> bytes:
