@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -128,7 +129,11 @@ def http_app(host: str = "127.0.0.1", port: int = 8765):
 
     settings = resolve()
     if settings.public_base_url is None:  # document links name this server (customers reach it here)
-        settings = settings.model_copy(update={"public_base_url": default_public_base_url(host, port)})
+        base = default_public_base_url(host, port)
+        if not base.startswith("http://localhost:"):
+            logging.getLogger("kredete.mcp").warning(
+                "document links name %s: set KREDETE_PUBLIC_BASE_URL to the https address customers reach", base)
+        settings = settings.model_copy(update={"public_base_url": base})
     runtime = AgentRuntime(settings, transport="http")
     # Tool arguments are small: a body over 256 KiB is refused (413) before it is read in full or parsed.
     app = build_server(runtime, http=(host, port)).streamable_http_app(host=host, stateless_http=True,

@@ -151,13 +151,14 @@ class Settings(BaseSettings):
     #: reach the same servers by (an internal address is redacted out of any tool output, which would break the
     #: link). Unset: the endpoints' host (local stack: localhost, which its TLS certificates name).
     document_link_host: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-    #: Where customers reach this MCP HTTP server (scheme, host, port, optional path; no query): the links of
-    #: `get_document_link` to sealed documents name `<this>/documents/download`. Give a host name: an IP address
-    #: is redacted out of tool output, which would break the link. Unset: the serving address (`kredete serve
-    #: --transport http`; a loopback or wildcard bind is named `localhost`); on stdio, unset means no download
-    #: route, so sealed documents get no link (set it to the HTTP server of the same deployment).
-    public_base_url: str | None = Field(None, pattern=r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~/-]*)?$",
-                                        max_length=500)
+    #: Where customers reach this MCP HTTP server (https, host name, port, optional path; no query): the links of
+    #: `get_document_link` to sealed documents name `<this>/documents/download`. A host name, not an IP address
+    #: (redacted out of tool output, breaking the link); plain http only for localhost. Unset: the serving
+    #: address (`kredete serve --transport http`; a loopback or wildcard bind is named `localhost`); on stdio,
+    #: unset means no download route, so sealed documents get no link (set it to the deployment's HTTP server).
+    public_base_url: str | None = Field(
+        None, pattern=r"^(https://[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|http://localhost)(:\d{1,5})?"
+                      r"(/[A-Za-z0-9._~/-]*)?$", max_length=500)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -7,8 +7,9 @@ instructions stay bare:
 * values of the identifier, enum, code and cursor fields in `BARE_FIELDS` (ids, status, kind, currency,
   cursors...), and only when the value is one short identifier-like token that does not look like an
   injection. Anything else in such a field (a planted sentence in `status`) is wrapped like free text.
-* values of the link fields in `LINK_FIELDS` (a presigned download link the server signed) that are, in full,
-  one https URL without spaces or quotes.
+* values of the link fields in `LINK_FIELDS` (a download link the server signed: its own download route or a
+  presigned S3 URL) that are, in full, one https URL (or http to localhost: the local stack's server has no TLS)
+  without spaces or quotes.
 
 So a new output field is delimited unless someone adds it to the allow-list on purpose, and enum, UUID and
 date-time values still validate against the published output schemas.
@@ -46,9 +47,9 @@ BARE_FIELDS = frozenset(
     }
 )
 
-#: Output fields holding a link the server made (get_document_link's presigned URL).
+#: Output fields holding a link the server made (get_document_link's download-route or presigned URL).
 LINK_FIELDS = frozenset({"url"})
-_LINK = re.compile(r"https://[A-Za-z0-9.-]{1,253}(:\d{1,5})?/[A-Za-z0-9._~/%-]{0,1024}(\?[A-Za-z0-9._~%=&-]{0,2048})?")
+_LINK = re.compile(r"(https://[A-Za-z0-9.-]{1,253}|http://localhost)(:\d{1,5})?/[A-Za-z0-9._~/%-]{0,1024}(\?[A-Za-z0-9._~%=&-]{0,2048})?")
 
 # One short token: letters, digits and a few joiners (snake_case enums, ISO codes, ids, cursors).
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#+\-=/]{0,127}")

@@ -274,7 +274,10 @@ def test_a_link_field_stays_bare_only_as_one_https_url():
             "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=kredete-documents%2F20261206%2Fus-east-1%2Fs3"
             "&X-Amz-Expires=900&X-Amz-Signature=3f1a0b6c")
     assert stays_bare("url", link)
+    # the local stack's MCP server has no TLS: its download route is the one plain-http link left bare
+    assert stays_bare("url", "http://localhost:20850/documents/download?t=.eJyNjUsOwjAM.V0YNKlmzAe9j6kg9DOQ")
     for planted in ("https://x.example/a b", "see https://x.example/", "http://x.example/a", "javascript:alert(1)",
-                    "https://x.example/\"><script>", "https://x.example/a?system:=1"):
+                    "https://x.example/\"><script>", "https://x.example/a?system:=1", "http://localhost.x.example/a",
+                    "http://127.0.0.1:20850/documents/download?t=x"):
         assert not stays_bare("url", planted), planted
     assert not stays_bare("title", link)  # only link fields
