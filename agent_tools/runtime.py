@@ -32,7 +32,7 @@ from guards.redaction import redact, redact_value, require_ner
 from retrieval.search_sync_jobs import SearchSyncJobs
 from services.wiring import ServiceSet, start_services
 from stores.crypto import FieldCipher
-from stores.errors import StoreUnavailable
+from stores.errors import StoreConfigError, StoreUnavailable
 from stores.local_queue import default_queue_dir
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
@@ -143,11 +143,20 @@ class AgentRuntime:
             with contextlib.suppress(Exception):
                 await self.start_services()
 
+    def _erased_lookup(self):
+        """Erased users by the key store's tombstones (records queued before an erasure are dropped on drain);
+        None when no key store is configured here."""
+        try:
+            keys = FieldCipher.from_settings(self.settings).keys
+        except StoreConfigError:
+            return None
+        return None if keys is None else (lambda ids: keys.destroyed(ids).keys())
+
     async def _start_logger(self) -> None:
         s = self.settings
         await self.gate.audit_writer.start()  # audit rows an earlier process deferred
         self.ai_logger = AILogger(self.stores.mongo, redactor=lambda text: redact_value(text)[0],
-                                  retention=timedelta(days=s.log_retention_days))
+                                  retention=timedelta(days=s.log_retention_days), erased=self._erased_lookup())
         await self.ai_logger.start()
         if s.traces_enabled:
             await self.start_traces()

@@ -23,8 +23,15 @@ def restore_cmd(
     label: Annotated[str | None, typer.Option("--set", help="start from this backup label")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="restore over the local primary (its data dir is "
                                           "moved aside, not deleted) and rebuild the replicas")] = False,
+    reapply: Annotated[bool, typer.Option("--reapply/--no-reapply", help="with --replace: re-erase the subjects "
+                                          "of every deletion receipt before the restored data serves (`kredete "
+                                          "dsr reapply`)")] = True,
 ) -> None:
-    """Restore the PostgreSQL cluster (payments and the credit store together) from pgBackRest. Audited."""
+    """Restore the PostgreSQL cluster (payments and the credit store together) from pgBackRest. Audited.
+
+    A backup taken before an erasure still holds the erased customer's rows (their encrypted fields stay
+    unreadable: the data key is destroyed). With --replace, the restore then re-applies every erasure on record
+    (the deletion receipts in the logs archive) so no erased customer serves again."""
     from config.errors import StackError
     from kredete.drills.restore import parse_target, restore
 
@@ -36,4 +43,21 @@ def restore_cmd(
         fail(escape(str(exc)))
     err.print(f"[green]restored[/] {result.label} to {result.recovered_to or result.target} into "
               f"{result.target_dir} in {result.seconds}s")
-    print(json.dumps(result.as_dict()))
+    out = result.as_dict()
+    if replace and reapply:
+        out["dsr_reapply"] = _reapply_erasures()
+    print(json.dumps(out, default=str))
+
+
+def _reapply_erasures() -> dict:
+    """`kredete dsr reapply` on the restored primary; a failure leaves the restore done but says it loudly."""
+    from kredete.commands.dsr import _run
+
+    try:
+        done = _run(lambda svc: svc.reapply())
+    except typer.Exit as exc:  # `_run` printed why
+        fail("restored, but the erasures on record were NOT re-applied: run `kredete dsr reapply` before the "
+             f"restored data serves (exit {exc.exit_code})")
+    err.print(f"[green]erasures re-applied[/]: {done.get('subjects', 0)} subject(s) on record, "
+              f"{done.get('present_here', 0)} present in the restored data")
+    return done

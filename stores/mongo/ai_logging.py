@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +75,8 @@ from stores.mongo.safety import DEFAULT_MAX_INPUT_BYTES, check_size, ensure_safe
 
 log = logging.getLogger(__name__)
 Redactor = Callable[[str], str]
+#: user ids -> those of them that were erased (blocking: it runs on a worker thread)
+ErasedLookup = Callable[[list[str]], Iterable[str]]
 _CODEC = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
 
 RECORDS_DROPPED = Counter("kredete_ai_log_records_dropped", "AI-log records not stored, by reason: refused by the "
@@ -127,15 +129,18 @@ class AILogger:
     `mongo_store`: the credit store (a MongoStore, or a motor database). `queue`: the durable local queue
     (a DurableQueue, or a path; default `KREDETE_QUEUE_DIR/ai-log.sqlite`, `.local/queues/`); records are
     queued under the database's name. `buffer_size`: the most records the queue may hold (default
-    `KREDETE_QUEUE_MAX_RECORDS`).
+    `KREDETE_QUEUE_MAX_RECORDS`). `erased`: which of some user ids were erased (their data keys destroyed);
+    a queued record of such a user is dropped when it drains instead of written (counted as `user_erased`), so
+    a record queued before an erasure, on any host, cannot bring the user's data back after it.
     """
 
     def __init__(self, mongo_store: MongoStore | AsyncIOMotorDatabase, *, buffer_size: int | None = None,
                  redactor: Redactor | None = None, retention: timedelta | None = None, batch_size: int = 500,
                  max_record_bytes: int = DEFAULT_MAX_INPUT_BYTES, max_retry_delay: float = 2.0,
                  queue: DurableQueue | str | Path | None = None, max_attempts: int = 20,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, erased: ErasedLookup | None = None) -> None:
         self._source = mongo_store
+        self.erased = erased
         self.redactor = redactor
         self.retention = retention or default_retention()
         self.batch_size = batch_size
@@ -271,7 +276,15 @@ class AILogger:
             except Exception:  # a damaged queue record can never be written: drop it, counted
                 done.append(rec.id)
                 refused.append((rec.kind, "corrupt_queue_record"))
+        erased = await self._erased_among(groups)
         for coll, items in groups.items():
+            if erased:
+                gone = [rec for rec, doc in items if str(doc.get("user_id")) in erased]
+                done += [rec.id for rec in gone]
+                refused += [(coll, "user_erased")] * len(gone)
+                items = [(rec, doc) for rec, doc in items if str(doc.get("user_id")) not in erased]
+                if not items:
+                    continue
             outcome = await self._insert(coll, items)
             for rec, reason in outcome:
                 if reason is None:
@@ -291,13 +304,27 @@ class AILogger:
         for coll, reason in refused:
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
             RECORDS_DROPPED.labels(reason=reason).inc()
-            log.error("ai log: a %s record was refused by the server (%s) and dropped", coll, reason)
+            if reason == "user_erased":
+                log.info("ai log: a %s record of an erased user was dropped", coll)
+            else:
+                log.error("ai log: a %s record was refused by the server (%s) and dropped", coll, reason)
         n_written = len(done) - len(refused)
         self._failed += len(refused)
         self._written += n_written
         RECORDS_WRITTEN.inc(n_written)
         self._buffered = max(0, self._buffered - len(done))
         return not again
+
+    async def _erased_among(self, groups: dict[str, list[tuple[Record, dict[str, Any]]]]) -> set[str]:
+        """The erased users among a batch's records (an outage of the key store is one of the batch's outages:
+        raised, and the batch retried, never written unchecked)."""
+        if self.erased is None:
+            return set()
+        ids = sorted({str(doc["user_id"]) for items in groups.values() for _, doc in items if doc.get("user_id")})
+        if not ids:
+            return set()
+        lookup = self.erased
+        return set(await asyncio.to_thread(lambda: list(lookup(ids))))
 
     async def _insert(self, coll: str, items: list[tuple[Record, dict[str, Any]]]
                       ) -> list[tuple[Record, str | None]]:

@@ -2,12 +2,14 @@
 
 Erasure deletes every document whose `user_id` is the user in every user collection (reports, scores,
 disputes, plans, bureau responses, factors, conversations, prompts, feedback, predictions, training data,
-embeddings metadata), then the AI/ML documents of *other* owners that mention the user (their id anywhere in
-the document, or their personal values by fingerprint: a support agent's conversation about them, a
-prediction whose inputs name them). Outbox events of the user become bare delete events (no data, no user), so
-followers drop the documents from the search indexes and nothing of the user stays in the log. Credit-store
-copies in backups are unreadable where they were encrypted (per-user keys); the rest is re-erased by a restore
-(`kredete dsr reapply`).
+embeddings metadata, traces and their observations, training opt-outs), then the AI/ML documents of *other*
+owners that mention the user (their id anywhere in the document, or their personal values by fingerprint: a
+support agent's conversation or trace about them, a prediction whose inputs name them). The user's conversation
+claims are kept without an owner or a user id. Outbox events of the user become bare delete events (no data,
+no user), so followers drop the documents from the search indexes and nothing of the user stays in the log.
+Credit-store copies in backups are unreadable where they were encrypted (per-user keys); the rest is re-erased
+by a restore (`kredete restore --replace` runs `kredete dsr reapply`). AI-log records still queued on some host
+when the user is erased are dropped as they drain (`AILogger(erased=...)`, the key store's tombstones).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from stores.fingerprints import Matcher, judge, strings
 from stores.mongo.collections import (
+    CONVERSATION_OWNERS,
     EMBEDDINGS,
     FEEDBACK_SIGNALS,
     LLM_CONVERSATIONS,
@@ -28,6 +31,8 @@ from stores.mongo.collections import (
     OUTBOX,
     PROMPT_HISTORY,
     SPECS,
+    TRACE_OBSERVATIONS,
+    TRACES,
     TRAINING_DATA,
 )
 from stores.mongo.credit import guard
@@ -35,7 +40,12 @@ from stores.mongo.credit import guard
 #: Collections whose documents belong to one user (`user_id`), all of them deleted for an erased user.
 USER_COLLECTIONS = tuple(s.name for s in SPECS if s.shard_key == {"user_id": 1})
 #: AI/ML collections also searched for documents of other owners that mention the user.
-AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PREDICTIONS, TRAINING_DATA, EMBEDDINGS)
+#: Traces too: a support agent's trace (their tool calls and answers) names the customer it was about.
+AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PREDICTIONS, TRAINING_DATA, EMBEDDINGS,
+                  TRACES, TRACE_OBSERVATIONS)
+#: An erased user's conversation claims stay, owned by no one: the id cannot be claimed again by another
+#: principal (who would then see feedback scores still attached to it), and nothing in them names the user.
+ERASED_OWNER = "erased"
 
 
 def _text(doc: dict[str, Any]) -> list[str]:
@@ -63,6 +73,11 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
         if gone:
             async with guard(f"erase {name}"):
                 out[f"{name} (mentions)"] = (await db[name].delete_many({"_id": {"$in": gone}})).deleted_count
+    async with guard(f"erase {CONVERSATION_OWNERS}"):
+        mine = {"$or": [{"user_id": {"$in": ids}}, {"owner": {"$in": [f"customer:{u}" for u in ids]}}]}
+        res = await db[CONVERSATION_OWNERS].update_many(mine,
+                                                        {"$set": {"owner": ERASED_OWNER, "user_id": None}})
+    out[f"{CONVERSATION_OWNERS} (made ownerless)"] = res.modified_count
     async with guard("erase outbox"):
         res = await db[OUTBOX].update_many({"user_id": {"$in": ids}},
                                            {"$set": {"op": "delete", "data": {}, "user_id": None}})

@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,9 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
     from stores.crypto import FieldCipher
     from stores.mongo import MongoStore
     from stores.mongo.ai_logging import AILogger
+    from stores.mongo.collections import TRACE_OBSERVATIONS
+    from stores.mongo.conversations import ConversationOwners
+    from stores.mongo.trace_documents import Observation
     from stores.objects.buckets import documents_bucket
     from stores.objects.principals import objects_for
     from stores.objects.sealed import open_sealed
@@ -121,6 +125,14 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
                                                TEXT_CONVERSATION, principal_subject="agent-7",
                                                tool_calls=[{"name": "search_transactions",
                                                             "arguments": {"user_id": uid}}])
+            # the user's conversation claimed by them, and a support agent's trace whose tool call names them
+            await ConversationOwners(mongo).claim(f"conv-{uid}", f"customer:{uid}", user_id=uid)
+            started = datetime.now(UTC)
+            await logger.record(TRACE_OBSERVATIONS, Observation, dict(
+                trace_id=f"agent-trace-{uid}", user_id="00000000-0000-0000-0000-000000000000",
+                principal={"role": "support_agent", "id": "agent-7"}, kind="tool_call", name="search_transactions",
+                status="allowed", arguments={"user_id": uid}, started_at=started,
+                expires_at=started + timedelta(days=90)))
             r = cache.redis
             await r.set(f"rl:customer:{uid}:get_wallet_balances", "3", ex=600)
             await r.set(cache.key("profile", uid), f'{{"user_id": "{uid}", "country": "NG"}}', ex=600)

@@ -175,3 +175,33 @@ def test_error_classification():
     assert classify(InvalidDocument("bad")) == "invalid_document"
     unknown = OperationFailure("x", code=12345)
     assert classify(unknown) is None and not is_outage(unknown)  # retried up to max_attempts, then dropped
+
+
+async def test_records_of_a_user_erased_while_queued_are_dropped_on_drain(db, queue):
+    """A record committed to the local queue before its user was erased (here: the lookup says so once the
+    record is queued) is dropped when it drains, counted as `user_erased`; the others' records are written."""
+    erased: set[str] = set()
+    logger = AILogger(db, redactor=redactor, queue=queue, erased=lambda ids: [u for u in ids if u in erased])
+    gone, kept, conv = uid(), uid(), uid()
+    await logger.log_conversation_turn(conv, gone, "user", "hello", principal_subject="cust-1")
+    await logger.log_feedback(conv, gone, score=1, label=None, comment=None, principal_subject="cust-1")
+    await logger.log_conversation_turn(conv, kept, "user", "hello", principal_subject="cust-2")
+    erased.add(gone)
+    await logger.start()
+    stats = await logger.stop()
+    assert stats.rejected == {"user_erased": 2} and stats.written == 1 and stats.buffered == 0
+    assert await db.llm_conversations.count_documents({"user_id": gone}) == 0
+    assert await db.feedback_signals.count_documents({"user_id": gone}) == 0
+    assert await db.llm_conversations.count_documents({"user_id": kept}) == 1
+
+
+async def test_an_unanswering_erasure_lookup_keeps_the_records_queued(db, queue):
+    """The key store not answering is an outage of the drain: nothing is written unchecked, nothing is lost."""
+    def down(ids):
+        raise ConnectionError("key store down")
+
+    logger = AILogger(db, queue=queue, erased=down, max_retry_delay=0.05)
+    await logger.log_conversation_turn(uid(), uid(), "user", "hello", principal_subject="cust-1")
+    await logger.start()
+    stats = await logger.stop(timeout=1.0)
+    assert stats.written == 0 and stats.buffered == 1
