@@ -186,6 +186,9 @@ class DocumentService:
         if not is_sealed(body, meta):  # a legacy plaintext object (a link is only made for sealed ones)
             return OpenedDocument(grant=grant, body=body, filename=filename,
                                   content_type=_media_type(stored_type))
+        # The key store decides, not this process's short key cache: a download right after the owner's
+        # erasure (in another process) must already be refused.
+        self.cipher.forget([grant.user_id])
         try:
             # The key store is a blocking client (SQLite or OpenBao's HTTP API): off the event loop.
             plain = await asyncio.to_thread(open_sealed, self.cipher, grant.key, body, meta)
