@@ -65,6 +65,7 @@ class BackgroundLoad:
 
 def _destroy_primary(console: Console) -> None:
     """kill -9 the primary's whole process group, then delete its data dir."""
+    from kredete.stack.base import pid_alive
     from kredete.stack.postgres import PostgresPrimary
 
     primary = PostgresPrimary()
@@ -73,7 +74,7 @@ def _destroy_primary(console: Console) -> None:
         raise StackError("the primary is not running")
     os.killpg(pid, signal.SIGKILL)
     for _ in range(100):
-        if not (primary.pgdata / "postmaster.pid").exists() or not os.path.exists(f"/proc/{pid}"):
+        if not (primary.pgdata / "postmaster.pid").exists() or not pid_alive(pid):
             break
         time.sleep(0.05)
     shutil.rmtree(primary.pgdata)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, ensure_system_user, logger, port_open, run
+from kredete.stack.base import Server, StackError, ensure_system_user, logger, pid_alive, port_open, run
 
 PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RUN_USER = "kredete"  # also kredete/stack/pgbackrest.py RUN_USER
@@ -113,9 +113,13 @@ class _PostgresBase(Server):
             deadline = time.monotonic() + timeout
             while (self.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            # pid_alive, not /proc/<pid>: a postmaster started by this very process (tests, drills) stays a
+            # zombie until reaped, and waiting for its /proc entry cost the whole timeout on every stop
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if not os.path.exists(f"/proc/{pid}"):
+            if not pid_alive(pid):
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
                 self.pid_file.unlink(missing_ok=True)  # stopped as asked: not a stale pid file
                 return
             logger.warning("%s: fast shutdown did not finish in %.0fs; immediate shutdown", self.name, timeout)
