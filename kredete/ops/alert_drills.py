@@ -97,6 +97,25 @@ def prometheus_alert(alertname: str, labels: dict[str, str], state: str = "firin
     return None
 
 
+def alertmanager_view(alertname: str) -> list[dict[str, Any]]:
+    """What Alertmanager holds of an alert (state, inhibited or silenced by what) and which alerts fire:
+    the reason a fired alert did not reach the receiver."""
+    import json
+    import urllib.request
+
+    from config import ports
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.ALERTMANAGER}/api/v2/alerts", timeout=5) as resp:
+            alerts = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        return [{"error": f"Alertmanager does not answer ({type(exc).__name__})"}]
+    return [{"alertname": a["labels"].get("alertname"), "severity": a["labels"].get("severity"),
+             "instance": a["labels"].get("instance"), "server": a["labels"].get("server"),
+             "state": a.get("status", {}).get("state"), "inhibited_by": a.get("status", {}).get("inhibitedBy"),
+             "mine": a["labels"].get("alertname") == alertname} for a in alerts]
+
+
 def labels_match(got: dict[str, str], want: dict[str, str]) -> bool:
     """Every wanted label equal, or containing the text after `~`."""
     return all(got.get(k, "") == v or (v.startswith("~") and v[1:] in got.get(k, "")) for k, v in want.items())
@@ -554,7 +573,10 @@ async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, time
         await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
                                  f"{drill.alert} {drill.labels} firing in Prometheus", every=0.1)
         fired_at = time.time()
-        got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started), timeout,
-                               f"{drill.alert} {drill.labels} at the webhook", every=0.1)
+        try:
+            got = await wait_until(lambda: receiver.firing(drill.alert, drill.labels, since=drill.started), timeout,
+                                   f"{drill.alert} {drill.labels} at the webhook", every=0.1)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; Alertmanager has: {alertmanager_view(drill.alert)}") from None
     return Firing(drill=name, alert=drill.alert, condition=drill.condition, for_s=for_s,
                   prometheus_s=fired_at - drill.started, webhook_s=got - drill.started)
