@@ -21,6 +21,20 @@ def _duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
+#: Only an alert that explains others mutes them. A store that is down (its target, or the store behind its
+#: exporter) mutes the warnings of that same store, and a worse stage of one condition mutes the milder one. An
+#: unrelated critical alert of the same server (failed WAL archiving, a missing backup, audit-write failures)
+#: mutes nothing: a deadlock or a replication lag is news even while archiving fails.
+INHIBIT_RULES = [
+    {"source_matchers": ['alertname=~"TargetDown|ExporterCannotReachStore"'],
+     "target_matchers": ["severity=warning"], "equal": ["server", "instance"]},
+    {"source_matchers": ["alertname=DiskUsageCritical"], "target_matchers": ["alertname=DiskUsageHigh"],
+     "equal": ["server", "instance", "mount"]},
+    {"source_matchers": ["alertname=OpenSearchClusterRed"], "target_matchers": ["alertname=OpenSearchClusterYellow"],
+     "equal": ["cluster"]},
+]
+
+
 def render_config(settings: MonitoringSettings) -> str:
     receiver: dict = {"name": "default"}
     if settings.alert_webhook_url:
@@ -31,9 +45,7 @@ def render_config(settings: MonitoringSettings) -> str:
                   "group_wait": _duration(settings.monitor_group_wait_s),
                   "group_interval": _duration(settings.monitor_group_interval_s), "repeat_interval": "4h"},
         "receivers": [receiver],
-        # A critical alert of a store mutes the warnings of the same store it explains.
-        "inhibit_rules": [{"source_matchers": ["severity=critical"], "target_matchers": ["severity=warning"],
-                           "equal": ["server", "instance", "mount"]}],
+        "inhibit_rules": INHIBIT_RULES,
     }
     return "# Rendered by kredete/stack/alertmanager.py from the monitoring settings; edits are overwritten.\n" + \
         yaml.safe_dump(config, sort_keys=False)

@@ -133,3 +133,40 @@ def test_a_grace_period_is_never_capped(monkeypatch):
     doc = yaml.safe_load(render_rules(load_monitoring_settings())["backups.yml"])
     fors = {r["alert"]: r["for"] for g in doc["groups"] for r in g["rules"]}
     assert fors == {"BackupTooOld": "2000ms", "BackupMissing": "26h"}
+
+
+def _inhibited(source: dict[str, str], target: dict[str, str]) -> bool:
+    """Alertmanager's inhibition for the rendered rules (matchers `name=value` and `name=~"re"`)."""
+    import re
+
+    from kredete.stack.alertmanager import render_config
+
+    def matches(matchers: list[str], labels: dict[str, str]) -> bool:
+        for m in matchers:
+            name, op, value = re.fullmatch(r'(\w+)(=~|=)"?(.*?)"?', m).groups()
+            got = labels.get(name, "")
+            if not (re.fullmatch(value, got) if op == "=~" else got == value):
+                return False
+        return True
+
+    rules = yaml.safe_load(render_config(load_monitoring_settings()))["inhibit_rules"]
+    return any(matches(r["source_matchers"], source) and matches(r["target_matchers"], target)
+               and all(source.get(k, "") == target.get(k, "") for k in r["equal"]) for r in rules)
+
+
+def test_only_an_alert_that_explains_others_mutes_them():
+    """A store down mutes that store's warnings; failing WAL archiving (critical, same server) must not mute a
+    deadlock or a slow statement on it (it did, and the drills of those alerts never reached the webhook)."""
+    pg = {"server": "postgres", "instance": "127.0.0.1:9187"}
+    deadlock = {**pg, "alertname": "PostgresDeadlocks", "severity": "warning", "datname": "kredete"}
+    assert _inhibited({**pg, "alertname": "TargetDown", "severity": "critical"}, deadlock)
+    assert _inhibited({**pg, "alertname": "ExporterCannotReachStore", "severity": "critical"}, deadlock)
+    for cause in ("WalArchiveFailing", "BackupMissing", "BackupTooOld", "AuditWriteFailures"):
+        assert not _inhibited({**pg, "alertname": cause, "severity": "critical"}, deadlock), cause
+    assert not _inhibited({"server": "redis", "instance": "x", "alertname": "TargetDown", "severity": "critical"},
+                          deadlock)
+    disk = {"server": "postgres", "instance": "i", "mount": "/"}
+    assert _inhibited({**disk, "alertname": "DiskUsageCritical", "severity": "critical"},
+                      {**disk, "alertname": "DiskUsageHigh", "severity": "warning"})
+    assert _inhibited({"cluster": "c", "alertname": "OpenSearchClusterRed", "severity": "critical"},
+                      {"cluster": "c", "alertname": "OpenSearchClusterYellow", "severity": "warning"})
