@@ -76,6 +76,13 @@ async def test_a_lagging_replica_is_skipped_until_it_catches_up(store, pg_db):
     import psycopg
 
     second = split_hosts(pg_db.service_replica)[1]
+    # Both replicas serving first: an earlier test (an alert drill stops a replica) may leave one catching up.
+    for _ in range(300):
+        replicas = {r["name"]: r for r in await store.check_lag()}
+        if all(r["in_use"] for r in replicas.values()):
+            break
+        await asyncio.sleep(0.1)
+    assert all(r["in_use"] for r in replicas.values()), replicas
     with psycopg.connect(second, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
     try:
