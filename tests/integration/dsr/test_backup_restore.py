@@ -111,7 +111,9 @@ def scratch(stack):
     prefix = f"kredete-dsr-restore-{uuid.uuid4().hex[:8]}"
     search_url = resolve().opensearch_url.get_secret_value()
     try:
-        yield from scratch_stack(("postgres", "redis", "mongo", "s3"), KREDETE_REDIS_TOPOLOGY="standalone",
+        # s3-dr too: `s3 setup` replicates the documents to the DR region (`--only s3` starts the primary with
+        # its access-log receiver and cold tier, not the DR server)
+        yield from scratch_stack(("postgres", "redis", "mongo", "s3", "s3-dr"), KREDETE_REDIS_TOPOLOGY="standalone",
                                  KREDETE_OPENSEARCH_URL=search_url, KREDETE_INDEX_PREFIX=prefix)
     finally:
         asyncio.run(_drop_indices(search_url, prefix))
