@@ -276,12 +276,16 @@ def _backups_ready(started: set[str], console: Console) -> None:
 
 
 def down(only: Iterable[str] | None = None) -> None:
-    """Stop servers in reverse start order; data stays in `.local/`.
+    """Stop servers in reverse start order, the object store last; data stays in `.local/`.
 
     Every server of the stack that runs from this `.local/` is stopped, also one whose store has since
     been made external (it would otherwise be left running, unmanaged).
     """
-    for server in reversed(_select(all_servers(), _aliases(only, profile()))):
+    servers = list(reversed(_select(all_servers(), _aliases(only, profile()))))
+    # The object store last: PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest
+    # repository in MinIO, and with MinIO already gone it waited out pgBackRest's timeout (a minute per stop).
+    servers.sort(key=lambda server: server.name.startswith("s3"))
+    for server in servers:
         server.stop()
 
 

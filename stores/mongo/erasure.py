@@ -4,8 +4,8 @@ Erasure deletes every document whose `user_id` is the user in every user collect
 disputes, plans, bureau responses, factors, conversations, prompts, feedback, predictions, training data,
 embeddings metadata, traces and their observations, training opt-outs), then the AI/ML documents of *other*
 owners that mention the user (their id anywhere in the document, or their personal values by fingerprint: a
-support agent's conversation or trace about them, a prediction whose inputs name them). The user's conversation
-claims are kept without an owner or a user id. Outbox events of the user become bare delete events (no data,
+support agent's conversation or trace about them, a prediction whose inputs name them), and the user's
+conversation claims. Outbox events of the user become bare delete events (no data,
 no user), so followers drop the documents from the search indexes and nothing of the user stays in the log.
 Credit-store copies in backups are unreadable where they were encrypted (per-user keys); the rest is re-erased
 by a restore (`kredete restore --replace` runs `kredete dsr reapply`). AI-log records still queued on some host
@@ -43,11 +43,6 @@ USER_COLLECTIONS = tuple(s.name for s in SPECS if s.shard_key == {"user_id": 1})
 #: Traces too: a support agent's trace (their tool calls and answers) names the customer it was about.
 AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PREDICTIONS, TRAINING_DATA, EMBEDDINGS,
                   TRACES, TRACE_OBSERVATIONS)
-#: An erased user's conversation claims stay, owned by no one: the id cannot be claimed again by another
-#: principal (who would then see feedback scores still attached to it), and nothing in them names the user.
-ERASED_OWNER = "erased"
-
-
 def _text(doc: dict[str, Any]) -> list[str]:
     """Every string of a document, its ids included (raw BSON types as their JSON text)."""
     return list(strings(json.loads(json.dumps(doc, default=json_util.default))))
@@ -75,9 +70,9 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
                 out[f"{name} (mentions)"] = (await db[name].delete_many({"_id": {"$in": gone}})).deleted_count
     async with guard(f"erase {CONVERSATION_OWNERS}"):
         mine = {"$or": [{"user_id": {"$in": ids}}, {"owner": {"$in": [f"customer:{u}" for u in ids]}}]}
-        res = await db[CONVERSATION_OWNERS].update_many(mine,
-                                                        {"$set": {"owner": ERASED_OWNER, "user_id": None}})
-    out[f"{CONVERSATION_OWNERS} (made ownerless)"] = res.modified_count
+        # deleted, not kept ownerless: a conversation id is the client's text and may itself name the user;
+        # everything logged under it was the user's and is gone, so a new claim of the id finds nothing
+        out[CONVERSATION_OWNERS] = (await db[CONVERSATION_OWNERS].delete_many(mine)).deleted_count
     async with guard("erase outbox"):
         res = await db[OUTBOX].update_many({"user_id": {"$in": ids}},
                                            {"$set": {"op": "delete", "data": {}, "user_id": None}})
