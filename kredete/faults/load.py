@@ -2,8 +2,9 @@
 
 Each worker is one customer (own token subject, so its audit rows are found by subject) that calls, in turn,
 a tool that needs the credit store (`get_credit_report`), one that needs only PostgreSQL
-(`get_wallet_balances`) and the write `log_feedback` (acknowledged ids kept, to be looked for later). A
-worker that loses its server (killed) reconnects to whatever `target()` names then.
+(`get_wallet_balances`) and the write `log_feedback` (acknowledged ids kept, to be looked for later), and
+any further tools a scenario names (`SEARCH`: `search_knowledge`, which needs OpenSearch). A worker that loses
+its server (killed) reconnects to whatever `target()` names then.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from config.settings import Settings
 #: Which store each tool of the load needs (besides the audit database every call needs).
 NEEDS: dict[str, str] = {"get_credit_report": "mongo", "get_wallet_balances": "postgres",
                          "log_feedback": "local_queue"}
+#: The retrieval tool (OpenSearch, besides the credit store's conversation claim and the query encoder).
+SEARCH = "search_knowledge"
 #: What must never reach an agent: driver names, addresses, stack traces, SQL.
 LEAK = re.compile(r"Traceback|File \"|asyncpg|pymongo|motor|redis\.|opensearch|127\.0\.0\.1|localhost|"
                   r"SELECT |INSERT |dial tcp|:\d{4,5}\b", re.IGNORECASE)
@@ -51,6 +54,8 @@ class McpLoad:
     run_id: str
     pause_s: float = 0.05
     call_timeout_s: float = 30.0
+    #: The tools each worker calls in turn (default: `NEEDS`).
+    tools: tuple[str, ...] = tuple(NEEDS)
     calls: list[Call] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -73,7 +78,7 @@ class McpLoad:
         from evals.harness import http_session, token_for
 
         token = token_for(self.settings, "customer", user=user, subject=self.subject(i))
-        tools = list(NEEDS)
+        tools = list(self.tools)
         n = 0
         while not self._stop.is_set():
             url = self.target()
@@ -88,8 +93,7 @@ class McpLoad:
                             break  # a new server: reconnect
                         tool = tools[n % len(tools)]
                         n += 1
-                        args = ({"conversation_id": f"faults-{self.run_id}-{i}", "score": 4, "label": "helpful"}
-                                if tool == "log_feedback" else {})
+                        args = self._arguments(tool, i)
                         started = time.time()
                         result = await asyncio.wait_for(session.call_tool(tool, args), self.call_timeout_s)
                         text = " ".join(getattr(c, "text", "") for c in result.content) if result.is_error else ""
@@ -106,6 +110,14 @@ class McpLoad:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 0.2)
 
+    def _arguments(self, tool: str, worker: int) -> dict[str, object]:
+        if tool == "log_feedback":
+            return {"conversation_id": f"faults-{self.run_id}-{worker}", "score": 4, "label": "helpful"}
+        if tool == SEARCH:  # help articles only: the answer does not depend on the worker's own records
+            return {"query": "how do I dispute an error on my credit report", "k": 3, "doc_types": ["kb"],
+                    "conversation_id": f"faults-{self.run_id}-{worker}"}
+        return {}
+
     # --- what the agent saw ---------------------------------------------------------------------------
     def between(self, t0: float, t1: float, tool: str | None = None) -> list[Call]:
         """Calls answered that started in [t0, t1) (of `tool`, or any tool)."""
@@ -116,7 +128,7 @@ class McpLoad:
         """Until every tool has `per_tool` answered calls started at or after `t0` (on `server`), or timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            counts = {t: 0 for t in NEEDS}
+            counts = {t: 0 for t in self.tools}
             for c in self.calls:
                 if not c.transport and c.started >= t0 and (server is None or c.server == server):
                     counts[c.tool] += 1

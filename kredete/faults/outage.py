@@ -63,6 +63,12 @@ class OutageReport:
     breaker_after: dict[str, Any] = field(default_factory=dict)
     server_killed: bool = False
     server_restart_s: float | None = None
+    #: Per tool that needs the store: seconds from the store healthy again to its first answer with data.
+    recovery_by_tool: dict[str, float | None] = field(default_factory=dict)
+    #: Audit rows written from the durable local queue after the audit database came back (`deferred`).
+    deferred_rows: int = 0
+    #: What `kredete db verify-audit` said after the outage (empty: not run; the chain was verified in-process).
+    verify_audit: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +131,8 @@ async def _audit(settings: Settings, after_id: int, subjects: list[str], *, veri
 def unaudited(calls: list[Call], rows: list[dict[str, Any]]) -> int:
     """Answers that have no audit row of their outcome: per (subject, tool), answers with data need rows
     `allowed`, refusals rows `error`/`denied`/`rate_limited` (a write also has its intent row, so rows may
-    outnumber answers; never the reverse)."""
+    outnumber answers; never the reverse). A write's intent row counts only when it is the refusal itself: the
+    audit database down, the intent was kept in the durable queue as an `error` row and nothing was written."""
     need: dict[tuple[int, str, bool], int] = {}
     for c in calls:
         if not c.transport:
@@ -135,7 +142,7 @@ def unaudited(calls: list[Call], rows: list[dict[str, Any]]) -> int:
     for r in rows:
         worker = int(str(r["actor_subject"]).rsplit("-", 1)[1])
         meta = r["metadata"] if isinstance(r["metadata"], dict) else json.loads(r["metadata"] or "{}")
-        if meta.get("phase") == "intent":
+        if meta.get("phase") == "intent" and r["decision"] == "allowed":
             continue
         key = (worker, r["action"], r["decision"] == "allowed")
         have[key] = have.get(key, 0) + 1

@@ -37,14 +37,25 @@ def _kill9_group(pid: int) -> None:
 
 
 class PrivateFerretDB(FerretDBServer):
-    """A FerretDB of its own (port, debug port, data dir) on the shared PostgreSQL backend."""
+    """A FerretDB of its own (port, debug port, data dir) on the shared PostgreSQL backend, or on the backend
+    `backend_url` names (a `kredete.faults.copies.PrivatePostgres` holding the dataset's credit-store schema)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, backend_url: str | None = None) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.debug_port = free_port()
+        self.backend_url = backend_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def _backend_url(self) -> str:
+        return self.backend_url or super()._backend_url()
+
+    def prepare(self) -> None:
+        if self.backend_url is None:
+            super().prepare()  # the shared backend's role and database (idempotent)
+        else:  # a private backend carries its copy already
+            (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         argv, env = super().command()

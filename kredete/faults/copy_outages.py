@@ -1,0 +1,209 @@
+"""Outages of PostgreSQL and OpenSearch under a concurrent MCP load, on private copies of the dataset
+(`kredete.faults.copies`), caused for real (kill -9) and measured like `kredete.faults.outage`'s.
+
+* `postgres_outage`: the MCP server runs on a private PostgreSQL (its data, its audit trail, and the backend
+  of a private FerretDB: the credit store, as in the stack). Every call needs it: each is audited before data
+  is returned, so during the outage no tool answers with data, and each refusal's audit row waits in the
+  durable local queue until the database is back. Measured: what the agent saw, the rows written from the
+  queue, the recovery per tool, acknowledged feedback stored, `kredete db verify-audit` afterwards.
+* `opensearch_outage`: the MCP server searches a private OpenSearch node; only `search_knowledge` needs it.
+  Measured: the other tools' share served during the outage, the search's refusals, its recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from config.paths import REPO_ROOT
+from config.settings import Settings, resolve
+from kredete.faults.copies import PrivateOpenSearch, PrivatePostgres
+from kredete.faults.load import NEEDS, SEARCH, McpLoad
+from kredete.faults.outage import (
+    NO_LIMITS,
+    OutageReport,
+    _audit,
+    _breaker_state,
+    _first_ok_after,
+    _max_audit_id,
+    _meta,
+    _stored_feedback,
+    _summary,
+    pick_users,
+    unaudited,
+)
+from kredete.faults.processes import KREDETE, McpServer, PrivateFerretDB
+
+
+def scratch_dir(kind: str) -> Path:
+    """A scratch dir under the repo's `.local/` (not /tmp: the servers' unprivileged user must reach it)."""
+    path = REPO_ROOT / ".local" / "scratch" / f"faults-{kind}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def verify_audit(env: dict[str, str], url: str | None = None) -> tuple[bool, str]:
+    """`kredete db verify-audit` as an operator runs it: (passed, its last line)."""
+    argv = [KREDETE, "db", "verify-audit", *(["--url", url] if url else [])]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    return proc.returncode == 0, (out[-1] if out else "")[:300]
+
+
+async def _queue_drained(queue: Path, timeout_s: float) -> int:
+    """Wait until the durable audit queue `queue` holds nothing; the records still in it (0: drained)."""
+    from stores.local_queue import DurableQueue
+
+    if not await asyncio.to_thread(queue.exists):
+        return 0
+    q = DurableQueue(queue, name="audit-check")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = await q.depth()
+            if not left or time.monotonic() > deadline:
+                return left
+            await asyncio.sleep(0.25)
+    finally:
+        await q.close()
+
+
+async def _recoveries(load: McpLoad, tools: list[str], t0: float, timeout_s: float) -> dict[str, float | None]:
+    found = await asyncio.gather(*(_first_ok_after(load, t, t0, timeout_s) for t in tools))
+    return {t: (round(v, 3) if v is not None else None) for t, v in zip(tools, found, strict=True)}
+
+
+async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path, *, workers: int = 3,
+                          per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0,
+                          timeout_s: float = 90.0) -> OutageReport:
+    """kill -9 the MCP server's PostgreSQL (a private copy of the dataset, also its credit store's backend) under
+    load, start it again (crash recovery), and measure (see the module's docstring)."""
+    workdir = Path(workdir)
+    db, mongo_db = settings.postgres_db, settings.mongo_db
+    pg = PrivatePostgres(scratch_dir("postgres"))
+    ferret: PrivateFerretDB | None = None
+    server: McpServer | None = None
+    load: McpLoad | None = None
+    try:
+        await asyncio.to_thread(pg.provision)
+        await asyncio.to_thread(pg.start)
+        await asyncio.to_thread(pg.copy_dataset, settings.postgres_url.get_secret_value(), db, mongo_db)
+        ferret = PrivateFerretDB(workdir / "ferretdb", backend_url=pg.ferretdb_backend_url())
+        await asyncio.to_thread(ferret.start)
+        urls = {"postgres_url": pg.superuser_url(db),
+                "postgres_agent_url": pg.role_url("kredete_agent_ro", "postgres_agent_ro", db),
+                "postgres_log_url": pg.role_url("kredete_agent_log", "postgres_agent_log", db),
+                "mongo_url": ferret.mongo_url()}
+        private = resolve(Settings(**urls, postgres_db=db, mongo_db=mongo_db, index_prefix=settings.index_prefix,
+                                   s3_bucket_prefix=settings.s3_bucket_prefix))
+        queue = workdir / "queues"
+        # No search sync: its checkpoints live in the shared OpenSearch, which must not follow this copy's rows.
+        env = {**env, **NO_LIMITS, **{f"KREDETE_{k.upper()}": v for k, v in urls.items()},
+               "KREDETE_QUEUE_DIR": str(queue), "KREDETE_SEARCH_SYNC_INTERVAL_S": "0"}
+        users = await pick_users(private, workers)
+        before = await _max_audit_id(private)
+        server = McpServer(env, workdir / "server.log")
+        await asyncio.to_thread(server.start)
+        load = McpLoad(private, users, lambda: server.url, uuid.uuid4().hex[:8])
+        load.start()
+        await load.wait_calls(time.time() - warm_s, 1, timeout_s)
+        t_kill = time.time()
+        await asyncio.to_thread(pg.kill9)
+        during = await _breaker_state(server, "postgres_audit", {"open", "half_open"}, timeout_s)
+        t_open = time.time()
+        await load.wait_calls(t_open, per_tool, timeout_s)
+        await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
+        during_all = (await asyncio.to_thread(server.healthz)).get("breakers", {})
+        await asyncio.to_thread(pg.start)  # crash recovery, then healthy (pg_isready)
+        t_healthy = time.time()
+        recovery = await _recoveries(load, list(NEEDS), t_healthy, timeout_s)
+        await load.wait_calls(time.time(), 1, timeout_s)
+        await load.stop()
+        left = await _queue_drained(queue / "audit.sqlite", 60.0)
+        after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
+        acked = load.acknowledged_feedback()
+        stored = await _stored_feedback(private, acked, 30.0)
+        rows, chain_ok = await _audit(private, before, load.subjects)
+        verified, said = await asyncio.to_thread(verify_audit, env, pg.superuser_url(db))
+        summary = _summary("postgres", load, t_kill, t_healthy, t_open - t_kill, set(NEEDS))
+        report = OutageReport(**summary, recovery_s=_slowest(recovery), recovery_by_tool=recovery,
+                              acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
+                              audit_chain_ok=chain_ok and verified and left == 0,
+                              deferred_rows=sum(1 for r in rows if _meta(r).get("deferred")),
+                              breaker_during={**during, "all": {k: v.get("state") for k, v in during_all.items()},
+                                              "queued_audit_rows_left": left},
+                              breaker_after={k: v.get("state") for k, v in after.items()},
+                              verify_audit=said)
+        return report
+    finally:
+        if load is not None:
+            await load.stop()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if ferret is not None:
+            await asyncio.to_thread(ferret.stop)
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(pg.data_dir, ignore_errors=True)
+
+
+def _slowest(recovery: dict[str, float | None]) -> float | None:
+    """The recovery of the whole server: the last of its tools to answer again (None if one never did)."""
+    values = list(recovery.values())
+    return None if not values or any(v is None for v in values) else max(values)
+
+
+async def opensearch_outage(settings: Settings, env: dict[str, str], workdir: Path, *, workers: int = 3,
+                            per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0, heap: str = "256m",
+                            timeout_s: float = 90.0) -> OutageReport:
+    """kill -9 the MCP server's OpenSearch (a private node with a copy of the dataset's indices) under load,
+    start it again, and measure (see the module's docstring)."""
+    workdir = Path(workdir)
+    node = PrivateOpenSearch(scratch_dir("opensearch"), heap=heap)
+    server: McpServer | None = None
+    load: McpLoad | None = None
+    try:
+        await asyncio.to_thread(node.provision)
+        await asyncio.to_thread(node.start)
+        source = settings.opensearch_url.get_secret_value().split(",")[0]
+        copied = await asyncio.to_thread(node.copy_indices, source, settings.index_prefix)
+        env = {**env, **NO_LIMITS, "KREDETE_OPENSEARCH_URL": node.url(), "KREDETE_QUEUE_DIR": str(workdir / "queues")}
+        users = await pick_users(settings, workers)
+        before = await _max_audit_id(settings)
+        server = McpServer(env, workdir / "server.log")
+        await asyncio.to_thread(server.start)
+        load = McpLoad(settings, users, lambda: server.url, uuid.uuid4().hex[:8], tools=(*NEEDS, SEARCH))
+        load.start()
+        await load.wait_calls(time.time() - warm_s, 1, timeout_s)
+        t_kill = time.time()
+        await asyncio.to_thread(node.kill9)
+        during = await _breaker_state(server, "opensearch", {"open", "half_open"}, timeout_s)
+        t_open = time.time()
+        await load.wait_calls(t_open, per_tool, timeout_s)
+        await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
+        await asyncio.to_thread(node.start)  # healthy: the cluster is yellow or green (every primary assigned)
+        t_healthy = time.time()
+        recovery = await _recoveries(load, [SEARCH], t_healthy, timeout_s)
+        await load.wait_calls(time.time(), 1, timeout_s)
+        await load.stop()
+        after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
+        acked = load.acknowledged_feedback()
+        stored = await _stored_feedback(settings, acked, 30.0)
+        rows, _ = await _audit(settings, before, load.subjects, verify=False)  # the chain: verify-audit below
+        verified, said = await asyncio.to_thread(verify_audit, env)
+        summary = _summary("opensearch", load, t_kill, t_healthy, t_open - t_kill, {SEARCH})
+        report = OutageReport(**summary, recovery_s=recovery[SEARCH], recovery_by_tool=recovery,
+                              acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
+                              audit_chain_ok=verified, breaker_during={**during, "indices_copied": copied},
+                              breaker_after=after.get("opensearch", {}), verify_audit=said)
+        return report
+    finally:
+        if load is not None:
+            await load.stop()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(node.stop)
+        shutil.rmtree(node.data_dir, ignore_errors=True)
