@@ -169,6 +169,12 @@ class PrivateOpenSearch(OpenSearchServer):
         self.transport_port = free_port()
         self.heap = heap
 
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        argv, env = super().command()
+        # The client compiler only: a scratch node lives for seconds of queries, and starts much sooner without
+        # the optimising compiler competing for two cores.
+        return [argv[0], "-XX:TieredStopAtLevel=1", *argv[1:]], env
+
     def has_plugin(self, name: str) -> bool:
         # No S3 client (snapshot repository settings, keystore, trust store): a scratch node takes no snapshot.
         return name != "repository-s3" and super().has_plugin(name)

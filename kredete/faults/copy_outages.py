@@ -22,7 +22,7 @@ from pathlib import Path
 from config.paths import REPO_ROOT
 from config.settings import Settings, resolve
 from kredete.faults.copies import PrivateOpenSearch, PrivatePostgres
-from kredete.faults.load import NEEDS, SEARCH, McpLoad
+from kredete.faults.load import NEEDS, SEARCH, McpLoad, warm_search
 from kredete.faults.outage import (
     NO_LIMITS,
     OutageReport,
@@ -37,6 +37,19 @@ from kredete.faults.outage import (
     unaudited,
 )
 from kredete.faults.processes import KREDETE, McpServer, PrivateFerretDB
+
+
+class Steps:
+    """Seconds each named step took, in order (`mark(name)` ends the step that started at the last mark)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._t, 2)
+        self._t = now
 
 
 def scratch_dir(kind: str) -> Path:
@@ -78,12 +91,13 @@ async def _recoveries(load: McpLoad, tools: list[str], t0: float, timeout_s: flo
 
 
 async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path, *, workers: int = 3,
-                          per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0,
+                          per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0, pause_s: float = 0.05,
                           timeout_s: float = 90.0) -> OutageReport:
     """kill -9 the MCP server's PostgreSQL (a private copy of the dataset, also its credit store's backend) under
     load, start it again (crash recovery), and measure (see the module's docstring)."""
     workdir = Path(workdir)
     db, mongo_db = settings.postgres_db, settings.mongo_db
+    steps = Steps()
     pg = PrivatePostgres(scratch_dir("postgres"))
     ferret: PrivateFerretDB | None = None
     server: McpServer | None = None
@@ -91,7 +105,9 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
     try:
         await asyncio.to_thread(pg.provision)
         await asyncio.to_thread(pg.start)
+        steps.mark("postgres_start")
         await asyncio.to_thread(pg.copy_dataset, settings.postgres_url.get_secret_value(), db, mongo_db)
+        steps.mark("copy")
         ferret = PrivateFerretDB(workdir / "ferretdb", backend_url=pg.ferretdb_backend_url())
         await asyncio.to_thread(ferret.start)
         urls = {"postgres_url": pg.superuser_url(db),
@@ -108,9 +124,11 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
         before = await _max_audit_id(private)
         server = McpServer(env, workdir / "server.log")
         await asyncio.to_thread(server.start)
-        load = McpLoad(private, users, lambda: server.url, uuid.uuid4().hex[:8])
+        steps.mark("ferretdb_and_mcp_server_start")
+        load = McpLoad(private, users, lambda: server.url, uuid.uuid4().hex[:8], pause_s=pause_s)
         load.start()
         await load.wait_calls(time.time() - warm_s, 1, timeout_s)
+        steps.mark("warm_load")
         t_kill = time.time()
         await asyncio.to_thread(pg.kill9)
         during = await _breaker_state(server, "postgres_audit", {"open", "half_open"}, timeout_s)
@@ -118,17 +136,21 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
         await load.wait_calls(t_open, per_tool, timeout_s)
         await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
         during_all = (await asyncio.to_thread(server.healthz)).get("breakers", {})
+        steps.mark("outage")
         await asyncio.to_thread(pg.start)  # crash recovery, then healthy (pg_isready)
+        steps.mark("restart")
         t_healthy = time.time()
         recovery = await _recoveries(load, list(NEEDS), t_healthy, timeout_s)
         await load.wait_calls(time.time(), 1, timeout_s)
         await load.stop()
+        steps.mark("recovery")
         left = await _queue_drained(queue / "audit.sqlite", 60.0)
         after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
         acked = load.acknowledged_feedback()
         stored = await _stored_feedback(private, acked, 30.0)
         rows, chain_ok = await _audit(private, before, load.subjects)
         verified, said = await asyncio.to_thread(verify_audit, env, pg.superuser_url(db))
+        steps.mark("drain_and_check")
         summary = _summary("postgres", load, t_kill, t_healthy, t_open - t_kill, set(NEEDS))
         report = OutageReport(**summary, recovery_s=_slowest(recovery), recovery_by_tool=recovery,
                               acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
@@ -137,7 +159,7 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
                               breaker_during={**during, "all": {k: v.get("state") for k, v in during_all.items()},
                                               "queued_audit_rows_left": left},
                               breaker_after={k: v.get("state") for k, v in after.items()},
-                              verify_audit=said)
+                              verify_audit=said, phase_s=steps.seconds)
         return report
     finally:
         if load is not None:
@@ -158,47 +180,72 @@ def _slowest(recovery: dict[str, float | None]) -> float | None:
 
 async def opensearch_outage(settings: Settings, env: dict[str, str], workdir: Path, *, workers: int = 3,
                             per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0, heap: str = "256m",
+                            pause_s: float = 0.05, search_mode: str | None = None,
                             timeout_s: float = 90.0) -> OutageReport:
     """kill -9 the MCP server's OpenSearch (a private node with a copy of the dataset's indices) under load,
-    start it again, and measure (see the module's docstring)."""
+    start it again, and measure (see the module's docstring). `search_mode`: the load's retrieval mode (None:
+    the server's default, hybrid)."""
     workdir = Path(workdir)
+    steps = Steps()
     node = PrivateOpenSearch(scratch_dir("opensearch"), heap=heap)
     server: McpServer | None = None
     load: McpLoad | None = None
     try:
         await asyncio.to_thread(node.provision)
-        await asyncio.to_thread(node.start)
-        source = settings.opensearch_url.get_secret_value().split(",")[0]
-        copied = await asyncio.to_thread(node.copy_indices, source, settings.index_prefix)
-        env = {**env, **NO_LIMITS, "KREDETE_OPENSEARCH_URL": node.url(), "KREDETE_QUEUE_DIR": str(workdir / "queues")}
-        users = await pick_users(settings, workers)
-        before = await _max_audit_id(settings)
+        # The MCP server starts meanwhile (its search client connects lazily). Without the search sync: it would
+        # create the audit-log index on the node while the copy is made.
+        env = {**env, **NO_LIMITS, "KREDETE_OPENSEARCH_URL": node.url(), "KREDETE_QUEUE_DIR": str(workdir / "queues"),
+               "KREDETE_SEARCH_SYNC_INTERVAL_S": "0"}
         server = McpServer(env, workdir / "server.log")
-        await asyncio.to_thread(server.start)
-        load = McpLoad(settings, users, lambda: server.url, uuid.uuid4().hex[:8], tools=(*NEEDS, SEARCH))
+        source = settings.opensearch_url.get_secret_value().split(",")[0]
+
+        users = await pick_users(settings, workers)
+
+        async def node_with_copy() -> dict[str, int]:
+            await asyncio.to_thread(node.start)
+            steps.mark("opensearch_start")
+            return await asyncio.to_thread(node.copy_indices, source, settings.index_prefix)
+
+        async def server_warm() -> None:
+            await asyncio.to_thread(server.start)
+            # The server loads its query encoder on the first search (whatever the mode; answered or refused: the
+            # node may not be up yet), blocking every call for seconds: done while the node starts.
+            await warm_search(settings, server.url, users[0], f"faults-warm-{uuid.uuid4().hex[:8]}")
+
+        copied, _ = await asyncio.gather(node_with_copy(), server_warm())
+        steps.mark("copy_and_mcp_server_start")
+        before = await _max_audit_id(settings)
+        load = McpLoad(settings, users, lambda: server.url, uuid.uuid4().hex[:8], tools=(*NEEDS, SEARCH),
+                       pause_s=pause_s, search_mode=search_mode)
         load.start()
         await load.wait_calls(time.time() - warm_s, 1, timeout_s)
+        steps.mark("warm_load")
         t_kill = time.time()
         await asyncio.to_thread(node.kill9)
         during = await _breaker_state(server, "opensearch", {"open", "half_open"}, timeout_s)
         t_open = time.time()
         await load.wait_calls(t_open, per_tool, timeout_s)
         await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
+        steps.mark("outage")
         await asyncio.to_thread(node.start)  # healthy: the cluster is yellow or green (every primary assigned)
+        steps.mark("restart")
         t_healthy = time.time()
         recovery = await _recoveries(load, [SEARCH], t_healthy, timeout_s)
         await load.wait_calls(time.time(), 1, timeout_s)
         await load.stop()
+        steps.mark("recovery")
         after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
         acked = load.acknowledged_feedback()
         stored = await _stored_feedback(settings, acked, 30.0)
         rows, _ = await _audit(settings, before, load.subjects, verify=False)  # the chain: verify-audit below
         verified, said = await asyncio.to_thread(verify_audit, env)
+        steps.mark("checks")
         summary = _summary("opensearch", load, t_kill, t_healthy, t_open - t_kill, {SEARCH})
         report = OutageReport(**summary, recovery_s=recovery[SEARCH], recovery_by_tool=recovery,
                               acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
                               audit_chain_ok=verified, breaker_during={**during, "indices_copied": copied},
-                              breaker_after=after.get("opensearch", {}), verify_audit=said)
+                              breaker_after=after.get("opensearch", {}), verify_audit=said,
+                              phase_s=steps.seconds)
         return report
     finally:
         if load is not None:

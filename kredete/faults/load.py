@@ -56,6 +56,8 @@ class McpLoad:
     call_timeout_s: float = 30.0
     #: The tools each worker calls in turn (default: `NEEDS`).
     tools: tuple[str, ...] = tuple(NEEDS)
+    #: `search_knowledge`'s mode (None: the server's default, hybrid; "bm25" needs no query encoder).
+    search_mode: str | None = None
     calls: list[Call] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -115,7 +117,8 @@ class McpLoad:
             return {"conversation_id": f"faults-{self.run_id}-{worker}", "score": 4, "label": "helpful"}
         if tool == SEARCH:  # help articles only: the answer does not depend on the worker's own records
             return {"query": "how do I dispute an error on my credit report", "k": 3, "doc_types": ["kb"],
-                    "conversation_id": f"faults-{self.run_id}-{worker}"}
+                    "conversation_id": f"faults-{self.run_id}-{worker}",
+                    **({"mode": self.search_mode} if self.search_mode else {})}
         return {}
 
     # --- what the agent saw ---------------------------------------------------------------------------
@@ -138,6 +141,20 @@ class McpLoad:
 
     def acknowledged_feedback(self) -> list[str]:
         return [c.feedback_id for c in self.calls if c.ok and c.feedback_id]
+
+
+async def warm_search(settings: Settings, url: str, user: UUID, subject: str, timeout_s: float = 120.0) -> bool:
+    """One `search_knowledge` call (answered or refused): the server loads its query encoder on the first one, and
+    blocks meanwhile. True when it answered with data."""
+    from evals.harness import http_session, token_for
+
+    token = token_for(settings, "customer", user=user, subject=subject)
+    with contextlib.suppress(Exception):
+        async with http_session(url, token) as session:
+            result = await asyncio.wait_for(session.call_tool(SEARCH, {"query": "warm up", "k": 1,
+                                                                       "doc_types": ["kb"]}), timeout_s)
+            return not result.is_error
+    return False
 
 
 def served_share(calls: list[Call]) -> float:

@@ -69,6 +69,8 @@ class OutageReport:
     deferred_rows: int = 0
     #: What `kredete db verify-audit` said after the outage (empty: not run; the chain was verified in-process).
     verify_audit: str = ""
+    #: Seconds each step of the scenario took (copying the dataset, starting servers, the outage, draining...).
+    phase_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,7 +17,7 @@ from kredete.faults.load import NEEDS
 
 async def test_postgres_killed_every_refusal_audited_after_recovery(faults_dataset, tmp_path):
     settings, env = faults_dataset
-    r = await postgres_outage(settings, env, tmp_path, workers=3, per_tool=3)
+    r = await postgres_outage(settings, env, tmp_path, workers=3, per_tool=3, pause_s=0.2)
     print(r.as_dict())
     # Nothing is served without its audit row: no tool answers with data while the audit database is down ...
     assert set(r.served_during_outage) == set(NEEDS), r
