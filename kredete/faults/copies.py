@@ -53,6 +53,11 @@ def kill9_server(server: PostgresPrimary | OpenSearchServer, timeout_s: float = 
     server.pid_file.unlink(missing_ok=True)
 
 
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, 0)
+
+
 def with_db(url: str, db: str) -> str:
     """`url` naming database `db` instead (query string kept)."""
     parts = urlsplit(url)
@@ -147,6 +152,16 @@ class PrivatePostgres(PostgresPrimary):
 
     def ferretdb_backend_url(self) -> str:
         return self.role_url("ferretdb", "postgres_ferretdb", "ferretdb") + "?pool_max_conns=20"
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """The stack's fast shutdown; the postmaster is this process's child, so it is reaped as it exits (the
+        stack's stop waits for /proc/<pid> to go, which a zombie never does)."""
+        import threading
+
+        pid = self.pid()
+        if pid:
+            threading.Thread(target=_reap, args=(pid,), daemon=True).start()
+        super().stop(timeout)
 
     def kill9(self) -> None:
         """kill -9 the postmaster's process group (every backend with it) and wait until it is gone: a backend
