@@ -252,5 +252,6 @@ async def opensearch_outage(settings: Settings, env: dict[str, str], workdir: Pa
             await load.stop()
         if server is not None:
             await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(node.stop)
+        if node.pid():  # thrown away with its data: no graceful shutdown to wait for
+            await asyncio.to_thread(node.kill9)
         shutil.rmtree(node.data_dir, ignore_errors=True)
