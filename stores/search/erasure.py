@@ -59,10 +59,23 @@ def _query(user_ids: Sequence[str], keywords: list[str], flats: list[str]) -> di
     return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
+#: Users per query: the audit mask is one wildcard clause per user, and OpenSearch refuses a query of more
+#: than `indices.query.bool.max_clause_count` (1,024) clauses.
+ERASE_CHUNK = 200
+
+
 async def erase(search: SearchStore, user_ids: Sequence[str]) -> dict[str, int]:
     """Delete the users' documents from every index but the audit log's, where they are masked; per index,
     how many. Idempotent."""
     ids = [str(u) for u in user_ids]
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), ERASE_CHUNK):
+        for index, n in (await _erase_chunk(search, ids[start:start + ERASE_CHUNK])).items():
+            out[index] = out.get(index, 0) + n
+    return out
+
+
+async def _erase_chunk(search: SearchStore, ids: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for index in await indices(search):
         keywords, flats = await _keyword_fields(search, index)
