@@ -403,7 +403,7 @@ class AILogger:
                 settled = await self._write_batch(batch)
             except Exception as exc:  # an outage (or the queue failing): keep the batch, back off
                 self._retries += 1
-                if give_up_on_outage:
+                if give_up_on_outage or self._stopping:
                     return
                 if not isinstance(exc, CircuitOpen):
                     log.warning("ai log write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
@@ -457,9 +457,14 @@ class AILogger:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # Let the drainer finish the batch in hand: cancelled between the server's answer and the queue's
+            # ack, the ack still ran on the queue's thread while the batch's records went uncounted.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except (TimeoutError, Exception):
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
             self._task = None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain(stop_when_empty=True, give_up_on_outage=True), timeout)
