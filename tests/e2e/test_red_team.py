@@ -322,14 +322,15 @@ async def test_a_conversation_belongs_to_the_first_principal_that_uses_it(http_s
         for _ in range(300):
             scores = sorted(f["score"] for f in await stores.mongo.db.feedback_signals.find(
                 {"conversation_id": conv}).to_list(None))
-            turns = await stores.mongo.db.llm_conversations.find({"conversation_id": conv}).to_list(None)
+            # the trace of the conversation: its observations (the retrieval) are under the conversation id
+            turns = await stores.mongo.db.trace_observations.find({"trace_id": conv}).to_list(None)
             if len(scores) >= 2 and turns:
                 break
             await asyncio.sleep(0.1)
     finally:
         await stores.close()
     assert scores == [4, 5], "only Alice's feedback is on her conversation"
-    assert turns and {t["user_id"] for t in turns} == {str(facts.alice)}
+    assert turns and {t["user_id"] for t in turns} == {str(facts.alice)}, "only Alice's calls are in her trace"
     rows = [r for r in await audit_rows_since(e2e_settings, before) if r["actor_subject"] == bob_subject]
     assert [(r["action"], r["decision"], r["reason"]) for r in rows if r["action"] != "get_transaction"] == [
         ("log_feedback", "allowed", None), ("log_feedback", "denied", "no such record in your scope"),
