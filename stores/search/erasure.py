@@ -59,9 +59,10 @@ def _query(user_ids: Sequence[str], keywords: list[str], flats: list[str]) -> di
     return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
-#: Users per query: the audit mask is one wildcard clause per user, and OpenSearch refuses a query of more
-#: than `indices.query.bool.max_clause_count` (1,024) clauses.
-ERASE_CHUNK = 200
+#: Users per query. OpenSearch refuses a query of more than `indices.query.bool.max_clause_count` (1,024)
+#: clauses, nested ones counted: the audit mask is a wildcard per user, and a document index's query is, per
+#: user, a phrase match over every field (one clause per field once expanded) plus a wildcard per keyword field.
+ERASE_CHUNK = 8
 
 
 async def erase(search: SearchStore, user_ids: Sequence[str]) -> dict[str, int]:
