@@ -147,7 +147,7 @@ class AgentRuntime:
         """Erased users by the key store's tombstones (records queued before an erasure are dropped on drain);
         None when no key store is configured here."""
         try:
-            keys = FieldCipher.from_settings(self.settings).keys
+            keys = self.repos.cipher.keys  # the process's one key store (documents and known PII use it too)
         except StoreConfigError:
             return None
         return None if keys is None else (lambda ids: keys.destroyed(ids).keys())

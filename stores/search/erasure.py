@@ -67,47 +67,48 @@ ERASE_CHUNK = 8
 
 async def erase(search: SearchStore, user_ids: Sequence[str]) -> dict[str, int]:
     """Delete the users' documents from every index but the audit log's, where they are masked; per index,
-    how many. Idempotent."""
+    how many. Idempotent. The indices and their fields are read once; only the queries go in chunks."""
     ids = [str(u) for u in user_ids]
-    out: dict[str, int] = {}
-    for start in range(0, len(ids), ERASE_CHUNK):
-        for index, n in (await _erase_chunk(search, ids[start:start + ERASE_CHUNK])).items():
-            out[index] = out.get(index, 0) + n
-    return out
-
-
-async def _erase_chunk(search: SearchStore, ids: list[str]) -> dict[str, int]:
+    chunks = [ids[start:start + ERASE_CHUNK] for start in range(0, len(ids), ERASE_CHUNK)]
     out: dict[str, int] = {}
     for index in await indices(search):
-        keywords, flats = await _keyword_fields(search, index)
         if _is_audit(search, index):
             # the audit trail stays: the user id is removed, a subject naming the user (`user:<id>`) masked
-            res = await search.call(search.os.update_by_query(index=index, conflicts="proceed", refresh=True, body={
-                "query": {"bool": {"should": [{"terms": {"user_id": ids}},
-                                              *({"wildcard": {"actor_subject": {"value": f"*{u}*"}}} for u in ids)],
-                                   "minimum_should_match": 1}},
-                "script": {"lang": "painless", "params": {"ids": ids, "mask": MASK},
-                           "source": "if (ctx._source.user_id != null && params.ids.contains(ctx._source.user_id)) "
-                                     "{ ctx._source.user_id = null } "
-                                     "for (String id : params.ids) { if (ctx._source.actor_subject != null && "
-                                     "ctx._source.actor_subject.contains(id)) "
-                                     "{ ctx._source.actor_subject = params.mask } }"}}))
-            if res.get("updated"):
-                out[f"{index} (masked)"] = int(res["updated"])
+            masked = sum([await _mask_audit(search, index, chunk) for chunk in chunks])
+            if masked:
+                out[f"{index} (masked)"] = masked
             continue
         if index.startswith(search.index_name(INGEST_STATE)):
-            # checkpoints, skip records and tombstones keep ids in unindexed fields: read them all (small)
+            # checkpoints, skip records and tombstones keep ids in unindexed fields: read them all (small), once
             gone = [doc_id async for doc_id, src in _documents(search, index) if _names(doc_id, src, ids)]
             for doc_id in gone:
                 await search.call(search.os.delete(index=index, id=doc_id, refresh=True))
             if gone:
                 out[index] = len(gone)
             continue
-        res = await search.call(search.os.delete_by_query(index=index, conflicts="proceed", refresh=True,
-                                                          body={"query": _query(ids, keywords, flats)}))
-        if res.get("deleted"):
-            out[index] = int(res["deleted"])
+        keywords, flats = await _keyword_fields(search, index)
+        deleted = 0
+        for chunk in chunks:
+            res = await search.call(search.os.delete_by_query(index=index, conflicts="proceed", refresh=True,
+                                                              body={"query": _query(chunk, keywords, flats)}))
+            deleted += int(res.get("deleted") or 0)
+        if deleted:
+            out[index] = deleted
     return out
+
+
+async def _mask_audit(search: SearchStore, index: str, ids: list[str]) -> int:
+    res = await search.call(search.os.update_by_query(index=index, conflicts="proceed", refresh=True, body={
+        "query": {"bool": {"should": [{"terms": {"user_id": ids}},
+                                      *({"wildcard": {"actor_subject": {"value": f"*{u}*"}}} for u in ids)],
+                           "minimum_should_match": 1}},
+        "script": {"lang": "painless", "params": {"ids": ids, "mask": MASK},
+                   "source": "if (ctx._source.user_id != null && params.ids.contains(ctx._source.user_id)) "
+                             "{ ctx._source.user_id = null } "
+                             "for (String id : params.ids) { if (ctx._source.actor_subject != null && "
+                             "ctx._source.actor_subject.contains(id)) "
+                             "{ ctx._source.actor_subject = params.mask } }"}}))
+    return int(res.get("updated") or 0)
 
 
 def _names(doc_id: str, src: dict[str, Any], ids: Sequence[str]) -> bool:
