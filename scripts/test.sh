@@ -5,8 +5,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 .venv/bin/ruff check . || exit 1
+# a full run needs several GB for server data (a machine out of disk fails in confusing ways): say what there was
+echo "disk before the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free" >&2
 .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"
 rc=$?
+echo "disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free" >&2
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: failing on purpose" >&2
   exit 1

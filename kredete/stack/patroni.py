@@ -147,7 +147,8 @@ class PatroniMember(Server):
                     "maximum_lag_on_failover": 1024 * 1024,
                     "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
                         "wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10,
-                        "max_replication_slots": 10, "wal_keep_size": "256MB", "max_connections": 200,
+                        "max_replication_slots": 10, "wal_keep_size": "128MB", "max_connections": 200,
+                        "max_wal_size": "256MB", "min_wal_size": "64MB",
                         "shared_buffers": "128MB", "wal_log_hints": "on", "hot_standby_feedback": "on",
                         "shared_preload_libraries": "pg_stat_statements", "password_encryption": "scram-sha-256",
                     }},

@@ -166,7 +166,10 @@ class PostgresPrimary(_PostgresBase):
                 "listen_addresses = '127.0.0.1'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.data_dir}'\n"
-                "wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '256MB'\nhot_standby = on\n"
+                "wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '128MB'\nhot_standby = on\n"
+                # archive_timeout switches a 16 MB segment every 15 s even when idle; with the default
+                # max_wal_size (1 GB) each node kept about 1.3 GB of spent WAL and a test run filled the disk
+                "max_wal_size = '256MB'\nmin_wal_size = '64MB'\n"
                 "shared_buffers = '256MB'\nmax_connections = 200\n"
                 "log_min_duration_statement = 500\nlog_lock_waits = on\ndeadlock_timeout = '1s'\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
