@@ -151,9 +151,26 @@ def _decode_oidc(token: str, s: Settings) -> dict:
                       options={"require": ["exp", "iat", "sub", "iss", "aud"]})
 
 
+@lru_cache(maxsize=1)
+def verified_token_type() -> type[AccessToken]:
+    """`AccessToken` carrying the `Principal` our verifier built from it (the SDK's type, imported lazily).
+
+    Only `KredeteTokenVerifier` makes one, and the SDK's authentication middleware puts it in the request's
+    scope: nothing a client sends can construct or replace it, so the guards take its principal as verified.
+    """
+    from mcp.server.auth.provider import AccessToken
+
+    class VerifiedAccessToken(AccessToken):
+        principal: Principal
+
+    return VerifiedAccessToken
+
+
 class KredeteTokenVerifier:
     """MCP SDK `TokenVerifier`: the HTTP transport refuses requests whose bearer token fails here.
 
+    The one verification of a request's token: the accepted token carries its `Principal`
+    (`verified_token_type()`), which `Authenticator` hands to the guards without verifying again.
     `on_failure(exc)` receives the `Unauthenticated` error of a refused token, so the HTTP guard can audit the
     refusal with its reason (the denial is recorded, the token is not).
     """
@@ -163,22 +180,22 @@ class KredeteTokenVerifier:
         self._on_failure = on_failure
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        from mcp.server.auth.provider import AccessToken
-
         try:
             p = verify_token(token, settings=self._settings)
         except Unauthenticated as exc:
             if self._on_failure is not None:
                 await self._on_failure(exc)
             return None
-        return AccessToken(token=token, client_id=p.subject, scopes=[p.role.value], expires_at=p.expires_at,
-                           subject=p.subject, claims={"iss": p.issuer, "role": p.role.value,
-                                                      "uid": str(p.user_id) if p.user_id else None})
+        return verified_token_type()(
+            token=token, client_id=p.subject, scopes=[p.role.value], expires_at=p.expires_at, subject=p.subject,
+            claims={"iss": p.issuer, "role": p.role.value, "uid": str(p.user_id) if p.user_id else None},
+            principal=p)
 
 
 class Authenticator:
-    """The principal of a call. stdio: `KREDETE_TOKEN`, checked on every call. HTTP: the bearer token the SDK
-    verified for this request, verified again (it may have expired since the HTTP layer accepted it)."""
+    """The principal of a call. stdio: `KREDETE_TOKEN`, verified on every call. HTTP: the principal the
+    request's token verification built (`KredeteTokenVerifier`, once per request); only its expiry is checked
+    again, with the same leeway (a long call may start after the HTTP layer accepted the token)."""
 
     def __init__(self, transport: Literal["stdio", "http"], settings: Settings | None = None) -> None:
         self.transport = transport
@@ -193,6 +210,10 @@ class Authenticator:
         if access is None:
             user = getattr(getattr(ctx, "request", None), "scope", {}).get("user")
             access = getattr(user, "access_token", None)
-        if access is None:
+        # Only a token our verifier accepted in this request carries a principal; anything else is refused.
+        if not isinstance(access, verified_token_type()):
             raise Unauthenticated()
-        return verify_token(access.token, settings=self.settings)
+        principal = access.principal
+        if time.time() > principal.expires_at + LEEWAY_S:
+            raise Unauthenticated("authentication required: token expired", code="expired_token")
+        return principal
