@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +37,7 @@ TEST_PROFILE = {
     "KREDETE_ALERT_REPLICATION_LAG_BYTES": "1",
     "KREDETE_ALERT_REPLICATION_LAG_S": "1",
     "KREDETE_ALERT_OUTBOX_LAG_S": "2",
+    "KREDETE_ALERT_SEARCH_SYNC_LAG_S": "2",
     # The machine's own disk must not decide the drills; the disk drill lowers these itself.
     "KREDETE_ALERT_DISK_USED_RATIO": "0.998",
     "KREDETE_ALERT_DISK_CRITICAL_RATIO": "0.999",
@@ -69,15 +70,17 @@ class WebhookReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def firing(self, alertname: str, labels: dict[str, str], since: float = 0.0) -> float | None:
-        """Arrival time of the first notification (after `since`) with this alert firing and these labels."""
+    def firing(self, alertname: str, labels: dict[str, str], since: float = 0.0,
+               status: str = "firing") -> float | None:
+        """Arrival time of the first notification (after `since`) with this alert in `status` (firing or
+        resolved) and these labels."""
         with self._lock:
             for at, payload in self.received:
                 if at < since:
                     continue
                 for alert in payload.get("alerts", []):
                     got = alert.get("labels", {})
-                    if (alert.get("status") == "firing" and got.get("alertname") == alertname
+                    if (alert.get("status") == status and got.get("alertname") == alertname
                             and labels_match(got, labels)):
                         return at
         return None
@@ -186,8 +189,11 @@ class Drill:
     labels: dict[str, str]
     #: What was done, in words (for the report).
     condition: str
-    #: When the condition started to hold (time.time()); set by the drill.
+    #: When the condition was caused (time.time()); set by the drill.
     started: float = 0.0
+    #: Seconds after `started` before the alert's expression can hold: a lag must first grow past its
+    #: threshold (0 for a condition that holds at once).
+    holds_after_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -199,6 +205,10 @@ class Scratch:
         self.database = f"kredete_drill_{self.id}"
         self.settings = resolve()
         self._pg = None
+        #: Helper processes by tag (a drill's collector, the search follower): started once, ended by close().
+        self.procs: dict[str, tuple[subprocess.Popen, Any]] = {}
+        self.ports: dict[str, int] = {}
+        self.sync_db, self.sync_prefix = f"drill_sync_{self.id}", f"drill-sync-{self.id}"
 
     def url(self, database: str, user: str | None = None, password: str | None = None) -> str:
         base = self.settings.postgres_url.get_secret_value()
@@ -224,9 +234,79 @@ class Scratch:
                 await conn.execute("INSERT INTO drill VALUES (1, 'a'), (2, 'b')")
         return self._pg
 
+    def spawn(self, tag: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start a helper process once (its output in .local/drill-<tag>-<id>.log); the running one after."""
+        if tag in self.procs and self.procs[tag][0].poll() is None:
+            return self.procs[tag][0]
+        log = open(local_dir() / f"drill-{tag}-{self.id}.log", "wb")  # noqa: SIM115 - closed by end()
+        proc = subprocess.Popen(argv, env={**env, "PYTHONPATH": str(REPO_ROOT)}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[tag] = (proc, log)
+        return proc
+
+    def end(self, tag: str) -> None:
+        """Stop a helper process (SIGCONT first: a frozen process cannot act on SIGTERM)."""
+        import signal
+
+        proc, log = self.procs.pop(tag, (None, None))
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+    def collector(self, tag: str, env: dict[str, str]) -> int:
+        """A collector of the drill's own (`--parts pipelines`, on the scratch settings in `env`); its port."""
+        if tag not in self.ports:
+            self.ports[tag] = free_port()  # scratch range, below the ephemeral ports
+        self.spawn(f"collector-{tag}", [sys.executable, "-m", "kredete.ops.collector", "--port",
+                                        str(self.ports[tag]), "--parts", "pipelines"], env)
+        return self.ports[tag]
+
+    def search_sync_env(self) -> dict[str, str]:
+        return {**os.environ, "KREDETE_MONGO_DB": self.sync_db, "KREDETE_INDEX_PREFIX": self.sync_prefix}
+
+    def warm_search_sync(self) -> None:
+        """Start the search-sync drill's follower and collector now: the follower imports torch and loads its
+        embedding model (most of a minute on a loaded machine), which then overlaps with other drills."""
+        env = self.search_sync_env()
+        self.spawn("follower", [sys.executable, "-c", "from kredete.cli import main; main()", "ingest", "--only",
+                                "disputes", "--follow"], env)
+        self.collector("search-sync", env)
+
+    async def drop_search_sync(self) -> None:
+        """The search-sync drill's scratch Mongo database and indexes (the follower creates them at start)."""
+        from stores.mongo import MongoStore
+        from stores.search import SearchStore
+
+        search = await SearchStore(self.settings.opensearch_url.get_secret_value(), prefix=self.sync_prefix).connect()
+        try:
+            with contextlib.suppress(Exception):
+                for name in await search.call(search.os.indices.get(index=f"{self.sync_prefix}-*")):
+                    await search.call(search.os.indices.delete(index=name))
+        finally:
+            await search.close()
+        mongo = await MongoStore(self.settings.mongo_url.get_secret_value(), self.sync_db).connect()
+        try:
+            with contextlib.suppress(Exception):
+                await mongo.client.drop_database(self.sync_db)
+        finally:
+            await mongo.close()
+
     async def close(self) -> None:
         from stores.postgres import PostgresStore
 
+        synced = "follower" in self.procs
+        for tag in list(self.procs):
+            await asyncio.to_thread(self.end, tag)
+        if synced:
+            await self.drop_search_sync()
         if self._pg is not None:
             await self._pg.close()
             self._pg = None
@@ -455,20 +535,30 @@ async def opensearch_health(scratch: Scratch, colour: str = "red") -> AsyncItera
 
 
 @contextlib.asynccontextmanager
+async def drill_collector(scratch: Scratch, env: dict[str, str], tag: str) -> AsyncIterator[int]:
+    """The drill's own collector (Scratch.collector), announced to Prometheus and scraped once before the
+    block runs: the time a drill measures is its alert's, not target discovery's. Yields its port."""
+    from kredete.stack.prometheus import announce_metrics
+
+    port = scratch.collector(tag, env)
+    await wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "the drill's collector")
+    with announce_metrics("127.0.0.1", port, job="app",
+                          labels={"__metrics_path__": "/metrics/pipelines", "drill": tag}):
+        await wait_until(lambda: query(f'up{{job="app", instance="127.0.0.1:{port}"}} == 1'), 60,
+                         "the drill's collector scraped")
+        yield port
+
+
+@contextlib.asynccontextmanager
 async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
     """A consumer that kept up with the outbox is stopped; events keep arriving. Observed by a collector
     of its own on a scratch Mongo database (so the dev data and its consumers are left alone)."""
-    from kredete.stack.prometheus import announce_metrics
+    from config.monitoring import monitoring_settings
     from stores.mongo import MongoStore
     from stores.mongo.cdc import Outbox, OutboxConsumer
 
     db_name = f"drill_{scratch.id}"
     mongo = await MongoStore(scratch.settings.mongo_url.get_secret_value(), db_name).connect()
-    port = free_port()  # scratch range, below the ephemeral ports
-    env = {**os.environ, "KREDETE_MONGO_DB": db_name, "PYTHONPATH": str(REPO_ROOT)}
-    log = open(local_dir() / f"drill-collector-{scratch.id}.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "kredete.ops.collector", "--port", str(port), "--parts",  # noqa: ASYNC220
-                             "pipelines"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     consumer_name = f"drill-{scratch.id}"
     drill = Drill("OutboxConsumerLag", {"consumer": consumer_name, "database": db_name},
                   "an outbox consumer that had caught up is stopped while events keep being emitted")
@@ -480,14 +570,10 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
         return
 
     try:
-        await wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "the drill's collector")
-        with announce_metrics("127.0.0.1", port, job="app",
-                              labels={"__metrics_path__": "/metrics/pipelines", "drill": "outbox"}):
-            # Observed before the consumer stops: the time measured is the alert's, not target discovery's.
-            await wait_until(lambda: query(f'up{{job="app", instance="127.0.0.1:{port}"}} == 1'), 60,
-                             "the drill's collector scraped")
+        async with drill_collector(scratch, {**os.environ, "KREDETE_MONGO_DB": db_name}, "outbox"):
             running = asyncio.create_task(consumer.run(handle, stop=stop, interval=0.1))
             await outbox.emit("dispute_cases", "update", "d-0", None, {"drill": True}, event_id=f"drill:{scratch.id}:0")
+
             async def caught_up() -> None:
                 while await consumer.checkpoint() < 1:  # noqa: ASYNC110 - polling another process's state
                     await asyncio.sleep(0.1)
@@ -499,15 +585,79 @@ async def outbox_consumer_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
                 await outbox.emit("dispute_cases", "update", f"d-{i}", None, {"drill": True},
                                   event_id=f"drill:{scratch.id}:{i}")
             drill.started = time.time()
+            drill.holds_after_s = monitoring_settings().alert_outbox_lag_s
             yield drill
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        log.close()
+        await asyncio.to_thread(scratch.end, "collector-outbox")
         with contextlib.suppress(Exception):
             await mongo.client.drop_database(db_name)
         await mongo.close()
+
+
+@contextlib.asynccontextmanager
+async def search_sync_stopped(scratch: Scratch) -> AsyncIterator[Drill]:
+    """The credit-store search follower (`kredete ingest --only disputes --follow`: outbox -> OpenSearch) is
+    frozen with SIGSTOP once it has caught up, and disputes are written through the credit store's repository
+    meanwhile; `drill.extra["resume"]()` thaws it (SIGCONT), and it catches up. Runs on a scratch Mongo
+    database and index prefix, with a collector of its own (the dev data and indexes are left alone); the
+    follower is started by `Scratch.warm_search_sync()` (early, when the caller can) or here."""
+    import signal
+    import uuid
+
+    from config.monitoring import monitoring_settings
+    from retrieval.changes import FEED_NAME
+    from stores.mongo import MongoStore
+    from stores.mongo.cdc import OutboxConsumer
+    from stores.mongo.credit import DisputeRepository
+    from stores.mongo.documents import Dispute
+
+    scratch.warm_search_sync()
+    proc = scratch.procs["follower"][0]
+    db_name = scratch.sync_db
+    mongo = await MongoStore(scratch.settings.mongo_url.get_secret_value(), db_name).connect()
+    disputes = DisputeRepository(mongo.db)
+    follower = OutboxConsumer(mongo.db, FEED_NAME)  # only to read its checkpoint
+    drill = Drill("SearchSyncLag", {"index": "disputes", "feed": "outbox", "database": db_name},
+                  "the credit-store search follower frozen (SIGSTOP) while disputes are written")
+
+    async def write(n: int) -> None:
+        for _ in range(n):
+            await disputes.create(Dispute(user_id=str(uuid.uuid4()), report_id=str(uuid.uuid4()), bureau="crc_ng",
+                                          reason="incorrect_balance"))
+
+    async def caught_up() -> bool:
+        last = await mongo.db["outbox_events"].find_one({}, {"seq": 1}, sort=[("seq", -1)])
+        return await follower.checkpoint() >= int(last["seq"] if last else 0) > 0
+
+    async def resume() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+
+    drill.extra["resume"] = resume
+    try:
+        async with drill_collector(scratch, scratch.search_sync_env(), "search-sync"):
+            await write(1)
+            deadline = time.monotonic() + 150  # importing torch, loading the embedding model, making the indexes
+            while not await caught_up():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the follower exited ({proc.returncode}); see .local/drill-follower-*.log")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the follower did not apply the first dispute within 150 s")
+                await asyncio.sleep(0.25)
+            # Its lag seen at 0 first: the alert's clock starts from a follower known to be caught up.
+            await wait_until(lambda: query(f'kredete_search_sync_lag_seconds{{database="{db_name}", '
+                                           f'index="disputes"}} == 0'), 60, "the follower's lag scraped at 0")
+            os.kill(proc.pid, signal.SIGSTOP)
+            await write(3)
+            drill.started = time.time()
+            drill.holds_after_s = monitoring_settings().alert_search_sync_lag_s
+            yield drill
+    finally:
+        await resume()
+        await mongo.close()
+        await asyncio.to_thread(scratch.end, "follower")
+        await asyncio.to_thread(scratch.end, "collector-search-sync")
+        await scratch.drop_search_sync()
 
 
 def _http_ok(url: str) -> bool:
@@ -527,6 +677,7 @@ DRILLS: dict[str, Callable[[Scratch], Any]] = {
     "opensearch_yellow": lambda s: opensearch_health(s, "yellow"),
     "opensearch_red": lambda s: opensearch_health(s, "red"),
     "outbox_consumer_lag": outbox_consumer_stopped,
+    "search_sync_lag": search_sync_stopped,
 }
 
 
@@ -542,6 +693,7 @@ CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
     "opensearch_yellow": lambda s: ("OpenSearchClusterYellow", {}),
     "opensearch_red": lambda s: ("OpenSearchClusterRed", {}),
     "outbox_consumer_lag": lambda s: ("OutboxConsumerLag", {"database": f"drill_{s.id}"}),
+    "search_sync_lag": lambda s: ("SearchSyncLag", {"database": f"drill_sync_{s.id}"}),
 }
 
 
@@ -555,6 +707,8 @@ class Firing:
     for_s: float
     prometheus_s: float
     webhook_s: float
+    #: Seconds after the condition was caused before the expression could hold (a lag's threshold).
+    holds_after_s: float = 0.0
 
 
 def rule_for(alert: str) -> float:
@@ -568,8 +722,10 @@ def rule_for(alert: str) -> float:
     raise KeyError(alert)
 
 
-async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, timeout: float = 120) -> Firing:
-    """Cause the condition, wait until Prometheus fires the alert and the webhook receives it; undo.
+async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, timeout: float = 120,
+                    then: Callable[[Drill], Awaitable[None]] | None = None) -> Firing:
+    """Cause the condition, wait until Prometheus fires the alert and the webhook receives it; run `then`
+    (still inside the drill, e.g. to put the condition right and watch the alert clear); undo.
 
     A drill starts once its alert is neither pending nor firing (a previous drill's condition has cleared),
     so the time measured is this condition's.
@@ -595,5 +751,8 @@ async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, time
                                    f"{drill.alert} {drill.labels} at the webhook", every=0.1)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; Alertmanager has: {alertmanager_view(drill.alert)}") from None
+        if then is not None:
+            await then(drill)
     return Firing(drill=name, alert=drill.alert, condition=drill.condition, for_s=for_s,
-                  prometheus_s=fired_at - drill.started, webhook_s=got - drill.started)
+                  prometheus_s=fired_at - drill.started, webhook_s=got - drill.started,
+                  holds_after_s=drill.holds_after_s)

@@ -9,7 +9,7 @@
   objects per bucket. Walking data dirs and listing buckets is done every KREDETE_MONITOR_STORAGE_REFRESH_S
   in the background; a part that failed its last refresh is left out (and `kredete_collector_part_up` 0).
 * `/metrics/pipelines`: outbox consumer lag (events and seconds), search-sync lag of the Postgres-fed
-  indexes, last successful backup per pgBackRest stanza.
+  indexes and of the ones the credit-store follower keeps, last successful backup per pgBackRest stanza.
 * `/metrics`: the collector's own process; `/healthz`.
 """
 
@@ -270,21 +270,24 @@ async def pipelines_families(state: State) -> list[Any]:
     seconds = gauge("kredete_outbox_consumer_lag_seconds", "Age of the oldest outbox event the consumer has not "
                     "passed (0 when caught up)", ["database", "consumer"])
     db_name = state.settings.mongo_db
+    consumers: dict[str, float] | None = None
     try:
         from stores.monitoring.mongo import MongoStats
 
+        consumers = {}
         for lag in await MongoStats(await state.store("mongo")).outbox_lag():
             events.add_metric([db_name, lag.consumer], lag.events)
             seconds.add_metric([db_name, lag.consumer], lag.seconds)
+            consumers[lag.consumer] = lag.seconds
         up.add_metric(["outbox"], 1)
     except StoreError as exc:
         log.warning("outbox lag: %s", exc)
         await state.forget("mongo")
         up.add_metric(["outbox"], 0)
     fams += [events, seconds]
-    sync, present = await search_sync_lag(state)
+    sync, present, sync_ok = await search_sync_lag(state, consumers)
     fams += [sync, present]
-    up.add_metric(["search_sync"], 1 if present.samples or sync.samples else 0)
+    up.add_metric(["search_sync"], 1 if sync_ok else 0)
     backup = gauge("kredete_backup_last_success_timestamp_seconds", "Stop time of the newest successful backup "
                    "(pgBackRest), by stanza and type", ["stanza", "type"])
     with state.lock:
@@ -306,17 +309,36 @@ async def pipelines_families(state: State) -> list[Any]:
     return [*fams, backup, stanzas, configured, up]
 
 
-async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-    """For each Postgres-fed index: how long its oldest change not yet past the sync checkpoint has waited."""
+async def search_sync_lag(state: State, consumers: dict[str, float] | None
+                          ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, bool]:
+    """For each search index fed by a sync: how long its oldest change not yet applied has waited.
+
+    Postgres-fed indexes: the oldest row of the feed table past the index's keyset checkpoint. Indexes kept
+    by the credit-store follower (`kredete ingest --follow`, retrieval/changes.py): the age of the oldest
+    outbox event its consumer has not passed (`consumers`: outbox consumer -> lag seconds; None when the
+    outbox could not be read, so nothing is reported rather than a stale 0).
+    """
+    from retrieval.changes import FEED_NAME, TOPIC_INDEX
     from retrieval.feeds import FEEDS
     from stores.errors import StoreError
     from stores.monitoring.postgres import PostgresStats
+    from stores.search.catalog import CHUNKS
     from stores.search.ingest_state import IngestState
 
+    labels = ["index", "feed", "database"]
     lag = gauge("kredete_search_sync_lag_seconds", "Age of the oldest source change the index's sync has not "
-                "read yet (0 when caught up)", ["index"])
+                "applied yet (0 when caught up)", labels)
     present = gauge("kredete_search_sync_checkpoint_present", "1 when the index has a sync checkpoint (0: never "
-                    "built, so no lag is reported)", ["index"])
+                    "built or no follower registered, so no lag is reported)", labels)
+    mongo_db = state.settings.mongo_db
+    if consumers is not None:
+        follower = consumers.get(FEED_NAME)
+        for name in sorted({CHUNKS, *TOPIC_INDEX.values()}):
+            present.add_metric([name, "outbox", mongo_db], 0 if follower is None else 1)
+            if follower is not None:
+                lag.add_metric([name, "outbox", mongo_db], follower)
+    pg_db = state.settings.postgres_url.get_secret_value().rsplit("/", 1)[-1].split("?", 1)[0] \
+        if state.settings.postgres_url else ""
     try:
         search = await state.store("search")
         pg = PostgresStats(await state.store("postgres"))
@@ -326,7 +348,7 @@ async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricF
             if feed.kind != "postgres" or feed.table is None:
                 continue  # Mongo-fed indexes follow the outbox: their lag is the consumer's
             doc = await checkpoints.checkpoint(f"index-{name}")
-            present.add_metric([name], 1 if doc and doc.get("last_key") else 0)
+            present.add_metric([name, "postgres", pg_db], 1 if doc and doc.get("last_key") else 0)
             if not doc or not doc.get("last_key"):
                 continue
             key = str(doc["last_key"])
@@ -334,12 +356,13 @@ async def search_sync_lag(state: State) -> tuple[GaugeMetricFamily, GaugeMetricF
                 first = await pg.first_after(feed.table.table, "id", int(key), "occurred_at")
             else:
                 first = await pg.first_change_after(feed.table.table, *key.partition("|")[::2])
-            lag.add_metric([name], max(0.0, (now - first).total_seconds()) if first else 0.0)
+            lag.add_metric([name, "postgres", pg_db], max(0.0, (now - first).total_seconds()) if first else 0.0)
     except StoreError as exc:
         log.warning("search sync lag: %s", exc)
         await state.forget("search")
         await state.forget("postgres")
-    return lag, present
+        return lag, present, False
+    return lag, present, True
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------

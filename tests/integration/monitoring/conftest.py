@@ -32,5 +32,6 @@ def monitoring(stack, receiver):
 @pytest.fixture(scope="package")
 async def scratch(monitoring):
     s = Scratch()
+    s.warm_search_sync()  # its follower loads an embedding model: in the background, during the other drills
     yield s
     await s.close()
