@@ -13,6 +13,7 @@ from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidURI, Op
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreUnavailable, redact_url
 from stores.metrics import MONGO_POOLS
+from stores.mongo.backend_keyset import BackendKeyset
 
 #: The collection a probe reads (FerretDB answers for a collection it does not know without asking its
 #: backend, so a probe reads one every credit store has).
@@ -31,14 +32,19 @@ class MongoStore:
 
     `breaker` (named `name`) refuses calls at once after consecutive outage failures (FerretDB down, or its
     PostgreSQL backend down) until a probe, a point read that reaches the backend, answers.
+
+    `backend_url`: FerretDB's PostgreSQL database, when the server is the stack's FerretDB; it gives `keyset`
+    (`stores.mongo.backend_keyset`), which serves the sorted pages FerretDB cannot (the dispute queue).
     """
 
-    def __init__(self, url: str, db_name: str = "kredete", *, timeout: float = 5.0, name: str = "mongo") -> None:
+    def __init__(self, url: str, db_name: str = "kredete", *, timeout: float = 5.0, name: str = "mongo",
+                 backend_url: str | None = None) -> None:
         self._url = url
         self._db_name = db_name
         self._timeout_ms = int(timeout * 1000)
         self.client: AsyncIOMotorClient | None = None
         self.breaker = Breaker(name, probe=self.probe)
+        self.keyset = BackendKeyset(backend_url, db_name, timeout=timeout) if backend_url else None
 
     async def connect(self) -> MongoStore:
         try:
@@ -103,6 +109,8 @@ class MongoStore:
 
     async def close(self) -> None:
         await self.breaker.close()
+        if self.keyset is not None:
+            await self.keyset.close()
         if self.client is not None:
             self.client.close()
             self.client = None

@@ -27,6 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from stores.errors import Conflict, InvalidData, NotFound, StoreError
 from stores.mongo import collections as names
+from stores.mongo.backend_keyset import BackendKeyset, MissingTable, Position
 from stores.mongo.cdc import Outbox, dispute_event_id, plan_event_id, report_event_id
 from stores.mongo.client import MongoStore, breaker_of
 from stores.mongo.documents import (
@@ -340,16 +341,29 @@ class ScoreHistoryRepository(_Repo):
         return point
 
 
-#: Marks the one read without `user_id` on the server (visible in profilers and command monitoring).
+#: Marks the reads of the dispute queue, the one read without `user_id`, on the server (visible in profilers and
+#: command monitoring): the scatter-gather find, or the point reads of a keyset page.
 QUEUE_COMMENT = "scatter-gather: dispute queue across users (status_updated / updated index)"
+#: Point reads of one keyset page in flight at once (FerretDB decodes each on a core of its own).
+QUEUE_READS_IN_FLIGHT = 4
 
 
 class DisputeRepository(_Repo):
-    """Dispute cases and their state machine (opened → submitted_to_bureau → under_review → resolved|rejected)."""
+    """Dispute cases and their state machine (opened → submitted_to_bureau → under_review → resolved|rejected).
+
+    `keyset` (FerretDB's backend, `stores.mongo.backend_keyset`) serves the queue's order; by default the
+    MongoStore's, when it was given FerretDB's PostgreSQL URL.
+    """
 
     collection = names.DISPUTE_CASES
     claim_timeout = 10.0  # seconds after which a claim without its update is rolled forward
     _order = (("updated_at", DESCENDING), ("_id", DESCENDING))
+
+    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, *, encryption: FieldEncryption | None = None,
+                 outbox: Outbox | None = None, keyset: BackendKeyset | None = None) -> None:
+        super().__init__(store, encryption=encryption, outbox=outbox)
+        # Not getattr(store, "keyset"): on a motor Database that attribute is a collection named "keyset".
+        self.keyset = keyset if keyset is not None else store.keyset if isinstance(store, MongoStore) else None
 
     async def create(self, dispute: Dispute, *, actor: str = "system") -> Dispute:
         dispute = _revalidate(Dispute, dispute)
@@ -408,17 +422,64 @@ class DisputeRepository(_Repo):
         """Scatter-gather: every user's disputes newest-updated first, for an all-users (staff) scope only.
 
         The one read without `user_id` in its filter: on a sharded cluster it visits every shard. It is served
-        by the `status_updated` / `updated` indexes and tagged with `QUEUE_COMMENT` on the server.
+        by the `status_updated` / `updated` indexes and tagged with `QUEUE_COMMENT` on the server. On FerretDB
+        (which sorts in memory after decoding every match) with its backend known, the same indexes are walked
+        in PostgreSQL instead (`_keyset_page`); without it, or before the collection exists, the find above.
         """
         if not scope.all_users:
             raise InvalidData("the dispute queue needs an all-users scope; list by user instead", store="mongo")
+        if self.keyset is not None:
+            with contextlib.suppress(MissingTable):  # not FerretDB's PostgreSQL, or no such collection yet
+                return await self._keyset_page(scope, status, cursor, limit)
         return await self._page(scope, None, status, cursor, limit, kind="queue", comment=QUEUE_COMMENT)
+
+    async def _keyset_page(self, scope: RowScope, status: str | None, cursor: str | None,
+                           limit: int) -> tuple[list[Dispute], str | None]:
+        """The queue on FerretDB: the page's positions from PostgreSQL's btree index (`updated`, or
+        `status_updated` with a status), then each case read through FerretDB by `_id` (pushed down).
+
+        Same order, cursor and page size as `_page`. A case changed between the two reads is returned as it is
+        now (left out if it no longer has `status`; a deleted one is left out), and the next cursor continues
+        from the indexed position, so paging neither repeats nor skips what did not move.
+        """
+        assert self.keyset is not None
+        limit = cap_limit(limit, 20, MAX_LIMIT)
+        status = self._check_status(status)
+        qh = self._query_hash(scope, None, status, "queue")
+        after = None
+        if cursor:
+            t, i = self._decode_cursor(cursor, qh)
+            after = Position(int(t.timestamp() * 1000), i)
+        async with guard(f"read {self.collection}", self.db):  # the credit store's breaker covers its backend
+            pos = await self.keyset.page(self.collection, "updated_at", eq={"status": status} if status else None,
+                                         after=after, limit=limit + 1)
+        gate = asyncio.Semaphore(QUEUE_READS_IN_FLIGHT)
+
+        async def read(p: Position) -> Dispute | None:
+            async with gate:
+                rows = await self._find(Dispute, scoped(scope, eq_filter("_id", p.id)), [("_id", ASCENDING)], 1,
+                                        comment=QUEUE_COMMENT)
+            return rows[0] if rows else None
+
+        found = await asyncio.gather(*(read(p) for p in pos[:limit]))
+        items = [d for d in found if d is not None and (status is None or d.status.value == status)]
+        nxt = None
+        if len(pos) > limit:
+            last = pos[limit - 1]
+            body = json.dumps({"t": last.value, "i": last.id, "q": qh})
+            nxt = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+        return items, nxt
+
+    @staticmethod
+    def _check_status(status: str | None) -> str | None:
+        if status is not None and (not isinstance(status, str) or status not in {s.value for s in DisputeStatus}):
+            raise InvalidData("unknown dispute status", store="mongo")
+        return status
 
     async def _page(self, scope: RowScope, uid: str | None, status: str | None, cursor: str | None, limit: int,
                     *, kind: str = "list", comment: str | None = None) -> tuple[list[Dispute], str | None]:
         limit = cap_limit(limit, 20, MAX_LIMIT)
-        if status is not None and (not isinstance(status, str) or status not in {s.value for s in DisputeStatus}):
-            raise InvalidData("unknown dispute status", store="mongo")
+        status = self._check_status(status)
         clauses: list[dict[str, Any]] = []
         if uid is not None:
             clauses.append(eq_filter("user_id", uid))
