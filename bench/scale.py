@@ -11,11 +11,17 @@ For one dataset of N users (the documents `kredete seed` writes to the credit st
   reads       p50/p99 of the repository calls behind `get_credit_report`, `get_score_history`, `list_disputes`
               (customer) and `list_disputes` (staff queue), over random users, each call made on the raw copy
               (FerretDB's own btree indexes only, as before issue 20) and on the seeded one (+ the pushdown
-              indexes) in turn; plus the `explain` of each filter on both.
+              indexes) in turn; plus the `explain` of each filter on both. The staff queue on the raw copy is the
+              find FerretDB sorts in memory (the state before); on the seeded copy it is the keyset page read from
+              PostgreSQL's btree index plus point reads by `_id` (`stores.mongo.backend_keyset`);
+  queue       the keyset queue alone, deeper: page 1, page 10 (cursor), a status filter, the next page of it,
+              with PostgreSQL's plan of each page query.
+`--ops` re-measures only some reads (e.g. `--ops queue`), keeping the other results of that size.
 Writes bench/results/scale.json (merged per size, so sizes accumulate and an interrupted run resumes: a fully
 seeded `kredete_scale_<N>` database is reused, a partly seeded one resumes from its checkpoints).
 
     .venv/bin/python bench/scale.py --users 5000
+    .venv/bin/python bench/scale.py --users 10000 --ops queue   # the staff queue only, on a seeded dataset
 """
 
 from __future__ import annotations
@@ -44,11 +50,18 @@ from rich.table import Table  # noqa: E402
 from config.settings import resolve  # noqa: E402
 from kredete.seed.mongo import BATCH, SEEDED, _build_batch, seed_credit_store_async  # noqa: E402
 from kredete.seed.people import person  # noqa: E402
+from stores.mongo.backend_keyset import BackendKeyset, Position  # noqa: E402
 from stores.mongo.client import MongoStore  # noqa: E402
 from stores.mongo.collections import SPECS, ensure_schema  # noqa: E402
 from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository  # noqa: E402
 from stores.mongo.encryption import open_field_encryption  # noqa: E402
-from stores.mongo.pushdown import PushdownIndexer, ensure_pushdown_indexes, explain_find, index_scans  # noqa: E402
+from stores.mongo.pushdown import (  # noqa: E402
+    PushdownIndexer,
+    ensure_pushdown_indexes,
+    explain_find,
+    index_scans,
+    plan_nodes,
+)
 from stores.scope import RowScope  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
@@ -148,23 +161,38 @@ def _plan(explain: dict[str, Any]) -> dict[str, Any]:
             "total_cost": plan.get("Total Cost"), "plan_rows": plan.get("Plan Rows")}
 
 
+STAFF_QUEUE = "list_disputes (staff queue)"
+PER_USER_OPS = ("get_credit_report", "get_score_history", "list_disputes (customer)")
+
+
+def _keyset_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    nodes = plan_nodes(plan["Plan"])
+    return {"served_by": "PostgreSQL keyset page (stores.mongo.backend_keyset) + point reads by _id",
+            "node": plan["Plan"]["Node Type"], "nodes": [n["Node Type"] for n in nodes],
+            "index_scans": [n["Index Name"] for n in nodes if n.get("Index Name")],
+            "total_cost": plan["Plan"].get("Total Cost")}
+
+
 async def time_reads(settings: Any, dbs: dict[str, Any], users: list[str], calls: int,
-                     queue_calls: int) -> dict[str, Any]:
-    """Each call on every database in turn (order alternating), so the shared machine's load hits all alike."""
+                     queue_calls: int, wanted: set[str], keysets: dict[str, BackendKeyset]) -> dict[str, Any]:
+    """Each call on every database in turn (order alternating), so the shared machine's load hits all alike.
+
+    `keysets`: the databases whose staff queue is served from PostgreSQL's index (the others: the find)."""
     repos = {}
     encs = []
     for label, db in dbs.items():
         enc = await open_field_encryption(db, settings.field_encryption_master_key.get_secret_value())
         encs.append(enc)
         repos[label] = (CreditReportRepository(db, encryption=enc), ScoreHistoryRepository(db),
-                        DisputeRepository(db, encryption=enc))
+                        DisputeRepository(db, encryption=enc, keyset=keysets.get(label)))
     staff = RowScope.everyone()
     ops: dict[str, tuple[Callable[[tuple, str], Awaitable[Any]], int]] = {
         "get_credit_report": (lambda r, u: r[0].latest(RowScope.users(u), u), calls),
         "get_score_history": (lambda r, u: r[1].series(RowScope.users(u), u), calls),
         "list_disputes (customer)": (lambda r, u: r[2].list(RowScope.users(u), user_id=u), calls),
-        "list_disputes (staff queue)": (lambda r, u: r[2].queue(staff), queue_calls),
+        STAFF_QUEUE: (lambda r, u: r[2].queue(staff), queue_calls),
     }
+    ops = {k: v for k, v in ops.items() if k in wanted}
     res: dict[str, Any] = {label: {} for label in dbs}
     try:
         for name, (op, k) in ops.items():
@@ -190,7 +218,50 @@ async def time_reads(settings: Any, dbs: dict[str, Any], users: list[str], calls
               "list_disputes (staff queue)": ("dispute_cases", {})}
     for label, db in dbs.items():
         for name, (coll, flt) in shapes.items():
-            res[label][name]["explain"] = _plan(await explain_find(db, coll, flt))
+            if name not in ops:
+                continue
+            if name == STAFF_QUEUE and label in keysets:
+                res[label][name]["explain"] = _keyset_plan(await keysets[label].explain(coll, "updated_at"))
+            else:
+                res[label][name]["explain"] = _plan(await explain_find(db, coll, flt))
+    return res
+
+
+async def time_queue(repo: DisputeRepository, calls: int) -> dict[str, Any]:
+    """The keyset queue alone: page 1, page 10, status `opened` and its page 2 (cursors fetched beforehand)."""
+    staff = RowScope.everyone()
+    cursor = None
+    for _ in range(9):
+        _, cursor = await repo.queue(staff, cursor=cursor)
+    _, opened_next = await repo.queue(staff, status="opened")
+    cases: dict[str, Callable[[], Awaitable[Any]]] = {
+        "page 1": lambda: repo.queue(staff),
+        "page 10 (cursor)": lambda: repo.queue(staff, cursor=cursor),
+        "status=opened, page 1": lambda: repo.queue(staff, status="opened"),
+        "status=opened, page 2 (cursor)": lambda: repo.queue(staff, status="opened", cursor=opened_next),
+        "limit 100": lambda: repo.queue(staff, limit=100),
+    }
+    res: dict[str, Any] = {}
+    for name, call in cases.items():
+        ms = []
+        for i in range(calls + 3):
+            t0 = time.perf_counter()
+            await call()
+            if i >= 3:  # the first calls warm connections, plans and caches
+                ms.append((time.perf_counter() - t0) * 1000)
+        res[name] = {**summary(ms), "rows": len((await call())[0])}
+        out.print(f"  keyset queue, {name}: p50 {res[name]['p50_ms']} ms, p99 {res[name]['p99_ms']} ms")
+    assert repo.keyset is not None
+    sample = await repo.keyset.page("dispute_cases", "updated_at", limit=1)
+    after = Position(sample[0].value, sample[0].id) if sample else None
+    res["plans"] = {
+        "page 1": _keyset_plan(await repo.keyset.explain("dispute_cases", "updated_at")),
+        "cursor": _keyset_plan(await repo.keyset.explain("dispute_cases", "updated_at", after=after)),
+        "status": _keyset_plan(await repo.keyset.explain("dispute_cases", "updated_at", eq={"status": "opened"},
+                                                         after=after)),
+        "point read by _id": _plan(await explain_find(repo.db, "dispute_cases",
+                                                      {"_id": {"$eq": after.id if after else ""}})),
+    }
     return res
 
 
@@ -222,12 +293,27 @@ async def run(args: argparse.Namespace) -> None:
     await ensure_schema(plain.db)
     await PushdownIndexer(plain.db, backend, specs=no_pushdown).ensure()
     await ensure_pushdown_indexes(store.db, backend)
+    wanted = set(PER_USER_OPS) | {STAFF_QUEUE} if args.ops == "all" else {STAFF_QUEUE}
+    keyset = BackendKeyset(backend, store.db.name, timeout=60) if backend else None
     out.print("reads, interleaved (without: FerretDB's btree indexes only; with: + the pushdown indexes):")
-    got = await time_reads(settings, {"without": plain.db, "with": store.db}, ids, args.calls, args.queue_calls)
-    reads = {"without_pushdown_indexes": got["without"], "with_pushdown_indexes": got["with"]}
-    entry["reads"] = reads
-    entry["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    entry["load_average_1_5_15"] = [round(x, 1) for x in os.getloadavg()]  # the machine is shared
+    got = await time_reads(settings, {"without": plain.db, "with": store.db}, ids, args.calls, args.queue_calls,
+                           wanted, {"with": keyset} if keyset else {})
+    reads = entry.setdefault("reads", {})
+    now_, load = datetime.now(UTC).isoformat(timespec="seconds"), [round(x, 1) for x in os.getloadavg()]
+    for label, key in (("without", "without_pushdown_indexes"), ("with", "with_pushdown_indexes")):
+        for name, row in got[label].items():  # merged per call: `--ops queue` keeps the other calls' results
+            reads.setdefault(key, {})[name] = {**row, "measured_at": now_, "load_average_1_5_15": load}
+    if keyset is not None:
+        out.print("the keyset queue alone (seeded copy):")
+        q = await time_queue(DisputeRepository(store.db, keyset=keyset), args.queue_page_calls)
+        entry["staff_queue_keyset"] = {**q, "dispute_cases": (entry.get("seeding") or {}).get("documents", {})
+                                       .get("dispute_cases"), "measured_at": datetime.now(UTC).isoformat(
+                                           timespec="seconds"), "load_average_1_5_15": [round(x, 1) for x in
+                                                                                        os.getloadavg()]}
+        await keyset.close()
+    if args.ops == "all":  # the whole size's reads (with --ops, each re-measured call carries its own)
+        entry["measured_at"] = now_
+        entry["load_average_1_5_15"] = load  # the machine is shared
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "server": "FerretDB 1.24 on PostgreSQL 15 (local stack), shared machine",
                           "plan_cache_mode": "force_custom_plan (set on FerretDB's database)"}
@@ -257,7 +343,11 @@ def main() -> None:
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--calls", type=int, default=100, help="timed calls per per-user read")
-    p.add_argument("--queue-calls", type=int, default=10, help="timed calls of the staff queue (a full scan)")
+    p.add_argument("--queue-calls", type=int, default=10,
+                   help="timed calls of the staff queue on both copies (the find reads every dispute)")
+    p.add_argument("--queue-page-calls", type=int, default=50, help="timed calls of each keyset queue page")
+    p.add_argument("--ops", choices=("all", "queue"), default="all",
+                   help="reads to measure (queue: the staff queue only; the other results are kept)")
     p.add_argument("--skip-seq", action="store_true", help="skip the one-request-at-a-time seeding run")
     p.add_argument("--reseed", action="store_true", help="seed again even if the database is complete")
     asyncio.run(run(p.parse_args()))
