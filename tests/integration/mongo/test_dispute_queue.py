@@ -34,7 +34,7 @@ from stores.mongo.credit import QUEUE_COMMENT, DisputeRepository
 from stores.mongo.documents import Dispute, DisputeStatus, StatusChange
 from stores.mongo.pushdown import SUFFIX, Backend, detect_backend, ensure_pushdown_indexes, explain_find, index_scans
 from stores.mongo.pushdown import plan_nodes as _nodes
-from stores.registry import Stores
+from stores.registry import Stores, build
 from stores.scope import RowScope
 from tests.integration.mongo.factories import uid
 
@@ -197,7 +197,10 @@ async def _tool(store: MongoStore, principal: Principal, args: i_disputes.ListDi
 async def test_the_tool_gives_staff_the_queue_and_a_customer_only_their_own(queue_db):
     store, users, _ = queue_db
     agent = _principal(Role.SUPPORT_AGENT)
-    assert Repositories(Stores(mongo=store)).disputes.keyset is not None  # the server's wiring takes the backend
+    assert Repositories(Stores(mongo=store)).disputes.keyset is not None
+    server_mongo = build(("mongo",), settings=resolve()).mongo  # as the MCP server builds its adapters
+    assert server_mongo is not None and server_mongo.keyset is not None
+    assert server_mongo.keyset.db_name == resolve().mongo_db
     everyone = DisputeRepository(store)
     expected, _ = await everyone.queue(RowScope.everyone(), limit=20)
     out = await _tool(store, agent, i_disputes.ListDisputesInput())
