@@ -72,8 +72,12 @@ def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
     from starlette.responses import JSONResponse, Response
 
     from agent_tools.downloads import serve_download
+    from guards import worker_metrics
     from guards.metrics import exposition
     from services.documents import DOWNLOAD_PATH
+
+    # With several workers one scrape merges every worker's metrics (guards.worker_metrics).
+    expose = worker_metrics.exposition if worker_metrics.enabled() else exposition
 
     @mcp.custom_route(DOWNLOAD_PATH, methods=["GET"], include_in_schema=False)
     async def download_document(request) -> Response:
@@ -81,7 +85,7 @@ def _add_http_routes(mcp: MCPServer, runtime: AgentRuntime) -> None:
 
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(_request) -> Response:
-        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(expose(), media_type=CONTENT_TYPE_LATEST)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request) -> Response:
@@ -123,9 +127,10 @@ def http_app(host: str = "127.0.0.1", port: int = 8765):
     Stateless streamable HTTP with plain JSON responses: no MCP session lives in a process, so any worker
     answers any request (`kredete serve --workers N`). What a worker holds is its own store pools, caches and
     the audit group commit of its calls; rate limits and failed-login windows are in Redis, the audit chain in
-    PostgreSQL.
+    PostgreSQL, the metrics in files every worker reads (`guards.worker_metrics`).
     """
     from config.settings import resolve
+    from guards import worker_metrics
 
     settings = resolve()
     if settings.public_base_url is None:  # document links name this server (customers reach it here)
@@ -143,12 +148,17 @@ def http_app(host: str = "127.0.0.1", port: int = 8765):
 
     @contextlib.asynccontextmanager
     async def lifespan(a):
+        shared_metrics = worker_metrics.enabled()
+        if shared_metrics:
+            worker_metrics.sweep_dead()
         await runtime.start()
         try:
             async with sessions(a):
                 yield
         finally:
             await runtime.close()
+            if shared_metrics:
+                worker_metrics.process_exited()
 
     app.router.lifespan_context = lifespan
     # Requests the SDK refuses (401) are audited and rate-limited per client IP around it.
@@ -176,20 +186,28 @@ def http_app_from_env():
 
 def serve_http(host: str = "127.0.0.1", port: int = 8765, workers: int = 1) -> None:
     """Serve streamable HTTP; `workers` > 1 runs that many processes on one port, and uvicorn's supervisor
-    starts a new one when a worker dies."""
+    starts a new one when a worker dies. Their metrics share one directory, emptied here before they start,
+    so any worker's /metrics answers for all of them."""
     import uvicorn
 
     from config.settings import resolve
+    from guards import worker_metrics
+
+    shared_metrics = worker_metrics.prepare_dir(port) if workers > 1 else None
 
     # Forwarded headers are believed only from the configured proxies: uvicorn's default trusts 127.0.0.1,
     # so any local client could name its own address (and escape the per-IP limit of failed logins).
     proxies = list(resolve().trusted_proxies)
     os.environ["KREDETE_HTTP_HOST"], os.environ["KREDETE_HTTP_PORT"] = host, str(port)
-    uvicorn.run("server:http_app_from_env", factory=True, host=host, port=port, workers=workers,
-                # With workers, uvicorn's supervisor says when each has started and when one died.
-                log_level="info" if workers > 1 else "warning", access_log=False, lifespan="on",
-                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                timeout_worker_healthcheck=30)
+    try:
+        uvicorn.run("server:http_app_from_env", factory=True, host=host, port=port, workers=workers,
+                    # With workers, uvicorn's supervisor says when each has started and when one died.
+                    log_level="info" if workers > 1 else "warning", access_log=False, lifespan="on",
+                    proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                    timeout_worker_healthcheck=30)
+    finally:
+        if shared_metrics is not None:
+            worker_metrics.remove_dir(shared_metrics)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """`kredete serve --transport http --workers 2`: two processes on one port both serve calls (stateless sessions),
-and a worker killed with SIGKILL is replaced while the other keeps answering."""
+a worker killed with SIGKILL is replaced while the other keeps answering, and one scrape of /metrics counts the
+calls of every worker (prometheus-client's multiprocess mode), the killed one's included."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.paths import REPO_ROOT, local_dir
 from config.ports import free_port
@@ -96,8 +99,10 @@ async def _calls(url: str, settings, transaction: str, clients: int, hold: async
     return await asyncio.gather(*(one() for _ in range(clients)))
 
 
-async def _serves(url: str, settings, tx: str, port: int, pid: int, deadline: float) -> bool:
-    """Batches of eight held sessions until worker `pid` holds one of their connections (all calls must succeed)."""
+async def _serves(url: str, settings, tx: str, port: int, pid: int, deadline: float,
+                  made: list[int] | None = None) -> bool:
+    """Batches of eight held sessions until worker `pid` holds one of their connections (all calls must succeed);
+    each call made is appended to `made`."""
     while time.monotonic() < deadline:
         hold = asyncio.Event()
         task = asyncio.ensure_future(_calls(url, settings, tx, 8, hold))
@@ -107,15 +112,37 @@ async def _serves(url: str, settings, tx: str, port: int, pid: int, deadline: fl
             if got := _established_on(pid, port) > 0:
                 break
         hold.set()
-        assert all(await task)
+        results = await task
+        assert all(results)
+        if made is not None:
+            made.extend(1 for _ in results)
         if got:
             return True
     return False
 
 
+def _scrapes(port: int, n: int = 6) -> list[tuple[float, set[int]]]:
+    """`n` scrapes of /metrics, each on a new connection (so the kernel spreads them over the workers): the
+    allowed get_transaction calls counted, and the worker pids whose gauges the scrape shows."""
+    out = []
+    for _ in range(n):
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30, headers={"Connection": "close"}).text
+        calls, pids = 0.0, set()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "kredete_tool_calls_total" and s.labels.get("tool") == "get_transaction":
+                    assert s.labels["decision"] == "allowed"
+                    calls += s.value
+                if family.name == "kredete_store_breaker_state":
+                    pids.add(int(s.labels["pid"]))
+        out.append((calls, pids))
+    return out
+
+
 async def test_two_workers_serve_calls_and_a_killed_worker_is_replaced(e2e_env, e2e_settings, facts):
     env = {**e2e_env, "KREDETE_RATE_LIMIT_EXEMPT_SUBJECTS": E2E_EXEMPT_SUBJECT}
     tx = str(facts.bob_transaction)
+    made: list[int] = []
     with _workers_server(env, 2) as (proc, port):
         url = f"http://127.0.0.1:{port}/mcp"
         workers = _children(proc.pid)
@@ -123,11 +150,14 @@ async def test_two_workers_serve_calls_and_a_killed_worker_is_replaced(e2e_env, 
         # hands new connections to both.
         deadline = time.monotonic() + 120
         for w in sorted(workers):
-            assert await _serves(url, e2e_settings, tx, port, w, deadline), f"worker {w} served no call"
+            assert await _serves(url, e2e_settings, tx, port, w, deadline, made), f"worker {w} served no call"
+        # Whichever worker answers, a scrape counts every call of both and shows both workers' gauges.
+        assert _scrapes(port) == [(len(made), workers)] * 6
 
         victim = sorted(workers)[0]
         os.kill(victim, signal.SIGKILL)
         assert all(await _calls(url, e2e_settings, tx, 4))  # the other worker keeps answering
+        made.extend([1] * 4)
         deadline = time.monotonic() + 240
         for _ in range(480):  # the supervisor checks its workers twice a second
             if len(_children(proc.pid)) == 2 and victim not in _children(proc.pid):
@@ -135,4 +165,6 @@ async def test_two_workers_serve_calls_and_a_killed_worker_is_replaced(e2e_env, 
             await asyncio.sleep(0.5)
         replacement = _children(proc.pid) - workers
         assert len(replacement) == 1 and victim not in _children(proc.pid), "the supervisor started a new worker"
-        assert await _serves(url, e2e_settings, tx, port, replacement.pop(), deadline), "the new worker serves"
+        assert await _serves(url, e2e_settings, tx, port, replacement.pop(), deadline, made), "the new worker serves"
+        # The killed worker's counts stay in the totals; its gauges are gone (swept by the new worker).
+        assert _scrapes(port) == [(len(made), _children(proc.pid))] * 6
