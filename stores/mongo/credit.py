@@ -449,7 +449,7 @@ class DisputeRepository(_Repo):
         after = None
         if cursor:
             t, i = self._decode_cursor(cursor, qh)
-            after = Position(int(t.timestamp() * 1000), i)
+            after = Position(round(t.timestamp() * 1000), i)
         async with guard(f"read {self.collection}", self.db):  # the credit store's breaker covers its backend
             pos = await self.keyset.page(self.collection, "updated_at", eq={"status": status} if status else None,
                                          after=after, limit=limit + 1)

@@ -27,6 +27,7 @@ from guards.access import AccessSources
 from guards.call import new_call_state
 from guards.errors import Forbidden
 from guards.principal import Principal, Role
+from stores.errors import InvalidData
 from stores.mongo.backend_keyset import BackendKeyset, Position
 from stores.mongo.client import MongoStore
 from stores.mongo.collections import ensure_schema
@@ -210,6 +211,8 @@ async def test_the_tool_gives_staff_the_queue_and_a_customer_only_their_own(queu
     assert not {d["dispute_id"] for d in nxt["disputes"]} & {d["dispute_id"] for d in out["disputes"]}
 
     customer = users[3]
+    with pytest.raises(InvalidData):  # the repository too: the queue is for all-users scopes only
+        await everyone.queue(RowScope.users(customer))
     mine = await _tool(store, _principal(Role.CUSTOMER, customer), i_disputes.ListDisputesInput(limit=100))
     assert len(mine["disputes"]) >= PER_USER and {d["user_id"] for d in mine["disputes"]} == {customer}
     with pytest.raises(Forbidden):  # another user's disputes, named: refused by the scope rule
