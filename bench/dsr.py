@@ -152,14 +152,17 @@ async def erase_batch(settings: Settings, ids: list[str]) -> tuple[float, dict[s
         await svc.close()
 
 
-async def verify_one(settings: Settings, uid: str) -> tuple[float, bool]:
+async def verify_one(settings: Settings, uid: str) -> tuple[float, bool, list[dict]]:
     from services.privacy import PrivacyService
 
     svc = await PrivacyService.open(settings, actor="bench")
     try:
         t0 = time.perf_counter()
         report = await svc.verify(uid)
-        return time.perf_counter() - t0, report.passed
+        # counts and places only (a verdict holds no value of the user): what a failure must be read from
+        failing = [{"store": v.store, "hits": v.hits, "error": v.error, "details": v.details}
+                   for v in report.stores if v.hits or v.error]
+        return time.perf_counter() - t0, report.passed, failing
     finally:
         await svc.close()
 
@@ -234,7 +237,7 @@ async def main() -> None:
             cli = erase_cli(env, cli_ids)
         with console.status(f"erasing {len(batch_ids)} users in one batch"):
             batch_s, batch_steps = await erase_batch(settings, batch_ids)
-        verify_s, passed = await verify_one(settings, single_ids[0])
+        verify_s, passed, failing = await verify_one(settings, single_ids[0])
     finally:
         if not args.keep:
             await drop(settings)
@@ -250,6 +253,7 @@ async def main() -> None:
                   "users_per_s": round(len(batch_ids) / batch_s, 1),
                   "steps_s": {k: round(v, 2) for k, v in batch_steps.items()}},
         "verify_one_user_s": round(verify_s, 2), "verify_passed": passed,
+        "verify_failing_stores": failing,
         "goal_one_user_under_2s": statistics.median(walls) < 2.0,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_1m": round(os.getloadavg()[0], 1)},

@@ -15,11 +15,11 @@ when the user is erased are dropped as they drain (`AILogger(erased=...)`, the k
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import json_util
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 
 from stores.fingerprints import Matcher, judge, strings
 from stores.mongo.collections import (
@@ -43,6 +43,24 @@ USER_COLLECTIONS = tuple(s.name for s in SPECS if s.shard_key == {"user_id": 1})
 #: Traces too: a support agent's trace (their tool calls and answers) names the customer it was about.
 AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PREDICTIONS, TRAINING_DATA, EMBEDDINGS,
                   TRACES, TRACE_OBSERVATIONS)
+#: Up to this many users, documents are matched user by user: FerretDB turns `{"user_id": {"$eq": u}}` into SQL
+#: but not `$in`, for which it reads and decodes every document of the collection
+_ONE_BY_ONE = 64
+
+
+async def _by_user(ids: list[str], field: str, act: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
+    """Run `act(filter)` on the users' documents (one filter per user, or one `$in` for a large batch)."""
+    if len(ids) > _ONE_BY_ONE:
+        return await act({field: {"$in": ids}})
+    return sum([await act({field: {"$eq": uid}}) for uid in ids])
+
+
+def _deleter(coll: AsyncIOMotorCollection) -> Callable[[dict[str, Any]], Awaitable[int]]:
+    async def act(flt: dict[str, Any]) -> int:
+        return (await coll.delete_many(flt)).deleted_count
+    return act
+
+
 def _text(doc: dict[str, Any]) -> list[str]:
     """Every string of a document, its ids included (raw BSON types as their JSON text)."""
     return list(strings(json.loads(json.dumps(doc, default=json_util.default))))
@@ -56,11 +74,15 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
     out: dict[str, int] = {}
     for name in USER_COLLECTIONS:
         async with guard(f"erase {name}"):
-            out[name] = (await db[name].delete_many({"user_id": {"$in": ids}})).deleted_count
+            out[name] = await _by_user(ids, "user_id", _deleter(db[name]))
+    mine = set(ids)
     for name in AI_COLLECTIONS:
         gone: list[Any] = []
         async with guard(f"scan {name}"):
-            async for doc in db[name].find({"user_id": {"$nin": ids}}):
+            # every document is read anyway: a `$nin` filter would only move the test into the server
+            async for doc in db[name].find({}):
+                if isinstance(doc.get("user_id"), str) and doc["user_id"] in mine:
+                    continue
                 texts = _text(doc)
                 verdicts = (judge(texts, uid, (matchers or {}).get(uid)) for uid in ids)
                 if any(v.id_ref or v.attributable for v in verdicts):
@@ -69,14 +91,16 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
             async with guard(f"erase {name}"):
                 out[f"{name} (mentions)"] = (await db[name].delete_many({"_id": {"$in": gone}})).deleted_count
     async with guard(f"erase {CONVERSATION_OWNERS}"):
-        mine = {"$or": [{"user_id": {"$in": ids}}, {"owner": {"$in": [f"customer:{u}" for u in ids]}}]}
         # deleted, not kept ownerless: a conversation id is the client's text and may itself name the user;
         # everything logged under it was the user's and is gone, so a new claim of the id finds nothing
-        out[CONVERSATION_OWNERS] = (await db[CONVERSATION_OWNERS].delete_many(mine)).deleted_count
+        drop = _deleter(db[CONVERSATION_OWNERS])
+        out[CONVERSATION_OWNERS] = (await _by_user(ids, "user_id", drop)
+                                    + await _by_user([f"customer:{u}" for u in ids], "owner", drop))
     async with guard("erase outbox"):
-        res = await db[OUTBOX].update_many({"user_id": {"$in": ids}},
-                                           {"$set": {"op": "delete", "data": {}, "user_id": None}})
-    out[f"{OUTBOX} (made bare deletes)"] = res.modified_count
+        async def bare(flt: dict[str, Any]) -> int:
+            update = {"$set": {"op": "delete", "data": {}, "user_id": None}}
+            return (await db[OUTBOX].update_many(flt, update)).modified_count
+        out[f"{OUTBOX} (made bare deletes)"] = await _by_user(ids, "user_id", bare)
     return {k: v for k, v in out.items() if v}
 
 

@@ -124,7 +124,8 @@ class MinioAdmin:
         return info.get("Policy", info)
 
     async def set_user_policy(self, access_key: str, policy: str) -> None:
-        """Make `policy` the user's only policy (replaces what was attached before)."""
+        """Make `policy` (one name, or several separated by commas) the user's policies, replacing the ones
+        attached before."""
         await self._call(f"attach {policy} to {access_key}", "PUT", "set-user-or-group-policy",
                          {"policyName": policy, "userOrGroup": access_key, "isGroup": "false"})
 

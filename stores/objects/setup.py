@@ -77,13 +77,17 @@ async def apply_principals(admin: MinioAdmin, server: str, principals: Iterable[
         if not key or not secret:
             notes.append(f"{p.name}: no credentials in KREDETE_S3_PRINCIPALS (an IAM role, not made here)")
             continue
-        await admin.add_policy(key, p.policy(prefix))
+        # One policy per bucket prefix, all attached: datasets with other prefixes (a test's, a bench's) share
+        # the server's users, and a single policy replaced by each setup locked the others out of their buckets.
+        name = key if prefix == "kredete" else f"{key}-{prefix}"
+        await admin.add_policy(name, p.policy(prefix))
         info = await admin.user_info(key)
         # setting a password costs a key derivation on both sides (~0.6 s): only when it does not work yet
         if info is None or info.get("status") != "enabled" or not await admin.authenticates(key, secret):
             await admin.add_user(key, secret)
-        if (info or {}).get("policyName") != key:
-            await admin.set_user_policy(key, key)
+        attached = [n for n in str((info or {}).get("policyName") or "").split(",") if n]
+        if name not in attached:
+            await admin.set_user_policy(key, ",".join([*attached, name]))
     return notes
 
 

@@ -40,12 +40,23 @@ def _is_audit(search: SearchStore, index: str) -> bool:
     return index.startswith(search.index_name(AUDIT_LOGS))
 
 
-async def _keyword_fields(search: SearchStore, index: str) -> tuple[list[str], list[str]]:
+def _leaves(props: dict[str, Any]) -> int:
+    """Searchable fields of a mapping, multi-fields and object sub-fields included: what `fields: ["*"]`
+    expands to (an upper bound, which is what the clause limit needs)."""
+    n = 0
+    for p in props.values():
+        n += _leaves(p["properties"]) if "properties" in p else 1
+        n += len(p.get("fields") or {})
+    return n
+
+
+async def _fields(search: SearchStore, index: str) -> tuple[list[str], list[str], int]:
+    """An index's keyword fields, flat_object fields and number of searchable fields."""
     mapping = await search.call(search.os.indices.get_mapping(index=index))
     props = next(iter(mapping.values()))["mappings"].get("properties", {})
     kws = [n for n, p in props.items() if p.get("type") == "keyword"]
     flats = [n for n, p in props.items() if p.get("type") == "flat_object"]
-    return kws, flats
+    return kws, flats, _leaves(props)
 
 
 def _query(user_ids: Sequence[str], keywords: list[str], flats: list[str]) -> dict[str, Any]:
@@ -59,24 +70,37 @@ def _query(user_ids: Sequence[str], keywords: list[str], flats: list[str]) -> di
     return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
-#: Users per query. OpenSearch refuses a query of more than `indices.query.bool.max_clause_count` (1,024)
-#: clauses, nested ones counted: the audit mask is a wildcard per user, and a document index's query is, per
-#: user, a phrase match over every field (one clause per field once expanded) plus a wildcard per keyword field.
-ERASE_CHUNK = 8
+#: OpenSearch refuses a query of more than `indices.query.bool.max_clause_count` (1,024 by default) clauses,
+#: nested ones counted. A document index's query is, per user, a phrase match over every field (one clause per
+#: field once expanded) plus a wildcard per keyword field and a term per flat_object field; the audit mask is a
+#: wildcard per user. Each index gets the most users per query that stays under this bound.
+MAX_CLAUSES = 1000
+#: Users per audit-mask query: a leading wildcard per user is slow to run, and 500 of them took over 10 s on a
+#: loaded 2-core machine; 200 keeps one query within seconds
+AUDIT_CHUNK = 200
+#: A by-query request over a large index can take longer than the store's default timeout (10 s): the call
+#: waits this long instead of reporting an outage that is only a slow answer
+BY_QUERY_TIMEOUT_S = 300
+
+
+def users_per_query(fields: int, keywords: int, flats: int) -> int:
+    """How many users one query of an index can name without passing the clause limit."""
+    return max(1, MAX_CLAUSES // max(1, fields + keywords + flats))
 
 
 async def erase(search: SearchStore, user_ids: Sequence[str]) -> dict[str, int]:
     """Delete the users' documents from every index but the audit log's, where they are masked; per index,
-    how many. Idempotent. The indices and their fields are read once; only the queries go in chunks."""
+    how many. Idempotent. The indices and their fields are read once; the queries go in chunks of users sized
+    per index, and each index is refreshed once at its end (not after every chunk)."""
     ids = [str(u) for u in user_ids]
-    chunks = [ids[start:start + ERASE_CHUNK] for start in range(0, len(ids), ERASE_CHUNK)]
     out: dict[str, int] = {}
     for index in await indices(search):
         if _is_audit(search, index):
             # the audit trail stays: the user id is removed, a subject naming the user (`user:<id>`) masked
-            masked = sum([await _mask_audit(search, index, chunk) for chunk in chunks])
+            masked = sum([await _mask_audit(search, index, chunk) for chunk in _chunks(ids, AUDIT_CHUNK)])
             if masked:
                 out[f"{index} (masked)"] = masked
+            await search.call(search.os.indices.refresh(index=index))
             continue
         if index.startswith(search.index_name(INGEST_STATE)):
             # checkpoints, skip records and tombstones keep ids in unindexed fields: read them all (small), once
@@ -86,19 +110,26 @@ async def erase(search: SearchStore, user_ids: Sequence[str]) -> dict[str, int]:
             if gone:
                 out[index] = len(gone)
             continue
-        keywords, flats = await _keyword_fields(search, index)
+        keywords, flats, fields = await _fields(search, index)
         deleted = 0
-        for chunk in chunks:
-            res = await search.call(search.os.delete_by_query(index=index, conflicts="proceed", refresh=True,
-                                                              body={"query": _query(chunk, keywords, flats)}))
+        for chunk in _chunks(ids, users_per_query(fields, len(keywords), len(flats))):
+            res = await search.call(search.os.delete_by_query(index=index, conflicts="proceed",
+                                                              body={"query": _query(chunk, keywords, flats)},
+                                                              request_timeout=BY_QUERY_TIMEOUT_S))
             deleted += int(res.get("deleted") or 0)
+        await search.call(search.os.indices.refresh(index=index))
         if deleted:
             out[index] = deleted
     return out
 
 
+def _chunks(ids: list[str], size: int) -> list[list[str]]:
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
 async def _mask_audit(search: SearchStore, index: str, ids: list[str]) -> int:
-    res = await search.call(search.os.update_by_query(index=index, conflicts="proceed", refresh=True, body={
+    res = await search.call(search.os.update_by_query(index=index, conflicts="proceed",
+                                                      request_timeout=BY_QUERY_TIMEOUT_S, body={
         "query": {"bool": {"should": [{"terms": {"user_id": ids}},
                                       *({"wildcard": {"actor_subject": {"value": f"*{u}*"}}} for u in ids)],
                            "minimum_should_match": 1}},

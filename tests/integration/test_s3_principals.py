@@ -238,3 +238,26 @@ async def test_setup_is_idempotent_and_reports_the_principals(s3_settings, s3_re
 
 def test_errors_are_store_errors():
     assert issubclass(S3Refused, StoreError)
+
+
+async def test_a_second_bucket_prefix_on_the_same_server_does_not_lock_the_first_out(as_, s3_settings):
+    """Datasets with other bucket prefixes (a test's, a bench's) share the server's users: applying a second
+    prefix's policies adds to what the user holds instead of replacing it."""
+    from stores.objects.setup import _admin, apply_principals
+
+    admin = _admin(s3_settings, s3_settings.s3_url or "")
+    try:
+        other = f"kredete-p{secrets.token_hex(3)}"
+        await apply_principals(admin, "primary", [PRINCIPALS["documents"]], s3_settings, other)
+        key = credentials(s3_settings, "documents")[0]
+        attached = ((await admin.user_info(key)) or {}).get("policyName", "").split(",")
+        assert key in attached and f"{key}-{other}" in attached, attached
+        # a second application is a no-op, not a duplicate attachment
+        await apply_principals(admin, "primary", [PRINCIPALS["documents"]], s3_settings, other)
+        assert ((await admin.user_info(key)) or {}).get("policyName", "").split(",") == attached
+    finally:
+        await admin.close()
+    docs = as_("documents")
+    name = f"users/{secrets.token_hex(4)}/kyc/after-second-prefix.txt"
+    assert await _put(docs, B["documents"], name)
+    assert await docs.get(B["documents"], name) == b"payload " + name.encode()
