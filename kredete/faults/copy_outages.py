@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.paths import REPO_ROOT
@@ -90,6 +92,43 @@ async def _recoveries(load: McpLoad, tools: list[str], t0: float, timeout_s: flo
     return {t: (round(v, 3) if v is not None else None) for t, v in zip(tools, found, strict=True)}
 
 
+@dataclass
+class Outage:
+    """Times (epoch seconds) and breaker views of one outage caused under load."""
+
+    t_kill: float
+    t_open: float
+    t_healthy: float
+    during: dict
+    during_all: dict
+    recovery: dict[str, float | None]
+
+
+async def _cause_outage(load: McpLoad, server: McpServer, steps: Steps, *, kill: Callable[[], None],
+                        restart: Callable[[], None], breaker: str, recover: list[str], warm_s: float,
+                        per_tool: int, outage_s: float, timeout_s: float) -> Outage:
+    """The sequence both outages share: warm load, kill -9, wait for the breaker to open and for calls
+    during the outage, keep it down `outage_s`, restart, and measure each tool's recovery."""
+    await load.wait_calls(time.time() - warm_s, 1, timeout_s)
+    steps.mark("warm_load")
+    t_kill = time.time()
+    await asyncio.to_thread(kill)
+    during = await _breaker_state(server, breaker, {"open", "half_open"}, timeout_s)
+    t_open = time.time()
+    await load.wait_calls(t_open, per_tool, timeout_s)
+    await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
+    during_all = (await asyncio.to_thread(server.healthz)).get("breakers", {})
+    steps.mark("outage")
+    await asyncio.to_thread(restart)
+    steps.mark("restart")
+    t_healthy = time.time()
+    recovery = await _recoveries(load, recover, t_healthy, timeout_s)
+    await load.wait_calls(time.time(), 1, timeout_s)
+    await load.stop()
+    steps.mark("recovery")
+    return Outage(t_kill, t_open, t_healthy, during, during_all, recovery)
+
+
 async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path, *, workers: int = 3,
                           per_tool: int = 3, outage_s: float = 2.0, warm_s: float = 1.0, pause_s: float = 0.05,
                           timeout_s: float = 90.0) -> OutageReport:
@@ -127,23 +166,10 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
         steps.mark("ferretdb_and_mcp_server_start")
         load = McpLoad(private, users, lambda: server.url, uuid.uuid4().hex[:8], pause_s=pause_s)
         load.start()
-        await load.wait_calls(time.time() - warm_s, 1, timeout_s)
-        steps.mark("warm_load")
-        t_kill = time.time()
-        await asyncio.to_thread(pg.kill9)
-        during = await _breaker_state(server, "postgres_audit", {"open", "half_open"}, timeout_s)
-        t_open = time.time()
-        await load.wait_calls(t_open, per_tool, timeout_s)
-        await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
-        during_all = (await asyncio.to_thread(server.healthz)).get("breakers", {})
-        steps.mark("outage")
-        await asyncio.to_thread(pg.start)  # crash recovery, then healthy (pg_isready)
-        steps.mark("restart")
-        t_healthy = time.time()
-        recovery = await _recoveries(load, list(NEEDS), t_healthy, timeout_s)
-        await load.wait_calls(time.time(), 1, timeout_s)
-        await load.stop()
-        steps.mark("recovery")
+        # restart: crash recovery, then healthy (pg_isready)
+        o = await _cause_outage(load, server, steps, kill=pg.kill9, restart=pg.start, breaker="postgres_audit",
+                                recover=list(NEEDS), warm_s=warm_s, per_tool=per_tool, outage_s=outage_s,
+                                timeout_s=timeout_s)
         left = await _queue_drained(queue / "audit.sqlite", 60.0)
         after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
         acked = load.acknowledged_feedback()
@@ -151,12 +177,13 @@ async def postgres_outage(settings: Settings, env: dict[str, str], workdir: Path
         rows, chain_ok = await _audit(private, before, load.subjects)
         verified, said = await asyncio.to_thread(verify_audit, env, pg.superuser_url(db))
         steps.mark("drain_and_check")
-        summary = _summary("postgres", load, t_kill, t_healthy, t_open - t_kill, set(NEEDS))
-        report = OutageReport(**summary, recovery_s=_slowest(recovery), recovery_by_tool=recovery,
+        summary = _summary("postgres", load, o.t_kill, o.t_healthy, o.t_open - o.t_kill, set(NEEDS))
+        report = OutageReport(**summary, recovery_s=_slowest(o.recovery), recovery_by_tool=o.recovery,
                               acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
                               audit_chain_ok=chain_ok and verified and left == 0,
                               deferred_rows=sum(1 for r in rows if _meta(r).get("deferred")),
-                              breaker_during={**during, "all": {k: v.get("state") for k, v in during_all.items()},
+                              breaker_during={**o.during,
+                                              "all": {k: v.get("state") for k, v in o.during_all.items()},
                                               "queued_audit_rows_left": left},
                               breaker_after={k: v.get("state") for k, v in after.items()},
                               verify_audit=said, phase_s=steps.seconds)
@@ -218,32 +245,20 @@ async def opensearch_outage(settings: Settings, env: dict[str, str], workdir: Pa
         load = McpLoad(settings, users, lambda: server.url, uuid.uuid4().hex[:8], tools=(*NEEDS, SEARCH),
                        pause_s=pause_s, search_mode=search_mode)
         load.start()
-        await load.wait_calls(time.time() - warm_s, 1, timeout_s)
-        steps.mark("warm_load")
-        t_kill = time.time()
-        await asyncio.to_thread(node.kill9)
-        during = await _breaker_state(server, "opensearch", {"open", "half_open"}, timeout_s)
-        t_open = time.time()
-        await load.wait_calls(t_open, per_tool, timeout_s)
-        await asyncio.sleep(max(0.0, t_kill + outage_s - time.time()))
-        steps.mark("outage")
-        await asyncio.to_thread(node.start)  # healthy: the cluster is yellow or green (every primary assigned)
-        steps.mark("restart")
-        t_healthy = time.time()
-        recovery = await _recoveries(load, [SEARCH], t_healthy, timeout_s)
-        await load.wait_calls(time.time(), 1, timeout_s)
-        await load.stop()
-        steps.mark("recovery")
+        # restart: healthy once the cluster is yellow or green (every primary assigned)
+        o = await _cause_outage(load, server, steps, kill=node.kill9, restart=node.start, breaker="opensearch",
+                                recover=[SEARCH], warm_s=warm_s, per_tool=per_tool, outage_s=outage_s,
+                                timeout_s=timeout_s)
         after = (await asyncio.to_thread(server.healthz)).get("breakers", {})
         acked = load.acknowledged_feedback()
         stored = await _stored_feedback(settings, acked, 30.0)
         rows, _ = await _audit(settings, before, load.subjects, verify=False)  # the chain: verify-audit below
         verified, said = await asyncio.to_thread(verify_audit, env)
         steps.mark("checks")
-        summary = _summary("opensearch", load, t_kill, t_healthy, t_open - t_kill, {SEARCH})
-        report = OutageReport(**summary, recovery_s=recovery[SEARCH], recovery_by_tool=recovery,
+        summary = _summary("opensearch", load, o.t_kill, o.t_healthy, o.t_open - o.t_kill, {SEARCH})
+        report = OutageReport(**summary, recovery_s=o.recovery[SEARCH], recovery_by_tool=o.recovery,
                               acknowledged=len(acked), stored=stored, unaudited=unaudited(load.calls, rows),
-                              audit_chain_ok=verified, breaker_during={**during, "indices_copied": copied},
+                              audit_chain_ok=verified, breaker_during={**o.during, "indices_copied": copied},
                               breaker_after=after.get("opensearch", {}), verify_audit=said,
                               phase_s=steps.seconds)
         return report

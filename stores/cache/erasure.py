@@ -69,7 +69,8 @@ async def erase(redis: Any, user_ids: Sequence[str],
     try:
         keys = await _keys(redis)
         named = [k for k in keys if _names(k, needles)]
-        others = [k for k in keys if k not in set(named)]
+        gone = set(named)
+        others = [k for k in keys if k not in gone]
         for i in range(0, len(named), _BATCH):
             # one key per DEL: a cluster refuses a multi-key command across hash slots
             pipe = redis.pipeline(transaction=False)
