@@ -12,7 +12,7 @@ from config.paths import local_dir
 
 _NAMES = (
     "postgres_superuser", "postgres_replicator", "postgres_app", "postgres_agent_ro", "postgres_agent_log",
-    "postgres_ferretdb",
+    "postgres_ferretdb", "postgres_ferretdb_reader",
     "redis_default", "redis_agent", "redis_admin", "redis_replication", "minio_root", "token_signing_key",
     "field_encryption_master_key",
     "minio_kms_key",

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     #: ensure-indexes` creates there the indexes of the filters FerretDB pushes down. Local stack: the
     #: primary's `ferretdb` database; unset with an external KREDETE_MONGO_URL: not created (MongoDB needs none).
     ferretdb_postgres_url: SecretStr | None = None
+    #: The same database as a role that may only read it (SELECT, read-only transactions, 5 s statements): the
+    #: services' and the MCP server's credit-store adapter reads sorted pages from FerretDB's btree indexes
+    #: there (stores/mongo/backend_keyset.py). Unset: those pages are read through FerretDB.
+    ferretdb_reader_url: SecretStr | None = None
 
     # --- MCP server over HTTP (agent tools and guards) ---
     #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
@@ -368,6 +372,8 @@ def resolve(settings: Settings | None = None) -> Settings:
         "postgres_log_url": lambda: pg("kredete_agent_log", "postgres_agent_log", *primaries, attrs=rw),
         "mongo_url": lambda: SecretStr(f"mongodb://127.0.0.1:{ports.MONGO}/"),
         "ferretdb_postgres_url": lambda: pg("ferretdb", "postgres_ferretdb", *primaries, attrs=rw, db="ferretdb"),
+        "ferretdb_reader_url": lambda: pg("ferretdb_reader", "postgres_ferretdb_reader", *primaries, attrs=rw,
+                                          db="ferretdb"),
         "redis_url": lambda: SecretStr(local_redis_url("kredete", secret("redis_default"), s.redis_topology)),
         "redis_agent_url": lambda: SecretStr(local_redis_url("agent", secret("redis_agent"), s.redis_topology)),
         "opensearch_url": lambda: SecretStr(local_opensearch_url(s)),
@@ -394,7 +400,9 @@ def resolve(settings: Settings | None = None) -> Settings:
             "document_link_host": lambda: "localhost",
         })
     if s.mongo_url is not None or pg_external:
-        defaults.pop("ferretdb_postgres_url")  # an external MongoDB-wire server: its backend is not ours to guess
+        # an external MongoDB-wire server: its backend is not ours to guess
+        defaults.pop("ferretdb_postgres_url")
+        defaults.pop("ferretdb_reader_url")
     for key, make in defaults.items():
         if getattr(s, key) is None and key not in fill:
             fill[key] = make()

@@ -82,7 +82,7 @@ def build(which: tuple[StoreName, ...] = EVERY_STORE, *, settings: Settings | No
         stores.audit = build_postgres(s, role="log")
     if "mongo" in which:
         stores.mongo = MongoStore(_s(s.mongo_url), s.mongo_db, timeout=s.connect_timeout_s,
-                                  backend_url=_s(s.ferretdb_postgres_url))
+                                  backend_url=_s(s.ferretdb_reader_url))
     if "cache" in which:
         url = s.redis_agent_url if redis_role == "agent" else s.redis_url
         stores.cache = CacheStore(_s(url), timeout=s.connect_timeout_s)

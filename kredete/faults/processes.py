@@ -46,6 +46,7 @@ class PrivateFerretDB(FerretDBServer):
         self.port = free_port()
         self.debug_port = free_port()
         self.backend_url = backend_url
+        self.grants_reader = backend_url is None
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def _backend_url(self) -> str:

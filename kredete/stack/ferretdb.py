@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 from config import ports
 from config.secrets import local_secrets
@@ -68,22 +69,34 @@ class FerretDBServer(Server):
         return (f"postgres://ferretdb:{local_secrets()['postgres_ferretdb']}@127.0.0.1:{ports.POSTGRES}/ferretdb"
                 "?pool_max_conns=20")
 
-    def prepare(self) -> None:
-        from kredete.stack.postgres import PostgresPrimary
-
-        (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def _run_sql() -> Callable[..., str]:
+        """psql as the superuser on the PostgreSQL holding FerretDB's data (the leader, in the HA profile)."""
         from config.settings import get_settings
+        from kredete.stack.postgres import PostgresPrimary
 
         if get_settings().stack_profile == "ha":
             from kredete.stack import patroni
 
-            run_sql = patroni.psql
-        else:
-            primary = PostgresPrimary()
-            if not (primary.pid() and primary.healthy()):
-                raise StackError("FerretDB stores its data in the local PostgreSQL: start it first "
-                                 "(`kredete stack up`)")
-            run_sql = primary._psql
+            return patroni.psql
+        primary = PostgresPrimary()
+        if not (primary.pid() and primary.healthy()):
+            raise StackError("FerretDB stores its data in the local PostgreSQL: start it first "
+                             "(`kredete stack up`)")
+        return primary._psql
+
+    #: whether starting it (re)grants `ferretdb_reader` on its backend (not on a private copy's)
+    grants_reader = True
+
+    def start(self) -> None:
+        super().start()
+        if self.grants_reader:
+            # also on a FerretDB that was already running (a stack made before the reader role existed)
+            self._grant_reader(self._run_sql())
+
+    def prepare(self) -> None:
+        (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
+        run_sql = self._run_sql()
         pw = local_secrets()["postgres_ferretdb"]
         # Idempotent: a role owning one database, nothing else.
         run_sql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferretdb') THEN "
@@ -96,6 +109,28 @@ class FerretDBServer(Server):
         from stores.mongo.pushdown import PLAN_CACHE_MODE
 
         run_sql(f"ALTER DATABASE ferretdb SET plan_cache_mode = {PLAN_CACHE_MODE}")
+
+    @staticmethod
+    def _grant_reader(run_sql: Callable[..., str]) -> None:
+        """`ferretdb_reader`: reads FerretDB's tables and nothing else (the agent-facing adapters' sorted pages,
+        stores/mongo/backend_keyset.py), instead of the owner role that may change or drop them. FerretDB makes
+        a schema per database and a table per collection as the `ferretdb` role: default privileges reach those
+        made later, the loop the ones already there. Idempotent."""
+        pw = local_secrets()["postgres_ferretdb_reader"]
+        run_sql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferretdb_reader') THEN "
+                f"CREATE ROLE ferretdb_reader LOGIN PASSWORD '{pw}'; "
+                f"ELSE ALTER ROLE ferretdb_reader LOGIN PASSWORD '{pw}'; END IF; END $$")
+        run_sql("ALTER ROLE ferretdb_reader SET default_transaction_read_only = on; "
+                "ALTER ROLE ferretdb_reader SET statement_timeout = '5s'; "
+                "ALTER ROLE ferretdb_reader SET idle_in_transaction_session_timeout = '30s'; "
+                "GRANT CONNECT ON DATABASE ferretdb TO ferretdb_reader")
+        run_sql("ALTER DEFAULT PRIVILEGES FOR ROLE ferretdb GRANT USAGE ON SCHEMAS TO ferretdb_reader; "
+                "ALTER DEFAULT PRIVILEGES FOR ROLE ferretdb GRANT SELECT ON TABLES TO ferretdb_reader; "
+                "DO $$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace n JOIN pg_roles r "
+                "ON r.oid = n.nspowner WHERE r.rolname = 'ferretdb' LOOP "
+                "EXECUTE format('GRANT USAGE ON SCHEMA %I TO ferretdb_reader', s); "
+                "EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO ferretdb_reader', s); "
+                "END LOOP; END $$", db="ferretdb")
 
     def reset(self) -> None:
         from kredete.stack.postgres import PostgresPrimary

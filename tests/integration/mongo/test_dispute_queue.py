@@ -66,11 +66,13 @@ def _case(user: str, k: int, at: datetime, status: DisputeStatus) -> Dispute:
 
 @pytest.fixture(scope="module")
 async def queue_db(mongo_url):
-    url = resolve().ferretdb_postgres_url
-    if url is None:
+    url, reader = resolve().ferretdb_postgres_url, resolve().ferretdb_reader_url
+    if url is None or reader is None:
         pytest.skip("KREDETE_FERRETDB_POSTGRES_URL is not set (an external MongoDB-wire server)")
+    # the pages are read as the reader role, like the MCP server does, from a database (a schema and tables)
+    # FerretDB makes after the role's grants: its default privileges must reach them
     store = await MongoStore(mongo_url, f"kredete_test_q_{secrets.token_hex(4)}",
-                             backend_url=url.get_secret_value()).connect()
+                             backend_url=reader.get_secret_value()).connect()
     await ensure_schema(store.db)
     if await detect_backend(store.db) is not Backend.FERRETDB_POSTGRESQL:
         await store.drop_database()
@@ -202,6 +204,7 @@ async def test_the_tool_gives_staff_the_queue_and_a_customer_only_their_own(queu
     server_mongo = build(("mongo",), settings=resolve()).mongo  # as the MCP server builds its adapters
     assert server_mongo is not None and server_mongo.keyset is not None
     assert server_mongo.keyset.db_name == resolve().mongo_db
+    assert "//ferretdb_reader:" in server_mongo.keyset._url  # never FerretDB's owner role
     everyone = DisputeRepository(store)
     expected, _ = await everyone.queue(RowScope.everyone(), limit=20)
     out = await _tool(store, agent, i_disputes.ListDisputesInput())
@@ -237,3 +240,29 @@ async def test_without_the_collection_in_the_backend_the_find_answers(queue_db, 
     finally:
         await other.drop_database()
         await other.close()
+
+
+async def test_the_reader_role_reads_the_tables_and_can_change_nothing(queue_db):
+    """The role the agent-facing adapters read FerretDB's tables with: SELECT only, read-only by default, and
+    still refused a write or a DDL statement inside a transaction it declares read-write."""
+    import asyncpg
+
+    store, _, cases = queue_db
+    conn = await asyncpg.connect(resolve().ferretdb_reader_url.get_secret_value())
+    try:
+        schema = store.db.name
+        table = await conn.fetchval(f'SELECT _jsonb ->> \'table\' FROM "{schema}"._ferretdb_database_metadata '
+                                    "WHERE _jsonb ->> '_id' = 'dispute_cases'")
+        assert table
+        assert await conn.fetchval(f'SELECT count(*) FROM "{schema}"."{table}"') >= len(cases)
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await conn.execute(f'DELETE FROM "{schema}"."{table}"')
+        for statement in (f'DELETE FROM "{schema}"."{table}"', f'CREATE TABLE "{schema}".intruder (a int)',
+                          f'DROP TABLE "{schema}"."{table}"'):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction(readonly=False):
+                    await conn.execute("SET TRANSACTION READ WRITE")
+                    await conn.execute(statement)
+    finally:
+        await conn.close()
+    assert await store.db["dispute_cases"].count_documents({}) >= len(cases)
