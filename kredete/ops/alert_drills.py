@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from config.paths import REPO_ROOT, local_dir
@@ -534,6 +535,123 @@ async def opensearch_health(scratch: Scratch, colour: str = "red") -> AsyncItera
         await search.close()
 
 
+def full_gc(pid: int) -> None:
+    """A full collection of a local JVM with the JDK's own `jcmd <pid> GC.run` (the jcmd next to the java it
+    runs): afterwards its old generation holds only live objects."""
+    jcmd = Path(os.readlink(f"/proc/{pid}/exe")).parent / "jcmd"
+    subprocess.run([str(jcmd), str(pid), "GC.run"], check=True, capture_output=True, timeout=120)
+
+
+async def _old_generation(search, pid: int) -> tuple[str, int, int]:
+    """(node name, old-generation bytes in use, heap maximum) of the OpenSearch node running as `pid`."""
+    info = await search.call(search.os.nodes.info(metric="process"))
+    ids = [nid for nid, n in info["nodes"].items() if int(n.get("process", {}).get("id", -1)) == pid]
+    if not ids:
+        raise RuntimeError(f"no OpenSearch node runs as pid {pid}")
+    n = (await search.call(search.os.nodes.stats(node_id=ids[0], metric="jvm")))["nodes"][ids[0]]
+    mem = n["jvm"]["mem"]
+    return n["name"], int(mem["pools"]["old"]["used_in_bytes"]), int(mem["heap_max_in_bytes"])
+
+
+@contextlib.asynccontextmanager
+async def opensearch_heap(scratch: Scratch, docs: int = 300, chars: int = 1000) -> AsyncIterator[Drill]:
+    """Real memory pressure on the local stack's OpenSearch node. A full collection first (`jcmd GC.run`), so
+    the old generation holds only live objects; the threshold (KREDETE_ALERT_OPENSEARCH_HEAP_RATIO) is set 4 %
+    of the heap above that, and the alert is seen not to hold; then a scratch index of random text analysed
+    into 4- to 12-character n-grams (about 9 terms per character, nearly all distinct) gets a terms
+    aggregation on a `fielddata: true` field, which loads every term into the heap and keeps it there
+    (about 40 MB for the default 300 documents of 1,000 characters: more than the 4 % margin, ~20 MB of a
+    512 MB heap, even after another full collection). The index is deleted, the threshold put back and the
+    node collected again afterwards."""
+    import random
+    import string
+
+    from kredete.stack.opensearch import OpenSearchServer
+    from stores.search import SearchStore
+
+    pid = OpenSearchServer().pid()
+    if not pid:
+        raise RuntimeError("the heap drill needs the local stack's OpenSearch node running")
+    # A loaded node takes its time to analyse the n-grams: a bulk of 100 documents can take 10 s.
+    search = await SearchStore(scratch.settings.opensearch_url.get_secret_value(), prefix="drill",
+                               timeout=120).connect()
+    name = f"drill-heap-{scratch.id}"
+    before = os.environ.get("KREDETE_ALERT_OPENSEARCH_HEAP_RATIO")
+    try:
+        await asyncio.to_thread(full_gc, pid)
+        node, old, heap = await _old_generation(search, pid)
+        threshold = round(old / heap + 0.04, 4)
+        drill = Drill("OpenSearchHeapHigh", {"node": node}, "")
+        await asyncio.to_thread(apply_profile, {"KREDETE_ALERT_OPENSEARCH_HEAP_RATIO": str(threshold)})
+        pressure = (f'kredete_opensearch_node_heap_old_used_bytes{{node="{node}"}}'
+                    f' / kredete_opensearch_node_heap_max_bytes{{node="{node}"}}')
+        # Not holding before the load (the new threshold in force, the node's pressure scraped under it).
+        await wait_until(lambda: query(f'kredete_alert_threshold{{threshold="opensearch_heap_ratio"}} == {threshold}')
+                         and query(f"{pressure} < {threshold}"), 60, "the lowered heap threshold in force")
+        await wait_until(lambda: not (prometheus_alert(drill.alert, drill.labels)
+                                      or prometheus_alert(drill.alert, drill.labels, "pending")), 60,
+                         f"{drill.alert} not holding before the load")
+        await search.call(search.os.indices.create(index=name, body={
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "index.max_ngram_diff": 8,
+                         "analysis": {"tokenizer": {"grams": {"type": "ngram", "min_gram": 4, "max_gram": 12,
+                                                              "token_chars": ["letter", "digit"]}},
+                                      "analyzer": {"grams": {"type": "custom", "tokenizer": "grams"}}}},
+            "mappings": {"properties": {"t": {"type": "text", "analyzer": "grams", "fielddata": True}}}}))
+        drill.condition = (f"fielddata of {docs} random {chars}-character texts in 4-12-grams loaded into the heap; "
+                           f"threshold {threshold:.1%} = old generation after a full GC ({old / heap:.1%}) + 4 %")
+
+        async def load() -> None:
+            rng = random.Random(scratch.id)
+            alphabet = string.ascii_lowercase + string.digits
+            for first in range(0, docs, 100):
+                lines = []
+                for i in range(first, min(docs, first + 100)):
+                    text = "".join(rng.choices(alphabet, k=chars))
+                    lines += [json.dumps({"index": {"_id": str(i)}}), json.dumps({"t": text})]
+                res = await search.call(search.os.bulk(body="\n".join(lines) + "\n", index=name))
+                if res.get("errors"):
+                    raise RuntimeError(f"bulk load of {name} failed")
+            await search.call(search.os.indices.refresh(index=name))
+            await search.call(search.os.search(index=name, body={"size": 0,
+                                                                 "aggs": {"t": {"terms": {"field": "t"}}}}))
+            stats = await search.call(search.os.nodes.stats(metric="breaker"))
+            drill.extra["fielddata_bytes"] = sum(n["breakers"]["fielddata"]["estimated_size_in_bytes"]
+                                                 for n in stats["nodes"].values())
+            drill.extra["load_s"] = time.time() - drill.started
+
+        async def crossing() -> None:
+            """When the node's pressure first passed the threshold, read from the node itself (for the bench:
+            the condition holds from then, not from the start of the load)."""
+            while True:
+                _node, used, total = await _old_generation(search, pid)
+                if used / total > threshold:
+                    drill.holds_after_s = time.time() - drill.started
+                    return
+                await asyncio.sleep(0.2)
+
+        # The clock starts with the load, which goes on while the caller waits for the alert: indexing the
+        # n-grams already fills the old generation, and the alert can fire before the aggregation returns.
+        drill.started = time.time()
+        loading, watching = asyncio.create_task(load()), asyncio.create_task(crossing())
+        try:
+            yield drill
+        finally:
+            for task in (loading, watching):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if loading.done() and not loading.cancelled() and loading.exception() is not None:
+                raise RuntimeError("the heap drill's load failed") from loading.exception()
+    finally:
+        with contextlib.suppress(Exception):
+            await search.call(search.os.indices.delete(index=name))
+        await search.close()
+        await asyncio.to_thread(apply_profile, {"KREDETE_ALERT_OPENSEARCH_HEAP_RATIO": before})
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(full_gc, pid)
+
+
 @contextlib.asynccontextmanager
 async def drill_collector(scratch: Scratch, env: dict[str, str], tag: str) -> AsyncIterator[int]:
     """The drill's own collector (Scratch.collector), announced to Prometheus and scraped once before the
@@ -678,6 +796,7 @@ DRILLS: dict[str, Callable[[Scratch], Any]] = {
     "opensearch_red": lambda s: opensearch_health(s, "red"),
     "outbox_consumer_lag": outbox_consumer_stopped,
     "search_sync_lag": search_sync_stopped,
+    "opensearch_heap": opensearch_heap,
 }
 
 
@@ -694,6 +813,7 @@ CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
     "opensearch_red": lambda s: ("OpenSearchClusterRed", {}),
     "outbox_consumer_lag": lambda s: ("OutboxConsumerLag", {"database": f"drill_{s.id}"}),
     "search_sync_lag": lambda s: ("SearchSyncLag", {"database": f"drill_sync_{s.id}"}),
+    "opensearch_heap": lambda s: ("OpenSearchHeapHigh", {}),
 }
 
 

@@ -128,7 +128,10 @@ async def opensearch_families(state: State) -> list[Any]:
         shards.add_metric([c, k], v)
     fams += [status, nodes, shards]
     node_g = {f: gauge(f"kredete_opensearch_node_{f}", doc, ["node"]) for f, doc in (
-        ("heap_used_bytes", "JVM heap in use"), ("heap_max_bytes", "JVM heap maximum"),
+        ("heap_used_bytes", "JVM heap in use (young generation's garbage included)"),
+        ("heap_max_bytes", "JVM heap maximum"),
+        ("heap_old_used_bytes", "JVM old-generation pool in use (what outlived young collections): over "
+                                "heap_max_bytes, the node's memory pressure"),
         ("fs_total_bytes", "Size of the node's data filesystem"),
         ("fs_available_bytes", "Free space of the node's data filesystem"),
         ("documents", "Documents on the node (primaries and replicas)"),

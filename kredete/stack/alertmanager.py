@@ -8,6 +8,7 @@ is set (a pager, chat or a test's receiver); without one, alerts stay visible in
 
 from __future__ import annotations
 
+import hashlib
 import urllib.request
 
 import yaml
@@ -38,10 +39,15 @@ INHIBIT_RULES = [
 def render_config(settings: MonitoringSettings) -> str:
     receiver: dict = {"name": "default"}
     if settings.alert_webhook_url:
-        receiver["webhook_configs"] = [{"url": settings.alert_webhook_url, "send_resolved": True,
-                                        "max_alerts": 0}]
+        # Named after its URL: Alertmanager remembers what it notified per receiver name, so a new destination
+        # starts with no memory. Under one name, an alert still firing when notified (or resolved without
+        # the resolution reaching it, e.g. the webhook unset meanwhile) and firing again later counts as
+        # already told, and is not sent again for repeat_interval.
+        digest = hashlib.sha256(settings.alert_webhook_url.encode()).hexdigest()[:10]
+        receiver = {"name": f"webhook-{digest}",
+                    "webhook_configs": [{"url": settings.alert_webhook_url, "send_resolved": True, "max_alerts": 0}]}
     config = {
-        "route": {"receiver": "default", "group_by": ["alertname", "severity"],
+        "route": {"receiver": receiver["name"], "group_by": ["alertname", "severity"],
                   "group_wait": _duration(settings.monitor_group_wait_s),
                   "group_interval": _duration(settings.monitor_group_interval_s), "repeat_interval": "4h"},
         "receivers": [receiver],

@@ -27,6 +27,9 @@ class NodeStats(BaseModel):
     node: str
     heap_used_bytes: int
     heap_max_bytes: int
+    #: The old-generation pool: what outlived young collections (cached fielddata, segments' structures, and
+    #: garbage until a mixed or full collection). Its share of the heap is the node's memory pressure.
+    heap_old_used_bytes: int = 0
     fs_total_bytes: int
     fs_available_bytes: int
     documents: int
@@ -82,6 +85,7 @@ class SearchStats:
             node_rows.append(NodeStats(
                 node=n.get("name", "?"), heap_used_bytes=n["jvm"]["mem"]["heap_used_in_bytes"],
                 heap_max_bytes=n["jvm"]["mem"]["heap_max_in_bytes"],
+                heap_old_used_bytes=n["jvm"]["mem"].get("pools", {}).get("old", {}).get("used_in_bytes", 0),
                 fs_total_bytes=n["fs"]["total"]["total_in_bytes"],
                 fs_available_bytes=n["fs"]["total"]["available_in_bytes"],
                 documents=ind.get("docs", {}).get("count", 0),

@@ -110,6 +110,12 @@ def test_alertmanager_posts_to_the_webhook_only_when_one_is_set(monkeypatch):
     monkeypatch.setenv("KREDETE_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/alerts")
     hooked = yaml.safe_load(render_config(load_monitoring_settings()))
     assert hooked["receivers"][0]["webhook_configs"][0]["url"] == "http://127.0.0.1:9/alerts"
+    assert hooked["route"]["receiver"] == hooked["receivers"][0]["name"]
+    # Another destination is another receiver: Alertmanager's memory of what it told the old one does not
+    # hold back an alert the new one has never seen.
+    monkeypatch.setenv("KREDETE_ALERT_WEBHOOK_URL", "http://127.0.0.1:10/alerts")
+    other = yaml.safe_load(render_config(load_monitoring_settings()))
+    assert other["receivers"][0]["name"] != hooked["receivers"][0]["name"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@
 
 The drills (kredete/ops/alert_drills.py) stop the replica, pause its replay, deadlock two transactions,
 sleep past the slow-statement threshold, lower the disk threshold, exhaust a pool of 2, make OpenSearch
-yellow and red, stop an outbox consumer and freeze the credit-store search follower; bench/monitoring.py
-times the same drills.
+yellow and red, stop an outbox consumer, freeze the credit-store search follower and load fielddata into
+OpenSearch's heap; bench/monitoring.py times the same drills.
 """
 
 from __future__ import annotations
