@@ -600,6 +600,20 @@ async def opensearch_heap(scratch: Scratch, docs: int = 300, chars: int = 1000) 
         drill.condition = (f"fielddata of {docs} random {chars}-character texts in 4-12-grams loaded into the heap; "
                            f"threshold {threshold:.1%} = old generation after a full GC ({old / heap:.1%}) + 4 %")
 
+        async def retried(make: Callable[[], Any]) -> Any:
+            """A request the node refuses with 429 (its parent circuit breaker: the heap is nearly full, most
+            of it garbage not yet collected) is sent again, as a client does: the pressure is the point here."""
+            from stores.errors import StoreUnavailable
+
+            for attempt in range(20):
+                try:
+                    return await search.call(make())
+                except StoreUnavailable as exc:
+                    if "429" not in str(exc) or attempt == 19:
+                        raise
+                    await asyncio.sleep(0.5)
+            return None
+
         async def load() -> None:
             rng = random.Random(scratch.id)
             alphabet = string.ascii_lowercase + string.digits
@@ -608,12 +622,13 @@ async def opensearch_heap(scratch: Scratch, docs: int = 300, chars: int = 1000) 
                 for i in range(first, min(docs, first + 100)):
                     text = "".join(rng.choices(alphabet, k=chars))
                     lines += [json.dumps({"index": {"_id": str(i)}}), json.dumps({"t": text})]
-                res = await search.call(search.os.bulk(body="\n".join(lines) + "\n", index=name))
+                body = "\n".join(lines) + "\n"
+                res = await retried(lambda body=body: search.os.bulk(body=body, index=name))
                 if res.get("errors"):
                     raise RuntimeError(f"bulk load of {name} failed")
-            await search.call(search.os.indices.refresh(index=name))
-            await search.call(search.os.search(index=name, body={"size": 0,
-                                                                 "aggs": {"t": {"terms": {"field": "t"}}}}))
+            await retried(lambda: search.os.indices.refresh(index=name))
+            await retried(lambda: search.os.search(index=name, body={"size": 0,
+                                                                     "aggs": {"t": {"terms": {"field": "t"}}}}))
             stats = await search.call(search.os.nodes.stats(metric="breaker"))
             drill.extra["fielddata_bytes"] = sum(n["breakers"]["fielddata"]["estimated_size_in_bytes"]
                                                  for n in stats["nodes"].values())
@@ -622,8 +637,14 @@ async def opensearch_heap(scratch: Scratch, docs: int = 300, chars: int = 1000) 
         async def crossing() -> None:
             """When the node's pressure first passed the threshold, read from the node itself (for the bench:
             the condition holds from then, not from the start of the load)."""
+            from stores.errors import StoreUnavailable
+
             while True:
-                _node, used, total = await _old_generation(search, pid)
+                try:
+                    _node, used, total = await _old_generation(search, pid)
+                except StoreUnavailable:  # a 429 of the breaker: look again
+                    await asyncio.sleep(0.2)
+                    continue
                 if used / total > threshold:
                     drill.holds_after_s = time.time() - drill.started
                     return
