@@ -157,7 +157,8 @@ def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, A
     txs = asyncio.run(_transactions(settings))
     res: dict[str, Any] = {
         "tool": TOOL, "calls": calls, "clients": clients, "users": users,
-        "host": {"python": platform.python_version(), "cores": os.cpu_count(), "load_1m": os.getloadavg()[0]},
+        "host": {"python": platform.python_version(), "cores": os.cpu_count(), "load_1m": os.getloadavg()[0],
+                 "load_avg_start": os.getloadavg()},
     }
     started = time.perf_counter()
     with console.status("floor: prepared asyncpg"):
@@ -183,6 +184,7 @@ def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, A
         one = res["http"]["1"]["concurrent"]["calls_per_s"]
         res["ratios"].update({f"calls_per_s_{n}_over_1": round(r["concurrent"]["calls_per_s"] / one, 2)
                               for n, r in res["http"].items() if n != "1"})
+    res["host"]["load_avg_end"] = os.getloadavg()
     res["seconds"] = round(time.perf_counter() - started, 1)
     return res
 

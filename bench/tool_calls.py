@@ -1,6 +1,8 @@
-"""Tool-call benchmark, one run: MCP over HTTP vs the same query made directly, and redaction throughput.
+"""Tool-call benchmark, one run: MCP over HTTP vs the same query made directly, peer MCP servers, and redaction
+throughput.
 
-    python -m bench.tool_calls [--calls 300] [--concurrency 8] [--users 200] [--fresh]
+    python -m bench.peers setup      # once: the peer servers into ~/.cache/kredete/peers (never in CI)
+    python -m bench.tool_calls [--calls 300] [--concurrency 8] [--users 200] [--fresh] [--peer-calls 300]
 
 For `get_transaction` and `search_transactions` (as a support agent, narrowed to one user), three paths
 answer the same question with the same SQL shape against the same replica, as the agent role:
@@ -16,6 +18,19 @@ reported per path. Redaction throughput: `redact_value` with the support_agent p
 transaction and credit report, dumped as dicts. The server limits 60 calls/min per principal and tool, so
 the MCP client rotates to a fresh token subject every 50 calls (no server change).
 
+Peers (same run, same data, each against the same transport; every path once per round, `--peer-calls`
+rounds, sequential; a peer that is not installed is left out and `peers.installs` says why):
+
+  get_transaction  ours over stdio and HTTP; Crystal DBA's postgres-mcp `execute_sql` (restricted mode, the
+                   agent's replica URL) with the one SELECT equivalent to the tool's three statements, over stdio
+                   (postgres-mcp 0.3.0 has stdio and SSE, no streamable HTTP); the prepared asyncpg floor
+  get_dispute      ours over HTTP and stdio; mongodb-mcp-server `find` (read-only, the repository's filter) on the
+                   same FerretDB database over streamable HTTP (JSON responses, as ours) and stdio; a pymongo
+                   floor (AsyncMongoClient, one find)
+
+The peers check nothing (no authentication, scope, redaction, budget or audit): the comparison is what an agent
+waits for. The server runs with raised rate limits here (the Redis check still runs on every call).
+
 Data: its own dataset (`kredete_bench` Postgres/Mongo DBs, `kredete-bench` index prefix), built through the
 CLI on first use and reused after. Results: bench/results/tool_calls.json and a rich table.
 """
@@ -30,7 +45,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -233,7 +248,7 @@ async def _documents(settings: Any) -> tuple[list[tuple[str, dict[str, Any], UUI
     try:
         async for page in CreditStoreScan(mongo).pages("credit_reports", batch=500):
             for d in page:
-                d.pop("_id", None)
+                d = {k: v for k, v in d.items() if k != "_id"}  # a copy: the scan pages on the rows' _id
                 uid = d.get("user_id")
                 docs.append(("credit_report", plain(d), UUID(uid) if uid else None))
     finally:
@@ -274,6 +289,242 @@ def bench_redaction(docs: list[tuple[str, dict[str, Any], UUID | None]], names: 
     return out
 
 
+# --- peers: the same questions through other MCP servers, same transport, in interleaved rounds --------
+
+PEER_TIMEOUT_S = 180
+
+
+def _peer_sql(tx: Any) -> str:
+    """`get_transaction`'s three statements as the one SELECT a SQL tool takes (the id is a UUID we chose)."""
+    from stores.postgres.transactions import DETAIL_COLUMNS
+
+    tid = str(UUID(str(tx)))
+    return (f"SELECT {DETAIL_COLUMNS}, "
+            "(SELECT json_agg(e ORDER BY e.line_no) FROM (SELECT line_no, wallet_id, currency, direction, "
+            "amount_minor, entry_type FROM ledger_entries WHERE transaction_id = t.id AND created_at = t.created_at)"
+            " e) AS entries, "
+            "(SELECT json_agg(r ORDER BY r.created_at, r.id) FROM (SELECT id, amount_minor, currency, status, "
+            "reason, created_at, refund_transaction_id FROM refunds WHERE transaction_id = t.id) r) AS refunds "
+            f"FROM transactions t WHERE t.id = '{tid}'::uuid")
+
+
+def _dispute_filter(dispute: tuple[str, str]) -> dict[str, Any]:
+    """The filter `DisputeRepository.get` sends for one user's dispute (scope, user, id)."""
+    dispute_id, user_id = dispute
+    return {"user_id": {"$eq": user_id}, "_id": {"$eq": dispute_id}}
+
+
+async def _disputes(settings: Any, n: int, seed: int = 13) -> list[tuple[str, str]]:
+    from stores.mongo.client import MongoStore
+
+    mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
+    try:
+        rows = await mongo.db.dispute_cases.find({}, {"user_id": 1}).sort("_id", 1).to_list(None)
+    finally:
+        await mongo.close()
+    rng = random.Random(seed)
+    return [(str(d["_id"]), str(d["user_id"])) for d in (rng.choice(rows) for _ in range(n))]
+
+
+@contextlib.asynccontextmanager
+async def _stdio(command: str, args: list[str], env: dict[str, str]) -> AsyncIterator[Any]:
+    import os
+    import tempfile
+
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    from config.paths import REPO_ROOT
+
+    params = StdioServerParameters(command=command, args=args, env={"PATH": os.environ.get("PATH", ""), **env},
+                                   cwd=str(REPO_ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
+            await asyncio.wait_for(s.initialize(), PEER_TIMEOUT_S)
+            yield s
+
+
+@contextlib.contextmanager
+def _mongodb_mcp_http(env: dict[str, str]) -> Iterator[str]:
+    """mongodb-mcp-server over streamable HTTP with JSON responses (as ours answers), on a free port."""
+    import socket
+    import subprocess
+
+    from bench.peers import mongodb_mcp_binary
+    from config.paths import local_dir
+    from config.ports import free_port
+
+    port = free_port()
+    log = local_dir() / "bench-mongodb-mcp-http.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(mongodb_mcp_binary()), "--transport", "http", "--httpPort", str(port),
+                                 "--httpResponseType", "json"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + PEER_TIMEOUT_S
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mongodb-mcp-server did not listen: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _mongodb_env(settings: Any) -> dict[str, str]:
+    import os
+
+    url = settings.mongo_url.get_secret_value()
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
+            "MDB_MCP_CONNECTION_STRING": url, "MDB_MCP_READ_ONLY": "true", "MDB_MCP_TELEMETRY": "disabled",
+            "MDB_MCP_LOGGERS": "stderr", "DO_NOT_TRACK": "1"}
+
+
+async def _rounds(paths: dict[str, Callable[[int], Awaitable[Any]]], n: int) -> dict[str, dict[str, Any]]:
+    """Every path once per round, `n` rounds after a warm-up: the machine's load drifts alike over all paths."""
+    for i in range(WARMUP):
+        for call in paths.values():
+            await call(10_000 + i)
+    ms: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(n):
+        for name, call in paths.items():
+            t = time.perf_counter()
+            await call(i)
+            ms[name].append((time.perf_counter() - t) * 1000)
+    return {name: latency_summary(v) for name, v in ms.items()}
+
+
+def _ok(result: Any, what: str, errors: list[str]) -> None:
+    from evals.harness import error_text
+
+    if result.is_error:
+        errors.append(f"{what}: {error_text(result)[:300]}")
+
+
+async def bench_peer_transactions(url: str, env: dict[str, str], settings: Any, txs: list[UUID],
+                                  n: int) -> dict[str, Any]:
+    """get_transaction: ours over stdio and HTTP, postgres-mcp's execute_sql over stdio (it has no streamable
+    HTTP), and the prepared asyncpg floor, in interleaved rounds."""
+    from bench.peers import postgres_mcp_binary
+    from evals.harness import KREDETE, token_for
+
+    errors: list[str] = []
+    token = token_for(settings, "support_agent", subject="bench-peers")
+    replica = settings.postgres_agent_replica_url.get_secret_value()
+    async with contextlib.AsyncExitStack() as stack:
+        floor = await stack.enter_async_context(prepared_get_transaction(settings))
+        ours_stdio = await stack.enter_async_context(_stdio(KREDETE, ["serve"], {**env, "KREDETE_TOKEN": token}))
+        ours_http = await stack.enter_async_context(http_session(url, token))
+        paths: dict[str, Callable[[int], Awaitable[Any]]] = {
+            "floor_asyncpg": lambda i: floor(txs[i % len(txs)]),
+        }
+
+        async def kredete(s: Any, i: int, label: str) -> None:
+            _ok(await s.call_tool("get_transaction", {"transaction_id": str(txs[i % len(txs)])}), label, errors)
+
+        paths["kredete_stdio"] = lambda i: kredete(ours_stdio, i, "kredete stdio")
+        paths["kredete_http"] = lambda i: kredete(ours_http, i, "kredete http")
+        if postgres_mcp_binary().exists():
+            pg = await stack.enter_async_context(_stdio(str(postgres_mcp_binary()),
+                                                        ["--access-mode=restricted", "--transport=stdio", replica],
+                                                        {}))
+
+            async def peer(i: int) -> None:
+                tx = txs[i % len(txs)]
+                res = await pg.call_tool("execute_sql", {"sql": _peer_sql(tx)})
+                _ok(res, "postgres-mcp", errors)
+                if str(tx) not in " ".join(getattr(c, "text", "") for c in res.content):
+                    errors.append("postgres-mcp: the transaction was not returned")
+
+            paths["postgres_mcp_stdio"] = peer
+        res = await _rounds(paths, n)
+    if errors:
+        raise RuntimeError(f"{len(errors)} peer-bench calls failed, e.g. {errors[0]}")
+    return res
+
+
+async def bench_peer_disputes(url: str, env: dict[str, str], settings: Any, disputes: list[tuple[str, str]],
+                              n: int) -> dict[str, Any]:
+    """get_dispute: ours over HTTP and stdio, mongodb-mcp-server's find over HTTP and stdio on the same FerretDB
+    database, and a pymongo floor (AsyncMongoClient, one find with the repository's filter)."""
+    from pymongo import AsyncMongoClient
+
+    from bench.peers import mongodb_mcp_binary
+    from evals.harness import KREDETE, token_for
+
+    errors: list[str] = []
+    token = token_for(settings, "support_agent", subject="bench-peers")
+    db, coll = settings.mongo_db, "dispute_cases"
+    async with contextlib.AsyncExitStack() as stack:
+        client = AsyncMongoClient(settings.mongo_url.get_secret_value())
+        stack.push_async_callback(client.close)
+        collection = client[db][coll]
+
+        async def floor(i: int) -> None:
+            d = disputes[i % len(disputes)]
+            if await collection.find_one(_dispute_filter(d), sort=[("_id", 1)]) is None:
+                errors.append(f"floor: no dispute {d[0]}")
+
+        ours_http = await stack.enter_async_context(http_session(url, token))
+        ours_stdio = await stack.enter_async_context(_stdio(KREDETE, ["serve"], {**env, "KREDETE_TOKEN": token}))
+
+        async def kredete(s: Any, i: int, label: str) -> None:
+            dispute_id, user_id = disputes[i % len(disputes)]
+            _ok(await s.call_tool("get_dispute", {"dispute_id": dispute_id, "user_id": user_id}), label, errors)
+
+        paths: dict[str, Callable[[int], Awaitable[Any]]] = {
+            "floor_pymongo": floor,
+            "kredete_http": lambda i: kredete(ours_http, i, "kredete http"),
+            "kredete_stdio": lambda i: kredete(ours_stdio, i, "kredete stdio"),
+        }
+        if mongodb_mcp_binary().exists():
+            menv = _mongodb_env(settings)
+            mongo_http_url = stack.enter_context(_mongodb_mcp_http(menv))
+            mongo_http = await stack.enter_async_context(http_session(mongo_http_url, None))
+            mongo_stdio = await stack.enter_async_context(_stdio(str(mongodb_mcp_binary()), ["--transport", "stdio"],
+                                                                 menv))
+
+            async def find(s: Any, i: int, label: str) -> None:
+                # "preconfigured": the connection of MDB_MCP_CONNECTION_STRING (3.x names a connection per call).
+                res = await s.call_tool("find", {"connectionId": "preconfigured", "database": db, "collection": coll,
+                                                 "filter": _dispute_filter(disputes[i % len(disputes)]),
+                                                 "sort": {"_id": 1}, "limit": 1})
+                _ok(res, label, errors)
+                if len((res.structured_content or {}).get("documents") or []) != 1:
+                    errors.append(f"{label}: the dispute was not found")
+
+            paths["mongodb_mcp_http"] = lambda i: find(mongo_http, i, "mongodb-mcp http")
+            paths["mongodb_mcp_stdio"] = lambda i: find(mongo_stdio, i, "mongodb-mcp stdio")
+        res = await _rounds(paths, n)
+    if errors:
+        raise RuntimeError(f"{len(errors)} peer-bench calls failed, e.g. {errors[0]}")
+    return res
+
+
+def _peer_ratios(peers: dict[str, Any]) -> dict[str, float]:
+    """p50 over the same transport's peer and over the floor (below 1: ours is faster than the peer)."""
+    out: dict[str, float] = {}
+    tx, dis = peers.get("get_transaction", {}), peers.get("get_dispute", {})
+    pairs = [("get_transaction", tx, "kredete_stdio", "postgres_mcp_stdio"),
+             ("get_dispute", dis, "kredete_http", "mongodb_mcp_http"),
+             ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio")]
+    for tool, res, ours, peer in pairs:
+        if ours in res and peer in res:
+            out[f"{tool}/{ours}_over_{peer}_p50"] = round(res[ours]["p50_ms"] / res[peer]["p50_ms"], 2)
+    for tool, res, floor in (("get_transaction", tx, "floor_asyncpg"), ("get_dispute", dis, "floor_pymongo")):
+        for path, r in res.items():
+            if path != floor and floor in res:
+                out[f"{tool}/{path}_over_floor_p50"] = round(r["p50_ms"] / res[floor]["p50_ms"], 2)
+    return out
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 def _ratios(res: dict[str, Any]) -> dict[str, Any]:
@@ -290,16 +541,25 @@ def _ratios(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(calls: int, workers: int, users: int, fresh: bool) -> dict[str, Any]:
+def run(calls: int, workers: int, users: int, fresh: bool, peer_calls: int = 300, peers: bool = True) -> dict[str, Any]:
+    import os
+
+    from bench.peers import status as peer_status
+    from bench.profile_calls import LIMITS
+
     ds = Dataset("bench", users=users, seed=42)
     with console.status("preparing the bench dataset"):
         ds.prepare(fresh=fresh, log=lambda m: console.log(m))
     settings = ds.settings()
     txs, sample_users = asyncio.run(_sample(settings, 500))
     res: dict[str, Any] = {"calls": calls, "concurrency": workers, "users": users, "rotate_token_every": ROTATE_EVERY,
-                           "host": {"python": platform.python_version(), "machine": platform.machine()}}
+                           "host": {"python": platform.python_version(), "machine": platform.machine(),
+                                    "cores": os.cpu_count(), "load_avg_start": os.getloadavg()}}
     started = time.perf_counter()
-    with http_server(ds.env, log_name="bench-http-server") as url:
+    # Raised limits (the Redis check still runs on every call): the peer rounds make hundreds of calls per
+    # principal and tool, over stdio too (where a token cannot rotate).
+    env = {**ds.env, **LIMITS}
+    with http_server(env, log_name="bench-http-server") as url:
         for tool in TOOLS:
             res[tool] = {}
             with console.status(f"{tool}: MCP over HTTP"):
@@ -309,10 +569,22 @@ def run(calls: int, workers: int, users: int, fresh: bool) -> dict[str, Any]:
                                                                        sample_users))
             with console.status(f"{tool}: raw asyncpg"):
                 res[tool]["raw"] = asyncio.run(bench_raw(settings, tool, calls, workers, txs, sample_users))
+        if peers:
+            res["peers"] = {"calls": peer_calls, "installs": peer_status(),
+                            "note": "interleaved rounds (every path once per round), sequential calls, p50/p99"}
+            with console.status("peers: get_transaction vs postgres-mcp execute_sql (stdio)"):
+                res["peers"]["get_transaction"] = asyncio.run(bench_peer_transactions(url, env, settings, txs,
+                                                                                      peer_calls))
+            disputes = asyncio.run(_disputes(settings, 500))
+            with console.status("peers: get_dispute vs mongodb-mcp-server find (HTTP, stdio)"):
+                res["peers"]["get_dispute"] = asyncio.run(bench_peer_disputes(url, env, settings, disputes,
+                                                                              peer_calls))
+            res["peers"]["ratios"] = _peer_ratios(res["peers"])
     res["ratio_mcp_over_direct"] = _ratios(res)
     with console.status("redaction throughput"):
         docs, names = asyncio.run(_documents(settings))
         res["redaction"] = bench_redaction(docs, names)
+    res["host"]["load_avg_end"] = os.getloadavg()
     res["seconds"] = round(time.perf_counter() - started, 1)
     return res
 
@@ -340,6 +612,19 @@ def show(res: dict[str, Any]) -> None:
         r.add_row(kind, variant, str(v["documents"]), f"{v['bytes'] / 1e6:.2f}", f"{v['docs_per_s']:.0f}",
                   f"{v['mb_per_s']:.2f}", str(v["findings"]))
     console.print(r)
+    if "peers" in res:
+        p = Table(title=f"peers: same question, same transport, {res['peers']['calls']} interleaved rounds "
+                        f"(load {res['host']['load_avg_start'][0]:.1f} at start)")
+        for col in ("tool", "path", "p50 ms", "p99 ms"):
+            p.add_column(col, justify="left" if col in ("tool", "path") else "right")
+        for tool in ("get_transaction", "get_dispute"):
+            for path, v in res["peers"].get(tool, {}).items():
+                p.add_row(tool, path, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}")
+        console.print(p)
+        console.print(res["peers"]["ratios"])
+        for name, st in res["peers"]["installs"].items():
+            if not st.get("ok"):
+                console.print(f"[red]{name} not installed[/red]: {st.get('steps')}")
 
 
 def main() -> None:
@@ -348,8 +633,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
     ap.add_argument("--fresh", action="store_true", help="rebuild the bench dataset even if it exists")
+    ap.add_argument("--peer-calls", type=int, default=300, help="interleaved rounds of the peer comparison")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peer MCP servers (`python -m bench.peers "
+                                                             "setup` installs them)")
     args = ap.parse_args()
-    res = run(args.calls, args.concurrency, args.users, args.fresh)
+    res = run(args.calls, args.concurrency, args.users, args.fresh, args.peer_calls, not args.no_peers)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")
     show(res)

@@ -20,7 +20,8 @@ DRIVERS = ("asyncpg", "motor", "pymongo", "redis", "opensearchpy", "boto3", "aio
 #: Benchmarks may keep a raw driver only for the floor they measure the project's own path against.
 BENCH_FLOORS = {
     "bench.seed": "plain COPY and COPY into the real schema, the baselines of the seeder",
-    "bench.tool_calls": "a bare asyncpg pool with the repository's statements, the baseline of the tool calls",
+    "bench.tool_calls": "a bare asyncpg pool with the repository's statements and a bare pymongo client with its "
+                        "filter, the baselines of the tool calls",
 }
 #: What each layer may import from the project (besides itself and config). Anything else points up.
 ALLOWED = {
