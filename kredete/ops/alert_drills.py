@@ -674,6 +674,35 @@ async def opensearch_heap(scratch: Scratch, docs: int = 300, chars: int = 1000) 
 
 
 @contextlib.asynccontextmanager
+async def patroni_leader_killed(scratch: Scratch) -> AsyncIterator[Drill]:
+    """HA profile only: kill -9 the Patroni leader (Patroni and its PostgreSQL, as `kredete drill failover`
+    does); the synchronous standby is promoted on a new timeline. The killed member is started again at the end
+    and rejoins as a replica."""
+    from kredete import stack
+    from kredete.drills.failover import _kill_member
+    from kredete.stack import patroni
+
+    if stack.profile() != "ha":
+        raise RuntimeError("the leader-change drill needs the HA profile (`kredete stack up --profile ha`)")
+    lead = await asyncio.to_thread(patroni.leader)
+    if not lead:
+        raise RuntimeError("no Patroni leader to kill")
+    victim = {s.name: s for s in stack.local_servers()}[lead["name"]]
+    drill = Drill("PatroniLeaderChanged", {"scope": patroni.SCOPE},
+                  f"kill -9 of the Patroni leader {victim.name} (Patroni and its PostgreSQL)")
+    await asyncio.to_thread(_kill_member, victim)
+    drill.started = time.time()
+    try:
+        new = await asyncio.to_thread(patroni.wait_for, lambda: (lambda m: m if m and m["name"] != victim.name
+                                                                 else None)(patroni.leader()), "no new leader", 120)
+        drill.holds_after_s = time.time() - drill.started  # the promotion: a new timeline from then
+        drill.extra["new_leader"] = new["name"]
+        yield drill
+    finally:
+        await asyncio.to_thread(victim.start)
+
+
+@contextlib.asynccontextmanager
 async def drill_collector(scratch: Scratch, env: dict[str, str], tag: str) -> AsyncIterator[int]:
     """The drill's own collector (Scratch.collector), announced to Prometheus and scraped once before the
     block runs: the time a drill measures is its alert's, not target discovery's. Yields its port."""
@@ -821,6 +850,12 @@ DRILLS: dict[str, Callable[[Scratch], Any]] = {
 }
 
 
+#: Drills of the HA profile's stack only (`kredete stack up --profile ha`).
+HA_DRILLS: dict[str, Callable[[Scratch], Any]] = {
+    "patroni_leader_change": patroni_leader_killed,
+}
+
+
 #: The alert each drill causes and the labels known before it runs (to wait for an earlier one to clear).
 CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
     "replica_down": lambda s: ("PostgresReplicaDown", {"server": "postgres-replica"}),
@@ -835,6 +870,7 @@ CLEARS: dict[str, Callable[[Scratch], tuple[str, dict[str, str]]]] = {
     "outbox_consumer_lag": lambda s: ("OutboxConsumerLag", {"database": f"drill_{s.id}"}),
     "search_sync_lag": lambda s: ("SearchSyncLag", {"database": f"drill_sync_{s.id}"}),
     "opensearch_heap": lambda s: ("OpenSearchHeapHigh", {}),
+    "patroni_leader_change": lambda s: ("PatroniLeaderChanged", {}),
 }
 
 
@@ -882,7 +918,7 @@ async def run_drill(name: str, scratch: Scratch, receiver: WebhookReceiver, time
     await wait_until(lambda: not alertmanager_holds(alertname, labels), timeout,
                      f"{alertname} to clear in Alertmanager before the drill")
     await asyncio.sleep(2 * float(TEST_PROFILE["KREDETE_MONITOR_GROUP_INTERVAL_S"]))
-    async with DRILLS[name](scratch) as drill:
+    async with {**DRILLS, **HA_DRILLS}[name](scratch) as drill:
         for_s = rule_for(drill.alert)
         await wait_until(lambda: prometheus_alert(drill.alert, drill.labels), timeout,
                                  f"{drill.alert} {drill.labels} firing in Prometheus", every=0.1)

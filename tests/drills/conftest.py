@@ -22,7 +22,7 @@ from evals.harness import free_port
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 PORT_NAMES = ("postgres", "postgres_replica", "postgres_replica2", "redis", "mongo", "mongo_debug", "opensearch",
               "opensearch_transport", "s3", "s3_console", "s3_dr", "s3_dr_console", "s3_cold", "s3_cold_console",
-              "s3_audit",
+              "s3_audit", "prometheus", "alertmanager",
               *(f"{kind}{i}" for kind in ("ha_postgres", "ha_patroni", "etcd") for i in (1, 2, 3)),
               *(f"etcd{i}_peer" for i in (1, 2, 3)))
 #: What the drills need: the primary, FerretDB (credit store), Redis (the MCP server's rate limiter), MinIO

@@ -1,25 +1,37 @@
 """The HA profile for real, once: three etcd members and three Patroni members come up, the leader is
-killed with kill -9 under a write load, the synchronous standby takes over and nothing acknowledged is lost."""
+killed with kill -9 under a write load, the synchronous standby takes over and nothing acknowledged is lost;
+PatroniLeaderChanged reaches a webhook through the stack's Prometheus and Alertmanager."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from kredete.ops.alert_drills import TEST_PROFILE, WebhookReceiver
 from tests.drills.conftest import USERS, Scratch, scratch_stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ha() -> Iterator[Scratch]:
-    # FerretDB and Redis too: the drill writes to the credit store and asks the MCP server.
-    yield from scratch_stack(("mongo", "redis"), KREDETE_STACK_PROFILE="ha")
+def webhook() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
+    yield r
+    r.close()
 
 
-def test_failover_to_the_synchronous_standby_loses_nothing(ha):
+@pytest.fixture(scope="module")
+def ha(webhook) -> Iterator[Scratch]:
+    # FerretDB and Redis too: the drill writes to the credit store and asks the MCP server. Prometheus and
+    # Alertmanager (the drills' fast profile, posting to the test's webhook): the leader change must be alerted.
+    yield from scratch_stack(("mongo", "redis", "prometheus", "alertmanager"), KREDETE_STACK_PROFILE="ha",
+                             **TEST_PROFILE, KREDETE_ALERT_WEBHOOK_URL=webhook.url)
+
+
+def test_failover_to_the_synchronous_standby_loses_nothing(ha, webhook):
     status = ha.run("stack", "status", "--only", "ha-pg1", "--only", "ha-pg2", "--only", "ha-pg3")
     assert status.stdout.count("Patroni") == 3
     proc = ha.run("drill", "failover", "--users", str(USERS), "--load-s", "10", check=False, timeout=900)
@@ -31,3 +43,8 @@ def test_failover_to_the_synchronous_standby_loses_nothing(ha):
     assert "(was sync_standby)" in text, "only the synchronous standby may take over"
     assert "rejoined as replica" in text or "rejoined as sync_standby" in text
     assert "db check-balances: ok" in text and "db verify-audit: ok" in text and "MCP server: answers" in text
+    # Prometheus saw the new timeline and Alertmanager told the webhook (monitoring/rules/patroni.yml).
+    deadline = time.monotonic() + 90
+    while not webhook.firing("PatroniLeaderChanged", {"scope": "kredete-ha"}):
+        assert time.monotonic() < deadline, "PatroniLeaderChanged never reached the webhook"
+        time.sleep(0.5)
