@@ -84,6 +84,9 @@ async def test_an_interrupted_seed_resumes_after_its_finished_batches(mongo_url)
         rest = await seed_credit_store_async(resolve(), people, 7, db=store.db, batch_users=5, pushdown=False)
         assert rest["score_history"] <= 24 * 30 - 24 * 5 * finished  # finished batches were not re-sent
         assert await store.db.load_progress.count_documents({}) == 6
+        # the checkpoints name no user: they outlive an erasure of any of them
+        marks = str(await store.db.load_progress.find({}).to_list(None))
+        assert not [p for p in people if str(p["user_id"]) in marks]
         await seed_credit_store_async(resolve(), people, 7, db=whole.db, batch_users=5, pushdown=False)
         for coll in ("credit_reports", "score_history", "dispute_cases", "action_plans", "bureau_responses",
                      "credit_factors"):
