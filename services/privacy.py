@@ -205,8 +205,9 @@ class PrivacyService:
                 return None
 
         mongo, cache, search = await asyncio.gather(
-            attempt("credit_store", lambda: MongoStore(s.mongo_url.get_secret_value(), s.mongo_db,
-                                                       timeout=s.connect_timeout_s).connect()),
+            attempt("credit_store", lambda: MongoStore(
+                s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s,
+                backend_url=s.ferretdb_reader_url.get_secret_value() if s.ferretdb_reader_url else None).connect()),
             attempt("redis", lambda: CacheStore(s.redis_url.get_secret_value(), timeout=s.connect_timeout_s)
                     .connect()),
             attempt("opensearch", lambda: SearchStore(s.opensearch_url.get_secret_value(), prefix=s.index_prefix)
@@ -448,7 +449,8 @@ class PrivacyService:
 
     async def _step_credit_store(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         mongo = self._need("credit_store", self.mongo)
-        return {"documents": await mongo_erasure.erase(mongo.db, list(reqs), await self._matchers(reqs))}
+        return {"documents": await mongo_erasure.erase(mongo.db, list(reqs), await self._matchers(reqs),
+                                                       raw=mongo.keyset.documents if mongo.keyset else None)}
 
     async def _step_redis(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         cache = self._need("redis", self.cache)
@@ -536,7 +538,9 @@ class PrivacyService:
         if present:
             out["postgres"] = await self.repo.erase([uuid.UUID(u) for u in present])
             if self.mongo is not None:
-                out["credit_store"] = await mongo_erasure.erase(self.mongo.db, present, await self._matchers(present))
+                out["credit_store"] = await mongo_erasure.erase(
+                    self.mongo.db, present, await self._matchers(present),
+                    raw=self.mongo.keyset.documents if self.mongo.keyset else None)
             if self.cache is not None:
                 out["redis"] = await cache_erasure.erase(self.cache.redis, present, members=self._handles(present))
             if self.search is not None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from bson import ObjectId
 
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
 from stores.mongo.safety import check_field
@@ -165,6 +166,36 @@ class BackendKeyset:
             sql = self.page_sql(table, self.db_name, sort_field, list(eq), after is not None)
             plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
         return json.loads(plan)[0]
+
+    async def documents(self, collection: str, *, batch: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """Every document of a collection as FerretDB stores it, read from its table in one read-only
+        transaction: strings and numbers as they are, dates as epoch milliseconds, an ObjectId `_id` back as
+        an ObjectId (the `$s` type entry is dropped). For whole-collection scans, which FerretDB itself serves
+        by decoding each document (about 1 ms each); the values are what a raw scan needs, not a faithful
+        copy of every BSON type. MissingTable: the collection does not exist."""
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                table = await self._table(conn, collection)
+                async with conn.transaction(readonly=True):
+                    query = f"{COMMENT} SELECT _jsonb::text FROM {_ident(self.db_name)}.{_ident(table)}"
+                    async for row in conn.cursor(query, prefetch=batch):
+                        doc = json.loads(row[0])
+                        schema = doc.pop("$s", None) or {}
+                        if ((schema.get("p") or {}).get("_id") or {}).get("t") == "objectId":
+                            doc["_id"] = ObjectId(doc["_id"])
+                        yield doc
+        except asyncpg.UndefinedTableError:
+            self._tables.pop(collection, None)  # dropped meanwhile (or made again under a new name)
+            raise MissingTable(f"no collection {collection!r}", store="mongo") from None
+        except StoreError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                asyncpg.QueryCanceledError) as exc:
+            raise StoreUnavailable(f"FerretDB's PostgreSQL did not answer ({type(exc).__name__})",
+                                   store="mongo") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"reading {collection} refused ({type(exc).__name__})", store="mongo") from exc
 
     async def close(self) -> None:
         if self._pool is not None:

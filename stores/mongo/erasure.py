@@ -15,13 +15,14 @@ when the user is erased are dropped as they drain (`AILogger(erased=...)`, the k
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import json_util
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 
 from stores.fingerprints import Matcher, judge, strings
+from stores.mongo.backend_keyset import MissingTable
 from stores.mongo.collections import (
     CONVERSATION_OWNERS,
     EMBEDDINGS,
@@ -48,10 +49,10 @@ AI_COLLECTIONS = (LLM_CONVERSATIONS, PROMPT_HISTORY, FEEDBACK_SIGNALS, MODEL_PRE
 _ONE_BY_ONE = 64
 
 
-async def _by_user(ids: list[str], field: str, act: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
+async def _by_user(ids: Sequence[Any], field: str, act: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
     """Run `act(filter)` on the users' documents (one filter per user, or one `$in` for a large batch)."""
     if len(ids) > _ONE_BY_ONE:
-        return await act({field: {"$in": ids}})
+        return await act({field: {"$in": list(ids)}})
     return sum([await act({field: {"$eq": uid}}) for uid in ids])
 
 
@@ -61,15 +62,34 @@ def _deleter(coll: AsyncIOMotorCollection) -> Callable[[dict[str, Any]], Awaitab
     return act
 
 
+#: Reads every document of a collection straight from FerretDB's storage (`BackendKeyset.documents`).
+RawReader = Callable[[str], AsyncIterator[dict[str, Any]]]
+
+
 def _text(doc: dict[str, Any]) -> list[str]:
     """Every string of a document, its ids included (raw BSON types as their JSON text)."""
     return list(strings(json.loads(json.dumps(doc, default=json_util.default))))
 
 
+async def _every(db: AsyncIOMotorDatabase, name: str, raw: RawReader | None) -> AsyncIterator[tuple[Any, list[str]]]:
+    """(document, its strings) of every document of a collection: from FerretDB's storage when `raw` reads
+    it (about ten times faster than FerretDB decoding each document), else through the wire protocol."""
+    if raw is not None:
+        try:
+            async for doc in raw(name):
+                yield doc, list(strings(doc))
+        except MissingTable:
+            return  # no such collection: nothing of anyone in it
+        return
+    async for doc in db[name].find({}):
+        yield doc, _text(doc)
+
+
 async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
-                matchers: dict[str, Matcher] | None = None) -> dict[str, int]:
+                matchers: dict[str, Matcher] | None = None, raw: RawReader | None = None) -> dict[str, int]:
     """Delete the users' documents everywhere in the credit store; returns deletions per collection.
-    Idempotent (a rerun deletes nothing)."""
+    Idempotent (a rerun deletes nothing). `raw`: how the AI collections are read for mentions of the users
+    (FerretDB's storage, on the stack; None: through the wire protocol)."""
     ids = [str(u) for u in user_ids]
     out: dict[str, int] = {}
     for name in USER_COLLECTIONS:
@@ -80,16 +100,15 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
         gone: list[Any] = []
         async with guard(f"scan {name}"):
             # every document is read anyway: a `$nin` filter would only move the test into the server
-            async for doc in db[name].find({}):
+            async for doc, texts in _every(db, name, raw):
                 if isinstance(doc.get("user_id"), str) and doc["user_id"] in mine:
                     continue
-                texts = _text(doc)
                 verdicts = (judge(texts, uid, (matchers or {}).get(uid)) for uid in ids)
                 if any(v.id_ref or v.attributable for v in verdicts):
                     gone.append(doc["_id"])
         if gone:
             async with guard(f"erase {name}"):
-                out[f"{name} (mentions)"] = (await db[name].delete_many({"_id": {"$in": gone}})).deleted_count
+                out[f"{name} (mentions)"] = await _by_user(gone, "_id", _deleter(db[name]))
     async with guard(f"erase {CONVERSATION_OWNERS}"):
         # deleted, not kept ownerless: a conversation id is the client's text and may itself name the user;
         # everything logged under it was the user's and is gone, so a new claim of the id finds nothing
