@@ -13,6 +13,7 @@ from bson import ObjectId
 from config.settings import resolve
 from stores.mongo.backend_keyset import MissingTable
 from stores.mongo.client import MongoStore
+from stores.mongo.collections import ensure_schema
 from stores.mongo.erasure import erase
 from stores.mongo.pushdown import Backend, detect_backend
 
@@ -24,6 +25,7 @@ async def reader_store(mongo_url):
         pytest.skip("no FerretDB reader URL (an external MongoDB-wire server)")
     store = await MongoStore(mongo_url, f"kredete_test_raw_{secrets.token_hex(4)}",
                              backend_url=reader.get_secret_value()).connect()
+    await ensure_schema(store.db)
     if await detect_backend(store.db) is not Backend.FERRETDB_POSTGRESQL:
         await store.close()
         pytest.skip("not FerretDB on PostgreSQL")
