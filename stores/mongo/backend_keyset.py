@@ -168,34 +168,47 @@ class BackendKeyset:
         return json.loads(plan)[0]
 
     async def documents(self, collection: str, *, batch: int = 500) -> AsyncIterator[dict[str, Any]]:
-        """Every document of a collection as FerretDB stores it, read from its table in one read-only
-        transaction: strings and numbers as they are, dates as epoch milliseconds, an ObjectId `_id` back as
-        an ObjectId (the `$s` type entry is dropped). For whole-collection scans, which FerretDB itself serves
-        by decoding each document (about 1 ms each); the values are what a raw scan needs, not a faithful
-        copy of every BSON type. MissingTable: the collection does not exist."""
-        pool = await self._get_pool()
-        try:
-            async with pool.acquire() as conn:
-                table = await self._table(conn, collection)
-                async with conn.transaction(readonly=True):
-                    query = f"{COMMENT} SELECT _jsonb::text FROM {_ident(self.db_name)}.{_ident(table)}"
-                    async for row in conn.cursor(query, prefetch=batch):
-                        doc = json.loads(row[0])
-                        schema = doc.pop("$s", None) or {}
-                        if ((schema.get("p") or {}).get("_id") or {}).get("t") == "objectId":
-                            doc["_id"] = ObjectId(doc["_id"])
-                        yield doc
-        except asyncpg.UndefinedTableError:
-            self._tables.pop(collection, None)  # dropped meanwhile (or made again under a new name)
-            raise MissingTable(f"no collection {collection!r}", store="mongo") from None
-        except StoreError:
-            raise
-        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                asyncpg.QueryCanceledError) as exc:
-            raise StoreUnavailable(f"FerretDB's PostgreSQL did not answer ({type(exc).__name__})",
-                                   store="mongo") from exc
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"reading {collection} refused ({type(exc).__name__})", store="mongo") from exc
+        """Every document of a collection as FerretDB stores it, read from its table: strings and numbers as
+        they are, dates as epoch milliseconds, an ObjectId `_id` back as an ObjectId (the `$s` type entry is
+        dropped). For whole-collection scans, which FerretDB itself serves by decoding each document (about
+        1 ms each); the values are what a raw scan needs, not a faithful copy of every BSON type.
+
+        Pages in `_id` order on the table's unique `_id` index, each its own statement: nothing is held open
+        while the caller works through a page (a slow consumer would otherwise hit the role's idle-in-transaction
+        timeout). MissingTable: the collection does not exist."""
+        last: str | None = None
+        while True:
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as conn:
+                    table = f"{_ident(self.db_name)}.{_ident(await self._table(conn, collection))}"
+                    if last is None:
+                        rows = await conn.fetch(f"{COMMENT} SELECT _jsonb::text, _jsonb -> '_id' FROM {table} "
+                                                "ORDER BY _jsonb -> '_id' LIMIT $1", batch)
+                    else:
+                        rows = await conn.fetch(f"{COMMENT} SELECT _jsonb::text, _jsonb -> '_id' FROM {table} "
+                                                "WHERE _jsonb -> '_id' > $1::jsonb ORDER BY _jsonb -> '_id' "
+                                                "LIMIT $2", last, batch)
+            except asyncpg.UndefinedTableError:
+                self._tables.pop(collection, None)  # dropped meanwhile (or made again under a new name)
+                raise MissingTable(f"no collection {collection!r}", store="mongo") from None
+            except StoreError:
+                raise
+            except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                    asyncpg.QueryCanceledError) as exc:
+                raise StoreUnavailable(f"FerretDB's PostgreSQL did not answer ({type(exc).__name__})",
+                                       store="mongo") from exc
+            except asyncpg.PostgresError as exc:
+                raise StoreError(f"reading {collection} refused ({type(exc).__name__})", store="mongo") from exc
+            for text, _ in rows:
+                doc = json.loads(text)
+                schema = doc.pop("$s", None) or {}
+                if ((schema.get("p") or {}).get("_id") or {}).get("t") == "objectId":
+                    doc["_id"] = ObjectId(doc["_id"])
+                yield doc
+            if len(rows) < batch:
+                return
+            last = rows[-1][1]
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -61,6 +61,9 @@ async def test_documents_come_back_with_their_values_and_id_types(reader_store):
         assert type(raw["_id"]) is type(d["_id"])
         assert "$s" not in raw and raw.get("user_id") == d.get("user_id")
     assert got[str(docs[3]["_id"])]["inputs"]["phone"] == 2348031234567
+    # in pages of two (three pages, the last one short), each document exactly once
+    paged = [str(d["_id"]) async for d in reader_store.keyset.documents("trace_observations", batch=2)]
+    assert sorted(paged) == sorted(got) and len(paged) == len(docs)
     with pytest.raises(MissingTable):
         [d async for d in reader_store.keyset.documents("no_such_collection")]
 
