@@ -39,6 +39,14 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _page_args(eq: dict[str, Any], after: Position | None, limit: int) -> list[Any]:
+    """The parameters of `page_sql`: the `eq` values, the position after which the page starts, the limit."""
+    args: list[Any] = [json.dumps(v) for v in eq.values()]
+    if after is not None:
+        args += [json.dumps(after.value), json.dumps(after.id)]
+    return [*args, limit]
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a document sits in the order: its sort value (epoch ms for a date) and its `_id`."""
@@ -119,10 +127,7 @@ class BackendKeyset:
     async def page(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,
                    after: Position | None = None, limit: int) -> list[Position]:
         eq = eq or {}
-        args: list[Any] = [json.dumps(v) for v in eq.values()]
-        if after is not None:
-            args += [json.dumps(after.value), json.dumps(after.id)]
-        args.append(limit)
+        args = _page_args(eq, after, limit)
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
@@ -156,10 +161,7 @@ class BackendKeyset:
                       after: Position | None = None, limit: int = 21) -> dict[str, Any]:
         """PostgreSQL's JSON plan of one page query (index names in it show which index serves it)."""
         eq = eq or {}
-        args: list[Any] = [json.dumps(v) for v in eq.values()]
-        if after is not None:
-            args += [json.dumps(after.value), json.dumps(after.id)]
-        args.append(limit)
+        args = _page_args(eq, after, limit)
         pool = await self._get_pool()
         async with pool.acquire() as conn:
             table = await self._table(conn, collection)
