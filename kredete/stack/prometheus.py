@@ -359,6 +359,9 @@ def scrape_targets() -> list[dict[str, Any]]:
         rows.append({"job": labels.get("job", t.get("scrapePool", "")), "instance": labels.get("instance", ""),
                      "server": labels.get("server", ""), "health": t.get("health", "unknown"),
                      "error": t.get("lastError", ""), "age_s": age})
+    # A process that announced itself and left (its announcement is gone, or pruned above) stays among
+    # Prometheus's targets until its discovery next refreshes: it is not a target of the stack any more.
+    rows = [r for r in rows if not _departed(r["job"], r["instance"])]
     # An exporter that answers while its store does not (pg_up / redis_up 0) is a down store, not an up target.
     import urllib.parse
 
@@ -368,6 +371,14 @@ def scrape_targets() -> list[dict[str, Any]]:
         if r["health"] == "up" and (r["job"], r["instance"]) in dead:
             r["health"], r["error"] = "down", "the store does not answer its exporter"
     return sorted(rows, key=lambda r: (r["job"], r["instance"]))
+
+
+def _departed(job: str, instance: str) -> bool:
+    """An announced target (MCP server, bench) whose announcement file no longer exists."""
+    if job not in ANNOUNCED_JOBS:
+        return False
+    host, _, port = instance.rpartition(":")
+    return not port.isdigit() or not _announcement(job, host, int(port)).exists()
 
 
 def targets_ready(timeout: float = 0.0) -> bool:
