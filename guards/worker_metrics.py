@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from config.processes import pid_alive
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
@@ -57,16 +59,6 @@ def remove_dir(path: Path) -> None:
         path.rmdir()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _forget_gauges(path: Path, pid: int) -> None:
     """A gone worker's gauges say nothing about now: `mark_process_dead` drops the live modes, this the rest."""
     from prometheus_client import multiprocess
@@ -81,7 +73,7 @@ def sweep_dead() -> None:
     path = Path(os.environ[ENV])
     pids = {int(m.group(1)) for f in path.glob("gauge_*.db") if (m := _PID.search(f.name))}
     for pid in pids - {os.getpid()}:
-        if not _alive(pid):
+        if not pid_alive(pid):
             _forget_gauges(path, pid)
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from config.errors import StackError
 from config.paths import cache_dir, local_dir
+from config.processes import pid_alive
 
 logger = logging.getLogger("kredete.stack")
 
@@ -59,23 +60,6 @@ def listening(port: int) -> bool:
                 if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
                     return True
     return False
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as dead.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def proc_cmdline(pid: int) -> list[str] | None:

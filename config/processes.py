@@ -1,0 +1,25 @@
+"""Facts about local processes that every layer may ask: the stack's supervisor and the HTTP workers alike."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when `pid` names a running process (of any user); a zombie, exited but not yet reaped, is not."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
