@@ -347,35 +347,16 @@ async def _stdio(command: str, args: list[str], env: dict[str, str]) -> AsyncIte
 @contextlib.contextmanager
 def _mongodb_mcp_http(env: dict[str, str]) -> Iterator[str]:
     """mongodb-mcp-server over streamable HTTP with JSON responses (as ours answers), on a free port."""
-    import socket
-    import subprocess
-
     from bench.peers import mongodb_mcp_binary
     from config.paths import local_dir
     from config.ports import free_port
+    from evals.listening import listening_process
 
     port = free_port()
-    log = local_dir() / "bench-mongodb-mcp-http.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(mongodb_mcp_binary()), "--transport", "http", "--httpPort", str(port),
-                                 "--httpResponseType", "json"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + PEER_TIMEOUT_S
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mongodb-mcp-server did not listen: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [str(mongodb_mcp_binary()), "--transport", "http", "--httpPort", str(port), "--httpResponseType", "json"]
+    with listening_process(argv, port=port, env=env, log_path=local_dir() / "bench-mongodb-mcp-http.log",
+                           what="mongodb-mcp-server", timeout_s=PEER_TIMEOUT_S):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 def _mongodb_env(settings: Any) -> dict[str, str]:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from uuid import UUID
 from config.paths import REPO_ROOT, local_dir
 from config.ports import free_port
 from config.settings import Settings, resolve
+from evals.listening import listening_process
 
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -192,29 +192,10 @@ def http_server(env: dict[str, str], *, log_name: str = "harness-http-server", t
                 args: Sequence[str] = ()) -> Iterator[str]:
     """`kredete serve --transport http [args]` as a real process in its own process group; yields its MCP URL."""
     port = free_port()
-    log_path = local_dir() / f"{log_name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([KREDETE, "serve", "--transport", "http", "--port", str(port), *args], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not listen on {port} within {timeout_s}s")
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [KREDETE, "serve", "--transport", "http", "--port", str(port), *args]
+    with listening_process(argv, port=port, env=env, log_path=local_dir() / f"{log_name}.log", what="server",
+                           timeout_s=timeout_s, cwd=REPO_ROOT):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 @contextlib.asynccontextmanager
