@@ -8,6 +8,9 @@ is replicated to the read replica and backed up with it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import shutil
 from collections.abc import Callable
@@ -91,8 +94,12 @@ class FerretDBServer(Server):
     def start(self) -> None:
         super().start()
         if self.grants_reader:
-            # also on a FerretDB that was already running (a stack made before the reader role existed)
-            self._grant_reader(self._run_sql())
+            # On every start, also of a FerretDB that was already running: a new cluster, one restored from a
+            # backup made before the role existed or a stack made before it gets the role; one that has it costs
+            # one query.
+            run_sql = self._run_sql()
+            if not self._reader_granted(run_sql):
+                self._grant_reader(run_sql)
 
     def prepare(self) -> None:
         (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
@@ -109,6 +116,22 @@ class FerretDBServer(Server):
         from stores.mongo.pushdown import PLAN_CACHE_MODE
 
         run_sql(f"ALTER DATABASE ferretdb SET plan_cache_mode = {PLAN_CACHE_MODE}")
+
+    @staticmethod
+    def _reader_granted(run_sql: Callable[..., str]) -> bool:
+        """Whether `_grant_reader` has run to its end on this cluster with today's password: the role logs in with
+        the password of the local secrets and holds the default privileges of the grants' last step (made in one
+        transaction with the grants on the schemas already there, and after the role's settings)."""
+        row = run_sql("SELECT r.rolcanlogin, coalesce(r.rolpassword, ''), (SELECT count(*) FROM pg_default_acl d "
+                      "JOIN pg_roles o ON o.oid = d.defaclrole, aclexplode(d.defaclacl) a WHERE o.rolname = "
+                      "'ferretdb' AND d.defaclnamespace = 0 AND a.grantee = r.oid AND (d.defaclobjtype, "
+                      "a.privilege_type) IN (('r', 'SELECT'), ('n', 'USAGE'))) FROM pg_authid r "
+                      "WHERE r.rolname = 'ferretdb_reader'", db="ferretdb").strip()
+        if not row:
+            return False
+        login, verifier, default_grants = row.split("|")
+        return (login == "t" and default_grants == "2"
+                and scram_verifies(verifier, local_secrets()["postgres_ferretdb_reader"]))
 
     @staticmethod
     def _grant_reader(run_sql: Callable[..., str]) -> None:
@@ -159,3 +182,18 @@ class FerretDBServer(Server):
         from stores.mongo.client import answers_ping
 
         return answers_ping(self.url(), timeout=1.5)
+
+
+def scram_verifies(verifier: str, password: str) -> bool:
+    """Whether a PostgreSQL SCRAM-SHA-256 verifier (`pg_authid.rolpassword`) was made from `password` (RFC 5802:
+    StoredKey = H(HMAC(PBKDF2(password, salt, i), "Client Key"))). Anything else, an MD5 hash or none, is not."""
+    try:
+        method, iterations_salt, keys = verifier.split("$")
+        iterations, salt = iterations_salt.split(":")
+        stored_key = base64.b64decode(keys.split(":")[0], validate=True)
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt, validate=True),
+                                     int(iterations))
+    except ValueError:  # binascii.Error is a ValueError too
+        return False
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return method == "SCRAM-SHA-256" and hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
