@@ -447,10 +447,14 @@ class PrivacyService:
     async def _matchers(self, uids: Iterable[str]) -> dict[str, Matcher]:
         return {u: self.fingerprinter.matcher(fps) for u, fps in self.keys.fingerprints(uids).items()}
 
+    async def _erase_credit_store(self, mongo: MongoStore, uids: list[str]) -> dict[str, int]:
+        """The users' documents, and the AI records that mention them (read from FerretDB's tables when the
+        store has the reader's keyset, else through the wire protocol)."""
+        return await mongo_erasure.erase(mongo.db, uids, await self._matchers(uids),
+                                         raw=mongo.keyset.documents if mongo.keyset else None)
+
     async def _step_credit_store(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
-        mongo = self._need("credit_store", self.mongo)
-        return {"documents": await mongo_erasure.erase(mongo.db, list(reqs), await self._matchers(reqs),
-                                                       raw=mongo.keyset.documents if mongo.keyset else None)}
+        return {"documents": await self._erase_credit_store(self._need("credit_store", self.mongo), list(reqs))}
 
     async def _step_redis(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         cache = self._need("redis", self.cache)
@@ -538,9 +542,7 @@ class PrivacyService:
         if present:
             out["postgres"] = await self.repo.erase([uuid.UUID(u) for u in present])
             if self.mongo is not None:
-                out["credit_store"] = await mongo_erasure.erase(
-                    self.mongo.db, present, await self._matchers(present),
-                    raw=self.mongo.keyset.documents if self.mongo.keyset else None)
+                out["credit_store"] = await self._erase_credit_store(self.mongo, present)
             if self.cache is not None:
                 out["redis"] = await cache_erasure.erase(self.cache.redis, present, members=self._handles(present))
             if self.search is not None:
