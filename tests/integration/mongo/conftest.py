@@ -56,6 +56,34 @@ async def mongo(mongo_url):
 
 
 @pytest.fixture(scope="module")
+async def open_reader_store(mongo_url):
+    """Opens a MongoStore on a fresh `kredete_test_<prefix>_<random>` database with the schema applied, whose
+    `keyset` reads FerretDB's tables as the `ferretdb_reader` role, as the MCP server's adapters do; skips the
+    test unless the server is FerretDB on PostgreSQL. What it opened is dropped and closed at the module's end."""
+    from stores.mongo.collections import ensure_schema
+    from stores.mongo.pushdown import Backend, detect_backend
+
+    opened: list[MongoStore] = []
+
+    async def open_(prefix: str) -> MongoStore:
+        reader = resolve().ferretdb_reader_url
+        if reader is None:
+            pytest.skip("no FerretDB reader URL (an external MongoDB-wire server)")
+        store = await MongoStore(mongo_url, f"kredete_test_{prefix}_{secrets.token_hex(4)}",
+                                 backend_url=reader.get_secret_value()).connect()
+        opened.append(store)
+        await ensure_schema(store.db)
+        if await detect_backend(store.db) is not Backend.FERRETDB_POSTGRESQL:
+            pytest.skip("not FerretDB on PostgreSQL")
+        return store
+
+    yield open_
+    for store in opened:
+        await store.drop_database()
+        await store.close()
+
+
+@pytest.fixture(scope="module")
 def db(mongo):
     return mongo.db
 

@@ -30,10 +30,9 @@ from guards.principal import Principal, Role
 from stores.errors import InvalidData
 from stores.mongo.backend_keyset import BackendKeyset, Position
 from stores.mongo.client import MongoStore
-from stores.mongo.collections import ensure_schema
 from stores.mongo.credit import QUEUE_COMMENT, DisputeRepository
 from stores.mongo.documents import Dispute, DisputeStatus, StatusChange
-from stores.mongo.pushdown import SUFFIX, Backend, detect_backend, ensure_pushdown_indexes, explain_find, index_scans
+from stores.mongo.pushdown import SUFFIX, ensure_pushdown_indexes, explain_find, index_scans
 from stores.mongo.pushdown import plan_nodes as _nodes
 from stores.registry import Stores, build
 from stores.scope import RowScope
@@ -65,19 +64,13 @@ def _case(user: str, k: int, at: datetime, status: DisputeStatus) -> Dispute:
 
 
 @pytest.fixture(scope="module")
-async def queue_db(mongo_url):
-    url, reader = resolve().ferretdb_postgres_url, resolve().ferretdb_reader_url
-    if url is None or reader is None:
+async def queue_db(open_reader_store):
+    url = resolve().ferretdb_postgres_url
+    if url is None:
         pytest.skip("KREDETE_FERRETDB_POSTGRES_URL is not set (an external MongoDB-wire server)")
     # the pages are read as the reader role, like the MCP server does, from a database (a schema and tables)
     # FerretDB makes after the role's grants: its default privileges must reach them
-    store = await MongoStore(mongo_url, f"kredete_test_q_{secrets.token_hex(4)}",
-                             backend_url=reader.get_secret_value()).connect()
-    await ensure_schema(store.db)
-    if await detect_backend(store.db) is not Backend.FERRETDB_POSTGRESQL:
-        await store.drop_database()
-        await store.close()
-        pytest.skip("not FerretDB on PostgreSQL: MongoDB's own indexes sort the queue")
+    store = await open_reader_store("q")
     base = datetime(2026, 11, 1, tzinfo=UTC)
     users = [uid() for _ in range(USERS)]
     cases = [_case(u, k, base + timedelta(hours=(i * 7 + k * 5) % 8), STATUSES[(i + k) % len(STATUSES)])
@@ -87,9 +80,7 @@ async def queue_db(mongo_url):
         await store.db["dispute_cases"].insert_many([d.to_mongo() for d in filler[i:i + 500]])
     await store.db["dispute_cases"].insert_many([d.to_mongo() for d in cases])
     await ensure_pushdown_indexes(store.db, url.get_secret_value())  # `_id` for the point reads; ANALYZE
-    yield store, users, cases
-    await store.drop_database()
-    await store.close()
+    return store, users, cases
 
 
 def _order(cases: list[Dispute]) -> list[str]:

@@ -10,28 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from config.settings import resolve
 from stores.mongo.backend_keyset import MissingTable
 from stores.mongo.client import MongoStore
-from stores.mongo.collections import ensure_schema
 from stores.mongo.erasure import erase
-from stores.mongo.pushdown import Backend, detect_backend
 
 
 @pytest.fixture
-async def reader_store(mongo_url):
-    reader = resolve().ferretdb_reader_url
-    if reader is None:
-        pytest.skip("no FerretDB reader URL (an external MongoDB-wire server)")
-    store = await MongoStore(mongo_url, f"kredete_test_raw_{secrets.token_hex(4)}",
-                             backend_url=reader.get_secret_value()).connect()
-    await ensure_schema(store.db)
-    if await detect_backend(store.db) is not Backend.FERRETDB_POSTGRESQL:
-        await store.close()
-        pytest.skip("not FerretDB on PostgreSQL")
-    yield store
-    await store.drop_database()
-    await store.close()
+async def reader_store(open_reader_store):
+    return await open_reader_store("raw")
 
 
 def _world() -> tuple[str, str, list[dict]]:
