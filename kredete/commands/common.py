@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+if TYPE_CHECKING:
+    from stores.mongo.client import MongoStore
+
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -16,3 +21,23 @@ def fail(message: str, code: int = 1) -> NoReturn:
     it (e.g. OpenSearch's `[/ (/dev/vda)]`) would otherwise be read as markup and end in a MarkupError."""
     err.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+async def with_credit_store(fn: Callable[[MongoStore], Awaitable[T]]) -> T:
+    """`fn` on the settings' credit store, closed after; a store error, on connecting or in `fn`, ends the
+    command with its one-line message."""
+    from config.settings import resolve
+    from stores.errors import StoreError
+    from stores.mongo.client import MongoStore
+
+    s = resolve()
+    try:
+        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        return await fn(store)
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        await store.close()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kredete.commands.common import fail
+from kredete.commands.common import fail, with_credit_store
 
 mongo_app = typer.Typer(no_args_is_help=True, help="MongoDB credit store: schema, sharding, retention, CDC.")
 
@@ -16,20 +16,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(mongo_app, name="mongo")
 
 
-async def _with_db(fn):
-    from config.settings import resolve
-    from stores.errors import StoreError
-    from stores.mongo.client import MongoStore
-
-    s = resolve()
-    try:
-        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
-    except StoreError as exc:
-        fail(str(exc))
-    try:
-        return await fn(store.db)
-    finally:
-        await store.close()
+def _with_db(fn):
+    return with_credit_store(lambda store: fn(store.db))
 
 
 @mongo_app.command("ensure-indexes")

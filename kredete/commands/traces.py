@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kredete.commands.common import fail
+from kredete.commands.common import fail, with_credit_store
 
 traces_app = typer.Typer(no_args_is_help=True, help="AI traces: conversations, their calls, retrievals and scores.")
 
@@ -19,23 +19,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(traces_app, name="traces")
 
 
-async def _with_repo(fn):
-    from config.settings import resolve
-    from stores.errors import StoreError
-    from stores.mongo.client import MongoStore
+def _with_repo(fn):
     from stores.mongo.traces import TraceRepository
 
-    s = resolve()
-    try:
-        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
-    except StoreError as exc:
-        fail(str(exc))
-    try:
-        return await fn(TraceRepository(store))
-    except StoreError as exc:
-        fail(str(exc))
-    finally:
-        await store.close()
+    return with_credit_store(lambda store: fn(TraceRepository(store)))
 
 
 def _since(value: str | None) -> datetime | None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import typer
 
-from kredete.commands.common import fail
+from kredete.commands.common import fail, with_credit_store
 
 training_app = typer.Typer(no_args_is_help=True, help="Training data from scored conversations (redacted, "
                                                       "consent-checked).")
@@ -92,24 +92,8 @@ def training_consent(
     except ValueError:
         fail("not a user id")
 
-    async def run() -> bool:
-        from config.settings import resolve
-        from stores.errors import StoreError
-        from stores.mongo.client import MongoStore
-        from stores.mongo.training import TrainingRepository
+    from stores.mongo.training import TrainingRepository
 
-        s = resolve()
-        try:
-            store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
-        except StoreError as exc:
-            fail(str(exc))
-        try:
-            return await TrainingRepository(store).set_opted_out(uid, opt_out)
-        except StoreError as exc:
-            fail(str(exc))
-        finally:
-            await store.close()
-
-    changed = asyncio.run(run())
+    changed = asyncio.run(with_credit_store(lambda store: TrainingRepository(store).set_opted_out(uid, opt_out)))
     state = "opted out of" if opt_out else "included in"
     print(f"{uid}: {state} training data{'' if changed else ' (unchanged)'}")
