@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from config.errors import StackError
@@ -24,6 +25,8 @@ _NAMES = (
     "postgres_exporter", "redis_exporter",
 )
 
+
+_LOCK = threading.Lock()
 
 def secrets_file() -> Path:
     return local_dir() / "secrets.json"
@@ -57,6 +60,11 @@ def local_secrets() -> dict[str, str]:
     Missing secrets are only made for a `.local/` without data: when `secrets.json` is gone (or
     unreadable) while a cluster or MinIO data exists, this refuses instead of silently making new ones.
     """
+    with _LOCK:  # servers start in parallel threads: one of them makes the file, the others read it
+        return _load_or_create()
+
+
+def _load_or_create() -> dict[str, str]:
     path = secrets_file()
     data: dict[str, str] = {}
     if path.exists():

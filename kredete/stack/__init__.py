@@ -211,24 +211,76 @@ def up(only: Iterable[str] | None = None, console: Console | None = None,
         raise StackError("; ".join(f"{s.name}: {s.reason}" for s in refused))
     for s in not_run:
         console.log(f"{s.name}: {s.reason}")
+    from config.secrets import local_secrets
+    from kredete.stack.monitoring import is_monitoring
+
+    if servers:
+        local_secrets()  # made here once: the lanes below read it from parallel threads
+    depends = HA_DEPENDS if (profile_name or profile()) == "ha" else DEPENDS
+    data = [s for s in servers if not is_monitoring(s)]
+    # The monitoring servers last, one lane: the exporters and Prometheus watch the data servers.
+    done = _start_lanes(_lanes(data, depends), console)
+    done += _start_lanes([[s for s in servers if is_monitoring(s)]], console)
+    if (profile_name or profile()) == "default":
+        _backups_ready({s.name for s in servers}, console)
+    return done
+
+
+def _lanes(servers: list[Server], depends: dict[str, tuple[str, ...]]) -> list[list[Server]]:
+    """The servers split into lanes that may start side by side: servers linked by `depends` share a lane
+    (in start order), the others (OpenSearch, Redis, the S3 servers) get their own."""
+    lane_of: dict[str, int] = {}
+    lanes: list[list[Server]] = []
+    for server in servers:
+        linked = {lane_of[d] for d in depends.get(server.name, ()) if d in lane_of}
+        linked |= {lane_of[n] for n, deps in depends.items() if server.name in deps and n in lane_of}
+        if not linked:
+            lane_of[server.name] = len(lanes)
+            lanes.append([server])
+            continue
+        first, *others = sorted(linked)
+        for other in others:  # a server that joins two lanes merges them, keeping start order
+            lanes[first] = sorted([*lanes[first], *lanes[other]], key=servers.index)
+            for moved in lanes[other]:
+                lane_of[moved.name] = first
+            lanes[other] = []
+        lanes[first].append(server)
+        lane_of[server.name] = first
+    return [lane for lane in lanes if lane]
+
+
+def _start_lanes(lanes: list[list[Server]], console: Console) -> list[ServerStatus]:
+    """Provision and start each lane's servers in order, the lanes in parallel threads; the first failure is
+    raised once every lane has finished (a lane half-way through is not abandoned mid-start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lanes = [lane for lane in lanes if lane]
+    if not lanes:
+        return []
+    names = ", ".join(s.name for lane in lanes for s in lane)
+    with console.status(f"[bold]starting[/] {names}"), ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [pool.submit(_start_lane, lane, console) for lane in lanes]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [row for f in futures for row in f.result()]
+
+
+def _start_lane(lane: list[Server], console: Console) -> list[ServerStatus]:
     done: list[ServerStatus] = []
-    for batch in _batches(servers):
+    for batch in _batches(lane):
         t0 = time.monotonic()
         names = ", ".join(s.name for s in batch)
-        with console.status(f"[bold]{names}[/]: provisioning"):
-            for server in batch:
-                server.provision()
+        for server in batch:
+            server.provision()
         t1 = time.monotonic()
-        with console.status(f"[bold]{names}[/]: starting"):
-            _start_together(batch)
+        _start_together(batch)
         t2 = time.monotonic()
         for server in batch:
             for note in server.notes:
                 console.log(f"{server.name}: {note}")
         console.log(f"{names}: provisioned in {t1 - t0:.1f}s, healthy in {t2 - t1:.1f}s")
         done += [server.status() for server in batch]
-    if (profile_name or profile()) == "default":
-        _backups_ready({s.name for s in servers}, console)
     return done
 
 

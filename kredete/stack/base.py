@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -122,6 +123,23 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, env: 
         tail = (proc.stdout + proc.stderr).strip()[-2000:]
         raise StackError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{tail}")
     return proc.stdout
+
+
+_APT_LOCK = threading.Lock()
+_apt_updated = False
+
+
+def apt_install(*packages: str, recommends: bool = True) -> None:
+    """Install Debian packages: one `apt-get update` per process and one install at a time (servers start in
+    parallel), waiting for a dpkg lock that another checkout's install holds instead of failing."""
+    global _apt_updated
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with _APT_LOCK:
+        if not _apt_updated:
+            run(["apt-get", "update", "-qq"], timeout=600, env=env)
+            _apt_updated = True
+        run(["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=600",
+             *(() if recommends else ("--no-install-recommends",)), *packages], timeout=1200, env=env)
 
 
 class Server(ABC):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import urllib.request
 
 from config import ports
-from kredete.stack.base import Server, StackError, port_open, run
+from kredete.stack.base import Server, StackError, apt_install, port_open, run
 
 BIN = "/usr/bin/etcd"
 MEMBERS = 3
@@ -17,9 +16,7 @@ CLUSTER_TOKEN = "kredete-ha"  # noqa: S105 - etcd's cluster name, not a secret
 
 def ensure_installed() -> None:
     if not shutil.which("etcd"):
-        run(["apt-get", "update", "-qq"], timeout=600)
-        run(["apt-get", "install", "-y", "-qq", "etcd-server", "etcd-client"], timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("etcd-server", "etcd-client")
 
 
 def client_urls() -> list[str]:

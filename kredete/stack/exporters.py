@@ -24,7 +24,7 @@ from config import ports
 from config.monitoring import monitoring_settings
 from config.paths import REPO_ROOT
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, port_open, run
+from kredete.stack.base import Server, StackError, apt_install, port_open, run
 
 MONITORING_DIR = REPO_ROOT / "monitoring"
 MONITOR_ROLE = "kredete_monitor"
@@ -38,11 +38,7 @@ def apt_binary(binary: str, package: str) -> str:
     found = shutil.which(binary)
     if found:
         return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], timeout=600)
-    # Other checkouts may be installing at the same moment: wait for the dpkg lock instead of failing.
-    run(["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", package],
-        timeout=1200, env=env)
+    apt_install(package, recommends=False)
     found = shutil.which(binary)
     if not found:
         raise StackError(f"{package} installed but `{binary}` is not on PATH")

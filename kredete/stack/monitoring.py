@@ -22,3 +22,9 @@ def monitoring_servers(data: list[Server]) -> list[Server]:
         out.append(RedisExporter(redis))
     out += [CollectorServer(), AlertmanagerServer(), PrometheusServer()]
     return out
+
+
+def is_monitoring(server: Server) -> bool:
+    """One of the monitoring servers (they start after the data servers they watch)."""
+    return isinstance(server, PostgresExporter | RedisExporter | CollectorServer | AlertmanagerServer
+                      | PrometheusServer)

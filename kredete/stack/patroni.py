@@ -26,7 +26,7 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, port_open, proc_cmdline, run
+from kredete.stack.base import Server, StackError, apt_install, port_open, proc_cmdline, run
 from kredete.stack.postgres import PG_BIN, RUN_USER, SUPERUSER, ensure_postgres_installed
 
 SCOPE = "kredete-ha"
@@ -36,9 +36,7 @@ MEMBERS = 3
 
 def ensure_installed() -> None:
     if not Path(BIN).exists():
-        run(["apt-get", "update", "-qq"], timeout=600)
-        run(["apt-get", "install", "-y", "-qq", "patroni"], timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("patroni")
 
 
 def api_urls() -> list[str]:

@@ -59,11 +59,9 @@ def log_dir() -> Path:
 
 def ensure_installed() -> None:
     if not Path(BIN).exists():
-        from kredete.stack.base import run
+        from kredete.stack.base import apt_install
 
-        run(["apt-get", "update", "-qq"], timeout=600)
-        run(["apt-get", "install", "-y", "-qq", "pgbackrest"], timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("pgbackrest")
 
 
 #: The PostgreSQL servers' system user (kredete/stack/postgres.py RUN_USER): pgBackRest must run as it.

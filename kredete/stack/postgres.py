@@ -15,7 +15,16 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, ensure_system_user, logger, pid_alive, port_open, run
+from kredete.stack.base import (
+    Server,
+    StackError,
+    apt_install,
+    ensure_system_user,
+    logger,
+    pid_alive,
+    port_open,
+    run,
+)
 
 PG_BIN = Path(os.environ.get("KREDETE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RUN_USER = "kredete"  # also kredete/stack/pgbackrest.py RUN_USER
@@ -24,9 +33,7 @@ SUPERUSER = "kredete"
 
 def ensure_postgres_installed() -> None:
     if not (PG_BIN / "postgres").exists():
-        run(["apt-get", "update", "-qq"], timeout=600)
-        run(["apt-get", "install", "-y", "-qq", "postgresql-15", "postgresql-contrib"], timeout=1200,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("postgresql-15", "postgresql-contrib")
     if not (PG_BIN / "postgres").exists():
         raise StackError(f"postgresql-15 installed but {PG_BIN}/postgres is missing; set KREDETE_PG_BIN")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from config import ports
 from config.paths import local_dir
 from config.secrets import local_secrets
-from kredete.stack.base import Server, StackError, port_open, run
+from kredete.stack.base import Server, StackError, apt_install, port_open, run
 
 #: Node timeout of the local cluster: a master that does not answer for this long is failed over.
 CLUSTER_NODE_TIMEOUT_MS = 2000
@@ -33,9 +33,7 @@ def _binary() -> str:
 
 def _provision() -> None:
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
-        run(["apt-get", "update", "-qq"], timeout=600)
-        run(["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"], timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("redis-server", "redis-tools")
 
 
 def _version() -> str:

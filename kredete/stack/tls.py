@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -24,6 +25,8 @@ _SERVER_DAYS = 825
 _RENEW_BEFORE = dt.timedelta(days=30)
 
 
+_CA_LOCK = threading.Lock()
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
@@ -37,6 +40,11 @@ def _name(cn: str) -> x509.Name:
 
 def ensure_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The local CA, created on first use."""
+    with _CA_LOCK:  # OpenSearch and MinIO start in parallel threads: one CA for both
+        return _load_or_create_ca()
+
+
+def _load_or_create_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     crt_path = local_ca_file()
     key_path = crt_path.with_name("ca.key")
     if crt_path.exists() and key_path.exists():

@@ -1,0 +1,44 @@
+"""`kredete stack up` starts independent servers side by side: which servers share a lane (pure logic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kredete.stack import DEPENDS, HA_DEPENDS, _lanes
+
+
+@dataclass
+class Named:
+    name: str
+
+
+def names(lanes) -> list[list[str]]:
+    return [[s.name for s in lane] for lane in lanes]
+
+
+def test_default_profile_lanes_keep_dependencies_in_order():
+    order = ["postgres", "postgres-replica", "postgres-replica2", "redis", "mongo", "opensearch", "s3-audit",
+             "s3-cold", "s3", "s3-dr"]
+    assert names(_lanes([Named(n) for n in order], DEPENDS)) == [
+        ["postgres", "postgres-replica", "postgres-replica2", "mongo"],
+        ["redis"],
+        ["opensearch"],
+        ["s3-audit", "s3-cold", "s3", "s3-dr"],
+    ]
+
+
+def test_a_server_linking_two_lanes_merges_them_in_start_order():
+    # s3-cold and s3-audit start in lanes of their own until s3, which needs both, joins them
+    order = ["s3-cold", "redis", "s3-audit", "s3"]
+    assert names(_lanes([Named(n) for n in order], DEPENDS)) == [["s3-cold", "s3-audit", "s3"], ["redis"]]
+
+
+def test_ha_profile_puts_etcd_patroni_and_ferretdb_in_one_lane():
+    order = ["etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3", "redis", "mongo"]
+    assert names(_lanes([Named(n) for n in order], HA_DEPENDS)) == [
+        ["etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3", "mongo"], ["redis"]]
+
+
+def test_only_some_servers_still_follow_their_dependencies():
+    assert names(_lanes([Named("postgres"), Named("opensearch")], DEPENDS)) == [["postgres"], ["opensearch"]]
+    assert names(_lanes([], DEPENDS)) == []
