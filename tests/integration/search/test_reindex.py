@@ -180,3 +180,47 @@ async def test_a_newer_schema_version_adds_its_fields_in_place(search_store):
     meta = await manager.meta(IndexSpec(name="schema-probe", body=v2.body))
     assert meta["schema_version"] == 2
     assert (await search_store.os.get(index=alias, id="1"))["_source"]["redactions"] == {"PHONE": 1}
+
+
+async def _tombstone_ids(store, manager: IndexManager, spec: IndexSpec) -> set[str]:
+    await store.os.indices.refresh(index=manager.state_alias)
+    res = await store.os.search(index=manager.state_alias, body={
+        "size": 100, "query": {"bool": {"filter": [{"term": {"kind": "tombstone"}}, {"term": {"source": spec.name}}]}}})
+    return {h["_id"] for h in res["hits"]["hits"]}
+
+
+async def test_old_tombstones_are_pruned_unless_a_running_rebuild_may_need_them(own_search, caplog):
+    from datetime import timedelta
+
+    from stores.search.indexes import TOMBSTONE_MARGIN, TOMBSTONE_TTL, _iso
+
+    store = own_search
+    spec = static_specs()["disputes"]
+    manager = IndexManager(store)
+    await manager.ensure(spec)
+    await manager._ensure_state()
+    now = datetime.now(UTC)
+
+    async def tombstone(name: str, age: timedelta) -> None:
+        await store.os.index(index=manager.state_alias, id=f"tombstone:{name}", body={
+            "kind": "tombstone", "source": spec.name, "at": _iso(now - age), "counts": {"query": {}}})
+
+    await tombstone("old", TOMBSTONE_TTL + timedelta(minutes=30))
+    await tombstone("fresh", timedelta(minutes=1))
+    # no rebuild running (the usual case): the old tombstone goes, and the absent marker is not a warning
+    await store.os.indices.refresh(index=manager.state_alias)  # delete_by_query sees the refreshed state
+    seen = len(caplog.records)
+    with caplog.at_level("WARNING", logger="opensearch"):
+        await manager.prune_tombstones(spec)
+    assert await _tombstone_ids(store, manager, spec) == {"tombstone:fresh"}
+    assert not [r.getMessage() for r in caplog.records[seen:] if r.name == "opensearch"]
+
+    # a rebuild that started two hours ago still needs what was deleted since its start (less the margin)
+    started = now - timedelta(hours=2)
+    await store.os.index(index=manager.state_alias, id=f"rebuild:{spec.name}",
+                         body={"kind": "rebuild", "source": spec.name, "at": _iso(started)})
+    await tombstone("during-rebuild", timedelta(hours=1, minutes=30))
+    await tombstone("before-rebuild", timedelta(hours=2) + TOMBSTONE_MARGIN + timedelta(minutes=10))
+    await store.os.indices.refresh(index=manager.state_alias)
+    await manager.prune_tombstones(spec)
+    assert await _tombstone_ids(store, manager, spec) == {"tombstone:fresh", "tombstone:during-rebuild"}
