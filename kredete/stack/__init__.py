@@ -325,6 +325,20 @@ def _backups_ready(started: set[str], console: Console) -> None:
         console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
     except StackError as exc:
         console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
+    _replicas_streaming(started, console)
+
+
+def _replicas_streaming(started: set[str], console: Console, timeout_s: float = 30.0) -> None:
+    """Turning archiving on restarts a new primary once; its replicas reconnect within seconds. Wait for
+    them, so `stack up` does not hand over (or show) replicas that are about to stream again."""
+    replicas = [s for s in local_servers() if s.name in started and isinstance(s, PostgresReplica)]
+    deadline = time.monotonic() + timeout_s
+    while replicas and time.monotonic() < deadline:
+        replicas = [r for r in replicas if not r.healthy()]
+        if replicas:
+            time.sleep(0.25)
+    for r in replicas:
+        console.log(f"{r.name}: not streaming {timeout_s:.0f}s after the primary's restart")
 
 
 def down(only: Iterable[str] | None = None) -> None:
