@@ -52,9 +52,13 @@ def cli(*args: str, url: str | None = None, timeout: float = 600) -> tuple[bool,
 
 
 def books_and_audit(report: DrillReport, url: str | None = None) -> None:
-    """`kredete db check-balances` and `kredete db verify-audit` pass."""
-    for what in ("check-balances", "verify-audit"):
-        ok, line = cli("db", what, url=url)
+    """`kredete db check-balances` and `kredete db verify-audit` pass (run side by side: both only read)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    whats = ("check-balances", "verify-audit")
+    with ThreadPoolExecutor(len(whats)) as pool:
+        results = list(pool.map(lambda what: cli("db", what, url=url), whats))
+    for what, (ok, line) in zip(whats, results, strict=True):
         report.lines.append(f"db {what}: {'ok' if ok else 'FAILED'}: {line}")
         if not ok:
             report.failures.append(f"db {what} failed: {line}")

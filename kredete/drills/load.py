@@ -131,6 +131,27 @@ def _transient(exc: StoreError) -> bool:
     return not isinstance(exc, (InvalidData, StoreConfigError)) or "connect" in str(exc).lower()
 
 
+#: The most points one `series` read returns (the repository's cap).
+SERIES_LIMIT = 100
+
+
+async def _points_between(scores, uid: UUID, stamps: list[datetime], run_id: str) -> set[str]:
+    """The run's points of `uid` (as_of, ISO) from the first to the last of `stamps` (sorted acknowledged ones).
+
+    A full page means the range may hold more points than were returned (`series` keeps the newest): points
+    written but never acknowledged (a write that failed at the client during the failover yet committed) sit
+    between acknowledged ones. Then the range is split, so no acknowledged point is missed for lack of room
+    on a page (one such point pushed the oldest acknowledged one off a page: a lost write reported that was
+    not lost).
+    """
+    points = await scores.series(RowScope.users(uid), uid, stamps[0], stamps[-1], limit=SERIES_LIMIT)
+    if len(points) < SERIES_LIMIT or len(stamps) == 1:
+        return {p.as_of.astimezone(UTC).isoformat() for p in points if p.score_model == run_id}
+    mid = len(stamps) // 2
+    return (await _points_between(scores, uid, stamps[:mid], run_id)
+            | await _points_between(scores, uid, stamps[mid:], run_id))
+
+
 async def missing(acks: list[Ack], *, run_id: str, pg_url: str | None = None, mongo_url: str | None = None,
                   mongo_db: str | None = None) -> list[Ack]:
     """The acknowledged writes that cannot be found (payments by id with their ledger entries, score points
@@ -171,10 +192,8 @@ async def missing(acks: list[Ack], *, run_id: str, pg_url: str | None = None, mo
         for uid, items in by_user.items():
             found: set[str] = set()
             stamps = sorted(datetime.fromisoformat(a.key) for a in items)
-            for start in range(0, len(stamps), 100):
-                chunk = stamps[start:start + 100]
-                points = await scores.series(RowScope.users(uid), uid, chunk[0], chunk[-1], limit=100)
-                found |= {p.as_of.astimezone(UTC).isoformat() for p in points if p.score_model == run_id}
+            for start in range(0, len(stamps), SERIES_LIMIT):
+                found |= await _points_between(scores, uid, stamps[start:start + SERIES_LIMIT], run_id)
             lost += [a for a in items if a.key not in found]
     finally:
         await pg.close()
