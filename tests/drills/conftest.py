@@ -74,7 +74,8 @@ def scratch_stack(servers: tuple[str, ...], **env_extra: str) -> Iterator[Scratc
     try:
         s.run("stack", "up", *[a for n in servers for a in ("--only", n)], timeout=900)
         s.run("db", "migrate")
-        s.run("seed", "--users", str(USERS), "--skip-documents", timeout=900)
+        # One transaction per user: the drills read their own writes and the books, not the seeded history.
+        s.run("seed", "--users", str(USERS), "--transactions-per-user", "1", "--skip-documents", timeout=900)
         yield s
     finally:
         subprocess.run([KREDETE, "stack", "down"], env=env, capture_output=True, timeout=300, check=False)
@@ -83,4 +84,9 @@ def scratch_stack(servers: tuple[str, ...], **env_extra: str) -> Iterator[Scratc
 
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[Scratch]:
-    yield from scratch_stack(SERVERS)
+    # pgBackRest reads its options from PGBACKREST_* too (the primary's archive_command inherits the stack's
+    # environment): a 3 s I/O timeout makes the repository outage of the tests fail a push in seconds, where
+    # the configured 10 s retried for over a minute against a refused connection.
+    # archive_timeout 4 s (KREDETE_ARCHIVE_TIMEOUT_S; 15 s on a real stack): the restore drill's short load
+    # still spans archived segments, so its restore replays WAL beyond the backup.
+    yield from scratch_stack(SERVERS, PGBACKREST_IO_TIMEOUT="3", KREDETE_ARCHIVE_TIMEOUT_S="4")
