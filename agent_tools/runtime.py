@@ -207,11 +207,11 @@ class AgentRuntime:
         Redis (qemb:*) by the retriever."""
         if self._retriever is None:
             # Imported here: the retrieval stack (numpy, the encoder) would add ~1 s to every server start.
-            from retrieval.encoder import BUNDLED_DIM, BUNDLED_MODEL, LazyEncoder, SentenceTransformerEncoder
+            from retrieval.encoder import lazy_encoder_from_settings
             from retrieval.service import KnowledgeRetriever
 
             # the model loads on a worker thread at the first search that needs a vector, not on the event loop
-            encoder = LazyEncoder(SentenceTransformerEncoder, name=BUNDLED_MODEL, dim=BUNDLED_DIM)
+            encoder = lazy_encoder_from_settings(self.settings)
             self._retriever = KnowledgeRetriever(self.stores, encoder)
         return self._retriever
 

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     #: there (stores/mongo/backend_keyset.py). Unset: those pages are read through FerretDB.
     ferretdb_reader_url: SecretStr | None = None
 
+    # --- embedding encoder (onnx engineer, issue 20) ---
+    #: What embeds text for the knowledge index and its queries: all-MiniLM-L6-v2 through ONNX Runtime, int8
+    #: (`onnx-int8`) or float (`onnx`), or through sentence-transformers/torch (`torch`). The index records the
+    #: encoder that made its vectors; a query or ingestion with another is refused (`kredete ingest --reset`).
+    encoder: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8"
+    #: Cores one encoder uses (ONNX Runtime intra-op threads, torch threads).
+    encoder_threads: int = Field(2, ge=1, le=64)
+    #: Texts per forward pass (sorted by length first, so a batch pads little).
+    encoder_batch_size: int = Field(32, ge=1, le=1024)
+
     # --- MCP server over HTTP (agent tools and guards) ---
     #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
     #: comma-separated. Empty (the default): the client address is the socket peer, whatever the headers say.

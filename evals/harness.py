@@ -70,7 +70,10 @@ class Dataset:
         return local_dir() / "harness" / f"{self.name}.json"
 
     def _spec(self) -> dict[str, Any]:
-        return {"users": self.users, "seed": self.seed, "ingest": sorted(self.ingest)}
+        spec: dict[str, Any] = {"users": self.users, "seed": self.seed, "ingest": sorted(self.ingest)}
+        if self.ingest:  # the index's vectors are this encoder's; servers run with another refuse to query it
+            spec["encoder"] = Settings().encoder
+        return spec
 
     async def _exists(self) -> bool:
         from stores.postgres.databases import database_exists

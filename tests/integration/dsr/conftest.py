@@ -77,7 +77,7 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
     from kredete.seed.payments import SeedConfig, seed_payments
     from kredete.seed.people import person
     from retrieval import sources as src
-    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.encoder import encoder_from_settings
     from retrieval.index_sync import DocIndexer
     from retrieval.ingest import Ingestor
     from stores.cache import CacheStore
@@ -144,7 +144,7 @@ async def _build(settings: Settings, seed: int) -> tuple[list[str], list[str], d
             await DocIndexer(search, name, redact=redact, lag=0).sync(postgres=pg)
         for name in ("credit-reports", "disputes"):
             await DocIndexer(search, name, redact=redact).sync(mongo_db=mongo.db)
-        ingestor = Ingestor(search, SentenceTransformerEncoder(batch_size=32), redact=redact)
+        ingestor = Ingestor(search, encoder_from_settings(), redact=redact)
         bucket = documents_bucket(settings.s3_bucket_prefix)
         for uid in with_docs:
             await ingestor.run(src.S3Source(objects_for(settings, "ingestion"), bucket, prefix=f"users/{uid}/",

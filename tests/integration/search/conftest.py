@@ -83,10 +83,11 @@ async def cache_store(search_settings):
 
 @pytest.fixture(scope="session")
 def encoder():
-    """The real all-MiniLM-L6-v2, loaded once per session (offline)."""
-    from retrieval.encoder import SentenceTransformerEncoder
+    """The real all-MiniLM-L6-v2 run by the configured encoder (KREDETE_ENCODER), loaded once per session
+    (offline; an ONNX export is made once and cached outside the repo)."""
+    from retrieval.encoder import encoder_from_settings
 
-    return SentenceTransformerEncoder(batch_size=32)
+    return encoder_from_settings()
 
 
 @pytest.fixture(scope="session")
