@@ -2,7 +2,8 @@
 
 * Resumable: after each batch the source's last record key is checkpointed in `<prefix>-ingest-state`;
   a run that stopped part-way resumes after it (a finished run starts over, cheaply: unchanged
-  documents — same content hash — are not re-embedded).
+  documents — same content hash — are not re-embedded, and a changed document re-embeds only the chunks
+  whose embedded text changed: the others keep their stored vectors).
 * Idempotent: chunk ids are deterministic (`<doc_type>:<source_id>#<n>`); stale chunks of a changed
   or superseded document are deleted.
 * Malformed records are skipped, recorded (`kind=error` in the state index) and the run continues.
@@ -54,6 +55,10 @@ class IngestReport(BaseModel):
     docs_skipped: int = 0
     docs_deleted: int = 0
     chunks_indexed: int = 0
+    #: Chunks run through the encoder; the rest of `chunks_indexed` kept their stored vectors (same text).
+    chunks_embedded: int = 0
+    #: Chunks not re-embedded: those of unchanged documents plus unchanged chunks of changed ones.
+    chunks_unchanged: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
     skipped: list[SkipRecord] = Field(default_factory=list)
@@ -192,9 +197,15 @@ class Ingestor:
         if not prepared:
             return report
         chunks = [c for _, _, cs in prepared for c in cs]
+        kept = await self._stored_vectors(chunks) if skip_unchanged else {}
+        todo = [c for c in chunks if c.chunk_id not in kept]
         t = time.perf_counter()
-        vectors = await self.encoder.embed_documents([c.embedding_text() for c in chunks])
+        fresh = await self.encoder.embed_documents([c.embedding_text() for c in todo]) if todo else []
         report.embed_seconds += time.perf_counter() - t
+        made = dict(zip([c.chunk_id for c in todo], fresh, strict=True))
+        vectors = [kept[c.chunk_id] if c.chunk_id in kept else made[c.chunk_id] for c in chunks]
+        report.chunks_embedded += len(todo)
+        report.chunks_unchanged += len(kept)
         sha_of = {c.chunk_id: sha for _, sha, cs in prepared for c in cs}
         if self.embeddings is not None:
             # Metadata first: a crash after it leaves records the next run rewrites; never chunks without one.
@@ -256,9 +267,25 @@ class Ingestor:
             prev = stored.get(cs[0].chunk_id)
             if prev and prev.get("content_sha") == sha and prev.get("n_chunks") == len(cs):
                 report.docs_unchanged += 1
+                report.chunks_unchanged += len(cs)
             else:
                 keep.append((doc, sha, cs))
         return keep
+
+    async def _stored_vectors(self, chunks: list[Chunk]) -> dict[str, Any]:
+        """Stored vectors of these chunks whose embedded text (title and text) is the same as now: a changed
+        document re-embeds only its changed chunks. The index holds one encoder's vectors (`ensure_indexes`)."""
+        try:
+            stored = await self.index.sources([c.chunk_id for c in chunks], ["title", "text", "embedding"])
+        except NotFound:
+            return {}
+        kept: dict[str, Any] = {}
+        for c in chunks:
+            prev = stored.get(c.chunk_id)
+            if prev and len(prev.get("embedding") or ()) == self.encoder.dim and prev.get("text") == c.text \
+                    and (prev.get("title") or "") == c.title:
+                kept[c.chunk_id] = prev["embedding"]
+        return kept
 
     async def _bulk(self, chunks: list[Chunk], vectors: Any, sha_of: dict[str, str]) -> dict[str, str]:
         """Index chunks; returns {source_key: reason} for documents with a rejected chunk."""

@@ -108,8 +108,9 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
             encoder = encoder_from_settings(settings, step=lambda msg: status.update(msg))
 
         def progress(r: IngestReport) -> None:
-            err.print(f"  {r.source}: {r.records} records, {r.chunks_indexed} chunks, "
-                      f"{r.docs_unchanged} unchanged, {r.docs_skipped} skipped", highlight=False)
+            err.print(f"  {r.source}: {r.records} records, {r.chunks_indexed} chunks written, {r.chunks_embedded} "
+                      f"embedded, {r.chunks_unchanged} not re-embedded (unchanged), {r.docs_unchanged} documents "
+                      f"unchanged, {r.docs_skipped} skipped", highlight=False)
 
         from stores.objects.buckets import documents_bucket
         from stores.objects.principals import objects_for
@@ -146,11 +147,13 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
                                           documents_bucket(stores.settings.s3_bucket_prefix), owner_names=owner_names,
                                           unseal=unseal),
         }
-        table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "chunks/s", "resumed after")
+        table = Table("source", "records", "indexed", "unchanged", "skipped", "chunks", "embedded", "not re-embedded",
+                      "chunks/s", "resumed after", title=f"encoder: {encoder.name}")
         for name in only:
             report = await ingestor.run(factories[name](), resume=resume)
             table.add_row(report.source, str(report.records), str(report.docs_indexed), str(report.docs_unchanged),
-                          str(report.docs_skipped), str(report.chunks_indexed), f"{report.chunks_per_s:.1f}",
+                          str(report.docs_skipped), str(report.chunks_indexed), str(report.chunks_embedded),
+                          str(report.chunks_unchanged), f"{report.chunks_per_s:.1f}",
                           report.resumed_after or "-")
             for s in report.skipped[:10]:
                 err.print(f"  [yellow]skipped[/] {s.source_id}: {s.reason}", highlight=False)

@@ -1,0 +1,161 @@
+"""Encoder benchmark (issue 20): torch vs ONNX vs ONNX int8 for all-MiniLM-L6-v2 on CPU.
+
+    python -m bench.encoder [--docs 300] [--rounds 3] [--threads 1] [--queries N]
+
+* Quality: the retrieval eval (evals/retrieval_eval.py: the evals KB and its labelled queries), recall@10 and
+  nDCG@10 per mode for each encoder, each in its own evals index.
+* Raw encode: chunks/s of `encode_sync` on the chunk texts of the benchmark corpus (bench.retrieval's KB plus
+  synthetic notes, chunked as ingestion does), per core (`--threads`, default 1). The encoders are timed in
+  turn, `--rounds` times (interleaved, so a busy neighbour slows all of them alike); the median is reported.
+* Ingestion: `Ingestor.run` (redact, chunk, embed, bulk index into OpenSearch) of the same corpus into a
+  throw-away index per encoder, chunks/s against the raw encode of the same chunks measured right after.
+Results: bench/results/encoder.json and a table. Needs the local stack's OpenSearch (`kredete stack up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results" / "encoder.json"
+KINDS = ("torch", "onnx", "onnx-int8")
+#: The eval modes whose vectors the encoder decides (bm25 does not depend on it).
+VECTOR_MODES = ("knn", "hybrid-minmax", "hybrid-rrf")
+
+
+def chunk_texts(docs: list[Any]) -> list[str]:
+    from retrieval.chunking import Chunker
+
+    chunker = Chunker()
+    return [c.embedding_text() for d in docs for c in chunker.split(d)]
+
+
+async def quality(kind: str, limit: int | None) -> dict[str, Any]:
+    from config.settings import resolve
+    from evals import retrieval_eval
+
+    res = await retrieval_eval.run(resolve().model_copy(update={"encoder": kind}), limit=limit)
+    return {mode: {k: v for k, v in m.items() if k != "latency"} for mode, m in res["modes"].items()}
+
+
+def raw_rates(encoders: dict[str, Any], texts: list[str], rounds: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {k: [] for k in encoders}
+    for _ in range(rounds):
+        for kind, enc in encoders.items():
+            t = time.perf_counter()
+            enc.encode_sync(texts)
+            rates[kind].append(len(texts) / (time.perf_counter() - t))
+    return rates
+
+
+async def ingestion(kind: str, encoder: Any, docs: list[Any], texts: list[str]) -> dict[str, Any]:
+    from config.settings import resolve
+    from guards.redaction import redact
+    from retrieval.ingest import Ingestor
+    from retrieval.sources import ListSource, Record
+    from stores.search import SearchStore
+
+    store = SearchStore(resolve().opensearch_url.get_secret_value(), prefix=f"kredete-bench-enc-{uuid.uuid4().hex[:6]}")
+    await store.connect()
+    try:
+        ingestor = Ingestor(store, encoder, redact=redact, batch_docs=64)
+        await ingestor.ensure_indexes()
+        report = await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
+        t = time.perf_counter()
+        encoder.encode_sync(texts)
+        raw = len(texts) / (time.perf_counter() - t)
+        return {"chunks": report.chunks_indexed, "seconds": report.seconds,
+                "embed_seconds": round(report.embed_seconds, 2),
+                "chunks_per_s": round(report.chunks_per_s, 1), "raw_encode_chunks_per_s": round(raw, 1),
+                "ratio_to_raw": round(report.chunks_per_s / raw, 3)}
+    finally:
+        await store.os.indices.delete(index=f"{store.prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+        await store.close()
+
+
+async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> dict[str, Any]:
+    from bench.retrieval import corpus
+    from retrieval.encoder import make_encoder
+
+    console = Console(stderr=True)
+    docs, _, _ = corpus(n_docs)
+    texts = chunk_texts(docs)
+    out: dict[str, Any] = {"docs": len(docs), "chunks": len(texts), "threads": threads, "rounds": rounds,
+                           "encoders": {}}
+    encoders = {}
+    for kind in KINDS:
+        with console.status(f"loading {kind}") as status:
+            encoders[kind] = make_encoder(kind, threads=threads, batch_size=32, step=status.update)
+    for kind, enc in encoders.items():
+        enc.encode_sync(texts[:64])  # warm up
+        out["encoders"][kind] = {"name": enc.name}
+    console.print(f"raw encode: {len(texts)} chunks x {rounds} rounds")
+    for kind, r in raw_rates(encoders, texts, rounds).items():
+        e = out["encoders"][kind]
+        e["raw_chunks_per_s_runs"] = [round(x, 1) for x in r]
+        e["raw_chunks_per_s"] = round(statistics.median(r), 1)
+        e["raw_chunks_per_s_per_core"] = round(statistics.median(r) / threads, 1)
+    base = out["encoders"]["torch"]["raw_chunks_per_s"]
+    for e in out["encoders"].values():
+        e["speedup_vs_torch"] = round(e["raw_chunks_per_s"] / base, 2)
+    for kind, enc in encoders.items():
+        console.print(f"ingestion: {kind}")
+        out["encoders"][kind]["ingest"] = await ingestion(kind, enc, docs, texts)
+    del encoders
+    for kind in KINDS:
+        console.print(f"retrieval eval: {kind}")
+        out["encoders"][kind]["quality"] = await quality(kind, queries)
+    ref = out["encoders"]["torch"]["quality"]
+    for e in out["encoders"].values():
+        e["quality_delta_vs_torch"] = {
+            mode: {m: round(e["quality"][mode][m] - ref[mode][m], 4) for m in ("recall@10", "ndcg@10")}
+            for mode in VECTOR_MODES if mode in e["quality"]}
+    return out
+
+
+def show(res: dict[str, Any]) -> None:
+    t = Table(title=f"encoders: {res['chunks']} chunks, {res['threads']} thread(s), median of {res['rounds']}")
+    t.add_column("")
+    for kind in res["encoders"]:
+        t.add_column(kind, justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("raw chunks/s per core", lambda e: f"{e['raw_chunks_per_s_per_core']:.1f}"),
+        ("speed-up vs torch", lambda e: f"{e['speedup_vs_torch']:.2f}x"),
+        ("ingest chunks/s", lambda e: f"{e['ingest']['chunks_per_s']:.1f}"),
+        ("ingest / raw encode", lambda e: f"{e['ingest']['ratio_to_raw']:.2f}"),
+    ]
+    for mode in VECTOR_MODES:
+        def cell(e: dict[str, Any], mode: str = mode) -> str:
+            q = e["quality"][mode]
+            return f"{q['recall@10']:.4f} / {q['ndcg@10']:.4f}"
+
+        rows.append((f"{mode} recall@10 / nDCG@10", cell))
+    for label, cell in rows:
+        t.add_row(label, *(cell(e) for e in res["encoders"].values()))
+    Console().print(t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=300, help="synthetic notes besides the KB articles")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="cores per encoder (per-core rates divide by it)")
+    ap.add_argument("--queries", type=int, default=None, help="eval queries (default: all)")
+    args = ap.parse_args()
+    res = asyncio.run(run(args.docs, args.rounds, args.threads, args.queries))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    show(res)
+
+
+if __name__ == "__main__":
+    main()
