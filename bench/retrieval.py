@@ -9,8 +9,8 @@ written for this benchmark (`PARAPHRASES`, not drawn from the corpus) and, to fi
 first words of corpus sentences; recall is reported per group (a corpus sentence is its own nearest
 neighbour, which makes recall easy). Latency: "warm" = the query vector is already in Redis (the
 embedding is excluded; the Redis GET is included), as for a repeated query; "cold" = no cache, so the
-query embedding (CPU, all-MiniLM-L6-v2) is included. Results: bench/results/retrieval.json and a table.
-The ceiling for ingestion is raw `model.encode` on the same chunk texts.
+query embedding (CPU, all-MiniLM-L6-v2 by `KREDETE_ENCODER`) is included. Results:
+bench/results/retrieval.json and a table. The ceiling for ingestion is the raw encode of the same chunk texts.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def pct(values: list[float], p: float) -> float:
 
 async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
     from guards.redaction import redact
-    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.encoder import encoder_from_settings
     from retrieval.ingest import Ingestor
     from retrieval.service import KnowledgeRetriever
     from retrieval.sources import ListSource, Record
@@ -120,7 +120,7 @@ async def run(n_docs: int, n_queries: int, concurrency: int) -> dict[str, Any]:
     await search.connect()
     out: dict[str, Any] = {"docs": n_docs, "queries": n_queries, "concurrency": concurrency}
     try:
-        encoder = SentenceTransformerEncoder(batch_size=64)
+        encoder = encoder_from_settings()  # KREDETE_ENCODER (bench/encoder.py compares them)
         docs, queries, n_written = corpus(n_docs)
         n_written = min(n_written, n_queries)
         queries = queries[:n_queries]
@@ -235,7 +235,7 @@ async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds:
     from guards.redaction import redact
     from kredete import stack
     from kredete.stack.opensearch_cluster import SearchCluster
-    from retrieval.encoder import SentenceTransformerEncoder
+    from retrieval.encoder import encoder_from_settings
     from retrieval.ingest import Ingestor
     from retrieval.service import KnowledgeRetriever
     from retrieval.sources import ListSource, Record
@@ -255,7 +255,7 @@ async def compare_cluster(n_docs: int, n_queries: int, concurrency: int, rounds:
     out: dict[str, Any] = {"docs": n_docs, "queries": n_queries, "concurrency": concurrency, "rounds": rounds,
                            "memory_mb": cluster.memory_mb(), "stack_up_s": round(up_s, 1)}
     try:
-        encoder = SentenceTransformerEncoder(batch_size=64)
+        encoder = encoder_from_settings()  # KREDETE_ENCODER (bench/encoder.py compares them)
         docs, queries, _ = corpus(n_docs)
         queries = queries[:n_queries]
         ingestor = Ingestor(single, encoder, redact=redact, batch_docs=64)

@@ -35,6 +35,7 @@ def scores(runs: list[tuple[list[str], set[str]]]) -> dict[str, float]:
         "recall@1": round(sum(recall_at_k(r, rel, 1) for r, rel in runs) / n, 4),
         "recall@3": round(sum(recall_at_k(r, rel, 3) for r, rel in runs) / n, 4),
         "recall@5": round(sum(recall_at_k(r, rel, 5) for r, rel in runs) / n, 4),
+        "recall@10": round(sum(recall_at_k(r, rel, 10) for r, rel in runs) / n, 4),
         "mrr": round(mean_reciprocal_rank(runs), 4),
         "ndcg@5": round(sum(ndcg_at_k(r, rel, 5) for r, rel in runs) / n, 4),
         "ndcg@10": round(sum(ndcg_at_k(r, rel, 10) for r, rel in runs) / n, 4),
