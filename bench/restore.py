@@ -202,6 +202,17 @@ def main() -> None:
         result["seed_seconds"] = round(seconds, 1)
         result["replica_lag_under_seed_load"] = lag
         result["replica_lag_bytes_under_seed_load"] = lag_bytes
+    elif RESULTS.exists() and (earlier := json.loads(RESULTS.read_text())).get("transactions") == args.transactions:
+        # the seed (and its lag samples) of the run that made the reused database
+        for key in ("seed_seconds", "replica_lag_under_seed_load", "replica_lag_bytes_under_seed_load"):
+            if key in earlier:
+                result[key] = earlier[key]
+        result["seed_from_run"] = earlier.get("seed_from_run") or earlier.get("when")
+    # Before the backup: the restored cluster must hold the roles' logins (the MCP server reads as the agent
+    # role), as after `kredete db migrate`; migrate.upgrade alone leaves them without a password.
+    from kredete.stack.logins import grant_local_logins
+
+    grant_local_logins(_db_url(resolve().postgres_url.get_secret_value(), DB))
     size = cluster_bytes()
     result["cluster_bytes"] = size
     console.print(f"cluster: {size / 1e9:.2f} GB; pgBackRest full backup ...")
