@@ -36,6 +36,35 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 1800) -> None:
         raise RuntimeError(f"kredete {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
+#: Runs `kredete` commands one after another in one interpreter, through the typer app the `kredete` entry point
+#: runs (same commands, same options): a process per command imported the CLI, the stores and their drivers
+#: again each time. Each finished command prints one `STEP_DONE` line (its seconds) on stderr.
+STEP_DONE = "kredete-step-done"
+_STEPS = f"""
+import json, sys, time
+from kredete.cli import app
+for args in json.loads(sys.argv[1]):
+    started = time.monotonic()
+    code = app(args, prog_name="kredete", standalone_mode=False)  # a typer.Exit comes back as its code
+    if code not in (None, 0):
+        sys.exit(f"kredete {{' '.join(args)}} failed ({{code}})")
+    print("{STEP_DONE}", round(time.monotonic() - started, 1), *args, file=sys.stderr, flush=True)
+"""
+
+
+def _run_steps(steps: list[list[str]], env: dict[str, str], log: Callable[[str], None],
+               timeout: float = 1800) -> None:
+    """`kredete <step>` for each step, in order, in one process; stops at the first that fails."""
+    proc = subprocess.run([sys.executable, "-c", _STEPS, json.dumps(steps)], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False, cwd=REPO_ROOT)
+    for line in proc.stderr.splitlines():
+        if line.startswith(STEP_DONE):
+            seconds, *args = line.split()[1:]
+            log(f"  kredete {' '.join(args)}: {seconds} s")
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the dataset failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A named, isolated copy of the data tier (own Postgres DB, Mongo DB and index prefix)."""
@@ -98,19 +127,14 @@ class Dataset:
             self.marker.unlink()
         log(f"dataset {self.name}: recreating {self.db}")
         asyncio.run(self._recreate_databases())
-        env = self.env
-        log(f"dataset {self.name}: migrate")
-        _run(["db", "migrate"], env)
-        log(f"dataset {self.name}: seed {self.users} users (seed {self.seed})")
-        _run(["seed", "--users", str(self.users), "--seed", str(self.seed)], env)
+        steps = [["db", "migrate"], ["seed", "--users", str(self.users), "--seed", str(self.seed)]]
         if "s3" in self.ingest:
             # Ingestion reads the documents as its own S3 principal, which `s3 setup` creates for this prefix.
-            log(f"dataset {self.name}: s3 setup")
-            _run(["s3", "setup"], env)
+            steps.append(["s3", "setup"])
         if self.ingest:
-            log(f"dataset {self.name}: ingest {', '.join(self.ingest)}")
-            only = [a for src in self.ingest for a in ("--only", src)]
-            _run(["ingest", "--reset", *only], env)
+            steps.append(["ingest", "--reset", *(a for src in self.ingest for a in ("--only", src))])
+        log(f"dataset {self.name}: {'; '.join('kredete ' + ' '.join(step) for step in steps)}, in one process")
+        _run_steps(steps, self.env, log)
         log(f"dataset {self.name}: current FX rates")
         asyncio.run(self.current_rates())
         self.marker.parent.mkdir(parents=True, exist_ok=True)
