@@ -110,12 +110,22 @@ class Dataset:
         return await database_exists(resolve().postgres_url.get_secret_value(), self.db)
 
     def is_ready(self) -> bool:
-        """Built earlier with the same parameters (marker file) and the database is still there."""
+        """Built earlier with the same parameters (marker file), the database is still there and its schema is
+        the migrations' head (a dataset built before a newer migration is rebuilt, not reused as it is)."""
         try:
             spec = json.loads(self.marker.read_text())
         except (OSError, ValueError):
             return False
-        return spec == self._spec() and asyncio.run(self._exists())
+        return spec == self._spec() and asyncio.run(self._exists()) and self._schema_current()
+
+    def _schema_current(self) -> bool:
+        from stores.errors import StoreError
+        from stores.postgres import migrate
+
+        try:
+            return not migrate.status(self.settings().postgres_url.get_secret_value()).pending
+        except StoreError:
+            return False
 
     def prepare(self, *, fresh: bool = False, log: Callable[[str], None] = lambda _m: None) -> bool:
         """Build the dataset unless an identical one exists; True when it was (re)built."""

@@ -29,3 +29,10 @@ async def recreate_database(url: str, name: str) -> None:
     async with direct_connection(url) as conn:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
+
+
+async def drop_database(url: str, name: str) -> None:
+    """Drop `name` if it exists (disconnecting its sessions), on the server behind `url`."""
+    name = _checked(name)
+    async with direct_connection(url) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
