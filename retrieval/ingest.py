@@ -156,17 +156,47 @@ class Ingestor:
         report = IngestReport(source=source.name, resumed_after=after)
         batch: list[Record] = []
         last_key = after
-        async for rec in source.records(after):
-            batch.append(rec)
-            if sum(max(1, len(r.docs)) for r in batch) >= self.batch_docs:
-                await self._flush(source.name, batch, report, skip_unchanged)
-                last_key = batch[-1].key
+        # Two batches in flight: the next one embeds (a worker thread) while the previous one is written to
+        # OpenSearch (the event loop). Checkpoints follow completed batches in order.
+        pending: tuple[asyncio.Task[None], str] | None = None
+
+        async def settle() -> None:
+            nonlocal pending, last_key
+            if pending is not None:
+                task, key = pending
+                pending = None
+                await task
+                last_key = key
                 report.seconds = time.perf_counter() - t0
                 await self._save_checkpoint(source.name, last_key, False, report)
-                batch = []
-        if batch:
-            await self._flush(source.name, batch, report, skip_unchanged)
-            last_key = batch[-1].key
+
+        async def submit(records: list[Record]) -> None:
+            nonlocal pending
+            task = asyncio.create_task(self._flush(source.name, records, report, skip_unchanged))
+            try:
+                await settle()
+            except BaseException:
+                task.cancel()
+                raise
+            pending = (task, records[-1].key)
+
+        try:
+            async for rec in source.records(after):
+                batch.append(rec)
+                if sum(max(1, len(r.docs)) for r in batch) >= self.batch_docs:
+                    await submit(batch)
+                    batch = []
+            if batch:
+                await submit(batch)
+        except Exception:
+            if pending is not None:  # a failing source: what was read is finished and checkpointed
+                await settle()
+            raise
+        except BaseException:  # cancelled (Ctrl-C): stop now; the next run resumes after the last checkpoint
+            if pending is not None:
+                pending[0].cancel()
+            raise
+        await settle()
         report.seconds = round(time.perf_counter() - t0, 3)
         await self.index.refresh()
         await self._save_checkpoint(source.name, last_key, True, report)

@@ -107,3 +107,36 @@ async def test_vectors_of_another_encoder_are_refused_not_mixed(own_search, enco
         await Ingestor(own_search, other, redact=redact).ensure_indexes()
     with pytest.raises(InvalidData, match=f"holds vectors of {re.escape(encoder.name)};.*KREDETE_ENCODER"):
         await KnowledgeRetriever(own_search, other).search("fees", RowScope.none(), mode="knn")
+
+
+class FailingOn(Counting):
+    """Raises on the batch holding `marker`, like a model that runs out of memory mid-run."""
+
+    def __init__(self, inner, marker: str) -> None:
+        super().__init__(inner)
+        self.marker = marker
+
+    async def embed_documents(self, texts):
+        if any(self.marker in t for t in texts):
+            raise MemoryError("encoder failed")
+        return await super().embed_documents(texts)
+
+
+async def test_a_failing_batch_stops_the_run_at_the_last_finished_batch_and_resume_completes_it(own_search,
+                                                                                                 encoder):
+    """Batches overlap (one embeds while the previous is written); the checkpoint only follows finished ones."""
+    user = str(uuid.uuid4())
+    name = f"fail-{uuid.uuid4().hex[:6]}"
+    short = {i: f"Note {i}: a payment of {i} cedis." for i in range(1, 10)}
+    recs = records(user, "Fees are charged monthly.", short)
+    failing = FailingOn(encoder, "payment of 4 cedis")  # the second batch: inc-3, inc-4, inc-5
+    with pytest.raises(MemoryError):
+        await Ingestor(own_search, failing, redact=redact, batch_docs=3).run(ListSource(name, recs))
+    ingestor = Ingestor(own_search, encoder, redact=redact, batch_docs=3)
+    ckpt = await ingestor.checkpoint(name)
+    assert ckpt["last_key"] == "inc-2" and ckpt["done"] is False  # the first batch: inc-0, inc-1, inc-2
+    report = await ingestor.run(ListSource(name, recs))
+    assert report.resumed_after == "inc-2" and report.records == 7
+    assert (await ingestor.checkpoint(name))["done"] is True
+    for r in recs:
+        assert await stored(own_search, r.key), r.key
