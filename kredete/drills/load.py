@@ -36,13 +36,14 @@ class LoadStats:
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
     first_error_at: float | None = None
-    #: First acknowledgement after `mark` (set by the drill at the cut): when writes work again.
+    #: First acknowledgement of a write sent after `mark` (set by the drill once the cut is done): when writes
+    #: work again. A write sent before it may be acknowledged by the old primary just after it.
     mark: float | None = None
     first_ack_after_mark: float | None = None
 
     def ack(self, a: Ack) -> None:
         self.acks.append(a)
-        if self.mark is not None and self.first_ack_after_mark is None and a.at > self.mark:
+        if self.mark is not None and self.first_ack_after_mark is None and a.started > self.mark:
             self.first_ack_after_mark = a.at
 
 
