@@ -4,10 +4,10 @@
 
 * Quality: the retrieval eval (evals/retrieval_eval.py: the evals KB and its labelled queries), recall@10 and
   nDCG@10 per mode for each encoder, each in its own evals index.
-* Raw encode: chunks/s of `encode_sync` on the chunk texts of the benchmark corpus (bench.retrieval's KB plus
-  synthetic notes, chunked as ingestion does), per core (`--threads`, default 1). The encoders are timed in
-  turn, `--rounds` times (interleaved, so a busy neighbour slows all of them alike); the median is reported,
-  and the speed-up is the median of each round's ratio to torch.
+* Raw encode (batch size `KREDETE_ENCODER_BATCH_SIZE`): chunks/s of `encode_sync` on the chunk texts of the
+  benchmark corpus (bench.retrieval's KB plus synthetic notes, chunked as ingestion does), per core
+  (`--threads`, default 1). The encoders are timed in turn, `--rounds` times (interleaved, so a busy neighbour
+  slows all of them alike); the median is reported, and the speed-up is the median of each round's ratio to torch.
 * Ingestion: `Ingestor.run` (redact, chunk, embed, bulk index into OpenSearch) of the same corpus into a
   throw-away index per encoder, chunks/s against the raw encode of the same chunks measured right after.
 Results: bench/results/encoder.json and a table. Needs the local stack's OpenSearch (`kredete stack up`).
@@ -85,6 +85,7 @@ async def ingestion(kind: str, encoder: Any, docs: list[Any], texts: list[str]) 
 
 async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> dict[str, Any]:
     from bench.retrieval import corpus
+    from config.settings import Settings
     from retrieval.encoder import make_encoder
 
     console = Console(stderr=True)
@@ -92,10 +93,12 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
     texts = chunk_texts(docs)
     out: dict[str, Any] = {"docs": len(docs), "chunks": len(texts), "threads": threads, "rounds": rounds,
                            "encoders": {}}
+    batch = Settings().encoder_batch_size
+    out["batch_size"] = batch
     encoders = {}
     for kind in KINDS:
         with console.status(f"loading {kind}") as status:
-            encoders[kind] = make_encoder(kind, threads=threads, batch_size=32, step=status.update)
+            encoders[kind] = make_encoder(kind, threads=threads, batch_size=batch, step=status.update)
     for kind, enc in encoders.items():
         enc.encode_sync(texts[:64])  # warm up
         out["encoders"][kind] = {"name": enc.name}

@@ -154,8 +154,9 @@ class Settings(BaseSettings):
     encoder: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8"
     #: Cores one encoder uses (ONNX Runtime intra-op threads, torch threads).
     encoder_threads: int = Field(2, ge=1, le=64)
-    #: Texts per forward pass (sorted by length first, so a batch pads little).
-    encoder_batch_size: int = Field(32, ge=1, le=1024)
+    #: Texts per forward pass (sorted by length first, so a batch pads little). Small batches are faster on CPU
+    #: (int8, one core: 85 chunks/s at 8, 63 at 32, 54 at 64).
+    encoder_batch_size: int = Field(8, ge=1, le=1024)
 
     # --- MCP server over HTTP (agent tools and guards) ---
     #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
