@@ -351,8 +351,26 @@ def down(only: Iterable[str] | None = None) -> None:
     # The object store last: PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest
     # repository in MinIO, and with MinIO already gone it waited out pgBackRest's timeout (a minute per stop).
     servers.sort(key=lambda server: server.name.startswith("s3"))
-    for server in servers:
+    for server in _leader_last(servers):
         server.stop()
+
+
+def _leader_last(servers: list[Server]) -> list[Server]:
+    """The Patroni leader stops after the other members: stopped first, each remaining member took over in
+    turn (a leader race per stop, about 10 s on a fresh HA stack)."""
+    members = [s for s in servers if s.name.startswith("ha-pg")]
+    if len(members) < 2:
+        return servers
+    from kredete.stack import patroni
+
+    lead = patroni.leader(timeout=1.0)
+    victim = next((s for s in members if lead and s.name == lead.get("name")), None)
+    if victim is None:
+        return servers
+    out = [s for s in servers if s is not victim]
+    last = max(i for i, s in enumerate(out) if s.name.startswith("ha-pg"))
+    out.insert(last + 1, victim)
+    return out
 
 
 def reset(only: Iterable[str] | None = None) -> None:

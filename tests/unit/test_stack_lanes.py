@@ -1,4 +1,5 @@
-"""`kredete stack up` starts independent servers side by side: which servers share a lane (pure logic)."""
+"""`kredete stack up` starts independent servers side by side (which servers share a lane), and `stack down` stops
+the Patroni leader last: pure logic."""
 
 from __future__ import annotations
 
@@ -42,3 +43,13 @@ def test_ha_profile_puts_etcd_patroni_and_ferretdb_in_one_lane():
 def test_only_some_servers_still_follow_their_dependencies():
     assert names(_lanes([Named("postgres"), Named("opensearch")], DEPENDS)) == [["postgres"], ["opensearch"]]
     assert names(_lanes([], DEPENDS)) == []
+
+
+def test_stack_down_stops_the_patroni_leader_after_the_other_members(monkeypatch):
+    from kredete.stack import _leader_last, patroni
+
+    order = [Named(n) for n in ("mongo", "ha-pg3", "ha-pg2", "ha-pg1", "etcd3", "etcd2", "etcd1")]
+    monkeypatch.setattr(patroni, "leader", lambda timeout=2.0: {"name": "ha-pg2", "role": "leader"})
+    assert [s.name for s in _leader_last(order)] == ["mongo", "ha-pg3", "ha-pg1", "ha-pg2", "etcd3", "etcd2", "etcd1"]
+    monkeypatch.setattr(patroni, "leader", lambda timeout=2.0: None)  # no leader (cluster down): order kept
+    assert [s.name for s in _leader_last(order)] == [s.name for s in order]
