@@ -163,8 +163,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "encoder": encoder.name,
             "ingest": {"resumed_after": report.resumed_after, "chunks_this_run": report.chunks_indexed,
                        "seconds_this_run": round(report.seconds, 1),
-                       "chunks_per_s": round(report.chunks_per_s, 1),
-                       "embed_share": round(report.embed_seconds / report.seconds, 3) if report.seconds else None},
+                       "chunks_per_s": round(report.chunks_per_s, 1)},
         }
 
         rng = random.Random(SEED)
