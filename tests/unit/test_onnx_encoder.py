@@ -10,14 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from config.settings import Settings
-from retrieval.encoder import (
-    BUNDLED_MODEL,
-    SentenceTransformerEncoder,
-    bundled_model_path,
-    encoder_name,
-    lazy_encoder_from_settings,
-    make_encoder,
-)
+from retrieval.bundled_model import BUNDLED_MODEL, bundled_model_path, encoder_name
+from retrieval.encoder import SentenceTransformerEncoder, lazy_encoder_from_settings, make_encoder
 from retrieval.onnx_encoder import (
     ExportOptions,
     OnnxEncoder,
