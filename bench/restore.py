@@ -172,8 +172,9 @@ def ha_part(console: Console, users: int = 5) -> dict[str, object]:
     local.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KREDETE_")}
     env.update({"KREDETE_LOCAL_DIR": str(local), "KREDETE_STACK_PROFILE": "ha"})
-    names = ["redis", "mongo", "mongo_debug", *(f"{k}{i}" for k in ("ha_postgres", "ha_patroni", "etcd")
-                                                for i in (1, 2, 3)), *(f"etcd{i}_peer" for i in (1, 2, 3))]
+    names = ["redis", "mongo", "mongo_debug", "s3", "s3_console", "s3_dr", "s3_dr_console", "s3_cold",
+             "s3_cold_console", "s3_audit", *(f"{k}{i}" for k in ("ha_postgres", "ha_patroni", "etcd")
+                                              for i in (1, 2, 3)), *(f"etcd{i}_peer" for i in (1, 2, 3))]
     chosen: set[int] = set()
     for name in names:  # distinct free ports
         port = free_port()
@@ -190,8 +191,10 @@ def ha_part(console: Console, users: int = 5) -> dict[str, object]:
         if up.returncode != 0:
             out["error"] = up.stderr[-1000:]
             return out
-        with console.status("FerretDB, Redis, migrate, seed"):
-            kredete("stack", "up", "--only", "mongo", "--only", "redis", env=env)
+        with console.status("FerretDB, Redis, S3, migrate, seed"):
+            # S3 too: the members archive their WAL to the pgBackRest repository (without it, pushes fail and
+            # the leader keeps every segment)
+            kredete("stack", "up", "--only", "mongo", "--only", "redis", "--only", "s3", env=env)
             kredete("db", "migrate", env=env)
             kredete("seed", "--users", str(users), "--skip-documents", env=env)
         with console.status("drill failover"):

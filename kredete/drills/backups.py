@@ -41,11 +41,31 @@ def _ts(epoch: int | None) -> str | None:
 
 def ensure_ready() -> None:
     """Repository configured and stanza created (idempotent; cheap when already done)."""
+    from kredete import stack
+
+    if stack.profile() == "ha":
+        members = [s for s in stack.local_servers() if s.name.startswith("ha-pg")]
+        if not pgbackrest.is_ready(members[0].system_identifier() if members else None):
+            pgbackrest.setup_ha_repository(members)
+        return
     from kredete.stack.postgres import PostgresPrimary
 
     primary = PostgresPrimary()
     if not pgbackrest.is_ready(primary.system_identifier()):
         pgbackrest.setup_repository(primary)
+
+
+def _primary_sql(sql: str) -> str:
+    """SQL on the cluster's primary: the local primary, or the Patroni leader in the HA profile."""
+    from kredete import stack
+
+    if stack.profile() == "ha":
+        from kredete.stack import patroni
+
+        return patroni.psql(sql)
+    from kredete.stack.postgres import PostgresPrimary
+
+    return PostgresPrimary()._psql(sql)
 
 
 def run_backup(kind: BackupType, console: Console) -> dict[str, Any]:
@@ -89,9 +109,7 @@ def backups(cluster: str | None = None) -> list[dict[str, Any]]:
 
 def archiver() -> dict[str, Any]:
     """pg_stat_archiver of the primary: what was pushed last and what failed last."""
-    from kredete.stack.postgres import PostgresPrimary
-
-    row = PostgresPrimary()._psql(
+    row = _primary_sql(
         "SELECT json_build_object('archived_count', archived_count, 'last_archived_wal', last_archived_wal, "
         "'last_archived_time', last_archived_time, 'failed_count', failed_count, 'last_failed_wal', "
         "last_failed_wal, 'last_failed_time', last_failed_time) FROM pg_stat_archiver")

@@ -182,6 +182,13 @@ def restore(to: str | datetime = "latest", *, target_dir: Path | None = None, la
     from kredete.stack.postgres import PostgresPrimary
 
     console = console or Console(stderr=True)
+    from kredete import stack
+
+    if stack.profile() == "ha":
+        raise StackError("`kredete restore` restores the default profile's primary; a Patroni cluster is restored "
+                         "by bootstrapping a new cluster from the repository (Patroni's bootstrap method "
+                         "`pgbackrest restore`), which these commands do not automate. `kredete backup run|list|"
+                         "verify` work in the HA profile")
     primary = PostgresPrimary()
     if replace and target_dir is not None:
         raise StackError("--replace restores into the primary's own data dir: do not pass --target-dir too")

@@ -223,6 +223,8 @@ def up(only: Iterable[str] | None = None, console: Console | None = None,
     done += _start_lanes([[s for s in servers if is_monitoring(s)]], console)
     if (profile_name or profile()) == "default":
         _backups_ready({s.name for s in servers}, console)
+    elif (profile_name or profile()) == "ha":
+        _ha_backups_ready({s.name for s in servers}, console)
     return done
 
 
@@ -326,6 +328,28 @@ def _backups_ready(started: set[str], console: Console) -> None:
     except StackError as exc:
         console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
     _replicas_streaming(started, console)
+
+
+def _ha_backups_ready(started: set[str], console: Console) -> None:
+    """The HA profile's pgBackRest repository and stanza, once its Patroni members and S3 all run (they may
+    come up in separate `stack up` calls)."""
+    if not any(n.startswith("ha-pg") or n == "s3" for n in started):
+        return
+    from kredete.stack import pgbackrest
+
+    servers = {s.name: s for s in local_servers()}
+    members = [s for name, s in servers.items() if name.startswith("ha-pg")]
+    if not members or "s3" not in servers or not all(s.healthy() for s in (*members, servers["s3"])):
+        return
+    if pgbackrest.is_ready(members[0].system_identifier()):
+        return
+    t0 = time.monotonic()
+    try:
+        with console.status("[bold]pgbackrest[/]: repository and stanza of the Patroni cluster"):
+            repo = pgbackrest.setup_ha_repository(members)
+        console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
+    except StackError as exc:
+        console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
 
 
 def _replicas_streaming(started: set[str], console: Console, timeout_s: float = 30.0) -> None:

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
+from config.settings import get_settings
+from kredete.stack import pgbackrest
 from kredete.stack.base import Server, StackError, apt_install, port_open, proc_cmdline, run
-from kredete.stack.postgres import PG_BIN, RUN_USER, SUPERUSER, ensure_postgres_installed
+from kredete.stack.postgres import PG_BIN, RUN_USER, SUPERUSER, ensure_postgres_installed, system_identifier
 
 SCOPE = "kredete-ha"
 BIN = "/usr/bin/patroni"
@@ -156,6 +158,10 @@ class PatroniMember(Server):
                         "max_wal_size": "256MB", "min_wal_size": "64MB",
                         "shared_buffers": "128MB", "wal_log_hints": "on", "hot_standby_feedback": "on",
                         "shared_preload_libraries": "pg_stat_statements", "password_encryption": "scram-sha-256",
+                        # WAL to the pgBackRest repository from the first start (archive_mode needs one): a
+                        # push fails, and the segment is kept, until `stack up` has made the stanza. Each
+                        # member's archive_command is its own (below).
+                        "archive_mode": "on", "archive_timeout": int(get_settings().archive_timeout_s),
                     }},
                 },
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums",
@@ -169,7 +175,8 @@ class PatroniMember(Server):
                     "replication": {"username": "replicator", "password": sec["postgres_replicator"]},
                     "rewind": {"username": SUPERUSER, "password": sec["postgres_superuser"]},
                 },
-                "parameters": {"unix_socket_directories": str(self.data_dir)},
+                "parameters": {"unix_socket_directories": str(self.data_dir),
+                               "archive_command": pgbackrest.archive_command(self.pgdata)},
                 # A replica's pg_basebackup asks the leader for a fast checkpoint: the default spread one
                 # paced a fresh cluster's first checkpoint over 93 s of the HA profile's 113 s start.
                 "basebackup": [{"checkpoint": "fast"}],
@@ -196,6 +203,9 @@ class PatroniMember(Server):
                 return resp.status == 200
         except OSError:
             return False
+
+    def system_identifier(self) -> str | None:
+        return system_identifier(self.pgdata, self.run_as())
 
     def role(self) -> str | None:
         try:

@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,11 +118,12 @@ def configured_cluster() -> str | None:
     return None
 
 
-def write_config(primary, *, cluster: str | None = None) -> Path:
+def write_config(primary, *, cluster: str | None = None, others: Sequence[Any] = ()) -> Path:
     """(Re)write pgbackrest.conf (0600) for the local primary; the repository path follows its cluster.
 
     `cluster` pins the repository path (a restore of a primary whose data dir is gone); by default it is
-    the primary's system identifier, or the one configured before when the data dir is missing.
+    the primary's system identifier, or the one configured before when the data dir is missing. `others`:
+    the HA profile's other Patroni members (pg2, pg3): pgBackRest backs up from whichever is the primary.
     """
     sysid = cluster or primary.system_identifier() or configured_cluster()
     if not sysid:
@@ -176,12 +178,11 @@ def write_config(primary, *, cluster: str | None = None) -> Path:
         "log-level-stderr=off",
         "",
         f"[{STANZA}]",
-        f"pg1-path={primary.pgdata}",
-        f"pg1-port={primary.port}",
-        f"pg1-socket-path={primary.data_dir}",
-        "pg1-user=kredete",
-        "",
     ]
+    for i, node in enumerate((primary, *others), start=1):
+        lines += [f"pg{i}-path={node.pgdata}", f"pg{i}-port={node.port}", f"pg{i}-socket-path={node.data_dir}",
+                  f"pg{i}-user=kredete"]
+    lines.append("")
     path = conf_file()
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
@@ -191,11 +192,18 @@ def write_config(primary, *, cluster: str | None = None) -> Path:
     return path
 
 
+def archive_command(pg_path: Path | None = None) -> str:
+    """`archive_command`; `pg_path`: the pushing server's own data dir (a Patroni member: pgBackRest resolves %p
+    against pg1-path, which names whichever member led when the config was written)."""
+    own = f" --pg1-path={pg_path}" if pg_path else ""
+    return f"{BIN} --config={conf_file()} --stanza={STANZA}{own} archive-push %p"
+
+
 def archive_conf_text(archive_timeout_s: int) -> str:
     return (
         "# WAL archiving to the pgBackRest repository (kredete/stack/pgbackrest.py)\n"
         "archive_mode = on\n"
-        f"archive_command = '{BIN} --config={conf_file()} --stanza={STANZA} archive-push %p'\n"
+        f"archive_command = '{archive_command()}'\n"
         f"archive_timeout = {archive_timeout_s}\n"
     )
 
@@ -328,6 +336,26 @@ def setup_repository(primary) -> str:
     else:
         primary._psql("SELECT pg_reload_conf()")
     return f"s3://{repository()['bucket']}/pgbackrest/{configured_cluster()}"
+
+
+def setup_ha_repository(members: Sequence[Any]) -> str:
+    """The HA profile's repository (idempotent): bucket and principal, a config naming every Patroni member
+    (pgBackRest finds the primary among them), the stanza. The members archive from their first start
+    (Patroni's bootstrap sets `archive_command`); pushes fail, and PostgreSQL keeps the WAL, until this ran."""
+    from kredete.stack import patroni
+
+    lead = patroni.wait_for(patroni.leader, "no Patroni leader", 60)
+    primary = next(m for m in members if m.name == lead["name"])
+    cluster = primary.system_identifier()
+    if not cluster:
+        raise StackError(f"{primary.name} has no cluster yet")
+    ensure_installed()
+    if repository()["local"]:
+        _ensure_s3()
+    write_config(primary, others=[m for m in members if m is not primary])
+    pgbackrest("stanza-create", timeout=300)
+    ready_marker(cluster).write_text("stanza created\n")
+    return f"s3://{repository()['bucket']}/pgbackrest/{cluster}"
 
 
 def ready_marker(cluster: str | None) -> Path:

@@ -45,6 +45,20 @@ def _own(path: Path, user: str) -> None:
             shutil.chown(os.path.join(root, name), user, user)
 
 
+def system_identifier(pgdata: Path, user: str | None = None) -> str | None:
+    """A data dir's `Database system identifier` (from pg_control; works stopped or running)."""
+    if not (pgdata / "global" / "pg_control").exists():
+        return None
+    try:
+        out = run([PG_BIN / "pg_controldata", "-D", pgdata], user=user, timeout=30)
+    except StackError:
+        return None
+    for line in out.splitlines():
+        if line.startswith("Database system identifier:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 class _PostgresBase(Server):
     start_timeout = 60.0
 
@@ -93,16 +107,7 @@ class _PostgresBase(Server):
 
     def system_identifier(self) -> str | None:
         """The cluster's `Database system identifier` (from pg_control; works stopped or running)."""
-        if not (self.pgdata / "global" / "pg_control").exists():
-            return None
-        try:
-            out = run([PG_BIN / "pg_controldata", "-D", self.pgdata], user=self.run_as(), timeout=30)
-        except StackError:
-            return None
-        for line in out.splitlines():
-            if line.startswith("Database system identifier:"):
-                return line.split(":", 1)[1].strip()
-        return None
+        return system_identifier(self.pgdata, self.run_as())
 
     def stop(self, timeout: float = 60.0) -> None:
         """Fast shutdown (SIGINT, what `pg_ctl stop -m fast` sends): open sessions are ended and a shutdown
