@@ -46,7 +46,9 @@ def ensure_ready() -> None:
     if stack.profile() == "ha":
         members = [s for s in stack.local_servers() if s.name.startswith("ha-pg")]
         if not pgbackrest.is_ready(members[0].system_identifier() if members else None):
-            pgbackrest.setup_ha_repository(members)
+            from kredete.stack import patroni
+
+            patroni.setup_backups(members)
         return
     from kredete.stack.postgres import PostgresPrimary
 

@@ -335,7 +335,7 @@ def _ha_backups_ready(started: set[str], console: Console) -> None:
     come up in separate `stack up` calls)."""
     if not any(n.startswith("ha-pg") or n == "s3" for n in started):
         return
-    from kredete.stack import pgbackrest
+    from kredete.stack import patroni, pgbackrest
 
     servers = {s.name: s for s in local_servers()}
     members = [s for name, s in servers.items() if name.startswith("ha-pg")]
@@ -346,7 +346,7 @@ def _ha_backups_ready(started: set[str], console: Console) -> None:
     t0 = time.monotonic()
     try:
         with console.status("[bold]pgbackrest[/]: repository and stanza of the Patroni cluster"):
-            repo = pgbackrest.setup_ha_repository(members)
+            repo = patroni.setup_backups(members)
         console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
     except StackError as exc:
         console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")

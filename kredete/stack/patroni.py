@@ -228,6 +228,15 @@ class PatroniMember(Server):
         super().reset()
 
 
+def setup_backups(members: list[Server]) -> str:
+    """The pgBackRest repository and stanza of this Patroni cluster, its current leader as pg1."""
+    from kredete.stack import pgbackrest
+
+    lead = wait_for(leader, "no Patroni leader", 60)
+    primary = next(m for m in members if m.name == lead["name"])
+    return pgbackrest.setup_ha_repository(primary, [m for m in members if m is not primary])
+
+
 def leader_port() -> int:
     lead = wait_for(leader, "no Patroni leader", 60)
     return int(str(lead["port"]))

@@ -338,21 +338,17 @@ def setup_repository(primary) -> str:
     return f"s3://{repository()['bucket']}/pgbackrest/{configured_cluster()}"
 
 
-def setup_ha_repository(members: Sequence[Any]) -> str:
+def setup_ha_repository(primary: Any, others: Sequence[Any]) -> str:
     """The HA profile's repository (idempotent): bucket and principal, a config naming every Patroni member
-    (pgBackRest finds the primary among them), the stanza. The members archive from their first start
-    (Patroni's bootstrap sets `archive_command`); pushes fail, and PostgreSQL keeps the WAL, until this ran."""
-    from kredete.stack import patroni
-
-    lead = patroni.wait_for(patroni.leader, "no Patroni leader", 60)
-    primary = next(m for m in members if m.name == lead["name"])
+    (the leader as pg1; pgBackRest finds the primary among them anyway), the stanza. The members archive from
+    their first start; pushes fail, and PostgreSQL keeps the WAL, until this ran."""
     cluster = primary.system_identifier()
     if not cluster:
         raise StackError(f"{primary.name} has no cluster yet")
     ensure_installed()
     if repository()["local"]:
         _ensure_s3()
-    write_config(primary, others=[m for m in members if m is not primary])
+    write_config(primary, others=others)
     pgbackrest("stanza-create", timeout=300)
     ready_marker(cluster).write_text("stanza created\n")
     return f"s3://{repository()['bucket']}/pgbackrest/{cluster}"

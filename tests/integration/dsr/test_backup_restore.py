@@ -139,7 +139,8 @@ def _verify(s: Scratch, user: str) -> dict:
 def test_a_backup_restored_after_erasure_cannot_reveal_the_user(scratch: Scratch):
     s = scratch
     s.run("s3", "setup", timeout=900)
-    s.run("seed", "--users", str(SEED_USERS), timeout=900)  # the documents (and users 5..7) on top
+    # the documents (and users 5..7) on top, with the scratch stack's one transaction per user
+    s.run("seed", "--users", str(SEED_USERS), "--transactions-per-user", "1", timeout=900)
     facts = json.loads(s.py(_FACTS.format(n=SEED_USERS)))
     user = facts["user"]
 
