@@ -320,14 +320,20 @@ def _backups_ready(started: set[str], console: Console) -> None:
     primary = PostgresPrimary()
     if pgbackrest.is_ready(primary.system_identifier()):
         return
+    _make_repository(lambda: pgbackrest.setup_repository(primary), "", console)
+    _replicas_streaming(started, console)
+
+
+def _make_repository(setup, what: str, console: Console) -> None:
+    """Run a pgBackRest repository setup with progress; a failure is logged (archiving fails visibly until a
+    later `stack up` or `backup run` makes it), not raised: the servers themselves are up."""
     t0 = time.monotonic()
     try:
-        with console.status("[bold]pgbackrest[/]: repository and stanza"):
-            repo = pgbackrest.setup_repository(primary)
+        with console.status(f"[bold]pgbackrest[/]: repository and stanza{what}"):
+            repo = setup()
         console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
     except StackError as exc:
         console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
-    _replicas_streaming(started, console)
 
 
 def _ha_backups_ready(started: set[str], console: Console) -> None:
@@ -343,13 +349,7 @@ def _ha_backups_ready(started: set[str], console: Console) -> None:
         return
     if pgbackrest.is_ready(members[0].system_identifier()):
         return
-    t0 = time.monotonic()
-    try:
-        with console.status("[bold]pgbackrest[/]: repository and stanza of the Patroni cluster"):
-            repo = patroni.setup_backups(members)
-        console.log(f"pgbackrest: repository {repo} ready in {time.monotonic() - t0:.1f}s")
-    except StackError as exc:
-        console.log(f"pgbackrest: repository not ready, WAL archiving fails until it is: {exc}")
+    _make_repository(lambda: patroni.setup_backups(members), " of the Patroni cluster", console)
 
 
 def _replicas_streaming(started: set[str], console: Console, timeout_s: float = 30.0) -> None:
