@@ -35,10 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from evals.harness import percentile  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "knn_scale.json"
 PREFIX = "kredete-knnscale"
@@ -76,10 +77,6 @@ def corpus(users: int, min_chunks: int, chunker: Any, console: Console) -> tuple
                 chunks += k
                 progress.advance(task, k)
     return records, n, chunks
-
-
-def pct(values: list[float], p: float) -> float:
-    return float(np.percentile(np.array(values), p)) if values else 0.0
 
 
 async def ids(search: Any, index: str, query: dict[str, Any], k: int = 10) -> tuple[list[tuple[str, float]], float]:
@@ -120,7 +117,7 @@ async def measure(search: Any, index: str, vectors: list[list[float]], scopes: d
                     by_id.append(len({i for i, _ in got} & {i for i, _ in exact}) / len(exact))
             rows[str(ef)] = {"recall_at_10": round(statistics.mean(recalls), 4) if recalls else None,
                              "recall_at_10_by_id": round(statistics.mean(by_id), 4) if by_id else None,
-                             "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+                             "p50_ms": round(percentile(lat, 50), 2), "p99_ms": round(percentile(lat, 99), 2)}
         out[scope] = rows
     return out
 

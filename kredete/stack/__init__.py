@@ -216,15 +216,12 @@ def up(only: Iterable[str] | None = None, console: Console | None = None,
 
     if servers:
         local_secrets()  # made here once: the lanes below read it from parallel threads
-    depends = HA_DEPENDS if (profile_name or profile()) == "ha" else DEPENDS
+    name = profile_name or profile()
     data = [s for s in servers if not is_monitoring(s)]
     # The monitoring servers last, one lane: the exporters and Prometheus watch the data servers.
-    done = _start_lanes(_lanes(data, depends), console)
+    done = _start_lanes(_lanes(data, HA_DEPENDS if name == "ha" else DEPENDS), console)
     done += _start_lanes([[s for s in servers if is_monitoring(s)]], console)
-    if (profile_name or profile()) == "default":
-        _backups_ready({s.name for s in servers}, console)
-    elif (profile_name or profile()) == "ha":
-        _ha_backups_ready({s.name for s in servers}, console)
+    (_ha_backups_ready if name == "ha" else _backups_ready)({s.name for s in servers}, console)
     return done
 
 
