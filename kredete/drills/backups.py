@@ -44,11 +44,9 @@ def ensure_ready() -> None:
     from kredete import stack
 
     if stack.profile() == "ha":
-        members = [s for s in stack.local_servers() if s.name.startswith("ha-pg")]
-        if not pgbackrest.is_ready(members[0].system_identifier() if members else None):
-            from kredete.stack import patroni
+        from kredete.stack import patroni
 
-            patroni.setup_backups(members)
+        patroni.ensure_backups([s for s in stack.local_servers() if s.name.startswith("ha-pg")])
         return
     from kredete.stack.postgres import PostgresPrimary
 

@@ -237,6 +237,15 @@ def setup_backups(members: list[Server]) -> str:
     return pgbackrest.setup_ha_repository(primary, [m for m in members if m is not primary])
 
 
+def ensure_backups(members: list[Server]) -> str | None:
+    """`setup_backups` unless this cluster's stanza exists already; the repository made, or None."""
+    from kredete.stack import pgbackrest
+
+    if pgbackrest.is_ready(members[0].system_identifier() if members else None):
+        return None
+    return setup_backups(members)
+
+
 def leader_port() -> int:
     lead = wait_for(leader, "no Patroni leader", 60)
     return int(str(lead["port"]))
