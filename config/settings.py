@@ -158,6 +158,14 @@ class Settings(BaseSettings):
     #: (int8, one core: 85 chunks/s at 8, 63 at 32, 54 at 64).
     encoder_batch_size: int = Field(8, ge=1, le=1024)
 
+    # --- kNN graph and search (knn engineer, issue 20; measured by bench/knn_scale.py) ---
+    #: HNSW graph of a NEW knowledge index: links per node (`m`) and the candidate list while building. An
+    #: existing index keeps the graph its `_meta` records; `kredete ingest --reset` rebuilds it with these.
+    knn_m: int = Field(16, ge=2, le=128)
+    knn_ef_construction: int = Field(128, ge=8, le=4096)
+    #: Candidates a kNN query collects before the top k (lucene: the query's k becomes max(k, ef_search)).
+    knn_ef_search: int = Field(100, ge=1, le=4096)
+
     # --- MCP server over HTTP (agent tools and guards) ---
     #: Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes: addresses or networks,
     #: comma-separated. Empty (the default): the client address is the socket peer, whatever the headers say.

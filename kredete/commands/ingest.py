@@ -88,7 +88,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
     try:
         chunking = ChunkingConfig(size=chunk_tokens or settings.chunk_tokens,
                                   overlap=settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
-        method = KnnMethod(engine=(knn_engine or settings.knn_engine), space_type=(knn_space or settings.knn_space))
+        method = KnnMethod(engine=(knn_engine or settings.knn_engine), space_type=(knn_space or settings.knn_space),
+                           m=settings.knn_m, ef_construction=settings.knn_ef_construction)
     except ValidationError as exc:
         fail("; ".join(e["msg"] for e in exc.errors()))
     needs = {"search", "mongo"}  # Mongo: sources, the embedding-metadata records and the change feed
@@ -96,7 +97,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
         needs.add("postgres")  # the documents are read as the ingestion principal (objects_for below)
     stores = await connect(tuple(needs), settings=settings)
     try:
-        explicit = knn_engine or knn_space or {"knn_engine", "knn_space"} & settings.model_fields_set
+        explicit = knn_engine or knn_space or {"knn_engine", "knn_space", "knn_m",
+                                               "knn_ef_construction"} & settings.model_fields_set
         if not (reset or explicit):  # unless asked otherwise, an existing index keeps its method
             from stores.search.catalog import chunks_spec
             from stores.search.indexes import IndexManager
@@ -171,12 +173,15 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
 def reindex(index: Annotated[str, typer.Argument(help="chunks, transactions, users, audit-logs, credit-reports "
                                                       "or disputes")],
             keep_old: Annotated[bool, typer.Option("--keep-old", help="Keep the previous generation.")]
-            = False) -> None:
+            = False,
+            knn_graph: Annotated[bool, typer.Option("--knn-graph", help="chunks: build the new generation's HNSW "
+                                                    "graph with KREDETE_KNN_M and KREDETE_KNN_EF_CONSTRUCTION "
+                                                    "(vectors copied, not re-embedded).")] = False) -> None:
     """Rebuild an index into a new generation and swap its alias (reads never stop)."""
-    _run(_reindex(index, keep_old))
+    _run(_reindex(index, keep_old, knn_graph))
 
 
-async def _reindex(index: str, keep_old: bool) -> None:
+async def _reindex(index: str, keep_old: bool, knn_graph: bool = False) -> None:
     from guards.redaction import redact
     from retrieval.feeds import FEEDS
     from retrieval.index_sync import DocIndexer
@@ -186,6 +191,8 @@ async def _reindex(index: str, keep_old: bool) -> None:
 
     if index != CHUNKS and index not in FEEDS:
         fail(f"unknown index {index!r}; known: {[CHUNKS, *FEEDS]}")
+    if knn_graph and index != CHUNKS:
+        fail("--knn-graph applies to the chunks index only")
     feed = FEEDS.get(index)
     needs = ("search",) if feed is None else ("search", feed.kind)
     stores = await connect(needs)
@@ -195,8 +202,13 @@ async def _reindex(index: str, keep_old: bool) -> None:
             meta = await manager.meta(chunks_spec())
             if meta is None:
                 fail(f"{stores.search.index_name(CHUNKS)} does not exist; run `kredete ingest`")
-            # Rebuilt with the model, dimension and kNN method it was built with, not today's defaults.
-            report = await manager.rebuild(chunks_spec_from_meta(meta), keep_old=keep_old)
+            # Rebuilt with the model, dimension and kNN method it was built with, not today's defaults, unless
+            # --knn-graph asks for today's graph parameters (engine and space stay: the vectors are copied).
+            graph = None
+            if knn_graph:
+                graph = {"m": stores.settings.knn_m, "ef_construction": stores.settings.knn_ef_construction}
+            spec = chunks_spec_from_meta(meta, graph=graph)
+            report = await manager.rebuild(spec, keep_old=keep_old)
         else:
             report = await DocIndexer(stores.search, index, redact=redact).rebuild(
                 postgres=stores.postgres, mongo_db=stores.mongo.db if stores.mongo else None)

@@ -18,9 +18,12 @@ def chunks_spec(dim: int = 384, method: m.KnnMethod | None = None, *, model: str
     return IndexSpec(name=CHUNKS, body=m.chunks_body(dim, method, model=model), schema_version=1)
 
 
-def chunks_spec_from_meta(meta: dict) -> IndexSpec:
-    """The spec an existing knowledge index was built with (its `_meta`): model, dim and kNN method."""
-    method = m.KnnMethod.from_body(meta["knn_method"]) if meta.get("knn_method") else None
+def chunks_spec_from_meta(meta: dict, *, graph: dict[str, int] | None = None) -> IndexSpec:
+    """The spec an existing knowledge index was built with (its `_meta`): model, dim and kNN method;
+    `graph` (`m`, `ef_construction`) replaces the HNSW parameters and keeps engine and space."""
+    method = m.KnnMethod.from_body(meta["knn_method"]) if meta.get("knn_method") else m.KnnMethod()
+    if graph:
+        method = m.KnnMethod(**{**method.model_dump(), **graph})
     return chunks_spec(int(meta.get("dim", 384)), method, model=meta.get("embedding_model") or "all-MiniLM-L6-v2")
 
 

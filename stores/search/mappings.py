@@ -10,15 +10,25 @@ Engine = Literal["lucene", "faiss", "nmslib"]
 Space = Literal["cosinesimil", "l2", "innerproduct"]
 
 
+def _configured(name: str) -> int:
+    from config.settings import get_settings
+
+    return int(getattr(get_settings(), name))
+
+
 class KnnMethod(BaseModel):
-    """HNSW parameters. `lucene` is pure Java (works everywhere); faiss/nmslib need native libraries."""
+    """HNSW parameters. `lucene` is pure Java (works everywhere); faiss/nmslib need native libraries.
+
+    `m` and `ef_construction` default to `KREDETE_KNN_M` / `KREDETE_KNN_EF_CONSTRUCTION`, so every new
+    knowledge index gets the configured graph; an existing index's method is read back with `from_body`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     engine: Engine = "lucene"
     space_type: Space = "cosinesimil"
-    m: int = Field(16, ge=2, le=128)
-    ef_construction: int = Field(128, ge=8, le=4096)
+    m: int = Field(default_factory=lambda: _configured("knn_m"), ge=2, le=128)
+    ef_construction: int = Field(default_factory=lambda: _configured("knn_ef_construction"), ge=8, le=4096)
 
     def body(self) -> dict[str, Any]:
         return {"name": "hnsw", "engine": self.engine, "space_type": self.space_type,
