@@ -1,6 +1,6 @@
 """The MCP call path against its floor, and horizontal scale: one run.
 
-    python -m bench.mcp_scale [--calls 300] [--clients 8] [--workers 1 2]
+    python -m bench.mcp_scale [--calls 300] [--clients 8] [--workers 1 2] [--base df7c838]
 
 On the bench dataset (the one `bench.tool_calls` builds), as a support agent:
 
@@ -10,6 +10,13 @@ On the bench dataset (the one `bench.tool_calls` builds), as a support agent:
   http N    `kredete serve --transport http --workers N` for each N: sequential p50/p99 on one session, then
             `--clients` concurrent clients (one session each) sharing `--calls` x 2 calls: calls/s from the wall
             time
+
+  base      with `--base REV`: the old call path in the same run. REV is checked out as a detached `git worktree`
+            under `.local/bench-base/` (removed afterwards) and served by this checkout's Python environment with
+            that tree first on the import path (`KREDETE_LOCAL_DIR` names this stack, so it serves the same
+            database, keys and stores); one process, sequential p50/p99 and the same `--clients` run. REV must
+            run on the bench dataset as this commit's migrations left it (df7c838, the commit before issue 15's
+            work, does: 0013 and 0014 only add a function and privacy tables it does not read).
 
 The rate limits are raised for the run (`KREDETE_RATE_LIMIT_PER_TOOL`/`_PER_PRINCIPAL`; the Redis check still
 runs per call). Ratios: p50 over the floor's p50 per transport, p99 over p50, calls/s of N workers over 1.
@@ -21,22 +28,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.profile_calls import LIMITS, TOOL
+from bench.profile_calls import LIMITS
+from config.paths import REPO_ROOT, local_dir
+from config.ports import free_port
 from evals.harness import KREDETE, Dataset, error_text, http_session, latency_summary, token_for
+from evals.listening import listening_process
 
 RESULTS = Path(__file__).parent / "results" / "mcp_scale.json"
 WARMUP = 20
+TOOL = "get_transaction"
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
@@ -144,7 +158,26 @@ def _wait_started(log_name: str, workers: int, timeout_s: float = 300) -> None:
         time.sleep(0.5)
 
 
-def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def base_server(rev: str, env: dict[str, str]) -> Iterator[str]:
+    """`kredete serve --transport http` of commit `rev` (a temporary worktree) on this stack; yields its URL."""
+    tree = local_dir() / "bench-base" / rev
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO_ROOT, check=True,
+                       capture_output=True)
+    port = free_port()
+    argv = [sys.executable, "-c", "import sys; from kredete.cli import main; sys.argv[0] = 'kredete'; main()",
+            "serve", "--transport", "http", "--port", str(port)]
+    old_env = {**env, "PYTHONPATH": str(tree), "KREDETE_LOCAL_DIR": str(local_dir())}
+    try:
+        with listening_process(argv, port=port, env=old_env, log_path=local_dir() / f"bench-base-{rev}.log",
+                               what=f"the server of {rev}", timeout_s=300, cwd=tree):
+            yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT, capture_output=True)
+
+
+def run(calls: int, clients: int, workers: list[int], users: int, base: str | None = None) -> dict[str, Any]:
     from bench.profile_calls import _migrate
     from evals.harness import http_server
 
@@ -165,6 +198,11 @@ def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, A
         res["floor"] = asyncio.run(floor(settings, txs, calls))
     with console.status("stdio"):
         res["stdio"] = asyncio.run(stdio(env, settings, txs, calls))
+    if base is not None:
+        rev = subprocess.run(["git", "rev-parse", "--short", base], cwd=REPO_ROOT, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        with console.status(f"base {rev}: http, one process"), base_server(rev, env) as url:
+            res["base"] = {"rev": rev, **asyncio.run(http(url, settings, txs, calls, clients))}
     res["http"] = {}
     for n in workers:
         with console.status(f"http, {n} worker(s)"), http_server(env, log_name=f"bench-scale-{n}",
@@ -184,6 +222,12 @@ def run(calls: int, clients: int, workers: list[int], users: int) -> dict[str, A
         one = res["http"]["1"]["concurrent"]["calls_per_s"]
         res["ratios"].update({f"calls_per_s_{n}_over_1": round(r["concurrent"]["calls_per_s"] / one, 2)
                               for n, r in res["http"].items() if n != "1"})
+    if "base" in res:
+        b = res["base"]
+        res["ratios"]["base_http_p50_over_floor"] = round(b["sequential"]["p50_ms"] / f50, 2)
+        res["ratios"].update({f"calls_per_s_{n}_over_base": round(r["concurrent"]["calls_per_s"]
+                                                                   / b["concurrent"]["calls_per_s"], 2)
+                              for n, r in res["http"].items()})
     res["host"]["load_avg_end"] = os.getloadavg()
     res["seconds"] = round(time.perf_counter() - started, 1)
     return res
@@ -199,6 +243,10 @@ def show(res: dict[str, Any]) -> None:
     t.add_row("floor (asyncpg, prepared)", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", "1.0x", "-")
     s = res["stdio"]
     t.add_row("MCP stdio", f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['p50_ms'] / f['p50_ms']:.1f}x", "-")
+    if "base" in res:
+        q = res["base"]["sequential"]
+        t.add_row(f"old path ({res['base']['rev']}), HTTP", f"{q['p50_ms']:.2f}", f"{q['p99_ms']:.2f}",
+                  f"{q['p50_ms'] / f['p50_ms']:.1f}x", f"{res['base']['concurrent']['calls_per_s']:.0f}")
     for n, r in res["http"].items():
         q = r["sequential"]
         t.add_row(f"MCP HTTP, {n} worker(s)", f"{q['p50_ms']:.2f}", f"{q['p99_ms']:.2f}",
@@ -213,8 +261,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
+    ap.add_argument("--base", help="a commit whose call path runs in the same run (e.g. df7c838)")
     args = ap.parse_args()
-    res = run(args.calls, args.clients, args.workers, args.users)
+    res = run(args.calls, args.clients, args.workers, args.users, args.base)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")
     show(res)

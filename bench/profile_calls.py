@@ -1,9 +1,10 @@
-"""Profile the MCP call path: `get_transaction` over streamable HTTP and stdio, sampled by py-spy.
+"""Profile the MCP call path: `get_transaction` and `get_dispute` over streamable HTTP and stdio, sampled by py-spy.
 
     python -m bench.profile_calls [--calls 600] [--out bench/results/profile_after.txt] [--transport http stdio]
+                                  [--tool get_transaction get_dispute]
 
 The server runs as a real process (`kredete serve`) on the bench dataset (the one `bench.tool_calls` builds);
-a support agent's client makes `--calls` sequential `get_transaction` calls on one session, and
+a support agent's client makes `--calls` sequential calls of one tool on one session, and
 `py-spy record --pid` samples the server during those calls only (not its start-up or the warm-up).
 The rate limits are raised for the run (the Redis check still runs on every call).
 py-spy's folded stacks are summarised per function: inclusive ("cumulative") and exclusive ("self") share
@@ -34,7 +35,7 @@ from config.ports import free_port
 from evals.harness import KREDETE, Dataset, error_text, http_session, latency_summary, token_for
 
 RESULTS = Path(__file__).parent / "results"
-TOOL = "get_transaction"
+TOOLS = ("get_transaction", "get_dispute")
 WARMUP = 20
 RATE = 100
 #: A frame on every stack of the event loop running a callback or task step: its busy time.
@@ -62,19 +63,26 @@ async def _transactions(settings: Any, n: int) -> list[str]:
     return [str(r["id"]) for r in rows]
 
 
-async def _drive(session: Any, txs: list[str], calls: int) -> list[float]:
+async def _disputes(settings: Any, n: int) -> list[dict[str, str]]:
+    from bench.tool_calls import _disputes as disputes
+
+    return [{"dispute_id": d, "user_id": u} for d, u in await disputes(settings, n)]
+
+
+async def _drive(session: Any, tool: str, args: list[dict[str, str]], calls: int) -> list[float]:
     ms: list[float] = []
     for i in range(WARMUP + calls):
         t = time.perf_counter()
-        res = await session.call_tool(TOOL, {"transaction_id": txs[i % len(txs)]})
+        res = await session.call_tool(tool, args[i % len(args)])
         if res.is_error:
-            raise RuntimeError(f"{TOOL} failed: {error_text(res)}")
+            raise RuntimeError(f"{tool} failed: {error_text(res)}")
         if i >= WARMUP:
             ms.append((time.perf_counter() - t) * 1000)
     return ms
 
 
-def profile_http(env: dict[str, str], settings: Any, txs: list[str], calls: int, raw: Path) -> dict[str, Any]:
+def profile_http(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
+                 raw: Path) -> dict[str, Any]:
     port = free_port()
     cmd = [KREDETE, "serve", "--transport", "http", "--port", str(port)]
     log = open(raw.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
@@ -94,9 +102,9 @@ def profile_http(env: dict[str, str], settings: Any, txs: list[str], calls: int,
         async def go() -> list[float]:
             token = token_for(settings, "support_agent", subject="profile-http")
             async with http_session(f"http://127.0.0.1:{port}/mcp", token) as s:
-                await _drive(s, txs, 0)  # warm-up, unsampled
+                await _drive(s, tool, args, 0)  # warm-up, unsampled
                 with _sampling(proc.pid, raw):
-                    return await _drive(s, txs, calls)
+                    return await _drive(s, tool, args, calls)
 
         ms = asyncio.run(go())
     finally:
@@ -109,7 +117,8 @@ def profile_http(env: dict[str, str], settings: Any, txs: list[str], calls: int,
     return latency_summary(ms)
 
 
-def profile_stdio(env: dict[str, str], settings: Any, txs: list[str], calls: int, raw: Path) -> dict[str, Any]:
+def profile_stdio(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
+                  raw: Path) -> dict[str, Any]:
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -121,9 +130,9 @@ def profile_stdio(env: dict[str, str], settings: Any, txs: list[str], calls: int
         with tempfile.TemporaryFile("w+") as errlog:
             async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
                 await s.initialize()
-                await _drive(s, txs, 0)
+                await _drive(s, tool, args, 0)
                 with _sampling(_child_pid(), raw):
-                    return await _drive(s, txs, calls)
+                    return await _drive(s, tool, args, calls)
 
     return latency_summary(asyncio.run(go()))
 
@@ -176,9 +185,9 @@ def summarise(raw: Path, top: int = 35) -> tuple[int, list[tuple[str, int]], lis
     return total, inc, excl.most_common(top)
 
 
-def report(title: str, stats: dict[str, Any], raw: Path) -> str:
+def report(title: str, tool: str, stats: dict[str, Any], raw: Path) -> str:
     total, inc, exc = summarise(raw)
-    lines = [f"== {title}: {stats['n']} sequential {TOOL} calls, client p50 {stats['p50_ms']:.2f} ms, "
+    lines = [f"== {title}: {stats['n']} sequential {tool} calls, client p50 {stats['p50_ms']:.2f} ms, "
              f"p99 {stats['p99_ms']:.2f} ms, mean {stats['mean_ms']:.2f} ms",
              f"   py-spy: {total} samples of the server's event loop busy (running a callback or task step) at "
              f"{RATE} Hz during the sampled calls; % of those",
@@ -194,6 +203,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
     ap.add_argument("--transport", nargs="+", default=["http", "stdio"], choices=["http", "stdio"])
+    ap.add_argument("--tool", nargs="+", default=list(TOOLS), choices=TOOLS)
     ap.add_argument("--out", type=Path, default=RESULTS / "profile_after.txt")
     args = ap.parse_args()
     ds = Dataset("bench", users=args.users, seed=42)
@@ -201,17 +211,20 @@ def main() -> None:
     _migrate(ds.env)
     settings = ds.settings()
     env = {**ds.env, **LIMITS}
-    txs = asyncio.run(_transactions(settings, 500))
+    calls_args = {"get_transaction": [{"transaction_id": t} for t in asyncio.run(_transactions(settings, 500))],
+                  "get_dispute": asyncio.run(_disputes(settings, 500))}
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
     out = [f"# MCP call path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-           f"git {head.stdout.strip()})\n"]
+           f"git {head.stdout.strip()}, load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n"]
     with tempfile.TemporaryDirectory() as tmp:
-        for transport in args.transport:
-            raw = Path(tmp) / f"{transport}.txt"
-            run = profile_http if transport == "http" else profile_stdio
-            stats = run(env, settings, txs, args.calls, raw)
-            out.append(report(transport, stats, raw))
-            print(out[-1])
+        for tool in args.tool:
+            for transport in args.transport:
+                raw = Path(tmp) / f"{tool}-{transport}.txt"
+                run = profile_http if transport == "http" else profile_stdio
+                stats = run(env, settings, tool, calls_args[tool], args.calls, raw)
+                out.append(report(f"{tool} over {transport}", tool, stats, raw))
+                print(out[-1])
+    out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(out))
 

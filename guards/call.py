@@ -36,6 +36,8 @@ class CallState:
     requested_name: str | None = None
     #: More audit metadata (fixed keys and values set by the guards, never caller text).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The tool's input model as the middleware validated it (the tool reuses it rather than parsing again).
+    parsed_arguments: Any = None
 
 
 current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("kredete_call", default=None)

@@ -17,7 +17,7 @@ from guards.audit import AuditWriter
 from guards.bearer import Authenticator
 from guards.call import CallState
 from guards.errors import Disabled, Unavailable
-from guards.output_redaction import OutputRedactor
+from guards.output_redaction import OutputRedactor, Prefetch
 from guards.principal import Principal, Role
 from guards.ratelimit import RateLimiter
 
@@ -93,5 +93,11 @@ class Gate:
         """One append-only audit row per call; False when it could not be written."""
         return await self.audit_writer.write(state)
 
-    async def redact(self, payload: dict[str, Any], state: CallState) -> dict[str, Any]:
-        return await self.redactor.redact(payload, state)
+    def prefetch_pii(self, state: CallState, user_ids: Iterable[Any]) -> Prefetch | None:
+        return self.redactor.prefetch(state, user_ids)
+
+    async def redact(self, payload: dict[str, Any], state: CallState, *,
+                     early: Prefetch | None = None) -> dict[str, Any]:
+        if early is None:
+            return await self.redactor.redact(payload, state)
+        return await self.redactor.redact(payload, state, early=early)

@@ -71,10 +71,10 @@ def _is_error(result: Any) -> bool:
     return False
 
 
-def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> None:
-    """Validate here, not only in the SDK, so the message names fields and rules but never echoes values."""
+def _validate(model: type[BaseModel], arguments: dict[str, Any]) -> BaseModel:
+    """Validate here, not in the SDK, so the message names fields and rules but never echoes values."""
     try:
-        parse_arguments(model, arguments)
+        return parse_arguments(model, arguments)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False)[:10]:
@@ -151,7 +151,7 @@ class GuardMiddleware:
             if not known:
                 raise BadInput("unknown tool; list the available tools with tools/list")
             runtime.authorize(state.principal, name)
-            _validate(runtime.input_models[name], arguments)
+            state.parsed_arguments = _validate(runtime.input_models[name], arguments)
         except Exception as exc:
             exc = _as_guard_error(exc)
             state.decision, state.reason = exc.decision, exc.message

@@ -4,8 +4,10 @@ policy (`guards.field_policy`) withholds or shortens free text per role."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -24,14 +26,58 @@ class KnownPii(Protocol):
     async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]: ...
 
 
+class Prefetch:
+    """The known PII of users named before the tool ran (the caller, a `user_id` argument), looked up while it
+    runs: the output's own lookup then only asks for the users this one did not cover."""
+
+    def __init__(self, user_ids: set[UUID], task: asyncio.Task[dict[UUID, dict[str, list[str]]]]) -> None:
+        self.user_ids = user_ids
+        self.task = task
+
+    def cancel(self) -> None:
+        """The tool failed: stop the lookup (its outcome, even an error, is never left unretrieved)."""
+        if not self.task.done():
+            self.task.cancel()
+        self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
 class OutputRedactor:
     def __init__(self, known: KnownPii | None, *, hash_key: bytes) -> None:
         self.known = known
         self.hash_key = hash_key
 
-    async def redact(self, payload: dict[str, Any], state: CallState) -> dict[str, Any]:
+    def prefetch(self, state: CallState, user_ids: Iterable[UUID | None]) -> Prefetch | None:
+        """Start looking up the known PII of `user_ids` and the caller's own (None when there is nothing to ask)."""
+        ids = {u for u in user_ids if isinstance(u, UUID)}
+        if state.principal is not None and state.principal.user_id:
+            ids.add(state.principal.user_id)
+        if not ids or self.known is None:
+            return None
+        return Prefetch(ids, asyncio.ensure_future(self.known.known_pii(sorted(ids))))
+
+    async def _known_pii(self, user_ids: set[UUID], early: Prefetch | None) -> dict[UUID, dict[str, list[str]]]:
+        """Names and addresses of exactly `user_ids` (the prefetch's answer for those it covered); a failed
+        lookup leaves redaction to the recognisers alone, it is never skipped."""
+        known: dict[UUID, dict[str, list[str]]] = {}
+        missing = set(user_ids)
+        if early is not None:
+            try:
+                got = await early.task
+                known.update((u, got[u]) for u in user_ids & early.user_ids if u in got)
+                missing -= early.user_ids
+            except Exception as exc:
+                log.warning("known PII lookup failed: %s", type(exc).__name__)
+        if missing and self.known is not None:
+            try:
+                known.update(await self.known.known_pii(sorted(missing)))
+            except Exception as exc:
+                log.warning("known PII lookup failed: %s", type(exc).__name__)
+        return known
+
+    async def redact(self, payload: dict[str, Any], state: CallState, *,
+                     early: Prefetch | None = None) -> dict[str, Any]:
         """The payload with every string redacted (unmasked only when the call was, with its stated reason);
-        the counts per PII kind go to the call's audit row."""
+        the counts per PII kind go to the call's audit row. `early`: a lookup `prefetch` started for this call."""
         principal = state.principal
         # Withheld text never reaches the redactor (nor its NER model); the rest is cut short only once
         # redacted, so a cut cannot split a value the redactor would have recognised whole.
@@ -40,12 +86,12 @@ class OutputRedactor:
         user_ids = _collect_user_ids(payload)
         if principal.user_id:
             user_ids.add(principal.user_id)
-        known: dict[UUID, dict[str, list[str]]] = {}
-        if user_ids and self.known is not None:
-            try:
-                known = await self.known.known_pii(sorted(user_ids))
-            except Exception as exc:  # redaction still runs on recognisers alone; never skipped
-                log.warning("known PII lookup failed: %s", type(exc).__name__)
+        if user_ids:
+            known = await self._known_pii(user_ids, early)
+        else:
+            known = {}
+            if early is not None:
+                early.cancel()
         names, addresses, allow = [], [], []
         for uid, pii in known.items():
             if principal.role is Role.CUSTOMER and uid == principal.user_id:

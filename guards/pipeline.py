@@ -100,12 +100,18 @@ def guarded_tool(spec: ToolDeclaration, host: Callable[[], ToolHost], *,
         if state is None or state.principal is None:  # only reachable if the middleware is bypassed
             raise ToolError(Unauthenticated.public_message)
         h = host()
+        early = None
         try:
             h.gate.require_enabled(name, state.principal)
-            args = parse_arguments(input_model, state.arguments)
+            parsed = state.parsed_arguments  # validated by the middleware from these same arguments
+            args = parsed if type(parsed) is input_model else parse_arguments(input_model, state.arguments)
             scope = await spec.scope.resolve(state.principal, args, h.gate.access)
+            # The known PII of the users named already (the caller, a user_id argument) is looked up while the
+            # handler runs; redaction waits for it (and asks for any other user the output names).
+            early = h.gate.prefetch_pii(state, (getattr(args, "user_id", None),))
             result = await spec.handler(args, h.context(state, scope))
-            payload = await h.gate.redact(result.model_dump(mode="json"), state)
+            payload = await h.gate.redact(result.model_dump(mode="json"), state, early=early)
+            early = None
             payload, state.injection_flags = wrap_free_text(payload)
             # A page cut by the budget continues from its last row shown (the tool's own cursor, if it has one).
             payload, state.truncated = fit_to_budget(payload, list_field, max_tokens=max_tokens,
@@ -114,6 +120,8 @@ def guarded_tool(spec: ToolDeclaration, host: Callable[[], ToolHost], *,
             state.rows_returned = len(rows) if isinstance(rows, list) else (1 if payload else 0)
             _check_output(output_model, payload)
         except Exception as exc:
+            if early is not None:
+                early.cancel()
             state.decision, message = safe_message(exc)
             state.reason = message if state.decision != "error" else f"{type(exc).__name__}"
             if state.decision == "error":

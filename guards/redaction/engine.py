@@ -39,6 +39,19 @@ _BARE_ID = re.compile(f"{shapes.UUID}|{shapes.ISO_DATE}{shapes.ISO_TIME}")
 # Record ids are UUIDs; their hex groups can pass a checksum by chance (1 in 97 for IBAN's mod-97), and an
 # agent needs them intact to call the next tool, so no finding may overlap one.
 _UUID = re.compile(rf"(?<![0-9A-Za-z]){shapes.UUID}(?![0-9A-Za-z])")
+# Short values read without prose (ids, enum values, codes, numbers: what the delimiter leaves bare) repeat from
+# call to call ("completed", "NGN", "debit"). What the recognisers find in one depends on its text alone, so that
+# is kept (bounded); the call's known values and allow list are still applied to it every time.
+_BARE_MEMO_CHARS = 128
+_NO_KNOWN = KnownValues()
+
+
+@lru_cache(maxsize=8192)
+def _bare_scan(text: str) -> tuple[Normalised, tuple[Candidate, ...], tuple[tuple[int, int], ...]]:
+    """(normalised text, the recognisers' candidates without prose, the UUID spans) of one short value."""
+    norm = normalise(text)
+    found = _collect(norm.text, _NO_KNOWN, None, prose=False)
+    return norm, tuple(found), tuple(m.span() for m in _UUID.finditer(norm.text))
 
 
 def _chunks(text: str) -> list[tuple[int, int]]:
@@ -128,6 +141,13 @@ def _redact(
         cands = [Candidate(hint, s, e, 1.0, "field_hint")]
     elif _BARE_ID.fullmatch(text):
         return Redaction(text=text, findings=[])
+    elif not prose and kinds is None and len(text) <= _BARE_MEMO_CHARS:
+        # The same candidates, in the same order, as _collect would give (recognisers, then known values).
+        norm, found, ids = _bare_scan(text)
+        t = norm.text
+        cands = [*found, *(c for c in known.find(t) if not any(c.start < e and s < c.end for s, e in ids))]
+        if known.allowed:
+            cands = [c for c in cands if not known.is_allowed(PiiKind(c.kind), t[c.start : c.end])]
     else:
         # Recognisers see the normalised text (look-alike spaces, dashes, digits, '@' folded to ASCII).
         norm = normalise(text)
