@@ -22,6 +22,7 @@ seeded `kredete_scale_<N>` database is reused, a partly seeded one resumes from 
 
     .venv/bin/python bench/scale.py --users 5000
     .venv/bin/python bench/scale.py --users 10000 --ops queue   # the staff queue only, on a seeded dataset
+    .venv/bin/python bench/scale.py --mcp [--sizes ...]          # every MCP tool at size: bench/scale_mcp.py
 """
 
 from __future__ import annotations
@@ -339,6 +340,10 @@ def _write(results: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    if "--mcp" in sys.argv[1:]:  # issue 20's whole benchmark (every MCP tool over HTTP at 1k/10k/100k users)
+        from bench.scale_mcp import main as mcp
+
+        return mcp([a for a in sys.argv[1:] if a != "--mcp"])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
