@@ -51,21 +51,27 @@ SEED = 42
 WARMUP = 5
 P50_RATIO_GOAL = 1.5
 P99_GOAL_MS = 200.0
-#: Disk one seeded user takes outside the credit store: Postgres payments rows and indexes (~10 transactions,
-#: their ledger lines, wallets, KYC), WAL, and the S3 documents; measured as the growth of `.local/` while
-#: seeding 10k users minus the credit store's share (bench.scale.BYTES_PER_USER), rounded up.
-PAYMENTS_BYTES_PER_USER = 60_000
+#: Disk one seeded user takes in the payments database (rows and indexes): pg_database_size of kredete_scale10000
+#: after its seed (187 MB), rounded up.
+PAYMENTS_BYTES_PER_USER = 20_000
+#: The user's S3 documents (35 % of users have 1-3): the documents bucket after 10k users (88 MB), rounded up.
+DOCUMENT_BYTES_PER_USER = 10_000
+#: Copies of every PostgreSQL byte on the local stack: the primary, its two streaming replicas and the WAL
+#: archived to S3 by pgBackRest (the credit store is FerretDB on the same PostgreSQL).
+POSTGRES_COPIES = 4
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 # --- pure parts (unit-tested) ---------------------------------------------------------------------------
 
 def disk_needed(users: int) -> int:
-    """Bytes a dataset of `users` takes: the credit store's per-user size (bench/scale.py's measurement, with its
-    30 % margin for WAL and index builds) plus the payments database and documents."""
+    """Bytes a dataset of `users` takes on the local stack: the credit store's per-user size (bench/scale.py's
+    measurement) and the payments rows, each in every PostgreSQL copy, plus the documents; +30 % for WAL and
+    index builds (bench/scale.py's margin). 10k users grew `.local/` by 3.0 GB (this gives 3.9)."""
     from bench.scale import BYTES_PER_USER
 
-    return int(users * (BYTES_PER_USER + PAYMENTS_BYTES_PER_USER) * 1.3)
+    pg = (BYTES_PER_USER + PAYMENTS_BYTES_PER_USER) * POSTGRES_COPIES
+    return int(users * (pg + DOCUMENT_BYTES_PER_USER) * 1.3)
 
 
 def disk_refusal(users: int, free: int, keep_free: int) -> str | None:
@@ -306,7 +312,7 @@ def arguments(tool: str, role: str, s: Sample, c: Customer | None, rng: random.R
                 "score": rng.choice((-1, 1)), "label": rng.choice(("helpful", "not_helpful", "other"))}
     if tool == "corridor_volume":
         lo, hi = _window(rng)
-        a = {"date_from": lo[:10], "date_to": hi[:10]}
+        a = {"date_from": lo, "date_to": hi}
         if rng.random() < 0.5:
             a["corridor"] = rng.choice(s.corridors)
         return a
