@@ -341,9 +341,12 @@ def _write(results: dict[str, Any]) -> None:
 
 def main() -> None:
     if "--mcp" in sys.argv[1:]:  # issue 20's whole benchmark (every MCP tool over HTTP at 1k/10k/100k users)
-        from bench.scale_mcp import main as mcp
+        import runpy
 
-        return mcp([a for a in sys.argv[1:] if a != "--mcp"])
+        # run as a module, not imported: bench.scale_mcp imports this module's BYTES_PER_USER (no cycle)
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--mcp")]
+        runpy.run_module("bench.scale_mcp", run_name="__main__", alter_sys=True)
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
