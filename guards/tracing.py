@@ -6,12 +6,14 @@ A call may name its parent observation (`_meta["kredete/parent_id"]`, e.g. the t
 inside a call is a child of it. The result's `_meta` tells the client `kredete/trace_id` and
 `kredete/observation_id`, so feedback can score the trace or one observation.
 
-Logging never blocks or fails a call: the guard hands a reference to the call's state to `TraceRecorder.end`,
-which only appends it to a bounded queue (a full queue drops it and counts it). A background task, which
-waits for the calls in flight before it works, claims the trace for the caller (the conversation owners of
-the credit store: another principal's trace is refused and the observation goes to the caller's session
-trace), redacts the arguments and the output again with mask-everything (the stored copy never keeps what a
-role may see unmasked), digests them, counts tokens and hands the documents to the AI logger, whose own
+Logging never blocks or fails a call: the guard hands a reference to the call's state to `TraceRecorder.end`, which
+only appends it to a bounded queue (a full queue drops it and counts it). A background task, which waits for the
+calls in flight before it starts on a short queue (a backlog it works off at once), builds each observation in small
+steps that give the event loop back in between (a call's next step, or the answer a call is waiting for, runs
+between two of them: the work fills the time the loop waits on the stores). It claims the trace for the caller (the
+conversation owners of the credit store: another principal's trace is refused and the observation goes to the
+caller's session trace), redacts the arguments and the output again with mask-everything (the stored copy never
+keeps what a role may see unmasked), digests them, counts tokens and hands the documents to the AI logger, whose own
 buffer retries and bounds the writes. `stop()` drains what is queued.
 """
 
@@ -28,7 +30,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -214,7 +216,7 @@ class TraceRecorder:
                  retention: timedelta = timedelta(days=90), queue_size: int = 10_000, max_output_bytes: int = 16_384,
                  transport: str = "stdio", exporter: Any = None, idle_wait_s: float = 0.5,
                  redact: Callable[[Any], tuple[Any, dict[str, int]]] | None = None,
-                 count_tokens: Callable[[Any], int] | None = None) -> None:
+                 count_tokens: Callable[[Any], int] | None = None, backlog: int = 64) -> None:
         self.sink = sink
         self.key = digest_key
         self.owners = owners
@@ -224,6 +226,8 @@ class TraceRecorder:
         self.transport = transport
         self.exporter = exporter
         self.idle_wait_s = idle_wait_s
+        #: Queued observations past which the recorder no longer waits for a moment without calls.
+        self.backlog = backlog
         self.prompts: dict[str, PromptInfo] = {}
         self._redact = redact
         self._count_tokens = count_tokens
@@ -363,8 +367,9 @@ class TraceRecorder:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self._stopping and self._inflight:
-                # Calls first: the logging work waits (a bounded time) until no call is in flight.
+            if not self._stopping and self._inflight and len(self._queue) < self.backlog:
+                # Calls first: the logging work waits (a bounded time) until no call is in flight; a backlog is
+                # worked off at once (the queue stays bounded under a steady load that is never idle).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._calls_idle.wait(), self.idle_wait_s)
             obs = self._queue[0]
@@ -426,6 +431,16 @@ class TraceRecorder:
 
     def documents(self, obs: Pending) -> list[tuple[str, dict[str, Any]]]:
         """(kind, fields) of the trace (first time), the observation and its children."""
+        steps = self._documents(obs)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def _documents(self, obs: Pending) -> Generator[None, None, list[tuple[str, dict[str, Any]]]]:
+        """`documents`, yielding after each costly step (redacting, counting tokens) so the caller can give the
+        event loop back in between; returns the documents."""
         from stores.mongo import collections as names
 
         state = obs.state
@@ -459,6 +474,7 @@ class TraceRecorder:
         raw_args = state.arguments if kind == "tool_call" else (state.arguments or {}).get("arguments", {})
         arguments, counts = self._redacted(raw_args or {})
         add(counts)
+        yield
         if kind == "prompt" and state.resource in self.prompts:
             info = self.prompts[state.resource]
             metadata.update(prompt_version=info.version, template_sha256=info.sha256)
@@ -474,12 +490,14 @@ class TraceRecorder:
             canonical = text.encode()
         else:
             tokens = self._tokens(payload) if payload is not None else 0
+            yield
             if payload is not None and len(canonical) <= self.max_output_bytes:
                 if p is not None and p.role in _MASK_ALL_ROLES:
                     output = payload  # redacted with mask-everything on the way out already
                 else:
                     output, counts = self._redacted(payload)
                     add(counts)
+                    yield
                 stored = True
         def rename(value: Any) -> Any:
             """The customer's own id inside a value (get_wallet_balances' user_id, a citation of their credit
@@ -504,6 +522,7 @@ class TraceRecorder:
         }
         out.append((names.TRACE_OBSERVATIONS, fields))
         for r in obs.retrievals:
+            yield
             query, counts = self._redacted(r.query)
             out.append((names.TRACE_OBSERVATIONS, {
                 "_id": str(uuid.uuid4()), "trace_id": obs.trace_id, "parent_id": obs.id, "user_id": user,
@@ -521,11 +540,19 @@ class TraceRecorder:
         from stores.mongo import collections as names
         from stores.mongo.trace_documents import Observation, TraceDoc
 
-        docs = self.documents(obs)
+        steps = self._documents(obs)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                docs = done.value
+                break
+            await asyncio.sleep(0)  # a call's next step first
         models = {names.TRACES: TraceDoc, names.TRACE_OBSERVATIONS: Observation}
         for coll, fields in docs:
             if self.sink is not None:
                 await self.sink.record(coll, models[coll], fields)
+                await asyncio.sleep(0)
         self.written += 1
         state = obs.state
         p = state.principal

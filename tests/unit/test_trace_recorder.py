@@ -130,3 +130,39 @@ async def test_an_unreachable_owner_store_keeps_observations_queued_until_it_is_
     assert await rec.flush(10)
     await rec.stop()
     assert len(sink.observations()) == 4 and rec.dropped == {}
+
+
+async def test_a_backlog_is_written_while_calls_stay_in_flight():
+    """Under a load that never leaves the loop without a call, the queue does not grow until it drops: past
+    `backlog` observations the recorder stops waiting for a moment without calls."""
+    sink = Sink()
+    rec = await TraceRecorder(sink, digest_key=KEY, idle_wait_s=60, backlog=2).start()
+    who = customer()
+    busy = rec.begin(ctx(), "tool_call")  # a call that stays in flight throughout
+    for _ in range(4):
+        call(rec, who, {"n": 1})
+    for _ in range(2000):  # the first two leave a short queue behind (which waits for no call in flight)
+        if len(sink.observations()) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(sink.observations()) >= 2 and len(rec._queue) <= 2 and not rec.dropped
+    state = new_call_state("get_wallet_balances", {})
+    state.principal = who
+    rec.end(busy, state, None)
+    await rec.stop()
+    assert len(sink.observations()) == 5
+
+
+async def test_stepwise_documents_equal_the_documents_at_once():
+    sink = Sink()
+    rec = await TraceRecorder(sink, digest_key=KEY).start()
+    who = customer()
+    result = {"structuredContent": {"note": "call Ama Mensah on 0803 123 4567", "status": "completed"}}
+    obs, _ = call(rec, who, {"q": "ama@example.com"}, result=result)
+    await rec.stop()
+    (written,) = sink.observations()
+    rec._traces_written.clear()
+    again = dict(rec.documents(obs)[-1][1])
+    for volatile in ("created_at", "expires_at"):
+        written.pop(volatile), again.pop(volatile)
+    assert written == again and "Ama" not in json.dumps(written["output"])
