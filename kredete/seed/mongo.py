@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
+import os
 import random
+import time
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from stores.crypto import FieldCipher, UserCipher
+from stores.errors import InvalidData
 from stores.mongo import documents as d
-from stores.mongo.bulk import BATCH_DOCS, PARALLEL, BulkInserter, LoadProgress
-from stores.mongo.collections import ensure_schema
+from stores.mongo.bulk import BATCH_DOCS, PARALLEL, BulkInserter, LoadProgress, encode
+from stores.mongo.collections import LOAD_PROGRESS, SPECS, ensure_schema
 from stores.mongo.credit import REPORT_PII_PATHS, RESPONSE_PII_PATHS
-from stores.mongo.encryption import FieldEncryption, encrypt_paths, open_field_encryption
+from stores.mongo.encryption import FieldEncryption, encrypt_paths
 
 NS = uuid.UUID("5b0f7c7e-9a43-4c1e-8f0d-6d1c0e3a4b21")
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
@@ -244,49 +251,170 @@ async def _build_batch(enc: FieldEncryption, users: list[Any], seed: int) -> dic
     return out
 
 
+#: The user fields the documents are built from: what a worker process is handed of each user.
+USER_FIELDS = ("user_id", "country", "full_name", "date_of_birth", "address", "phone", "ssn", "bvn", "nin")
+#: Processes building the documents while the main one writes (0: build in the main process).
+WORKERS = min(2, os.cpu_count() or 1)
+#: `load_progress` marker of a bulk load into empty collections whose secondary indexes wait for its end.
+DEFERRED = "deferred-indexes"
+
+
+def _plain(user: Any) -> dict[str, Any]:
+    """The fields of `user` the seeder reads, as a picklable dict (absent fields stay absent: defaults apply)."""
+    if isinstance(user, Mapping):
+        return {k: user[k] for k in USER_FIELDS if k in user}
+    return {k: getattr(user, k) for k in USER_FIELDS if hasattr(user, k)}
+
+
+class _GivenKeys(FieldEncryption):
+    """Per-user field encryption (the `enc2.` tokens of `UserKeyFieldEncryption`) with the data keys of one
+    batch, fetched by the caller in one key-store call: a worker process never opens the key store itself."""
+
+    kind = "user-key"
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:  # encrypt-only: no envelope key, never decrypts
+        self._ciphers = {u: UserCipher(u, k) for u, k in keys.items()}
+
+    async def encrypt(self, value: str, field: str, user_id: str | None = None) -> str:
+        if user_id is None:
+            raise InvalidData(f"{field}: encrypting personal data needs its owner's user_id", store="mongo")
+        return self._ciphers[user_id].encrypt(value, field)
+
+
+async def _build_encoded(users: list[dict[str, Any]], seed: int, keys: Mapping[str, bytes]
+                         ) -> dict[str, list[bytes]]:
+    """Every stored document of a batch of users, encrypted under the given data keys and BSON-encoded, by
+    collection (pure CPU, no I/O: the awaits are the encryption interface's)."""
+    docs = await _build_batch(_GivenKeys(keys), users, seed)
+    return {coll: encode(batch) for coll, batch in docs.items()}
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def build_encoded(users: list[dict[str, Any]], seed: int, keys: Mapping[str, bytes]) -> dict[str, list[bytes]]:
+    """`_build_encoded` in a worker process (one event loop per process)."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(_build_encoded(users, seed, keys))
+
+
+async def _user_keys(cipher: FieldCipher, ids: list[str]) -> dict[str, bytes]:
+    """The data keys of a batch's users, made where missing: one key-store call (not one per user)."""
+    assert cipher.keys is not None
+    return await asyncio.to_thread(cipher.keys.get_or_create, ids)
+
+
+async def _defer_indexes(db: Any, backend_url: str | None, load: str) -> dict[str, Any] | None:
+    """Bulk mode of a load into EMPTY collections: drop their secondary indexes (FerretDB's btree ones and the
+    pushdown GIN ones) so rows are not indexed one by one; `_restore_indexes` builds them once at the end.
+    A marker in `load_progress` makes a resumed load stay in bulk mode. Returns the marker, or None when the
+    collections already hold documents (indexes stay; the load maintains them)."""
+    progress = db[LOAD_PROGRESS]
+    marker = await progress.find_one({"_id": {"$eq": f"{load}|{DEFERRED}"}})
+    if marker is not None:
+        return marker
+    for coll in SEEDED:
+        if await db[coll].find_one({}, {"_id": 1}) is not None:
+            return None
+    from stores.mongo.pushdown import PushdownIndexer
+
+    pushdown = PushdownIndexer(db, backend_url, specs=[replace(s, pushdown=()) for s in SPECS if s.name in SEEDED])
+    dropped = [r.index for r in (await pushdown.ensure()).rows if r.status == "dropped"]
+    marker = {"_id": f"{load}|{DEFERRED}", "load": load, "unit": DEFERRED, "pushdown_dropped": dropped}
+    await progress.replace_one({"_id": {"$eq": marker["_id"]}}, marker, upsert=True)
+    for coll in SEEDED:  # after the marker: an interruption from here on resumes in bulk mode
+        for name in await db[coll].index_information():
+            if name != "_id_":
+                await db[coll].drop_index(name)
+    return marker
+
+
+async def _restore_indexes(db: Any, marker: dict[str, Any], backend_url: str | None, pushdown: bool,
+                           console: Console) -> float:
+    """After a bulk load: FerretDB's indexes (`ensure_schema`; the unique ones check the loaded rows) and the
+    pushdown ones that were dropped or are asked for, each built once over the loaded table. Seconds taken."""
+    t0 = time.perf_counter()
+    await ensure_schema(db)
+    if pushdown or marker.get("pushdown_dropped"):
+        from stores.mongo.pushdown import ensure_pushdown_indexes
+
+        report = await ensure_pushdown_indexes(db, backend_url)
+        if report.created:
+            console.log(f"credit store: {len(report.created)} pushdown index(es) built ({report.backend.value})")
+    await db[LOAD_PROGRESS].delete_one({"_id": {"$eq": marker["_id"]}})
+    seconds = time.perf_counter() - t0
+    console.log(f"credit store: indexes built after the bulk load in {seconds:.1f}s")
+    return seconds
+
+
 async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int = 42,
                                   console: Console | None = None, *, db: Any = None, pushdown: bool = True,
                                   parallel: int = PARALLEL, batch_docs: int = BATCH_DOCS,
-                                  batch_users: int = BATCH) -> dict[str, int]:
+                                  batch_users: int = BATCH, workers: int = WORKERS, defer_indexes: bool = True,
+                                  timings: dict[str, float] | None = None) -> dict[str, int]:
     """Seed every collection for `users`; returns how many documents were new per collection.
 
-    Batches of `batch_users` users are built while earlier ones are written (unordered `insert_many`, `parallel`
-    requests in flight); each finished batch is checkpointed, so an interrupted seed resumes after the
-    batches it finished. With `pushdown`, the PostgreSQL indexes of FerretDB's pushed-down filters are
-    built at the end (one pass over the loaded tables, cheaper than maintaining them row by row).
+    Batches of `batch_users` users are built (encrypted and BSON-encoded) by `workers` processes while earlier
+    ones are written (unordered inserts, `parallel` requests in flight); each finished batch is checkpointed,
+    so an interrupted seed resumes after the batches it finished. Into empty collections (`defer_indexes`)
+    the secondary indexes are dropped for the load and built once at its end (a resumed load still does).
+    With `pushdown`, the PostgreSQL indexes of FerretDB's pushed-down filters are built at the end too.
+    `timings`, when given, receives the seconds of the phases (load, indexes).
     """
     from config.settings import resolve
+    from stores.crypto import FieldCipher
     from stores.mongo.client import MongoStore
 
     settings = resolve(settings)
     console = console or Console(stderr=True)
-    users = list(users)
+    users = [_plain(u) for u in users]
     store = None
     if db is None:
         store = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db,
                                  timeout=settings.connect_timeout_s).connect()
         db = store.db
-    from stores.crypto import FieldCipher
-
+    url = settings.ferretdb_postgres_url
+    backend_url = url.get_secret_value() if url else None
     # per-user data keys (the payments seed made them; made here for users it did not seed)
-    enc = await open_field_encryption(db, settings.field_encryption_master_key.get_secret_value(),
-                                      cipher=FieldCipher.from_settings(settings))
+    cipher = FieldCipher.from_settings(settings)
+    if cipher.keys is None:
+        raise InvalidData("seeding the credit store needs the key store of the per-user data keys", store="mongo")
     inserter = BulkInserter(db, batch_docs=batch_docs, parallel=parallel)
-    checkpoints = LoadProgress(db, f"seed:{seed}")
+    load = f"seed:{seed}"
+    checkpoints = LoadProgress(db, load)
+    pool = None
+    if workers > 0:
+        # forkserver: the workers do not inherit the driver's threads and sockets (a fork could)
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    loop = asyncio.get_running_loop()
+    t_start = time.perf_counter()
     try:
         await ensure_schema(db)
+        marker = await _defer_indexes(db, backend_url, load) if defer_indexes else None
         done = await checkpoints.done()
-        # Batches built ahead of the writes: enough to keep `parallel` requests busy, bounded in memory.
-        ahead = asyncio.Semaphore(max(2, parallel // 2))
+        # Batches built or written at once: enough to keep the builders and `parallel` requests busy, bounded
+        # in memory.
+        ahead = asyncio.Semaphore(max(2, parallel // 2, 2 * workers))
+        building = asyncio.Semaphore(max(1, workers))
         with Progress(TextColumn("[bold]credit store[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             task = progress.add_task("users", total=len(users))
 
-            async def write(unit: str, docs: dict[str, list[dict[str, Any]]], n: int) -> None:
+            async def one(unit: str, part: list[dict[str, Any]]) -> None:
                 try:
+                    async with building:
+                        keys = await _user_keys(cipher, [u["user_id"] for u in part])
+                        if pool is None:
+                            docs = await _build_encoded(part, seed, keys)
+                        else:
+                            docs = await loop.run_in_executor(pool, build_encoded, part, seed, keys)
                     await asyncio.gather(*(inserter.insert(coll, batch) for coll, batch in docs.items()))
                     await checkpoints.mark(unit)
-                    progress.advance(task, n)
+                    progress.advance(task, len(part))
                 finally:
                     ahead.release()
 
@@ -296,25 +424,32 @@ async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int
                         part = users[i:i + batch_users]
                         # a digest of the batch's users, not one of their ids: the checkpoint outlives an
                         # erasure of any of them (`dsr verify` found the first user's id in it)
-                        ids = "|".join(str(_get(u, "user_id")) for u in part)
+                        ids = "|".join(str(u.get("user_id")) for u in part)
                         unit = f"{hashlib.sha256(ids.encode()).hexdigest()[:20]}+{len(part)}"
                         if unit in done:
                             progress.advance(task, len(part))
                             continue
                         await ahead.acquire()
-                        writes.create_task(write(unit, await _build_batch(enc, part, seed), len(part)))
+                        writes.create_task(one(unit, part))
             except BaseExceptionGroup as group:  # the first failed write, as the callers' typed error
                 raise group.exceptions[0] from None
-        if pushdown:
+        t_loaded = time.perf_counter()
+        if timings is not None:
+            timings["load_s"] = round(t_loaded - t_start, 2)
+        if marker is not None:
+            seconds = await _restore_indexes(db, marker, backend_url, pushdown, console)
+            if timings is not None:
+                timings["indexes_s"] = round(seconds, 2)
+        elif pushdown:
             from stores.mongo.pushdown import ensure_pushdown_indexes
 
-            url = settings.ferretdb_postgres_url
-            report = await ensure_pushdown_indexes(db, url.get_secret_value() if url else None)
+            report = await ensure_pushdown_indexes(db, backend_url)
             if report.created:
                 console.log(f"credit store: {len(report.created)} pushdown index(es) built "
                             f"({report.backend.value})")
     finally:
-        await enc.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         if store is not None:
             await store.close()
     totals = {c: inserter.inserted.get(c, 0) for c in SEEDED}

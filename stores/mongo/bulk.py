@@ -12,16 +12,43 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import bson
+from bson.raw_bson import RawBSONDocument
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from stores.errors import StoreError
 from stores.mongo.client import MongoStore
-from stores.mongo.credit import as_db, insert_many_idempotent
+from stores.mongo.credit import as_db, guard, insert_many_idempotent
 
 #: Documents per `insert_many`: large enough to amortise a round trip, small enough that a batch with a
 #: duplicate (FerretDB then retries it one document at a time) stays cheap.
 BATCH_DOCS = 500
 #: `insert_many` requests in flight at once (FerretDB's pool to PostgreSQL holds 20 connections).
 PARALLEL = 8
+
+
+#: MongoDB's duplicate-key error: the document is already there (a resumed load).
+DUPLICATE_KEY = 11000
+
+
+def encode(docs: Sequence[dict[str, Any]]) -> list[bytes]:
+    """BSON of each document: made where the documents are built (a worker process), sent as they are."""
+    return [bson.encode(d) for d in docs]
+
+
+async def insert_encoded(db: AsyncIOMotorDatabase, collection: str, docs: Sequence[bytes]) -> int:
+    """Unordered `insert` command of already-encoded documents (copied into the message, never decoded
+    again); duplicates count as already written. Returns how many were new."""
+    if not docs:
+        return 0
+    async with guard(f"write {collection}", db):
+        res = await db.command({"insert": collection, "documents": [RawBSONDocument(b) for b in docs],
+                                "ordered": False})
+    errors = res.get("writeErrors") or []
+    if bad := [e for e in errors if e.get("code") != DUPLICATE_KEY]:
+        raise StoreError(f"write {collection}: {len(bad)} document(s) refused (code {bad[0].get('code')})",
+                         store="mongo")
+    return int(res.get("n", 0))
 
 
 class BulkInserter:
@@ -36,15 +63,18 @@ class BulkInserter:
         self._slots = asyncio.Semaphore(parallel)
         self.inserted: dict[str, int] = {}
 
-    async def _one(self, collection: str, docs: list[dict[str, Any]]) -> int:
+    async def _one(self, collection: str, docs: list[dict[str, Any]] | list[bytes]) -> int:
         async with self._slots:
-            n = await insert_many_idempotent(self.db[collection], docs)
+            if docs and isinstance(docs[0], bytes):
+                n = await insert_encoded(self.db, collection, docs)  # type: ignore[arg-type]
+            else:
+                n = await insert_many_idempotent(self.db[collection], docs)  # type: ignore[arg-type]
         self.inserted[collection] = self.inserted.get(collection, 0) + n
         return n
 
-    async def insert(self, collection: str, docs: Sequence[dict[str, Any]]) -> int:
-        """Insert `docs` in batches of `batch_docs`, up to `parallel` requests at once (shared by every
-        caller of this inserter)."""
+    async def insert(self, collection: str, docs: Sequence[dict[str, Any]] | Sequence[bytes]) -> int:
+        """Insert `docs` (documents, or their BSON from `encode`) in batches of `batch_docs`, up to `parallel`
+        requests at once (shared by every caller of this inserter)."""
         parts = [list(docs[i:i + self.batch_docs]) for i in range(0, len(docs), self.batch_docs)]
         return sum(await asyncio.gather(*(self._one(collection, p) for p in parts)))
 
