@@ -4,10 +4,12 @@ A reduced form of issue 20's benchmark (which asks for every MCP tool over strea
 this one measures the credit-store side, where the latency grew with size, at the sizes given (default 5000).
 
 For one dataset of N users (the documents `kredete seed` writes to the credit store):
-  seeding     `seed_credit_store_async` (unordered `insert_many` batches, several in flight), against raw
-              `insert_many` of the very same documents (built beforehand, one ordered call per collection) into
-              another database, and against the seeder run one request at a time (`--parallel 1`, the loop's
-              shape before issue 20); then the pushdown index build on the loaded tables;
+  seeding     `seed_credit_store_async` (documents built in worker processes, unordered inserts of their BSON,
+              several in flight, indexes made before the load), against raw `insert_many` of the same
+              documents (built beforehand in this process with the same per-user keys, build timed apart; one
+              ordered call per collection) into another database, and optionally against the seeder run one
+              request at a time and built in-process (the loop's shape before issue 20); `--workers`,
+              `--parallel`, `--batch-docs`, `--batch-users` tune the seeder, `--seed-only` skips the reads;
   reads       p50/p99 of the repository calls behind `get_credit_report`, `get_score_history`, `list_disputes`
               (customer) and `list_disputes` (staff queue), over random users, each call made on the raw copy
               (FerretDB's own btree indexes only, as before issue 20) and on the seeded one (+ the pushdown
@@ -49,9 +51,19 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from config.settings import resolve  # noqa: E402
-from kredete.seed.mongo import BATCH, SEEDED, _build_batch, seed_credit_store_async  # noqa: E402
+from kredete.seed.mongo import (  # noqa: E402
+    BATCH,
+    SEEDED,
+    WORKERS,
+    _build_batch,
+    _GivenKeys,
+    _plain,
+    seed_credit_store_async,
+)
 from kredete.seed.people import person  # noqa: E402
+from stores.crypto import FieldCipher  # noqa: E402
 from stores.mongo.backend_keyset import BackendKeyset, Position  # noqa: E402
+from stores.mongo.bulk import BATCH_DOCS, PARALLEL  # noqa: E402
 from stores.mongo.client import MongoStore  # noqa: E402
 from stores.mongo.collections import SPECS, ensure_schema  # noqa: E402
 from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository  # noqa: E402
@@ -97,43 +109,53 @@ async def fresh(url: str, name: str, timeout: float = 5.0) -> MongoStore:
     return store
 
 
-async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, skip_seq: bool) -> dict[str, Any]:
-    res: dict[str, Any] = {}
+async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, skip_seq: bool,
+                       tuning: dict[str, int]) -> dict[str, Any]:
+    """The seeder, then raw `insert_many` of the same documents (built beforehand with the same per-user keys,
+    the build timed apart), then optionally the seeder's old shape."""
+    res: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "tuning": tuning,
+                           "load_average_1_5_15_before": [round(x, 1) for x in os.getloadavg()]}
     n = len(people)
     quiet = Console(quiet=True)
-    # The seeder, as `kredete seed` runs it (pushdown indexes timed separately below).
+    # The seeder, as `kredete seed` runs it: its indexes (FerretDB's and the pushdown ones) made on the empty
+    # tables, then the load (documents built in worker processes while earlier batches are inserted).
     store = await fresh(url, f"kredete_scale_{n}", timeout=60)
     t0 = time.perf_counter()
-    counts = await seed_credit_store_async(settings, people, seed, quiet, db=store.db, pushdown=False)
+    phases: dict[str, float] = {}
+    counts = await seed_credit_store_async(settings, people, seed, quiet, db=store.db, timings=phases, **tuning)
     res["seeder_s"] = round(time.perf_counter() - t0, 2)
+    res["seeder_indexes_before_load_s"] = phases.get("indexes_s")
+    res["seeder_load_s"] = phases.get("load_s")  # building (worker processes) overlapped with the inserts
     res["documents"] = counts
-    out.print(f"seeder: {res['seeder_s']} s for {sum(counts.values())} documents")
-    t0 = time.perf_counter()
-    rep = await ensure_pushdown_indexes(store.db, _backend(settings))
-    res["pushdown_index_build_s"] = round(time.perf_counter() - t0, 2)
+    res["load_average_1_5_15_after_seeder"] = [round(x, 1) for x in os.getloadavg()]
+    out.print(f"seeder: {res['seeder_s']} s for {sum(counts.values())} documents (load {phases.get('load_s')} s)")
+    rep = await ensure_pushdown_indexes(store.db, _backend(settings))  # present: made by the seeder
     res["pushdown_indexes"] = [{"collection": r.collection, "field": r.field, "status": r.status,
-                                "seconds": r.seconds, "size_bytes": r.size_bytes} for r in rep.rows]
+                                "size_bytes": r.size_bytes} for r in rep.rows]
     await store.close()
 
-    # Raw insert_many of the same documents: built first (not timed), then one ordered call per collection.
+    # Raw insert_many of the same documents: built first in this process with the same per-user keys (timed
+    # apart), then one ordered call per collection into a schema'd database (FerretDB's indexes in place).
     # One call per collection sends up to 100k documents per message: the socket timeout must outlast it.
     raw = await fresh(url, f"kredete_scale_{n}_raw", timeout=300)
     await ensure_schema(raw.db)
-    enc = await open_field_encryption(raw.db, settings.field_encryption_master_key.get_secret_value())
-    try:
-        t0 = time.perf_counter()
-        docs: dict[str, list[dict[str, Any]]] = {c: [] for c in SEEDED}
-        for i in range(0, n, BATCH):
-            for coll, part in (await _build_batch(enc, people[i:i + BATCH], seed)).items():
-                docs[coll] += part
-        res["build_documents_s"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        for coll in SEEDED:
-            if docs[coll]:
-                await raw.db[coll].insert_many(docs[coll])
-        res["raw_insert_many_s"] = round(time.perf_counter() - t0, 2)
-    finally:
-        await enc.close()
+    cipher = FieldCipher.from_settings(settings)
+    assert cipher.keys is not None
+    t0 = time.perf_counter()
+    docs: dict[str, list[dict[str, Any]]] = {c: [] for c in SEEDED}
+    plain = [_plain(p) for p in people]
+    for i in range(0, n, BATCH):
+        part = plain[i:i + BATCH]
+        keys = cipher.keys.get_or_create([u["user_id"] for u in part])
+        for coll, batch in (await _build_batch(_GivenKeys(keys), part, seed)).items():
+            docs[coll] += batch
+    res["build_documents_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    for coll in SEEDED:
+        if docs[coll]:
+            await raw.db[coll].insert_many(docs[coll])
+    res["raw_insert_many_s"] = round(time.perf_counter() - t0, 2)
+    res["load_average_1_5_15_after_raw"] = [round(x, 1) for x in os.getloadavg()]
     del docs
     await raw.close()  # kept: the reads "without the pushdown indexes" run on this copy
     out.print(f"raw insert_many: {res['raw_insert_many_s']} s (+{res['build_documents_s']} s building the documents)")
@@ -141,8 +163,9 @@ async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, sk
     if not skip_seq:
         seq = await fresh(url, f"kredete_scale_{n}_seq")
         t0 = time.perf_counter()
+        # the loop's shape before issue 20: built in the main process, one request at a time
         await seed_credit_store_async(settings, people, seed, quiet, db=seq.db, pushdown=False, parallel=1,
-                                      batch_users=200)
+                                      batch_users=200, workers=0)
         res["seeder_one_request_at_a_time_s"] = round(time.perf_counter() - t0, 2)
         await seq.drop_database()
         await seq.close()
@@ -284,7 +307,12 @@ async def run(args: argparse.Namespace) -> None:
     same = await plain.db[SEEDED[-1]].find_one({"user_id": {"$eq": ids[-1]}}) is not None
     if not (finished >= -(-n // BATCH) and same and "seeding" in entry):
         check_disk(n, 2 if args.skip_seq else 3)
-        entry["seeding"] = await time_seeding(settings, url, people, args.seed, args.skip_seq)
+        tuning = {"workers": args.workers, "parallel": args.parallel, "batch_docs": args.batch_docs,
+                  "batch_users": args.batch_users}
+        entry["seeding"] = await time_seeding(settings, url, people, args.seed, args.skip_seq, tuning)
+        if args.seed_only:
+            _write(results)
+            return
         _write(results)
     else:
         out.print(f"reusing kredete_scale_{n} ({finished} checkpointed batches) and kredete_scale_{n}_raw")
@@ -358,6 +386,11 @@ def main() -> None:
                    help="reads to measure (queue: the staff queue only; the other results are kept)")
     p.add_argument("--skip-seq", action="store_true", help="skip the one-request-at-a-time seeding run")
     p.add_argument("--reseed", action="store_true", help="seed again even if the database is complete")
+    p.add_argument("--seed-only", action="store_true", help="time the seeding, skip the reads")
+    p.add_argument("--workers", type=int, default=WORKERS, help="seeder: processes building the documents")
+    p.add_argument("--parallel", type=int, default=PARALLEL, help="seeder: insert requests in flight")
+    p.add_argument("--batch-docs", type=int, default=BATCH_DOCS, help="seeder: documents per insert")
+    p.add_argument("--batch-users", type=int, default=BATCH, help="seeder: users per built, checkpointed batch")
     asyncio.run(run(p.parse_args()))
 
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +26,7 @@ from stores.crypto import FieldCipher, UserCipher
 from stores.errors import InvalidData
 from stores.mongo import documents as d
 from stores.mongo.bulk import BATCH_DOCS, PARALLEL, BulkInserter, LoadProgress, encode
-from stores.mongo.collections import LOAD_PROGRESS, SPECS, ensure_schema
+from stores.mongo.collections import ensure_schema
 from stores.mongo.credit import REPORT_PII_PATHS, RESPONSE_PII_PATHS
 from stores.mongo.encryption import FieldEncryption, encrypt_paths
 
@@ -255,8 +254,6 @@ async def _build_batch(enc: FieldEncryption, users: list[Any], seed: int) -> dic
 USER_FIELDS = ("user_id", "country", "full_name", "date_of_birth", "address", "phone", "ssn", "bvn", "nin")
 #: Processes building the documents while the main one writes (0: build in the main process).
 WORKERS = min(2, os.cpu_count() or 1)
-#: `load_progress` marker of a bulk load into empty collections whose secondary indexes wait for its end.
-DEFERRED = "deferred-indexes"
 
 
 def _plain(user: Any) -> dict[str, Any]:
@@ -306,62 +303,20 @@ async def _user_keys(cipher: FieldCipher, ids: list[str]) -> dict[str, bytes]:
     return await asyncio.to_thread(cipher.keys.get_or_create, ids)
 
 
-async def _defer_indexes(db: Any, backend_url: str | None, load: str) -> dict[str, Any] | None:
-    """Bulk mode of a load into EMPTY collections: drop their secondary indexes (FerretDB's btree ones and the
-    pushdown GIN ones) so rows are not indexed one by one; `_restore_indexes` builds them once at the end.
-    A marker in `load_progress` makes a resumed load stay in bulk mode. Returns the marker, or None when the
-    collections already hold documents (indexes stay; the load maintains them)."""
-    progress = db[LOAD_PROGRESS]
-    marker = await progress.find_one({"_id": {"$eq": f"{load}|{DEFERRED}"}})
-    if marker is not None:
-        return marker
-    for coll in SEEDED:
-        if await db[coll].find_one({}, {"_id": 1}) is not None:
-            return None
-    from stores.mongo.pushdown import PushdownIndexer
-
-    pushdown = PushdownIndexer(db, backend_url, specs=[replace(s, pushdown=()) for s in SPECS if s.name in SEEDED])
-    dropped = [r.index for r in (await pushdown.ensure()).rows if r.status == "dropped"]
-    marker = {"_id": f"{load}|{DEFERRED}", "load": load, "unit": DEFERRED, "pushdown_dropped": dropped}
-    await progress.replace_one({"_id": {"$eq": marker["_id"]}}, marker, upsert=True)
-    for coll in SEEDED:  # after the marker: an interruption from here on resumes in bulk mode
-        for name in await db[coll].index_information():
-            if name != "_id_":
-                await db[coll].drop_index(name)
-    return marker
-
-
-async def _restore_indexes(db: Any, marker: dict[str, Any], backend_url: str | None, pushdown: bool,
-                           console: Console) -> float:
-    """After a bulk load: FerretDB's indexes (`ensure_schema`; the unique ones check the loaded rows) and the
-    pushdown ones that were dropped or are asked for, each built once over the loaded table. Seconds taken."""
-    t0 = time.perf_counter()
-    await ensure_schema(db)
-    if pushdown or marker.get("pushdown_dropped"):
-        from stores.mongo.pushdown import ensure_pushdown_indexes
-
-        report = await ensure_pushdown_indexes(db, backend_url)
-        if report.created:
-            console.log(f"credit store: {len(report.created)} pushdown index(es) built ({report.backend.value})")
-    await db[LOAD_PROGRESS].delete_one({"_id": {"$eq": marker["_id"]}})
-    seconds = time.perf_counter() - t0
-    console.log(f"credit store: indexes built after the bulk load in {seconds:.1f}s")
-    return seconds
-
-
 async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int = 42,
                                   console: Console | None = None, *, db: Any = None, pushdown: bool = True,
                                   parallel: int = PARALLEL, batch_docs: int = BATCH_DOCS,
-                                  batch_users: int = BATCH, workers: int = WORKERS, defer_indexes: bool = True,
+                                  batch_users: int = BATCH, workers: int = WORKERS,
                                   timings: dict[str, float] | None = None) -> dict[str, int]:
     """Seed every collection for `users`; returns how many documents were new per collection.
 
     Batches of `batch_users` users are built (encrypted and BSON-encoded) by `workers` processes while earlier
     ones are written (unordered inserts, `parallel` requests in flight); each finished batch is checkpointed,
-    so an interrupted seed resumes after the batches it finished. Into empty collections (`defer_indexes`)
-    the secondary indexes are dropped for the load and built once at its end (a resumed load still does).
-    With `pushdown`, the PostgreSQL indexes of FerretDB's pushed-down filters are built at the end too.
-    `timings`, when given, receives the seconds of the phases (load, indexes).
+    so an interrupted seed resumes after the batches it finished. With `pushdown`, the PostgreSQL indexes of
+    FerretDB's pushed-down filters are made BEFORE the load (instant on empty tables) and maintained by it:
+    measured, building them afterwards (CONCURRENTLY: two passes over the loaded, TOASTed documents) took as
+    long as the load itself, while maintaining them (GIN's pending list) added little. Likewise FerretDB's own
+    indexes stay in place. `timings`, when given, receives the seconds of the phases (indexes, load).
     """
     from config.settings import resolve
     from stores.crypto import FieldCipher
@@ -382,8 +337,7 @@ async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int
     if cipher.keys is None:
         raise InvalidData("seeding the credit store needs the key store of the per-user data keys", store="mongo")
     inserter = BulkInserter(db, batch_docs=batch_docs, parallel=parallel)
-    load = f"seed:{seed}"
-    checkpoints = LoadProgress(db, load)
+    checkpoints = LoadProgress(db, f"seed:{seed}")
     pool = None
     if workers > 0:
         # forkserver: the workers do not inherit the driver's threads and sockets (a fork could)
@@ -394,7 +348,15 @@ async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int
     t_start = time.perf_counter()
     try:
         await ensure_schema(db)
-        marker = await _defer_indexes(db, backend_url, load) if defer_indexes else None
+        if pushdown:
+            from stores.mongo.pushdown import ensure_pushdown_indexes
+
+            report = await ensure_pushdown_indexes(db, backend_url)
+            if report.created:
+                console.log(f"credit store: {len(report.created)} pushdown index(es) built "
+                            f"({report.backend.value})")
+        if timings is not None:
+            timings["indexes_s"] = round(time.perf_counter() - t_start, 2)
         done = await checkpoints.done()
         # Batches built or written at once: enough to keep the builders and `parallel` requests busy, bounded
         # in memory.
@@ -433,22 +395,13 @@ async def seed_credit_store_async(settings: Any, users: Iterable[Any], seed: int
                         writes.create_task(one(unit, part))
             except BaseExceptionGroup as group:  # the first failed write, as the callers' typed error
                 raise group.exceptions[0] from None
-        t_loaded = time.perf_counter()
         if timings is not None:
-            timings["load_s"] = round(t_loaded - t_start, 2)
-        if marker is not None:
-            seconds = await _restore_indexes(db, marker, backend_url, pushdown, console)
-            if timings is not None:
-                timings["indexes_s"] = round(seconds, 2)
-        elif pushdown:
-            from stores.mongo.pushdown import ensure_pushdown_indexes
-
-            report = await ensure_pushdown_indexes(db, backend_url)
-            if report.created:
-                console.log(f"credit store: {len(report.created)} pushdown index(es) built "
-                            f"({report.backend.value})")
-    finally:
+            timings["load_s"] = round(time.perf_counter() - t_start - timings["indexes_s"], 2)
         if pool is not None:
+            pool.shutdown()  # idle by now: reap the workers
+            pool = None
+    finally:
+        if pool is not None:  # interrupted: leave the running builds behind
             pool.shutdown(wait=False, cancel_futures=True)
         if store is not None:
             await store.close()

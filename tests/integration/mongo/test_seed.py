@@ -7,17 +7,12 @@ import uuid
 import pytest
 
 from config.settings import resolve
-from kredete.seed.mongo import DEFERRED, INJECTIONS, SEEDED, seed_credit_store_async
+from kredete.seed.mongo import INJECTIONS, SEEDED, seed_credit_store_async
 from stores.mongo.credit import CreditReportRepository, DisputeRepository, ScoreHistoryRepository
 from stores.mongo.encryption import MASK
 from stores.scope import RowScope
 
 COUNTRIES = ["NG", "GH", "KE", "US", "GB"]
-
-
-async def units(db) -> int:
-    """Finished batches checkpointed (not the bulk load's deferred-indexes marker)."""
-    return await db.load_progress.count_documents({"unit": {"$ne": DEFERRED}})
 
 
 def users(n: int) -> list[dict]:
@@ -76,13 +71,13 @@ async def test_an_interrupted_seed_resumes_after_its_finished_batches(mongo_url)
     try:
         run = asyncio.create_task(seed_credit_store_async(resolve(), people, 7, db=store.db, batch_users=5,
                                                           parallel=1, pushdown=False))
-        while await units(store.db) < 2:
+        while await store.db.load_progress.count_documents({}) < 2:
             assert not run.done(), "the seed finished before it could be interrupted"
             await asyncio.sleep(0.05)
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
-        finished = await units(store.db)
+        finished = await store.db.load_progress.count_documents({})
         assert 2 <= finished < 6
         partial = await store.db.score_history.count_documents({})
         assert partial < 24 * 30
@@ -92,9 +87,7 @@ async def test_an_interrupted_seed_resumes_after_its_finished_batches(mongo_url)
         # the checkpoints name no user: they outlive an erasure of any of them
         marks = str(await store.db.load_progress.find({}).to_list(None))
         assert not [p for p in people if str(p["user_id"]) in marks]
-        # the resumed load stayed a bulk load: every declared index was built at its end, the marker is gone
-        await assert_indexed(store.db)
-        assert await store.db.load_progress.count_documents({"unit": DEFERRED}) == 0
+        # built in this process rather than in worker processes: the same documents
         await seed_credit_store_async(resolve(), people, 7, db=whole.db, batch_users=5, pushdown=False, workers=0)
         for coll in ("credit_reports", "score_history", "dispute_cases", "action_plans", "bureau_responses",
                      "credit_factors"):
@@ -106,48 +99,31 @@ async def test_an_interrupted_seed_resumes_after_its_finished_batches(mongo_url)
             await s.close()
 
 
-async def assert_indexed(db) -> None:
-    from stores.mongo.collections import SPECS
-
-    for spec in SPECS:
-        if spec.name in SEEDED:
-            have = set(await db[spec.name].index_information())
-            assert {m.document["name"] for m in spec.indexes} <= have, spec.name
-
-
-async def test_a_bulk_seed_drops_the_indexes_of_empty_collections_and_builds_them_at_the_end(mongo_url):
-    """Collections indexed beforehand (`ensure_schema` + `kredete mongo ensure-indexes`) but empty: the seed
-    loads them without their secondary indexes and ends with every one of them, the pushdown ones included,
-    A second seed into the filled collections keeps the indexes throughout."""
+async def test_a_seed_makes_its_indexes_before_the_load_and_ends_with_every_one(mongo_url):
+    """A seed into a new database: FerretDB's indexes and (on its PostgreSQL backend) the pushdown ones exist
+    once it returns, made before the load (a later `ensure` finds them all present)."""
     import secrets
 
     from stores.mongo.client import MongoStore
-    from stores.mongo.collections import ensure_schema
+    from stores.mongo.collections import SPECS
     from stores.mongo.pushdown import Backend, PushdownIndexer, detect_backend
 
     backend_url = resolve().ferretdb_postgres_url
     people = users(12)
-    store = await MongoStore(mongo_url, f"kredete_test_bulk_{secrets.token_hex(4)}").connect()
+    store = await MongoStore(mongo_url, f"kredete_test_idx_{secrets.token_hex(4)}").connect()
     try:
-        await ensure_schema(store.db)
-        ferretdb_pg = await detect_backend(store.db) is Backend.FERRETDB_POSTGRESQL and backend_url is not None
-        if ferretdb_pg:
-            before = await PushdownIndexer(store.db, backend_url.get_secret_value()).ensure()
-            assert before.created
         timings: dict[str, float] = {}
-        counts = await seed_credit_store_async(resolve(), people, 7, db=store.db, pushdown=False, batch_users=4,
-                                               timings=timings)
-        assert counts["score_history"] == 24 * 12 and "indexes_s" in timings  # the bulk path ran
-        await assert_indexed(store.db)
-        assert await store.db.load_progress.count_documents({"unit": DEFERRED}) == 0
-        if ferretdb_pg:
-            after = await PushdownIndexer(store.db, backend_url.get_secret_value()).ensure()
-            assert {r.status for r in after.rows} == {"present"}  # rebuilt by the seed, not by this call
-            assert {(r.collection, r.field) for r in after.rows} == {(r.collection, r.field) for r in before.rows}
-        again: dict[str, float] = {}
-        assert set((await seed_credit_store_async(resolve(), people, 7, db=store.db, timings=again)).values()) == {0}
-        assert "indexes_s" not in again  # not empty: no bulk mode, indexes kept
-        await assert_indexed(store.db)
+        counts = await seed_credit_store_async(resolve(), people, 7, db=store.db, batch_users=4, timings=timings)
+        assert counts["score_history"] == 24 * 12 and set(timings) == {"indexes_s", "load_s"}
+        for spec in SPECS:
+            if spec.name in SEEDED:
+                have = set(await store.db[spec.name].index_information())
+                assert {m.document["name"] for m in spec.indexes} <= have, spec.name
+        if await detect_backend(store.db) is Backend.FERRETDB_POSTGRESQL and backend_url is not None:
+            report = await PushdownIndexer(store.db, backend_url.get_secret_value()).ensure()
+            seeded = [r for r in report.rows if r.collection in SEEDED]
+            assert seeded and {r.status for r in seeded} == {"present"}
+            assert all(r.size_bytes > 0 for r in seeded)
     finally:
         await store.drop_database()
         await store.close()
