@@ -109,8 +109,45 @@ async def fresh(url: str, name: str, timeout: float = 5.0) -> MongoStore:
     return store
 
 
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process, from /proc (0 when it is gone)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(f[11]) + int(f[12])) / hz, (int(f[13]) + int(f[14])) / hz
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the local stack's FerretDB, its PostgreSQL (postmaster, live backends and the
+    ones that exited) and this process (its forkserver's reaped workers apart): load-independent cost."""
+    from config import ports
+    from kredete.stack.base import pids_listening
+
+    procs = [(int(x), int(p)) for x, p in (
+        (d.name, Path(d, "stat").read_text().rsplit(")", 1)[1].split()[1]) for d in Path("/proc").iterdir()
+        if d.name.isdigit() and Path(d, "stat").exists()) if p.isdigit()]
+
+    def tree(root: int) -> float:
+        own, reaped = _proc_cpu(root)
+        return own + reaped + sum(_proc_cpu(pid)[0] for pid, parent in procs if parent == root)
+
+    me = os.times()
+    forkservers = [pid for pid, parent in procs if parent == os.getpid()
+                   and b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return {"ferretdb": sum(_proc_cpu(p)[0] for p in pids_listening(ports.MONGO)),
+            "postgres": sum(tree(p) for p in pids_listening(ports.POSTGRES)),
+            "client_main": me.user + me.system,
+            "client_workers": sum(sum(_proc_cpu(p)) for p in forkservers)}
+
+
+def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before[k], 1) for k in before}
+
+
 async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, skip_seq: bool,
-                       tuning: dict[str, int]) -> dict[str, Any]:
+                       tuning: dict[str, int], skip_raw: bool = False) -> dict[str, Any]:
     """The seeder, then raw `insert_many` of the same documents (built beforehand with the same per-user keys,
     the build timed apart), then optionally the seeder's old shape."""
     res: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "tuning": tuning,
@@ -120,10 +157,12 @@ async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, sk
     # The seeder, as `kredete seed` runs it: its indexes (FerretDB's and the pushdown ones) made on the empty
     # tables, then the load (documents built in worker processes while earlier batches are inserted).
     store = await fresh(url, f"kredete_scale_{n}", timeout=60)
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
     counts = await seed_credit_store_async(settings, people, seed, quiet, db=store.db, timings=phases, **tuning)
     res["seeder_s"] = round(time.perf_counter() - t0, 2)
+    res["seeder_cpu_s"] = _cpu_delta(cpu0, cpu_seconds())
     res["seeder_indexes_before_load_s"] = phases.get("indexes_s")
     res["seeder_load_s"] = phases.get("load_s")  # building (worker processes) overlapped with the inserts
     res["documents"] = counts
@@ -134,6 +173,8 @@ async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, sk
                                 "size_bytes": r.size_bytes} for r in rep.rows]
     await store.close()
 
+    if skip_raw:
+        return res
     # Raw insert_many of the same documents: built first in this process with the same per-user keys (timed
     # apart), then one ordered call per collection into a schema'd database (FerretDB's indexes in place).
     # One call per collection sends up to 100k documents per message: the socket timeout must outlast it.
@@ -141,7 +182,7 @@ async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, sk
     await ensure_schema(raw.db)
     cipher = FieldCipher.from_settings(settings)
     assert cipher.keys is not None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     docs: dict[str, list[dict[str, Any]]] = {c: [] for c in SEEDED}
     plain = [_plain(p) for p in people]
     for i in range(0, n, BATCH):
@@ -150,11 +191,14 @@ async def time_seeding(settings: Any, url: str, people: list[Any], seed: int, sk
         for coll, batch in (await _build_batch(_GivenKeys(keys), part, seed)).items():
             docs[coll] += batch
     res["build_documents_s"] = round(time.perf_counter() - t0, 2)
+    res["build_documents_cpu_s"] = round(time.process_time() - c0, 1)
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     for coll in SEEDED:
         if docs[coll]:
             await raw.db[coll].insert_many(docs[coll])
     res["raw_insert_many_s"] = round(time.perf_counter() - t0, 2)
+    res["raw_insert_many_cpu_s"] = _cpu_delta(cpu0, cpu_seconds())
     res["load_average_1_5_15_after_raw"] = [round(x, 1) for x in os.getloadavg()]
     del docs
     await raw.close()  # kept: the reads "without the pushdown indexes" run on this copy
@@ -306,11 +350,12 @@ async def run(args: argparse.Namespace) -> None:
     # reading every document: too slow to compare counts).
     same = await plain.db[SEEDED[-1]].find_one({"user_id": {"$eq": ids[-1]}}) is not None
     if not (finished >= -(-n // BATCH) and same and "seeding" in entry):
-        check_disk(n, 2 if args.skip_seq else 3)
+        check_disk(n, 1 + (not args.skip_raw) + (not args.skip_seq))
         tuning = {"workers": args.workers, "parallel": args.parallel, "batch_docs": args.batch_docs,
                   "batch_users": args.batch_users}
-        entry["seeding"] = await time_seeding(settings, url, people, args.seed, args.skip_seq, tuning)
-        if args.seed_only:
+        entry["seeding"] = await time_seeding(settings, url, people, args.seed, args.skip_seq, tuning,
+                                              args.skip_raw)
+        if args.seed_only or args.skip_raw:  # the reads need the raw copy
             _write(results)
             return
         _write(results)
@@ -387,6 +432,8 @@ def main() -> None:
     p.add_argument("--skip-seq", action="store_true", help="skip the one-request-at-a-time seeding run")
     p.add_argument("--reseed", action="store_true", help="seed again even if the database is complete")
     p.add_argument("--seed-only", action="store_true", help="time the seeding, skip the reads")
+    p.add_argument("--skip-raw", action="store_true",
+                   help="skip the raw insert_many baseline (it holds every document in memory; implies --seed-only)")
     p.add_argument("--workers", type=int, default=WORKERS, help="seeder: processes building the documents")
     p.add_argument("--parallel", type=int, default=PARALLEL, help="seeder: insert requests in flight")
     p.add_argument("--batch-docs", type=int, default=BATCH_DOCS, help="seeder: documents per insert")
