@@ -113,9 +113,14 @@ def _quiet_logging() -> None:
 
 
 async def serve_stdio() -> None:
+    from agent_tools.stdio_pipes import stdio_streams
+
     runtime = await AgentRuntime(transport="stdio").start()
     try:
-        await build_server(runtime).run_stdio_async()
+        mcp = build_server(runtime)
+        # MCPServer.run_stdio_async with stdin/stdout read and written on the event loop (no thread per message).
+        async with stdio_streams() as (read, write):
+            await mcp._lowlevel_server.run(read, write, mcp._lowlevel_server.create_initialization_options())
     finally:
         await runtime.close()
 
