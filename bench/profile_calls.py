@@ -64,9 +64,15 @@ async def _transactions(settings: Any, n: int) -> list[str]:
 
 
 async def _disputes(settings: Any, n: int) -> list[dict[str, str]]:
-    from bench.tool_calls import _disputes as disputes
+    """get_dispute's arguments for the first `n` disputes (each with the user it belongs to)."""
+    from stores.mongo.client import MongoStore
 
-    return [{"dispute_id": d, "user_id": u} for d, u in await disputes(settings, n)]
+    mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
+    try:
+        rows = await mongo.db.dispute_cases.find({}, {"user_id": 1}).sort("_id", 1).to_list(n)
+    finally:
+        await mongo.close()
+    return [{"dispute_id": str(d["_id"]), "user_id": str(d["user_id"])} for d in rows]
 
 
 async def _drive(session: Any, tool: str, args: list[dict[str, str]], calls: int) -> list[float]:
