@@ -1,22 +1,23 @@
 """The MCP call path against its floor, and horizontal scale: one run.
 
-    python -m bench.mcp_scale [--calls 300] [--clients 8] [--workers 1 2] [--base df7c838]
+    python -m bench.mcp_scale [--calls 300] [--clients 8] [--workers 1 2] [--base df7c838] [--rounds 6]
 
 On the bench dataset (the one `bench.tool_calls` builds), as a support agent:
 
   floor     `get_transaction`'s three statements through a bare asyncpg pool on the agent replica, prepared
             (asyncpg's statement cache), one call in flight: p50/p99
   stdio     `kredete serve` over stdio, one session, sequential calls: p50/p99
-  http N    `kredete serve --transport http --workers N` for each N: sequential p50/p99 on one session, then
-            `--clients` concurrent clients (one session each) sharing `--calls` x 2 calls: calls/s from the wall
-            time
-
-  base      with `--base REV`: the old call path in the same run. REV is checked out as a detached `git worktree`
-            under `.local/bench-base/` (removed afterwards) and served by this checkout's Python environment with
-            that tree first on the import path (`KREDETE_LOCAL_DIR` names this stack, so it serves the same
-            database, keys and stores); one process, sequential p50/p99 and the same `--clients` run. REV must
-            run on the bench dataset as this commit's migrations left it (df7c838, the commit before issue 15's
-            work, does: 0013 and 0014 only add a function and privacy tables it does not read).
+  http N    `kredete serve --transport http --workers N` for each N, all up at once (with the base below):
+            sequential p50/p99 on one session, the paths taking turns call by call; then `--rounds` rounds in
+            which each path in turn (order alternating) serves a burst of `--calls` x 2 / rounds calls from
+            `--clients` concurrent sessions: calls/s from the bursts' summed wall time (load drifting during
+            the run weighs on every path alike)
+  base      with `--base REV`: the old call path in the same rounds. REV is checked out as a detached
+            `git worktree` under `.local/bench-base/` (removed afterwards) and served, one process, by this
+            checkout's Python environment with that tree first on the import path (`KREDETE_LOCAL_DIR` names
+            this stack: same database, keys and stores). REV must run on the bench dataset as this commit's
+            migrations left it (df7c838, the commit before issue 15's work, does: 0013 and 0014 only add a
+            function and privacy tables it does not read).
 
 The rate limits are raised for the run (`KREDETE_RATE_LIMIT_PER_TOOL`/`_PER_PRINCIPAL`; the Redis check still
 runs per call). Ratios: p50 over the floor's p50 per transport, p99 over p50, calls/s of N workers over 1.
@@ -109,39 +110,49 @@ async def stdio(env: dict[str, str], settings: Any, txs: list[str], n: int) -> d
             return latency_summary(await _sequential(call, n))
 
 
-# --- HTTP with N workers --------------------------------------------------------------------------------
+# --- HTTP: every server at once, measured in interleaved rounds ------------------------------------------
 
-async def http(url: str, settings: Any, txs: list[str], n: int, clients: int) -> dict[str, Any]:
+async def http_interleaved(urls: dict[str, str], settings: Any, txs: list[str], n: int, clients: int,
+                           rounds: int) -> dict[str, dict[str, Any]]:
+    """Per path (`urls`: label -> MCP URL, every server up at once): sequential latency, the paths taking turns
+    call by call; then `rounds` rounds in which each path in turn (the order alternating) serves a burst of
+    `2 * n / rounds` calls from `clients` concurrent sessions: calls/s from the bursts' summed wall time. Load
+    that drifts during the run weighs on every path alike."""
     token = token_for(settings, "support_agent", subject="bench-scale-http")
-    async with http_session(url, token) as s:
-        async def call(i: int) -> None:
-            _checked(await s.call_tool(TOOL, {"transaction_id": txs[i % len(txs)]}))
+    labels = list(urls)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {k: [await stack.enter_async_context(http_session(u, token)) for _ in range(clients)]
+                    for k, u in urls.items()}
+        seq: dict[str, list[float]] = {k: [] for k in labels}
+        for i in range(WARMUP + n):
+            for k in labels:
+                t = time.perf_counter()
+                _checked(await sessions[k][0].call_tool(TOOL, {"transaction_id": txs[i % len(txs)]}))
+                if i >= WARMUP:
+                    seq[k].append((time.perf_counter() - t) * 1000)
+        burst = max(clients, 2 * n // rounds)
+        per = [burst // clients + (1 if c < burst % clients else 0) for c in range(clients)]
 
-        seq = latency_summary(await _sequential(call, n))
-
-    total = 2 * n
-    per = [total // clients + (1 if c < total % clients else 0) for c in range(clients)]
-
-    async def client(c: int, k: int) -> list[float]:
-        async with http_session(url, token) as s:
-            for i in range(5):  # warm this session's connection (untimed)
-                _checked(await s.call_tool(TOOL, {"transaction_id": txs[(c * 7 + i) % len(txs)]}))
-            await ready.wait()
+        async def client(s: Any, c: int, k: int, r: int) -> list[float]:
             ms = []
             for i in range(k):
                 t = time.perf_counter()
-                _checked(await s.call_tool(TOOL, {"transaction_id": txs[(c * 1000 + i) % len(txs)]}))
+                _checked(await s.call_tool(TOOL, {"transaction_id": txs[(r * 997 + c * 101 + i) % len(txs)]}))
                 ms.append((time.perf_counter() - t) * 1000)
             return ms
 
-    ready = asyncio.Event()
-    tasks = [asyncio.ensure_future(client(c, k)) for c, k in enumerate(per)]
-    await asyncio.sleep(3)  # every client has its session and warm connection
-    t = time.perf_counter()
-    ready.set()
-    parts = await asyncio.gather(*tasks)
-    conc = latency_summary([x for p in parts for x in p], time.perf_counter() - t)
-    return {"sequential": seq, "concurrent": conc}
+        conc: dict[str, list[float]] = {k: [] for k in labels}
+        wall = dict.fromkeys(labels, 0.0)
+        for r in range(rounds + 1):  # round 0 warms every session's connection (untimed)
+            for k in labels if r % 2 else labels[::-1]:
+                t = time.perf_counter()
+                parts = await asyncio.gather(*(client(sessions[k][c], c, m if r else 2, r)
+                                               for c, m in enumerate(per)))
+                if r:
+                    wall[k] += time.perf_counter() - t
+                    conc[k].extend(x for p in parts for x in p)
+    return {k: {"sequential": latency_summary(seq[k]), "concurrent": latency_summary(conc[k], wall[k])}
+            for k in labels}
 
 
 def _wait_started(log_name: str, workers: int, timeout_s: float = 300) -> None:
@@ -177,7 +188,8 @@ def base_server(rev: str, env: dict[str, str]) -> Iterator[str]:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT, capture_output=True)
 
 
-def run(calls: int, clients: int, workers: list[int], users: int, base: str | None = None) -> dict[str, Any]:
+def run(calls: int, clients: int, workers: list[int], users: int, base: str | None = None,
+        rounds: int = 6) -> dict[str, Any]:
     from bench.profile_calls import _migrate
     from evals.harness import http_server
 
@@ -189,7 +201,7 @@ def run(calls: int, clients: int, workers: list[int], users: int, base: str | No
     env = {**ds.env, **LIMITS}
     txs = asyncio.run(_transactions(settings))
     res: dict[str, Any] = {
-        "tool": TOOL, "calls": calls, "clients": clients, "users": users,
+        "tool": TOOL, "calls": calls, "clients": clients, "users": users, "rounds": rounds,
         "host": {"python": platform.python_version(), "cores": os.cpu_count(), "load_1m": os.getloadavg()[0],
                  "load_avg_start": os.getloadavg()},
     }
@@ -198,18 +210,23 @@ def run(calls: int, clients: int, workers: list[int], users: int, base: str | No
         res["floor"] = asyncio.run(floor(settings, txs, calls))
     with console.status("stdio"):
         res["stdio"] = asyncio.run(stdio(env, settings, txs, calls))
+    with contextlib.ExitStack() as servers:
+        urls: dict[str, str] = {}
+        if base is not None:
+            rev = subprocess.run(["git", "rev-parse", "--short", base], cwd=REPO_ROOT, check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            with console.status(f"starting the server of {rev}"):
+                urls["base"] = servers.enter_context(base_server(rev, env))
+        for n in workers:
+            with console.status(f"starting http, {n} worker(s)"):
+                urls[str(n)] = servers.enter_context(http_server(env, log_name=f"bench-scale-{n}",
+                                                                 args=["--workers", str(n)], timeout_s=300))
+                _wait_started(f"bench-scale-{n}", n)
+        with console.status(f"http, interleaved: {', '.join(urls)}"):
+            measured = asyncio.run(http_interleaved(urls, settings, txs, calls, clients, rounds))
     if base is not None:
-        rev = subprocess.run(["git", "rev-parse", "--short", base], cwd=REPO_ROOT, check=True, capture_output=True,
-                             text=True).stdout.strip()
-        with console.status(f"base {rev}: http, one process"), base_server(rev, env) as url:
-            res["base"] = {"rev": rev, **asyncio.run(http(url, settings, txs, calls, clients))}
-    res["http"] = {}
-    for n in workers:
-        with console.status(f"http, {n} worker(s)"), http_server(env, log_name=f"bench-scale-{n}",
-                                                                 args=["--workers", str(n)],
-                                                                 timeout_s=300) as url:
-            _wait_started(f"bench-scale-{n}", n)
-            res["http"][str(n)] = asyncio.run(http(url, settings, txs, calls, clients))
+        res["base"] = {"rev": rev, **measured.pop("base")}
+    res["http"] = measured
     f50 = res["floor"]["p50_ms"]
     res["ratios"] = {
         "stdio_p50_over_floor": round(res["stdio"]["p50_ms"] / f50, 2),
@@ -262,8 +279,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
     ap.add_argument("--base", help="a commit whose call path runs in the same run (e.g. df7c838)")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved throughput rounds")
     args = ap.parse_args()
-    res = run(args.calls, args.clients, args.workers, args.users, args.base)
+    res = run(args.calls, args.clients, args.workers, args.users, args.base, args.rounds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")
     show(res)
