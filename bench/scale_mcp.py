@@ -15,8 +15,9 @@ still runs). Principals: customers (`--customers` sampled users that have disput
 calls spread over them), a support agent, a credit coach (a seeded assignment) and a compliance officer. Each calls
 every tool its `tools/list` names, with random arguments drawn from that size's data; `--calls` timed calls per tool
 per principal after a warm-up, the sizes interleaved call by call (same moment, same machine load, for the ratio).
-Results merge per size into bench/results/scale_mcp.json (sizes accumulate; an interrupted run keeps the sizes it
-finished and measures only the missing ones unless `--remeasure`), plot: bench/results/scale_mcp.png.
+Results merge per size into bench/results/scale_mcp.json (sizes accumulate; the file is written after each tool, so
+an interrupted run, run again without `--remeasure`, keeps the tools it finished and measures the rest with the same
+sizes), plot: bench/results/scale_mcp.png (one panel per principal, one line per tool).
 
 Goals (issue 20): every tool's p50 at the largest size <= 1.5x its p50 at the smallest; p99 <= 200 ms at the largest.
 """
@@ -46,7 +47,6 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale_mcp.json"
-PLOT = RESULTS.with_suffix(".png")
 SEED = 42
 WARMUP = 5
 P50_RATIO_GOAL = 1.5
@@ -105,9 +105,21 @@ def missing_sizes(existing: dict[str, Any], sizes: list[int], remeasure: bool) -
     return [n for n in sizes if n not in done]
 
 
+def carried(existing: dict[str, Any], todo: list[int], calls: int) -> dict[int, dict[str, Any]]:
+    """The tools an interrupted run of the same sizes and call count measured already, per size (resumed
+    from there); nothing for a size whose partial entry came from another run's shape."""
+    out: dict[int, dict[str, Any]] = {}
+    for n in todo:
+        e = existing.get("sizes", {}).get(str(n)) or {}
+        same = e.get("measured_with") == sorted(todo) and e.get("calls_per_tool") == calls
+        out[n] = dict(e.get("tools", {})) if same and not e.get("complete") else {}
+    return out
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 20's goals per (principal, tool): p50 at the largest size over the smallest, p99 at the largest."""
-    sizes = sorted(int(k) for k in results.get("sizes", {}))
+    """Issue 20's goals per (principal, tool): p50 at the largest size over the smallest, p99 at the largest
+    (complete sizes only)."""
+    sizes = sorted(int(k) for k, v in results.get("sizes", {}).items() if v.get("complete"))
     if not sizes:
         return []
     lo, hi = results["sizes"][str(sizes[0])]["tools"], results["sizes"][str(sizes[-1])]["tools"]
@@ -352,13 +364,14 @@ async def open_principals(stack: contextlib.AsyncExitStack, url: str, s: Sample)
     return out
 
 
-async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int,
-                  on_tool: Any) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int, on_tool: Any,
+                  done: dict[int, dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Every tool of every principal, the sizes interleaved call by call: ({size: {"role/tool": summary}},
-    coverage: what tools/list named, what each role called, and any listed tool no principal could call)."""
+    coverage: what tools/list named, what each role called, and any listed tool no principal could call).
+    `done`: summaries an interrupted run left, kept (those tools are not called again)."""
     from evals.harness import error_text, latency_summary
 
-    res: dict[int, dict[str, Any]] = {n: {} for n in urls}
+    res: dict[int, dict[str, Any]] = {n: dict(done.get(n, {})) for n in urls}
     async with contextlib.AsyncExitStack() as stack:
         principals = {n: await open_principals(stack, urls[n], samples[n]) for n in urls}
         first = principals[min(urls)]
@@ -369,6 +382,8 @@ async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int,
         for role, p in first.items():
             order = sorted(p.tools, key=lambda t: (t == "log_feedback", t))  # feedback needs a logged turn
             for tool in order:
+                if all(f"{role}/{tool}" in res[n] for n in urls):
+                    continue
                 rng = random.Random(f"{role}/{tool}")
                 ms: dict[int, list[float]] = {n: [] for n in urls}
                 errors: dict[int, list[str]] = {n: [] for n in urls}
@@ -391,7 +406,7 @@ async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int,
                     if errors[n]:
                         summary["first_error"] = errors[n][0]
                     res[n][f"{role}/{tool}"] = summary
-                on_tool(role, tool, {n: res[n][f"{role}/{tool}"] for n in urls})
+                on_tool(role, tool, {n: res[n][f"{role}/{tool}"] for n in urls}, res, coverage)
     return res, coverage
 
 
@@ -461,18 +476,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def load() -> dict[str, Any]:
+def load(path: Path = RESULTS) -> dict[str, Any]:
     try:
-        return json.loads(RESULTS.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def save(results: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
+def save(results: dict[str, Any], path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(RESULTS)  # an interrupted write leaves the previous file whole
+    tmp.replace(path)  # an interrupted write leaves the previous file whole
 
 
 def run(args: argparse.Namespace) -> None:
@@ -490,7 +505,8 @@ def run(args: argparse.Namespace) -> None:
         log(f"scale{n}: ready after {time.perf_counter() - t0:.0f} s")
     if args.seed_only:
         return
-    results = load()
+    out = args.results
+    results = load(out)
     todo = missing_sizes(results, args.sizes, args.remeasure)
     if not todo:
         log("every size is measured already (--remeasure to measure again)")
@@ -501,6 +517,24 @@ def run(args: argparse.Namespace) -> None:
             samples[n].indexed = asyncio.run(indexed(n))
         load_start = os.getloadavg()
         started = time.perf_counter()
+        done = {} if args.remeasure else carried(results, todo, args.calls)
+        if any(done.values()):
+            log("resuming an interrupted measurement: " + ", ".join(f"{n}: {len(t)} tool(s) kept"
+                                                                   for n, t in done.items()))
+
+        def entries(res: dict[int, dict[str, Any]], coverage: dict[str, Any], complete: bool) -> None:
+            nonlocal results
+            host = {"python": platform.python_version(), "cores": os.cpu_count(), "load_avg_start": load_start,
+                    "load_avg_end": os.getloadavg()}
+            for n in todo:
+                s = samples[n]
+                results = merge(results, n, {
+                    "complete": complete, "run": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "measured_with": sorted(todo), "host": host, "seconds": round(time.perf_counter() - started, 1),
+                    "calls_per_tool": args.calls, "customers": len(s.customers), "coach_users": len(s.coach_users),
+                    "indexed": s.indexed, "coverage": coverage, "tools": res[n]})
+            save(results, out)
+
         # The server's S3 principals read the shared prefix's documents (see S3_PREFIX): set them up for it.
         _run_steps([["s3", "setup"]], dataset(todo[0]).env, log)
         with contextlib.ExitStack() as servers:
@@ -508,28 +542,20 @@ def run(args: argparse.Namespace) -> None:
                                                          timeout_s=300)) for n in todo}
             log(f"servers up for {', '.join(map(str, todo))}; measuring (load {os.getloadavg()[0]:.1f})")
 
-            def on_tool(role: str, tool: str, by_size: dict[int, dict[str, Any]]) -> None:
+            def on_tool(role: str, tool: str, by_size: dict[int, dict[str, Any]], res: dict[int, dict[str, Any]],
+                        coverage: dict[str, Any]) -> None:
                 log(f"{role}/{tool}: " + ", ".join(f"{n}: p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f}"
                                                    + (f" ({r['errors']} errors)" if r["errors"] else "")
                                                    for n, r in by_size.items()))
+                entries(res, coverage, complete=False)  # an interrupted run resumes after this tool
 
-            measured, coverage = asyncio.run(measure(urls, samples, args.calls, on_tool))
-        host = {"python": platform.python_version(), "cores": os.cpu_count(), "load_avg_start": load_start,
-                "load_avg_end": os.getloadavg()}
-        run_id = datetime.now(UTC).isoformat(timespec="seconds")
-        for n in todo:
-            s = samples[n]
-            results = merge(results, n, {
-                "complete": True, "run": run_id, "measured_with": sorted(todo), "host": host,
-                "seconds": round(time.perf_counter() - started, 1), "calls_per_tool": args.calls,
-                "customers": len(s.customers), "coach_users": len(s.coach_users), "indexed": s.indexed,
-                "coverage": coverage, "tools": measured[n]})
-        save(results)
+            measured, coverage = asyncio.run(measure(urls, samples, args.calls, on_tool, done))
+        entries(measured, coverage, complete=True)
     results["goals"] = evaluate(results)
-    save(results)
+    save(results, out)
     show(results)
-    plot(results, PLOT)
-    log(f"wrote {RESULTS.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
+    plot(results, out.with_suffix(".png"))
+    log(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -540,10 +566,15 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep-free-gb", type=float, default=25.0, help="refuse a size that would leave less free")
     ap.add_argument("--seed-only", action="store_true", help="prepare the datasets, measure nothing")
     ap.add_argument("--remeasure", action="store_true", help="measure sizes already in the results file again")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="results file (the plot goes beside it, .png)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C: the servers (own process groups) are stopped, the results so far are kept.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run(parser().parse_args(argv))
 
 

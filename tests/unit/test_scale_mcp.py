@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.scale import BYTES_PER_USER
 from bench.scale_mcp import (
     P99_GOAL_MS,
+    carried,
     dataset_step,
     disk_needed,
     disk_refusal,
@@ -61,3 +62,14 @@ def test_goals_compare_the_largest_size_with_the_smallest():
     assert not row["p50_ok"] and not row["p99_ok"]
     [alone] = evaluate(merge({}, 1_000, _entry(10, 40)))  # one size: no ratio to judge
     assert "p50_ratio" not in alone and alone["p99_ok"]
+
+
+def test_an_interrupted_measurement_keeps_the_tools_it_finished_for_the_same_sizes_and_calls():
+    partial = {"complete": False, "measured_with": [1_000, 10_000], "calls_per_tool": 50,
+               "tools": {"customer/get_credit_report": {"p50_ms": 10, "p99_ms": 20}}}
+    res = merge(merge({}, 1_000, partial), 10_000, partial)
+    assert carried(res, [1_000, 10_000], 50) == {n: partial["tools"] for n in (1_000, 10_000)}
+    assert carried(res, [1_000, 10_000], 60) == {1_000: {}, 10_000: {}}  # another call count: measured again
+    assert carried(res, [1_000], 50) == {1_000: {}}  # other sizes: not interleaved with the same ones
+    assert carried(merge(res, 1_000, {**partial, "complete": True}), [1_000, 10_000], 50)[1_000] == {}
+    assert evaluate(res) == []  # goals are judged on complete sizes only
