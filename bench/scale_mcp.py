@@ -74,12 +74,14 @@ def disk_needed(users: int) -> int:
     return int(users * (pg + DOCUMENT_BYTES_PER_USER) * 1.3)
 
 
-def disk_refusal(users: int, free: int, keep_free: int) -> str | None:
-    """Why a dataset of `users` must not be seeded (None: it fits and leaves `keep_free` bytes)."""
-    need = disk_needed(users)
+def disk_refusal(users: int, free: int, keep_free: int, done: float = 0.0) -> str | None:
+    """Why a dataset of `users` must not be seeded (None: it fits and leaves `keep_free` bytes); `done`: the share
+    a resumed seed has loaded already (only the rest is still to come)."""
+    need = disk_needed(users) * (1 - done)
     if free - need < keep_free:
-        return (f"refused: {users:,} users need about {need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB free, "
-                f"and {keep_free / 2**30:.0f} GiB must stay free")
+        part = f" ({done:.0%} seeded already)" if done else ""
+        return (f"refused: {users:,} users need about {need / 2**30:.1f} GiB more{part}; {free / 2**30:.1f} GiB "
+                f"free, and {keep_free / 2**30:.0f} GiB must stay free")
     return None
 
 
@@ -159,29 +161,57 @@ def dataset(users: int) -> Any:
                         extra_env={"KREDETE_S3_BUCKET_PREFIX": S3_PREFIX})
 
 
+async def seeded_share(users: int) -> float:
+    """How much of a partial dataset is loaded, by bytes: the payments seed's and the credit store's checkpoints."""
+    from bench.scale import BYTES_PER_USER
+    from kredete.seed.mongo import BATCH
+    from kredete.seed.payments import BATCH_USERS
+    from stores.mongo.client import MongoStore
+    from stores.postgres.bulk_load import direct_connection
+
+    settings = dataset(users).settings()
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
+        pay = await conn.fetchval("SELECT count(*) FROM seed_progress WHERE batch_no > 0") \
+            if await conn.fetchval("SELECT to_regclass('seed_progress') IS NOT NULL") else 0
+    mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db, timeout=60).connect()
+    try:
+        credit = await mongo.db["load_progress"].count_documents({})
+    finally:
+        await mongo.close()
+    pay_share = min(1.0, pay / -(-users // BATCH_USERS))
+    credit_share = min(1.0, credit / -(-users // BATCH))
+    return (pay_share * PAYMENTS_BYTES_PER_USER + credit_share * BYTES_PER_USER) / (
+        PAYMENTS_BYTES_PER_USER + BYTES_PER_USER)
+
+
 def prepare(users: int, keep_free: int, log: Any) -> None:
     """Reuse a complete dataset, resume a partial one, or build it; refuse up front one that does not fit."""
     from evals.harness import _run_steps
 
     ds = dataset(users)
     ready = ds.is_ready()
-    reason = None if ready else disk_refusal(users, shutil.disk_usage(ROOT).free, keep_free)
-    step = dataset_step(ready, not ready and asyncio.run(ds._exists()), reason)
+    exists = not ready and asyncio.run(ds._exists())
+    done = asyncio.run(seeded_share(users)) if exists else 0.0
+    reason = None if ready else disk_refusal(users, shutil.disk_usage(ROOT).free, keep_free, done)
+    step = dataset_step(ready, exists, reason)
     if step == "reuse":
         log(f"{ds.name}: reusing the complete dataset")
         asyncio.run(ds.current_rates())
         return
     if step == "refuse":
         raise SystemExit(f"{ds.name}: {reason}")
+    ds.marker.unlink(missing_ok=True)  # written again only once every step has finished
     if step == "build":
         log(f"{ds.name}: building ({disk_needed(users) / 2**30:.1f} GiB estimated)")
-        ds.prepare(log=log)
-        return
-    # The databases are there but the marker is not: an interrupted build. The seeders skip what they
-    # checkpointed (payments batches, credit-store batches, unchanged S3 objects); ingestion resumes.
-    log(f"{ds.name}: resuming a partial dataset ({disk_needed(users) / 2**30:.1f} GiB estimated when complete)")
-    _run_steps([["db", "migrate"], ["seed", "--users", str(users), "--seed", str(SEED)],
-                ["ingest", *(a for src in ds.ingest for a in ("--only", src))]], ds.env, log, timeout=6 * 3600)
+        asyncio.run(ds._recreate_databases())
+    else:
+        # The databases are there but the marker is not: an interrupted build. The seeders skip what they
+        # checkpointed (payments batches, credit-store batches, unchanged S3 objects); ingestion resumes.
+        log(f"{ds.name}: resuming a partial dataset ({disk_needed(users) / 2**30:.1f} GiB estimated when complete)")
+    # The harness's own build (Dataset.prepare) stops a build after 30 min: 50k users take longer here.
+    ingest = ["ingest", *(["--reset"] if step == "build" else []), *(a for s in ds.ingest for a in ("--only", s))]
+    _run_steps([["db", "migrate"], ["seed", "--users", str(users), "--seed", str(SEED)], ingest], ds.env, log,
+               timeout=6 * 3600)
     asyncio.run(ds.current_rates())
     ds.marker.parent.mkdir(parents=True, exist_ok=True)
     ds.marker.write_text(json.dumps(ds._spec()))
@@ -496,9 +526,15 @@ def run(args: argparse.Namespace) -> None:
 
     log = lambda m: console.log(m)  # noqa: E731
     keep_free = int(args.keep_free_gb * 2**30)
+    free = shutil.disk_usage(ROOT).free
     for n in args.sizes:  # every refusal before any seeding starts
-        if not dataset(n).is_ready() and (why := disk_refusal(n, shutil.disk_usage(ROOT).free, keep_free)):
+        ds = dataset(n)
+        if ds.is_ready():
+            continue
+        done = asyncio.run(seeded_share(n)) if asyncio.run(ds._exists()) else 0.0
+        if why := disk_refusal(n, free, keep_free, done):
             raise SystemExit(f"scale{n}: {why}")
+        free -= int(disk_needed(n) * (1 - done))  # the sizes before it take their share first
     for n in args.sizes:
         t0 = time.perf_counter()
         prepare(n, keep_free, log)

@@ -27,6 +27,9 @@ def test_a_size_that_does_not_fit_is_refused_with_the_estimate():
     assert disk_refusal(100_000, free=need + 26 * GB, keep_free=25 * GB) is None
     why = disk_refusal(100_000, free=need + 24 * GB, keep_free=25 * GB)
     assert why is not None and "100,000 users" in why and f"{need / GB:.1f} GiB" in why
+    # a resumed seed needs only the rest
+    assert disk_refusal(100_000, free=need // 2 + 26 * GB, keep_free=25 * GB, done=0.6) is None
+    assert "40% seeded already" in disk_refusal(100_000, free=need // 2 + 26 * GB, keep_free=25 * GB, done=0.4)
 
 
 def test_a_dataset_is_reused_when_complete_resumed_when_partial_refused_only_when_it_must_grow():
