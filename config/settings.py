@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     #: Texts per forward pass (sorted by length first, so a batch pads little). Small batches are faster on CPU
     #: (int8, one core: 85 chunks/s at 8, 63 at 32, 54 at 64).
     encoder_batch_size: int = Field(8, ge=1, le=1024)
+    #: Worker processes a large ONNX encode (ingestion) is spread over, one ONNX Runtime thread each; 0: one per
+    #: core, 1: none (this process, `encoder_threads`). Queries always run in the calling process.
+    encoder_workers: int = Field(0, ge=0, le=64)
 
     # --- kNN graph and search (knn engineer, issue 20; measured by bench/knn_scale.py) ---
     #: HNSW graph of a NEW knowledge index: links per node (`m`) and the candidate list while building. An

@@ -23,12 +23,17 @@ def bundled_model_path() -> Path:
     return path
 
 
+#: The name an index records for each encoder kind's vectors. torch keeps the plain model name (indexes built
+#: before the ONNX encoders hold torch vectors); a kind whose vectors change gets a new name, so an index of the
+#: old ones is refused rather than mixed (onnx-int8 v2: the attention projections quantised too).
+ENCODER_NAMES = {"torch": BUNDLED_MODEL, "onnx": f"{BUNDLED_MODEL}+onnx", "onnx-int8": f"{BUNDLED_MODEL}+onnx-int8-v2"}
+
+
 def encoder_name(kind: str) -> str:
-    """The name an index records for vectors of this encoder kind. torch keeps the plain model name: indexes
-    built before the ONNX encoders existed hold torch vectors."""
-    if kind not in ("onnx-int8", "onnx", "torch"):
-        raise ValueError(f"unknown encoder {kind!r}; one of onnx-int8, onnx, torch")
-    return BUNDLED_MODEL if kind == "torch" else f"{BUNDLED_MODEL}+{kind}"
+    """The name an index records for vectors of this encoder kind."""
+    if kind not in ENCODER_NAMES:
+        raise ValueError(f"unknown encoder {kind!r}; one of {', '.join(ENCODER_NAMES)}")
+    return ENCODER_NAMES[kind]
 
 
 class BlockingEncoder:

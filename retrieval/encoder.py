@@ -50,25 +50,27 @@ class Encoder(Protocol):
         ...
 
 
-def make_encoder(kind: str, *, threads: int = 2, batch_size: int = 32,
+def make_encoder(kind: str, *, threads: int = 2, batch_size: int = 32, workers: int = 1,
                  step: Callable[[str], None] | None = None) -> Encoder:
-    """The bundled model run by `kind`; `step` reports a first-use ONNX export (tens of seconds)."""
+    """The bundled model run by `kind`; `step` reports a first-use ONNX export (tens of seconds). `workers`
+    (ONNX only; 0: one per core) spreads large encodes over processes."""
     encoder_name(kind)  # validates
     if kind == "torch":
         return SentenceTransformerEncoder(batch_size=batch_size, threads=threads)
-    from retrieval.onnx_encoder import OnnxEncoder
+    from retrieval.onnx_encoder import OnnxEncoder, cpu_count
 
-    return OnnxEncoder(quantize=kind == "onnx-int8", batch_size=batch_size, threads=threads, step=step)
+    return OnnxEncoder(quantize=kind == "onnx-int8", batch_size=batch_size, threads=threads,
+                       workers=workers or cpu_count(), step=step)
 
 
 def encoder_from_settings(settings: Settings | None = None, *, step: Callable[[str], None] | None = None) -> Encoder:
-    """The encoder `KREDETE_ENCODER` chooses, with its threads and batch size."""
+    """The encoder `KREDETE_ENCODER` chooses, with its threads, batch size and worker processes."""
     if settings is None:
         from config.settings import Settings
 
         settings = Settings()
     return make_encoder(settings.encoder, threads=settings.encoder_threads, batch_size=settings.encoder_batch_size,
-                        step=step)
+                        workers=settings.encoder_workers, step=step)
 
 
 def lazy_encoder_from_settings(settings: Settings | None = None) -> LazyEncoder:

@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 through ONNX Runtime: exported once from the packaged weights, optionally int8-quantised.
+"""all-MiniLM-L6-v2 through ONNX Runtime: exported once from the packaged weights, optionally int8-quantised,
+run in this process or by a pool of worker processes (one ONNX Runtime thread each).
 
 The exported file lives in the shared cache (`config.paths.cache_dir()/onnx/<key>/`), keyed by a hash of the
 weights and the export options; next to it a `.sha256` records the file's own hash, checked on every load, so a
@@ -12,10 +13,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
+import multiprocessing
 import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +29,25 @@ import numpy as np
 
 from retrieval.bundled_model import BUNDLED_MODEL, BlockingEncoder, bundled_model_path, encoder_name
 
-#: Bumped when the export procedure changes, so older cached files are not reused.
-EXPORT_REVISION = 1
+log = logging.getLogger("kredete.retrieval.onnx_encoder")
+
+#: Bumped when the export procedure changes, so older cached files are not reused. 2: the attention is traced in
+#: the shape ONNX Runtime's BERT fusion recognises (one fused Attention op per layer; revision 1 left it unfused).
+EXPORT_REVISION = 2
 #: Files whose bytes decide the exported graph.
 WEIGHT_FILES = ("model.safetensors", "config.json")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-#: Dynamic int8 of the BERT-fused graph (onnxruntime.transformers: attention, layer norms, GELU fused), only the
-#: MatMul weights, per output channel. Per-tensor int8 of every op (the default) moved some sentence vectors to
-#: cosine 0.84 of torch's; this keeps the benchmark corpus's chunks >= 0.983 (mean 0.993), and the fused graph
-#: ran 1.3x faster than the unfused one quantised alike (bench/results/encoder.json has the end result).
-QUANT_SCHEME = "bert-fused/matmul/per-channel/int8"
+#: Dynamic int8 of the BERT-fused graph (onnxruntime.transformers: embeddings, attention, layer norms, GELU
+#: fused): the MatMul weights per output channel, and the fused Attention ops (QAttention: int8 Q/K/V projection).
+#: Per-tensor int8 of every op (the quantiser's default) moved some sentence vectors to cosine 0.84 of torch's;
+#: this keeps the benchmark corpus's chunks >= 0.97 of torch's (mean 0.99; bench/results/encoder.json).
+QUANT_SCHEME = "bert-fused-attention/matmul+attention/per-channel/int8"
+QUANT_OPS = ("MatMul", "Attention")
+
+#: Texts an encode needs before it starts the worker pool: starting it (a process per worker importing ONNX
+#: Runtime and loading the model, about a second) costs what encoding a few hundred texts saves. Once it runs,
+#: every encode of more than one batch uses it.
+POOL_MIN_TEXTS = 256
 
 Step = Callable[[str], None]
 
@@ -151,14 +165,29 @@ def ensure_onnx_model(model_dir: Path | None = None, options: ExportOptions | No
     return target
 
 
+def _fusable_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                       scaling: float | None = None, dropout: float = 0.0, **_kw: Any) -> tuple[Any, Any]:
+    """transformers' eager attention, scaled by a division (q.k / sqrt(d): exact, d is a power of two): its
+    `* scaling` left two Mul parents on the mask's Add, and ONNX Runtime's fusion then took the wrong one."""
+    import torch
+
+    scores = torch.matmul(query, key.transpose(2, 3)) / float(module.attention_head_size ** 0.5)
+    probs = torch.softmax(scores + attention_mask, dim=-1)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
 def _export(model_dir: Path, out: Path, opset: int) -> None:
-    """Trace the transformer (not the pooling: that is numpy, below) with dynamic batch and sequence axes."""
+    """Trace the transformer (not the pooling: that is numpy, below) with dynamic batch and sequence axes, in the
+    shape ONNX Runtime's BERT fusion recognises (`_fuse`): the classic additive mask `(1 - mask) * -10000` (its
+    newer mask helpers trace to Where/And graphs no fusion matches) and `_fusable_attention`."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import torch
-    from transformers import AutoModel
+    from transformers import AttentionInterface, AutoModel
 
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
+    AttentionInterface.register("kredete-onnx-export", _fusable_attention)
+    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True,
+                                      attn_implementation="kredete-onnx-export").eval()
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -166,8 +195,9 @@ def _export(model_dir: Path, out: Path, opset: int) -> None:
             self.model = model
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+            emb = self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            additive = (1.0 - attention_mask[:, None, None, :].to(emb.dtype)) * -10000.0
+            return self.model.encoder(emb, attention_mask=additive).last_hidden_state
 
     ids = torch.ones((2, 16), dtype=torch.long)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")}
@@ -177,6 +207,29 @@ def _export(model_dir: Path, out: Path, opset: int) -> None:
         torch.onnx.export(Hidden(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out), dynamo=False,
                           input_names=list(INPUTS), output_names=["last_hidden_state"], dynamic_axes=axes,
                           opset_version=opset, do_constant_folding=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    heads = int(config["num_attention_heads"])
+    _name_the_heads(out, heads, int(config["hidden_size"]) // heads)
+
+
+def _name_the_heads(path: Path, heads: int, head_size: int) -> None:
+    """The per-head reshapes trace as `view(batch, tokens, -1, head_size)`; the fusion reads the head count from
+    that shape, so the -1 becomes `heads` (the same shape: hidden = heads * head_size)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consts.update({i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
+    name = "kredete_attention_heads"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([heads], dtype=np.int64), name))
+    for node in model.graph.node:
+        if node.op_type == "Concat" and len(node.input) == 4:
+            dims = [consts.get(i) for i in node.input[2:]]
+            if all(d is not None and d.size == 1 for d in dims) and [int(d.item()) for d in dims] == [-1, head_size]:
+                node.input[2] = name
+    onnx.save(model, str(path))
 
 
 def _fuse(model_dir: Path, src: Path, out: Path) -> None:
@@ -184,13 +237,16 @@ def _fuse(model_dir: Path, src: Path, out: Path) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = json.loads((model_dir / "config.json").read_text())
-    optimize_model(str(src), model_type="bert", num_heads=int(config["num_attention_heads"]),
-                   hidden_size=int(config["hidden_size"]), opt_level=1).save_model_to_file(str(out))
+    fused = optimize_model(str(src), model_type="bert", num_heads=int(config["num_attention_heads"]),
+                           hidden_size=int(config["hidden_size"]), opt_level=1)
+    made = fused.get_fused_operator_statistics().get("Attention", 0)
+    if made != int(config["num_hidden_layers"]):  # the int8 scheme (and its vectors) assume fused attention
+        raise OnnxExportError(f"ONNX Runtime fused {made} of {config['num_hidden_layers']} attention layers "
+                              "(a transformers or onnxruntime upgrade changed the traced graph)")
+    fused.save_model_to_file(str(out))
 
 
 def _quantize(src: Path, out: Path) -> None:
-    import logging
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -199,22 +255,34 @@ def _quantize(src: Path, out: Path) -> None:
     root.setLevel(logging.ERROR)  # the quantiser's root-logger advice to pre-process (done: _fuse)
     try:
         quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"],
+                         op_types_to_quantize=list(QUANT_OPS),
                          # fused ops (com.microsoft domain) have no inferred output types: they are float
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
 
 
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class OnnxEncoder(BlockingEncoder):
     """The bundled sentence-transformers model run by ONNX Runtime on CPU, same vectors as the torch pipeline:
     the model's own fast tokenizer (truncation at its max_seq_length), mean pooling over real tokens, L2
-    normalisation. Texts are sorted by length before batching, so a batch pads to similar lengths."""
+    normalisation. Texts are sorted by length before batching, so a batch pads to similar lengths.
 
-    def __init__(self, *, quantize: bool = True, batch_size: int = 32, threads: int = 2,
+    With `workers` > 1, an encode of more than one batch is spread over that many worker processes, each running
+    one ONNX Runtime thread on whole batches (no locking or thread hand-offs inside a batch); this process
+    tokenises, pads and pools. A batch is the same arrays through the same graph wherever it runs, so the vectors
+    are the same as in this process with one thread. Queries (one batch) stay in this process."""
+
+    def __init__(self, *, quantize: bool = True, batch_size: int = 32, threads: int = 2, workers: int = 1,
                  model_dir: Path | None = None, cache_root: Path | None = None, step: Step | None = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = model_dir or bundled_model_path()
@@ -227,17 +295,14 @@ class OnnxEncoder(BlockingEncoder):
         self.tokenizer.no_padding()  # padded per batch below, to that batch's longest text
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad_id is None else pad_id
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.model_file), opts, providers=["CPUExecutionProvider"])
+        self.session = _session(self.model_file, threads)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.batch_size = batch_size
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def _batch(self, encodings: list[Any]) -> np.ndarray:
+    def _arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -247,8 +312,7 @@ class OnnxEncoder(BlockingEncoder):
             ids[i, :n] = e.ids
             mask[i, :n] = 1
             types[i, :n] = e.type_ids
-        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-        return mean_pool(hidden, mask)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking encode, in input order."""
@@ -257,12 +321,66 @@ class OnnxEncoder(BlockingEncoder):
             return out
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        groups = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        feeds = (self._arrays([encodings[i] for i in idx]) for idx in groups)
+        if self.workers > 1 and len(groups) > 1 and (self._pool is not None or len(texts) >= POOL_MIN_TEXTS):
+            feeds = list(feeds)
+            try:
+                for idx, vecs in zip(groups, self._worker_pool().map(_worker_run, feeds), strict=True):
+                    out[idx] = vecs
+                return out
+            except BrokenProcessPool as exc:  # a worker died (killed, out of memory, an unguarded __main__)
+                log.warning("encoder worker pool failed (%s); encoding in this process from now on", exc)
+                self.workers = 1
+                self.close()
         with self._lock:  # the session already uses `threads` cores; one batch at a time
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                out[idx] = self._batch([encodings[i] for i in idx])
+            for idx, feed in zip(groups, feeds, strict=True):
+                out[idx] = _run(self.session, feed)
         return out
 
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # spawn, not fork: this process has threads (the event loop's, ONNX Runtime's) a fork would copy
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_worker_init, initargs=(str(self.model_file),))
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (started again by the next encode that needs them)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _session(model_file: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+    hidden = session.run(None, feed)[0]
+    return mean_pool(hidden, feed["attention_mask"])
+
+
+#: A worker process's session (one ONNX Runtime thread: the pool's size is its parallelism).
+_worker_session: Any = None
+
+
+def _worker_init(model_file: str) -> None:
+    global _worker_session
+    _worker_session = _session(Path(model_file), threads=1)
+
+
+def _worker_run(feed: dict[str, np.ndarray]) -> np.ndarray:
+    return _run(_worker_session, feed)
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

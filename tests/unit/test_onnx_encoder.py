@@ -10,12 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from config.settings import Settings
+from retrieval import onnx_encoder
 from retrieval.bundled_model import BUNDLED_MODEL, bundled_model_path, encoder_name
 from retrieval.encoder import SentenceTransformerEncoder, lazy_encoder_from_settings, make_encoder
 from retrieval.onnx_encoder import (
+    POOL_MIN_TEXTS,
     ExportOptions,
     OnnxEncoder,
     cached_model_file,
+    cpu_count,
     ensure_onnx_model,
     export_key,
     is_valid,
@@ -65,6 +68,28 @@ def test_batching_and_length_sorting_do_not_change_a_vector(onnx_fp32):
     batched = onnx_fp32.encode_sync(texts)
     alone = np.stack([onnx_fp32.encode_sync([t])[0] for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_the_int8_graph_has_every_attention_layer_fused_and_quantised(onnx_int8):
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(onnx_int8.model_file), load_external_data=False).graph.node]
+    assert ops.count("QAttention") == 6 and ops.count("EmbedLayerNormalization") == 1
+    assert "Softmax" not in ops  # no attention left unfused
+
+
+def test_a_worker_pool_gives_the_vectors_of_one_process(onnx_int8):
+    """Batches spread over two worker processes come back in input order, equal to one process's vectors (same
+    batch size: int8 activations are quantised per batch, so a vector depends on its batch)."""
+    texts = [f"{SENTENCES[i % len(SENTENCES)]} ({i})" for i in range(POOL_MIN_TEXTS + 20)]
+    pooled = OnnxEncoder(quantize=True, threads=1, batch_size=onnx_int8.batch_size, workers=2)
+    try:
+        got = pooled.encode_sync(texts)
+        assert pooled._pool is not None  # the pool ran the batches
+        np.testing.assert_array_equal(got, onnx_int8.encode_sync(texts))
+        np.testing.assert_array_equal(pooled.encode_sync(texts[:1]), onnx_int8.encode_sync(texts[:1]))
+    finally:
+        pooled.close()
 
 
 def test_texts_longer_than_the_model_window_are_truncated_not_refused(onnx_int8):
@@ -135,6 +160,16 @@ def test_the_cache_key_follows_the_weights_and_the_options(tmp_path):
     assert export_key(model_dir, ExportOptions()) == export_key(model_dir, ExportOptions())
 
 
+def test_a_new_export_procedure_or_quantisation_scheme_changes_the_cache_key(monkeypatch):
+    model_dir = bundled_model_path()
+    before = {q: export_key(model_dir, ExportOptions(quantize=q)) for q in (True, False)}
+    monkeypatch.setattr(onnx_encoder, "QUANT_SCHEME", onnx_encoder.QUANT_SCHEME + "/static")
+    assert export_key(model_dir, ExportOptions(quantize=True)) != before[True]
+    assert export_key(model_dir, ExportOptions(quantize=False)) == before[False]  # the float file is not quantised
+    monkeypatch.setattr(onnx_encoder, "EXPORT_REVISION", onnx_encoder.EXPORT_REVISION + 1)
+    assert export_key(model_dir, ExportOptions(quantize=False)) != before[False]
+
+
 def test_the_setting_chooses_the_encoder_and_names_its_vectors(monkeypatch):
     assert Settings().encoder == "onnx-int8"
     monkeypatch.setenv("KREDETE_ENCODER", "torch")
@@ -148,6 +183,17 @@ def test_the_setting_chooses_the_encoder_and_names_its_vectors(monkeypatch):
         make_encoder("gpu")
     lazy = lazy_encoder_from_settings(Settings(encoder="onnx"))
     assert (lazy.name, lazy.dim) == (encoder_name("onnx"), 384)
+    # int8 vectors changed with the quantised attention: indexes of the first int8 scheme are refused, not mixed
+    assert encoder_name("onnx-int8") != f"{BUNDLED_MODEL}+onnx-int8"
+
+
+def test_the_worker_setting_reaches_the_encoder(monkeypatch):
+    assert Settings().encoder_workers == 0  # one per core
+    assert make_encoder("onnx-int8", threads=1, workers=0).workers == cpu_count()
+    monkeypatch.setenv("KREDETE_ENCODER_WORKERS", "1")
+    from retrieval.encoder import encoder_from_settings
+
+    assert encoder_from_settings(Settings()).workers == 1
 
 
 async def test_the_lazy_encoder_builds_the_configured_encoder():
