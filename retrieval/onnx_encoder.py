@@ -229,6 +229,10 @@ def _name_the_heads(path: Path, heads: int, head_size: int) -> None:
             dims = [consts.get(i) for i in node.input[2:]]
             if all(d is not None and d.size == 1 for d in dims) and [int(d.item()) for d in dims] == [-1, head_size]:
                 node.input[2] = name
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    unused = [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] not in used]
+    for node in unused:  # the -1s replaced above (ONNX Runtime warned about each at every load)
+        model.graph.node.remove(node)
     onnx.save(model, str(path))
 
 
