@@ -129,6 +129,8 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
         console.print(f"ingestion: {kind}")
         out["encoders"][kind]["ingest"] = await ingestion(kind, enc, docs, texts)
     out["pool"] = await pool(docs, texts, rounds, batch, console)
+    console.print("profile: onnx-int8")
+    out["int8_profile"] = op_profile(texts, batch)
     del encoders
     for kind in KINDS:
         console.print(f"retrieval eval: {kind}")
@@ -139,6 +141,50 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
             mode: {m: round(e["quality"][mode][m] - ref[mode][m], 4) for m in ("recall@10", "ndcg@10")}
             for mode in VECTOR_MODES if mode in e["quality"]}
     return out
+
+
+def op_profile(texts: list[str], batch: int) -> dict[str, Any]:
+    """Where one onnx-int8 encode of `texts` spends its time (one thread): tokenising and padding in Python, and
+    each ONNX op type's share of the session's time (ONNX Runtime's own profiler)."""
+    import collections
+    import tempfile
+
+    import onnxruntime as ort
+
+    from retrieval.onnx_encoder import OnnxEncoder, mean_pool
+
+    enc = OnnxEncoder(quantize=True, batch_size=batch, threads=1, workers=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_profiling = True
+        opts.profile_file_prefix = f"{tmp}/ort"
+        session = ort.InferenceSession(str(enc.model_file), opts, providers=["CPUExecutionProvider"])
+        phases = collections.Counter()
+        c = time.process_time()
+        encodings = enc.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        phases["tokenise"] += time.process_time() - c
+        for start in range(0, len(order), batch):
+            c = time.process_time()
+            feed = enc._arrays([encodings[i] for i in order[start:start + batch]])
+            phases["pad"] += time.process_time() - c
+            c = time.process_time()
+            hidden = session.run(None, feed)[0]
+            phases["onnx runtime"] += time.process_time() - c
+            c = time.process_time()
+            mean_pool(hidden, feed["attention_mask"])
+            phases["pool"] += time.process_time() - c
+        events = json.loads(Path(session.end_profiling()).read_text())
+    ops: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            ops[e["args"]["op_name"]] += e["dur"]
+    total_ops, total = sum(ops.values()), sum(phases.values())
+    return {"cpu_seconds": round(total, 2),
+            "phases_pct": {k: round(100 * v / total, 1) for k, v in phases.items()},
+            "onnx_ops_pct": {k: round(100 * v / total_ops, 1) for k, v in ops.most_common() if v / total_ops >= 0.001}}
 
 
 async def pool(docs: list[Any], texts: list[str], rounds: int, batch: int, console: Console) -> dict[str, Any]:
