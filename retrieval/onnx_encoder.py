@@ -44,10 +44,10 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 QUANT_SCHEME = "bert-fused-attention/matmul+attention/per-channel/int8"
 QUANT_OPS = ("MatMul", "Attention")
 
-#: Texts an encode needs before it starts the worker pool: starting it (a process per worker importing ONNX
-#: Runtime and loading the model, about a second) costs what encoding a few hundred texts saves. Once it runs,
-#: every encode of more than one batch uses it.
-POOL_MIN_TEXTS = 256
+#: Batches per worker an encode needs to go to the worker pool (ingestion hands over ~90 chunks at a time): fewer
+#: run sooner in this process than handed over, and a query or a test's handful of texts never starts the
+#: pool (a process per worker importing ONNX Runtime and loading the model, about a second).
+POOL_MIN_BATCHES_PER_WORKER = 2
 
 Step = Callable[[str], None]
 
@@ -327,7 +327,7 @@ class OnnxEncoder(BlockingEncoder):
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         groups = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         feeds = (self._arrays([encodings[i] for i in idx]) for idx in groups)
-        if self.workers > 1 and len(groups) > 1 and (self._pool is not None or len(texts) >= POOL_MIN_TEXTS):
+        if self.workers > 1 and len(groups) >= POOL_MIN_BATCHES_PER_WORKER * self.workers:
             feeds = list(feeds)
             try:
                 for idx, vecs in zip(groups, self._worker_pool().map(_worker_run, feeds), strict=True):

@@ -14,7 +14,7 @@ from retrieval import onnx_encoder
 from retrieval.bundled_model import BUNDLED_MODEL, bundled_model_path, encoder_name
 from retrieval.encoder import SentenceTransformerEncoder, lazy_encoder_from_settings, make_encoder
 from retrieval.onnx_encoder import (
-    POOL_MIN_TEXTS,
+    POOL_MIN_BATCHES_PER_WORKER,
     ExportOptions,
     OnnxEncoder,
     cached_model_file,
@@ -78,16 +78,18 @@ def test_the_int8_graph_has_every_attention_layer_fused_and_quantised(onnx_int8)
     assert "Softmax" not in ops  # no attention left unfused
 
 
-def test_a_worker_pool_gives_the_vectors_of_one_process(onnx_int8):
+def test_a_worker_pool_gives_the_vectors_of_one_process():
     """Batches spread over two worker processes come back in input order, equal to one process's vectors (same
     batch size: int8 activations are quantised per batch, so a vector depends on its batch)."""
-    texts = [f"{SENTENCES[i % len(SENTENCES)]} ({i})" for i in range(POOL_MIN_TEXTS + 20)]
-    pooled = OnnxEncoder(quantize=True, threads=1, batch_size=onnx_int8.batch_size, workers=2)
+    batch = 8
+    texts = [f"{SENTENCES[i % len(SENTENCES)]} ({i})" for i in range(batch * POOL_MIN_BATCHES_PER_WORKER * 2 + 3)]
+    single = OnnxEncoder(quantize=True, threads=1, batch_size=batch)
+    pooled = OnnxEncoder(quantize=True, threads=1, batch_size=batch, workers=2)
     try:
         got = pooled.encode_sync(texts)
         assert pooled._pool is not None  # the pool ran the batches
-        np.testing.assert_array_equal(got, onnx_int8.encode_sync(texts))
-        np.testing.assert_array_equal(pooled.encode_sync(texts[:1]), onnx_int8.encode_sync(texts[:1]))
+        np.testing.assert_array_equal(got, single.encode_sync(texts))
+        np.testing.assert_array_equal(pooled.encode_sync(texts[:1]), single.encode_sync(texts[:1]))
     finally:
         pooled.close()
 
