@@ -105,6 +105,7 @@ class Ingestor:
         self.redactor = text_redactor(redact)
         self.batch_docs = batch_docs
         self.method = method or KnnMethod()
+        self._graph_given = method is not None  # else an existing index's own HNSW graph is kept
         self.embeddings = embeddings
         self.spec = chunks_spec(encoder.dim, self.method, model=encoder.name)
         self.state_spec = static_specs()[INGEST_STATE]
@@ -121,6 +122,14 @@ class Ingestor:
         meta = await self.indexes.meta(self.spec) or {}
         want = {"embedding_model": self.encoder.name, "dim": self.encoder.dim, "knn_method": self.method.body()}
         have = {k: meta.get(k) for k in want}
+        if not self._graph_given and have["knn_method"] and have != want:
+            # Only the graph differs (KREDETE_KNN_M / _EF_CONSTRUCTION changed since it was built): the index
+            # keeps its graph (`kredete search reindex chunks --knn-graph` rebuilds it); scoring is unchanged.
+            graph_only = {**have["knn_method"], "parameters": want["knn_method"]["parameters"]}
+            if {**have, "knn_method": graph_only} == want:
+                self.method = KnnMethod.from_body(have["knn_method"])
+                self.spec = chunks_spec(self.encoder.dim, self.method, model=self.encoder.name)
+                want["knn_method"] = self.method.body()
         if have != want:
             raise InvalidData(f"{self.alias} was built with {have}, this ingestion needs {want}; run "
                               "`kredete ingest --reset` (re-embeds everything) or use the index's settings",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from stores.search.catalog import CHUNKS, chunks_spec, chunks_spec_from_meta
 from stores.search.indexes import IndexManager
 from stores.search.knn import exact_knn_query, knn_query
@@ -37,3 +39,24 @@ async def test_rebuild_with_another_graph_keeps_vectors_engine_and_space(own_sea
     exact = await own_search.os.search(index=alias, body={"size": 5, "query": exact_knn_query(
         "embedding", q, space_type="l2")})
     assert [h["_id"] for h in approx["hits"]["hits"]] == [h["_id"] for h in exact["hits"]["hits"]]
+
+
+async def test_an_ingestor_keeps_an_existing_index_graph_unless_given_one(own_search):
+    """After KREDETE_KNN_M / _EF_CONSTRUCTION change, ingestion into an older index keeps that index's graph;
+    an explicit other graph (or another space) is still refused."""
+    from types import SimpleNamespace
+
+    from guards.redaction import redact
+    from retrieval.ingest import Ingestor
+    from stores.errors import InvalidData
+
+    encoder = SimpleNamespace(name="probe", dim=8)  # ensure_indexes reads only the model's name and size
+    built = KnnMethod(m=8, ef_construction=32)
+    await Ingestor(own_search, encoder, redact=redact, method=built).ensure_indexes()
+    default = Ingestor(own_search, encoder, redact=redact)
+    assert default.method != built
+    await default.ensure_indexes()
+    assert default.method == built
+    for other in (KnnMethod(m=12, ef_construction=32), KnnMethod(space_type="l2", m=8, ef_construction=32)):
+        with pytest.raises(InvalidData, match="kredete ingest --reset"):
+            await Ingestor(own_search, encoder, redact=redact, method=other).ensure_indexes()
