@@ -10,8 +10,8 @@ from config.settings import Settings, reset_settings
 
 @pytest.fixture
 def knn_env(monkeypatch):
-    monkeypatch.setenv("KREDETE_KNN_M", "32")
-    monkeypatch.setenv("KREDETE_KNN_EF_CONSTRUCTION", "256")
+    monkeypatch.setenv("KREDETE_KNN_M", "24")
+    monkeypatch.setenv("KREDETE_KNN_EF_CONSTRUCTION", "200")
     monkeypatch.setenv("KREDETE_KNN_EF_SEARCH", "400")
     reset_settings()
     yield
@@ -21,7 +21,7 @@ def knn_env(monkeypatch):
 
 def test_defaults():
     s = Settings()
-    assert (s.knn_m, s.knn_ef_construction, s.knn_ef_search) == (16, 128, 100)
+    assert (s.knn_m, s.knn_ef_construction, s.knn_ef_search) == (48, 512, 800)
 
 
 def test_a_new_index_and_the_queries_take_the_configured_values(knn_env):
@@ -32,9 +32,9 @@ def test_a_new_index_and_the_queries_take_the_configured_values(knn_env):
 
     body = chunks_spec(384).body
     method = body["mappings"]["properties"]["embedding"]["method"]
-    assert method["parameters"] == {"m": 32, "ef_construction": 256}
+    assert method["parameters"] == {"m": 24, "ef_construction": 200}
     assert body["mappings"]["_meta"]["knn_method"] == method  # recorded, so a rebuild keeps it
-    assert KnnMethod(m=8).body()["parameters"] == {"m": 8, "ef_construction": 256}
+    assert KnnMethod(m=8).body()["parameters"] == {"m": 8, "ef_construction": 200}
     ef = RetrieverConfig().ef_search
     assert ef == 400
     assert knn_query("embedding", [0.1, 0.2], 10, ef_search=ef)["knn"]["embedding"]["method_parameters"] == \

@@ -30,7 +30,7 @@ async def test_mapping_created_idempotently(search_store, kb_index, encoder):
     emb = mapping["properties"]["embedding"]
     assert emb["type"] == "knn_vector" and emb["dimension"] == 384
     assert emb["method"]["engine"] == "lucene" and emb["method"]["space_type"] == "cosinesimil"
-    assert emb["method"]["parameters"] == {"m": 16, "ef_construction": 128}
+    assert emb["method"]["parameters"] == {"m": 48, "ef_construction": 512}  # KREDETE_KNN_M/_EF_CONSTRUCTION
     assert mapping["properties"]["user_id"]["type"] == "keyword"
     assert mapping["properties"]["text"]["analyzer"] == "kredete_text"
     assert mapping["dynamic"] == "strict"
