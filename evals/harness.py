@@ -101,7 +101,9 @@ class Dataset:
     def _spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"users": self.users, "seed": self.seed, "ingest": sorted(self.ingest)}
         if self.ingest:  # the index's vectors are this encoder's; servers run with another refuse to query it
-            spec["encoder"] = Settings().encoder
+            from retrieval.bundled_model import encoder_name
+
+            spec["encoder"] = encoder_name(Settings().encoder)  # the vectors' name: a new export rebuilds
         return spec
 
     async def _exists(self) -> bool:

@@ -40,9 +40,13 @@ class EvalsKbSource:
 
 
 def kb_prefix(settings: Any) -> str:
-    """One index per encoder (`KREDETE_ENCODER`): torch's keeps the name it had before the ONNX encoders."""
-    kind = getattr(settings, "encoder", "torch")
-    return f"{settings.index_prefix}{SUFFIX}" + ("" if kind == "torch" else f"-{kind}")
+    """One index per encoder's vectors (`KREDETE_ENCODER` and the export's revision, e.g. `-onnx-int8-v2`):
+    torch's keeps the name it had before the ONNX encoders. A new revision gets a new index rather than a
+    stale one its queries would be refused on."""
+    from retrieval.bundled_model import encoder_name
+
+    _, _, variant = encoder_name(getattr(settings, "encoder", "torch")).partition("+")
+    return f"{settings.index_prefix}{SUFFIX}" + (f"-{variant}" if variant else "")
 
 
 async def ensure_indexed(settings: Any, encoder: Any) -> dict[str, Any]:
