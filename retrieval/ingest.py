@@ -135,6 +135,13 @@ class Ingestor:
                               "`kredete ingest --reset` (re-embeds everything) or use the index's settings",
                               store="retrieval")
 
+    async def stale_vectors(self) -> str | None:
+        """The encoder an existing knowledge index's vectors come from, when it is not this ingestion's (None:
+        no index yet, or the same encoder). Such an index can only be re-embedded (`reset`), never mixed."""
+        meta = await self.indexes.meta(self.spec) or {}
+        have = meta.get("embedding_model")
+        return have if have and have != self.encoder.name else None
+
     async def reset(self) -> None:
         """Drop the knowledge index, all checkpoints/skip records and the index's embedding records,
         then recreate them empty."""

@@ -15,7 +15,7 @@ $K stack up
 $K s3 setup >/dev/null   # principals, tiers, buckets, replication (the access log needs its shipper user)
 $K db migrate
 $K seed --users "${KREDETE_SEED_USERS:-200}" --seed "${KREDETE_SEED:-42}"
-$K ingest                   # the knowledge index (search_knowledge)
+$K ingest --reembed-stale   # the knowledge index (search_knowledge); re-embedded if the encoder changed
 $K search sync audit-logs   # the audit-log index (search_audit_logs' query); the server keeps it in sync
 $K demo-tokens || true
 exec 1>&3 3>&-

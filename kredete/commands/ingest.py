@@ -62,15 +62,20 @@ def ingest(only: Annotated[list[Only] | None, typer.Option("--only", help="Sourc
            knn_engine: Annotated[Engine | None, typer.Option(help="kNN engine of a new index [KREDETE_KNN_ENGINE, "
                                                                   "lucene; only lucene runs locally].")] = None,
            knn_space: Annotated[Space | None, typer.Option(help="kNN space of a new index [KREDETE_KNN_SPACE, "
-                                                                "cosinesimil].")] = None) -> None:
+                                                                "cosinesimil].")] = None,
+           reembed_stale: Annotated[bool, typer.Option("--reembed-stale", help="Re-embed from scratch (as "
+                                                       "--reset) when the index holds another encoder's vectors, "
+                                                       "instead of refusing.")] = False) -> None:
     """Chunk, redact, embed and index knowledge-base articles, credit reports, disputes and letters,
     action plans and text documents from S3 into the knowledge index; record each chunk's embedding
     metadata in the credit store. An existing index keeps its engine and space; asking for others needs --reset."""
-    _run(_ingest(list(only or Only), reset, resume, follow, chunk_tokens, chunk_overlap, knn_engine, knn_space))
+    _run(_ingest(list(only or Only), reset, resume, follow, chunk_tokens, chunk_overlap, knn_engine, knn_space,
+                 reembed_stale))
 
 
 async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chunk_tokens: int | None,
-                  chunk_overlap: int | None, knn_engine: Engine | None, knn_space: Space | None) -> None:
+                  chunk_overlap: int | None, knn_engine: Engine | None, knn_space: Space | None,
+                  reembed_stale: bool = False) -> None:
     from pydantic import ValidationError
     from rich.table import Table
 
@@ -137,6 +142,10 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
 
         ingestor = Ingestor(stores.search, encoder, redact=redact, progress=progress, chunker=Chunker(chunking),
                             method=method, embeddings=EmbeddingRepository(stores.mongo))
+        if reembed_stale and not reset and (stale := await ingestor.stale_vectors()):
+            err.print(f"the knowledge index holds vectors of {stale}; re-embedding everything with "
+                      f"{encoder.name}", highlight=False)
+            reset = True
         if reset:
             await ingestor.reset()
         factories = {

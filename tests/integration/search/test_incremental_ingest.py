@@ -109,6 +109,22 @@ async def test_vectors_of_another_encoder_are_refused_not_mixed(own_search, enco
         await KnowledgeRetriever(own_search, other).search("fees", RowScope.none(), mode="knn")
 
 
+async def test_stale_vectors_name_the_other_encoder_and_a_reset_re_embeds_with_this_one(own_search, encoder):
+    """What `kredete ingest --reembed-stale` (scripts/serve.sh) decides on: an index of another encoder's
+    vectors is named, then rebuilt whole with this encoder's; an index of this encoder's is left alone."""
+    user = str(uuid.uuid4())
+    source = ListSource(f"stale-{uuid.uuid4().hex[:6]}", records(user, "Fees are charged monthly.", {}))
+    await Ingestor(own_search, encoder, redact=redact).run(source, resume=False)
+    assert await Ingestor(own_search, encoder, redact=redact).stale_vectors() is None
+    other = Counting(HashingEncoder(dim=encoder.dim, name="another-encoder"))
+    ingestor = Ingestor(own_search, other, redact=redact)
+    assert await ingestor.stale_vectors() == encoder.name
+    await ingestor.reset()
+    await ingestor.run(source, resume=False)
+    assert other.seen and await ingestor.stale_vectors() is None
+    assert await Ingestor(own_search, encoder, redact=redact).stale_vectors() == "another-encoder"
+
+
 class FailingOn(Counting):
     """Raises on the batch holding `marker`, like a model that runs out of memory mid-run."""
 
