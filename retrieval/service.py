@@ -67,7 +67,7 @@ class RetrieverConfig(BaseModel):
     """Tuning knobs; defaults are what the tests and benchmark use."""
 
     candidates: int = Field(50, ge=1, le=1000, description="hits fetched per retriever before fusion")
-    ef_search: int | None = Field(default_factory=lambda: _configured_ef_search(), ge=1, le=4096,
+    ef_search: int | None = Field(default_factory=_configured_ef_search, ge=1, le=4096,
                                   description="kNN candidates per query (KREDETE_KNN_EF_SEARCH)")
     knn_weight: float = Field(0.5, ge=0)
     bm25_weight: float = Field(0.5, ge=0)
