@@ -35,9 +35,10 @@ _INDEX_OWN = {"uuid", "creation_date", "version", "provided_name", "history", "r
               "blocks", "verified_before_close", "creation_date_string"}
 
 
-def kill9_server(server: PostgresPrimary | OpenSearchServer, timeout_s: float = 30.0) -> None:
+def kill9_server(server: PostgresPrimary | OpenSearchServer, timeout_s: float = 30.0) -> float:
     """kill -9 a stack server's process group (started by this process) and wait until it no longer runs nor
-    listens."""
+    listens; the wall-clock time the signal was sent (when the outage began: a call started before it may
+    still have been served, its audit row committed)."""
     import signal
     import time
 
@@ -45,12 +46,14 @@ def kill9_server(server: PostgresPrimary | OpenSearchServer, timeout_s: float = 
     if not pid:
         raise StackError(f"the private {server.name} is not running")
     os.killpg(pid, signal.SIGKILL)
+    sent = time.time()
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)  # started by this process: reap it
     deadline = time.monotonic() + timeout_s
     while (pid_alive(pid) or port_open(server.port)) and time.monotonic() < deadline:
         time.sleep(0.05)
     server.pid_file.unlink(missing_ok=True)
+    return sent
 
 
 def _reap(pid: int) -> None:
@@ -163,10 +166,10 @@ class PrivatePostgres(PostgresPrimary):
             threading.Thread(target=_reap, args=(pid,), daemon=True).start()
         super().stop(timeout)
 
-    def kill9(self) -> None:
+    def kill9(self) -> float:
         """kill -9 the postmaster's process group (every backend with it) and wait until it is gone: a backend
-        still alive could commit what its client was already told failed."""
-        kill9_server(self)
+        still alive could commit what its client was already told failed. When the signal was sent."""
+        return kill9_server(self)
 
 
 class PrivateOpenSearch(OpenSearchServer):
@@ -246,6 +249,6 @@ class PrivateOpenSearch(OpenSearchServer):
         self._http("POST", f"{dst}/_refresh")
         return copied
 
-    def kill9(self) -> None:
-        """kill -9 the node (its process group) and wait until it is gone."""
-        kill9_server(self)
+    def kill9(self) -> float:
+        """kill -9 the node (its process group) and wait until it is gone. When the signal was sent."""
+        return kill9_server(self)

@@ -104,15 +104,14 @@ class Outage:
     recovery: dict[str, float | None]
 
 
-async def _cause_outage(load: McpLoad, server: McpServer, steps: Steps, *, kill: Callable[[], None],
+async def _cause_outage(load: McpLoad, server: McpServer, steps: Steps, *, kill: Callable[[], float],
                         restart: Callable[[], None], breaker: str, recover: list[str], warm_s: float,
                         per_tool: int, outage_s: float, timeout_s: float) -> Outage:
     """The sequence both outages share: warm load, kill -9, wait for the breaker to open and for calls
     during the outage, keep it down `outage_s`, restart, and measure each tool's recovery."""
     await load.wait_calls(time.time() - warm_s, 1, timeout_s)
     steps.mark("warm_load")
-    t_kill = time.time()
-    await asyncio.to_thread(kill)
+    t_kill = await asyncio.to_thread(kill)
     during = await _breaker_state(server, breaker, {"open", "half_open"}, timeout_s)
     t_open = time.time()
     await load.wait_calls(t_open, per_tool, timeout_s)

@@ -228,8 +228,7 @@ async def credit_store_outage(settings: Settings, env: dict[str, str], workdir: 
     restart_s = None
     try:
         await load.wait_calls(time.time() - warm_s, 1, timeout_s)
-        t_kill = time.time()
-        await asyncio.to_thread(ferret.kill9)
+        t_kill = await asyncio.to_thread(ferret.kill9)
         during = await _breaker_state(server, "mongo", {"open", "half_open"}, timeout_s)
         t_open = time.time()
         await load.wait_calls(t_open, per_tool, timeout_s)
@@ -290,8 +289,7 @@ async def redis_outage(settings: Settings, env: dict[str, str], workdir: Path, *
     load.start()
     try:
         await load.wait_calls(time.time() - warm_s, 1, timeout_s)
-        t_kill = time.time()
-        await asyncio.to_thread(redis.kill9)
+        t_kill = await asyncio.to_thread(redis.kill9)
         await asyncio.sleep(outage_s)
         await load.wait_calls(t_kill, per_tool, timeout_s)
         during = (await asyncio.to_thread(server.healthz)).get("breakers", {})

@@ -29,11 +29,14 @@ def _listening(port: int) -> bool:
     return False
 
 
-def _kill9_group(pid: int) -> None:
+def _kill9_group(pid: int) -> float:
+    """kill -9 a process group and reap its leader; the wall-clock time the signal was sent."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    sent = time.time()
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, 0)
+    return sent
 
 
 class PrivateFerretDB(FerretDBServer):
@@ -66,12 +69,14 @@ class PrivateFerretDB(FerretDBServer):
     def mongo_url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
 
-    def kill9(self) -> None:
+    def kill9(self) -> float:
+        """kill -9 the server's process group; when the signal was sent."""
         pid = self.pid()
         if not pid:
             raise StackError("the private FerretDB is not running")
-        _kill9_group(pid)
+        sent = _kill9_group(pid)
         self.pid_file.unlink(missing_ok=True)
+        return sent
 
 
 class PrivateRedis:
@@ -106,10 +111,13 @@ class PrivateRedis:
         except OSError:
             return False
 
-    def kill9(self) -> None:
+    def kill9(self) -> float:
+        """kill -9 the server; when the signal was sent."""
+        sent = time.time()
         if self.proc is not None:
-            _kill9_group(self.proc.pid)
+            sent = _kill9_group(self.proc.pid)
             self.proc = None
+        return sent
 
     stop = kill9
 
