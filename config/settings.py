@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -253,6 +253,12 @@ def get_settings() -> Settings:
 
 def reset_settings() -> None:
     get_settings.cache_clear()
+
+
+def configured(name: str) -> Any:
+    """One setting's current value, for models whose field defaults follow the settings
+    (`Field(default_factory=partial(configured, "knn_m"))`): read when a model is built, not at import."""
+    return getattr(get_settings(), name)
 
 
 def search_replicas(settings: Settings | None = None) -> int:

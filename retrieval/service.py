@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.settings import configured
 from retrieval.documents import DOC_TYPES
 from retrieval.encoder import CachedQueryEncoder, Encoder
 from retrieval.errors import IndexNotBuilt, InvalidQuery
@@ -57,17 +59,11 @@ class Passage(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
-def _configured_ef_search() -> int:
-    from config.settings import get_settings
-
-    return get_settings().knn_ef_search
-
-
 class RetrieverConfig(BaseModel):
     """Tuning knobs; defaults are what the tests and benchmark use."""
 
     candidates: int = Field(50, ge=1, le=1000, description="hits fetched per retriever before fusion")
-    ef_search: int | None = Field(default_factory=_configured_ef_search, ge=1, le=4096,
+    ef_search: int | None = Field(default_factory=partial(configured, "knn_ef_search"), ge=1, le=4096,
                                   description="kNN candidates per query (KREDETE_KNN_EF_SEARCH)")
     knn_weight: float = Field(0.5, ge=0)
     bm25_weight: float = Field(0.5, ge=0)

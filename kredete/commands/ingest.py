@@ -93,8 +93,8 @@ async def _ingest(only: list[Only], reset: bool, resume: bool, follow: bool, chu
     try:
         chunking = ChunkingConfig(size=chunk_tokens or settings.chunk_tokens,
                                   overlap=settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
-        method = KnnMethod(engine=(knn_engine or settings.knn_engine), space_type=(knn_space or settings.knn_space),
-                           m=settings.knn_m, ef_construction=settings.knn_ef_construction)
+        # unset options keep KnnMethod's defaults: the KREDETE_KNN_* settings
+        method = KnnMethod(**{k: v for k, v in (("engine", knn_engine), ("space_type", knn_space)) if v})
     except ValidationError as exc:
         fail("; ".join(e["msg"] for e in exc.errors()))
     needs = {"search", "mongo"}  # Mongo: sources, the embedding-metadata records and the change feed

@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from config.settings import configured
 
 Engine = Literal["lucene", "faiss", "nmslib"]
 Space = Literal["cosinesimil", "l2", "innerproduct"]
 
 
-def _configured(name: str) -> int:
-    from config.settings import get_settings
-
-    return int(getattr(get_settings(), name))
-
-
 class KnnMethod(BaseModel):
     """HNSW parameters. `lucene` is pure Java (works everywhere); faiss/nmslib need native libraries.
 
-    `m` and `ef_construction` default to `KREDETE_KNN_M` / `KREDETE_KNN_EF_CONSTRUCTION`, so every new
-    knowledge index gets the configured graph; an existing index's method is read back with `from_body`.
+    Every field defaults to its setting (`KREDETE_KNN_ENGINE`, `_SPACE`, `_M`, `_EF_CONSTRUCTION`), so every
+    new knowledge index gets the configured graph; an existing index's method is read back with `from_body`.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    engine: Engine = "lucene"
-    space_type: Space = "cosinesimil"
-    m: int = Field(default_factory=lambda: _configured("knn_m"), ge=2, le=128)
-    ef_construction: int = Field(default_factory=lambda: _configured("knn_ef_construction"), ge=8, le=4096)
+    engine: Engine = Field(default_factory=partial(configured, "knn_engine"))
+    space_type: Space = Field(default_factory=partial(configured, "knn_space"))
+    m: int = Field(default_factory=partial(configured, "knn_m"), ge=2, le=128)
+    ef_construction: int = Field(default_factory=partial(configured, "knn_ef_construction"), ge=8, le=4096)
 
     def body(self) -> dict[str, Any]:
         return {"name": "hnsw", "engine": self.engine, "space_type": self.space_type,
