@@ -17,7 +17,9 @@ enforced, then sets the wallet balances the ledger trigger would have kept:
 - FX orders: buy = sell x rate within one minor unit, and the rate row quotes the order's pair
   (fx_orders_guard);
 - customer wallets never go negative, and afterwards no wallet's balance differs from its ledger
-  (wallet_balance_mismatches is empty).
+  (wallet_balance_mismatches is empty);
+- the corridor-day rollup the skipped transactions triggers would have kept is built from the loaded rows
+  (`corridor_days_rebuild()`, migration 0015).
 
 Any failure raises `InvalidData` and the transaction rolls back: nothing is committed, no
 `seed_progress` row exists, and the database is as empty as before, so a rerun starts over. An
@@ -169,6 +171,7 @@ async def validate_and_finish(conn: Connection, tables: tuple[str, ...]) -> dict
     if failures:
         raise InvalidData("seed bulk load rejected, nothing was committed: " + "; ".join(failures), store="seed")
     await conn.execute(SET_BALANCES)
+    await conn.execute("SELECT corridor_days_rebuild()")
     mismatches = await conn.fetchval("SELECT count(*) FROM wallet_balance_mismatches")
     if mismatches:
         raise InvalidData(f"seed bulk load rejected, nothing was committed: {mismatches} wallet balance(s) differ "
