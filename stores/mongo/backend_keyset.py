@@ -6,9 +6,11 @@ for 6.7k disputes at 10k users) before it sorts and keeps 21. Yet for each Mongo
 btree expression index on its table, e.g. `((_jsonb -> 'updated_at') DESC, (_jsonb -> '_id') DESC)`: a
 PostgreSQL keyset query in that order walks the index and stops after `limit` rows (under 1 ms at any size).
 
-This module reads only that: the `(sort value, _id)` positions of one page, never documents (their storage
-format is FerretDB's own). The caller then reads each document through FerretDB by `_id` (a pushed-down
-equality on the `_id` pushdown index), so what a tool returns is FerretDB's answer, fresh, not a copy.
+This module reads that: the `(sort value, _id)` positions of one page and, when asked, a few top-level scalar
+fields of the same rows (`page(fields=...)`), decoded from FerretDB's storage format by the type its `$s` schema
+records (string, number, boolean, null, date as epoch milliseconds; anything else is refused). Those rows are
+FerretDB's own table, read in the page's snapshot: fresh, not a copy. A caller that needs whole documents reads
+each through FerretDB by `_id` (a pushed-down equality on the `_id` pushdown index).
 
 Ordering matches FerretDB's and MongoDB's: FerretDB stores a date as its epoch milliseconds (a JSON number,
 compared numerically) and a string as a JSON string, compared in the database's collation, which is byte order
@@ -22,6 +24,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -49,10 +53,29 @@ def _page_args(eq: dict[str, Any], after: Position | None, limit: int) -> list[A
 
 @dataclass(frozen=True)
 class Position:
-    """Where a document sits in the order: its sort value (epoch ms for a date) and its `_id`."""
+    """Where a document sits in the order: its sort value (epoch ms for a date) and its `_id`; `fields`: the
+    top-level values the page asked for (`page(fields=...)`), decoded."""
 
     value: int
     id: str
+    fields: dict[str, Any] = dataclass_field(default_factory=dict, compare=False)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: FerretDB's `$s` types of the scalar values `page(fields=...)` decodes (a missing field reads as null).
+_SCALARS = frozenset({"string", "int", "long", "double", "bool", "null", "date"})
+
+
+def _decode(raw: str | None, kind: str | None, what: str) -> Any:
+    """One top-level value as FerretDB stores it: JSON, typed by its `$s` entry."""
+    if raw is None or kind in (None, "null"):
+        return None
+    if kind not in _SCALARS:
+        raise StoreError(f"{what}: a stored {kind} is not a scalar the keyset reads", store="mongo")
+    value = json.loads(raw)
+    if kind == "date":
+        return _EPOCH + timedelta(milliseconds=int(value))  # exact, like BSON's own decoding
+    return value
 
 
 class MissingTable(StoreError):
@@ -108,9 +131,11 @@ class BackendKeyset:
         return self._tables[collection]
 
     @staticmethod
-    def page_sql(table: str, schema: str, sort_field: str, eq_fields: Sequence[str], with_after: bool) -> str:
-        """The page query (field names are code-chosen; every value is a parameter)."""
-        for f in (sort_field, *eq_fields):
+    def page_sql(table: str, schema: str, sort_field: str, eq_fields: Sequence[str], with_after: bool,
+                 fields: Sequence[str] = ()) -> str:
+        """The page query (field names are code-chosen; every value is a parameter); `fields`: top-level values
+        returned with each position, as JSON text with their `$s` type."""
+        for f in (sort_field, *eq_fields, *fields):
             if "." in check_field(f):  # `_jsonb -> 'a.b'` would name a top-level key with a dot in it
                 raise StoreError(f"keyset pages take top-level fields only, not {f!r}", store="mongo")
         key = f"(_jsonb -> '{sort_field}')"
@@ -120,12 +145,14 @@ class BackendKeyset:
             where.append(f"({key}, (_jsonb -> '_id')) < (${n + 1}::jsonb, ${n + 2}::jsonb)")
             n += 2
         cond = f" WHERE {' AND '.join(where)}" if where else ""
-        return (f"SELECT {COMMENT} ({key})::text AS v, _jsonb ->> '_id' AS id "
+        extra = "".join(f", (_jsonb -> '{f}')::text AS \"v_{f}\", _jsonb #>> '{{$s,p,{f},t}}' AS \"t_{f}\""
+                        for f in fields)
+        return (f"SELECT {COMMENT} ({key})::text AS v, _jsonb ->> '_id' AS id{extra} "
                 f"FROM {_ident(schema)}.{_ident(table)}{cond} "
                 f"ORDER BY {key} DESC, (_jsonb -> '_id') DESC LIMIT ${n + 1}")
 
     async def page(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,
-                   after: Position | None = None, limit: int) -> list[Position]:
+                   after: Position | None = None, limit: int, fields: Sequence[str] = ()) -> list[Position]:
         eq = eq or {}
         args = _page_args(eq, after, limit)
         pool = await self._get_pool()
@@ -133,7 +160,7 @@ class BackendKeyset:
             async with pool.acquire() as conn:
                 for attempt in (0, 1):
                     table = await self._table(conn, collection)
-                    sql = self.page_sql(table, self.db_name, sort_field, list(eq), after is not None)
+                    sql = self.page_sql(table, self.db_name, sort_field, list(eq), after is not None, fields)
                     try:
                         rows = await conn.fetch(sql, *args)
                         break
@@ -152,9 +179,11 @@ class BackendKeyset:
         out = []
         for r in rows:
             try:
-                out.append(Position(int(r["v"]), str(r["id"])))
+                value = int(r["v"])
             except (TypeError, ValueError) as exc:  # a sort value that is not a date or integer
                 raise StoreError(f"{collection}: a {sort_field} that is not a date", store="mongo") from exc
+            out.append(Position(value, str(r["id"]), {f: _decode(r[f"v_{f}"], r[f"t_{f}"], f"{collection}.{f}")
+                                                      for f in fields}))
         return out
 
     async def explain(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,

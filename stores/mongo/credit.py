@@ -31,6 +31,7 @@ from stores.mongo.backend_keyset import BackendKeyset, MissingTable, Position
 from stores.mongo.cdc import Outbox, dispute_event_id, plan_event_id, report_event_id
 from stores.mongo.client import MongoStore, breaker_of
 from stores.mongo.documents import (
+    DISPUTE_HEAD_FIELDS,
     DISPUTE_TRANSITIONS,
     ActionPlan,
     BureauResponse,
@@ -38,6 +39,7 @@ from stores.mongo.documents import (
     CreditFactor,
     CreditReport,
     Dispute,
+    DisputeHead,
     DisputeLetter,
     DisputeStatus,
     ScorePoint,
@@ -341,11 +343,9 @@ class ScoreHistoryRepository(_Repo):
         return point
 
 
-#: Marks the reads of the dispute queue, the one read without `user_id`, on the server (visible in profilers and
-#: command monitoring): the scatter-gather find, or the point reads of a keyset page.
+#: Marks the read of the dispute queue, the one read without `user_id`, on the server (visible in profilers and
+#: command monitoring): the scatter-gather find (the keyset page is marked by `backend_keyset.COMMENT`).
 QUEUE_COMMENT = "scatter-gather: dispute queue across users (status_updated / updated index)"
-#: Point reads of one keyset page in flight at once (FerretDB decodes each on a core of its own).
-QUEUE_READS_IN_FLIGHT = 4
 
 
 class DisputeRepository(_Repo):
@@ -418,31 +418,35 @@ class DisputeRepository(_Repo):
         return await self._page(scope, uid, status, cursor, limit)
 
     async def queue(self, scope: RowScope, *, status: str | None = None, cursor: str | None = None,
-                    limit: int = 20) -> tuple[list[Dispute], str | None]:
-        """Scatter-gather: every user's disputes newest-updated first, for an all-users (staff) scope only.
+                    limit: int = 20) -> tuple[list[DisputeHead], str | None]:
+        """Scatter-gather: every user's disputes newest-updated first, for an all-users (staff) scope only; each
+        case as its `DisputeHead` (what a queue lists; `get` reads a whole case).
 
         The one read without `user_id` in its filter: on a sharded cluster it visits every shard. It is served
         by the `status_updated` / `updated` indexes and tagged with `QUEUE_COMMENT` on the server. On FerretDB
-        (which sorts in memory after decoding every match) with its backend known, the same indexes are walked
-        in PostgreSQL instead (`_keyset_page`); without it, or before the collection exists, the find above.
+        (which sorts in memory after decoding every match) with its backend known, the page and its cases' heads
+        are read in one statement from PostgreSQL's btree index instead (`_keyset_page`); without it, or before
+        the collection exists, the find above.
         """
         if not scope.all_users:
             raise InvalidData("the dispute queue needs an all-users scope; list by user instead", store="mongo")
         if self.keyset is not None:
             with contextlib.suppress(MissingTable):  # not FerretDB's PostgreSQL, or no such collection yet
                 return await self._keyset_page(scope, status, cursor, limit)
-        return await self._page(scope, None, status, cursor, limit, kind="queue", comment=QUEUE_COMMENT)
+        items, nxt = await self._page(scope, None, status, cursor, limit, kind="queue", comment=QUEUE_COMMENT)
+        return [_parse(DisputeHead, d.model_dump(by_alias=True)) for d in items], nxt
 
     async def _keyset_page(self, scope: RowScope, status: str | None, cursor: str | None,
-                           limit: int) -> tuple[list[Dispute], str | None]:
-        """The queue on FerretDB: the page's positions from PostgreSQL's btree index (`updated`, or
-        `status_updated` with a status), then each case read through FerretDB by `_id` (pushed down).
+                           limit: int) -> tuple[list[DisputeHead], str | None]:
+        """The queue on FerretDB: the page from PostgreSQL's btree index (`updated`, or `status_updated` with a
+        status), each row's head fields read with its position from FerretDB's table in the same statement.
 
-        Same order, cursor and page size as `_page`. A case changed between the two reads is returned as it is
-        now (left out if it no longer has `status`; a deleted one is left out), and the next cursor continues
-        from the indexed position, so paging neither repeats nor skips what did not move.
+        Same order, cursor and page size as `_page`, one snapshot. (It used to read each case through FerretDB
+        by `_id` after the page: twenty point reads, each a document FerretDB decodes whole, most of the
+        queue's time for fields the index walk had at hand.)
         """
         assert self.keyset is not None
+        assert scope.all_users  # no row filter to apply: `queue` admits all-users scopes only
         limit = cap_limit(limit, 20, MAX_LIMIT)
         status = self._check_status(status)
         qh = self._query_hash(scope, None, status, "queue")
@@ -452,17 +456,8 @@ class DisputeRepository(_Repo):
             after = Position(round(t.timestamp() * 1000), i)
         async with guard(f"read {self.collection}", self.db):  # the credit store's breaker covers its backend
             pos = await self.keyset.page(self.collection, "updated_at", eq={"status": status} if status else None,
-                                         after=after, limit=limit + 1)
-        gate = asyncio.Semaphore(QUEUE_READS_IN_FLIGHT)
-
-        async def read(p: Position) -> Dispute | None:
-            async with gate:
-                rows = await self._find(Dispute, scoped(scope, eq_filter("_id", p.id)), [("_id", ASCENDING)], 1,
-                                        comment=QUEUE_COMMENT)
-            return rows[0] if rows else None
-
-        found = await asyncio.gather(*(read(p) for p in pos[:limit]))
-        items = [d for d in found if d is not None and (status is None or d.status.value == status)]
+                                         after=after, limit=limit + 1, fields=DISPUTE_HEAD_FIELDS)
+        items = [_parse(DisputeHead, {"_id": p.id, **p.fields}) for p in pos[:limit]]
         nxt = None
         if len(pos) > limit:
             last = pos[limit - 1]

@@ -219,6 +219,10 @@ class BureauResponseRef(Part):
     outcome: Literal["verified", "updated", "deleted", "no_change", "more_info_needed"]
 
 
+DisputeReason = Literal["not_mine", "incorrect_balance", "incorrect_status", "duplicate", "identity_theft",
+                        "paid_in_full", "outdated", "other"]
+
+
 class Dispute(Doc):
     """A dispute case about an item of a credit report."""
 
@@ -227,8 +231,7 @@ class Dispute(Doc):
     bureau: Bureau
     account_id: str | None = None
     item_id: str | None = None
-    reason: Literal["not_mine", "incorrect_balance", "incorrect_status", "duplicate", "identity_theft",
-                    "paid_in_full", "outdated", "other"]
+    reason: DisputeReason
     status: DisputeStatus = DisputeStatus.OPENED
     status_history: list[StatusChange] = Field(default_factory=list, max_length=100)
     letters: list[DisputeLetter] = Field(default_factory=list, max_length=50)
@@ -239,6 +242,26 @@ class Dispute(Doc):
     resolved_at: UtcDatetime | None = None
     revision: int = 0
     last_event_id: str | None = None
+
+
+class DisputeHead(BaseModel):
+    """What the dispute queue lists of a case (`DisputeRepository.queue`): who, which bureau, why, where it
+    stands; not its letters, notes or history."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id", max_length=200)
+    user_id: UserId
+    bureau: Bureau
+    reason: DisputeReason
+    status: DisputeStatus
+    opened_at: UtcDatetime
+    updated_at: UtcDatetime
+    resolved_at: UtcDatetime | None = None
+
+
+#: The stored fields a DisputeHead is read from.
+DISPUTE_HEAD_FIELDS = ("user_id", "bureau", "reason", "status", "opened_at", "updated_at", "resolved_at")
 
 
 class ActionStep(Part):

@@ -1,8 +1,8 @@
-"""The support agents' dispute queue on FerretDB: pages from PostgreSQL's btree index, cases through FerretDB.
+"""The support agents' dispute queue on FerretDB: pages, with each case's head, from PostgreSQL's btree index.
 
 FerretDB sorts in memory after decoding every match, so the queue (every user's disputes, newest-updated first)
-walks FerretDB's own `updated` / `status_updated` btree indexes in PostgreSQL for the page's positions
-(`stores.mongo.backend_keyset`) and reads each case by `_id` through FerretDB. These tests hold that path to
+walks FerretDB's own `updated` / `status_updated` btree indexes in PostgreSQL for the page's positions and the
+listed fields of those rows (`stores.mongo.backend_keyset`), in one statement. These tests hold that path to
 the find it replaces (same pages, cursors and order, ties on `updated_at` included), check the plan (an index
 scan that stops at the page, no sort), freshness after a write, the tool's scope rule on top of it, and the
 fallback when the backend has no table for the collection.
@@ -30,8 +30,8 @@ from guards.principal import Principal, Role
 from stores.errors import InvalidData
 from stores.mongo.backend_keyset import BackendKeyset, Position
 from stores.mongo.client import MongoStore
-from stores.mongo.credit import QUEUE_COMMENT, DisputeRepository
-from stores.mongo.documents import Dispute, DisputeStatus, StatusChange
+from stores.mongo.credit import DisputeRepository
+from stores.mongo.documents import Dispute, DisputeHead, DisputeStatus, StatusChange
 from stores.mongo.pushdown import SUFFIX, ensure_pushdown_indexes, explain_find, index_scans
 from stores.mongo.pushdown import plan_nodes as _nodes
 from stores.registry import Stores, build
@@ -120,7 +120,8 @@ async def test_keyset_pages_equal_the_sorted_find_page_for_page(queue_db, record
         got2, _ = await keyset_repo.queue(RowScope.everyone(), cursor=cur, limit=15)
         ref2, _ = await find_repo.queue(RowScope.everyone(), cursor=ref_cur, limit=15)
         assert cur == ref_cur and [d.id for d in got2] == [d.id for d in ref2] == _order(cases)[15:30]
-        assert [d.model_dump() for d in got] == [d.model_dump() for d in ref]  # the cases themselves, as stored
+        assert [d.model_dump() for d in got] == [d.model_dump() for d in ref]  # the heads, as stored
+        assert all(isinstance(d, DisputeHead) for d in got + ref)
     else:
         rec.finds.clear()
         ids, cursors = await _walk(keyset_repo, status, limit=7)
@@ -128,9 +129,8 @@ async def test_keyset_pages_equal_the_sorted_find_page_for_page(queue_db, record
         expected = _order([d for d in cases if d.status.value == status])
         assert ids == ref_ids == expected and cursors == ref_cursors
         assert len(set(ids)) == len(ids) and len(expected) >= 14  # several pages, no repeats
-        # FerretDB was asked for single cases by `_id` only, each tagged as the queue's.
-        assert len(rec.finds) == len(ids)
-        assert all(set(f) == {"_id"} and set(f["_id"]) == {"$eq"} and c == QUEUE_COMMENT for f, c in rec.finds)
+        # FerretDB was not asked at all: the heads came with the page, from its table.
+        assert rec.finds == []
 
 
 async def test_a_page_walks_ferretdbs_btree_index_and_each_case_is_a_pushed_down_point_read(queue_db):
