@@ -1,15 +1,19 @@
-"""Profile the MCP call path: `get_transaction` and `get_dispute` over streamable HTTP and stdio, sampled by py-spy.
+"""Profile the MCP call path: one tool as one principal over streamable HTTP and stdio, sampled by py-spy.
 
     python -m bench.profile_calls [--calls 600] [--out bench/results/profile_after.txt] [--transport http stdio]
-                                  [--tool get_transaction get_dispute]
+                                  [--tool get_transaction get_dispute ...] [--role support_agent|customer|credit_coach]
 
 The server runs as a real process (`kredete serve`) on the bench dataset (the one `bench.tool_calls` builds);
-a support agent's client makes `--calls` sequential calls of one tool on one session, and
+a client of `--role` makes `--calls` sequential calls of one tool, and
 `py-spy record --pid` samples the server during those calls only (not its start-up or the warm-up).
 The rate limits are raised for the run (the Redis check still runs on every call).
 py-spy's folded stacks are summarised per function: inclusive ("cumulative") and exclusive ("self") share
 of the samples in which the server's event loop was busy (other threads and the idle loop left out), plus the
 client-side latency of the calls. Needs py-spy (PyPI).
+
+Every role reads the same users' records: those assigned to the seed's first credit coach (a customer role
+spreads its calls over one session per such user, staff name the user in the arguments), so customer and staff
+rows of one tool differ only by who asks. `list_disputes` as a support agent is the staff queue (no user_id).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from config.paths import REPO_ROOT
 from config.ports import free_port
@@ -36,6 +41,9 @@ from evals.harness import KREDETE, Dataset, error_text, http_session, latency_su
 
 RESULTS = Path(__file__).parent / "results"
 TOOLS = ("get_transaction", "get_dispute")
+#: The tools --tool accepts (the default profiles TOOLS).
+PROFILED = (*TOOLS, "get_action_plan", "get_credit_report", "get_score_history", "list_disputes")
+ROLES = ("support_agent", "customer", "credit_coach")
 WARMUP = 20
 RATE = 100
 #: A frame on every stack of the event loop running a callback or task step: its busy time.
@@ -55,31 +63,61 @@ def _py_spy() -> str:
     return exe
 
 
-async def _transactions(settings: Any, n: int) -> list[str]:
+async def _coach_users(settings: Any) -> tuple[str, list[str]]:
+    """The seed's first coach subject and the users assigned to it (every role profiles these users' records)."""
     from stores.postgres.bulk_load import direct_connection
 
     async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
-        rows = await conn.fetch("SELECT id FROM transactions ORDER BY id LIMIT $1", n)
-    return [str(r["id"]) for r in rows]
+        rows = await conn.fetch("SELECT coach_subject, user_id FROM coach_assignments ORDER BY coach_subject, user_id")
+    coach = rows[0]["coach_subject"]
+    return coach, [str(r["user_id"]) for r in rows if r["coach_subject"] == coach]
 
 
-async def _disputes(settings: Any, n: int) -> list[dict[str, str]]:
-    """get_dispute's arguments for the first `n` disputes (each with the user it belongs to)."""
+async def _transactions(settings: Any, users: list[str], n: int) -> list[dict[str, str]]:
+    from stores.postgres.bulk_load import direct_connection
+
+    async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
+        rows = await conn.fetch("SELECT id, user_id FROM transactions WHERE user_id = ANY($1::uuid[]) "
+                                "ORDER BY id LIMIT $2", [UUID(u) for u in users], n)
+    return [{"transaction_id": str(r["id"]), "user_id": str(r["user_id"])} for r in rows]
+
+
+async def _disputes(settings: Any, users: list[str], n: int) -> list[dict[str, str]]:
+    """get_dispute's arguments for the first `n` disputes of `users` (each with the user it belongs to)."""
     from stores.mongo.client import MongoStore
 
     mongo = await MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db).connect()
     try:
-        rows = await mongo.db.dispute_cases.find({}, {"user_id": 1}).sort("_id", 1).to_list(n)
+        rows = await mongo.db.dispute_cases.find({"user_id": {"$in": users}}, {"user_id": 1}).sort("_id", 1).to_list(n)
     finally:
         await mongo.close()
     return [{"dispute_id": str(d["_id"]), "user_id": str(d["user_id"])} for d in rows]
 
 
-async def _drive(session: Any, tool: str, args: list[dict[str, str]], calls: int) -> list[float]:
+def call_args(tool: str, role: str, users: list[str], tx: list[dict[str, str]],
+              disputes: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Arguments for `tool`, each with the `user_id` it reads (a customer's session is picked by it and the
+    argument dropped; get_transaction never takes one)."""
+    if tool == "get_transaction":
+        return tx
+    if tool == "get_dispute":
+        return disputes
+    if tool == "list_disputes" and role == "support_agent":
+        return [{"user_id": "", "limit": 20}]  # the queue
+    return [{"user_id": u} for u in users]
+
+
+async def _drive(sessions: dict[str, Any], tool: str, args: list[dict[str, str]], calls: int) -> list[float]:
+    """`calls` timed calls after the warm-up; `sessions`: the customers' by user id, or one staff session ("")."""
     ms: list[float] = []
     for i in range(WARMUP + calls):
+        a = dict(args[i % len(args)])
+        uid = a.get("user_id", "")
+        session = sessions.get(uid) or sessions[""]
+        if "" not in sessions or tool == "get_transaction" or not uid:
+            a.pop("user_id", None)
         t = time.perf_counter()
-        res = await session.call_tool(tool, args[i % len(args)])
+        res = await session.call_tool(tool, a)
         if res.is_error:
             raise RuntimeError(f"{tool} failed: {error_text(res)}")
         if i >= WARMUP:
@@ -87,48 +125,72 @@ async def _drive(session: Any, tool: str, args: list[dict[str, str]], calls: int
     return ms
 
 
-def profile_http(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
-                 raw: Path) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _sessions(open_one: Any, settings: Any, role: str, coach: str, users: list[str]):
+    """{user id: session} for a customer (one token per user), else {"": the staff session}."""
+    async with contextlib.AsyncExitStack() as stack:
+        if role == "customer":
+            yield {u: await stack.enter_async_context(open_one(token_for(settings, "customer", user=UUID(u))))
+                   for u in users}
+        else:
+            subject = coach if role == "credit_coach" else f"profile-{role}"
+            yield {"": await stack.enter_async_context(open_one(token_for(settings, role, subject=subject)))}
+
+
+@contextlib.contextmanager
+def served(env: dict[str, str], log_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """`kredete serve --transport http` on a free port, up (its port and process), stopped after the block."""
     port = free_port()
     cmd = [KREDETE, "serve", "--transport", "http", "--port", str(port)]
-    log = open(raw.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300  # the NER model loads at start: slow on a busy machine
-        while True:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300  # the NER model loads at start: slow on a busy machine
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}") from None
+                    time.sleep(0.3)
+            yield port, proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {raw.with_suffix('.log').read_text()[-2000:]}") from None
-                time.sleep(0.3)
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def profile_http(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
+                 raw: Path, who: tuple[str, str, list[str]]) -> dict[str, Any]:
+    with served(env, raw.with_suffix(".log")) as (port, proc):
 
         async def go() -> list[float]:
-            token = token_for(settings, "support_agent", subject="profile-http")
-            async with http_session(f"http://127.0.0.1:{port}/mcp", token) as s:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with _sessions(lambda token: http_session(url, token), settings, *who) as s:
                 await _drive(s, tool, args, 0)  # warm-up, unsampled
                 with _sampling(proc.pid, raw):
                     return await _drive(s, tool, args, calls)
 
         ms = asyncio.run(go())
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
     return latency_summary(ms)
 
 
 def profile_stdio(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
-                  raw: Path) -> dict[str, Any]:
+                  raw: Path, who: tuple[str, str, list[str]]) -> dict[str, Any]:
+    """As `profile_http`, on one stdio server process (one token: a customer role reads its first user only)."""
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
-    token = token_for(settings, "support_agent", subject="profile-stdio")
+    role, coach, users = who
+    if role == "customer":
+        token, key = token_for(settings, "customer", user=UUID(users[0])), users[0]
+        args = [a for a in args if a.get("user_id") == key]
+    else:
+        token, key = token_for(settings, role, subject=coach if role == "credit_coach" else "profile-stdio"), ""
     params = StdioServerParameters(command=KREDETE, args=["serve"], env={**env, "KREDETE_TOKEN": token},
                                    cwd=str(REPO_ROOT))
 
@@ -136,9 +198,9 @@ def profile_stdio(env: dict[str, str], settings: Any, tool: str, args: list[dict
         with tempfile.TemporaryFile("w+") as errlog:
             async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
                 await s.initialize()
-                await _drive(s, tool, args, 0)
+                await _drive({key: s}, tool, args, 0)
                 with _sampling(_child_pid(), raw):
-                    return await _drive(s, tool, args, calls)
+                    return await _drive({key: s}, tool, args, calls)
 
     return latency_summary(asyncio.run(go()))
 
@@ -209,7 +271,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--users", type=int, default=200, help="seeded users in the bench dataset")
     ap.add_argument("--transport", nargs="+", default=["http", "stdio"], choices=["http", "stdio"])
-    ap.add_argument("--tool", nargs="+", default=list(TOOLS), choices=TOOLS)
+    ap.add_argument("--tool", nargs="+", default=list(TOOLS), choices=PROFILED)
+    ap.add_argument("--role", default="support_agent", choices=ROLES)
     ap.add_argument("--out", type=Path, default=RESULTS / "profile_after.txt")
     args = ap.parse_args()
     ds = Dataset("bench", users=args.users, seed=42)
@@ -217,8 +280,9 @@ def main() -> None:
     _migrate(ds.env)
     settings = ds.settings()
     env = {**ds.env, **LIMITS}
-    calls_args = {"get_transaction": [{"transaction_id": t} for t in asyncio.run(_transactions(settings, 500))],
-                  "get_dispute": asyncio.run(_disputes(settings, 500))}
+    coach, users = asyncio.run(_coach_users(settings))
+    tx = asyncio.run(_transactions(settings, users, 500))
+    disputes = asyncio.run(_disputes(settings, users, 500))
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
     out = [f"# MCP call path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
            f"git {head.stdout.strip()}, load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n"]
@@ -227,8 +291,9 @@ def main() -> None:
             for transport in args.transport:
                 raw = Path(tmp) / f"{tool}-{transport}.txt"
                 run = profile_http if transport == "http" else profile_stdio
-                stats = run(env, settings, tool, calls_args[tool], args.calls, raw)
-                out.append(report(f"{tool} over {transport}", tool, stats, raw))
+                stats = run(env, settings, tool, call_args(tool, args.role, users, tx, disputes), args.calls, raw,
+                            (args.role, coach, users))
+                out.append(report(f"{tool} as {args.role} over {transport}", tool, stats, raw))
                 print(out[-1])
     out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
