@@ -8,7 +8,8 @@ Per size N a PostgreSQL database `kredete_cv<N>` with the payments of N users on
 `bench.scale_mcp` gives the tool: a window of 7, 30 or 90 days starting in the seed's range, half of them for
 one corridor; the repository runs it as the MCP server does (`AnalyticsRepository.volume_by_corridor`, day
 cells, k = 5, read from a replica), once from the rollup and once by the scan (`from_rollup=False`), and the two
-answers are checked equal. Latency is the repository call's, in process (no MCP transport, no guards).
+answers are checked equal. Latency is the repository call's, in process (no MCP transport, no guards). Then
+EXPLAIN ANALYZE of both for one fixed 90-day window: execution time and pages touched, as the database sees it.
 """
 
 from __future__ import annotations
@@ -90,9 +91,27 @@ async def measure(settings: Settings, calls: int) -> dict[str, Any]:
                 raise SystemExit(f"the rollup and the scan differ for {args} {kw}")
             rows += len(a.items)
         return {"transactions": transactions, "calls": calls, "rows_shown": rows,
-                **{k: latency_summary(v) for k, v in ms.items()}}
+                **{k: latency_summary(v) for k, v in ms.items()}, "explain_90_days": await explain(stores.postgres)}
     finally:
         await stores.close()
+
+
+async def explain(store: Any) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of both queries for one fixed window (90 days from 2026-03-01, every corridor): the
+    database's own time and the pages it touched, without the client and its load."""
+    from stores.postgres import AnalyticsRepository
+
+    out = {}
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    for source in ("scan", "rollup"):
+        query, values, _ = AnalyticsRepository.corridor_query(start, start + timedelta(days=90),
+                                                              from_rollup=source == "rollup")
+        async with store.connection() as conn:
+            plan = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", *values))[0]
+        top = plan["Plan"]
+        out[source] = {"execution_ms": plan["Execution Time"],
+                       "pages": top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)}
+    return out
 
 
 def main() -> None:
@@ -108,7 +127,7 @@ def main() -> None:
         r = out["sizes"][str(n)]
         print(f"{n:>7} users, {r['transactions']:>8} transactions: rollup p50 {r['rollup']['p50_ms']:.2f} ms "
               f"p99 {r['rollup']['p99_ms']:.2f} ms | scan p50 {r['scan']['p50_ms']:.2f} ms "
-              f"p99 {r['scan']['p99_ms']:.2f} ms", flush=True)
+              f"p99 {r['scan']['p99_ms']:.2f} ms; 90-day EXPLAIN ANALYZE: {r['explain_90_days']}", flush=True)
     out["load_avg_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

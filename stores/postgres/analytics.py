@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from stores.errors import InvalidData
@@ -57,6 +58,25 @@ class AnalyticsRepository(Repository):
         the same numbers at a cost that does not grow with the volume; `from_rollup=False` sums `transactions`
         instead (the reference the rollup is tested against).
         """
+        query, values, cap = self.corridor_query(date_from, date_to, granularity, status=status, corridor=corridor,
+                                                 min_cell_size=min_cell_size,
+                                                 closed_buckets_only=closed_buckets_only, max_rows=max_rows,
+                                                 from_rollup=from_rollup)
+        async with self._read() as conn:
+            rows = await conn.fetch(query, *values)
+        suppressed = int(rows[0]["suppressed"]) if rows else 0
+        found = [r for r in rows if r["bucket"] is not None]
+        return Series[CorridorVolume](
+            items=[CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
+                   for r in found[:cap]],
+            truncated=len(found) > cap, suppressed_cells=suppressed)
+
+    @classmethod
+    def corridor_query(cls, date_from: datetime, date_to: datetime, granularity: Granularity = "day", *,
+                       status: TransactionStatus = "completed", corridor: str | None = None,
+                       min_cell_size: int = DEFAULT_MIN_CELL_SIZE, closed_buckets_only: bool = True,
+                       max_rows: int = CORRIDOR_ROWS, from_rollup: bool = True) -> tuple[str, list[Any], int]:
+        """(SQL, its parameters, the row cap) of `volume_by_corridor` (also for EXPLAIN: bench/corridor_volume.py)."""
         if granularity not in _GRANULARITIES:
             raise InvalidData(f"granularity must be one of {', '.join(_GRANULARITIES)}", store="postgres")
         if status not in TRANSACTION_STATUSES:
@@ -77,9 +97,9 @@ class AnalyticsRepository(Repository):
         if closed_buckets_only:
             upper = f"LEAST({upper}, {floor('now()')})"
         if from_rollup and granularity == "day" and status == "completed":
-            cells = self._rollup_cells(lower, upper, corridor, p)
+            cells = cls._rollup_cells(lower, upper, corridor, p)
         else:
-            cells = self._scanned_cells(g, lower, upper, status, corridor, p)
+            cells = cls._scanned_cells(g, lower, upper, status, corridor, p)
         k = p.add(min_cell_size, "int")
         cap = _cap(max_rows, CORRIDOR_ROWS)
         # One statement (one snapshot) for the shown cells and the count of the withheld ones; the LEFT JOIN
@@ -91,14 +111,7 @@ class AnalyticsRepository(Repository):
                  f"s.fee_minor, s.dest_amount_minor, w.suppressed FROM (SELECT count(*) FILTER (WHERE "
                  f"transaction_count < {k} OR users < {k}) AS suppressed FROM cells) w LEFT JOIN shown s ON TRUE "
                  "ORDER BY s.bucket, s.corridor_id, s.currency, s.dest_currency")
-        async with self._read() as conn:
-            rows = await conn.fetch(query, *p.values)
-        suppressed = int(rows[0]["suppressed"]) if rows else 0
-        found = [r for r in rows if r["bucket"] is not None]
-        return Series[CorridorVolume](
-            items=[CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
-                   for r in found[:cap]],
-            truncated=len(found) > cap, suppressed_cells=suppressed)
+        return query, p.values, cap
 
     @staticmethod
     def _scanned_cells(g: str, lower: str, upper: str, status: str, corridor: str | None, p: Params) -> str:
