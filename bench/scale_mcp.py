@@ -14,7 +14,8 @@ Measurement: one `kredete serve --transport http` per size, all running at once,
 still runs). Principals: customers (`--customers` sampled users that have disputes and documents, one session each,
 calls spread over them), a support agent, a credit coach (a seeded assignment) and a compliance officer. Each calls
 every tool its `tools/list` names, with random arguments drawn from that size's data; `--calls` timed calls per tool
-per principal after a warm-up, the sizes interleaved call by call (same moment, same machine load, for the ratio).
+per principal after a warm-up, tool by tool: the principals calling it and the sizes interleaved call by call (same
+moment, same machine load, for the ratios between sizes and between principals).
 Results merge per size into bench/results/scale_mcp.json (sizes accumulate; the file is written after each tool, so
 an interrupted run, run again without `--remeasure`, keeps the tools it finished and measures the rest with the same
 sizes), plot: bench/results/scale_mcp.png (one panel per principal, one line per tool).
@@ -420,32 +421,39 @@ async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int, 
         coverage = {"listed": listed, "called": {role: p.tools for role, p in first.items()},
                     "not_called": sorted(set(listed) - {t for p in first.values() for t in p.tools})}
         run = f"{os.getpid()}-{int(time.time())}"
-        for role, p in first.items():
-            order = sorted(p.tools, key=lambda t: (t == "log_feedback", t))  # feedback needs a logged turn
-            for tool in order:
-                if all(f"{role}/{tool}" in res[n] for n in urls):
-                    continue
-                rng = random.Random(f"{role}/{tool}")
-                ms: dict[int, list[float]] = {n: [] for n in urls}
-                errors: dict[int, list[str]] = {n: [] for n in urls}
-                for i in range(WARMUP + calls):
+        # Tool by tool, every principal that calls it interleaved with the others call by call (and the sizes
+        # within each), so a tool's rows for two principals share the moment and the machine's load: measured one
+        # principal after the other, they differed by as much as 2.5x on a tool that reads no user's data.
+        tools = sorted({t for p in first.values() for t in p.tools}, key=lambda t: (t == "log_feedback", t))
+        for tool in tools:  # log_feedback last: it needs a logged turn
+            roles = [r for r, p in first.items() if tool in p.tools
+                     and not all(f"{r}/{tool}" in res[n] for n in urls)]
+            if not roles:
+                continue
+            rngs = {r: random.Random(f"{r}/{tool}") for r in roles}
+            ms: dict[tuple[str, int], list[float]] = {(r, n): [] for r in roles for n in urls}
+            errors: dict[tuple[str, int], list[str]] = {(r, n): [] for r in roles for n in urls}
+            for i in range(WARMUP + calls):
+                for role in roles[i % len(roles):] + roles[:i % len(roles)]:
                     for n in (sorted(urls) if i % 2 else sorted(urls, reverse=True)):
                         pr = principals[n][role]
                         k = i % len(pr.sessions)
-                        args = arguments(tool, role, samples[n], pr.customers[k], rng, f"scale-{run}-{role}-{k}")
+                        args = arguments(tool, role, samples[n], pr.customers[k], rngs[role],
+                                         f"scale-{run}-{role}-{k}")
                         t0 = time.perf_counter()
                         out = await pr.sessions[k].call_tool(tool, args)
                         dt = (time.perf_counter() - t0) * 1000
                         if out.is_error:
-                            errors[n].append(error_text(out)[:160])
+                            errors[role, n].append(error_text(out)[:160])
                         if i >= WARMUP:
-                            ms[n].append(dt)
+                            ms[role, n].append(dt)
+            for role in roles:
                 for n in urls:
-                    summary = latency_summary(ms[n])
+                    summary = latency_summary(ms[role, n])
                     summary = {k: summary[k] for k in ("n", "p50_ms", "p95_ms", "p99_ms", "mean_ms")}
-                    summary["errors"] = len(errors[n])
-                    if errors[n]:
-                        summary["first_error"] = errors[n][0]
+                    summary["errors"] = len(errors[role, n])
+                    if errors[role, n]:
+                        summary["first_error"] = errors[role, n][0]
                     res[n][f"{role}/{tool}"] = summary
                 on_tool(role, tool, {n: res[n][f"{role}/{tool}"] for n in urls}, res, coverage)
     return res, coverage
