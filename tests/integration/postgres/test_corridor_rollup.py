@@ -4,6 +4,7 @@ on seeded data (built by the seed's bulk path), and as payments are made and rev
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -86,6 +87,14 @@ async def test_the_triggers_follow_payments_and_reversals(agent_store, app_store
             "SELECT users, transactions FROM corridor_days WHERE corridor_id = 'US-NG' AND bucket = $1", cell.bucket)
     assert (after["users"], after["transactions"]) == (users_before - 1, cell.transaction_count - 2)
     await check()
+    # Concurrent payments, three by each of two users: still the scan's answer.
+    others = [await funded_user(app_store, cipher, 2_000_000) for _ in range(2)]
+    await asyncio.gather(*(payments.create_payment(
+        {"user_id": uid, "corridor": "US-NG", "amount_minor": 20_000 + i, "currency": "USD",
+         "counterparty_name": "Amina Bello"},
+        idempotency_key=f"rollup-concurrent-{i}-{uid.hex[:8]}") for i, uid in enumerate(others * 3)))
+    (cell,) = await check()
+    assert cell.transaction_count == after["transactions"] + 6
     # What the triggers kept is what a rebuild from the table gives.
     async with service_store.transaction() as conn:
         kept = [dict(r) for r in await conn.fetch(ROLLUP)]
