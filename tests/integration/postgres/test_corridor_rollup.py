@@ -102,6 +102,20 @@ async def test_the_triggers_follow_payments_and_reversals(agent_store, app_store
         assert [dict(r) for r in await conn.fetch(ROLLUP)] == kept
 
 
+async def test_an_incremental_seed_is_followed_by_the_triggers(pg_db, cipher, agent_store, service_store, seeded):
+    """More users of the same run: the seed's safe path (COPY per batch, triggers on), not the bulk rebuild."""
+    conn = await asyncpg.connect(pg_db.service)
+    try:
+        report = await seed_payments(conn, SeedConfig(users=340, seed=11, transactions_per_user=10), cipher)
+        total = await conn.fetchval("SELECT count(*) FROM transactions")
+    finally:
+        await conn.close()
+    assert report.mode == "safe" and report.users_loaded == 40
+    assert await wait_for_replica(agent_store, "SELECT 1 WHERE (SELECT count(*) FROM transactions) >= $1", total)
+    rolled, scanned = await both(AnalyticsRepository(agent_store), *SPAN, min_cell_size=1)
+    assert rolled.items and (rolled.items, rolled.suppressed_cells) == (scanned.items, scanned.suppressed_cells)
+
+
 async def test_the_agent_reads_the_cells_not_the_per_user_rows(agent_store):
     async with agent_store.connection() as conn:
         assert await conn.fetchval("SELECT has_table_privilege('corridor_days', 'SELECT')")
