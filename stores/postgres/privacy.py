@@ -41,6 +41,10 @@ TABLE_POLICY: dict[str, tuple[Action, str]] = {
                                      "and reference, description and memo (free text with names, phones, "
                                      "identifiers) nulled"),
     "refunds": ("pseudonymise", "kept with their transactions; the free-text reason is replaced"),
+    "corridor_day_users": ("keep", "completed remittances per (UTC day, corridor, user): derived from the kept "
+                                   "transactions (the distinct-user counts of corridor_volume's k-anonymity rule); "
+                                   "the user id (a pseudonym once the PII is gone) and a count, no personal field"),
+    "corridor_days": ("none", "per (UTC day, corridor) totals and distinct-user counts; no user id"),
     "ledger_entries": ("keep", "double-entry postings: wallet, amount, direction; no personal field"),
     "wallets": ("keep", "balances derive from the ledger; no personal field"),
     "subscriptions": ("keep", "billing record (plan, price, period); no personal field"),
