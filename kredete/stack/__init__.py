@@ -375,11 +375,10 @@ def down(only: Iterable[str] | None = None) -> None:
 
 
 def _stop_phases(servers: list[Server], depends: dict[str, tuple[str, ...]]) -> list[list[list[Server]]]:
-    """`servers` (in start order) as phases of lanes to stop: the lanes of a phase side by side (one after
-    another, a scratch stack's ten servers took 20-50 s on a loaded 2-core machine), each lane in reverse start
-    order with the Patroni leader after the other members. The object store is a phase of its own, the last:
-    PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest repository in MinIO, and with
-    MinIO already gone it waited out pgBackRest's timeout (a minute per stop)."""
+    """`servers` (in start order) as phases of lanes to stop: the lanes of a phase side by side, each lane in
+    reverse start order with the Patroni leader after the other members. The object store is a phase of its
+    own, the last: PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest repository in
+    MinIO, and with MinIO already gone it waited out pgBackRest's timeout (a minute per stop)."""
     phases = ([s for s in servers if not s.name.startswith("s3")], [s for s in servers if s.name.startswith("s3")])
     return [[_leader_last(list(reversed(lane))) for lane in _lanes(phase, depends)] for phase in phases if phase]
 
