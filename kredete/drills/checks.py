@@ -8,13 +8,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from rich.console import Console
 
 from config.errors import StackError
+
+if TYPE_CHECKING:
+    from kredete.drills.load import Ack
 
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 
@@ -62,6 +67,23 @@ def books_and_audit(report: DrillReport, url: str | None = None) -> None:
         report.lines.append(f"db {what}: {'ok' if ok else 'FAILED'}: {line}")
         if not ok:
             report.failures.append(f"db {what} failed: {line}")
+
+
+def books_audit_and_mcp(report: DrillReport, survivor: Ack | None) -> tuple[float, float]:
+    """`books_and_audit` and, for an acknowledged payment `survivor`, `mcp_answers`, side by side: the MCP
+    server's start (mostly imports) overlaps the two read-only checks. Returns the seconds each took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def timed(fn: Callable[[], None]) -> float:
+        t0 = time.monotonic()
+        fn()
+        return time.monotonic() - t0
+
+    with ThreadPoolExecutor(1) as pool:
+        mcp = pool.submit(timed, lambda: mcp_answers(report, survivor.user_id, survivor.key)) if survivor else None
+        books_s = timed(lambda: books_and_audit(report))
+        mcp_s = mcp.result() if mcp is not None else 0.0
+    return books_s, mcp_s
 
 
 def drill_users(n: int, seed: int = 42) -> list[UUID]:

@@ -186,10 +186,7 @@ def run(kind: str, *, users: int = 10, load_s: float = 20.0, workers: int = 4, r
         report.failures.append(f"{len(lost_after_recovery)} writes acknowledged after recovery are missing")
     if report.rpo_s > rpo_goal_s:
         report.failures.append(f"RPO {report.rpo_s:.1f}s is above the goal {rpo_goal_s:g}s")
-    checks.books_and_audit(report)
-    survivor = next((a for a in after.load.stats.acks if a.kind == "payment"), None)
-    if survivor is not None:
-        checks.mcp_answers(report, survivor.user_id, survivor.key)
+    checks.books_audit_and_mcp(report, next((a for a in after.load.stats.acks if a.kind == "payment"), None))
     if report.ok and result.moved_aside:
         # The drill's own wreckage; a real restore keeps the old data dir for the operator to inspect.
         shutil.rmtree(result.moved_aside, ignore_errors=True)

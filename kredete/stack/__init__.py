@@ -363,17 +363,40 @@ def _replicas_streaming(started: set[str], console: Console, timeout_s: float = 
 
 
 def down(only: Iterable[str] | None = None) -> None:
-    """Stop servers in reverse start order, the object store last; data stays in `.local/`.
+    """Stop servers, each lane of `up` in reverse start order and the lanes side by side, the object store
+    after every other server; data stays in `.local/`.
 
     Every server of the stack that runs from this `.local/` is stopped, also one whose store has since
     been made external (it would otherwise be left running, unmanaged).
     """
-    servers = list(reversed(_select(all_servers(), _aliases(only, profile()))))
-    # The object store last: PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest
-    # repository in MinIO, and with MinIO already gone it waited out pgBackRest's timeout (a minute per stop).
-    servers.sort(key=lambda server: server.name.startswith("s3"))
-    for server in _leader_last(servers):
-        server.stop()
+    servers = _select(all_servers(), _aliases(only, profile()))
+    for lanes in _stop_phases(servers, HA_DEPENDS if profile() == "ha" else DEPENDS):
+        _stop_lanes(lanes)
+
+
+def _stop_phases(servers: list[Server], depends: dict[str, tuple[str, ...]]) -> list[list[list[Server]]]:
+    """`servers` (in start order) as phases of lanes to stop: the lanes of a phase side by side, each lane in
+    reverse start order with the Patroni leader after the other members. The object store is a phase of its
+    own, the last: PostgreSQL's fast shutdown archives its last WAL segment to the pgBackRest repository in
+    MinIO, and with MinIO already gone it waited out pgBackRest's timeout (a minute per stop)."""
+    phases = ([s for s in servers if not s.name.startswith("s3")], [s for s in servers if s.name.startswith("s3")])
+    return [[_leader_last(list(reversed(lane))) for lane in _lanes(phase, depends)] for phase in phases if phase]
+
+
+def _stop_lanes(lanes: list[list[Server]]) -> None:
+    """Stop each lane's servers in order, the lanes in parallel threads; the first failure is raised once
+    every lane has finished (the other lanes are still stopped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop(lane: list[Server]) -> None:
+        for server in lane:
+            server.stop()
+
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [pool.submit(stop, lane) for lane in lanes]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
 
 
 def _leader_last(servers: list[Server]) -> list[Server]:

@@ -329,12 +329,19 @@ class SearchCluster:
         return time.monotonic() - t0
 
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        """Every node at the same time: one after another, their JVMs' graceful shutdowns added up."""
+        self._each(lambda node: node.stop())
 
     def reset(self) -> None:
-        for node in self.nodes:
-            node.reset()
+        self._each(lambda node: node.reset())
+
+    def _each(self, action: Callable[[OpenSearchNode], None]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            futures = [pool.submit(action, node) for node in self.nodes]
+        for future in futures:
+            future.result()
 
     # --- requests to whichever node answers -----------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *, avoid: str | None = None,

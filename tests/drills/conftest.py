@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from config.paths import REPO_ROOT
-from evals.harness import free_port
+from evals.harness import _run_steps, free_port
 
 KREDETE = str(Path(sys.executable).with_name("kredete"))
 PORT_NAMES = ("postgres", "postgres_replica", "postgres_replica2", "redis", "mongo", "mongo_debug", "opensearch",
@@ -72,10 +72,12 @@ def scratch_stack(servers: tuple[str, ...], **env_extra: str) -> Iterator[Scratc
         env[f"KREDETE_PORT_{name.upper()}"] = str(port)
     s = Scratch(env, local)
     try:
-        s.run("stack", "up", *[a for n in servers for a in ("--only", n)], timeout=900)
-        s.run("db", "migrate")
-        # One transaction per user: the drills read their own writes and the books, not the seeded history.
-        s.run("seed", "--users", str(USERS), "--transactions-per-user", "1", "--skip-documents", timeout=900)
+        # The operator's three commands in one process (the typer app the `kredete` entry point runs): a process
+        # per command imported the CLI, the stores and their drivers again each time. One transaction per user:
+        # the drills read their own writes and the books, not the seeded history.
+        _run_steps([["stack", "up", *(a for n in servers for a in ("--only", n))], ["db", "migrate"],
+                    ["seed", "--users", str(USERS), "--transactions-per-user", "1", "--skip-documents"]],
+                   env, log=lambda _line: None, timeout=1800)
         yield s
     finally:
         subprocess.run([KREDETE, "stack", "down"], env=env, capture_output=True, timeout=300, check=False)

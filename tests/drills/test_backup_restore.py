@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
@@ -43,10 +42,19 @@ print(json.dumps(sorted(keys)))
     return json.loads(out)
 
 
-def archiver(scratch: Scratch) -> dict:
-    """pg_stat_archiver as `kredete backup list` reads it."""
-    return json.loads(scratch.py("from kredete.drills.backups import archiver; import json; "
-                                 "print(json.dumps(archiver(), default=str))"))
+def archiver_failing(scratch: Scratch, timeout_s: float) -> dict:
+    """pg_stat_archiver as `kredete backup list` reads it, once it reports failing (or after `timeout_s`). Polled
+    in one process: a process per look cost a second of CPU each."""
+    return json.loads(scratch.py(f"""
+import json, time
+from kredete.drills.backups import archiver
+deadline = time.monotonic() + {timeout_s}
+status = archiver()
+while not status["failing"] and time.monotonic() < deadline:
+    time.sleep(0.5)
+    status = archiver()
+print(json.dumps(status, default=str))
+""", timeout=timeout_s + 60).strip().splitlines()[-1])
 
 
 def last_line(proc) -> str:
@@ -224,24 +232,21 @@ def test_pitr_drill_gets_every_row_back(scratch, first_backup):
 def test_repository_unreachable_and_a_failed_archive_push_are_visible(scratch, first_backup):
     scratch.run("stack", "down", "--only", "s3")
     try:
-        proc = scratch.run("restore", "--to", "latest", check=False)
-        assert proc.returncode == 1 and "repository" in error_of(proc) and "unreachable" in error_of(proc)
-        # A WAL segment that cannot be pushed: archive_command fails, PostgreSQL keeps it and counts it.
+        # A WAL segment that cannot be pushed: archive_command fails, PostgreSQL keeps it and counts it. Switched
+        # first: pgBackRest retries the refused connection for about half a minute before the push fails, and the
+        # restore and `backup list` below are checked meanwhile.
         scratch.py("""
 from kredete.stack.postgres import PostgresPrimary
 p = PostgresPrimary()
 p._psql("CREATE TABLE IF NOT EXISTS archive_probe (x int); INSERT INTO archive_probe VALUES (1)")
 p._psql("SELECT pg_switch_wal()")
 """)
-        status: dict = {}
-        for _ in range(60):
-            status = archiver(scratch)
-            if status["failing"]:
-                break
-            time.sleep(1)
-        assert status["failing"] is True and status["failed_count"] >= 1, status
+        proc = scratch.run("restore", "--to", "latest", check=False)
+        assert proc.returncode == 1 and "repository" in error_of(proc) and "unreachable" in error_of(proc)
         proc = scratch.run("backup", "list", check=False)
         assert proc.returncode == 1 and "unreachable" in error_of(proc)
+        status = archiver_failing(scratch, 90)
+        assert status["failing"] is True and status["failed_count"] >= 1, status
     finally:
         scratch.run("stack", "up", "--only", "s3")
     # PostgreSQL keeps the segment and retries it (every minute after three failures): nothing is skipped.

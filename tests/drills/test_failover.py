@@ -40,7 +40,7 @@ def test_failover_to_the_synchronous_standby_loses_nothing(ha, webhook):
     # the Patroni cluster is backed up like the default primary: pgBackRest finds the leader among the members
     full = ha.run("backup", "run", "--type", "full", check=False, timeout=600)
     assert full.returncode == 0, (full.stdout + full.stderr)[-2000:]
-    proc = ha.run("drill", "failover", "--users", str(USERS), "--load-s", "10", check=False, timeout=900)
+    proc = ha.run("drill", "failover", "--users", str(USERS), "--load-s", "5", check=False, timeout=900)
     text = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 0, text[-3000:]
     m = re.fullmatch(r"RPO=([\d.]+) RTO=([\d.]+) lost_acknowledged=(\d+)", proc.stdout.strip().splitlines()[-1])

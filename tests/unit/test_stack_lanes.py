@@ -1,11 +1,11 @@
 """`kredete stack up` starts independent servers side by side (which servers share a lane), and `stack down` stops
-the Patroni leader last: pure logic."""
+the lanes side by side, each in reverse, the Patroni leader last and the object store after the rest: pure logic."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kredete.stack import DEPENDS, HA_DEPENDS, _lanes
+from kredete.stack import DEPENDS, HA_DEPENDS, _lanes, _stop_phases
 
 
 @dataclass
@@ -53,3 +53,19 @@ def test_stack_down_stops_the_patroni_leader_after_the_other_members(monkeypatch
     assert [s.name for s in _leader_last(order)] == ["mongo", "ha-pg3", "ha-pg1", "ha-pg2", "etcd3", "etcd2", "etcd1"]
     monkeypatch.setattr(patroni, "leader", lambda timeout=2.0: None)  # no leader (cluster down): order kept
     assert [s.name for s in _leader_last(order)] == [s.name for s in order]
+
+
+def test_stack_down_stops_lanes_in_reverse_and_the_object_store_last(monkeypatch):
+    from kredete.stack import patroni
+
+    order = ["postgres", "postgres-replica", "mongo", "redis", "s3-audit", "s3-cold", "s3", "s3-dr", "alertmanager",
+             "prometheus"]
+    assert [names(phase) for phase in _stop_phases([Named(n) for n in order], DEPENDS)] == [
+        [["mongo", "postgres-replica", "postgres"], ["redis"], ["prometheus", "alertmanager"]],
+        [["s3-dr", "s3", "s3-cold", "s3-audit"]],
+    ]
+    monkeypatch.setattr(patroni, "leader", lambda timeout=2.0: {"name": "ha-pg1", "role": "leader"})
+    ha = ["etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3", "redis", "mongo", "s3"]
+    assert [names(phase) for phase in _stop_phases([Named(n) for n in ha], HA_DEPENDS)] == [
+        [["mongo", "ha-pg3", "ha-pg2", "ha-pg1", "etcd3", "etcd2", "etcd1"], ["redis"]], [["s3"]]]
+    assert _stop_phases([], DEPENDS) == []
