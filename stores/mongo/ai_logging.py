@@ -125,6 +125,13 @@ def _redact_leaves(value: Any, redactor: Redactor) -> Any:
     return value
 
 
+def _bson(collection: str, doc: Mapping[str, Any]) -> bytes:
+    try:
+        return bson.encode(doc, codec_options=_CODEC)
+    except (InvalidDocument, OverflowError, TypeError) as exc:
+        raise InvalidData(f"{collection} record cannot be encoded ({type(exc).__name__})", store="mongo") from exc
+
+
 class AILogger:
     """Durable, retrying, idempotent writer of AI/ML logs (see the module doc).
 
@@ -258,23 +265,27 @@ class AILogger:
             raise InvalidData(f"{collection} record failed validation: {', '.join(bad)}", store="mongo") from exc
         ensure_safe(doc)
         check_size(doc, self.max_record_bytes, what=f"{collection} record")
-        try:
-            return doc["_id"], bson.encode(doc, codec_options=_CODEC)
-        except (InvalidDocument, OverflowError, TypeError) as exc:
-            raise InvalidData(f"{collection} record cannot be encoded ({type(exc).__name__})", store="mongo") from exc
+        return doc["_id"], _bson(collection, doc)
 
     async def _accept(self, collection: str, doc_id: str, payload: bytes) -> str | None:
         try:
-            await self.queue.put(self.target, collection, payload)
+            await self._commit(collection, payload)
         except QueueFull:
             self._dropped += 1
             RECORDS_DROPPED.labels(reason="queue_full").inc()
             log.warning("ai log queue full (%d records); a %s record was not accepted", self.queue.max_records,
                         collection)
             return None
+        return doc_id
+
+    async def _put(self, collection: str, doc: Mapping[str, Any]) -> None:
+        """Commit a built document to the queue as it is (no checks: `record` does them)."""
+        await self._commit(collection, _bson(collection, doc))
+
+    async def _commit(self, collection: str, payload: bytes) -> None:
+        await self.queue.put(self.target, collection, payload)
         self._buffered += 1
         self._wake.set()
-        return doc_id
 
     # --- draining ------------------------------------------------------------------------------
     async def _write_batch(self, batch: list[Record]) -> bool:
