@@ -246,6 +246,7 @@ class TraceRecorder:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flushing = 0
         self.dropped: dict[str, int] = {}
         self.written = 0
         self.refused = 0
@@ -330,12 +331,19 @@ class TraceRecorder:
         return self
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued observation was handed to the AI logger; False on timeout."""
+        """Wait until every queued observation was handed to the AI logger (meanwhile its steps no longer wait for
+        moments without calls); False on timeout."""
+        self._flushing += 1
+        self._calls_idle.set()
         self._wake.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            self._flushing -= 1
+            if self._inflight:
+                self._calls_idle.clear()
         return not self._queue
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -395,7 +403,7 @@ class TraceRecorder:
         """Calls first: a step of the logging work waits (a bounded time) until no call is in flight, so it runs
         in the gaps between calls rather than between the steps of one (where it would delay that call's next
         step); a backlog is worked off at once (the queue stays bounded under a steady load that is never idle)."""
-        if not self._stopping and self._inflight and len(self._queue) < self.backlog:
+        if not (self._stopping or self._flushing) and self._inflight and len(self._queue) < self.backlog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._calls_idle.wait(), self.idle_wait_s)
         else:

@@ -192,3 +192,21 @@ async def test_a_session_trace_minted_for_a_call_is_claimed_as_new():
     call(rec, who, {"n": 3}, meta={META_CONVERSATION: "conv-1"})
     await rec.stop()
     assert seen == [(first.session_trace, True), ("conv-1", False)]
+
+
+async def test_flush_writes_what_is_queued_while_a_call_stays_in_flight():
+    """While the queue is short each step waits for a moment without calls (up to `idle_wait_s`); a flush does
+    not: what is queued is handed to the logger though a call stays in flight."""
+    sink = Sink()
+    rec = await TraceRecorder(sink, digest_key=KEY, idle_wait_s=600).start()
+    who = customer()
+    busy = rec.begin(ctx(), "tool_call")
+    for n in range(2):
+        call(rec, who, {"n": n})
+    assert await rec.flush(30)
+    assert len(sink.observations()) == 2
+    state = new_call_state("get_wallet_balances", {})
+    state.principal = who
+    rec.end(busy, state, None)
+    await rec.stop()
+    assert len(sink.observations()) == 3
