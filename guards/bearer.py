@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import OrderedDict
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -131,6 +132,32 @@ def verify_token(token: str | None, *, settings: Settings | None = None,
     return principal
 
 
+class VerifiedTokens:
+    """The principals of tokens this process verified, by token: presented again, a token is only checked for
+    expiry (with the same leeway), because its signature, issuer, audience, lifetime and claims cannot change
+    for the same string under the same settings. Bounded (least recently used out); only accepted tokens are
+    kept, so a refused one is verified (and refused) every time."""
+
+    def __init__(self, settings: Settings | None = None, *, size: int = 256) -> None:
+        self.settings = resolve(settings)
+        self.size = size
+        self._principals: OrderedDict[str, Principal] = OrderedDict()
+
+    def principal(self, token: str | None) -> Principal:
+        """`verify_token(token)`, or the principal it gave for this token before while that has not expired."""
+        known = self._principals.get(token) if token else None
+        if known is not None and time.time() <= known.expires_at + LEEWAY_S:
+            self._principals.move_to_end(token)
+            return known
+        if known is not None:
+            del self._principals[token]
+        principal = verify_token(token, settings=self.settings)
+        self._principals[token] = principal
+        if len(self._principals) > self.size:
+            self._principals.popitem(last=False)
+        return principal
+
+
 _OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
 
 
@@ -169,7 +196,8 @@ def verified_token_type() -> type[AccessToken]:
 class KredeteTokenVerifier:
     """MCP SDK `TokenVerifier`: the HTTP transport refuses requests whose bearer token fails here.
 
-    The one verification of a request's token: the accepted token carries its `Principal`
+    The one verification of a request's token (of a token accepted before, only its expiry: `VerifiedTokens`):
+    the accepted token carries its `Principal`
     (`verified_token_type()`), which `Authenticator` hands to the guards without verifying again.
     `on_failure(exc)` receives the `Unauthenticated` error of a refused token, so the HTTP guard can audit the
     refusal with its reason (the denial is recorded, the token is not).
@@ -178,10 +206,11 @@ class KredeteTokenVerifier:
     def __init__(self, settings: Settings | None = None, on_failure=None) -> None:
         self._settings = resolve(settings)
         self._on_failure = on_failure
+        self._verified = VerifiedTokens(self._settings)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
-            p = verify_token(token, settings=self._settings)
+            p = self._verified.principal(token)
         except Unauthenticated as exc:
             if self._on_failure is not None:
                 await self._on_failure(exc)
@@ -193,17 +222,19 @@ class KredeteTokenVerifier:
 
 
 class Authenticator:
-    """The principal of a call. stdio: `KREDETE_TOKEN`, verified on every call. HTTP: the principal the
+    """The principal of a call. stdio: `KREDETE_TOKEN` (its signature and claims verified once, its expiry
+    checked on every call: `VerifiedTokens`). HTTP: the principal the
     request's token verification built (`KredeteTokenVerifier`, once per request); only its expiry is checked
     again, with the same leeway (a long call may start after the HTTP layer accepted the token)."""
 
     def __init__(self, transport: Literal["stdio", "http"], settings: Settings | None = None) -> None:
         self.transport = transport
         self.settings = resolve(settings)
+        self._verified = VerifiedTokens(self.settings, size=4)
 
     async def authenticate(self, ctx: Any) -> Principal:
         if self.transport == "stdio":
-            return verify_token(os.environ.get("KREDETE_TOKEN"), settings=self.settings)
+            return self._verified.principal(os.environ.get("KREDETE_TOKEN"))
         from mcp.server.auth.middleware.auth_context import get_access_token
 
         access = get_access_token()

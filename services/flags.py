@@ -21,6 +21,7 @@ An unknown flag gives the caller's default, logged once per key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from typing import Any, Literal
@@ -173,10 +174,11 @@ class RedisFlagProvider(AbstractProvider):
 
     async def _follow(self) -> None:
         while True:
-            # A short sleep loop rather than wait_for(event): it cancels promptly from any caller.
-            deadline = asyncio.get_running_loop().time() + self.refresh_s
-            while not self._changed.is_set() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            # Woken by a change (the subscriber runs on this loop) or the refresh period; not a short sleep loop,
+            # which woke the server's event loop 20 times a second for nothing. Cancels promptly from any caller.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.refresh_s):
+                    await self._changed.wait()
             self._changed.clear()
             await self.refresh()
 

@@ -21,7 +21,9 @@ cannot be written. Lifecycle: `start()` (background drainer), `flush(timeout)`, 
 **Draining.** One process per host drains a queue target (the credit store's database name) at a time (the
 queue's drain lock); it inserts batches with acknowledged writes (w=1) and deletes them from the queue only
 once the server has them. Every record carries a client-generated `_id`, so a retry after an unknown outcome
-(server or process killed mid-write) cannot duplicate: duplicate-key answers count as written.
+(server or process killed mid-write) cannot duplicate: duplicate-key answers count as written. After a batch
+smaller than `batch_size` it lets records gather for `linger_s` (0.25 s; `flush` and `stop` cut it short), so a
+steady trickle of records (one per MCP call) shares one insert instead of paying one each.
 
 **Transient vs permanent** (`stores.mongo.errors`). An outage (no answer, timeouts, the drivers' retryable
 codes, and FerretDB's code 1 while its PostgreSQL backend is down) keeps the batch and retries it with
@@ -39,7 +41,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -123,6 +125,13 @@ def _redact_leaves(value: Any, redactor: Redactor) -> Any:
     return value
 
 
+def _bson(collection: str, doc: Mapping[str, Any]) -> bytes:
+    try:
+        return bson.encode(doc, codec_options=_CODEC)
+    except (InvalidDocument, OverflowError, TypeError) as exc:
+        raise InvalidData(f"{collection} record cannot be encoded ({type(exc).__name__})", store="mongo") from exc
+
+
 class AILogger:
     """Durable, retrying, idempotent writer of AI/ML logs (see the module doc).
 
@@ -138,7 +147,7 @@ class AILogger:
                  redactor: Redactor | None = None, retention: timedelta | None = None, batch_size: int = 500,
                  max_record_bytes: int = DEFAULT_MAX_INPUT_BYTES, max_retry_delay: float = 2.0,
                  queue: DurableQueue | str | Path | None = None, max_attempts: int = 20,
-                 poll_interval: float = 0.5, erased: ErasedLookup | None = None) -> None:
+                 poll_interval: float = 0.5, erased: ErasedLookup | None = None, linger_s: float = 0.25) -> None:
         self._source = mongo_store
         self.erased = erased
         self.redactor = redactor
@@ -148,6 +157,10 @@ class AILogger:
         self.max_retry_delay = max_retry_delay
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
+        #: After a batch smaller than `batch_size`, how long the drainer lets records gather before the next one
+        #: (`flush` and `stop` cut it short): a steady trickle of calls then costs one insert, one peek and one
+        #: ack per `linger_s`, not per call, on the event loop and the credit store the calls share.
+        self.linger_s = linger_s
         self._own_queue = not isinstance(queue, DurableQueue)
         if isinstance(queue, DurableQueue):
             self.queue = queue
@@ -158,6 +171,7 @@ class AILogger:
         self._written = self._dropped = self._retries = self._failed = 0
         self._rejected: dict[str, int] = {}
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -232,6 +246,18 @@ class AILogger:
         record that can never be stored (nothing is queued); StoreUnavailable when the queue cannot be written.
         Callers redact before calling: the queue and the store only ever hold what is given here.
         """
+        (record_id,) = await self.record_many([(collection, model, fields)])
+        return record_id
+
+    async def record_many(self, items: Sequence[tuple[str, type[BaseModel], dict[str, Any]]]) -> list[str | None]:
+        """`record` for several documents (a trace and its observation): every one is validated, checked and
+        encoded before any is queued (InvalidData: none is), then they are committed together, one local-queue
+        transaction and one fsync. Their ids (None for one the full queue did not accept), in order."""
+        built = [(collection, self._encoded(collection, model, fields)) for collection, model, fields in items]
+        return list(await asyncio.gather(*(self._accept(collection, doc_id, payload)
+                                           for collection, (doc_id, payload) in built)))
+
+    def _encoded(self, collection: str, model: type[BaseModel], fields: dict[str, Any]) -> tuple[str, bytes]:
         try:
             doc = model.model_validate({"_id": new_id(), **fields}).to_mongo()  # type: ignore[attr-defined]
         except ValidationError as exc:
@@ -239,22 +265,24 @@ class AILogger:
             raise InvalidData(f"{collection} record failed validation: {', '.join(bad)}", store="mongo") from exc
         ensure_safe(doc)
         check_size(doc, self.max_record_bytes, what=f"{collection} record")
+        return doc["_id"], _bson(collection, doc)
+
+    async def _accept(self, collection: str, doc_id: str, payload: bytes) -> str | None:
         try:
-            await self._put(collection, doc)
+            await self._commit(collection, payload)
         except QueueFull:
             self._dropped += 1
             RECORDS_DROPPED.labels(reason="queue_full").inc()
             log.warning("ai log queue full (%d records); a %s record was not accepted", self.queue.max_records,
                         collection)
             return None
-        return doc["_id"]
+        return doc_id
 
     async def _put(self, collection: str, doc: Mapping[str, Any]) -> None:
         """Commit a built document to the queue as it is (no checks: `record` does them)."""
-        try:
-            payload = bson.encode(doc, codec_options=_CODEC)
-        except (InvalidDocument, OverflowError, TypeError) as exc:
-            raise InvalidData(f"{collection} record cannot be encoded ({type(exc).__name__})", store="mongo") from exc
+        await self._commit(collection, _bson(collection, doc))
+
+    async def _commit(self, collection: str, payload: bytes) -> None:
         await self.queue.put(self.target, collection, payload)
         self._buffered += 1
         self._wake.set()
@@ -412,10 +440,18 @@ class AILogger:
                 continue
             if settled:
                 delay = 0.05
+                if len(batch) < self.batch_size and not (stop_when_empty or self._stopping):
+                    await self._linger()
             else:  # records answered with an unknown code: retried after the backoff
                 self._retries += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
+
+    async def _linger(self) -> None:
+        if self.linger_s > 0 and not self._urgent.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), self.linger_s)
+        self._urgent.clear()
 
     async def _nap(self, seconds: float) -> None:
         self._wake.clear()
@@ -441,6 +477,7 @@ class AILogger:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._drain(stop_when_empty=True), remaining)
             else:
+                self._urgent.set()
                 self._wake.set()
             depth = await self.queue.depth(self.target)
             if depth == 0:
@@ -455,6 +492,7 @@ class AILogger:
         """Drain what the store takes within `timeout` (not waiting out an outage), then stop; what is left
         stays in the queue (durable) for the next process. Returns the final stats."""
         self._stopping = True
+        self._urgent.set()
         self._wake.set()
         if self._task is not None:
             # Let the drainer finish the batch in hand: cancelled between the server's answer and the queue's

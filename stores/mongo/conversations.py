@@ -25,16 +25,19 @@ class ConversationOwners:
         db = self._source.db if isinstance(self._source, MongoStore) else self._source
         return db[names.CONVERSATION_OWNERS]
 
-    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str, new: bool = False) -> bool:
         """True when `owner` owns the conversation (it already did, or it is new and now does); False when
-        another owner has it. `user_id` is the user the conversation's records are logged under."""
+        another owner has it. `user_id` is the user the conversation's records are logged under. `new`: the id
+        was just minted (a session trace), so the insert is tried first: one round trip instead of two, the same
+        answer either way."""
         coll = self._coll
         # Through the credit store's breaker: while it is open the claim is refused at once (StoreUnavailable),
         # not after a server-selection timeout per call.
         async with guard("claim conversation", coll):
-            found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
-            if found is not None:
-                return found.get("owner") == owner
+            if not new:
+                found = await coll.find_one({"_id": {"$eq": conversation_id}}, {"owner": 1})
+                if found is not None:
+                    return found.get("owner") == owner
             try:
                 await coll.insert_one({"_id": conversation_id, "owner": owner, "user_id": user_id,
                                        "created_at": now()})

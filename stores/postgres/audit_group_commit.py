@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 
 from stores.errors import StoreUnavailable
@@ -46,7 +47,10 @@ class GroupCommitAudit:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((entry, fut))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
+            # Not in the caller's context: a batch carries the rows of many calls, so its session is not named
+            # after the first one's request id (each row records its own), and the audit pool's session keeps
+            # its plain name, which spares the renaming round trip on the path every call waits for.
+            self._flusher = asyncio.create_task(self._flush_loop(), context=contextvars.Context())
         try:
             return await asyncio.wait_for(fut, self.timeout_s)  # cancels `fut` on timeout: its row is dropped
         except TimeoutError:

@@ -106,3 +106,23 @@ async def test_the_expiry_is_checked_again_at_the_call(expires_in, accepted):
             assert refused.value.code == "expired_token"
     finally:
         auth_context_var.reset(reset)
+
+
+def test_a_token_accepted_before_is_only_checked_for_expiry(verifications, monkeypatch):
+    """Presented again, an accepted token's signature and claims are not verified again, but its expiry is; a
+    refused token is verified (and refused) every time."""
+    token = issue_token("support_agent", "s", settings=S)
+    tokens = bearer.VerifiedTokens(S)
+    first = tokens.principal(token)
+    assert tokens.principal(token) == first and verifications == [token]
+    forged = token[:-4] + "AAAA"
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            tokens.principal(forged)
+    assert verifications == [token, forged, forged]
+    # Past its expiry (and the leeway) by this process's clock, the remembered principal is not used: the token
+    # goes through the full verification again (which refuses an expired token: test_guards).
+    later = first.expires_at + bearer.LEEWAY_S + 1
+    monkeypatch.setattr(bearer.time, "time", lambda: later)
+    tokens.principal(token)
+    assert verifications == [token, forged, forged, token]

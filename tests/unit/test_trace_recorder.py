@@ -26,6 +26,11 @@ class Sink:
         self.records.append((collection, dict(fields)))
         return fields.get("_id")
 
+    async def record_many(self, items):
+        for _, model, _fields in items:
+            model.model_validate(_fields)  # all validated before any is kept, as the AI logger does
+        return [await self.record(*item) for item in items]
+
     async def log_prompt(self, *a, **k):
         return None
 
@@ -42,7 +47,7 @@ class Owners:
         self.owner: dict[str, str] = {}
         self.down = False
 
-    async def claim(self, conversation_id, owner, *, user_id):
+    async def claim(self, conversation_id, owner, *, user_id, new=False):
         if self.down:
             raise ConnectionError("credit store down")
         return self.owner.setdefault(conversation_id, owner) == owner
@@ -166,3 +171,42 @@ async def test_stepwise_documents_equal_the_documents_at_once():
     for volatile in ("created_at", "expires_at"):
         written.pop(volatile), again.pop(volatile)
     assert written == again and "Ama" not in json.dumps(written["output"])
+
+
+async def test_a_session_trace_minted_for_a_call_is_claimed_as_new():
+    """A session trace id the recorder just minted is claimed with `new=True` (insert first, one round trip);
+    a conversation the client named is looked up as before."""
+    owners, seen = Owners(), []
+    plain = owners.claim
+
+    async def claim(conversation_id, owner, *, user_id, new=False):
+        seen.append((conversation_id, new))
+        return await plain(conversation_id, owner, user_id=user_id, new=new)
+
+    owners.claim = claim
+    rec = await TraceRecorder(Sink(), digest_key=KEY, owners=owners).start()
+    who = customer()
+    session = ctx()
+    first, _ = call(rec, who, {"n": 1}, c=session)
+    call(rec, who, {"n": 2}, c=session)  # the same session: its trace is claimed once
+    call(rec, who, {"n": 3}, meta={META_CONVERSATION: "conv-1"})
+    await rec.stop()
+    assert seen == [(first.session_trace, True), ("conv-1", False)]
+
+
+async def test_flush_writes_what_is_queued_while_a_call_stays_in_flight():
+    """While the queue is short each step waits for a moment without calls (up to `idle_wait_s`); a flush does
+    not: what is queued is handed to the logger though a call stays in flight."""
+    sink = Sink()
+    rec = await TraceRecorder(sink, digest_key=KEY, idle_wait_s=600).start()
+    who = customer()
+    busy = rec.begin(ctx(), "tool_call")
+    for n in range(2):
+        call(rec, who, {"n": n})
+    assert await rec.flush(30)
+    assert len(sink.observations()) == 2
+    state = new_call_state("get_wallet_balances", {})
+    state.principal = who
+    rec.end(busy, state, None)
+    await rec.stop()
+    assert len(sink.observations()) == 3

@@ -64,6 +64,27 @@ async def test_bad_records_rejected_with_clear_errors(db, kwargs, queue):
     assert logger.stats.buffered == 0 and await logger.queue.depth() == 0
 
 
+async def test_records_given_together_are_all_queued_or_none(db, queue):
+    """record_many checks every document before any is queued: one bad document keeps the others out too; good
+    ones are committed together and written."""
+    from stores.mongo.documents import ModelPrediction
+
+    logger = AILogger(db, queue=queue)
+    user = uid()
+
+    def prediction(**extra):
+        return (names.MODEL_PREDICTIONS, ModelPrediction, {"model": "m", "version": "1", "user_id": user,
+                                                           "inputs": {}, "outputs": {}, "latency_ms": 1.0, **extra})
+
+    with pytest.raises(InvalidData):
+        await logger.record_many([prediction(), prediction(inputs={"$where": "1"})])
+    assert logger.stats.buffered == 0 and await logger.queue.depth() == 0
+    ids = await logger.record_many([prediction(), prediction()])
+    assert all(ids) and len(set(ids)) == 2 and await logger.queue.depth() == 2
+    assert await logger.flush(5)
+    assert await db.model_predictions.count_documents({"user_id": user}) == 2
+
+
 async def test_validation_errors(db, queue):
     logger = AILogger(db, queue=queue)
     with pytest.raises(InvalidData, match="user_id"):

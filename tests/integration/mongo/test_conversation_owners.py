@@ -29,3 +29,15 @@ async def test_of_two_principals_racing_for_a_new_id_exactly_one_wins(db):
         winner = names[won.index(True)]
         assert (await db.conversation_owners.find_one({"_id": conv}))["owner"] == winner
         assert [await owners.claim(conv, n, user_id=n) for n in names] == [n == winner for n in names]
+
+
+async def test_a_claim_that_inserts_first_gives_the_same_answers(db):
+    """`new=True` (a session trace just minted) tries the insert before any lookup: the owner still wins and
+    keeps the id, and another principal's claim of it is still refused, with or without the hint."""
+    owners = ConversationOwners(db)
+    conv = f"s-{uuid.uuid4().hex}"
+    assert await owners.claim(conv, "customer:a", user_id="a", new=True)
+    assert await owners.claim(conv, "customer:a", user_id="a", new=True)
+    assert not await owners.claim(conv, "customer:b", user_id="b", new=True)
+    assert not await owners.claim(conv, "customer:b", user_id="b")
+    assert (await db.conversation_owners.find_one({"_id": conv}))["owner"] == "customer:a"
