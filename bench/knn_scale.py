@@ -258,8 +258,10 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     search = await SearchStore(stores.settings.opensearch_url.get_secret_value(), prefix=PREFIX).connect()
     try:
         encoder = encoder_from_settings()
-        engine, m0, efc0 = args.ingest_graph
-        method = KnnMethod(engine=engine, m=m0, ef_construction=efc0)
+        # A new index gets --ingest-graph, else the settings' graph (KREDETE_KNN_M / _EF_CONSTRUCTION).
+        method = KnnMethod(**dict(zip(("engine", "m", "ef_construction"), args.ingest_graph, strict=True))) \
+            if args.ingest_graph else KnnMethod()
+        engine, m0, efc0 = method.engine, method.m, method.ef_construction
         meta = await IndexManager(search).meta(chunks_spec())
         if meta and meta.get("knn_method") and not args.fresh:  # resuming: the graph the index was built with
             method = KnnMethod.from_body(meta["knn_method"])
@@ -371,8 +373,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000, help="at most this many users")
     ap.add_argument("--min-chunks", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200, help="queries per set (written, in-corpus)")
-    ap.add_argument("--ingest-graph", type=parse_graph, default=parse_graph("16:128"),
-                    help="[engine:]m:ef_construction of a new ingested index (an existing one keeps its own)")
+    ap.add_argument("--ingest-graph", type=parse_graph, default=None,
+                    help="[engine:]m:ef_construction of a new ingested index (default: the settings' "
+                         "KREDETE_KNN_M / KREDETE_KNN_EF_CONSTRUCTION; an existing index keeps its own)")
     ap.add_argument("--graphs", type=parse_graph, nargs="*", default=[parse_graph(g) for g in DEFAULT_GRAPHS],
                     help="[engine:]m:ef_construction of each one-segment copy to measure")
     ap.add_argument("--ef", type=int, nargs="+", default=list(EF_SEARCH), help="ef_search values")
