@@ -8,8 +8,10 @@ The corpus is the credit records of the first users the seed would make (`kredet
 documents, built in memory from the same seed): the newest version of each credit report, every dispute and
 every action plan, converted, chunked, redacted, embedded and indexed by the real ingestion pipeline into an
 index prefix of its own (`kredete-knnscale`). It takes users in seed order until the chunks reach
-`--min-chunks` (at most `--users`). Ingestion resumes after an interruption (its checkpoints live in that
-prefix's `ingest-state` index); `--fresh` starts over; `--no-ingest` measures what is indexed so far.
+`--min-chunks` (at most `--users`), counted before redaction, so the index can hold fewer (`--min-chunks
+100000` indexed 95,012 chunks on 2026-12-07; 107000 then gave 105,199). Ingestion resumes after an
+interruption (its checkpoints live in that prefix's `ingest-state` index); `--fresh` starts over; `--no-ingest`
+measures what is indexed so far.
 
 Two query sets: `written` (the benchmark's written questions and customers' phrases: far from the templated
 records, the harder set) and `in_corpus` (6-16 word windows of randomly chosen indexed chunks). Each query runs
@@ -331,6 +333,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "index": concrete, "engine": engine, "m": m0, "ef_construction": efc0, "segments": segments,
                 "results": await measure(search, concrete, queries, truth, tuple(args.ef),
                                           tuple(args.filtered_ef), args.concurrency)}
+        RESULTS.with_suffix(".partial.json").write_text(json.dumps({**out, "graphs": graphs}, indent=2) + "\n")
         # Each graph also as a copy merged to one segment: a search visits every segment's graph, so graphs
         # compare only at the same segment count.
         for engine_i, m, efc in args.graphs:
