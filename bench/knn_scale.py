@@ -8,8 +8,10 @@ The corpus is the credit records of the first users the seed would make (`kredet
 documents, built in memory from the same seed): the newest version of each credit report, every dispute and
 every action plan, converted, chunked, redacted, embedded and indexed by the real ingestion pipeline into an
 index prefix of its own (`kredete-knnscale`). It takes users in seed order until the chunks reach
-`--min-chunks` (at most `--users`). Ingestion resumes after an interruption (its checkpoints live in that
-prefix's `ingest-state` index); `--fresh` starts over; `--no-ingest` measures what is indexed so far.
+`--min-chunks` (at most `--users`), counted before redaction, so the index can hold fewer (`--min-chunks
+100000` indexed 95,012 chunks on 2026-12-07; 107000 then gave 105,199). Ingestion resumes after an
+interruption (its checkpoints live in that prefix's `ingest-state` index); `--fresh` starts over; `--no-ingest`
+measures what is indexed so far.
 
 Two query sets: `written` (the benchmark's written questions and customers' phrases: far from the templated
 records, the harder set) and `in_corpus` (6-16 word windows of randomly chosen indexed chunks). Each query runs
@@ -258,8 +260,10 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     search = await SearchStore(stores.settings.opensearch_url.get_secret_value(), prefix=PREFIX).connect()
     try:
         encoder = encoder_from_settings()
-        engine, m0, efc0 = args.ingest_graph
-        method = KnnMethod(engine=engine, m=m0, ef_construction=efc0)
+        # A new index gets --ingest-graph, else the settings' graph (KREDETE_KNN_M / _EF_CONSTRUCTION).
+        method = KnnMethod(**dict(zip(("engine", "m", "ef_construction"), args.ingest_graph, strict=True))) \
+            if args.ingest_graph else KnnMethod()
+        engine, m0, efc0 = method.engine, method.m, method.ef_construction
         meta = await IndexManager(search).meta(chunks_spec())
         if meta and meta.get("knn_method") and not args.fresh:  # resuming: the graph the index was built with
             method = KnnMethod.from_body(meta["knn_method"])
@@ -329,6 +333,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "index": concrete, "engine": engine, "m": m0, "ef_construction": efc0, "segments": segments,
                 "results": await measure(search, concrete, queries, truth, tuple(args.ef),
                                           tuple(args.filtered_ef), args.concurrency)}
+        RESULTS.with_suffix(".partial.json").write_text(json.dumps({**out, "graphs": graphs}, indent=2) + "\n")
         # Each graph also as a copy merged to one segment: a search visits every segment's graph, so graphs
         # compare only at the same segment count.
         for engine_i, m, efc in args.graphs:
@@ -371,8 +376,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000, help="at most this many users")
     ap.add_argument("--min-chunks", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200, help="queries per set (written, in-corpus)")
-    ap.add_argument("--ingest-graph", type=parse_graph, default=parse_graph("16:128"),
-                    help="[engine:]m:ef_construction of a new ingested index (an existing one keeps its own)")
+    ap.add_argument("--ingest-graph", type=parse_graph, default=None,
+                    help="[engine:]m:ef_construction of a new ingested index (default: the settings' "
+                         "KREDETE_KNN_M / KREDETE_KNN_EF_CONSTRUCTION; an existing index keeps its own)")
     ap.add_argument("--graphs", type=parse_graph, nargs="*", default=[parse_graph(g) for g in DEFAULT_GRAPHS],
                     help="[engine:]m:ef_construction of each one-segment copy to measure")
     ap.add_argument("--ef", type=int, nargs="+", default=list(EF_SEARCH), help="ef_search values")
