@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from rich.table import Table
 from config import ports
 from config.errors import ConfigError
 from config.settings import Settings, check_coherent, get_settings
-from kredete.stack.base import Server, ServerStatus, StackError
+from kredete.stack.base import Server, ServerStatus, StackError, side_by_side
 from kredete.stack.ferretdb import FerretDBServer
 from kredete.stack.minio import AccessLogReceiver, MinioColdServer, MinioReplicaServer, MinioServer
 from kredete.stack.postgres import PostgresPrimary, PostgresReplica
@@ -251,18 +252,13 @@ def _lanes(servers: list[Server], depends: dict[str, tuple[str, ...]]) -> list[l
 def _start_lanes(lanes: list[list[Server]], console: Console) -> list[ServerStatus]:
     """Provision and start each lane's servers in order, the lanes in parallel threads; the first failure is
     raised once every lane has finished (a lane half-way through is not abandoned mid-start)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     lanes = [lane for lane in lanes if lane]
     if not lanes:
         return []
     names = ", ".join(s.name for lane in lanes for s in lane)
-    with console.status(f"[bold]starting[/] {names}"), ThreadPoolExecutor(len(lanes)) as pool:
-        futures = [pool.submit(_start_lane, lane, console) for lane in lanes]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
-    return [row for f in futures for row in f.result()]
+    with console.status(f"[bold]starting[/] {names}"):
+        started = side_by_side([functools.partial(_start_lane, lane, console) for lane in lanes])
+    return [row for rows in started for row in rows]
 
 
 def _start_lane(lane: list[Server], console: Console) -> list[ServerStatus]:
@@ -297,14 +293,7 @@ def _batches(servers: list[Server]) -> list[list[Server]]:
 
 
 def _start_together(batch: list[Server]) -> None:
-    if len(batch) == 1:
-        batch[0].start()
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(batch)) as pool:
-        for future in [pool.submit(server.start) for server in batch]:
-            future.result()
+    side_by_side([server.start for server in batch])
 
 
 def _backups_ready(started: set[str], console: Console) -> None:
@@ -386,17 +375,12 @@ def _stop_phases(servers: list[Server], depends: dict[str, tuple[str, ...]]) -> 
 def _stop_lanes(lanes: list[list[Server]]) -> None:
     """Stop each lane's servers in order, the lanes in parallel threads; the first failure is raised once
     every lane has finished (the other lanes are still stopped)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def stop(lane: list[Server]) -> None:
         for server in lane:
             server.stop()
 
-    with ThreadPoolExecutor(len(lanes)) as pool:
-        futures = [pool.submit(stop, lane) for lane in lanes]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
+    side_by_side([functools.partial(stop, lane) for lane in lanes])
 
 
 def _leader_last(servers: list[Server]) -> list[Server]:

@@ -17,8 +17,10 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -39,6 +41,20 @@ class ServerStatus(BaseModel):
     kind: str  # "real" or "fallback: <why>"
     url: str
     note: str = ""
+
+
+T = TypeVar("T")
+
+
+def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run each call in a thread of its own and wait for every one; their results in order, or the first
+    failure raised once all have finished (none is abandoned half-way: a server mid-start or mid-stop)."""
+    with ThreadPoolExecutor(max(1, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

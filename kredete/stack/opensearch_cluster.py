@@ -16,11 +16,11 @@ reason, before or while it starts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
 import signal
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from config import ports
-from kredete.stack.base import ServerStatus, StackError, listening, pid_alive
+from kredete.stack.base import ServerStatus, StackError, listening, pid_alive, side_by_side
 from kredete.stack.opensearch import OpenSearchServer
 
 #: One name for every node of the cluster; a node configured with another is refused at start.
@@ -310,21 +310,7 @@ class SearchCluster:
         """Provision once, start every node at the same time, wait for green; returns the seconds it took."""
         t0 = time.monotonic()
         self.nodes[0].provision()
-        errors: list[BaseException] = []
-
-        def one(node: OpenSearchNode) -> None:
-            try:
-                node.start()
-            except BaseException as exc:  # reported below, after every thread ended
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=(n,)) for n in self.nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        self._each(lambda node: node.start())
         self.wait_status("green", 180)
         return time.monotonic() - t0
 
@@ -336,12 +322,7 @@ class SearchCluster:
         self._each(lambda node: node.reset())
 
     def _each(self, action: Callable[[OpenSearchNode], None]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
-            futures = [pool.submit(action, node) for node in self.nodes]
-        for future in futures:
-            future.result()
+        side_by_side([functools.partial(action, node) for node in self.nodes])
 
     # --- requests to whichever node answers -----------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *, avoid: str | None = None,
