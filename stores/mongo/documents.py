@@ -260,8 +260,8 @@ class DisputeHead(BaseModel):
     resolved_at: UtcDatetime | None = None
 
 
-#: The stored fields a DisputeHead is read from.
-DISPUTE_HEAD_FIELDS = ("user_id", "bureau", "reason", "status", "opened_at", "updated_at", "resolved_at")
+#: The stored fields a DisputeHead is read from (besides `_id`, the row's key).
+DISPUTE_HEAD_FIELDS = tuple(f.alias or name for name, f in DisputeHead.model_fields.items() if name != "id")
 
 
 class ActionStep(Part):
