@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     #: from the primary's pg_stat_replication); with none left they go to the primary.
     postgres_replica_max_lag_bytes: int = Field(16 * 1024 * 1024, ge=0)
     postgres_replica_max_lag_s: float = Field(5.0, ge=0)
-    #: Local profile: `default` (primary + two streaming replicas) or `ha` (Patroni over etcd).
-    stack_profile: Literal["default", "ha"] = "default"
+    #: Local profile: `default` (primary + two streaming replicas), `ha` (Patroni over etcd) or `lean` (the primary
+    #: only: no replicas, no WAL archiving; reads go to the primary; for size runs that need the disk).
+    stack_profile: Literal["default", "ha", "lean"] = "default"
     #: The primary switches WAL segments at least this often (archive_timeout), bounding the RPO of a
     #: restore from backups alone.
     archive_timeout_s: int = Field(15, ge=1, le=3600)
@@ -385,9 +386,11 @@ def resolve(settings: Settings | None = None) -> Settings:
         hosts = ",".join(f"127.0.0.1:{p}" for p in port)
         return SecretStr(f"postgresql://{user}:{secret(name)}@{hosts}/{db or s.postgres_db}{attrs}")
 
-    replicas = (ports.POSTGRES_REPLICA, ports.POSTGRES_REPLICA2)
+    replicas: tuple[int, ...] = (ports.POSTGRES_REPLICA, ports.POSTGRES_REPLICA2)
     primaries: tuple[int, ...] = (ports.POSTGRES,)
     rw = ""
+    if s.stack_profile == "lean":
+        replicas = primaries  # no replicas run: reads on the primary (the store opens no replica pool for it)
     if s.stack_profile == "ha":
         # Any Patroni member may be the leader; libpq/asyncpg pick the writable one, and reads use every
         # member (the store skips the one that is not a standby).

@@ -10,8 +10,9 @@ from rich.markup import escape
 from kredete.commands.common import fail
 
 Only = Annotated[list[str] | None, typer.Option("--only", help="Limit to these servers (repeatable).")]
-Profile = Annotated[str | None, typer.Option("--profile", help="default (primary + 2 replicas, pgBackRest) or ha "
-                                             "(Patroni over 3-member etcd, a three-node search cluster); default: "
+Profile = Annotated[str | None, typer.Option("--profile", help="default (primary + 2 replicas, pgBackRest), ha "
+                                             "(Patroni over 3-member etcd, a three-node search cluster) or lean "
+                                             "(the primary alone, no WAL archive: size runs); default: "
                                              "KREDETE_STACK_PROFILE")]
 
 

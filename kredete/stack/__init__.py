@@ -31,14 +31,14 @@ DEPENDS = {"postgres-replica": ("postgres",), "postgres-replica2": ("postgres",)
 #: The HA profile: Patroni members need the etcd quorum; FerretDB needs a leader.
 HA_DEPENDS = {**{f"ha-pg{i}": ("etcd1", "etcd2", "etcd3") for i in (1, 2, 3)},
               "mongo": ("etcd1", "etcd2", "etcd3", "ha-pg1", "ha-pg2", "ha-pg3")}
-PROFILES = ("default", "ha")
+PROFILES = ("default", "ha", "lean")
 #: `--only opensearch` in the ha profile names the three nodes of the search cluster.
 HA_ALIASES = {"opensearch": tuple(f"opensearch-{i}" for i in (1, 2, 3))}
 
 
 def profile() -> str:
-    """`default` (primary + two streaming replicas, pgBackRest) or `ha` (Patroni over etcd):
-    KREDETE_STACK_PROFILE, or `kredete stack up --profile`."""
+    """`default` (primary + two streaming replicas, pgBackRest), `ha` (Patroni over etcd) or `lean` (the primary
+    alone, no WAL archiving: size runs): KREDETE_STACK_PROFILE, or `kredete stack up --profile`."""
     return get_settings().stack_profile
 
 
@@ -81,10 +81,12 @@ def all_servers(name: str | None = None) -> list[Server]:
                 *(OpenSearchNode(cluster, i) for i in range(len(cluster.nodes))), AccessLogReceiver(),
                 MinioColdServer(), MinioServer(), MinioReplicaServer()]
         return [*data, *monitoring_servers(data)]
-    primary = PostgresPrimary()
-    data = [primary, PostgresReplica(primary),
-            PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2),
-            redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
+    if (name or profile()) == "lean":  # the primary alone: no replicas, no WAL archive (reads go to the primary)
+        pg: list[Server] = [PostgresPrimary(archive=False)]
+    else:
+        primary = PostgresPrimary()
+        pg = [primary, PostgresReplica(primary), PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2)]
+    data = [*pg, redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
             MinioColdServer(), MinioServer(), MinioReplicaServer()]
     return [*data, *monitoring_servers(data)]
 

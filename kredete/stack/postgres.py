@@ -154,6 +154,11 @@ class PostgresPrimary(_PostgresBase):
     name = "postgres"
     port = ports.POSTGRES
 
+    def __init__(self, *, archive: bool = True) -> None:
+        super().__init__()
+        #: False (the `lean` profile): never archives WAL, even where an earlier `default` stack set it up.
+        self.archive = archive
+
     def prepare(self) -> None:
         self._prepare_dir()
         if (self.pgdata / "PG_VERSION").exists():
@@ -195,7 +200,9 @@ class PostgresPrimary(_PostgresBase):
         from kredete.stack.pgbackrest import write_archive_conf
 
         argv, env = super().command()
-        if (self.pgdata / "PG_VERSION").exists():
+        if not self.archive:
+            self.archive_conf.unlink(missing_ok=True)
+        elif (self.pgdata / "PG_VERSION").exists():
             write_archive_conf(self)
             self._include_archive_conf()
         return argv, env

@@ -3,8 +3,9 @@
 A replica URL may name several hosts, libpq style (`postgresql://u:p@h1:5433,h2:5434/db`): each host gets its
 own pool and reads are spread over them (round robin). A replica that is down, promoted, not streaming from
 this primary, or lagging past `max_lag_bytes` / `max_lag_s` is skipped until it recovers; with none left,
-reads go to the primary. Lag comes from the primary's `pg_stat_replication` (bytes behind in WAL and
-`replay_lag`), matched to a replica by its `cluster_name` (the WAL receiver's application_name).
+reads go to the primary (always, when the replica URL is the primary's). Lag comes from the primary's
+`pg_stat_replication` (bytes behind in WAL and `replay_lag`), matched to a replica by its `cluster_name` (the WAL
+receiver's application_name).
 """
 
 from __future__ import annotations
@@ -145,8 +146,10 @@ class PostgresStore:
         self._sizes = (min_size, max_size)
         self.primary: asyncpg.Pool | None = None
         self._retry_first, self._retry_max = replica_retry_s
+        # A replica URL that is the primary's (an external primary alone, the `lean` stack profile) is no replica:
+        # reads go to the primary's pool, and no second pool is opened on it to be skipped as "not a standby".
         self.replicas = [ReplicaState(u, retry_delay=self._retry_first) for u in split_hosts(replica_url)] \
-            if replica_url else []
+            if replica_url and replica_url != primary_url else []
         self._reconnect = asyncio.Lock()
         self._rr = itertools.count()
         self.max_lag_bytes, self.max_lag_s, self._lag_check_s = max_lag_bytes, max_lag_s, lag_check_s
