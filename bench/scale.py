@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from config.settings import resolve  # noqa: E402
+from config.settings import get_settings, resolve  # noqa: E402
 from kredete.seed.mongo import (  # noqa: E402
     BATCH,
     SEEDED,
@@ -82,6 +82,9 @@ RESULTS = ROOT / "bench" / "results" / "scale.json"
 #: at 200 users, rounded up (dbStats is not read at size: FerretDB 1.24 counts every
 #: document for it). The bench holds up to three copies at once (seeder, raw, one-at-a-time).
 BYTES_PER_USER = 56_000
+#: Copies of every PostgreSQL byte per stack profile: `default` the primary, its two streaming replicas and the WAL
+#: archived to S3 by pgBackRest; `ha` three Patroni members and the archive; `lean` the primary alone (size runs).
+POSTGRES_COPIES = {"default": 4, "ha": 4, "lean": 1}
 out = Console()
 
 
@@ -94,13 +97,20 @@ def summary(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ms), 2), "p99_ms": round(pct(ms, 0.99), 2), "calls": len(ms)}
 
 
+def postgres_copies(profile: str | None = None) -> int:
+    """How many copies of each PostgreSQL byte the local stack keeps under `profile` (default: the current one)."""
+    return POSTGRES_COPIES[profile or get_settings().stack_profile]
+
+
 def check_disk(users: int, copies: int) -> None:
-    """Refuse up front a size that does not fit (PostgreSQL's data lives in the worktree's .local/)."""
-    need = BYTES_PER_USER * users * copies * 1.3  # + WAL and sort space while loading and indexing
+    """Refuse up front a size that does not fit (PostgreSQL's data lives in the worktree's .local/, once per copy
+    the stack profile keeps)."""
+    kept = postgres_copies()
+    need = BYTES_PER_USER * users * copies * kept * 1.3  # + WAL and sort space while loading and indexing
     free = shutil.disk_usage(ROOT).free
     if need > free:
-        sys.exit(f"refused: {users} users need about {need / 2**30:.1f} GiB ({copies} database(s)), "
-                 f"{free / 2**30:.1f} GiB free")
+        sys.exit(f"refused: {users} users need about {need / 2**30:.1f} GiB ({copies} database(s), each kept "
+                 f"{kept}x by the {get_settings().stack_profile} stack profile), {free / 2**30:.1f} GiB free")
 
 
 async def fresh(url: str, name: str, timeout: float = 5.0) -> MongoStore:

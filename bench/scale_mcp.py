@@ -21,6 +21,12 @@ an interrupted run, run again without `--remeasure`, keeps the tools it finished
 sizes), plot: bench/results/scale_mcp.png (one panel per principal, one line per tool).
 
 Goals (issue 20): every tool's p50 at the largest size <= 1.5x its p50 at the smallest; p99 <= 200 ms at the largest.
+
+Stack profile: size runs use the `lean` one (`KREDETE_STACK_PROFILE=lean`, `kredete stack up --profile lean`): the
+PostgreSQL primary alone, without the default profile's two streaming replicas and pgBackRest WAL archive, because
+those keep every PostgreSQL byte four times: 100k users would take ~40 GB of disk instead of ~11. Reads that go to a
+replica on the default stack then hit the primary (the write and read paths share one server). The estimate and the
+up-front refusal follow the running profile's copies; the profile is recorded with each size's results.
 """
 
 from __future__ import annotations
@@ -57,32 +63,34 @@ P99_GOAL_MS = 200.0
 PAYMENTS_BYTES_PER_USER = 20_000
 #: The user's S3 documents (35 % of users have 1-3): the documents bucket after 10k users (88 MB), rounded up.
 DOCUMENT_BYTES_PER_USER = 10_000
-#: Copies of every PostgreSQL byte on the local stack: the primary, its two streaming replicas and the WAL
-#: archived to S3 by pgBackRest (the credit store is FerretDB on the same PostgreSQL).
-POSTGRES_COPIES = 4
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 # --- pure parts (unit-tested) ---------------------------------------------------------------------------
 
-def disk_needed(users: int) -> int:
-    """Bytes a dataset of `users` takes on the local stack: the credit store's per-user size (bench/scale.py's
-    measurement) and the payments rows, each in every PostgreSQL copy, plus the documents; +30 % for WAL and
-    index builds (bench/scale.py's margin). 10k users grew `.local/` by 3.0 GB (this gives 3.9)."""
-    from bench.scale import BYTES_PER_USER
+def disk_needed(users: int, profile: str | None = None) -> int:
+    """Bytes a dataset of `users` takes on the local stack under `profile` (default: the current one): the credit
+    store's per-user size (bench/scale.py's measurement) and the payments rows, each in every PostgreSQL copy the
+    profile keeps (the credit store is FerretDB on the same PostgreSQL; `lean`: the primary alone; `default`: also
+    two replicas and the WAL archive), plus the documents; +30 % for WAL and index builds (bench/scale.py's
+    margin). 10k users grew `.local/` of the default profile by 3.0 GB (this gives 3.9)."""
+    from bench.scale import BYTES_PER_USER, postgres_copies
 
-    pg = (BYTES_PER_USER + PAYMENTS_BYTES_PER_USER) * POSTGRES_COPIES
+    pg = (BYTES_PER_USER + PAYMENTS_BYTES_PER_USER) * postgres_copies(profile)
     return int(users * (pg + DOCUMENT_BYTES_PER_USER) * 1.3)
 
 
-def disk_refusal(users: int, free: int, keep_free: int, done: float = 0.0) -> str | None:
+def disk_refusal(users: int, free: int, keep_free: int, done: float = 0.0, profile: str | None = None) -> str | None:
     """Why a dataset of `users` must not be seeded (None: it fits and leaves `keep_free` bytes); `done`: the share
     a resumed seed has loaded already (only the rest is still to come)."""
-    need = disk_needed(users) * (1 - done)
+    need = disk_needed(users, profile) * (1 - done)
     if free - need < keep_free:
         part = f" ({done:.0%} seeded already)" if done else ""
-        return (f"refused: {users:,} users need about {need / 2**30:.1f} GiB more{part}; {free / 2**30:.1f} GiB "
-                f"free, and {keep_free / 2**30:.0f} GiB must stay free")
+        from config.settings import get_settings
+
+        return (f"refused: {users:,} users need about {need / 2**30:.1f} GiB more{part} on the "
+                f"{profile or get_settings().stack_profile} stack profile; {free / 2**30:.1f} GiB free, and "
+                f"{keep_free / 2**30:.0f} GiB must stay free")
     return None
 
 
@@ -541,6 +549,7 @@ def save(results: dict[str, Any], path: Path = RESULTS) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from bench.profile_calls import LIMITS
+    from config.settings import get_settings
     from evals.harness import _run_steps, http_server
 
     log = lambda m: console.log(m)  # noqa: E731
@@ -580,7 +589,7 @@ def run(args: argparse.Namespace) -> None:
         def entries(res: dict[int, dict[str, Any]], coverage: dict[str, Any], complete: bool) -> None:
             nonlocal results
             host = {"python": platform.python_version(), "cores": os.cpu_count(), "load_avg_start": load_start,
-                    "load_avg_end": os.getloadavg()}
+                    "load_avg_end": os.getloadavg(), "stack_profile": get_settings().stack_profile}
             for n in todo:
                 s = samples[n]
                 results = merge(results, n, {

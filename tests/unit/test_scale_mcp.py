@@ -22,6 +22,17 @@ def test_the_disk_estimate_grows_with_users_and_includes_the_credit_store():
     assert disk_needed(1_000) > 1_000 * BYTES_PER_USER
 
 
+def test_the_estimate_counts_the_postgres_copies_of_the_stack_profile():
+    # lean: the primary alone; default: + two streaming replicas and the pgBackRest WAL archive (ha: 3 members + it)
+    lean, default = disk_needed(100_000, "lean"), disk_needed(100_000, "default")
+    assert lean < default and disk_needed(100_000, "ha") == default
+    assert 9 * GB < lean < 15 * GB and 35 * GB < default < 45 * GB  # ~11 vs ~40 GB at 100k users
+    # 100k users fit the lean stack on a disk with 58 GB free keeping 25 free; on the default stack they are refused
+    assert disk_refusal(100_000, free=58 * GB, keep_free=25 * GB, profile="lean") is None
+    why = disk_refusal(100_000, free=58 * GB, keep_free=25 * GB, profile="default")
+    assert why is not None and "default stack profile" in why
+
+
 def test_a_size_that_does_not_fit_is_refused_with_the_estimate():
     need = disk_needed(100_000)
     assert disk_refusal(100_000, free=need + 26 * GB, keep_free=25 * GB) is None
