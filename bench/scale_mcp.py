@@ -277,8 +277,11 @@ async def draw(users: int, n_customers: int, rng: random.Random) -> Sample:
     try:
         ids = list(dict.fromkeys([str(user_id_for(SEED, i)) for i in cpicks] + staff_ids))
         disputes: dict[str, list[str]] = {}
-        async for d in mongo.db["dispute_cases"].find({"user_id": {"$in": ids}}, {"_id": 1, "user_id": 1}):
-            disputes.setdefault(d["user_id"], []).append(str(d["_id"]))
+        # One `$eq` per user: FerretDB pushes it down to the user_id index; `$in` is not pushed down and read every
+        # dispute (13 s at 100k users on this machine at load ~4, 0.8 s for these ~800 lookups; the same sample).
+        for uid in ids:
+            async for d in mongo.db["dispute_cases"].find({"user_id": {"$eq": uid}}, {"_id": 1, "user_id": 1}):
+                disputes.setdefault(d["user_id"], []).append(str(d["_id"]))
     finally:
         await mongo.close()
     async with direct_connection(settings.postgres_url.get_secret_value()) as conn:
