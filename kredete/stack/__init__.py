@@ -84,7 +84,7 @@ def all_servers(name: str | None = None) -> list[Server]:
     if (name or profile()) == "lean":  # the primary alone: no replicas, no WAL archive (reads go to the primary)
         pg: list[Server] = [PostgresPrimary(archive=False)]
     else:
-        primary = PostgresPrimary()
+        primary = PostgresPrimary(archive=True)
         pg = [primary, PostgresReplica(primary), PostgresReplica(primary, "postgres-replica2", ports.POSTGRES_REPLICA2)]
     data = [*pg, redis_server(get_settings().redis_topology), FerretDBServer(), OpenSearchServer(), AccessLogReceiver(),
             MinioColdServer(), MinioServer(), MinioReplicaServer()]

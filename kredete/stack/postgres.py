@@ -15,6 +15,7 @@ from pathlib import Path
 
 from config import ports
 from config.secrets import local_secrets
+from config.settings import get_settings
 from kredete.stack.base import (
     Server,
     StackError,
@@ -154,10 +155,11 @@ class PostgresPrimary(_PostgresBase):
     name = "postgres"
     port = ports.POSTGRES
 
-    def __init__(self, *, archive: bool = True) -> None:
+    def __init__(self, *, archive: bool | None = None) -> None:
         super().__init__()
-        #: False (the `lean` profile): never archives WAL, even where an earlier `default` stack set it up.
-        self.archive = archive
+        #: False (the `lean` profile, the default under it): never archives WAL, even where an earlier `default`
+        #: stack set it up.
+        self.archive = get_settings().stack_profile != "lean" if archive is None else archive
 
     def prepare(self) -> None:
         self._prepare_dir()

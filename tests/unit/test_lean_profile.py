@@ -77,6 +77,8 @@ def test_the_lean_primary_never_archives_wal(profile):
     profile("lean")
     primary = next(s for s in stack.all_servers() if s.name == "postgres")
     assert isinstance(primary, PostgresPrimary) and primary.archive is False
+    assert PostgresPrimary().archive is False  # also one made elsewhere (a drill, a restore) under this profile
+    assert next(s for s in stack.all_servers("default") if s.name == "postgres").archive is True
     # a .local/ that a default stack once archived from: the lean start drops its archive settings
     primary.archive_conf.parent.mkdir(parents=True)
     primary.archive_conf.write_text("archive_mode = on\n")
