@@ -75,7 +75,8 @@ def fit_to_budget(payload: dict[str, Any], list_field: str | None, *, max_tokens
     cut = _Cut(payload, list_field, max_tokens, cursor_after)
     items = payload.get(list_field) if list_field else None
     if isinstance(items, list) and items:
-        best = _largest(lambda n: fits(cut.with_rows(n), max_tokens), 1, len(items) - 1) if len(items) > 1 else None
+        ok = _memo(lambda n: fits(cut.with_rows(n), max_tokens))
+        best = _largest_near(ok, 1, len(items) - 1, _rows_guess(cut, items, max_tokens)) if len(items) > 1 else None
         if best is not None:
             return cut.with_rows(best), True
         cut.rows = 1  # even one row is too big: trim inside it
@@ -84,6 +85,56 @@ def fit_to_budget(payload: dict[str, Any], list_field: str | None, *, max_tokens
     if (out := cut.trim_strings()) is not None:
         return out, True
     raise OutputTooLarge()
+
+
+def _rows_guess(cut: _Cut, items: list[Any], max_tokens: int) -> int:
+    """How many rows of the list should fit, from each row's own token count. A JSON array's count is the sum of
+    its rows' counts to within a token or two at each join (BPE splits text into pieces at punctuation before
+    merging), so the first guess lands within a few rows of the exact cut while encoding only about one
+    budget's worth of text, where bisecting from the whole list encodes many times that."""
+    total = count_tokens(cut.with_rows(1))
+    # What a row adds beyond its own count in the list: the comma, less what merges at the join (`},{"`).
+    join = count_tokens(items[:2]) - count_tokens(items[:1]) - count_tokens(items[1])
+    n = 1
+    for row in items[1:]:
+        total += count_tokens(row) + join
+        if total > max_tokens:
+            break
+        n += 1
+    return max(n, 1)
+
+
+def _memo(ok: Callable[[int], bool]) -> Callable[[int], bool]:
+    seen: dict[int, bool] = {}
+
+    def probe(n: int) -> bool:
+        if n not in seen:
+            seen[n] = ok(n)
+        return seen[n]
+
+    return probe
+
+
+def _largest_near(ok: Callable[[int], bool], lo: int, hi: int, guess: int) -> int | None:
+    """`_largest(ok, lo, hi)`, probing outward from `guess` in doubling steps: a good guess costs two probes
+    (it fits, one more row does not) where bisecting [lo, hi] costs log2(hi - lo)."""
+    guess = min(max(guess, lo), hi)
+    step = 1
+    if ok(guess):
+        good = guess
+        while good < hi:
+            probe = min(hi, good + step)
+            if not ok(probe):
+                return _largest(ok, good, probe - 1)
+            good, step = probe, step * 2
+        return good
+    bad = guess
+    while bad > lo:
+        probe = max(lo, bad - step)
+        if ok(probe):
+            return _largest(ok, probe, bad - 1)
+        bad, step = probe, step * 2
+    return None
 
 
 def _largest(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:

@@ -123,3 +123,56 @@ def test_what_cannot_be_cut_enough_fails_with_a_clear_error():
     with pytest.raises(OutputTooLarge) as info:
         fit_to_budget(payload, None)
     assert "too large" in info.value.message and info.value.decision == "error"
+
+
+@pytest.mark.parametrize("rows", [2, 40, 90, 180, 540, 3000])
+def test_a_list_keeps_the_longest_prefix_that_fits(rows):
+    from bench.budget_fit import cells
+    from guards.budget import _Cut
+
+    payload = {"cells": cells(rows), "next_cursor": None}
+    out, truncated = fit_to_budget(payload, "cells", max_tokens=1500)
+    if count_tokens(payload) <= 1500:
+        assert not truncated and out is payload
+        return
+    kept = len(out["cells"])
+    assert truncated and out["cells"] == payload["cells"][:kept] and count_tokens(out) <= 1500
+    if kept < rows - 1:  # maximal: the same cut one row longer does not fit
+        assert count_tokens(_Cut(payload, "cells", 1500, None).with_rows(kept + 1)) > 1500
+
+
+@pytest.mark.parametrize("guess", [1, 2, 7, 50, 63, 64, 65, 99, 100])
+@pytest.mark.parametrize("cut_at", [0, 1, 5, 64, 100])
+def test_probing_from_a_guess_finds_what_bisection_finds(guess, cut_at):
+    from guards.budget import _largest, _largest_near
+
+    probes: list[int] = []
+
+    def ok(n: int) -> bool:
+        probes.append(n)
+        return n <= cut_at
+
+    assert _largest_near(ok, 1, 100, guess) == _largest(lambda n: n <= cut_at, 1, 100)
+    if guess == cut_at and 1 <= cut_at < 100:
+        assert sorted(set(probes)) == [cut_at, cut_at + 1]  # a right guess: it fits, one more does not
+
+
+def test_a_right_guess_makes_the_row_cut_cheap(monkeypatch):
+    import guards.budget as budget
+    from bench.budget_fit import cells
+
+    payload = {"cells": cells(540), "next_cursor": None}
+    encoded: list[int] = []
+    real = budget.count_tokens
+
+    def counting(value):
+        text = value if isinstance(value, str) else budget._json(value)
+        encoded.append(len(text))
+        return real(value)
+
+    monkeypatch.setattr(budget, "count_tokens", counting)
+    out, _ = fit_to_budget(payload, "cells")
+    # After counting the whole answer once (it does not fit), the cut encodes about three budgets' worth: the rows
+    # one by one up to the budget, the guess and the guess plus one; bisecting from half the list took ~12.
+    assert encoded[0] == len(budget._json(payload))
+    assert sum(encoded[1:]) < 4 * len(budget._json(out))
