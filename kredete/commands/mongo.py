@@ -56,7 +56,8 @@ def ensure_indexes() -> None:
     for note in report.notes:
         out.print(f"[yellow]note:[/] {escape(note)}")
     if pushdown.rows:
-        pd = Table(title=f"pushdown indexes ({pushdown.backend.value}: GIN jsonb_path_ops on (_jsonb -> field))")
+        pd = Table(title=f"pushdown indexes ({pushdown.backend.value}: GIN jsonb_path_ops on (_jsonb -> field); "
+                         "btree on it for a (range) field)")
         for col in ("collection", "field", "PostgreSQL index", "status", "seconds", "size"):
             pd.add_column(col, justify="right" if col in ("seconds", "size") else "left")
         for r in pushdown.rows:

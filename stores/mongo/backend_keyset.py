@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,37 @@ def _decode(raw: str | None, kind: str | None, what: str) -> Any:
     if kind == "date":
         return _EPOCH + timedelta(milliseconds=int(value))  # exact, like BSON's own decoding
     return value
+
+
+def _extra_sql(fields: Sequence[str]) -> str:
+    """Top-level values returned with each position, as JSON text with their `$s` type."""
+    return "".join(f", (_jsonb -> '{f}')::text AS \"v_{f}\", _jsonb #>> '{{$s,p,{f},t}}' AS \"t_{f}\""
+                   for f in fields)
+
+
+def epoch_ms(value: datetime) -> int:
+    """A datetime as FerretDB stores a BSON date: epoch milliseconds (sub-millisecond part dropped, as BSON does)."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Cond:
+    """`field op value` on a top-level field: a date (a datetime value) or an integer, op one of < <= > >=."""
+
+    field: str
+    op: str
+    value: datetime | int
+
+    def __post_init__(self) -> None:
+        if self.op not in ("<", "<=", ">", ">="):
+            raise StoreError(f"unsupported comparison {self.op!r}", store="mongo")
+        if isinstance(self.value, bool) or not isinstance(self.value, (datetime, int)):
+            raise StoreError(f"{self.field}: ranges compare dates or integers", store="mongo")
+
+
+def _cond_arg(c: Cond) -> str:
+    return json.dumps(epoch_ms(c.value) if isinstance(c.value, datetime) else c.value)
 
 
 class MissingTable(StoreError):
@@ -145,25 +177,22 @@ class BackendKeyset:
             where.append(f"({key}, (_jsonb -> '_id')) < (${n + 1}::jsonb, ${n + 2}::jsonb)")
             n += 2
         cond = f" WHERE {' AND '.join(where)}" if where else ""
-        extra = "".join(f", (_jsonb -> '{f}')::text AS \"v_{f}\", _jsonb #>> '{{$s,p,{f},t}}' AS \"t_{f}\""
-                        for f in fields)
+        extra = _extra_sql(fields)
         return (f"SELECT {COMMENT} ({key})::text AS v, _jsonb ->> '_id' AS id{extra} "
                 f"FROM {_ident(schema)}.{_ident(table)}{cond} "
                 f"ORDER BY {key} DESC, (_jsonb -> '_id') DESC LIMIT ${n + 1}")
 
-    async def page(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,
-                   after: Position | None = None, limit: int, fields: Sequence[str] = ()) -> list[Position]:
-        eq = eq or {}
-        args = _page_args(eq, after, limit)
+    async def _fetch(self, collection: str, make_sql: Callable[[str], str], args: Sequence[Any],
+                     *, value: bool = False) -> Any:
+        """Run the statement `make_sql(table)` (rows, or its one value); a table dropped and made again meanwhile
+        is looked up once more. MissingTable: no such collection (or not FerretDB's PostgreSQL)."""
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
                 for attempt in (0, 1):
-                    table = await self._table(conn, collection)
-                    sql = self.page_sql(table, self.db_name, sort_field, list(eq), after is not None, fields)
+                    sql = make_sql(await self._table(conn, collection))
                     try:
-                        rows = await conn.fetch(sql, *args)
-                        break
+                        return await (conn.fetchval(sql, *args) if value else conn.fetch(sql, *args))
                     except asyncpg.UndefinedTableError:
                         self._tables.pop(collection, None)  # dropped and created again: a new table name
                         if attempt:
@@ -175,16 +204,95 @@ class BackendKeyset:
             raise StoreUnavailable(f"FerretDB's PostgreSQL did not answer ({type(exc).__name__})",
                                    store="mongo") from exc
         except asyncpg.PostgresError as exc:
-            raise StoreError(f"keyset page on {collection} refused ({type(exc).__name__})", store="mongo") from exc
+            raise StoreError(f"keyset read on {collection} refused ({type(exc).__name__})", store="mongo") from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _positions(collection: str, key: str, rows: Sequence[Any], fields: Sequence[str]) -> list[Position]:
         out = []
         for r in rows:
             try:
                 value = int(r["v"])
             except (TypeError, ValueError) as exc:  # a sort value that is not a date or integer
-                raise StoreError(f"{collection}: a {sort_field} that is not a date", store="mongo") from exc
+                raise StoreError(f"{collection}: a {key} that is not a date or an integer", store="mongo") from exc
             out.append(Position(value, str(r["id"]), {f: _decode(r[f"v_{f}"], r[f"t_{f}"], f"{collection}.{f}")
                                                       for f in fields}))
         return out
+
+    async def page(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,
+                   after: Position | None = None, limit: int, fields: Sequence[str] = ()) -> list[Position]:
+        eq = eq or {}
+        rows = await self._fetch(collection, lambda table: self.page_sql(table, self.db_name, sort_field, list(eq),
+                                                                         after is not None, fields),
+                                 _page_args(eq, after, limit))
+        return self._positions(collection, sort_field, rows, fields)
+
+    # ranges --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def range_sql(table: str, schema: str, key: str, where: Sequence[Cond], *, order: str = "asc",
+                  limit: bool = False, fields: Sequence[str] = (), count: bool = False) -> str:
+        """Rows whose `where` conditions all hold, in `key` order (ties in no given order, as a find's sort on one
+        field leaves them: a single-column btree serves it without a sort step), or their count. Each condition
+        compares one top-level field with a parameter of the same kind (a date: epoch ms, and the stored value
+        must be a date as FerretDB's `$s` records it; an integer: a stored number), so a value of another type
+        never matches, as in MongoDB's comparison (jsonb orders strings and nulls below every number)."""
+        if order not in ("asc", "desc"):
+            raise StoreError(f"order must be asc or desc, not {order!r}", store="mongo")
+        for f in (key, *(c.field for c in where), *fields):
+            if "." in check_field(f):
+                raise StoreError(f"keyset reads take top-level fields only, not {f!r}", store="mongo")
+        parts: list[str] = []
+        for n, c in enumerate(where, 1):
+            parts.append(f"(_jsonb -> '{c.field}') {c.op} ${n}::jsonb")
+            parts.append(f"_jsonb #>> '{{$s,p,{c.field},t}}' = 'date'" if isinstance(c.value, datetime)
+                         else f"jsonb_typeof(_jsonb -> '{c.field}') = 'number'")
+        if not any(c.field == key for c in where):  # the key itself: numbers or dates only (no nulls first)
+            parts.append(f"jsonb_typeof(_jsonb -> '{key}') = 'number'")
+        cond = f" WHERE {' AND '.join(dict.fromkeys(parts))}" if parts else ""
+        src = f"FROM {_ident(schema)}.{_ident(table)}{cond}"
+        if count:
+            return f"SELECT {COMMENT} count(*) {src}"
+        direction = "DESC" if order == "desc" else "ASC"
+        tail = f" LIMIT ${len(where) + 1}" if limit else ""
+        return (f"SELECT {COMMENT} (_jsonb -> '{key}')::text AS v, _jsonb ->> '_id' AS id{_extra_sql(fields)} {src} "
+                f"ORDER BY (_jsonb -> '{key}') {direction}{tail}")
+
+    async def range(self, collection: str, key: str, where: Sequence[Cond] = (), *, order: str = "asc",
+                    limit: int | None = None, fields: Sequence[str] = ()) -> list[Position]:
+        """Positions (`key` value, `_id`, and the `fields` asked for) of the documents matching every condition,
+        in `key` order: what FerretDB would answer to the same range find with that sort, served by a btree index
+        whose leading column is `key` (a range and order FerretDB 1.24 applies in memory after a full scan)."""
+        args: list[Any] = [_cond_arg(c) for c in where]
+        if limit is not None:
+            args.append(limit)
+        rows = await self._fetch(collection, lambda table: self.range_sql(
+            table, self.db_name, key, where, order=order, limit=limit is not None, fields=fields), args)
+        return self._positions(collection, key, rows, fields)
+
+    async def count(self, collection: str, where: Sequence[Cond]) -> int:
+        """How many documents match every condition (the range's index, no document decoded)."""
+        if not where:
+            raise StoreError("count needs a condition", store="mongo")
+        return int(await self._fetch(collection, lambda table: self.range_sql(
+            table, self.db_name, where[0].field, where, count=True), [_cond_arg(c) for c in where], value=True))
+
+    async def existing_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
+        """Which of these string `_id`s the collection holds (one lookup on the `_id` index, for any number of
+        ids: the `$in` FerretDB 1.24 answers by reading the whole collection)."""
+        if not ids:
+            return set()
+        rows = await self._fetch(collection, lambda table: (
+            f"SELECT {COMMENT} _jsonb ->> '_id' AS id FROM {_ident(self.db_name)}.{_ident(table)} "
+            "WHERE (_jsonb -> '_id') = ANY($1::jsonb[])"), [[json.dumps(i) for i in ids]])
+        return {str(r["id"]) for r in rows}
+
+    async def explain_range(self, collection: str, key: str, where: Sequence[Cond] = (), *, order: str = "asc",
+                            limit: int | None = None) -> dict[str, Any]:
+        """PostgreSQL's JSON plan of `range` (index names in it show which index serves it)."""
+        args: list[Any] = [_cond_arg(c) for c in where] + ([limit] if limit is not None else [])
+        plan = await self._fetch(collection, lambda table: "EXPLAIN (FORMAT JSON) " + self.range_sql(
+            table, self.db_name, key, where, order=order, limit=limit is not None), args, value=True)
+        return json.loads(plan)[0]
 
     async def explain(self, collection: str, sort_field: str, *, eq: dict[str, Any] | None = None,
                       after: Position | None = None, limit: int = 21) -> dict[str, Any]:
@@ -245,3 +353,17 @@ class BackendKeyset:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+#: The keyset of each (motor client, database name) a MongoStore made: code handed only the database (the outbox,
+#: the retention job, the monitoring) finds its store's keyset here.
+_BY_CLIENT: weakref.WeakKeyDictionary[Any, dict[str, BackendKeyset]] = weakref.WeakKeyDictionary()
+
+
+def register_keyset(client: Any, keyset: BackendKeyset) -> None:
+    _BY_CLIENT.setdefault(client, {})[keyset.db_name] = keyset
+
+
+def keyset_of(db: Any) -> BackendKeyset | None:
+    """The keyset registered for this motor database's client and name (None: no FerretDB backend known)."""
+    return _BY_CLIENT.get(db.client, {}).get(db.name)

@@ -24,7 +24,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel, Field
@@ -32,6 +32,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from stores.errors import StoreError
+from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, keyset_of
 from stores.mongo.collections import (
     ACTION_PLANS,
     CDC_CHECKPOINTS,
@@ -86,21 +87,74 @@ def plan_event_id(plan_id: str) -> str:
 
 
 _EMIT_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
+#: Ids per `_id` lookup of `Outbox._missing` on FerretDB's backend.
+_ID_CHUNK = 5_000
+#: Events per round of `prune`'s deletes on FerretDB's backend (each deleted by `_id`, a pushed-down equality).
+_PRUNE_CHUNK = 1_000
+T = TypeVar("T")
 
 
 class Outbox:
-    """Append-only event log with a monotonically allocated sequence number."""
+    """Append-only event log with a monotonically allocated sequence number.
 
-    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+    On FerretDB's PostgreSQL backend (a `keyset`: by default the one registered for `db`'s MongoStore) every read
+    by a range or order of `seq`, `at`, `updated_at` or `created_at` (the next seq, a consumer's batch, the prune
+    watermark, the reconciliation window) walks FerretDB's btree index in PostgreSQL and reads the documents by
+    `_id`: FerretDB 1.24 pushes no range, `$in`, sort or limit down, so the same find reads the whole collection.
+    Without a keyset (MongoDB, or `use_keyset=False`), or before the collection exists, the finds themselves.
+    """
+
+    def __init__(self, db: AsyncIOMotorDatabase, *, keyset: BackendKeyset | None = None,
+                 use_keyset: bool = True) -> None:
         self.db = db
         self.coll = db[OUTBOX]
+        self.keyset = (keyset or keyset_of(db)) if use_keyset else None
         # One emitter at a time per process and database: spares the unique-index retry loop the
         # in-process contention; other processes are still serialised by the unique index.
         self._lock = _EMIT_LOCKS.setdefault((id(db.client), db.name), asyncio.Lock())
 
+    async def _read(self, fast: Callable[[BackendKeyset], Awaitable[T]], slow: Callable[[], Awaitable[T]]) -> T:
+        """`fast` on the keyset when there is one and it knows the collection, else `slow` (the find)."""
+        if self.keyset is not None:
+            with contextlib.suppress(MissingTable):
+                return await fast(self.keyset)
+        return await slow()
+
     async def _last_seq(self) -> int:
-        doc = await self.coll.find_one({}, {"seq": 1}, sort=[("seq", DESCENDING)])
-        return int(doc["seq"]) if doc else 0
+        async def fast(ks: BackendKeyset) -> int:
+            pos = await ks.range(OUTBOX, "seq", order="desc", limit=1)
+            return pos[0].value if pos else 0
+
+        async def slow() -> int:
+            doc = await self.coll.find_one({}, {"seq": 1}, sort=[("seq", DESCENDING)])
+            return int(doc["seq"]) if doc else 0
+
+        return await self._read(fast, slow)
+
+    async def last_seq(self) -> int:
+        """The newest event's seq (0: none)."""
+        return await self._last_seq()
+
+    async def first_after(self, seq: int) -> dict[str, Any] | None:
+        """The oldest event after `seq` (its `_id`, `seq` and `at`), None when there is none."""
+        async def fast(ks: BackendKeyset) -> dict[str, Any] | None:
+            pos = await ks.range(OUTBOX, "seq", [Cond("seq", ">", seq)], limit=1, fields=("at",))
+            return {"_id": pos[0].id, "seq": pos[0].value, "at": pos[0].fields["at"]} if pos else None
+
+        return await self._read(fast, lambda: self.coll.find_one({"seq": {"$gt": seq}}, {"seq": 1, "at": 1},
+                                                                 sort=[("seq", ASCENDING)]))
+
+    async def after(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` events after `seq`, in seq order (whole documents)."""
+        async def fast(ks: BackendKeyset) -> list[dict[str, Any]]:
+            ids = [p.id for p in await ks.range(OUTBOX, "seq", [Cond("seq", ">", seq)], limit=limit)]
+            docs = [await self.coll.find_one({"_id": {"$eq": i}}) for i in ids]
+            return [d for d in docs if d is not None]  # one pruned meanwhile is gone, as from the find
+
+        async def slow() -> list[dict[str, Any]]:
+            return await self.coll.find({"seq": {"$gt": seq}}).sort("seq", ASCENDING).limit(limit).to_list(limit)
+
+        return await self._read(fast, slow)
 
     async def emit(self, topic: str, op: str, document_id: str, user_id: str | None, data: dict[str, Any],
                    *, event_id: str, max_attempts: int = 200) -> ChangeEvent | None:
@@ -150,35 +204,89 @@ class Outbox:
         checkpoints = await self.consumers()
         last = await self._last_seq()
         upto = min([last - 1, *checkpoints.values()])
-        if upto < last - 1 and await self.coll.count_documents({"seq": {"$gt": upto}, "at": {"$lt": cutoff}},
-                                                               limit=1):
+        if upto < last - 1 and await self._old_after(upto, cutoff):
             slowest = sorted(n for n, c in checkpoints.items() if c == upto)
             log.warning("outbox: consumers %s hold back events older than %s (unregister dead consumers)",
                         slowest, retention)
-        newest_old = await self.coll.find_one({"seq": {"$lte": upto}, "at": {"$lt": cutoff}}, {"seq": 1},
-                                              sort=[("seq", DESCENDING)]) if upto > 0 else None
+        newest_old = await self._newest_old(upto, cutoff) if upto > 0 else None
         if newest_old is None:
             return 0
-        flt = {"seq": {"$lte": int(newest_old["seq"])}}
         if dry_run:
-            return await self.coll.count_documents(flt)
+            return await self._read(lambda ks: ks.count(OUTBOX, [Cond("seq", "<=", newest_old)]),
+                                    lambda: self.coll.count_documents({"seq": {"$lte": newest_old}}))
         # Watermark before deleting: whoever still needed those events must see a loss, never skip it.
         await self.db[CDC_CHECKPOINTS].update_one({"_id": {"$eq": PRUNED_ID}},
-                                                  {"$max": {"seq": int(newest_old["seq"])}, "$set": {"at": now()}},
+                                                  {"$max": {"seq": newest_old}, "$set": {"at": now()}},
                                                   upsert=True)
-        return (await self.coll.delete_many(flt)).deleted_count
+        return await self._read(lambda ks: self._delete_upto(ks, newest_old), lambda: self._delete_many(newest_old))
+
+    async def _old_after(self, upto: int, cutoff: datetime) -> bool:
+        """Whether an event after `upto` is older than `cutoff` (one a consumer holds back)."""
+        where = [Cond("seq", ">", upto), Cond("at", "<", cutoff)]
+        return bool(await self._read(
+            lambda ks: ks.range(OUTBOX, "seq", where, limit=1),
+            lambda: self.coll.count_documents({"seq": {"$gt": upto}, "at": {"$lt": cutoff}}, limit=1)))
+
+    async def _newest_old(self, upto: int, cutoff: datetime) -> int | None:
+        """The highest seq up to `upto` of an event older than `cutoff`."""
+        async def fast(ks: BackendKeyset) -> int | None:
+            pos = await ks.range(OUTBOX, "seq", [Cond("seq", "<=", upto), Cond("at", "<", cutoff)], order="desc",
+                                 limit=1)
+            return pos[0].value if pos else None
+
+        async def slow() -> int | None:
+            doc = await self.coll.find_one({"seq": {"$lte": upto}, "at": {"$lt": cutoff}}, {"seq": 1},
+                                           sort=[("seq", DESCENDING)])
+            return int(doc["seq"]) if doc else None
+
+        return await self._read(fast, slow)
+
+    async def _delete_many(self, upto: int) -> int:
+        return (await self.coll.delete_many({"seq": {"$lte": upto}})).deleted_count
+
+    async def _delete_upto(self, ks: BackendKeyset, upto: int) -> int:
+        """Every event up to `upto`, oldest first, each by `_id` (FerretDB reads the whole collection for the
+        `delete_many` by range)."""
+        deleted = 0
+        while ids := [p.id for p in await ks.range(OUTBOX, "seq", [Cond("seq", "<=", upto)], limit=_PRUNE_CHUNK)]:
+            for i in ids:
+                deleted += (await self.coll.delete_one({"_id": {"$eq": i}, "seq": {"$lte": upto}})).deleted_count
+            if len(ids) < _PRUNE_CHUNK:
+                break
+        return deleted
 
     async def _missing(self, ids: list[str]) -> set[str]:
         if not ids:
             return set()
-        found = {d["_id"] async for d in self.coll.find({"_id": {"$in": ids}}, {"_id": 1})}
-        return set(ids) - found
+
+        async def fast(ks: BackendKeyset) -> set[str]:
+            found: set[str] = set()
+            for n in range(0, len(ids), _ID_CHUNK):
+                found |= await ks.existing_ids(OUTBOX, ids[n:n + _ID_CHUNK])
+            return found
+
+        async def slow() -> set[str]:
+            return {d["_id"] async for d in self.coll.find({"_id": {"$in": ids}}, {"_id": 1})}
+
+        return set(ids) - await self._read(fast, slow)
+
+    async def _changed(self, collection: str, field: str, since: datetime, fields: tuple[str, ...]
+                       ) -> list[dict[str, Any]]:
+        """`_id` and `fields` of the documents of `collection` whose date `field` is at or after `since`."""
+        async def fast(ks: BackendKeyset) -> list[dict[str, Any]]:
+            return [{"_id": p.id, **p.fields} for p in await ks.range(collection, field, [Cond(field, ">=", since)],
+                                                                      fields=fields)]
+
+        async def slow() -> list[dict[str, Any]]:
+            return [d async for d in self.db[collection].find({field: {"$gte": since}}, dict.fromkeys(fields, 1))]
+
+        return await self._read(fast, slow)
 
     async def reconcile(self, since: datetime) -> int:
         """Re-emit events of changes made since `since` whose outbox write was lost; returns how many."""
         emitted = 0
-        disputes = [d async for d in self.db[DISPUTE_CASES].find(
-            {"updated_at": {"$gte": since}}, {"user_id": 1, "status": 1, "revision": 1, "last_event_id": 1})]
+        disputes = await self._changed(DISPUTE_CASES, "updated_at", since,
+                                       ("user_id", "status", "revision", "last_event_id"))
         missing = await self._missing([d["last_event_id"] for d in disputes if d.get("last_event_id")])
         for d in disputes:
             if d.get("last_event_id") in missing:
@@ -186,8 +294,7 @@ class Outbox:
                                 {"status": d["status"], "revision": d["revision"], "reconciled": True},
                                 event_id=d["last_event_id"])
                 emitted += 1
-        reports = [r async for r in self.db[CREDIT_REPORTS].find(
-            {"created_at": {"$gte": since}}, {"user_id": 1, "bureau": 1, "version": 1})]
+        reports = await self._changed(CREDIT_REPORTS, "created_at", since, ("user_id", "bureau", "version"))
         missing = await self._missing([report_event_id(r["_id"]) for r in reports])
         for r in reports:
             if report_event_id(r["_id"]) in missing:
@@ -195,8 +302,7 @@ class Outbox:
                                 {"bureau": r["bureau"], "version": r["version"], "reconciled": True},
                                 event_id=report_event_id(r["_id"]))
                 emitted += 1
-        plans = [p async for p in self.db[ACTION_PLANS].find(
-            {"created_at": {"$gte": since}}, {"user_id": 1, "version": 1})]
+        plans = await self._changed(ACTION_PLANS, "created_at", since, ("user_id", "version"))
         missing = await self._missing([plan_event_id(p["_id"]) for p in plans])
         for p in plans:
             if plan_event_id(p["_id"]) in missing:
@@ -217,8 +323,11 @@ class OutboxConsumer:
     """
 
     def __init__(self, db: AsyncIOMotorDatabase, name: str, *, topics: Iterable[str] = TOPICS,
-                 batch_size: int = 100, gap_timeout: float = 10.0) -> None:
+                 batch_size: int = 100, gap_timeout: float = 10.0, keyset: BackendKeyset | None = None,
+                 use_keyset: bool = True) -> None:
         self.db = db
+        self.keyset = keyset
+        self.use_keyset = use_keyset
         self.name = name
         self.topics = tuple(topics)
         self.batch_size = batch_size
@@ -236,7 +345,7 @@ class OutboxConsumer:
 
     async def register(self) -> None:
         """Create the checkpoint (idempotent); a new consumer starts at the oldest retained event."""
-        outbox = Outbox(self.db)
+        outbox = Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset)
         await self.db[CDC_CHECKPOINTS].update_one(
             {"_id": {"$eq": self._ckpt_id}},
             {"$setOnInsert": {"seq": await outbox.pruned_upto(), "registered_at": now()}}, upsert=True)
@@ -253,14 +362,13 @@ class OutboxConsumer:
         if not self._registered:
             await self.register()
         start = await self.checkpoint()
-        pruned = await Outbox(self.db).pruned_upto()
+        pruned = await Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset).pruned_upto()
         if start < pruned:
             log.error("outbox consumer %r: events %d..%d were pruned before it read them", self.name, start + 1,
                       pruned)
             raise OutboxGap(f"outbox consumer {self.name!r} lost events {start + 1}..{pruned} (pruned while it "
                             "was not registered): rebuild its state, then unregister() and poll again", store="mongo")
-        cursor = self.db[OUTBOX].find({"seq": {"$gt": start}}).sort("seq", ASCENDING).limit(self.batch_size)
-        rows = await cursor.to_list(self.batch_size)
+        rows = await Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset).after(start, self.batch_size)
         out: list[ChangeEvent] = []
         expected = start + 1
         last = start

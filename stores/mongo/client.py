@@ -13,7 +13,7 @@ from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidURI, Op
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreUnavailable, redact_url
 from stores.metrics import MONGO_POOLS
-from stores.mongo.backend_keyset import BackendKeyset
+from stores.mongo.backend_keyset import BackendKeyset, register_keyset
 
 #: The collection a probe reads (FerretDB answers for a collection it does not know without asking its
 #: backend, so a probe reads one every credit store has).
@@ -57,6 +57,8 @@ class MongoStore:
         except (InvalidURI, ConfigurationError, ValueError) as exc:
             raise StoreConfigError(f"malformed MongoDB URL {redact_url(self._url)}", store="mongo") from exc
         _BREAKERS[self.client] = self.breaker
+        if self.keyset is not None:  # the outbox and the jobs, handed the database, find it (`keyset_of`)
+            register_keyset(self.client, self.keyset)
         await self.ping()
         return self
 

@@ -59,6 +59,10 @@ class CollectionSpec:
     `obsolete_indexes`: dropped by `ensure_schema` where they exist. `pushdown`: the fields the
     repositories filter on by equality; on FerretDB's PostgreSQL backend each gets an index of the SQL
     shape FerretDB pushes them down as (`stores.mongo.pushdown`), since its own btree indexes cannot serve it.
+    `ranges`: fields the background jobs read by range or order (`stores.mongo.backend_keyset.range`) that no
+    declared index leads with; on FerretDB's PostgreSQL backend each gets a btree on `(_jsonb -> 'f')`, built
+    CONCURRENTLY by `kredete mongo ensure-indexes` (a Mongo index would make FerretDB build it with a plain
+    CREATE INDEX, which holds every write to the collection for the whole build).
     """
 
     name: str
@@ -68,6 +72,7 @@ class CollectionSpec:
     shard_key: dict[str, int] | None = field(default_factory=lambda: {"user_id": 1})
     obsolete_indexes: tuple[str, ...] = ()
     pushdown: tuple[str, ...] = ("user_id",)
+    ranges: tuple[str, ...] = ()
 
 
 def _ix(name: str, *keys: tuple[str, int], unique: bool = False) -> IndexModel:
@@ -97,7 +102,7 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(ACTION_PLANS, d.ActionPlan, (
         _ix("uniq_user_version", (U, A), ("version", A), unique=True),
         _ix("user_created", (U, A), ("created_at", D)),
-    )),
+    ), ranges=("created_at",)),  # the outbox reconciliation's window (`cdc.Outbox.reconcile`)
     CollectionSpec(BUREAU_RESPONSES, d.BureauResponse, (
         _ix("user_dispute_received", (U, A), ("dispute_id", A), ("received_at", D)),
         _ix("dispute_received", ("dispute_id", A), ("received_at", D)),
@@ -110,7 +115,7 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("user_conversation_created", (U, A), ("conversation_id", A), ("created_at", A)),
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("principal_created", ("principal_subject", A), ("created_at", D)),
-    ), ttl_field="expires_at"),
+    ), ttl_field="expires_at", pushdown=(U, "_id")),  # `_id`: the retention job deletes expired turns by id
     CollectionSpec(EMBEDDINGS, d.EmbeddingRecord, (
         _ix("uniq_user_source_chunk_model", (U, A), ("source_type", A), ("source_id", A), ("chunk_index", A),
             ("model", A), unique=True),
@@ -119,7 +124,7 @@ SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(PROMPT_HISTORY, d.PromptRecord, (
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("name_version_created", ("name", A), ("version", A), ("created_at", D)),
-    ), ttl_field="expires_at"),
+    ), ttl_field="expires_at", pushdown=(U, "_id")),
     CollectionSpec(MODEL_PREDICTIONS, d.ModelPrediction, (
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("model_version_created", ("model", A), ("version", A), ("created_at", D)),
@@ -140,7 +145,8 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("uniq_seq", ("seq", A), unique=True),
         _ix("topic_seq", ("topic", A), ("seq", A)),
         _ix("document_seq", ("document_id", A), ("seq", A)),
-    ), shard_key=None, obsolete_indexes=("ttl_expires_at", "expiry_expires_at"), pushdown=("_id",)),
+    ), shard_key=None, obsolete_indexes=("ttl_expires_at", "expiry_expires_at"), pushdown=("_id",),
+        ranges=("at",)),  # `prune`'s events older than the retention: the few not pruned yet, not the whole log
     CollectionSpec(WRITE_CLAIMS, None, (), ttl_field="expires_at", shard_key=None, pushdown=("_id",)),
     CollectionSpec(CDC_CHECKPOINTS, None, (), shard_key=None, pushdown=()),
     # Checkpoints of resumable bulk loads (`stores.mongo.bulk.LoadProgress`): a few hundred markers per load.
@@ -156,7 +162,7 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("user_trace_started", (U, A), ("trace_id", A), ("started_at", A)),
         _ix("trace_started", ("trace_id", A), ("started_at", A)),
         _ix("started", ("started_at", D)),
-    ), ttl_field="expires_at", pushdown=(U, "trace_id")),
+    ), ttl_field="expires_at", pushdown=(U, "trace_id", "_id")),
     CollectionSpec(PROMPT_VERSIONS, td.PromptVersionDoc, (
         _ix("name_version", ("name", A), ("version", A)),
     ), shard_key=None, pushdown=("_id",)),

@@ -15,6 +15,11 @@ sticks on that connection). So the database FerretDB uses gets `plan_cache_mode 
 execution is planned with its values, and uses the index (`explain`, planned afresh, would not show the
 difference). The setting reaches FerretDB's connections opened afterwards.
 
+For each field a collection's background jobs read by range or order without a declared index leading with it
+(`CollectionSpec.ranges`) it also creates a btree on `(_jsonb -> 'f')`, CONCURRENTLY as well: the shape
+`stores.mongo.backend_keyset.range` walks (a Mongo index would be built by FerretDB with a plain CREATE INDEX,
+which holds the collection's writes for the whole build).
+
 The capability is detected: on a real MongoDB (its own indexes serve the queries) or another FerretDB
 backend nothing is done, and the report says why.
 """
@@ -106,12 +111,19 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def index_sql(schema: str, table: str, fld: str, *, concurrently: bool = True) -> str:
-    """The statement that creates the pushdown index of one field (`fld` is a code-chosen field name)."""
+def range_index_name(table: str, fld: str) -> str:
+    """`<table>_<field>_range_pd`: the btree of a `ranges` field."""
+    return index_name(table, f"{fld}:range")
+
+
+def index_sql(schema: str, table: str, fld: str, *, concurrently: bool = True, btree: bool = False) -> str:
+    """The statement that creates the pushdown index of one field (`fld` is a code-chosen field name), or with
+    `btree` the range index of a `ranges` field."""
     check_field(fld)
     how = "CONCURRENTLY " if concurrently else ""
-    return (f"CREATE INDEX {how}IF NOT EXISTS {_ident(index_name(table, fld))} ON {_ident(schema)}.{_ident(table)} "
-            f"USING gin ((_jsonb -> {_literal(fld)}) jsonb_path_ops)")
+    name = range_index_name(table, fld) if btree else index_name(table, fld)
+    shape = f"btree ((_jsonb -> {_literal(fld)}))" if btree else f"gin ((_jsonb -> {_literal(fld)}) jsonb_path_ops)"
+    return f"CREATE INDEX {how}IF NOT EXISTS {_ident(name)} ON {_ident(schema)}.{_ident(table)} USING {shape}"
 
 
 class PushdownIndexer:
@@ -193,9 +205,10 @@ class PushdownIndexer:
             "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid "
             "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = $1 AND t.relname = $2",
             schema, table)}
-        wanted = {index_name(table, f): f for f in spec.pushdown}
+        wanted = {index_name(table, f): (f, False) for f in spec.pushdown}
+        wanted |= {range_index_name(table, f): (f, True) for f in spec.ranges}
         changed = False
-        for name, fld in wanted.items():
+        for name, (fld, btree) in wanted.items():
             status = "present"
             t0 = time.perf_counter()
             if existing.get(name) is False:
@@ -203,11 +216,12 @@ class PushdownIndexer:
                 await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_ident(schema)}.{_ident(name)}")
                 status = "rebuilt"
             if name not in existing or status == "rebuilt":
-                await conn.execute(index_sql(schema, table, fld))
+                await conn.execute(index_sql(schema, table, fld, btree=btree))
                 status = "created" if status == "present" else status
                 changed = True
             size = await conn.fetchval("SELECT pg_relation_size(to_regclass($1))", f"{_ident(schema)}.{_ident(name)}")
-            report.rows.append(PushdownRow(spec.name, fld, name, status, round(time.perf_counter() - t0, 3),
+            report.rows.append(PushdownRow(spec.name, f"{fld} (range)" if btree else fld, name, status,
+                                           round(time.perf_counter() - t0, 3),
                                            int(size or 0)))
         for name in existing:
             if name.endswith(SUFFIX) and name not in wanted:

@@ -5,6 +5,11 @@ FerretDB 1.x, which refuses `expireAfterSeconds`, it is what enforces retention.
 and training data have no `expires_at` and are never touched. Outbox events have no TTL: they go only
 when older than `OUTBOX_RETENTION` and passed by every registered consumer (`Outbox.prune`).
 `stores.mongo.jobs` runs this periodically inside the MCP server; `kredete mongo retention` runs it once.
+
+On FerretDB's PostgreSQL backend (the store's keyset, `stores.mongo.backend_keyset`) the expired documents are
+found on the btree index of the expiry field (`expiry_<field>`) and deleted one by one by `_id` (a pushed-down
+equality, with the expiry condition again): FerretDB 1.24 answers the `$lt` of `delete_many`/`count_documents`
+by reading and decoding every document of the collection, every minute.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import datetime
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, keyset_of
 from stores.mongo.cdc import Outbox
 from stores.mongo.collections import OUTBOX, SPEC_BY_NAME, TTL_COLLECTIONS
 from stores.mongo.documents import _utc_ms, now
@@ -20,23 +26,40 @@ from stores.mongo.documents import _utc_ms, now
 
 async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
                         collections: tuple[str, ...] = TTL_COLLECTIONS, outbox: bool = True,
-                        dry_run: bool = False) -> dict[str, int]:
-    """Delete (or count, with `dry_run`) expired documents per collection, and prune the outbox."""
+                        dry_run: bool = False, use_keyset: bool = True) -> dict[str, int]:
+    """Delete (or count, with `dry_run`) expired documents per collection, and prune the outbox; `use_keyset`
+    False: by the finds even on FerretDB's backend (the old way, for comparisons)."""
+    keyset = keyset_of(db) if use_keyset else None
     cutoff = _utc_ms(at) if at else now()
     out: dict[str, int] = {}
     for name in collections:
         spec = SPEC_BY_NAME[name]
         if not spec.ttl_field:
             raise ValueError(f"{name} has no expiry field")
-        flt = {spec.ttl_field: {"$lt": cutoff}}
-        if dry_run:
-            out[name] = await db[name].count_documents(flt)
-        else:
-            out[name] = (await db[name].delete_many(flt)).deleted_count
+        out[name] = await _purge(db, name, spec.ttl_field, cutoff, dry_run, keyset)
     if outbox:
-        out[OUTBOX] = await Outbox(db).prune(at=cutoff, dry_run=dry_run)
+        out[OUTBOX] = await Outbox(db, use_keyset=use_keyset).prune(at=cutoff, dry_run=dry_run)
     return out
 
+
+async def _purge(db: AsyncIOMotorDatabase, name: str, fld: str, cutoff: datetime, dry_run: bool,
+                 keyset: BackendKeyset | None, *, chunk: int = 1_000) -> int:
+    flt = {fld: {"$lt": cutoff}}
+    if keyset is not None:
+        try:
+            if dry_run:
+                return await keyset.count(name, [Cond(fld, "<", cutoff)])
+            deleted = 0
+            while ids := [p.id for p in await keyset.range(name, fld, [Cond(fld, "<", cutoff)], limit=chunk)]:
+                before = deleted
+                for i in ids:
+                    deleted += (await db[name].delete_one({"_id": {"$eq": i}, **flt})).deleted_count
+                if len(ids) < chunk or deleted == before:  # the last round; or only documents whose expiry was
+                    break                                  # extended meanwhile (not expired any more) are left
+            return deleted
+        except MissingTable:
+            pass
+    return await db[name].count_documents(flt) if dry_run else (await db[name].delete_many(flt)).deleted_count
 
 
 async def count_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime) -> int:

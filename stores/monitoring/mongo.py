@@ -10,7 +10,6 @@ from pymongo.errors import PyMongoError
 from stores.errors import StoreUnavailable
 from stores.mongo.cdc import Outbox
 from stores.mongo.client import MongoStore
-from stores.mongo.collections import OUTBOX
 from stores.mongo.documents import now
 
 
@@ -49,18 +48,18 @@ class MongoStats:
             raise StoreUnavailable(f"MongoDB statistics failed ({type(exc).__name__})", store="mongo") from exc
         return sorted(out, key=lambda c: c.bytes, reverse=True)
 
-    async def outbox_lag(self, at: datetime | None = None) -> list[ConsumerLag]:
-        """Every registered consumer's lag (events and seconds) behind the newest outbox event."""
+    async def outbox_lag(self, at: datetime | None = None, *, use_keyset: bool = True) -> list[ConsumerLag]:
+        """Every registered consumer's lag (events and seconds) behind the newest outbox event (read by seq's index
+        in FerretDB's PostgreSQL where the store has its keyset, unless `use_keyset` is False: the finds)."""
         db = self.store.db
-        outbox = Outbox(db)
+        outbox = Outbox(db, use_keyset=use_keyset)
         at = at or now()
         try:
             consumers = await outbox.consumers()
-            last = await db[OUTBOX].find_one({}, {"seq": 1}, sort=[("seq", -1)])
-            newest = int(last["seq"]) if last else 0
+            newest = await outbox.last_seq()
             out = []
             for name, seq in sorted(consumers.items()):
-                first = await db[OUTBOX].find_one({"seq": {"$gt": seq}}, {"at": 1}, sort=[("seq", 1)])
+                first = await outbox.first_after(seq)
                 age = 0.0
                 if first is not None and first.get("at") is not None:
                     when = first["at"]
