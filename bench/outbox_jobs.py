@@ -89,6 +89,7 @@ async def op(name: str, old: Callable[[], Awaitable[Any]], new: Callable[[], Awa
     before, a = await timed(old, old_repeat)
     after, b = await timed(new, REPEAT_FAST)
     row = {"before_s": before, "after_s": after, "equal": a == b, "answer": _short(b),
+           **({} if a == b else {"before_answer": _short(a)}),
            "before_plan": ferret_plan(await old_explain), "after_plan": pg_plan(await new_explain)}
     print(f"  {name:38} before {before:9.3f} s  after {after:7.4f} s  equal={a == b}  "
           f"{row['before_plan']['nodes'][:1]} -> {row['after_plan']['index_scans'][:1]}", flush=True)
@@ -122,7 +123,7 @@ async def dataset_ops(store: MongoStore) -> dict[str, Any]:
     since = now() - LOOKBACK
     out: dict[str, Any] = {"documents": {c: await db[c].estimated_document_count()
                                          for c in (DISPUTE_CASES, CREDIT_REPORTS, ACTION_PLANS, *TTL_COLLECTIONS)}}
-    windows = (("1h", since), ("30d", now() - timedelta(days=30)))
+    windows = (("1h", since),)
     for coll, fld, fields in ((DISPUTE_CASES, "updated_at", ("user_id", "status", "revision", "last_event_id")),
                               (CREDIT_REPORTS, "created_at", ("user_id", "bureau", "version")),
                               (ACTION_PLANS, "created_at", ("user_id", "version"))):
@@ -152,14 +153,10 @@ async def _norm(rows: Awaitable[list[dict[str, Any]]], norm: Callable[[Any], Any
     return norm(await rows)
 
 
-async def fill_outbox(store: MongoStore, events: int) -> int:
-    """`events` outbox events over 7 days (the oldest 1% a day older), seq 1..events; reused when complete."""
+async def fill_outbox(store: MongoStore, events: int) -> float:
+    """`events` outbox events over 7 days (the oldest 1% a day older), seq 1..events, in a fresh collection."""
     coll = store.db[OUTBOX]
-    have = await Outbox(store.db).last_seq()
-    if have >= events:
-        return 0
-    if have:
-        await store.db.drop_collection(OUTBOX)
+    await store.db.drop_collection(OUTBOX)
     await ensure_schema(store.db)
     end = now() - timedelta(minutes=5)
     old = events // 100
@@ -218,9 +215,10 @@ async def outbox_ops(store: MongoStore) -> dict[str, Any]:
     out["reconcile _missing (1000 ids, $in)"] = await op(
         "reconcile _missing", lambda: old._missing(ids), lambda: new._missing(ids),
         explain_find(db, OUTBOX, {"_id": {"$in": ids}}), _ids_plan(ks, ids))
-    cutoff = now() - timedelta(days=7)
+    at = now()  # one cutoff for both (events age meanwhile)
+    cutoff = at - timedelta(days=7)
     out["prune (dry run)"] = await op(
-        "prune dry run", lambda: old.prune(dry_run=True), lambda: new.prune(dry_run=True),
+        "prune dry run", lambda: old.prune(dry_run=True, at=at), lambda: new.prune(dry_run=True, at=at),
         explain_find(db, OUTBOX, {"seq": {"$lte": last - 1}, "at": {"$lt": cutoff}}, sort={"seq": -1}, limit=1),
         ks.explain_range(OUTBOX, "seq", [Cond("seq", "<=", last - 1), Cond("at", "<", cutoff)], order="desc",
                          limit=1))

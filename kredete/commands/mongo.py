@@ -23,7 +23,8 @@ def _with_db(fn):
 @mongo_app.command("ensure-indexes")
 def ensure_indexes() -> None:
     """Create collections (validators where supported) and every declared index; on FerretDB's PostgreSQL
-    backend also the PostgreSQL indexes of its pushed-down filters (CONCURRENTLY); idempotent."""
+    backend also the PostgreSQL indexes of its pushed-down filters and of the background jobs' range reads
+    (CONCURRENTLY: reads and writes go on while they build); idempotent."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

@@ -5,6 +5,8 @@
   write and its outbox insert; the server has no multi-document transactions).
 
 Each run is bounded by a timeout; a failure is logged and retried at the next tick (`stores.periodic`).
+On FerretDB's PostgreSQL backend both read by range through PostgreSQL's btree indexes (the store's keyset,
+`stores.mongo.backend_keyset.keyset_of`), not by finds FerretDB would answer with a scan of whole collections.
 """
 
 from __future__ import annotations

@@ -22,7 +22,14 @@ from stores.mongo.backend_keyset import Cond
 from stores.mongo.cdc import Outbox, OutboxConsumer, dispute_event_id, plan_event_id, report_event_id
 from stores.mongo.collections import ACTION_PLANS, CREDIT_REPORTS, DISPUTE_CASES, OUTBOX
 from stores.mongo.documents import now
-from stores.mongo.pushdown import PushdownIndexer, index_sql, plan_nodes, range_index_name
+from stores.mongo.pushdown import (
+    PushdownIndexer,
+    explain_find,
+    index_scans,
+    index_sql,
+    plan_nodes,
+    range_index_name,
+)
 from stores.mongo.retention import purge_expired
 from stores.monitoring.mongo import MongoStats
 from tests.integration.mongo.factories import uid
@@ -67,7 +74,10 @@ async def jobs_db(open_reader_store):
         reports.append({"_id": f"r{n:05}", "user_id": users[n % 50], "bureau": "equifax", "version": n,
                         "created_at": when})
         plans.append({"_id": f"p{n:05}", "user_id": users[n % 50], "version": n, "created_at": when})
-    for coll, docs in ((DISPUTE_CASES, disputes), (CREDIT_REPORTS, reports), (ACTION_PLANS, plans)):
+    observations = [{"_id": f"o{n}", "user_id": users[n % 50], "trace_id": f"t{n // 10}",
+                     "expires_at": t0 + timedelta(minutes=n)} for n in range(DOCS)]
+    for coll, docs in ((DISPUTE_CASES, disputes), (CREDIT_REPORTS, reports), (ACTION_PLANS, plans),
+                       ("trace_observations", observations)):
         await db[coll].insert_many(docs)
     report = await PushdownIndexer(db, url.get_secret_value()).ensure()
     await _analyze(store)
@@ -122,6 +132,11 @@ async def test_each_range_walks_a_btree_index(jobs_db):
         kinds = [n["Node Type"] for n in nodes]
         assert not [k for k in kinds if "Seq" in k or ("Sort" in k and not sort_ok)], (coll, where, kinds)
         assert [n for n in nodes if n.get("Index Name")], (coll, where, kinds)
+    # The jobs' deletes, one document at a time: `_id` (pushed down, on its GIN index) and the range again.
+    for coll, flt in (("trace_observations", {"_id": {"$eq": "o7"}, "expires_at": {"$lt": t0}}),
+                      (OUTBOX, {"_id": {"$eq": "dispute_cases:e7:1"}, "seq": {"$lte": 10}})):
+        explain = await explain_find(store.db, coll, flt)
+        assert explain["filterPushdown"] and [i for i in index_scans(explain) if i.endswith("__id_pd")], explain
     built = {r.index for r in report.created}
     assert any(r.field == "created_at (range)" and r.collection == ACTION_PLANS for r in report.rows)
     plans = plan_nodes((await ks.explain_range(ACTION_PLANS, "created_at", [Cond("created_at", ">=", t0)]))["Plan"])
@@ -217,3 +232,23 @@ async def test_a_gap_is_still_waited_on_then_skipped(open_reader_store):
     assert await consumer.poll() == []
     await asyncio.sleep(0.7)
     assert [e.event_id for e in await consumer.poll()] == ["c"]
+
+
+async def test_concurrent_emits_through_the_index_get_distinct_contiguous_seqs(open_reader_store, mongo_url):
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    store = await open_reader_store("emit")
+    other = AsyncIOMotorClient(mongo_url, tz_aware=True, retryWrites=False)  # a second "process"
+    try:
+        # Two processes reading the next seq through PostgreSQL's index, one through the find: the unique index
+        # on seq still arbitrates.
+        outboxes = [Outbox(store.db), Outbox(other[store.db.name], keyset=store.keyset),
+                    Outbox(other[store.db.name], use_keyset=False)]
+        assert outboxes[0].keyset is not None and outboxes[2].keyset is None
+        events = await asyncio.gather(*(outboxes[i % 3].emit(DISPUTE_CASES, "update", f"d{i}", None, {},
+                                                             event_id=f"c:{i}") for i in range(45)))
+    finally:
+        other.close()
+    assert sorted(e.seq for e in events) == list(range(1, 46))
+    consumer = OutboxConsumer(store.db, "all")
+    assert [e.seq for e in await consumer.poll()] == list(range(1, 46))
