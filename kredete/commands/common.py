@@ -23,16 +23,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-async def with_credit_store(fn: Callable[[MongoStore], Awaitable[T]]) -> T:
+async def with_credit_store(fn: Callable[[MongoStore], Awaitable[T]], *, keyset: bool = False) -> T:
     """`fn` on the settings' credit store, closed after; a store error, on connecting or in `fn`, ends the
-    command with its one-line message."""
+    command with its one-line message. `keyset`: with FerretDB's PostgreSQL read through its reader role (the
+    range reads of the outbox and retention jobs, `stores.mongo.backend_keyset`), when the settings name it."""
     from config.settings import resolve
     from stores.errors import StoreError
     from stores.mongo.client import MongoStore
 
     s = resolve()
     try:
-        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s).connect()
+        backend = s.ferretdb_reader_url.get_secret_value() if keyset and s.ferretdb_reader_url else None
+        store = await MongoStore(s.mongo_url.get_secret_value(), s.mongo_db, timeout=s.connect_timeout_s,
+                                 backend_url=backend).connect()
     except StoreError as exc:
         fail(str(exc))
     try:

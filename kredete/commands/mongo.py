@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(mongo_app, name="mongo")
 
 
-def _with_db(fn):
-    return with_credit_store(lambda store: fn(store.db))
+def _with_db(fn, *, keyset: bool = False):
+    return with_credit_store(lambda store: fn(store.db), keyset=keyset)
 
 
 @mongo_app.command("ensure-indexes")
@@ -84,7 +84,7 @@ def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, do
     """Delete expired conversation/prompt logs and outbox events (what TTL indexes do where supported)."""
     from stores.mongo.retention import purge_expired
 
-    counts = asyncio.run(_with_db(lambda db: purge_expired(db, dry_run=dry_run)))
+    counts = asyncio.run(_with_db(lambda db: purge_expired(db, dry_run=dry_run), keyset=True))
     verb = "would delete" if dry_run else "deleted"
     for name, n in counts.items():
         typer.echo(f"{name}: {verb} {n}")
@@ -107,5 +107,5 @@ def reconcile_outbox(minutes: Annotated[int, typer.Option(help="Look back this m
     from stores.mongo.cdc import Outbox
     from stores.mongo.documents import now
 
-    n = asyncio.run(_with_db(lambda db: Outbox(db).reconcile(now() - timedelta(minutes=minutes))))
+    n = asyncio.run(_with_db(lambda db: Outbox(db).reconcile(now() - timedelta(minutes=minutes)), keyset=True))
     typer.echo(f"re-emitted {n} events")
