@@ -114,6 +114,11 @@ class MissingTable(StoreError):
     """FerretDB keeps no table for the collection in this database (or the backend is not FerretDB's)."""
 
 
+class NotServed(MissingTable):
+    """A range read met a document whose `_id` is not a string (an ObjectId, say): the caller reads by the find,
+    as it does without a table (the ids returned are strings, used as `_id` equalities)."""
+
+
 class BackendKeyset:
     """Keyset pages over one FerretDB database's tables (schema = the database's name).
 
@@ -254,7 +259,8 @@ class BackendKeyset:
             return f"SELECT {COMMENT} count(*) {src}"
         direction = "DESC" if order == "desc" else "ASC"
         tail = f" LIMIT ${len(where) + 1}" if limit else ""
-        return (f"SELECT {COMMENT} (_jsonb -> '{key}')::text AS v, _jsonb ->> '_id' AS id{_extra_sql(fields)} {src} "
+        return (f"SELECT {COMMENT} (_jsonb -> '{key}')::text AS v, _jsonb ->> '_id' AS id, "
+                f"_jsonb #>> '{{$s,p,_id,t}}' AS id_t{_extra_sql(fields)} {src} "
                 f"ORDER BY (_jsonb -> '{key}') {direction}{tail}")
 
     async def range(self, collection: str, key: str, where: Sequence[Cond] = (), *, order: str = "asc",
@@ -267,6 +273,8 @@ class BackendKeyset:
             args.append(limit)
         rows = await self._fetch(collection, lambda table: self.range_sql(
             table, self.db_name, key, where, order=order, limit=limit is not None, fields=fields), args)
+        if any(r["id_t"] != "string" for r in rows):
+            raise NotServed(f"{collection}: an _id that is not a string", store="mongo")
         return self._positions(collection, key, rows, fields)
 
     async def count(self, collection: str, where: Sequence[Cond]) -> int:

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from config.settings import resolve
-from stores.mongo.backend_keyset import Cond
+from stores.mongo.backend_keyset import Cond, NotServed
 from stores.mongo.cdc import Outbox, OutboxConsumer, dispute_event_id, plan_event_id, report_event_id
 from stores.mongo.collections import ACTION_PLANS, CREDIT_REPORTS, DISPUTE_CASES, OUTBOX
 from stores.mongo.documents import now
@@ -217,6 +217,14 @@ async def test_prune_and_retention_delete_through_the_index(open_reader_store):
         "trace_observations": 10}
     left = sorted([d["_id"] async for d in db["trace_observations"].find({})])
     assert left == sorted(["s", *(f"o{n}" for n in range(10, 20))])
+    # An ObjectId `_id` (a document written without one): the ids the index gives are strings, so the find does it.
+    oid = (await db["trace_observations"].insert_one({"trace_id": "t", "expires_at": t0 - timedelta(hours=1)})
+           ).inserted_id
+    with pytest.raises(NotServed):
+        await store.keyset.range("trace_observations", "expires_at", [Cond("expires_at", "<", t0)])
+    assert await purge_expired(db, at=t0, collections=("trace_observations",), outbox=False) == {
+        "trace_observations": 1}
+    assert await db["trace_observations"].count_documents({"_id": oid}) == 0
 
 
 async def test_a_gap_is_still_waited_on_then_skipped(open_reader_store):
