@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from retrieval.chunking import Chunker, ChunkingConfig
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 
 MAX_DOC_CHARS = 1_000_000
 MAX_SKIPS_REPORTED = 100
+#: Batches in flight in `Ingestor.run`: one being prepared, one embedding, one being written.
+PIPELINE_DEPTH = 3
 
 
 class IngestReport(BaseModel):
@@ -76,6 +81,8 @@ class IngestReport(BaseModel):
 
 
 Progress = Callable[[IngestReport], None]
+#: A document ready to index: redacted, its content hash, its chunks.
+Prepared = tuple[SourceDoc, str, list[Chunk]]
 
 
 def content_sha(doc: SourceDoc, text: str, chunking: str = "") -> str:
@@ -172,29 +179,34 @@ class Ingestor:
         report = IngestReport(source=source.name, resumed_after=after)
         batch: list[Record] = []
         last_key = after
-        # Two batches in flight: the next one embeds (a worker thread) while the previous one is written to
-        # OpenSearch (the event loop). Checkpoints follow completed batches in order.
-        pending: tuple[asyncio.Task[None], str] | None = None
+        # A pipeline of PIPELINE_DEPTH batches in flight, one per stage: batch k+2 is redacted, chunked and
+        # looked up while batch k+1 embeds and batch k is written to OpenSearch, so the encoder (the slowest
+        # stage) always has its next batch ready. Each stage takes batches in order; checkpoints follow
+        # finished batches in order.
+        pending: deque[tuple[asyncio.Task[None], str]] = deque()
+        previous: _Stages | None = None
+        batch_failed = False
 
-        async def settle() -> None:
-            nonlocal pending, last_key
-            if pending is not None:
-                task, key = pending
-                pending = None
+        async def settle_oldest() -> None:
+            nonlocal last_key, batch_failed
+            task, key = pending.popleft()
+            try:
                 await task
-                last_key = key
                 report.seconds = time.perf_counter() - t0
-                await self._save_checkpoint(source.name, last_key, False, report)
+                await self._save_checkpoint(source.name, key, False, report)
+            except BaseException:
+                batch_failed = True
+                raise
+            last_key = key
 
         async def submit(records: list[Record]) -> None:
-            nonlocal pending
-            task = asyncio.create_task(self._flush(source.name, records, report, skip_unchanged))
-            try:
-                await settle()
-            except BaseException:
-                task.cancel()
-                raise
-            pending = (task, records[-1].key)
+            nonlocal previous
+            stages = _Stages()
+            pending.append((asyncio.create_task(
+                self._flush(source.name, records, report, skip_unchanged, stages, previous)), records[-1].key))
+            previous = stages
+            while len(pending) >= PIPELINE_DEPTH:
+                await settle_oldest()
 
         try:
             async for rec in source.records(after):
@@ -204,22 +216,26 @@ class Ingestor:
                     batch = []
             if batch:
                 await submit(batch)
-        except Exception:
-            if pending is not None:  # a failing source: what was read is finished and checkpointed
-                await settle()
+            while pending:
+                await settle_oldest()
+        except BaseException as exc:
+            # A failing source: what was read is finished and checkpointed. A failing batch: the run stops at
+            # the last finished one (later batches are cancelled; a resume redoes them). Cancelled (Ctrl-C):
+            # stop now; the next run resumes after the last checkpoint.
+            try:
+                while pending and isinstance(exc, Exception) and not batch_failed:
+                    await settle_oldest()
+            finally:
+                _cancel(pending)
             raise
-        except BaseException:  # cancelled (Ctrl-C): stop now; the next run resumes after the last checkpoint
-            if pending is not None:
-                pending[0].cancel()
-            raise
-        await settle()
         report.seconds = round(time.perf_counter() - t0, 3)
         await self.index.refresh()
         await self._save_checkpoint(source.name, last_key, True, report)
         await self.indexes.prune_tombstones(self.spec)
         return report
 
-    async def _flush(self, source: str, batch: list[Record], report: IngestReport, skip_unchanged: bool) -> None:
+    async def _flush(self, source: str, batch: list[Record], report: IngestReport, skip_unchanged: bool,
+                     stages: _Stages, previous: _Stages | None) -> None:
         skips: list[SkipRecord] = []
         docs: list[SourceDoc] = []
         for rec in batch:
@@ -227,8 +243,19 @@ class Ingestor:
             if rec.error is not None:
                 skips.append(report.skip(source, rec.error.source_id, rec.error.reason))
             docs.extend(rec.docs)
-        await self.index_docs(docs, report, skips, skip_unchanged=skip_unchanged)
+        if previous is not None:
+            await previous.prepared.wait()
+        work = await self._prepare_batch(docs, report, skips, skip_unchanged)
+        stages.prepared.set()
+        if previous is not None:
+            await previous.embedded.wait()
+        vectors = await self._embed_batch(work, report)
+        stages.embedded.set()
+        if previous is not None:
+            await previous.written.wait()
+        await self._write_batch(work, vectors, report, skips)
         await self.state.record_skips(skips)
+        stages.written.set()
         if self.progress:
             self.progress(report)
 
@@ -237,26 +264,43 @@ class Ingestor:
         """Redact, chunk, embed and index `docs`; problems become skip records, never exceptions."""
         report = report or IngestReport(source="docs")
         skips = skips if skips is not None else []
-        prepared = await asyncio.to_thread(self._prepare, docs, report, skips)
+        work = await self._prepare_batch(docs, report, skips, skip_unchanged)
+        await self._write_batch(work, await self._embed_batch(work, report), report, skips)
+        return report
+
+    async def _prepare_batch(self, docs: list[SourceDoc], report: IngestReport, skips: list[SkipRecord],
+                             skip_unchanged: bool) -> _Work:
+        """Redact and chunk `docs` (a worker thread), drop unchanged documents, find reusable stored vectors."""
+        prepared, rejected = await asyncio.to_thread(self._prepare, docs) if docs else ([], [])
+        skips.extend(report.skip(report.source, source_id, reason) for source_id, reason in rejected)
         if skip_unchanged and prepared:
             prepared = await self._drop_unchanged(prepared, report)
-        if not prepared:
-            return report
         chunks = [c for _, _, cs in prepared for c in cs]
-        kept = await self._stored_vectors(chunks) if skip_unchanged else {}
-        todo = [c for c in chunks if c.chunk_id not in kept]
+        kept = await self._stored_vectors(chunks) if skip_unchanged and chunks else {}
+        return _Work(prepared, chunks, kept)
+
+    async def _embed_batch(self, work: _Work, report: IngestReport) -> list[Any]:
+        """Vectors of `work.chunks` in order: stored ones kept, the others embedded."""
+        todo = [c for c in work.chunks if c.chunk_id not in work.kept]
         t = time.perf_counter()
         fresh = await self.encoder.embed_documents([c.embedding_text() for c in todo]) if todo else []
         report.embed_seconds += time.perf_counter() - t
         made = dict(zip([c.chunk_id for c in todo], fresh, strict=True))
-        vectors = [kept[c.chunk_id] if c.chunk_id in kept else made[c.chunk_id] for c in chunks]
         report.chunks_embedded += len(todo)
-        report.chunks_unchanged += len(kept)
+        report.chunks_unchanged += len(work.kept)
+        return [work.kept[c.chunk_id] if c.chunk_id in work.kept else made[c.chunk_id] for c in work.chunks]
+
+    async def _write_batch(self, work: _Work, vectors: list[Any], report: IngestReport,
+                           skips: list[SkipRecord]) -> None:
+        """Embedding records, the bulk write, and stale chunks of the written documents deleted."""
+        prepared = work.prepared
+        if not prepared:
+            return
         sha_of = {c.chunk_id: sha for _, sha, cs in prepared for c in cs}
         if self.embeddings is not None:
             # Metadata first: a crash after it leaves records the next run rewrites; never chunks without one.
             await self.embeddings.record([r for d, _, cs in prepared for r in self._records(d, cs)])
-        failed = await self._bulk(chunks, vectors, sha_of)
+        failed = await self._bulk(work.chunks, vectors, sha_of)
         by_key = {d.source_key: d for d, _, _ in prepared}
         for key, reason in failed.items():
             skips.append(report.skip(report.source, by_key[key].source_id, f"index rejected: {reason}"))
@@ -266,7 +310,6 @@ class Ingestor:
         report.docs_indexed += len(ok)
         report.chunks_indexed += sum(len(cs) for _, cs in ok)
         await self._delete_stale(ok)
-        return report
 
     def _records(self, doc: SourceDoc, chunks: list[Chunk]) -> list[EmbeddingRecord]:
         from stores.mongo.documents import GLOBAL_USER_ID, EmbeddingRecord
@@ -278,9 +321,11 @@ class Ingestor:
                                 token_count=c.token_end - c.token_start)
                 for c in chunks]
 
-    def _prepare(self, docs: list[SourceDoc], report: IngestReport,
-                 skips: list[SkipRecord]) -> list[tuple[SourceDoc, str, list[Chunk]]]:
+    def _prepare(self, docs: list[SourceDoc]) -> tuple[list[Prepared], list[tuple[str, str]]]:
+        """(document, content hash, chunks) of each document redacted and chunked, and (source id, reason) of
+        each one that could not be (runs in a worker thread: the report is updated by the caller)."""
         out = []
+        rejected: list[tuple[str, str]] = []
         for doc in docs:
             try:
                 if len(doc.text) > MAX_DOC_CHARS:
@@ -296,10 +341,10 @@ class Ingestor:
                     self._records(clean, chunks[:1])  # a record the metadata store would refuse: skip early
                 out.append((clean, content_sha(clean, text, self._chunking), chunks))
             except MalformedDocument as exc:
-                skips.append(report.skip(report.source, doc.source_id, exc.reason))
+                rejected.append((doc.source_id, exc.reason))
             except Exception as exc:  # redactor/tokenizer failure on one document
-                skips.append(report.skip(report.source, doc.source_id, f"{type(exc).__name__}: {exc}"))
-        return out
+                rejected.append((doc.source_id, f"{type(exc).__name__}: {exc}"))
+        return out, rejected
 
     async def _drop_unchanged(self, prepared: list[tuple[SourceDoc, str, list[Chunk]]],
                               report: IngestReport) -> list[tuple[SourceDoc, str, list[Chunk]]]:
@@ -340,7 +385,8 @@ class Ingestor:
         docs = []
         for c, v in zip(chunks, vectors, strict=True):
             body = c.model_dump(mode="json")
-            body.update(embedding=[float(x) for x in v], indexed_at=now, content_sha=sha_of[c.chunk_id])
+            body.update(embedding=v.tolist() if isinstance(v, np.ndarray) else [float(x) for x in v],
+                        indexed_at=now, content_sha=sha_of[c.chunk_id])
             docs.append(VersionedDoc(c.chunk_id, version, body))
         result = await self.index.write(docs)
         key_of = {c.chunk_id: c.source_key for c in chunks}
@@ -382,6 +428,36 @@ class Ingestor:
             await self.embeddings.delete_sources(keys, letter_prefixes=letter_prefixes)
         return await self.indexes.delete_where(
             self.spec, {"bool": {"should": should, "minimum_should_match": 1}}, refresh=True)
+
+
+@dataclass
+class _Work:
+    """One batch between the pipeline's stages: (document, content hash, chunks) of the documents to index,
+    their chunks in order, and the stored vectors that chunks with unchanged text keep."""
+
+    prepared: list[Prepared]
+    chunks: list[Chunk]
+    kept: dict[str, Any]
+
+
+@dataclass
+class _Stages:
+    """Set as one batch finishes each stage: the next batch enters a stage after the previous one left it."""
+
+    prepared: asyncio.Event = field(default_factory=asyncio.Event)
+    embedded: asyncio.Event = field(default_factory=asyncio.Event)
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _cancel(pending: deque[tuple[asyncio.Task[None], str]]) -> None:
+    """Cancel the batches still in flight (an embed already running in a thread finishes there, unused)."""
+    for task, _ in pending:
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: it failed after an earlier batch did, and that one is raised
+        else:
+            task.cancel()
+    pending.clear()
 
 
 def _now() -> str:
