@@ -385,8 +385,7 @@ class Ingestor:
         docs = []
         for c, v in zip(chunks, vectors, strict=True):
             body = c.model_dump(mode="json")
-            body.update(embedding=v.tolist() if isinstance(v, np.ndarray) else [float(x) for x in v],
-                        indexed_at=now, content_sha=sha_of[c.chunk_id])
+            body.update(embedding=float32_json(v), indexed_at=now, content_sha=sha_of[c.chunk_id])
             docs.append(VersionedDoc(c.chunk_id, version, body))
         result = await self.index.write(docs)
         key_of = {c.chunk_id: c.source_key for c in chunks}
@@ -458,6 +457,13 @@ def _cancel(pending: deque[tuple[asyncio.Task[None], str]]) -> None:
         else:
             task.cancel()
     pending.clear()
+
+
+def float32_json(vector: Any) -> list[float]:
+    """A vector's float32 values as floats of at most 9 significant digits, which name each float32 exactly (the
+    index stores float32): the doubles' 17 digits made the bulk body 1.5x longer, and slower to serialise and
+    compress."""
+    return [float(f"{x:.9g}") for x in np.asarray(vector, dtype=np.float32).tolist()]
 
 
 def _now() -> str:
