@@ -185,6 +185,7 @@ class Ingestor:
         # finished batches in order.
         pending: deque[tuple[asyncio.Task[None], str]] = deque()
         previous: _Stages | None = None
+        seen: set[str] = set()  # documents of this run's earlier batches (maybe not written when looked up)
         batch_failed = False
 
         async def settle_oldest() -> None:
@@ -203,7 +204,7 @@ class Ingestor:
             nonlocal previous
             stages = _Stages()
             pending.append((asyncio.create_task(
-                self._flush(source.name, records, report, skip_unchanged, stages, previous)), records[-1].key))
+                self._flush(source.name, records, report, skip_unchanged, stages, previous, seen)), records[-1].key))
             previous = stages
             while len(pending) >= PIPELINE_DEPTH:
                 await settle_oldest()
@@ -235,7 +236,7 @@ class Ingestor:
         return report
 
     async def _flush(self, source: str, batch: list[Record], report: IngestReport, skip_unchanged: bool,
-                     stages: _Stages, previous: _Stages | None) -> None:
+                     stages: _Stages, previous: _Stages | None, seen: set[str]) -> None:
         skips: list[SkipRecord] = []
         docs: list[SourceDoc] = []
         for rec in batch:
@@ -246,6 +247,8 @@ class Ingestor:
         if previous is not None:
             await previous.prepared.wait()
         work = await self._prepare_batch(docs, report, skips, skip_unchanged)
+        work.new -= seen  # an earlier batch may hold it and not be written yet: its stale chunks are deleted
+        seen.update(d.source_key for d, _, _ in work.prepared)
         stages.prepared.set()
         if previous is not None:
             await previous.embedded.wait()
@@ -273,11 +276,12 @@ class Ingestor:
         """Redact and chunk `docs` (a worker thread), drop unchanged documents, find reusable stored vectors."""
         prepared, rejected = await asyncio.to_thread(self._prepare, docs) if docs else ([], [])
         skips.extend(report.skip(report.source, source_id, reason) for source_id, reason in rejected)
+        new: set[str] = set()
         if skip_unchanged and prepared:
-            prepared = await self._drop_unchanged(prepared, report)
+            prepared, new = await self._drop_unchanged(prepared, report)
         chunks = [c for _, _, cs in prepared for c in cs]
         kept = await self._stored_vectors(chunks) if skip_unchanged and chunks else {}
-        return _Work(prepared, chunks, kept)
+        return _Work(prepared, chunks, kept, new)
 
     async def _embed_batch(self, work: _Work, report: IngestReport) -> list[Any]:
         """Vectors of `work.chunks` in order: stored ones kept, the others embedded."""
@@ -309,7 +313,7 @@ class Ingestor:
         ok = [(d, cs) for d, _, cs in prepared if d.source_key not in failed]
         report.docs_indexed += len(ok)
         report.chunks_indexed += sum(len(cs) for _, cs in ok)
-        await self._delete_stale(ok)
+        await self._delete_stale(ok, work.new)
 
     def _records(self, doc: SourceDoc, chunks: list[Chunk]) -> list[EmbeddingRecord]:
         from stores.mongo.documents import GLOBAL_USER_ID, EmbeddingRecord
@@ -346,13 +350,13 @@ class Ingestor:
                 rejected.append((doc.source_id, f"{type(exc).__name__}: {exc}"))
         return out, rejected
 
-    async def _drop_unchanged(self, prepared: list[tuple[SourceDoc, str, list[Chunk]]],
-                              report: IngestReport) -> list[tuple[SourceDoc, str, list[Chunk]]]:
+    async def _drop_unchanged(self, prepared: list[Prepared], report: IngestReport) -> tuple[list[Prepared], set[str]]:
+        """The documents to index (not the same as stored), and the keys of those with no first chunk stored."""
         ids = [cs[0].chunk_id for _, _, cs in prepared]
         try:
             stored = await self.index.sources(ids, ["content_sha", "n_chunks"])
         except NotFound:
-            return prepared
+            return prepared, {d.source_key for d, _, _ in prepared}
         keep = []
         for doc, sha, cs in prepared:
             prev = stored.get(cs[0].chunk_id)
@@ -361,7 +365,7 @@ class Ingestor:
                 report.chunks_unchanged += len(cs)
             else:
                 keep.append((doc, sha, cs))
-        return keep
+        return keep, {d.source_key for d, _, cs in keep if cs[0].chunk_id not in stored}
 
     async def _stored_vectors(self, chunks: list[Chunk]) -> dict[str, Any]:
         """Stored vectors of these chunks whose embedded text (title and text) is the same as now: a changed
@@ -394,18 +398,22 @@ class Ingestor:
             failed.setdefault(key_of[chunk_id], reason)
         return failed
 
-    async def _delete_stale(self, ok: list[tuple[SourceDoc, list[Chunk]]]) -> None:
-        """Delete chunks of these documents that this run did not write, and superseded versions."""
+    async def _delete_stale(self, ok: list[tuple[SourceDoc, list[Chunk]]], new: set[str]) -> None:
+        """Delete chunks of these documents that this run did not write, and superseded versions. Documents in
+        `new` had no chunk stored when looked up (before their write): none of theirs can be stale, and a batch
+        of only such documents (a first ingestion) needs no delete (each is a refresh and a delete_by_query)."""
         if not ok:
             return
-        keep_ids = [c.chunk_id for _, cs in ok for c in cs]
-        keys = [d.source_key for d, _ in ok]
+        had = [(d, cs) for d, cs in ok if d.source_key not in new]
         old = [f"{d.doc_type}:{d.supersedes}" for d, _ in ok if d.supersedes]
-        should: list[dict[str, Any]] = [{"bool": {"filter": [{"terms": {"source_key": keys}}],
-                                                  "must_not": [{"ids": {"values": keep_ids}}]}}]
+        should: list[dict[str, Any]] = []
+        if had:
+            should.append({"bool": {"filter": [{"terms": {"source_key": [d.source_key for d, _ in had]}}],
+                                    "must_not": [{"ids": {"values": [c.chunk_id for _, cs in had for c in cs]}}]}})
         if old:
             should.append({"terms": {"source_key": old}})
-        await self.indexes.delete_where(self.spec, {"bool": {"should": should, "minimum_should_match": 1}})
+        if should:
+            await self.indexes.delete_where(self.spec, {"bool": {"should": should, "minimum_should_match": 1}})
         if self.embeddings is not None:
             await self.embeddings.prune([(d.doc_type, d.source_id, len(cs)) for d, cs in ok], model=self.encoder.name)
             if old:
@@ -432,11 +440,13 @@ class Ingestor:
 @dataclass
 class _Work:
     """One batch between the pipeline's stages: (document, content hash, chunks) of the documents to index,
-    their chunks in order, and the stored vectors that chunks with unchanged text keep."""
+    their chunks in order, the stored vectors that chunks with unchanged text keep, and which documents are new."""
 
     prepared: list[Prepared]
     chunks: list[Chunk]
     kept: dict[str, Any]
+    #: Keys of documents with nothing stored when looked up: no stale chunks of theirs to delete.
+    new: set[str] = field(default_factory=set)
 
 
 @dataclass

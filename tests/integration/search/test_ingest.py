@@ -116,6 +116,27 @@ async def test_changed_document_replaces_its_chunks_and_superseded_versions_go(s
     assert len(await chunks_of(search_store, "plan-v2")) == 1
 
 
+async def test_a_document_twice_in_one_run_keeps_only_the_later_chunks(search_store, encoder):
+    """Batches overlap (the third is looked up before the first is written): a document the first batch holds
+    and the third shortens must not keep the first one's extra chunks, nor a re-run of the shorter one."""
+    user = str(uuid.uuid4())
+    name = f"twice-{uuid.uuid4().hex[:6]}"
+    long_text = " ".join(f"Paragraph {i} on building credit with rent reporting." for i in range(12))
+
+    def plan(key: str, text: str) -> Record:
+        return Record(key, [SourceDoc(source_id="plan-twice", doc_type="action_plan", user_id=user, text=text)])
+
+    ingestor = Ingestor(search_store, encoder, redact=redact, batch_docs=1,
+                        chunker=Chunker(ChunkingConfig(size=16, overlap=4)))
+    first = await ingestor.run(ListSource(name, [plan("a", long_text)]))
+    assert first.chunks_indexed > 3
+    await ingestor.delete_sources(["action_plan:plan-twice"])
+    recs = [plan("a", long_text), note(201, user), plan("c", "Pay the card below 30 percent.")]
+    report = await ingestor.run(ListSource(name, recs), resume=False)
+    assert report.docs_indexed == 3
+    assert [c["text"] for c in await chunks_of(search_store, "plan-twice")] == ["Pay the card below 30 percent."]
+
+
 def test_converters_render_credit_documents_without_identity():
     from retrieval.converters import credit_report_doc, dispute_docs
 
