@@ -13,8 +13,13 @@
 * Worker pool: onnx-int8 spread over one worker process per core (`KREDETE_ENCODER_WORKERS`, one ONNX Runtime
   thread each) against one process running as many threads, wall-clock, interleaved alike.
 * Ingestion: `Ingestor.run` (redact, chunk, embed, bulk index into OpenSearch) of the same corpus into a
-  throw-away index per encoder, chunks/s against the raw encode of the same chunks measured right after.
-Results: bench/results/encoder.json and a table. Needs the local stack's OpenSearch (`kredete stack up`).
+  throw-away index, `--rounds` times per encoder, each between two raw encodes of the same chunks (the ratio
+  is to their mean); also the encoder's busy share of the ingestion and raw CPU / ingestion CPU of the process.
+* Tries (onnx-int8, one thread, per CPU second): ONNX Runtime session options (`SESSION_TRIES`), and static
+  int8 (QDQ, per channel, calibrated on the evals KB's chunks) against the dynamic int8 default, with the
+  cosine of its vectors to the float model's.
+Results: bench/results/encoder.json (with the CPU, ONNX Runtime version, commit and load averages) and a
+table. Needs the local stack's OpenSearch (`kredete stack up --only opensearch`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 import uuid
@@ -69,7 +75,23 @@ def median_ratio(runs: list[float], base: list[float]) -> float:
     return round(statistics.median(r / b for r, b in zip(runs, base, strict=True)), 2)
 
 
-async def ingestion(kind: str, encoder: Any, docs: list[Any], texts: list[str]) -> dict[str, Any]:
+async def ingestion(encoder: Any, docs: list[Any], texts: list[str], rounds: int) -> dict[str, Any]:
+    """`rounds` ingestions of the corpus, each into a fresh index, each between two raw encodes of the same chunks
+    (their mean is that round's raw rate: a neighbour's load changes within seconds). Besides chunks/s and the
+    ratio to raw: the encoder's busy share (embedding time / ingestion time: how well the pipeline feeds it)
+    and, for an encoder in this process, raw CPU seconds / ingestion CPU seconds of this process (no credit for
+    work overlapped on the other core; OpenSearch's own CPU not included)."""
+    runs = [await _ingest_once(encoder, docs, texts) for _ in range(rounds)]
+    mid = sorted(runs, key=lambda r: r["ratio_to_raw"])[len(runs) // 2]
+    out = {**mid, "ratio_to_raw_runs": [r["ratio_to_raw"] for r in runs],
+           "chunks_per_s_runs": [r["chunks_per_s"] for r in runs],
+           "encoder_busy_share": round(statistics.median(r["encoder_busy_share"] for r in runs), 3)}
+    if getattr(encoder, "workers", 1) == 1:
+        out["cpu_ratio_to_raw"] = round(statistics.median(r["raw_cpu_s"] / r["cpu_s"] for r in runs), 3)
+    return out
+
+
+async def _ingest_once(encoder: Any, docs: list[Any], texts: list[str]) -> dict[str, Any]:
     from config.settings import resolve
     from guards.redaction import redact
     from retrieval.ingest import Ingestor
@@ -81,17 +103,49 @@ async def ingestion(kind: str, encoder: Any, docs: list[Any], texts: list[str]) 
     try:
         ingestor = Ingestor(store, encoder, redact=redact, batch_docs=64)
         await ingestor.ensure_indexes()
-        report = await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
-        t = time.perf_counter()
+        raws = []
+        t, c = time.perf_counter(), time.process_time()
         encoder.encode_sync(texts)
-        raw = len(texts) / (time.perf_counter() - t)
+        raws.append((time.perf_counter() - t, time.process_time() - c))
+        c = time.process_time()
+        report = await ingestor.run(ListSource("bench", [Record(d.source_key, [d]) for d in docs]), resume=False)
+        cpu = time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        encoder.encode_sync(texts)
+        raws.append((time.perf_counter() - t, time.process_time() - c))
+        raw = statistics.mean(len(texts) / w for w, _ in raws)
         return {"chunks": report.chunks_indexed, "seconds": report.seconds,
                 "embed_seconds": round(report.embed_seconds, 2),
                 "chunks_per_s": round(report.chunks_per_s, 1), "raw_encode_chunks_per_s": round(raw, 1),
-                "ratio_to_raw": round(report.chunks_per_s / raw, 3)}
+                "ratio_to_raw": round(report.chunks_per_s / raw, 3),
+                "encoder_busy_share": round(report.embed_seconds / report.seconds, 3),
+                "cpu_s": round(cpu, 2), "raw_cpu_s": round(statistics.mean(c for _, c in raws), 2)}
     finally:
         await store.os.indices.delete(index=f"{store.prefix}-*", expand_wildcards="all", ignore_unavailable=True)
         await store.close()
+
+
+def machine() -> dict[str, Any]:
+    """What the rates depend on: the CPU (its vector instructions decide ONNX Runtime's int8 kernels), the
+    libraries, the commit and the neighbours' load."""
+    import platform
+    import subprocess
+
+    import onnxruntime
+
+    info: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version(),
+                            "onnxruntime": onnxruntime.__version__}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                           if line.startswith("model name"))
+        flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split())
+        info["int8_isa"] = sorted(flags & {"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"})
+    except (OSError, StopIteration):
+        pass
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    info["git"] = head.stdout.strip()
+    return info
 
 
 async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> dict[str, Any]:
@@ -103,7 +157,7 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
     docs, _, _ = corpus(n_docs)
     texts = chunk_texts(docs)
     out: dict[str, Any] = {"docs": len(docs), "chunks": len(texts), "threads": threads, "rounds": rounds,
-                           "encoders": {}}
+                           "machine": machine(), "started": _utc(), "load_avg_start": _load(), "encoders": {}}
     batch = Settings().encoder_batch_size
     out["batch_size"] = batch
     encoders = {}
@@ -127,10 +181,14 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
         e["speedup_vs_torch_cpu"] = median_ratio(e["raw_chunks_per_cpu_s_runs"], base["raw_chunks_per_cpu_s_runs"])
     for kind, enc in encoders.items():
         console.print(f"ingestion: {kind}")
-        out["encoders"][kind]["ingest"] = await ingestion(kind, enc, docs, texts)
+        out["encoders"][kind]["ingest"] = await ingestion(enc, docs, texts, rounds)
     out["pool"] = await pool(docs, texts, rounds, batch, console)
     console.print("profile: onnx-int8")
     out["int8_profile"] = op_profile(texts, batch)
+    console.print("session options: onnx-int8")
+    out["int8_session_options"] = session_options(texts, batch, rounds)
+    console.print("static int8 (QDQ, calibrated): onnx-int8")
+    out["int8_static_qdq"] = static_int8(texts, batch, rounds)
     del encoders
     for kind in KINDS:
         console.print(f"retrieval eval: {kind}")
@@ -140,7 +198,16 @@ async def run(n_docs: int, rounds: int, threads: int, queries: int | None) -> di
         e["quality_delta_vs_torch"] = {
             mode: {m: round(e["quality"][mode][m] - ref[mode][m], 4) for m in ("recall@10", "ndcg@10")}
             for mode in VECTOR_MODES if mode in e["quality"]}
+    out["finished"], out["load_avg_end"] = _utc(), _load()
     return out
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
+def _load() -> list[float]:
+    return [round(x, 1) for x in os.getloadavg()]
 
 
 def op_profile(texts: list[str], batch: int) -> dict[str, Any]:
@@ -187,6 +254,103 @@ def op_profile(texts: list[str], batch: int) -> dict[str, Any]:
             "onnx_ops_pct": {k: round(100 * v / total_ops, 1) for k, v in ops.most_common() if v / total_ops >= 0.001}}
 
 
+#: ONNX Runtime session settings tried against the default (one thread): denormals flushed to zero, and the
+#: intra-op pool's spinning off (what a loaded machine would want from more than one thread).
+SESSION_TRIES = {"default": {}, "denormal as zero": {"session.set_denormal_as_zero": "1"},
+                 "no spinning": {"session.intra_op.allow_spinning": "0"}}
+
+
+def session_options(texts: list[str], batch: int, rounds: int) -> dict[str, Any]:
+    """onnx-int8 chunks per CPU second (one thread) under each of SESSION_TRIES, interleaved `rounds` times."""
+    import onnxruntime as ort
+
+    from retrieval.onnx_encoder import OnnxEncoder, mean_pool
+
+    enc = OnnxEncoder(quantize=True, batch_size=batch, threads=1, workers=1)
+    encodings = enc.tokenizer.encode_batch(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+    feeds = [enc._arrays([encodings[i] for i in order[s:s + batch]]) for s in range(0, len(order), batch)]
+    sessions = {}
+    for name, entries in SESSION_TRIES.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for key, value in entries.items():
+            opts.add_session_config_entry(key, value)
+        sessions[name] = ort.InferenceSession(str(enc.model_file), opts, providers=["CPUExecutionProvider"])
+    runs: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            c = time.process_time()
+            for feed in feeds:
+                mean_pool(session.run(None, feed)[0], feed["attention_mask"])
+            runs[name].append(round(len(texts) / (time.process_time() - c), 1))
+    return {name: {"chunks_per_cpu_s_runs": r, "chunks_per_cpu_s": round(statistics.median(r), 1),
+                   "vs_default": median_ratio(r, runs["default"])} for name, r in runs.items()}
+
+
+def static_int8(texts: list[str], batch: int, rounds: int) -> dict[str, Any]:
+    """Static int8 of the fused graph's MatMuls (QDQ, weights per channel, activations calibrated min-max on the
+    evals KB's chunks, one at a time) against the dynamic int8 default: chunks per CPU second (one thread) and
+    the cosine of both to the float model's vectors on the benchmark chunks."""
+    import tempfile
+
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from evals.kb_index import article_files
+    from retrieval.bundled_model import bundled_model_path
+    from retrieval.documents import SourceDoc
+    from retrieval.onnx_encoder import ExportOptions, OnnxEncoder, _fuse, _session, cached_model_file, mean_pool
+
+    dynamic = OnnxEncoder(quantize=True, batch_size=batch, threads=1, workers=1)
+    plain = OnnxEncoder(quantize=False, batch_size=batch, threads=1, workers=1)
+    calib = [c for f in article_files() for c in chunk_texts([SourceDoc(source_id=f.name, doc_type="kb",
+                                                                        visibility="public", text=f.read_text())])]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(dynamic._arrays([e]) for e in dynamic.tokenizer.encode_batch(calib))
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.feeds, None)
+
+    model_dir = bundled_model_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        fused, shaped, static = (Path(tmp) / n for n in ("fused.onnx", "shaped.onnx", "static.onnx"))
+        _fuse(model_dir, cached_model_file(model_dir, ExportOptions(quantize=False)), fused)
+        quant_pre_process(str(fused), str(shaped), skip_optimization=True)  # types of the fused ops' outputs
+        quantize_static(str(shaped), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        session = _session(static, threads=1)
+        encodings = dynamic.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        groups = [order[s:s + batch] for s in range(0, len(order), batch)]
+        feeds = [dynamic._arrays([encodings[i] for i in g]) for g in groups]
+        runs: dict[str, list[float]] = {"dynamic (default)": [], "static QDQ": []}
+        vecs: dict[str, np.ndarray] = {}
+        for _ in range(rounds):
+            for name, sess in (("dynamic (default)", dynamic.session), ("static QDQ", session)):
+                out = np.zeros((len(texts), dynamic.dim), dtype=np.float32)
+                c = time.process_time()
+                for g, feed in zip(groups, feeds, strict=True):
+                    out[g] = mean_pool(sess.run(None, feed)[0], feed["attention_mask"])
+                runs[name].append(round(len(texts) / (time.process_time() - c), 1))
+                vecs[name] = out
+    ref = plain.encode_sync(texts)
+    res: dict[str, Any] = {"calibration_chunks": len(calib)}
+    for name, r in runs.items():
+        cos = (vecs[name] * ref).sum(axis=1)
+        res[name] = {"chunks_per_cpu_s_runs": r, "chunks_per_cpu_s": round(statistics.median(r), 1),
+                     "vs_dynamic": median_ratio(r, runs["dynamic (default)"]),
+                     "cosine_to_float_min": round(float(cos.min()), 4),
+                     "cosine_to_float_mean": round(float(cos.mean()), 4)}
+    return res
+
+
 async def pool(docs: list[Any], texts: list[str], rounds: int, batch: int, console: Console) -> dict[str, Any]:
     """onnx-int8 on every core: worker processes of one thread each, against one process with as many threads."""
     from retrieval.onnx_encoder import OnnxEncoder, cpu_count
@@ -207,7 +371,7 @@ async def pool(docs: list[Any], texts: list[str], rounds: int, batch: int, conso
                                                       res[names[1]]["raw_chunks_per_s_runs"])
         for name, enc in setups.items():
             console.print(f"ingestion: onnx-int8, {name}")
-            res[name]["ingest"] = await ingestion("onnx-int8", enc, docs, texts)
+            res[name]["ingest"] = await ingestion(enc, docs, texts, rounds)
         return res
     finally:
         for enc in setups.values():
@@ -226,6 +390,8 @@ def show(res: dict[str, Any]) -> None:
         ("speed-up vs torch (CPU)", lambda e: f"{e['speedup_vs_torch_cpu']:.2f}x"),
         ("ingest chunks/s", lambda e: f"{e['ingest']['chunks_per_s']:.1f}"),
         ("ingest / raw encode", lambda e: f"{e['ingest']['ratio_to_raw']:.2f}"),
+        ("encoder busy share in ingestion", lambda e: f"{e['ingest']['encoder_busy_share']:.2f}"),
+        ("raw CPU / ingest CPU", lambda e: f"{e['ingest']['cpu_ratio_to_raw']:.2f}"),
     ]
     for mode in VECTOR_MODES:
         def cell(e: dict[str, Any], mode: str = mode) -> str:
