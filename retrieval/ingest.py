@@ -283,7 +283,9 @@ class Ingestor:
         if skip_unchanged and prepared:
             prepared, new = await self._drop_unchanged(prepared, report)
         chunks = [c for _, _, cs in prepared for c in cs]
-        kept = await self._stored_vectors(chunks) if skip_unchanged and chunks else {}
+        # Only documents that were stored can have vectors to keep (not looking is always safe: it re-embeds).
+        had = [c for c in chunks if c.source_key not in new]
+        kept = await self._stored_vectors(had) if skip_unchanged and had else {}
         return _Work(prepared, chunks, kept, new)
 
     async def _embed_batch(self, work: _Work, report: IngestReport) -> list[Any]:
