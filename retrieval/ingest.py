@@ -49,6 +49,9 @@ MAX_DOC_CHARS = 1_000_000
 MAX_SKIPS_REPORTED = 100
 #: Batches in flight in `Ingestor.run`: one being prepared, one embedding, one being written.
 PIPELINE_DEPTH = 3
+#: Documents per batch: one bulk request, one encode (texts sorted by length within it: the ~170 chunks of 128 bench
+#: documents pad +2.6 % tokens, the ~45 of the former 32 +8.2 %), two lookups and one checkpoint.
+BATCH_DOCS = 128
 
 
 class IngestReport(BaseModel):
@@ -100,7 +103,7 @@ class Ingestor:
     (`guards.redaction.redact`) every document goes through first."""
 
     def __init__(self, search: SearchStore, encoder: Encoder, *, redact: RedactionEngine,
-                 chunker: Chunker | None = None, batch_docs: int = 32, method: KnnMethod | None = None,
+                 chunker: Chunker | None = None, batch_docs: int = BATCH_DOCS, method: KnnMethod | None = None,
                  progress: Progress | None = None, embeddings: EmbeddingRepository | None = None) -> None:
         self.search = search
         self.encoder = encoder
@@ -475,10 +478,14 @@ def _cancel(pending: deque[tuple[asyncio.Task[None], str]]) -> None:
 
 
 def float32_json(vector: Any) -> list[float]:
-    """A vector's float32 values as floats of at most 9 significant digits, which name each float32 exactly (the
-    index stores float32): the doubles' 17 digits made the bulk body 1.5x longer, and slower to serialise and
-    compress."""
-    return [float(f"{x:.9g}") for x in np.asarray(vector, dtype=np.float32).tolist()]
+    """A vector's float32 values as floats of 9 significant digits, which name each float32 exactly (the index
+    stores float32): the doubles' 17 digits made the bulk body 1.5x longer, and slower to serialise and compress.
+    Rounded in numpy (a tenth of the CPU of formatting each float)."""
+    x = np.asarray(vector, dtype=np.float32).astype(np.float64)
+    magnitude = np.abs(x)
+    digits = 8 - np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
+    scale = 10.0 ** np.clip(digits, -300, 300)
+    return (np.round(x * scale) / scale).tolist()
 
 
 def _now() -> str:
