@@ -104,7 +104,7 @@ async def _ingest_once(encoder: Any, docs: list[Any], texts: list[str]) -> dict[
     store = SearchStore(resolve().opensearch_url.get_secret_value(), prefix=f"kredete-bench-enc-{uuid.uuid4().hex[:6]}")
     await store.connect()
     try:
-        ingestor = Ingestor(store, encoder, redact=redact, batch_docs=64)
+        ingestor = Ingestor(store, encoder, redact=redact)  # the default batch
         await ingestor.ensure_indexes()
         raws = []
         t, c = time.perf_counter(), time.process_time()
