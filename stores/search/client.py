@@ -6,11 +6,12 @@ The URL may list every node of a cluster (`http://a:9200,http://b:9200`): a call
 
 from __future__ import annotations
 
+import gzip
 import logging
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from opensearchpy import AsyncOpenSearch
+from opensearchpy import AIOHttpConnection, AsyncOpenSearch
 from opensearchpy.exceptions import (
     AuthenticationException,
     AuthorizationException,
@@ -81,6 +82,14 @@ def parse_hosts(url: str) -> list[str]:
     return hosts
 
 
+
+class FastGzipConnection(AIOHttpConnection):
+    """Request bodies gzipped at level 1 instead of the client's default 9: on bulk writes of vectors level 9 cost
+    over 40 % of ingestion's CPU outside the encoder, for a body only ~9 % smaller than level 1's."""
+
+    def _gzip_compress(self, body: Any) -> bytes:
+        return gzip.compress(body if isinstance(body, bytes) else str(body).encode("utf-8"), compresslevel=1)
+
 class SearchStore:
     """An AsyncOpenSearch client; index names carry a prefix so environments can share a cluster.
 
@@ -120,7 +129,8 @@ class SearchStore:
         # answers it for a red index or a cluster without a manager, which another node cannot fix, and
         # the client would mark the healthy node that said so dead.
         return AsyncOpenSearch(hosts=hosts, timeout=self._timeout, max_retries=max(1, len(hosts)),
-                               retry_on_timeout=len(hosts) > 1, retry_on_status=(502, 504), http_compress=True)
+                               retry_on_timeout=len(hosts) > 1, retry_on_status=(502, 504), http_compress=True,
+                               connection_class=FastGzipConnection)
 
     @property
     def shown_url(self) -> str:

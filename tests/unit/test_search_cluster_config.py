@@ -122,3 +122,16 @@ def test_the_cluster_nodes_differ_only_in_their_own_settings(env):
     (node.data_dir / "cluster-uuid").write_text("abc\n")
     # once one node has joined, no node bootstraps another cluster
     assert all("initial_cluster_manager_nodes" not in OpenSearchNode(spec, i).discovery_config() for i in range(3))
+
+
+def test_request_bodies_are_gzipped_at_the_fast_level():
+    import gzip
+
+    from stores.search.client import FastGzipConnection, SearchStore
+
+    client = SearchStore("http://a:1,http://b:2")._new_client()
+    assert client.transport.connection_class is FastGzipConnection  # its connections are made on first use
+    body = b'{"index":{}}\n{"embedding":[0.123456789,0.987654321]}\n' * 500
+    packed = FastGzipConnection(host="a", port=1, http_compress=True)._gzip_compress(body)
+    assert gzip.decompress(packed) == body
+    assert packed == gzip.compress(body, compresslevel=1) != gzip.compress(body, compresslevel=9)
