@@ -6,8 +6,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from pydantic import Field
+
 from stores.errors import InvalidData
 from stores.postgres.base import Params, Repository, scope_clause
+from stores.postgres.cursors import decode_position, encode_position, query_digest
 from stores.postgres.models import (
     TRANSACTION_STATUSES,
     CorridorVolume,
@@ -37,18 +40,61 @@ def _check_range(date_from: datetime, date_to: datetime) -> None:
         raise InvalidData("date_to must be after date_from", store="postgres")
 
 
+
+
+def _cell_key(alias: str = "") -> str:
+    """Keyset order of corridor cells; an absent `dest_currency` sorts as '' (NULLs do not compare)."""
+    return f"{alias}bucket, {alias}corridor_id, {alias}currency, COALESCE({alias}dest_currency, '')"
+
+
+class CorridorPage(Series[CorridorVolume]):
+    """Shown corridor cells of one page, in `_cell_key` order; `truncated` says more follow (`next_cursor`).
+    `suppressed_cells` and `shown_cells` count the whole window, whatever the page, so paging says nothing
+    finer about the withheld cells than one unpaged answer does."""
+
+    next_cursor: str | None = None
+    #: Cells shown in the whole window (every page), not only on this one.
+    shown_cells: int = 0
+    item_cursors: list[str] = Field(default_factory=list, exclude=True, repr=False)
+
+    def cursor_after(self, index: int) -> str | None:
+        """Cursor resuming after `items[index]`; for the last item, `next_cursor` (None when nothing follows)."""
+        if index == len(self.items) - 1:
+            return self.next_cursor
+        return self.item_cursors[index] if 0 <= index < len(self.item_cursors) else None
+
+
+def _cell_cursor(cell: CorridorVolume, digest: str) -> str:
+    return encode_position({"b": cell.bucket.isoformat(), "c": cell.corridor_id, "f": cell.currency,
+                            "t": cell.dest_currency or ""}, digest)
+
+
+def _cell_position(cursor: str, digest: str) -> tuple[datetime, str, str, str]:
+    data = decode_position(cursor, digest)
+    try:
+        position = datetime.fromisoformat(data["b"]), data["c"], data["f"], data["t"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidData("malformed cursor", store="postgres") from exc
+    if not all(isinstance(v, str) for v in position[1:]):
+        raise InvalidData("malformed cursor", store="postgres")
+    return position
+
+
 class AnalyticsRepository(Repository):
     async def volume_by_corridor(self, date_from: datetime, date_to: datetime, granularity: Granularity = "day", *,
                                  status: TransactionStatus = "completed", corridor: str | None = None,
                                  min_cell_size: int = DEFAULT_MIN_CELL_SIZE, closed_buckets_only: bool = True,
-                                 max_rows: int = CORRIDOR_ROWS, from_rollup: bool = True) -> Series[CorridorVolume]:
-        """Count and sums per (bucket, corridor, currency pair) of remittances in [date_from, date_to), at most
-        `max_rows` rows (`truncated` says when there were more).
+                                 max_rows: int = CORRIDOR_ROWS, from_rollup: bool = True,
+                                 cursor: str | None = None) -> CorridorPage:
+        """Count and sums per (bucket, corridor, currency pair) of remittances in [date_from, date_to), a page
+        of at most `max_rows` rows in (bucket, corridor, currency, dest currency) order: `truncated` says when
+        more follow, and `next_cursor` (bound to these arguments) resumes after the last row.
 
         Small cells are withheld: a group is returned only with at least `min_cell_size` transactions from at
         least `min_cell_size` distinct users (a smaller one points at a person's own payments); the number of
-        withheld groups is `suppressed_cells`. Nothing else about them (counts, sums) is returned: totals of
-        the withheld groups could be differenced out of two queries with overlapping ranges.
+        withheld groups in the whole window (not the page) is `suppressed_cells`. Nothing else about them
+        (counts, sums) is returned: totals of the withheld groups could be differenced out of two queries with
+        overlapping ranges.
 
         So that two queries cannot be differenced down to one payment either, cells are whole buckets: the range
         is widened to bucket boundaries (UTC), and with `closed_buckets_only` the bucket still filling up (the
@@ -61,21 +107,37 @@ class AnalyticsRepository(Repository):
         query, values, cap = self.corridor_query(date_from, date_to, granularity, status=status, corridor=corridor,
                                                  min_cell_size=min_cell_size,
                                                  closed_buckets_only=closed_buckets_only, max_rows=max_rows,
-                                                 from_rollup=from_rollup)
+                                                 from_rollup=from_rollup, cursor=cursor)
+        digest = self._corridor_digest(date_from, date_to, granularity, status, corridor, min_cell_size,
+                                       closed_buckets_only, from_rollup)
         async with self._read() as conn:
             rows = await conn.fetch(query, *values)
         suppressed = int(rows[0]["suppressed"]) if rows else 0
+        shown_total = int(rows[0]["shown"]) if rows else 0
         found = [r for r in rows if r["bucket"] is not None]
-        return Series[CorridorVolume](
-            items=[CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
-                   for r in found[:cap]],
-            truncated=len(found) > cap, suppressed_cells=suppressed)
+        items = [CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
+                 for r in found[:cap]]
+        cursors = [_cell_cursor(c, digest) for c in items]
+        more = len(found) > cap
+        return CorridorPage(items=items, truncated=more, suppressed_cells=suppressed, shown_cells=shown_total,
+                            next_cursor=cursors[-1] if more else None, item_cursors=cursors)
+
+    @staticmethod
+    def _corridor_digest(date_from: datetime, date_to: datetime, granularity: str, status: str,
+                         corridor: str | None, min_cell_size: int, closed_buckets_only: bool,
+                         from_rollup: bool) -> str:
+        """What a corridor cursor is bound to: every argument but the page size. The aggregate scope is the
+        minimum cell size (no row scope: aggregates are the same for every caller allowed them)."""
+        return query_digest({"aggregates": min_cell_size},
+                            {"from": date_from, "to": date_to, "g": granularity, "status": status,
+                             "corridor": corridor, "closed": closed_buckets_only, "rollup": from_rollup})
 
     @classmethod
     def corridor_query(cls, date_from: datetime, date_to: datetime, granularity: Granularity = "day", *,
                        status: TransactionStatus = "completed", corridor: str | None = None,
                        min_cell_size: int = DEFAULT_MIN_CELL_SIZE, closed_buckets_only: bool = True,
-                       max_rows: int = CORRIDOR_ROWS, from_rollup: bool = True) -> tuple[str, list[Any], int]:
+                       max_rows: int = CORRIDOR_ROWS, from_rollup: bool = True,
+                       cursor: str | None = None) -> tuple[str, list[Any], int]:
         """(SQL, its parameters, the row cap) of `volume_by_corridor` (also for EXPLAIN: bench/corridor_volume.py)."""
         if granularity not in _GRANULARITIES:
             raise InvalidData(f"granularity must be one of {', '.join(_GRANULARITIES)}", store="postgres")
@@ -102,15 +164,23 @@ class AnalyticsRepository(Repository):
             cells = cls._scanned_cells(g, lower, upper, status, corridor, p)
         k = p.add(min_cell_size, "int")
         cap = _cap(max_rows, CORRIDOR_ROWS)
-        # One statement (one snapshot) for the shown cells and the count of the withheld ones; the LEFT JOIN
-        # keeps the count when every cell is withheld.
+        after = ""
+        if cursor is not None:
+            digest = cls._corridor_digest(date_from, date_to, granularity, status, corridor, min_cell_size,
+                                          closed_buckets_only, from_rollup)
+            b, c, f, t = _cell_position(cursor, digest)
+            after = (f" AND ({_cell_key()}) > ({p.add(b, 'timestamptz')}, {p.add(c, 'text')}, {p.add(f, 'text')}, "
+                     f"{p.add(t, 'text')})")
+        # One statement (one snapshot) for the page of shown cells and the window's counts of withheld and shown
+        # cells (the same on every page); the LEFT JOIN keeps the counts when no cell is on the page.
         query = (f"WITH cells AS ({cells}), "
-                 f"shown AS (SELECT * FROM cells WHERE transaction_count >= {k} AND users >= {k} "
-                 f"ORDER BY bucket, corridor_id, currency, dest_currency LIMIT {p.add(cap + 1)}) "
+                 f"shown AS (SELECT * FROM cells WHERE transaction_count >= {k} AND users >= {k}{after} "
+                 f"ORDER BY {_cell_key()} LIMIT {p.add(cap + 1)}) "
                  f"SELECT s.bucket, s.corridor_id, s.currency, s.dest_currency, s.transaction_count, s.amount_minor, "
-                 f"s.fee_minor, s.dest_amount_minor, w.suppressed FROM (SELECT count(*) FILTER (WHERE "
-                 f"transaction_count < {k} OR users < {k}) AS suppressed FROM cells) w LEFT JOIN shown s ON TRUE "
-                 "ORDER BY s.bucket, s.corridor_id, s.currency, s.dest_currency")
+                 f"s.fee_minor, s.dest_amount_minor, w.suppressed, w.shown FROM (SELECT count(*) FILTER (WHERE "
+                 f"transaction_count < {k} OR users < {k}) AS suppressed, count(*) FILTER (WHERE "
+                 f"transaction_count >= {k} AND users >= {k}) AS shown FROM cells) w LEFT JOIN shown s ON TRUE "
+                 f"ORDER BY {_cell_key('s.')}")
         return query, p.values, cap
 
     @staticmethod

@@ -3,9 +3,6 @@ the payment service makes inside its own database transaction."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ import asyncpg
 
 from stores.errors import InvalidData, NotFound
 from stores.postgres.base import Params, Repository, cap_limit, scope_clause
+from stores.postgres.cursors import decode_position, encode_position, query_digest
 from stores.postgres.errors import pg_errors
 from stores.postgres.models import (
     COUNTERPARTY_TYPES,
@@ -60,28 +58,21 @@ def escape_like(text: str) -> str:
 
 def _digest(scope: RowScope, filters: dict[str, object]) -> str:
     ids = scope.sql_ids()
-    key = json.dumps({"scope": "*" if ids is None else [str(i) for i in ids], "f": filters}, sort_keys=True,
-                     default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return query_digest("*" if ids is None else [str(i) for i in ids], filters)
 
 
 def encode_cursor(created_at: datetime, id_: UUID, digest: str) -> str:
-    raw = json.dumps({"c": created_at.isoformat(), "i": str(id_), "q": digest}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_position({"c": created_at.isoformat(), "i": str(id_)}, digest)
 
 
 def decode_cursor(cursor: str, digest: str) -> tuple[datetime, UUID]:
     """Position of a cursor made by the same query. It carries a position only: the scope always comes
     from the caller's RowScope, so a forged cursor cannot widen what is visible."""
+    data = decode_position(cursor, digest)
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        position = datetime.fromisoformat(data["c"]), UUID(data["i"])
-        same_query = data["q"] == digest
+        return datetime.fromisoformat(data["c"]), UUID(data["i"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidData("malformed cursor", store="postgres") from exc
-    if not same_query:
-        raise InvalidData("the cursor belongs to a different query", store="postgres")
-    return position
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from mcp.server.mcpserver.exceptions import ToolError
 
 from guards.principal import Role
 from kredete.seed.payments import SeedConfig, seed_payments
@@ -72,8 +73,15 @@ async def test_a_risk_analyst_never_gets_a_cell_of_one_payment(agent_store, serv
     rt = tool_runtime(agent_store, cipher, aggregate_min_cell_size=k)
     analyst = principal(Role.RISK_ANALYST)
     date_from, date_to = datetime(2025, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
-    res = await call(rt, "corridor_volume", analyst, date_from=date_from.isoformat(), date_to=date_to.isoformat())
-    body = res.structured_content
+    args = {"date_from": date_from.isoformat(), "date_to": date_to.isoformat()}
+    pages = [(await call(rt, "corridor_volume", analyst, **args)).structured_content]
+    while pages[-1].get("next_cursor"):  # every page of the answer
+        pages.append((await call(rt, "corridor_volume", analyst, **args,
+                                 cursor=pages[-1]["next_cursor"])).structured_content)
+    body = {**pages[0], "rows": [row for page in pages for row in page["rows"]],
+            "omitted": {"rows": sum(page.get("omitted", {}).get("rows", 0) for page in pages)}}
+    # The window's count of withheld cells, the same on every page.
+    assert {page["suppressed_cells"] for page in pages} == {body["suppressed_cells"]}
     truth = await cells(service_store, "day", date_from, date_to)
     # What the red team saw: most corridor-days hold one payment (one person's row, amount and all).
     assert sum(1 for r in truth.values() if r["n"] == 1) > len(truth) / 2
@@ -87,7 +95,7 @@ async def test_a_risk_analyst_never_gets_a_cell_of_one_payment(agent_store, serv
         assert (row["transactions"], row["volume_minor"]) == (t["n"], t["amount"])
         assert t["n"] >= k and t["users"] >= k
         shown.add(key)
-    # All of them, unless the token budget cut the list (then it says how many it left out).
+    # All of them, page after page, unless the token budget cut a page (then it says how many it left out).
     assert shown <= set(truth) - small
     assert len(shown) + body.get("omitted", {}).get("rows", 0) == len(set(truth) - small)
     if k == 2:
@@ -157,3 +165,23 @@ async def test_the_bucket_still_filling_up_is_left_out(agent_store, seeded):
     closed = await repo.volume_by_corridor(*window, min_cell_size=1)
     assert all(c.bucket < today for c in closed)
     assert [c for c in open_too if c.bucket < today] == closed.items
+
+
+async def test_corridor_volume_pages_and_refuses_a_cursor_of_other_arguments(agent_store, cipher, seeded):
+    rt = tool_runtime(agent_store, cipher, aggregate_min_cell_size=2)
+    analyst = principal(Role.RISK_ANALYST)
+    args = {"date_from": SPAN[0].isoformat(), "date_to": (SPAN[0] + timedelta(days=400)).isoformat()}
+    whole = (await call(rt, "corridor_volume", analyst, **args, limit=60)).structured_content
+    first = (await call(rt, "corridor_volume", analyst, **args, limit=4)).structured_content
+    assert len(first["rows"]) == 4 and first["next_cursor"] and whole["rows"][:4] == first["rows"]
+    second = (await call(rt, "corridor_volume", analyst, **args, limit=4,
+                         cursor=first["next_cursor"])).structured_content
+    assert second["rows"] == whole["rows"][4:8]
+    assert first["suppressed_cells"] == second["suppressed_cells"] == whole["suppressed_cells"]
+    with pytest.raises(ToolError, match="different query"):
+        await call(rt, "corridor_volume", analyst, **args, corridor="US-NG", cursor=first["next_cursor"])
+    with pytest.raises(ToolError, match="different query"):  # another scope: another minimum cell size
+        await call(tool_runtime(agent_store, cipher, aggregate_min_cell_size=3), "corridor_volume", analyst,
+                   **args, cursor=first["next_cursor"])
+    with pytest.raises(ToolError, match="invalid arguments"):  # a page that would not fit the output budget
+        await call(rt, "corridor_volume", analyst, **args, limit=100)

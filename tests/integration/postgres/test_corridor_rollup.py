@@ -12,6 +12,7 @@ import pytest
 
 from kredete.seed.payments import SeedConfig, seed_payments
 from services.payments import PaymentService
+from stores.errors import InvalidData
 from stores.postgres import AnalyticsRepository
 from stores.postgres.transactions import TransactionRepository
 from tests.integration.postgres.conftest import wait_for_replica
@@ -122,3 +123,43 @@ async def test_the_agent_reads_the_cells_not_the_per_user_rows(agent_store):
         assert not await conn.fetchval("SELECT has_table_privilege('corridor_day_users', 'SELECT')")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SELECT corridor_days_rebuild()")
+
+
+@pytest.mark.parametrize("from_rollup", [True, False])
+async def test_paging_returns_every_shown_cell_once_in_order(agent_store, seeded, from_rollup):
+    repo = AnalyticsRepository(agent_store)
+    kw = {"min_cell_size": 2, "from_rollup": from_rollup}
+    whole = await repo.volume_by_corridor(*SPAN, **kw)
+    assert not whole.truncated and whole.next_cursor is None and len(whole.items) > 20
+    pages, cursor = [], None
+    while True:
+        page = await repo.volume_by_corridor(*SPAN, max_rows=7, cursor=cursor, **kw)
+        pages.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [c for p in pages for c in p.items] == whole.items
+    assert all(len(p.items) == 7 and p.truncated for p in pages[:-1]) and not pages[-1].truncated
+    # The window's counts, not the page's: every page says the same.
+    assert {(p.suppressed_cells, p.shown_cells) for p in pages} == {(whole.suppressed_cells, len(whole.items))}
+    # A cursor after a row of a cut page resumes right after that row.
+    resumed = await repo.volume_by_corridor(*SPAN, max_rows=7, cursor=pages[0].cursor_after(2), **kw)
+    assert resumed.items == whole.items[3:10]
+
+
+async def test_a_corridor_cursor_is_refused_with_other_arguments(agent_store, seeded):
+    repo = AnalyticsRepository(agent_store)
+    first = await repo.volume_by_corridor(*SPAN, min_cell_size=2, max_rows=3)
+    assert first.next_cursor
+    others = [{"min_cell_size": 3}, {"min_cell_size": 2, "corridor": "US-NG"},
+              {"min_cell_size": 2, "from_rollup": False}, {"min_cell_size": 2, "closed_buckets_only": False}]
+    for kw in others:
+        with pytest.raises(InvalidData, match="different query"):
+            await repo.volume_by_corridor(*SPAN, max_rows=3, cursor=first.next_cursor, **kw)
+    with pytest.raises(InvalidData, match="different query"):
+        await repo.volume_by_corridor(SPAN[0] + timedelta(days=1), SPAN[1], min_cell_size=2, cursor=first.next_cursor)
+    for forged in ("not-a-cursor", first.next_cursor[:-4]):
+        with pytest.raises(InvalidData, match="cursor"):
+            await repo.volume_by_corridor(*SPAN, min_cell_size=2, cursor=forged)
+    # A different page size is the same query: the cursor goes on.
+    assert (await repo.volume_by_corridor(*SPAN, min_cell_size=2, max_rows=5, cursor=first.next_cursor)).items
