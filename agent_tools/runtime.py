@@ -26,17 +26,19 @@ from guards.audit import AuditWriter
 from guards.bearer import Authenticator
 from guards.call import CallState
 from guards.gate import Gate
+from guards.known_pii import KnownPiiCache
 from guards.output_redaction import OutputRedactor
 from guards.ratelimit import RateLimiter, RateLimits
 from guards.redaction import redact, redact_value, require_ner
 from retrieval.search_sync_jobs import SearchSyncJobs
 from services.wiring import ServiceSet, start_services
+from stores.cache.pubsub import InvalidationSubscriber
 from stores.crypto import FieldCipher
 from stores.errors import StoreConfigError, StoreUnavailable
 from stores.local_queue import default_queue_dir
 from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
-from stores.postgres import AuditRepository, PostgresStore
+from stores.postgres import AuditRepository, PostgresStore, UserRepository
 from stores.postgres.audit_group_commit import GroupCommitAudit
 from stores.registry import Stores, connect_agent
 
@@ -57,6 +59,21 @@ class _Deferred:
 
     async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]:
         return await self._repos.known_pii.known_pii(user_ids)
+
+
+class _LatestPii:
+    """Known PII read on the primary, for the copies a process keeps: a replica may not have applied the change
+    an invalidation announced yet."""
+
+    def __init__(self, repos: Repositories) -> None:
+        self._repos = repos
+        self._users: UserRepository | None = None
+
+    async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]:
+        if self._users is None:
+            repo = self._repos.known_pii
+            self._users = UserRepository(repo.store, cipher=repo.cipher, replica_reads=False)
+        return await self._users.known_pii(user_ids)
 
     async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
         return await self._repos.conversations.claim(conversation_id, owner, user_id=user_id)
@@ -80,6 +97,9 @@ class AgentRuntime:
         self._services_retry: asyncio.Task | None = None
         self.tracer: Any = None
         self._retriever: KnowledgeRetriever | None = None
+        #: The known PII the output redactor looks up, kept per process while `_pii_follower` is subscribed.
+        self.known_pii: KnownPiiCache | None = None
+        self._pii_follower: InvalidationSubscriber | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> AgentRuntime:
@@ -95,6 +115,7 @@ class AgentRuntime:
             log.warning("services not started yet: %s", type(exc).__name__)
             self._services_retry = asyncio.create_task(self._retry_services(), name="start-services")
         await self._start_logger()
+        await self.follow_pii_invalidations()
         # The search indexes the tools read (the audit log) stay in sync while the server runs.
         s = self.settings
         self.search_jobs = SearchSyncJobs(self.stores.search, self.stores.postgres, redact=redact,
@@ -108,6 +129,8 @@ class AgentRuntime:
         self.stores = stores
         self.repos = Repositories(stores, settings=s, cipher=cipher)
         deferred = _Deferred(self.repos)
+        # Served from the process's copy only while `follow_pii_invalidations` is subscribed (never before start).
+        self.known_pii = KnownPiiCache(deferred, latest=_LatestPii(self.repos), live=self._pii_followed)
         cache = stores.cache
         # Always a limiter: with Redis down (or never reached) it decides in the process, degraded, rather
         # than every call being refused.
@@ -120,11 +143,26 @@ class AgentRuntime:
                          audit=AuditWriter(audit_repo, digest_key=key, transport=self.transport,
                                            queue=default_queue_dir() / "audit.sqlite",
                                            target=f"audit:{s.postgres_db}"),
-                         redactor=OutputRedactor(deferred, hash_key=key),
+                         redactor=OutputRedactor(self.known_pii, hash_key=key),
                          access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size,
                                               conversations=deferred),
                          switches=self.flags)
         return self
+
+    def _pii_followed(self) -> bool:
+        return self._pii_follower is not None and self._pii_follower.connected.is_set()
+
+    async def follow_pii_invalidations(self) -> None:
+        """Keep known PII per process while subscribed to the invalidation channel: a message naming a user
+        drops their copy; every (re)connection and disconnection drops all (no Redis: no copies kept)."""
+        if self.stores.cache is None or self.known_pii is None or self._pii_follower is not None:
+            return
+        cache = self.known_pii
+        self._pii_follower = InvalidationSubscriber(self.stores.cache, on_keys=cache.drop_keys, on_reset=cache.clear)
+        try:
+            await self._pii_follower.start(wait_s=2)
+        except Exception as exc:  # it keeps trying on its own; lookups go to PostgreSQL meanwhile
+            log.warning("known-PII invalidations not followed yet: %s", type(exc).__name__)
 
     async def start_services(self) -> ServiceSet:
         """The services the tools read through (cache-aside over the agent's connections: SELECT-only Postgres,
@@ -188,6 +226,9 @@ class AgentRuntime:
         if self.services is not None:
             await self.services.close()
             self.services = None
+        if self._pii_follower is not None:
+            await self._pii_follower.stop()
+            self._pii_follower = None
         if self.repos is not None:
             await self.repos.close()
         if self.gate is not None:

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from services.caching import REPORTS_TOPIC, SCORES_TOPIC, WAKE_CHANNEL, keys_for
+from services.caching import REPORTS_TOPIC, SCORES_TOPIC, WAKE_CHANNEL, keys_for, profile_key
 from stores.cache.aside import ReadThroughCache
+from stores.cache.client import CacheStore
 from stores.cache.pubsub import InvalidationSubscriber, publish_invalidation
 from stores.errors import StoreError
 from stores.mongo.cdc import OutboxConsumer
@@ -29,6 +30,14 @@ from stores.postgres.pool import PostgresStore
 
 log = logging.getLogger("kredete.services.invalidation")
 CONSUMER = "cache-invalidation"
+
+
+async def announce_erased(store: CacheStore, user_ids: list[str], event_id: str = "dsr-erase") -> None:
+    """Tell every process that these users were just erased (after the database commit): their local copies
+    (cached profiles, the MCP server's known PII) are dropped now rather than when they age out. An erasure
+    emits no change event (it deletes the users' events), so it announces itself."""
+    if user_ids:
+        await publish_invalidation(store, [profile_key(u) for u in user_ids], event_id, time.time())
 
 
 class InvalidationPublisher:

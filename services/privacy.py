@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.settings import Settings, resolve
+from services.invalidation import announce_erased
 from stores.cache import CacheStore
 from stores.cache import erasure as cache_erasure
 from stores.crypto import FieldCipher, owner_of
@@ -458,7 +459,9 @@ class PrivacyService:
 
     async def _step_redis(self, reqs: dict[str, Request], ticket: str, batch: str) -> dict[str, Any]:
         cache = self._need("redis", self.cache)
-        return await cache_erasure.erase(cache.redis, list(reqs), members=self._handles(reqs))
+        out = await cache_erasure.erase(cache.redis, list(reqs), members=self._handles(reqs))
+        await announce_erased(cache, list(reqs), f"dsr-erase:{batch}")
+        return out
 
     def _handles(self, uids: Iterable[str]) -> dict[str, list[str]]:
         """Pseudonymous leaderboard handles of the users (captured before their opt-in rows went)."""
@@ -545,6 +548,7 @@ class PrivacyService:
                 out["credit_store"] = await self._erase_credit_store(self.mongo, present)
             if self.cache is not None:
                 out["redis"] = await cache_erasure.erase(self.cache.redis, present, members=self._handles(present))
+                await announce_erased(self.cache, present, "dsr-reapply")
             if self.search is not None:
                 out["opensearch"] = await search_erasure.erase(self.search, present)
         out["keys_destroyed_now"] = self.keys.destroy(ids, request_id="reapply") if ids else 0

@@ -63,11 +63,15 @@ class InvalidationSubscriber:
         return self
 
     async def stop(self) -> None:
+        """Stop listening: from here on nothing is followed, so `connected` is clear and local copies go."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5)
             self._task = None
         await self._drop_client()
+        if self.connected.is_set():
+            self.connected.clear()
+            self.on_reset()
 
     def _nodes(self) -> list[tuple[str, int]]:
         client = self.store.client
