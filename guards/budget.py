@@ -16,7 +16,9 @@ A cut output carries `truncated: true` and a `note` saying what was cut and how 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -55,15 +57,33 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
+#: Counts of the texts measured last (the trace recorder counts the very answer the budget measured before it).
+_COUNTED: OrderedDict[str, int] = OrderedDict()
+_COUNTED_ENTRIES = 32
+
+
 def count_tokens(value: Any) -> int:
+    """Tokens of a text, or of a value's compact JSON; a text counted among the last 32 is not encoded again."""
     text = value if isinstance(value, str) else _json(value)
-    return len(_encoding().encode(text, disallowed_special=()))
+    n = _COUNTED.get(text)
+    if n is not None:
+        with contextlib.suppress(KeyError):
+            _COUNTED.move_to_end(text)
+        return n
+    n = len(_encoding().encode(text, disallowed_special=()))
+    if len(text) <= MAX_OUTPUT_BYTES:
+        _COUNTED[text] = n
+        while len(_COUNTED) > _COUNTED_ENTRIES:
+            with contextlib.suppress(KeyError):
+                _COUNTED.popitem(last=False)
+    return n
 
 
 def fits(payload: Any, max_tokens: int = MAX_OUTPUT_TOKENS) -> bool:
     text = _json(payload)
     size = len(text.encode())
-    # Every token covers at least one byte: a text of at most `max_tokens` bytes fits without counting.
+    # Every token of this byte-level BPE covers at least one byte (checked over cl100k_base's whole vocabulary,
+    # tests/unit/test_budget.py): a text of at most `max_tokens` bytes fits without counting.
     return size <= MAX_OUTPUT_BYTES and (size <= max_tokens or count_tokens(text) <= max_tokens)
 
 

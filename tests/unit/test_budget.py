@@ -176,3 +176,38 @@ def test_a_right_guess_makes_the_row_cut_cheap(monkeypatch):
     # one by one up to the budget, the guess and the guess plus one; bisecting from half the list took ~12.
     assert encoded[0] == len(budget._json(payload))
     assert sum(encoded[1:]) < 4 * len(budget._json(out))
+
+
+def test_no_token_is_shorter_than_a_byte_so_bytes_bound_tokens():
+    """`fits` skips counting a text of at most `max_tokens` bytes: every ordinary token of the encoding decodes
+    to at least one byte, so a text never has more tokens than bytes."""
+    from guards.budget import _encoding
+
+    enc = _encoding()
+    ordinary = [t for t in range(enc.n_vocab) if t not in enc._special_tokens.values() and t < 100_256]
+    assert len(ordinary) == 100_256  # cl100k_base: ids 0 to 100255, then unused ids and the special tokens
+    assert min(len(enc.decode_single_token_bytes(t)) for t in ordinary) >= 1
+    text = "«data»Ama 0803 123 4567 ₦12,500 🙂 naïve" * 20
+    assert count_tokens(text) <= len(text.encode())
+
+
+def test_the_answer_the_budget_measured_is_not_encoded_again_by_the_trace(monkeypatch):
+    """The trace recorder counts the tokens of the answer the budget has just measured: the count is reused (the
+    same text gives the same count), not encoded a second time."""
+    import guards.budget as budget
+
+    real = budget._encoding()
+    encoded: list[int] = []
+
+    class Counting:
+        def encode(self, text, **kw):
+            encoded.append(len(text))
+            return real.encode(text, **kw)
+
+    monkeypatch.setattr(budget, "_encoding", lambda: Counting())
+    payload = {"disputes": [{"id": i, "note": wrap(f"customer {i} asks about letter {i} " * 4)} for i in range(60)]}
+    out, truncated = fit_to_budget(payload, "disputes")
+    assert not truncated and len(encoded) == 1  # over 4000 bytes: counted once
+    assert count_tokens(out) == len(real.encode(budget._json(out), disallowed_special=()))
+    assert len(encoded) == 1  # the recorder's count of the same answer
+    assert count_tokens({**out, "extra": 1}) > 0 and len(encoded) == 2  # another text is counted
