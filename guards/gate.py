@@ -8,6 +8,7 @@ write, their grant and their scope rule. The grant table is derived from those d
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -69,6 +70,11 @@ class Gate:
         #: `guards.tracing.TraceRecorder` when AI traces are on (set by the runtime); the middleware hands it
         #: every call.
         self.tracer: Any = None
+        #: Set by the runtime (`stores.postgres.pool.calls` and `PostgresStore.warm`): the middleware runs each
+        #: known tool's call in `session_scope(tool)` and names its database session while it waits on the rate
+        #: limit (`warm_session`); None: each checkout names its own session.
+        self.session_scope: Callable[[str], AbstractAsyncContextManager[None]] | None = None
+        self.warm_session: Callable[[], Awaitable[None] | None] | None = None
 
     async def authenticate(self, ctx: Any) -> Principal:
         return await self.authenticator.authenticate(ctx)

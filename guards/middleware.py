@@ -94,7 +94,15 @@ def _as_guard_error(exc: Exception) -> GuardError:
 
 
 async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> None:
-    status = await runtime.rate_limit(state.principal, label)
+    """The rate limit (a Redis round trip); meanwhile `runtime.warm_session` (when set, inside its
+    `session_scope`) names the call's database session, so that round trip no longer waits for this one."""
+    warm = getattr(runtime, "warm_session", None)
+    warming = warm() if warm is not None else None
+    try:
+        status = await runtime.rate_limit(state.principal, label)
+    finally:
+        if warming is not None:
+            await warming  # never raises: a session it could not name is named by the call's own checkout
     if status in ("exempt", "degraded"):  # degraded: Redis failed, the in-process limiter decided
         state.extra["rate_limit"] = status
 
@@ -129,9 +137,12 @@ class GuardMiddleware:
         tracer = getattr(runtime, "tracer", None)
         obs = tracer.begin(ctx, "tool_call") if tracer is not None else None
         result = None
+        # A known tool's database session may be named for the call ahead of its first statement (`_rate_limit`).
+        scope = getattr(runtime, "session_scope", None) if known else None
         with request_context(state.request_id):  # in every log line, and the database sessions' names
             try:
-                result = await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
+                async with scope(name) if scope is not None else contextlib.nullcontext():
+                    result = await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
                 return result
             finally:
                 current_call.reset(token)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -77,6 +78,53 @@ async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, r
                                store="postgres") from exc
     except ValueError as exc:
         raise StoreConfigError(f"malformed PostgreSQL URL {redact_url(url)}", store="postgres") from exc
+
+
+@dataclass
+class _Held:
+    """A checked-out connection and where it came from."""
+
+    pool: asyncpg.Pool
+    conn: asyncpg.Connection
+    on_primary: bool
+    replica: bool
+
+
+@dataclass
+class _Call:
+    """The connections one call (`calls(label)`) has had warmed, per store, and which stores it used."""
+
+    label: str
+    parked: dict[int, tuple[PostgresStore, _Held]] = field(default_factory=dict)
+    used: set[int] = field(default_factory=set)
+    closed: bool = False
+
+    def take(self, store: PostgresStore, replica: bool) -> _Held | None:
+        entry = self.parked.get(id(store))
+        if entry is None or entry[1].replica != replica:
+            return None
+        del self.parked[id(store)]
+        return entry[1]
+
+
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("kredete_pg_call", default=None)
+
+
+@contextlib.asynccontextmanager
+async def calls(label: str) -> AsyncIterator[None]:
+    """One call (an MCP tool call, labelled by its tool): `PostgresStore.warm` may name a connection for it ahead
+    of its first statement; what it warmed and did not use is given back when the block ends."""
+    call = _Call(label)
+    token = _CALL.set(call)
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+        call.closed = True
+        for store, held in list(call.parked.values()):
+            with contextlib.suppress(Exception):
+                await store._unused(label, held)
+        call.parked.clear()
 
 
 def _connection_failed(exc: BaseException) -> StoreUnavailable:
@@ -156,6 +204,8 @@ class PostgresStore:
         self._lag_checked_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None
         self.breaker = Breaker(name, probe=self._probe)
+        #: Call label -> whether its first connection was a replica read (`warm` prepares that kind).
+        self._first_checkout: dict[str, bool] = {}
         metrics.track_postgres(self)  # pool gauges on /metrics
 
     # --- compatibility: one replica --------------------------------------------------------------
@@ -347,14 +397,9 @@ class PostgresStore:
             return None
         return usable[next(self._rr) % len(usable)]
 
-    @contextlib.asynccontextmanager
-    async def connection(self, *, replica: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; `replica=True` routes to a read replica in use when there is one.
-
-        When a replica cannot give a connection, the read goes to another one or the primary (and that
-        replica is retried in the background); a failure once the connection is in use is raised as
-        StoreUnavailable. Work on the primary passes its breaker: refused at once while it is open.
-        """
+    async def _checkout(self, replica: bool) -> _Held:
+        """A pooled connection: on a read replica in use when `replica` (another one or the primary when it cannot
+        give one; that replica is retried in the background), else on the primary (through its breaker)."""
         primary = await self._primary_pool()
         tried: set[int] = set()
         rep = self._pick_replica() if replica else None
@@ -378,16 +423,49 @@ class PostgresStore:
             except _CONNECT_ERRORS as exc:
                 self.breaker.failure(exc)
                 raise _connection_failed(exc) from exc
-        try:
+        return _Held(pool, conn, on_primary, replica)
+
+    @staticmethod
+    async def _name(conn: asyncpg.Connection) -> None:
+        """The call's id in the server's logs (KREDETE_MONITOR_TAG_SESSIONS). The server reports application_name
+        on every change (ParameterStatus), so a session already named for this call (an earlier checkout of the
+        same call, or one `warm` named) or already plain costs no round trip."""
+        if tag_sessions():
             rid = current_request_id()
-            if tag_sessions():
-                # The call's id in the server's logs. The server reports application_name on every change
-                # (ParameterStatus), so a session already named for this call (an earlier checkout of the same call)
-                # or already plain costs no round trip; a pool that resets on release has put "kredete" back.
-                name = f"kredete:{rid}"[:63] if rid else "kredete"
-                if getattr(conn.get_settings(), "application_name", None) != name:
-                    await conn.execute("SELECT set_config('application_name', $1, false)", name)
-            yield conn
+            name = f"kredete:{rid}"[:63] if rid else "kredete"
+            if getattr(conn.get_settings(), "application_name", None) != name:
+                await conn.execute("SELECT set_config('application_name', $1, false)", name)
+
+    async def _release(self, held: _Held) -> None:
+        pool, conn = held.pool, held.conn
+        if pool is self.primary or any(pool is r.pool for r in self.replicas):
+            await pool.release(conn)
+        else:  # the pool was dropped (replica lost) or closed meanwhile
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, *, replica: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; `replica=True` routes to a read replica in use when there is one.
+
+        When a replica cannot give a connection, the read goes to another one or the primary (and that
+        replica is retried in the background); a failure once the connection is in use is raised as
+        StoreUnavailable. Work on the primary passes its breaker: refused at once while it is open.
+        Inside `calls(label)`, the connection `warm` checked out and named for this call is used first.
+        """
+        call = _CALL.get()
+        held = None
+        if call is not None:
+            if id(self) not in call.used:  # the call's first connection of this store: what `warm` prepares
+                call.used.add(id(self))
+                self._learn(call.label, replica)
+            held = call.take(self, replica)
+        if held is None:
+            held = await self._checkout(replica)
+        on_primary = held.on_primary
+        try:
+            await self._name(held.conn)
+            yield held.conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.
             if on_primary:
@@ -404,11 +482,51 @@ class PostgresStore:
             if on_primary:
                 self.breaker.success()
         finally:
-            if pool is self.primary or any(pool is r.pool for r in self.replicas):
-                await pool.release(conn)
-            else:  # the pool was dropped (replica lost) or closed meanwhile
+            await self._release(held)
+
+    # --- naming a call's session ahead of its first statement --------------------------------------------
+    def _learn(self, label: str, replica: bool) -> None:
+        """Remember where a call labelled `label` checks out its first connection (what `warm` prepares)."""
+        if label not in self._first_checkout:
+            if len(self._first_checkout) >= 1024:
+                self._first_checkout.clear()
+            self._first_checkout[label] = replica
+
+    def warm(self) -> asyncio.Task[None] | None:
+        """Inside `calls(label)`: start checking out the kind of connection a call with this label used first last
+        time and naming it for the call, so that round trip runs alongside the caller's other work (the MCP
+        server: the rate limit's Redis round trip); the call's first `connection()` of that kind then gets it,
+        named. None (nothing started) when the label has not checked out a connection before. The task never
+        raises: a session it could not name is named by the call's own checkout."""
+        call = _CALL.get()
+        if call is None or id(self) in call.parked or not tag_sessions():
+            return None
+        replica = self._first_checkout.get(call.label)
+        if replica is None:
+            return None
+        return asyncio.ensure_future(self._warm(call, replica))
+
+    async def _warm(self, call: _Call, replica: bool) -> None:
+        held = None
+        try:
+            held = await self._checkout(replica)
+            await self._name(held.conn)
+        except BaseException as exc:
+            if held is not None:
                 with contextlib.suppress(Exception):
-                    await pool.release(conn)
+                    await self._release(held)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if call.closed or id(self) in call.parked:  # the call ended meanwhile (or another warm won)
+            await self._release(held)
+        else:
+            call.parked[id(self)] = (self, held)
+
+    async def _unused(self, label: str, held: _Held) -> None:
+        """A call ended without using the connection warmed for it: given back, and not prepared next time."""
+        self._first_checkout.pop(label, None)
+        await self._release(held)
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, replica: bool = False,
