@@ -1,7 +1,8 @@
 """AI traces: every MCP call (tools/call, resources/read, prompts/get) is an observation of a trace.
 
 A trace is the conversation the client names (`_meta["kredete/conversation_id"]`, or a tool's own
-`conversation_id` argument once its scope rule has claimed it) or else one trace per MCP session and principal.
+`conversation_id` argument once its scope rule has claimed it) or else one trace per MCP session and principal
+(over HTTP, whose sessions are stateless, one per bearer token and principal).
 A call may name its parent observation (`_meta["kredete/parent_id"]`, e.g. the turn it answers); a retrieval
 inside a call is a child of it. The result's `_meta` tells the client `kredete/trace_id` and
 `kredete/observation_id`, so feedback can score the trace or one observation.
@@ -305,8 +306,13 @@ class TraceRecorder:
         p = state.principal
         owner = owner_of(p) if p is not None else "anonymous"
         traces = obs.session.setdefault(_SESSION_KEY, {}) if obs.session is not None else {}
-        if owner not in traces:  # a new session (stateless HTTP: every request is one)
-            traces[owner], obs.fresh_session = f"mcp-{uuid.uuid4().hex}", True
+        if owner not in traces:  # a new session
+            if self.transport == "http" and p is not None:
+                # Stateless HTTP: every request is a new session, so the token is: one trace per token and
+                # principal, the same id in every request and worker (claimed and written once per process).
+                traces[owner] = self._token_trace(owner, p)
+            else:
+                traces[owner], obs.fresh_session = f"mcp-{uuid.uuid4().hex}", True
         obs.session_trace = traces[owner]
         arg = state.arguments.get("conversation_id") if isinstance(state.arguments, dict) else None
         # A tool's own conversation_id argument was claimed by its scope rule only if the call was allowed.
@@ -320,6 +326,10 @@ class TraceRecorder:
                 self.refused += 1
                 REFUSED.inc()
             obs.trace_id, obs.origin = obs.session_trace, "session"
+
+    def _token_trace(self, owner: str, p: Principal) -> str:
+        """The session trace of a bearer token (keyed: neither the token id nor the owner can be read from it)."""
+        return "mcp-" + _keyed(self.key, f"session\0{owner}\0{p.issuer}\0{p.token_id}".encode())[:32]
 
     def _drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n

@@ -210,3 +210,39 @@ async def test_flush_writes_what_is_queued_while_a_call_stays_in_flight():
     rec.end(busy, state, None)
     await rec.stop()
     assert len(sink.observations()) == 3
+
+
+async def test_over_http_a_tokens_requests_share_one_session_trace_claimed_and_written_once():
+    """Stateless HTTP: every request is a new session (a fresh session state), so the session trace is the
+    bearer token's: the same id for each of its requests, claimed and written once per process; another token or
+    another principal gets another trace. Over stdio each session still mints its own."""
+    owners, seen = Owners(), []
+    plain = owners.claim
+
+    async def claim(conversation_id, owner, *, user_id, new=False):
+        seen.append(conversation_id)
+        return await plain(conversation_id, owner, user_id=user_id, new=new)
+
+    owners.claim = claim
+    sink = Sink()
+    rec = await TraceRecorder(sink, digest_key=KEY, owners=owners, transport="http").start()
+    who = customer()
+    other_token = Principal(subject=who.subject, role=who.role, user_id=who.user_id, token_id="t2",
+                            expires_at=2**31, issuer="test")
+    first = [call(rec, who, {"n": i})[0] for i in range(3)]  # three requests, three fresh sessions
+    second, _ = call(rec, other_token, {"n": 3})
+    third, _ = call(rec, customer(), {"n": 4})
+    assert await rec.flush(5)
+    await rec.stop()
+    assert len({o.trace_id for o in first}) == 1 and first[0].trace_id.startswith("mcp-")
+    assert len({first[0].trace_id, second.trace_id, third.trace_id}) == 3
+    assert seen == [first[0].trace_id, second.trace_id, third.trace_id]  # one claim per trace
+    traces = [f["_id"] for c, f in sink.records if c == names.TRACES]
+    assert traces == [first[0].trace_id, second.trace_id, third.trace_id]
+    assert [o["trace_id"] for o in sink.observations()] == [first[0].trace_id] * 3 + [second.trace_id,
+                                                                                         third.trace_id]
+    # A later process (or another worker) names the same trace for the token.
+    again = TraceRecorder(Sink(), digest_key=KEY, owners=Owners(), transport="http")
+    assert call(again, who, {})[0].trace_id == first[0].trace_id
+    stdio = TraceRecorder(Sink(), digest_key=KEY, owners=Owners(), transport="stdio")
+    assert call(stdio, who, {})[0].trace_id != call(stdio, who, {})[0].trace_id
