@@ -61,6 +61,9 @@ class _Deferred:
     async def known_pii(self, user_ids: list[UUID]) -> dict[UUID, dict[str, list[str]]]:
         return await self._repos.known_pii.known_pii(user_ids)
 
+    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
+        return await self._repos.conversations.claim(conversation_id, owner, user_id=user_id)
+
 
 class _LatestPii:
     """Known PII read on the primary, for the copies a process keeps: a replica may not have applied the change
@@ -75,9 +78,6 @@ class _LatestPii:
             repo = self._repos.known_pii
             self._users = UserRepository(repo.store, cipher=repo.cipher, replica_reads=False)
         return await self._users.known_pii(user_ids)
-
-    async def claim(self, conversation_id: str, owner: str, *, user_id: str) -> bool:
-        return await self._repos.conversations.claim(conversation_id, owner, user_id=user_id)
 
 
 class AgentRuntime:
