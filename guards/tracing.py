@@ -223,7 +223,8 @@ class TraceRecorder:
                  retention: timedelta = timedelta(days=90), queue_size: int = 10_000, max_output_bytes: int = 16_384,
                  transport: str = "stdio", exporter: Any = None, idle_wait_s: float = 0.5,
                  redact: Callable[[Any], tuple[Any, dict[str, int]]] | None = None,
-                 count_tokens: Callable[[Any], int] | None = None, backlog: int = 64) -> None:
+                 count_tokens: Callable[[Any], int] | None = None, backlog: int = 64, linger_s: float = 0.1,
+                 batch_size: int = 64) -> None:
         self.sink = sink
         self.key = digest_key
         self.owners = owners
@@ -235,6 +236,12 @@ class TraceRecorder:
         self.idle_wait_s = idle_wait_s
         #: Queued observations past which the recorder no longer waits for a moment without calls.
         self.backlog = backlog
+        #: Built observations are committed to the AI logger together: up to `batch_size` of them, once the queue
+        #: has been empty for `linger_s` (a flush or stop does not wait): one local-queue transaction for many calls.
+        self.linger_s = linger_s
+        self.batch_size = batch_size
+        self._built: list[tuple[Pending, list[tuple[str, dict[str, Any]]]]] = []
+        self._built_since = 0.0
         self.prompts: dict[str, PromptInfo] = {}
         self._redact = redact
         self._count_tokens = count_tokens
@@ -371,10 +378,12 @@ class TraceRecorder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
-        if self._queue:
-            self._drop("shutdown", len(self._queue))
-            log.error("trace recorder stopped with %d observations unwritten", len(self._queue))
+        if self._queue or self._built:
+            left = len(self._queue) + len(self._built)
+            self._drop("shutdown", left)
+            log.error("trace recorder stopped with %d observations unwritten", left)
             self._queue.clear()
+            self._built.clear()
         if self.exporter is not None:
             with contextlib.suppress(Exception):
                 self.exporter.shutdown()
@@ -382,6 +391,16 @@ class TraceRecorder:
     async def _run(self) -> None:
         delay = 0.05
         while True:
+            if not self._queue and self._built:
+                left = self._linger_left()
+                if not (self._stopping or self._flushing) and left > 0 and len(self._built) < self.batch_size:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), left)
+                    if self._queue and not (self._stopping or self._flushing):
+                        continue  # more calls came in: they join this batch
+                await self._commit()
+                continue
             if not self._queue:
                 self._idle.set()
                 QUEUED.set(0)
@@ -405,10 +424,15 @@ class TraceRecorder:
             self._queue.popleft()
             QUEUED.set(len(self._queue))
             try:
-                await self._write(obs)
+                docs = await self._build(obs)
+                if not self._built:
+                    self._built_since = asyncio.get_running_loop().time()
+                self._built.append((obs, docs))
             except Exception as exc:
                 log.error("trace observation dropped: %s", type(exc).__name__, exc_info=exc)
                 self._drop("invalid")
+            if len(self._built) >= self.batch_size:
+                await self._commit()
             await asyncio.sleep(0)  # let a call that just arrived run first
 
     async def _between_calls(self) -> None:
@@ -416,10 +440,24 @@ class TraceRecorder:
         backlog is worked off at once (the queue stays bounded under a steady load that is never idle), and so is
         everything while a flush or stop waits for it."""
         if not (self._stopping or self._flushing) and self._inflight and len(self._queue) < self.backlog:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._calls_idle.wait(), self.idle_wait_s)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.idle_wait_s
+            while (wait := until - loop.time()) > 0:
+                # What is built already is committed once it has lingered, calls in flight or not.
+                committing = bool(self._built) and self._linger_left() < wait
+                try:
+                    await asyncio.wait_for(self._calls_idle.wait(), self._linger_left() if committing else wait)
+                    return
+                except TimeoutError:
+                    if not committing:
+                        return
+                    await self._commit()
         else:
             await asyncio.sleep(0)
+
+    def _linger_left(self) -> float:
+        """Seconds until the oldest built observation has waited `linger_s` for others to share its commit."""
+        return self._built_since + self.linger_s - asyncio.get_running_loop().time()
 
     async def _claim(self, obs: Pending) -> None:
         """Make sure the caller owns the trace; another principal's trace is refused (session trace instead)."""
@@ -566,21 +604,47 @@ class TraceRecorder:
                 "expires_at": expires}))
         return out
 
-    async def _write(self, obs: Pending) -> None:
-        from stores.mongo import collections as names
-        from stores.mongo.trace_documents import Observation, TraceDoc
-
+    async def _build(self, obs: Pending) -> list[tuple[str, dict[str, Any]]]:
         steps = self._documents(obs)
         while True:
             try:
                 next(steps)
             except StopIteration as done:
-                docs = done.value
-                break
+                return done.value
             await asyncio.sleep(0)  # a call's next step first
+
+    async def _commit(self) -> None:
+        """Hand the built observations to the AI logger: their documents in one commit to its queue (all validated
+        before any is queued); when that is refused, each observation on its own, so one invalid observation is
+        dropped alone."""
+        from stores.mongo import collections as names
+        from stores.mongo.trace_documents import Observation, TraceDoc
+
+        built, self._built = self._built, []
         models = {names.TRACES: TraceDoc, names.TRACE_OBSERVATIONS: Observation}
-        if self.sink is not None:  # the trace (first time) and its observations: one commit to the logger's queue
-            await self.sink.record_many([(coll, models[coll], fields) for coll, fields in docs])
+
+        def items(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, type, dict[str, Any]]]:
+            return [(coll, models[coll], fields) for coll, fields in docs]
+
+        together = True
+        if self.sink is not None:
+            try:
+                await self.sink.record_many([item for _, docs in built for item in items(docs)])
+            except Exception:
+                together = False
+        for obs, docs in built:
+            try:
+                if not together and self.sink is not None:
+                    await self.sink.record_many(items(docs))
+                await self._after(obs, docs)
+            except Exception as exc:
+                log.error("trace observation dropped: %s", type(exc).__name__, exc_info=exc)
+                self._drop("invalid")
+
+    async def _after(self, obs: Pending, docs: list[tuple[str, dict[str, Any]]]) -> None:
+        """What follows an observation's documents: the prompt use, the retrieval predictions, the export."""
+        from stores.mongo import collections as names
+
         self.written += 1
         state = obs.state
         p = state.principal

@@ -246,3 +246,35 @@ async def test_over_http_a_tokens_requests_share_one_session_trace_claimed_and_w
     assert call(again, who, {})[0].trace_id == first[0].trace_id
     stdio = TraceRecorder(Sink(), digest_key=KEY, owners=Owners(), transport="stdio")
     assert call(stdio, who, {})[0].trace_id != call(stdio, who, {})[0].trace_id
+
+
+async def test_observations_built_together_share_one_commit_and_an_invalid_one_is_dropped_alone():
+    """Observations built while others wait are committed to the AI logger together (one local-queue
+    transaction); when the logger refuses that commit, each goes on its own, so only the invalid one is lost."""
+
+    class Refusing(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.commits: list[int] = []
+
+        async def record_many(self, items):
+            self.commits.append(len(items))
+            if any(f.get("arguments", {}).get("n") == "bad" for _, _, f in items):
+                raise ValueError("invalid document")  # the logger validates all before queuing any
+            return await super().record_many(items)
+
+    sink = Refusing()
+    rec = TraceRecorder(sink, digest_key=KEY, linger_s=5)
+    who, session = customer(), ctx()
+    for i in range(5):
+        call(rec, who, {"n": i}, c=session)
+    await rec.start()
+    assert await rec.flush(5)  # a flush does not wait for the linger
+    assert sink.commits == [6] and len(sink.observations()) == 5  # the trace and 5 observations, one commit
+    for n in (5, "bad", 7):
+        call(rec, who, {"n": n}, c=session)
+    assert await rec.flush(5)
+    await rec.stop()
+    assert sink.commits == [6, 3, 1, 1, 1]
+    assert [o["arguments"]["n"] for o in sink.observations()] == [0, 1, 2, 3, 4, 5, 7]
+    assert rec.dropped == {"invalid": 1} and rec.written == 7
