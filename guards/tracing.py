@@ -224,7 +224,7 @@ class TraceRecorder:
                  transport: str = "stdio", exporter: Any = None, idle_wait_s: float = 0.5,
                  redact: Callable[[Any], tuple[Any, dict[str, int]]] | None = None,
                  count_tokens: Callable[[Any], int] | None = None, backlog: int = 64, linger_s: float = 0.1,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 8) -> None:
         self.sink = sink
         self.key = digest_key
         self.owners = owners
@@ -237,7 +237,8 @@ class TraceRecorder:
         #: Queued observations past which the recorder no longer waits for a moment without calls.
         self.backlog = backlog
         #: Built observations are committed to the AI logger together: up to `batch_size` of them, once the queue
-        #: has been empty for `linger_s` (a flush or stop does not wait): one local-queue transaction for many calls.
+        #: has been empty for `linger_s` (a flush or stop does not wait): one local-queue transaction for several calls
+        #: (few: the documents of a batch are validated and encoded in one step of the event loop).
         self.linger_s = linger_s
         self.batch_size = batch_size
         self._built: list[tuple[Pending, list[tuple[str, dict[str, Any]]]]] = []
