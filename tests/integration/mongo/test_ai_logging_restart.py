@@ -67,7 +67,12 @@ async def test_records_survive_server_kill_and_restart(private_server, tmp_path)
             if i == n // 3:
                 private_server.kill9()
             if i == n // 2:
-                await asyncio.sleep(0.5)  # keep logging while the server is down
+                # Keep it down until the logger has hit the outage: an outage shorter than the client's server
+                # selection timeout (1 s) can pass unseen, a write simply waiting for the server to come back.
+                for _ in range(300):
+                    if logger.stats.retries:
+                        break
+                    await asyncio.sleep(0.1)
                 await asyncio.to_thread(private_server.start)
         assert await logger.flush(120), logger.stats
         stats = await logger.stop()
