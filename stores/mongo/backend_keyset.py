@@ -363,6 +363,22 @@ class BackendKeyset:
             self._pool = None
 
 
+async def delete_in_range(coll: Any, keyset: BackendKeyset, key: str, where: Sequence[Cond], flt: dict[str, Any],
+                          *, chunk: int = 1_000) -> int:
+    """Delete the documents of `coll` matching `where` (found `chunk` at a time on `key`'s btree index), each by
+    its `_id` with `flt` (the same condition as a find) checked again: FerretDB 1.24 answers a `delete_many` by a
+    range by reading the whole collection. Stops when a round deletes nothing (only documents that stopped
+    matching meanwhile are left). MissingTable / NotServed: the caller deletes by the find."""
+    deleted = 0
+    while ids := [p.id for p in await keyset.range(coll.name, key, where, limit=chunk)]:
+        before = deleted
+        for i in ids:
+            deleted += (await coll.delete_one({"_id": {"$eq": i}, **flt})).deleted_count
+        if len(ids) < chunk or deleted == before:
+            break
+    return deleted
+
+
 #: The keyset of each (motor client, database name) a MongoStore made: code handed only the database (the outbox,
 #: the retention job, the monitoring) finds its store's keyset here.
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, dict[str, BackendKeyset]] = weakref.WeakKeyDictionary()

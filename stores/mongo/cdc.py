@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -32,7 +33,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from stores.errors import StoreError
-from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, keyset_of
+from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, delete_in_range, keyset_of
 from stores.mongo.collections import (
     ACTION_PLANS,
     CDC_CHECKPOINTS,
@@ -218,7 +219,10 @@ class Outbox:
         await self.db[CDC_CHECKPOINTS].update_one({"_id": {"$eq": PRUNED_ID}},
                                                   {"$max": {"seq": newest_old}, "$set": {"at": now()}},
                                                   upsert=True)
-        return await self._read(lambda ks: self._delete_upto(ks, newest_old), lambda: self._delete_many(newest_old))
+        return await self._read(
+            lambda ks: delete_in_range(self.coll, ks, "seq", [Cond("seq", "<=", newest_old)],
+                                       {"seq": {"$lte": newest_old}}, chunk=_PRUNE_CHUNK),
+            lambda: self._delete_many(newest_old))
 
     async def _old_after(self, upto: int, cutoff: datetime) -> bool:
         """Whether an event after `upto` is older than `cutoff` (one a consumer holds back)."""
@@ -243,17 +247,6 @@ class Outbox:
 
     async def _delete_many(self, upto: int) -> int:
         return (await self.coll.delete_many({"seq": {"$lte": upto}})).deleted_count
-
-    async def _delete_upto(self, ks: BackendKeyset, upto: int) -> int:
-        """Every event up to `upto`, oldest first, each by `_id` (FerretDB reads the whole collection for the
-        `delete_many` by range)."""
-        deleted = 0
-        while ids := [p.id for p in await ks.range(OUTBOX, "seq", [Cond("seq", "<=", upto)], limit=_PRUNE_CHUNK)]:
-            for i in ids:
-                deleted += (await self.coll.delete_one({"_id": {"$eq": i}, "seq": {"$lte": upto}})).deleted_count
-            if len(ids) < _PRUNE_CHUNK:
-                break
-        return deleted
 
     async def _missing(self, ids: list[str]) -> set[str]:
         if not ids:
@@ -335,6 +328,11 @@ class OutboxConsumer:
         self._pending_to: int | None = None
         self._registered = False
 
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        """The outbox it reads (made on first use, when the store's keyset is registered)."""
+        return Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset)
+
     @property
     def _ckpt_id(self) -> str:
         return f"outbox:{self.name}"
@@ -345,7 +343,7 @@ class OutboxConsumer:
 
     async def register(self) -> None:
         """Create the checkpoint (idempotent); a new consumer starts at the oldest retained event."""
-        outbox = Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset)
+        outbox = self.outbox
         await self.db[CDC_CHECKPOINTS].update_one(
             {"_id": {"$eq": self._ckpt_id}},
             {"$setOnInsert": {"seq": await outbox.pruned_upto(), "registered_at": now()}}, upsert=True)
@@ -362,13 +360,13 @@ class OutboxConsumer:
         if not self._registered:
             await self.register()
         start = await self.checkpoint()
-        pruned = await Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset).pruned_upto()
+        pruned = await self.outbox.pruned_upto()
         if start < pruned:
             log.error("outbox consumer %r: events %d..%d were pruned before it read them", self.name, start + 1,
                       pruned)
             raise OutboxGap(f"outbox consumer {self.name!r} lost events {start + 1}..{pruned} (pruned while it "
                             "was not registered): rebuild its state, then unregister() and poll again", store="mongo")
-        rows = await Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset).after(start, self.batch_size)
+        rows = await self.outbox.after(start, self.batch_size)
         out: list[ChangeEvent] = []
         expected = start + 1
         last = start
@@ -421,6 +419,11 @@ class ChangeStreamSource:
         self.db = db
         self.name = name
         self.topics = tuple(topics)
+
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        """The outbox it reads (made on first use, when the store's keyset is registered)."""
+        return Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset)
 
     @property
     def _ckpt_id(self) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, keyset_of
+from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, delete_in_range, keyset_of
 from stores.mongo.cdc import Outbox
 from stores.mongo.collections import OUTBOX, SPEC_BY_NAME, TTL_COLLECTIONS
 from stores.mongo.documents import _utc_ms, now
@@ -49,14 +49,8 @@ async def _purge(db: AsyncIOMotorDatabase, name: str, fld: str, cutoff: datetime
         try:
             if dry_run:
                 return await keyset.count(name, [Cond(fld, "<", cutoff)])
-            deleted = 0
-            while ids := [p.id for p in await keyset.range(name, fld, [Cond(fld, "<", cutoff)], limit=chunk)]:
-                before = deleted
-                for i in ids:
-                    deleted += (await db[name].delete_one({"_id": {"$eq": i}, **flt})).deleted_count
-                if len(ids) < chunk or deleted == before:  # the last round; or only documents whose expiry was
-                    break                                  # extended meanwhile (not expired any more) are left
-            return deleted
+            # Documents whose expiry was extended meanwhile (not expired any more) are left.
+            return await delete_in_range(db[name], keyset, fld, [Cond(fld, "<", cutoff)], flt, chunk=chunk)
         except MissingTable:
             pass
     return await db[name].count_documents(flt) if dry_run else (await db[name].delete_many(flt)).deleted_count
