@@ -62,13 +62,17 @@ def ctx(meta=None):
     return SimpleNamespace(meta=meta or {}, session=SimpleNamespace(_connection=SimpleNamespace(state={})))
 
 
-def call(rec: TraceRecorder, who: Principal, arguments: dict, *, meta=None, c=None, result=None):
-    c = c or ctx(meta)
-    obs = rec.begin(c, "tool_call")
+def end(rec: TraceRecorder, obs, who: Principal, arguments: dict, result=None):
+    """End a `get_wallet_balances` call begun as `obs`; its call state."""
     state = new_call_state("get_wallet_balances", arguments)
     state.principal = who
     rec.end(obs, state, result)
-    return obs, state
+    return state
+
+
+def call(rec: TraceRecorder, who: Principal, arguments: dict, *, meta=None, c=None, result=None):
+    obs = rec.begin(c or ctx(meta), "tool_call")
+    return obs, end(rec, obs, who, arguments, result)
 
 
 async def test_a_full_queue_drops_and_counts_without_failing_the_call():
@@ -151,9 +155,7 @@ async def test_a_backlog_is_written_while_calls_stay_in_flight():
             break
         await asyncio.sleep(0.01)
     assert len(sink.observations()) >= 2 and len(rec._queue) <= 2 and not rec.dropped
-    state = new_call_state("get_wallet_balances", {})
-    state.principal = who
-    rec.end(busy, state, None)
+    end(rec, busy, who, {})
     await rec.stop()
     assert len(sink.observations()) == 5
 
@@ -205,9 +207,7 @@ async def test_flush_writes_what_is_queued_while_a_call_stays_in_flight():
         call(rec, who, {"n": n})
     assert await rec.flush(30)
     assert len(sink.observations()) == 2
-    state = new_call_state("get_wallet_balances", {})
-    state.principal = who
-    rec.end(busy, state, None)
+    end(rec, busy, who, {})
     await rec.stop()
     assert len(sink.observations()) == 3
 
