@@ -15,6 +15,7 @@ RTO: from the cut to the first write acknowledged again by the recovered primary
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -73,6 +74,11 @@ def _destroy_primary(console: Console) -> None:
     if not pid:
         raise StackError("the primary is not running")
     os.killpg(pid, signal.SIGKILL)
+    # A primary this process started (restarted during the drill) stays a zombie until reaped, and its socket
+    # lock file names it: the restored server's kill(pid, 0) finds it "alive" and refuses to start ("lock file
+    # .s.PGSQL.<port>.lock already exists"). Reap it when it is our child, as kill9_server does.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, 0)
     for _ in range(100):
         if not (primary.pgdata / "postmaster.pid").exists() or not pid_alive(pid):
             break
