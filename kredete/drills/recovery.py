@@ -74,9 +74,8 @@ def _destroy_primary(console: Console) -> None:
     if not pid:
         raise StackError("the primary is not running")
     os.killpg(pid, signal.SIGKILL)
-    # A primary this process started (restarted during the drill) stays a zombie until reaped, and its socket
-    # lock file names it: the restored server's kill(pid, 0) finds it "alive" and refuses to start ("lock file
-    # .s.PGSQL.<port>.lock already exists"). Reap it when it is our child, as kill9_server does.
+    # A primary this process started stays a zombie until reaped: reap it when it is our child, as kill9_server
+    # does. (The lock files it leaves are cleared by the restored server's start if their pid is reused.)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, 0)
     for _ in range(100):

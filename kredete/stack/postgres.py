@@ -20,10 +20,12 @@ from kredete.stack.base import (
     Server,
     StackError,
     apt_install,
+    describe_pid,
     ensure_system_user,
     logger,
     pid_alive,
     port_open,
+    proc_cmdline,
     run,
 )
 
@@ -58,6 +60,23 @@ def system_identifier(pgdata: Path, user: str | None = None) -> str | None:
         if line.startswith("Database system identifier:"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+def _is_postgres(pid: int) -> bool:
+    """A postmaster or one of its backends (their titles start with `postgres`)."""
+    argv = proc_cmdline(pid)
+    return bool(argv) and Path(argv[0].split()[0]).name.rstrip(":") in ("postgres", "postmaster")
+
+
+def _postgres_running_in(pgdata: Path) -> bool:
+    """Any postgres process whose working directory is this data dir (the postmaster and its backends all
+    run there; other clusters' processes do not)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_postgres(int(entry.name)):
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd") == str(pgdata):
+                    return True
+    return False
 
 
 class _PostgresBase(Server):
@@ -105,6 +124,35 @@ class _PostgresBase(Server):
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, RUN_USER, RUN_USER)
             os.chmod(self.data_dir, 0o700)
+        self._clear_stale_locks()
+
+    def _clear_stale_locks(self) -> None:
+        """Remove lock files a killed postmaster left behind once their pid belongs to another process.
+
+        PostgreSQL refuses to start while its socket lock (`.s.PGSQL.<port>.lock`) or `postmaster.pid` names a
+        pid it can signal, and cannot tell a reused pid from a running server: after a kill -9 (a drill, a
+        crash) any process of the server's user that got the pid (a backend of another cluster, a pgBackRest
+        push) blocks the restart with "lock file ... already exists". pid_max is 32768 here; a test run wraps
+        it. Called only when none of our servers runs and the port is free. Kept: a dead pid (PostgreSQL's own
+        check handles it) and any lock while a postgres process still runs in this data dir (a backend left by
+        a killed postmaster still holds its shared memory).
+        """
+        locks = ((self.data_dir / f".s.PGSQL.{self.port}.lock", self.data_dir / f".s.PGSQL.{self.port}"),
+                 (self.pgdata / "postmaster.pid", None))
+        for lock, socket_file in locks:
+            try:
+                pid = int(lock.read_text().split("\n", 1)[0].strip())
+            except (OSError, ValueError):
+                continue
+            if not pid_alive(pid) or _postgres_running_in(self.pgdata):
+                continue
+            lock.unlink(missing_ok=True)
+            if socket_file is not None:
+                socket_file.unlink(missing_ok=True)
+            message = (f"removed a stale lock file {lock.name}: its pid {pid} is now {describe_pid(pid)}, not this "
+                       "server")
+            self.notes.append(message)
+            logger.warning("%s: %s", self.name, message)
 
     def system_identifier(self) -> str | None:
         """The cluster's `Database system identifier` (from pg_control; works stopped or running)."""

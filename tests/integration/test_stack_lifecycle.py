@@ -267,3 +267,59 @@ def test_ports_can_change_on_an_existing_cluster(scratch_pg):
         primary.port, replica.port = old
         primary.start()
         replica.start()
+
+
+
+@pytest.fixture
+def run_user_stranger():
+    """An unrelated program of the user PostgreSQL runs as: one PostgreSQL can signal, so it takes a lock file
+    naming its pid for a live server (a root-owned one answers EPERM, which PostgreSQL treats as gone)."""
+    import subprocess
+
+    from kredete.stack.postgres import RUN_USER
+
+    argv = ["sleep", "300"]
+    if os.geteuid() == 0:
+        argv = ["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}", "--init-groups", "--", *argv]
+    proc = subprocess.Popen(argv, start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_restart(scratch_pg,
+                                                                                   run_user_stranger):
+    """kill -9 leaves the postmaster's lock files; once their pid belongs to another process of the server's
+    user, PostgreSQL alone refuses to start ("lock file ... already exists"). A running server keeps them."""
+    primary, replica = scratch_pg
+    locks = [primary.data_dir / f".s.PGSQL.{primary.port}.lock", primary.pgdata / "postmaster.pid"]
+    primary._clear_stale_locks()
+    assert all(lock.exists() for lock in locks), "the lock files of the running server are kept"
+
+    def kill9_naming(other: int) -> None:
+        pid = primary.pid()
+        assert pid
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # started by this process: reap it, so only the lock files are left
+        assert all(lock.exists() for lock in locks), "kill -9 leaves both lock files"
+        for lock in locks:
+            lines = lock.read_text().split("\n")
+            lock.write_text("\n".join([str(other), *lines[1:]]))
+
+    stranger = run_user_stranger
+    try:
+        # The pid reused by a postmaster of another cluster, then by an unrelated program.
+        for reused_by, shown_as in ((replica.pid(), "`postgres`"), (stranger.pid, "`sleep`")):
+            kill9_naming(reused_by)
+            primary.notes.clear()
+            primary.start()
+            assert primary.status().healthy
+            notes = [n for n in primary.notes if "stale lock file" in n]
+            assert len(notes) == 2 and all(str(reused_by) in n and shown_as in n for n in notes), primary.notes
+        assert stranger.poll() is None and replica.pid(), "the processes holding the pid were not signalled"
+    finally:
+        primary.start()
+    deadline = time.monotonic() + 30
+    while not replica.healthy() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica.status().healthy
