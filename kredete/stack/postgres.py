@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from config import ports
@@ -165,7 +166,6 @@ class _PostgresBase(Server):
         removed its lock file, so a start right after cannot collide with it. Still running after `timeout`:
         an immediate shutdown (SIGQUIT), then SIGKILL of what is left."""
         import signal
-        import time
 
         pid = self.pid()
         if pid:
@@ -281,8 +281,6 @@ class PostgresPrimary(_PostgresBase):
             super().start()
 
     def after_start(self) -> None:
-        import time
-
         # A restored data dir accepts read-only connections while it still replays WAL: wait for the end
         # of recovery (promotion) before the one-time setup, which writes.
         deadline = time.monotonic() + 1800
@@ -310,6 +308,51 @@ class PostgresReplica(_PostgresBase):
             self.port = port
         super().__init__()
         self.primary = primary
+        #: Where this start's lines begin in the server log (what `_wal_gone` reads).
+        self._log_mark = 0
+        self._rebuild = False
+
+    def start(self) -> None:
+        """Start (see Server.start); a standby that fell behind further than the primary keeps WAL can never
+        catch up by streaming ("requested WAL segment ... has already been removed"): it is rebuilt from the
+        primary (pg_basebackup), what an operator does, instead of waiting out the timeout."""
+        self._mark_log()
+        try:
+            super().start()
+        except StackError:
+            if not self._wal_gone():
+                raise
+            message = "rebuilt from the primary: it had removed the WAL this standby still needed"
+            logger.warning("%s: %s", self.name, message)
+            self.notes.append(message)
+            self._mark_log()
+            self._rebuild = True
+            try:
+                super().start()
+            finally:
+                self._rebuild = False
+
+    def _mark_log(self) -> None:
+        self._log_mark = self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def _wal_gone(self) -> bool:
+        """The WAL receiver, since this start, was refused WAL the primary no longer has."""
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(self._log_mark)
+                return b"has already been removed" in fh.read()
+        except OSError:
+            return False
+
+    def _wait_healthy(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(pid):
+            if self.healthy():
+                return True
+            if self._wal_gone():
+                return False  # waiting cannot help
+            time.sleep(0.25)
+        return False
 
     def replication_problem(self) -> str | None:
         """None when this is a standby of the primary with a streaming WAL receiver; else what is wrong.
@@ -356,11 +399,12 @@ class PostgresReplica(_PostgresBase):
             raise StackError("the read replica needs the primary running: `kredete stack up` starts both "
                              "(`--only postgres-replica` starts the primary first)")
         standby = (self.pgdata / "standby.signal").exists() and (self.pgdata / "PG_VERSION").exists()
-        if standby and not self.other_primary():
+        if standby and not self.other_primary() and not self._rebuild:
             self._follow_primary_port()
             self._name_cluster()
             return
-        # No standby yet, or one of a cluster the primary no longer is (its data is not the primary's): build.
+        # No standby yet, one of a cluster the primary no longer is (its data is not the primary's), or one too far
+        # behind to stream: build.
         shutil.rmtree(self.pgdata, ignore_errors=True)
         secrets = local_secrets()
         env = {**os.environ, "PGPASSWORD": secrets["postgres_replicator"]}

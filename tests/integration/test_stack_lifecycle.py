@@ -323,3 +323,28 @@ def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_res
     while not replica.healthy() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert replica.status().healthy
+
+
+def test_a_replica_too_far_behind_to_stream_is_rebuilt(scratch_pg):
+    """Stopped while the primary moved on and recycled the WAL it needed, a standby can never catch up by
+    streaming: `start` rebuilds it from the primary instead of timing out."""
+    primary, replica = scratch_pg
+    replica.stop()
+    primary._psql("ALTER SYSTEM SET wal_keep_size = 0")
+    primary._psql("SELECT pg_reload_conf()")
+    try:
+        primary._psql("CREATE TABLE IF NOT EXISTS churn (x int)")
+        for _ in range(4):
+            primary._psql("INSERT INTO churn SELECT generate_series(1, 1000)")
+            primary._psql("SELECT pg_switch_wal()")
+            primary._psql("CHECKPOINT")
+        mark = replica.log_file.stat().st_size
+        replica.notes.clear()
+        replica.start()
+        assert replica.status().healthy
+        assert replica._psql("SELECT count(*) FROM churn").strip() == "4000", "the rebuilt standby has the writes"
+        assert "has already been removed" in replica.log_file.read_text(errors="replace")[mark:]
+        assert any("rebuilt from the primary" in n for n in replica.notes), replica.notes
+    finally:
+        primary._psql("ALTER SYSTEM RESET wal_keep_size")
+        primary._psql("SELECT pg_reload_conf()")
