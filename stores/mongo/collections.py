@@ -125,16 +125,18 @@ SPECS: tuple[CollectionSpec, ...] = (
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("name_version_created", ("name", A), ("version", A), ("created_at", D)),
     ), ttl_field="expires_at", pushdown=(U, "_id")),
+    # Age-based retention (`kredete retention`, two years) finds old predictions and feedback by `created_at`
+    # and deletes them one by one by `_id` (`stores.mongo.retention.purge_older`).
     CollectionSpec(MODEL_PREDICTIONS, d.ModelPrediction, (
         _ix("user_created", (U, A), ("created_at", D)),
         _ix("model_version_created", ("model", A), ("version", A), ("created_at", D)),
-    )),
+    ), pushdown=(U, "_id"), ranges=("created_at",)),
     CollectionSpec(FEEDBACK_SIGNALS, d.FeedbackSignal, (
         _ix("user_conversation", (U, A), ("conversation_id", A), ("created_at", D)),
         _ix("label_created", ("label", A), ("created_at", D)),
         _ix("conversation_created", ("conversation_id", A), ("created_at", D)),
         _ix("created", ("created_at", D)),
-    )),
+    ), pushdown=(U, "_id")),
     CollectionSpec(TRAINING_DATA, d.TrainingExample, (
         _ix("user_dataset", (U, A), ("dataset", A), ("created_at", D)),
         _ix("dataset_split", ("dataset", A), ("split", A)),

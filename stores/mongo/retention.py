@@ -2,12 +2,14 @@
 
 On a server with TTL indexes this is a harmless backstop (the TTL monitor runs every 60 s); on
 FerretDB 1.x, which refuses `expireAfterSeconds`, it is what enforces retention. Feedback, predictions
-and training data have no `expires_at` and are never touched. Outbox events have no TTL: they go only
+and training data have no `expires_at` and are never touched by it: `kredete retention` deletes the first two
+by age (`purge_older`, the policy in config/retention.toml). Outbox events have no TTL: they go only
 when older than `OUTBOX_RETENTION` and passed by every registered consumer (`Outbox.prune`).
 `stores.mongo.jobs` runs this periodically inside the MCP server; `kredete mongo retention` runs it once.
 
 On FerretDB's PostgreSQL backend (the store's keyset, `stores.mongo.backend_keyset`) the expired documents are
-found on the btree index of the expiry field (`expiry_<field>`) and deleted one by one by `_id` (a pushed-down
+found on the btree index of the expiry field (`expiry_<field>`), and the age-based datasets' old documents
+(`count_older` / `purge_older`) on their `created_at` index, and deleted one by one by `_id` (a pushed-down
 equality, with the expiry condition again): FerretDB 1.24 answers the `$lt` of `delete_many`/`count_documents`
 by reading and decoding every document of the collection, every minute.
 """
@@ -56,11 +58,14 @@ async def _purge(db: AsyncIOMotorDatabase, name: str, fld: str, cutoff: datetime
     return await db[name].count_documents(flt) if dry_run else (await db[name].delete_many(flt)).deleted_count
 
 
-async def count_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime) -> int:
-    """Documents of `collection` whose `field` is before `cutoff` (the retention policy's age-based datasets)."""
-    return await db[collection].count_documents({field: {"$lt": _utc_ms(cutoff)}})
+async def count_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime, *,
+                      use_keyset: bool = True) -> int:
+    """Documents of `collection` whose `field` is before `cutoff` (the retention policy's age-based datasets);
+    on FerretDB's backend counted on the field's btree index."""
+    return await _purge(db, collection, field, _utc_ms(cutoff), True, keyset_of(db) if use_keyset else None)
 
 
-async def purge_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime) -> int:
-    """Delete them; returns how many went."""
-    return (await db[collection].delete_many({field: {"$lt": _utc_ms(cutoff)}})).deleted_count
+async def purge_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime, *,
+                      use_keyset: bool = True) -> int:
+    """Delete them (found on the index, deleted by `_id`, as expired documents are); returns how many went."""
+    return await _purge(db, collection, field, _utc_ms(cutoff), False, keyset_of(db) if use_keyset else None)

@@ -260,3 +260,37 @@ async def test_concurrent_emits_through_the_index_get_distinct_contiguous_seqs(o
     assert sorted(e.seq for e in events) == list(range(1, 46))
     consumer = OutboxConsumer(store.db, "all")
     assert [e.seq for e in await consumer.poll()] == list(range(1, 46))
+
+
+async def test_age_based_retention_counts_and_deletes_through_the_index(open_reader_store):
+    """`kredete retention`'s age-based datasets (predictions, feedback; no `expires_at`): the old documents are
+    counted on the `created_at` btree and deleted by `_id`, the same ones the old find counted."""
+    from stores.mongo.collections import FEEDBACK_SIGNALS, MODEL_PREDICTIONS
+    from stores.mongo.retention import count_older, purge_older
+
+    store = await open_reader_store("age")
+    db, t0 = store.db, now()
+    url = resolve().ferretdb_postgres_url
+    if url is None:
+        pytest.skip("KREDETE_FERRETDB_POSTGRES_URL is not set")
+    cutoff = t0 - timedelta(days=730)
+    for coll in (MODEL_PREDICTIONS, FEEDBACK_SIGNALS):
+        # 1,500 documents over four years (a few with a string date: never in a date range), half before the cutoff
+        await db[coll].insert_many([{"_id": f"{coll[0]}{n}", "user_id": uid(), "created_at":
+                                     (t0 - timedelta(days=n)).isoformat() if n % 97 == 5 else t0 - timedelta(days=n)}
+                                    for n in range(0, 1460)])
+    await PushdownIndexer(db, url.get_secret_value()).ensure()
+    await _analyze(store)
+    expected = sum(1 for n in range(1460) if n % 97 != 5 and t0 - timedelta(days=n) < cutoff)
+    for coll in (MODEL_PREDICTIONS, FEEDBACK_SIGNALS):
+        nodes = plan_nodes((await store.keyset.explain_range(coll, "created_at",
+                                                             [Cond("created_at", "<", cutoff)]))["Plan"])
+        assert [n for n in nodes if n.get("Index Name")] and not [n for n in nodes if "Seq" in n["Node Type"]], (
+            coll, [n["Node Type"] for n in nodes])
+        explain = await explain_find(db, coll, {"_id": {"$eq": f"{coll[0]}7"}, "created_at": {"$lt": cutoff}})
+        assert explain["filterPushdown"] and [i for i in index_scans(explain) if i.endswith("__id_pd")], explain
+        assert await count_older(db, coll, "created_at", cutoff) == await count_older(
+            db, coll, "created_at", cutoff, use_keyset=False) == expected
+        assert await purge_older(db, coll, "created_at", cutoff) == expected
+        assert await count_older(db, coll, "created_at", cutoff, use_keyset=False) == 0
+        assert await db[coll].count_documents({}) == 1460 - expected
