@@ -204,6 +204,14 @@ def scratch_pg():
         shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
+def _wait_streaming(replica, timeout: float = 30) -> None:
+    """The replica streams again (its primary was restarted)."""
+    deadline = time.monotonic() + timeout
+    while not replica.healthy() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica.status().healthy
+
+
 def test_replica_of_a_reinitialised_primary_is_unhealthy_and_rebuilt(scratch_pg):
     import shutil
 
@@ -240,10 +248,7 @@ def test_replica_whose_primary_is_down_is_not_healthy(scratch_pg):
         assert st.pid and not st.healthy and "WAL receiver" in st.note
     finally:
         primary.start()
-    deadline = time.monotonic() + 30
-    while not replica.healthy() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert replica.status().healthy
+    _wait_streaming(replica)
 
 
 def test_ports_can_change_on_an_existing_cluster(scratch_pg):
@@ -319,10 +324,7 @@ def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_res
         assert stranger.poll() is None and replica.pid(), "the processes holding the pid were not signalled"
     finally:
         primary.start()
-    deadline = time.monotonic() + 30
-    while not replica.healthy() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert replica.status().healthy
+    _wait_streaming(replica)
 
 
 def test_a_replica_too_far_behind_to_stream_is_rebuilt(scratch_pg):
