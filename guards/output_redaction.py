@@ -81,8 +81,12 @@ class OutputRedactor:
         principal = state.principal
         # Withheld text never reaches the redactor (nor its NER model); the rest is cut short only once
         # redacted, so a cut cannot split a value the redactor would have recognised whole.
-        payload, withheld = field_policy.apply(payload, principal.role, state.tool, unmasked=state.unmasked,
-                                               stage=field_policy.Treatment.WITHHOLD)
+        # A tool without declared free text (or an unmasked call) has nothing either stage would change.
+        policed = not state.unmasked and any(tool == state.tool for tool, _ in field_policy.FREE_TEXT)
+        withheld = truncated = 0
+        if policed:
+            payload, withheld = field_policy.apply(payload, principal.role, state.tool, unmasked=False,
+                                                   stage=field_policy.Treatment.WITHHOLD)
         user_ids = _collect_user_ids(payload)
         if principal.user_id:
             user_ids.add(principal.user_id)
@@ -102,8 +106,9 @@ class OutputRedactor:
         policy = role_policy(principal.role.value, unmasked=state.unmasked, hash_key=self.hash_key)
         redacted, counts = redact_value(payload, policy, known_names=names, known_addresses=addresses,
                                         allow_names=allow)
-        redacted, truncated = field_policy.apply(redacted, principal.role, state.tool, unmasked=state.unmasked,
-                                                 stage=field_policy.Treatment.TRUNCATE)
+        if policed:
+            redacted, truncated = field_policy.apply(redacted, principal.role, state.tool, unmasked=False,
+                                                     stage=field_policy.Treatment.TRUNCATE)
         counts = {**counts, **{k: n for k, n in (("withheld_text", withheld), ("truncated_text", truncated)) if n}}
         for kind, n in counts.items():
             state.redactions[kind] = state.redactions.get(kind, 0) + n

@@ -64,9 +64,8 @@ class CorridorVolumeOut(BaseModel):
     suppressed_cells: int = Field(0, ge=0)
     #: The smallest cell shown: at least this many transactions from at least this many distinct users.
     min_cell_size: int = Field(ge=1)
-    #: Pass it back (same arguments) for the next page; absent: no more cells (so an answer of one page reads
-    #: as it did before paging, and an empty window as a window without activity).
-    next_cursor: str | None = Field(None, exclude_if=lambda v: v is None)
+    #: Pass it back (same arguments) for the next page; null: no more cells (as search_transactions says it).
+    next_cursor: str | None = None
     _page: Any = PrivateAttr(default=None)
 
     def cursor_after(self, index: int) -> str | None:
@@ -99,6 +98,6 @@ CORRIDOR_VOLUME = ToolSpec(
                 "whole window only when some cell is shown, rounded down to a multiple of min_cell_size (0 "
                 "otherwise), so a window of small cells answers like a window without activity; every page "
                 "says the same number. Cells come in pages of `limit` (day, corridor, currency pair order); "
-                "pass next_cursor with the same arguments for the next page.",
+                "pass next_cursor with the same arguments for the next page (null: no more cells).",
     input_model=CorridorVolumeInput, output_model=CorridorVolumeOut, handler=corridor_volume,
     grant={Role.RISK_ANALYST, Role.COMPLIANCE_OFFICER}, scope=aggregates_only(), list_field="rows")

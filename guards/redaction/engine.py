@@ -248,18 +248,39 @@ def _row_names(value: Any, out: list[str]) -> None:
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="python")
     if isinstance(value, dict):
-        skip = _not_person_keys(value)
-        for k, item in value.items():
-            if k not in skip and field_hint(k) is PiiKind.PERSON:
+        hints, named = _hints_of(value)
+        skip = _not_person_keys(value) if named else frozenset()
+        for (k, item), hint in zip(value.items(), hints, strict=True):
+            if hint is PiiKind.PERSON and k not in skip:
                 if isinstance(item, str):
                     out.append(item)
                     continue
                 if isinstance(item, list | tuple | set | frozenset):
                     out.extend(x for x in item if isinstance(x, str))
-            _row_names(item, out)
+            if not isinstance(item, str | int | float | bool | None):
+                _row_names(item, out)
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _row_names(item, out)
+            if not isinstance(item, str | int | float | bool | None):
+                _row_names(item, out)
+
+
+def _hints_of(d: dict[Any, Any]) -> tuple[tuple[PiiKind | None, ...], bool]:
+    keys = tuple(d)
+    return _key_hints(keys) if len(keys) <= _SHAPE_KEYS else _key_hints.__wrapped__(keys)
+
+
+#: Dicts with more keys than this (maps keyed by data, not records) are not remembered by their shape.
+_SHAPE_KEYS = 64
+
+
+@lru_cache(maxsize=1024)
+def _key_hints(keys: tuple[Any, ...]) -> tuple[tuple[PiiKind | None, ...], bool]:
+    """(the field hint of each key, whether some key is a person-name field a sibling type may lift) of a dict
+    with these keys: the rows of a list share their keys, so each row's keys are looked at once per shape."""
+    hints = tuple(field_hint(k) for k in keys)
+    named = any(h is PiiKind.PERSON and _norm_key(k).endswith("_name") for k, h in zip(keys, hints, strict=True))
+    return hints, named
 
 
 def redact_value(
@@ -284,25 +305,45 @@ def redact_value(
     row_names: list[str] = []
     _row_names(value, row_names)
     known = compile_known(known_names, known_addresses, allow_names, row_names)
-    pol = policy or MASK_ALL
+    return _redact_tree(value, policy or MASK_ALL, known, {})
+
+
+#: (string, its key, its field hint) -> (redacted text, kinds of its findings in order): one call's memo.
+_Memo = dict[tuple[str, str | None, PiiKind | None], tuple[str, tuple[str, ...]]]
+
+
+def _redact_tree(value: Any, pol: RedactionPolicy, known: KnownValues, memo: _Memo | None
+                 ) -> tuple[Any, dict[str, int]]:
+    """`redact_value`'s walk with its policy and known values. With `memo`, a string met again under the same key
+    and hint (a page's currencies, corridors, days, statuses) reuses its first redaction and counts its findings
+    again: within one call `_redact` is a function of exactly (text, hint, prose), prose of (key, text), so the
+    output and the counts are those of redacting every string (tests/unit/test_redaction_memo.py)."""
     counts: dict[str, int] = {}
 
     def walk(v: Any, hint: PiiKind | None, key: Any = None) -> Any:
         if isinstance(v, str):
             if not v:
                 return v
-            # Names are read in free text only: not in ids, enums, amounts or timestamps (what the
-            # delimiter also leaves bare).
-            prose = not stays_bare(key if isinstance(key, str) else None, v)
-            r = _redact(v, pol, known, None, hint, prose)
-            for f in r.findings:
-                counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
-            return r.text
+            k = key if isinstance(key, str) else None
+            done = memo.get((v, k, hint)) if memo is not None else None
+            if done is None:
+                # Names are read in free text only: not in ids, enums, amounts or timestamps (what the
+                # delimiter also leaves bare).
+                r = _redact(v, pol, known, None, hint, not stays_bare(k, v))
+                done = r.text, tuple(f.kind.value for f in r.findings)
+                if memo is not None:
+                    memo[v, k, hint] = done
+            for kind in done[1]:
+                counts[kind] = counts.get(kind, 0) + 1
+            return done[0]
         if isinstance(v, BaseModel):
             return walk(v.model_dump(mode="python"), hint, key)
         if isinstance(v, dict):
-            skip = _not_person_keys(v)
-            return {k: walk(item, None if k in skip else field_hint(k), k) for k, item in v.items()}
+            hints, named = _hints_of(v)
+            if named:
+                skip = _not_person_keys(v)
+                hints = tuple(None if k in skip else h for k, h in zip(v, hints, strict=True))
+            return {k: walk(item, h, k) for (k, item), h in zip(v.items(), hints, strict=True)}
         if isinstance(v, list):
             return [walk(item, hint, key) for item in v]
         if isinstance(v, tuple):

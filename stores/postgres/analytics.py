@@ -55,13 +55,15 @@ class CorridorPage(Series[CorridorVolume]):
     next_cursor: str | None = None
     #: Cells shown in the whole window (every page), not only on this one.
     shown_cells: int = 0
-    item_cursors: list[str] = Field(default_factory=list, exclude=True, repr=False)
+    #: The query's digest the cursors are bound to (cursors inside the page are made only when asked for: the
+    #: output budget, which alone asks, does not cut a page of the default size).
+    digest: str = Field("", exclude=True, repr=False)
 
     def cursor_after(self, index: int) -> str | None:
         """Cursor resuming after `items[index]`; for the last item, `next_cursor` (None when nothing follows)."""
         if index == len(self.items) - 1:
             return self.next_cursor
-        return self.item_cursors[index] if 0 <= index < len(self.item_cursors) else None
+        return _cell_cursor(self.items[index], self.digest) if 0 <= index < len(self.items) else None
 
 
 def _cell_cursor(cell: CorridorVolume, digest: str) -> str:
@@ -117,10 +119,9 @@ class AnalyticsRepository(Repository):
         found = [r for r in rows if r["bucket"] is not None]
         items = [CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
                  for r in found[:cap]]
-        cursors = [_cell_cursor(c, digest) for c in items]
         more = len(found) > cap
         return CorridorPage(items=items, truncated=more, suppressed_cells=suppressed, shown_cells=shown_total,
-                            next_cursor=cursors[-1] if more else None, item_cursors=cursors)
+                            next_cursor=_cell_cursor(items[-1], digest) if more and items else None, digest=digest)
 
     @staticmethod
     def _corridor_digest(date_from: datetime, date_to: datetime, granularity: str, status: str,

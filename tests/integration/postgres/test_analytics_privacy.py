@@ -127,7 +127,7 @@ async def test_a_window_of_small_cells_answers_like_a_window_without_activity(ag
     assert raw.items == [] and raw.suppressed_cells >= 1  # the payment is there, withheld
     active = (await call(rt, "corridor_volume", analyst, corridor=corridor, **window)).structured_content
     nothing = (await call(rt, "corridor_volume", analyst, corridor="FR-NG", **window)).structured_content
-    assert active == nothing == {"rows": [], "suppressed_cells": 0, "min_cell_size": 5}
+    assert active == nothing == {"rows": [], "suppressed_cells": 0, "min_cell_size": 5, "next_cursor": None}
 
 
 async def test_with_cells_shown_the_withheld_count_is_coarsened_to_the_cell_size(agent_store, cipher, seeded):
