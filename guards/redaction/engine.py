@@ -39,6 +39,16 @@ _BARE_ID = re.compile(f"{shapes.UUID}|{shapes.ISO_DATE}{shapes.ISO_TIME}")
 # Record ids are UUIDs; their hex groups can pass a checksum by chance (1 in 97 for IBAN's mod-97), and an
 # agent needs them intact to call the next tool, so no finding may overlap one.
 _UUID = re.compile(rf"(?<![0-9A-Za-z]){shapes.UUID}(?![0-9A-Za-z])")
+# The engine's own masks ("[PERSON]", "[CARD_NUMBER:1a2b3c4d]") in a text redacted before (the trace recorder
+# re-redacts an answer with mask-everything): the recognisers read each as blanks, so redacting twice gives what
+# redacting once gave ("to [PERSON]" stays, not "to [[PERSON]]", and is not counted again). Blanks, not a
+# skipped span: a name written next to a literal mask is still read on its own.
+_MASK = re.compile(r"\[(?:{})(?::[0-9a-f]+)?\]".format("|".join(re.escape(k.value) for k in PiiKind)))
+
+
+def _scan_text(t: str) -> str:
+    """`t` with each of the engine's masks blanked out (same length, so offsets still index `t`)."""
+    return _MASK.sub(lambda m: " " * (m.end() - m.start()), t) if "[" in t else t
 # Short values read without prose (ids, enum values, codes, numbers: what the delimiter leaves bare) repeat from
 # call to call ("completed", "NGN", "debit"). What the recognisers find in one depends on its text alone, so that
 # is kept (bounded); the call's known values and allow list are still applied to it every time.
@@ -50,7 +60,7 @@ _NO_KNOWN = KnownValues()
 def _bare_scan(text: str) -> tuple[Normalised, tuple[Candidate, ...], tuple[tuple[int, int], ...]]:
     """(normalised text, the recognisers' candidates without prose, the UUID spans) of one short value."""
     norm = normalise(text)
-    found = _collect(norm.text, _NO_KNOWN, None, prose=False)
+    found = _collect(_scan_text(norm.text), _NO_KNOWN, None, prose=False)
     return norm, tuple(found), tuple(m.span() for m in _UUID.finditer(norm.text))
 
 
@@ -135,7 +145,7 @@ def _redact(
         # A field named e.g. "full_name" holds exactly one value of that kind: the whole string is the
         # finding (nothing inside it can win against it, so the recognisers are skipped).
         value = normalise(text[s:e]).text
-        if known.is_allowed(hint, value):
+        if known.is_allowed(hint, value) or _MASK.fullmatch(value):
             return Redaction(text=text, findings=[])
         norm = Normalised(text)
         cands = [Candidate(hint, s, e, 1.0, "field_hint")]
@@ -145,14 +155,14 @@ def _redact(
         # The same candidates, in the same order, as _collect would give (recognisers, then known values).
         norm, found, ids = _bare_scan(text)
         t = norm.text
-        cands = [*found, *(c for c in known.find(t) if not any(c.start < e and s < c.end for s, e in ids))]
+        cands = [*found, *(c for c in known.find(_scan_text(t)) if not any(c.start < e and s < c.end for s, e in ids))]
         if known.allowed:
             cands = [c for c in cands if not known.is_allowed(PiiKind(c.kind), t[c.start : c.end])]
     else:
         # Recognisers see the normalised text (look-alike spaces, dashes, digits, '@' folded to ASCII).
         norm = normalise(text)
         t = norm.text
-        cands = _collect(t, known, kinds, prose)
+        cands = _collect(_scan_text(t), known, kinds, prose)
         if known.allowed:
             cands = [c for c in cands if not known.is_allowed(PiiKind(c.kind), t[c.start : c.end])]
     findings: list[Finding] = []
@@ -253,10 +263,11 @@ def _row_names(value: Any, out: list[str]) -> None:
         for (k, item), hint in zip(value.items(), hints, strict=True):
             if hint is PiiKind.PERSON and k not in skip:
                 if isinstance(item, str):
-                    out.append(item)
+                    if not _MASK.fullmatch(item.strip()):  # a name redacted before is no name to look for
+                        out.append(item)
                     continue
                 if isinstance(item, list | tuple | set | frozenset):
-                    out.extend(x for x in item if isinstance(x, str))
+                    out.extend(x for x in item if isinstance(x, str) and not _MASK.fullmatch(x.strip()))
             if not isinstance(item, str | int | float | bool | None):
                 _row_names(item, out)
     elif isinstance(value, list | tuple | set | frozenset):
