@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -165,14 +166,16 @@ def served(env: dict[str, str], log_path: Path) -> Iterator[tuple[int, subproces
 
 
 def profile_http(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
-                 raw: Path, who: tuple[str, str, list[str]]) -> dict[str, Any]:
+                 raw: Path, who: tuple[str, str, list[str]], sampler: Any = None) -> dict[str, Any]:
+    """`calls` sequential calls over HTTP to a served process, `sampler(pid, raw)` (default: py-spy) around them."""
+    sampler = sampler or _sampling
     with served(env, raw.with_suffix(".log")) as (port, proc):
 
         async def go() -> list[float]:
             url = f"http://127.0.0.1:{port}/mcp"
             async with _sessions(lambda token: http_session(url, token), settings, *who) as s:
                 await _drive(s, tool, args, 0)  # warm-up, unsampled
-                with _sampling(proc.pid, raw):
+                with sampler(proc.pid, raw):
                     return await _drive(s, tool, args, calls)
 
         ms = asyncio.run(go())
@@ -180,8 +183,9 @@ def profile_http(env: dict[str, str], settings: Any, tool: str, args: list[dict[
 
 
 def profile_stdio(env: dict[str, str], settings: Any, tool: str, args: list[dict[str, str]], calls: int,
-                  raw: Path, who: tuple[str, str, list[str]]) -> dict[str, Any]:
+                  raw: Path, who: tuple[str, str, list[str]], sampler: Any = None) -> dict[str, Any]:
     """As `profile_http`, on one stdio server process (one token: a customer role reads its first user only)."""
+    sampler = sampler or _sampling
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -199,7 +203,7 @@ def profile_stdio(env: dict[str, str], settings: Any, tool: str, args: list[dict
             async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
                 await s.initialize()
                 await _drive({key: s}, tool, args, 0)
-                with _sampling(_child_pid(), raw):
+                with sampler(_child_pid(), raw):
                     return await _drive({key: s}, tool, args, calls)
 
     return latency_summary(asyncio.run(go()))
@@ -266,6 +270,39 @@ def report(title: str, tool: str, stats: dict[str, Any], raw: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def git_head() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO_ROOT).stdout.strip()
+
+
+@dataclass
+class Bench:
+    """The bench dataset ready for calls: the server's environment and the records every role reads."""
+
+    env: dict[str, str]
+    settings: Any
+    coach: str
+    users: list[str]
+    tx: list[dict[str, str]]
+    disputes: list[dict[str, str]]
+
+    @classmethod
+    def prepare(cls, users: int) -> Bench:
+        ds = Dataset("bench", users=users, seed=42)
+        ds.prepare(log=lambda m: print(m, file=sys.stderr))
+        _migrate(ds.env)
+        settings = ds.settings()
+        coach, seeded = asyncio.run(_coach_users(settings))
+        return cls({**ds.env, **LIMITS}, settings, coach, seeded, asyncio.run(_transactions(settings, seeded, 500)),
+                   asyncio.run(_disputes(settings, seeded, 500)))
+
+    def run(self, transport: str, tool: str, role: str, calls: int, raw: Path, sampler: Any = None) -> dict[str, Any]:
+        """`calls` sequential calls of `tool` as `role` over `transport`, `sampler` (default py-spy) around them."""
+        go = profile_http if transport == "http" else profile_stdio
+        return go(self.env, self.settings, tool, call_args(tool, role, self.users, self.tx, self.disputes), calls,
+                  raw, (role, self.coach, self.users), sampler)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=600)
@@ -275,24 +312,14 @@ def main() -> None:
     ap.add_argument("--role", default="support_agent", choices=ROLES)
     ap.add_argument("--out", type=Path, default=RESULTS / "profile_after.txt")
     args = ap.parse_args()
-    ds = Dataset("bench", users=args.users, seed=42)
-    ds.prepare(log=lambda m: print(m, file=sys.stderr))
-    _migrate(ds.env)
-    settings = ds.settings()
-    env = {**ds.env, **LIMITS}
-    coach, users = asyncio.run(_coach_users(settings))
-    tx = asyncio.run(_transactions(settings, users, 500))
-    disputes = asyncio.run(_disputes(settings, users, 500))
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
+    bench = Bench.prepare(args.users)
     out = [f"# MCP call path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-           f"git {head.stdout.strip()}, load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n"]
+           f"git {git_head()}, load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n"]
     with tempfile.TemporaryDirectory() as tmp:
         for tool in args.tool:
             for transport in args.transport:
                 raw = Path(tmp) / f"{tool}-{transport}.txt"
-                run = profile_http if transport == "http" else profile_stdio
-                stats = run(env, settings, tool, call_args(tool, args.role, users, tx, disputes), args.calls, raw,
-                            (args.role, coach, users))
+                stats = bench.run(transport, tool, args.role, args.calls, raw)
                 out.append(report(f"{tool} as {args.role} over {transport}", tool, stats, raw))
                 print(out[-1])
     out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
