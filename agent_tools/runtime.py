@@ -40,7 +40,7 @@ from stores.mongo.ai_logging import AILogger
 from stores.mongo.jobs import MaintenanceJobs
 from stores.postgres import AuditRepository, PostgresStore, UserRepository
 from stores.postgres.audit_group_commit import GroupCommitAudit
-from stores.postgres.pool import calls
+from stores.postgres.pool import call_sessions, calls
 from stores.registry import Stores, connect_agent
 
 if TYPE_CHECKING:
@@ -148,8 +148,8 @@ class AgentRuntime:
                          access=AccessSources(assignments=deferred, min_cell_size=s.aggregate_min_cell_size,
                                               conversations=deferred),
                          switches=self.flags)
-        if stores.postgres is not None:  # each tool call's session is named while its rate limit runs
-            self.gate.session_scope, self.gate.warm_session = calls, stores.postgres.warm
+        # Each tool call's PostgreSQL sessions are recorded (backend pid, when) for its audit row.
+        self.gate.session_scope, self.gate.call_sessions = calls, call_sessions
         return self
 
     def _pii_followed(self) -> bool:

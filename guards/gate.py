@@ -70,11 +70,12 @@ class Gate:
         #: `guards.tracing.TraceRecorder` when AI traces are on (set by the runtime); the middleware hands it
         #: every call.
         self.tracer: Any = None
-        #: Set by the runtime (`stores.postgres.pool.calls` and `PostgresStore.warm`): the middleware runs each
-        #: known tool's call in `session_scope(tool)` and names its database session while it waits on the rate
-        #: limit (`warm_session`); None: each checkout names its own session.
+        #: Set by the runtime (`stores.postgres.pool.calls` and `call_sessions`): the middleware runs each known
+        #: tool's call in `session_scope(tool)` and records the PostgreSQL sessions it used (`call_sessions()`:
+        #: server, backend pid, checkout and release times) in its audit row, which attributes the servers'
+        #: slow-statement log lines to the call (`kredete ops slow-queries --log`).
         self.session_scope: Callable[[str], AbstractAsyncContextManager[None]] | None = None
-        self.warm_session: Callable[[], Awaitable[None] | None] | None = None
+        self.call_sessions: Callable[[], list[dict[str, Any]]] | None = None
 
     async def authenticate(self, ctx: Any) -> Principal:
         return await self.authenticator.authenticate(ctx)

@@ -94,17 +94,19 @@ def _as_guard_error(exc: Exception) -> GuardError:
 
 
 async def _rate_limit(runtime: GuardRuntime, state: CallState, label: str) -> None:
-    """The rate limit (a Redis round trip); meanwhile `runtime.warm_session` (when set, inside its
-    `session_scope`) names the call's database session, so that round trip no longer waits for this one."""
-    warm = getattr(runtime, "warm_session", None)
-    warming = warm() if warm is not None else None
-    try:
-        status = await runtime.rate_limit(state.principal, label)
-    finally:
-        if warming is not None:
-            await warming  # never raises: a session it could not name is named by the call's own checkout
+    status = await runtime.rate_limit(state.principal, label)
     if status in ("exempt", "degraded"):  # degraded: Redis failed, the in-process limiter decided
         state.extra["rate_limit"] = status
+
+
+def _sessions_used(runtime: GuardRuntime, state: CallState) -> None:
+    """The PostgreSQL sessions the call used (server, backend pid, checkout and release times) into its audit row:
+    the servers' logs name a session by its pid and time, so `ops slow-queries --log` attributes them to the call
+    (`kredete.ops.slowlog`). Recorded before the row is written: the tool's statements have all run by then."""
+    used = getattr(runtime, "call_sessions", None)
+    sessions = used() if used is not None else None
+    if sessions:
+        state.extra["pg_sessions"] = sessions
 
 
 class GuardMiddleware:
@@ -137,9 +139,9 @@ class GuardMiddleware:
         tracer = getattr(runtime, "tracer", None)
         obs = tracer.begin(ctx, "tool_call") if tracer is not None else None
         result = None
-        # A known tool's database session may be named for the call ahead of its first statement (`_rate_limit`).
+        # A known tool's database sessions are recorded for its audit row (`_sessions_used`).
         scope = getattr(runtime, "session_scope", None) if known else None
-        with request_context(state.request_id):  # in every log line, and the database sessions' names
+        with request_context(state.request_id):  # in every log line
             try:
                 async with scope(name) if scope is not None else contextlib.nullcontext():
                     result = await self._guarded(ctx, call_next, runtime, name, known, arguments, state)
@@ -180,8 +182,10 @@ class GuardMiddleware:
             result = await call_next(ctx)
         except Exception as exc:  # protocol-level failure (e.g. malformed params)
             state.decision, state.reason = "denied", f"rejected by the protocol layer ({type(exc).__name__})"
+            _sessions_used(runtime, state)
             await runtime.audit(state)
             raise
+        _sessions_used(runtime, state)
         if _is_error(result) and state.decision == "allowed":
             state.decision, state.reason = "error", state.reason or "tool reported an error"
         if not await runtime.audit(state) and not _is_error(result):

@@ -136,6 +136,25 @@ class AuditRepository(Repository):
                                last_id=last_id)
         return ChainReport(ok=True, rows_checked=checked, last_id=last_id)
 
+    async def call_sessions(self, date_from: datetime, date_to: datetime, *, pids: Sequence[int] = (),
+                            request_id: str | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(request id, the PostgreSQL sessions it used) of the calls audited in [date_from, date_to] that recorded
+        any (`metadata.pg_sessions`, see `stores.postgres.pool.call_sessions`): those that used one of `pids`,
+        or the one call `request_id`. What `kredete ops slow-queries --log` attributes log lines with."""
+        p = Params()
+        where = [f"occurred_at >= {p.add(date_from)}", f"occurred_at <= {p.add(date_to)}",
+                 "request_id IS NOT NULL", "metadata ? 'pg_sessions'"]
+        if request_id is not None:
+            where.append(f"request_id = {p.add(request_id)}")
+        if pids:
+            where.append("EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'pg_sessions') s "
+                         f"WHERE (s->>'pid')::int = ANY({p.add(list(pids))}::int[]))")
+        query = (f"SELECT request_id, (metadata->'pg_sessions')::text AS sessions FROM audit_logs "
+                 f"WHERE {' AND '.join(where)} ORDER BY occurred_at, id LIMIT 10000")
+        async with self._read() as conn:
+            rows = await conn.fetch(query, *p.values)
+        return [(r["request_id"], json.loads(r["sessions"])) for r in rows]
+
     async def search(self, scope: RowScope, *, date_from: datetime | None = None, date_to: datetime | None = None,
                      actor_subject: str | None = None, decision: Decision | None = None, action: str | None = None,
                      limit: int = 50) -> list[AuditRecord]:

@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from config.logs import current_request_id, tag_sessions
+from config.logs import tag_sessions
 from stores import metrics
 from stores.breaker import Breaker
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable, redact_url
@@ -53,8 +55,7 @@ def _host_of(url: str) -> str:
 async def _session_kept(_conn: asyncpg.Connection) -> None:
     """Release without the reset round trip (`light_reset`): asyncpg still rolls back an open transaction and
     drops listeners before calling this; only session state (SET, session advisory locks, LISTEN, held cursors)
-    survives, and the pools that use it (the MCP server's SELECT-only and append-only roles) create none but the
-    session's application_name, which `connection()` sets to the current call's on checkout when it differs."""
+    survives, and the pools that use it (the MCP server's SELECT-only and append-only roles) create none."""
 
 
 async def _create_pool(url: str, *, timeout: float, statement_timeout_ms: int, read_only: bool,
@@ -92,19 +93,10 @@ class _Held:
 
 @dataclass
 class _Call:
-    """The connections one call (`calls(label)`) has had warmed, per store, and which stores it used."""
+    """The PostgreSQL sessions one call (`calls(label)`) used: server, backend pid and when (`call_sessions`)."""
 
     label: str
-    parked: dict[int, tuple[PostgresStore, _Held]] = field(default_factory=dict)
-    used: set[int] = field(default_factory=set)
-    closed: bool = False
-
-    def take(self, store: PostgresStore, replica: bool) -> _Held | None:
-        entry = self.parked.get(id(store))
-        if entry is None or entry[1].replica != replica:
-            return None
-        del self.parked[id(store)]
-        return entry[1]
+    sessions: list[dict[str, object]] = field(default_factory=list)
 
 
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("kredete_pg_call", default=None)
@@ -112,19 +104,33 @@ _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("kredete_pg
 
 @contextlib.asynccontextmanager
 async def calls(label: str) -> AsyncIterator[None]:
-    """One call (an MCP tool call, labelled by its tool): `PostgresStore.warm` may name a connection for it ahead
-    of its first statement; what it warmed and did not use is given back when the block ends."""
-    call = _Call(label)
-    token = _CALL.set(call)
+    """One call (an MCP tool call, labelled by its tool): every connection it checks out of any store is recorded
+    (`call_sessions`), so the server's logs, which name each session by its backend pid, can be attributed to it
+    without renaming the session (KREDETE_MONITOR_TAG_SESSIONS; a round trip per call saved)."""
+    token = _CALL.set(_Call(label))
     try:
         yield
     finally:
         _CALL.reset(token)
-        call.closed = True
-        for store, held in list(call.parked.values()):
-            with contextlib.suppress(Exception):
-                await store._unused(label, held)
-        call.parked.clear()
+
+
+def call_sessions() -> list[dict[str, object]]:
+    """The sessions the current call (`calls`) has used so far, in order of release: `{"server": "host:port",
+    "pid": backend pid, "from": checkout, "to": release}` (epoch milliseconds, widened to whole milliseconds
+    as PostgreSQL's log times are: the checkout rounded down, the release up). Empty outside a call."""
+    call = _CALL.get()
+    return list(call.sessions) if call is not None else []
+
+
+def _record(call: _Call, held: _Held, started: float) -> None:
+    """Record a session the call used (never raises: a session not recorded is a log line not attributed)."""
+    try:
+        addr = getattr(held.conn, "_addr", None)  # where this connection went (a multi-host URL names several)
+        server = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else ""
+        call.sessions.append({"server": server, "pid": held.conn.get_server_pid(),
+                              "from": math.floor(started * 1000), "to": math.ceil(time.time() * 1000)})
+    except Exception:  # noqa: S110 - attribution is best effort; the call itself must not fail on it
+        pass
 
 
 def _connection_failed(exc: BaseException) -> StoreUnavailable:
@@ -204,8 +210,6 @@ class PostgresStore:
         self._lag_checked_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None
         self.breaker = Breaker(name, probe=self._probe)
-        #: Call label -> whether its first connection was a replica read (`warm` prepares that kind).
-        self._first_checkout: dict[str, bool] = {}
         metrics.track_postgres(self)  # pool gauges on /metrics
 
     # --- compatibility: one replica --------------------------------------------------------------
@@ -425,17 +429,6 @@ class PostgresStore:
                 raise _connection_failed(exc) from exc
         return _Held(pool, conn, on_primary, replica)
 
-    @staticmethod
-    async def _name(conn: asyncpg.Connection) -> None:
-        """The call's id in the server's logs (KREDETE_MONITOR_TAG_SESSIONS). The server reports application_name
-        on every change (ParameterStatus), so a session already named for this call (an earlier checkout of the
-        same call, or one `warm` named) or already plain costs no round trip."""
-        if tag_sessions():
-            rid = current_request_id()
-            name = f"kredete:{rid}"[:63] if rid else "kredete"
-            if getattr(conn.get_settings(), "application_name", None) != name:
-                await conn.execute("SELECT set_config('application_name', $1, false)", name)
-
     async def _release(self, held: _Held) -> None:
         pool, conn = held.pool, held.conn
         if pool is self.primary or any(pool is r.pool for r in self.replicas):
@@ -451,20 +444,13 @@ class PostgresStore:
         When a replica cannot give a connection, the read goes to another one or the primary (and that
         replica is retried in the background); a failure once the connection is in use is raised as
         StoreUnavailable. Work on the primary passes its breaker: refused at once while it is open.
-        Inside `calls(label)`, the connection `warm` checked out and named for this call is used first.
+        Inside `calls(label)`, the session is recorded for the call (`call_sessions`).
         """
-        call = _CALL.get()
-        held = None
-        if call is not None:
-            if id(self) not in call.used:  # the call's first connection of this store: what `warm` prepares
-                call.used.add(id(self))
-                self._learn(call.label, replica)
-            held = call.take(self, replica)
-        if held is None:
-            held = await self._checkout(replica)
+        call = _CALL.get() if tag_sessions() else None
+        held = await self._checkout(replica)
+        started = time.time()
         on_primary = held.on_primary
         try:
-            await self._name(held.conn)
             yield held.conn
         except _CONNECT_ERRORS as exc:
             # Mid-use: the pool reconnects that slot on its next acquire, which falls back if it fails.
@@ -482,51 +468,9 @@ class PostgresStore:
             if on_primary:
                 self.breaker.success()
         finally:
+            if call is not None:
+                _record(call, held, started)
             await self._release(held)
-
-    # --- naming a call's session ahead of its first statement --------------------------------------------
-    def _learn(self, label: str, replica: bool) -> None:
-        """Remember where a call labelled `label` checks out its first connection (what `warm` prepares)."""
-        if label not in self._first_checkout:
-            if len(self._first_checkout) >= 1024:
-                self._first_checkout.clear()
-            self._first_checkout[label] = replica
-
-    def warm(self) -> asyncio.Task[None] | None:
-        """Inside `calls(label)`: start checking out the kind of connection a call with this label used first last
-        time and naming it for the call, so that round trip runs alongside the caller's other work (the MCP
-        server: the rate limit's Redis round trip); the call's first `connection()` of that kind then gets it,
-        named. None (nothing started) when the label has not checked out a connection before. The task never
-        raises: a session it could not name is named by the call's own checkout."""
-        call = _CALL.get()
-        if call is None or id(self) in call.parked or not tag_sessions():
-            return None
-        replica = self._first_checkout.get(call.label)
-        if replica is None:
-            return None
-        return asyncio.ensure_future(self._warm(call, replica))
-
-    async def _warm(self, call: _Call, replica: bool) -> None:
-        held = None
-        try:
-            held = await self._checkout(replica)
-            await self._name(held.conn)
-        except BaseException as exc:
-            if held is not None:
-                with contextlib.suppress(Exception):
-                    await self._release(held)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if call.closed or id(self) in call.parked:  # the call ended meanwhile (or another warm won)
-            await self._release(held)
-        else:
-            call.parked[id(self)] = (self, held)
-
-    async def _unused(self, label: str, held: _Held) -> None:
-        """A call ended without using the connection warmed for it: given back, and not prepared next time."""
-        self._first_checkout.pop(label, None)
-        await self._release(held)
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, replica: bool = False,

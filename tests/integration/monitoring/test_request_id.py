@@ -35,8 +35,8 @@ async def test_a_call_its_audit_row_and_its_statements_share_one_request_id(moni
                 result = await s.call_tool("get_transaction", {"transaction_id": str(tx)})
                 assert not result.is_error
         async with admin.connection() as conn:
-            row = await conn.fetchrow("SELECT request_id, action, decision FROM audit_logs WHERE action = "
-                                      "'get_transaction' ORDER BY id DESC LIMIT 1")
+            row = await conn.fetchrow("SELECT request_id, action, decision, metadata::text AS metadata FROM audit_logs "
+                                      "WHERE action = 'get_transaction' ORDER BY id DESC LIMIT 1")
     finally:
         async with admin.connection() as conn:
             await conn.execute(f"ALTER ROLE kredete_agent_ro IN DATABASE {ds.db} RESET log_min_duration_statement")
@@ -56,4 +56,9 @@ async def test_a_call_its_audit_row_and_its_statements_share_one_request_id(moni
     entries = json.loads(out.stdout)
     assert entries and all(e["request_id"] == rid for e in entries)
     assert any("transactions" in e["statement"] and e["who"] == f"kredete_agent_ro@{ds.db}" for e in entries)
+    # Attributed by the sessions the audit row records (backend pid and time), not by renaming the session for the
+    # call (a round trip per call): the entries' sessions keep the pool's name.
+    sessions = json.loads(row["metadata"])["pg_sessions"]
+    assert {e["pid"] for e in entries} <= {s["pid"] for s in sessions}
+    assert all(e["application"] == "kredete" for e in entries)
     assert str(tx) not in out.stdout  # the statement's parameters are never read back
