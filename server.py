@@ -204,6 +204,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8765, workers: int = 1) -> N
     so any worker's /metrics answers for all of them."""
     import uvicorn
 
+    from agent_tools.http_writes import OneWriteH11Protocol
     from config.settings import resolve
     from guards import worker_metrics
 
@@ -217,6 +218,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 8765, workers: int = 1) -> N
         uvicorn.run("server:http_app_from_env", factory=True, host=host, port=port, workers=workers,
                     # With workers, uvicorn's supervisor says when each has started and when one died.
                     log_level="info" if workers > 1 else "warning", access_log=False, lifespan="on",
+                    http=OneWriteH11Protocol,  # a response's head and body in one socket write
                     proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                     timeout_worker_healthcheck=30)
     finally:
