@@ -36,6 +36,7 @@ from config import ports
 
 WRITES = ("write", "writev", "sendto", "sendmsg", "pwrite64")
 SYNCS = ("fsync", "fdatasync")
+EPHEMERAL = 32768
 READS = ("read", "readv", "recvfrom", "recvmsg", "pread64")
 #: `1234  sendto(12<TCP:[127.0.0.1:40000->127.0.0.1:20432]>, ...) = 55`; -yy decodes each descriptor.
 _LINE = re.compile(r"^\d+\s+(\w+)\((\d+)<(.*?)>(?=[,)]).*?(?:\)\s+=\s+(-?\d+)|<unfinished \.\.\.>)")
@@ -51,14 +52,16 @@ def destinations() -> dict[int, str]:
     return named
 
 
-def classify(fd: int, what: str, server_port: int | None, named: dict[int, str]) -> str:
+def classify(fd: int, what: str, named: dict[int, str]) -> str:
     """What a descriptor strace decoded as `what` (e.g. `TCP:[a:1->b:2]`, `pipe:[9]`, `/path`) is."""
     tcp = _TCP.search(what)
     if tcp:
         local, remote = int(tcp.group(1)), int(tcp.group(2))
-        if local == server_port:
-            return "MCP client (HTTP)"
-        return named.get(remote, f"TCP port {remote}")
+        if remote in named:
+            return named[remote]
+        # An accepted connection: our end is the server's port (stack and scratch ports lie below Linux's
+        # ephemeral range, `config.ports`), the peer's is ephemeral.
+        return "MCP client (HTTP)" if local < EPHEMERAL <= remote else f"TCP port {remote}"
     if what.startswith("pipe:"):  # a stdio server's stdin and stdout (on the event loop: duplicated descriptors)
         return "MCP client (stdio)"
     if what.startswith("UNIX"):
@@ -69,7 +72,7 @@ def classify(fd: int, what: str, server_port: int | None, named: dict[int, str])
     return what.split(":", 1)[0] or f"fd {fd}"
 
 
-def count(raw: Path, server_port: int | None) -> dict[str, dict[str, int]]:
+def count(raw: Path) -> dict[str, dict[str, int]]:
     """{destination: {"writes", "reads", "bytes_out", "syncs"}} from strace's output (failed calls, e.g. EAGAIN,
     left out)."""
     named = destinations()
@@ -83,7 +86,7 @@ def count(raw: Path, server_port: int | None) -> dict[str, dict[str, int]]:
         if not m or ret < 0:
             continue
         call, fd, what = m.group(1), int(m.group(2)), m.group(3)
-        row = out[classify(fd, what, server_port, named)]
+        row = out[classify(fd, what, named)]
         if call in WRITES:
             row["writes"] += 1
             row["bytes_out"] += ret
@@ -149,38 +152,15 @@ def main() -> None:
         for tool in args.tool:
             for transport in args.transport:
                 raw = keep / f"{tool}-{transport}.strace"
-                port: list[int] = []
-
-                def sampler(pid: int, path: Path, _port: list[int] = port) -> contextlib.AbstractContextManager:
-                    _port.append(_listening_port(pid))
-                    return tracing(pid, path, args.strings)
-
-                stats = bench.run(transport, tool, args.role, args.calls, raw, sampler)
+                stats = bench.run(transport, tool, args.role, args.calls, raw,
+                                  lambda pid, path: tracing(pid, path, args.strings))
                 # The traced block makes WARMUP untimed calls before the timed ones (`profile_calls._drive`).
                 out.append(table(f"{tool} over {transport} (client p50 {stats['p50_ms']:.1f} ms under strace)",
-                                 count(raw, port[0] if port else None), WARMUP + args.calls))
+                                 count(raw), WARMUP + args.calls))
                 print(out[-1], flush=True)
     out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(out))
-
-
-def _listening_port(pid: int) -> int | None:
-    """The TCP port `pid` listens on (the HTTP server's), None for a stdio server."""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for row in Path(table_path).read_text().splitlines()[1:]:
-                f = row.split()
-                if f[3] == "0A" and f[9] in inodes:  # LISTEN
-                    return int(f[1].rsplit(":", 1)[1], 16)
-    return None
 
 
 if __name__ == "__main__":
