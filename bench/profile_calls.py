@@ -270,6 +270,13 @@ def report(title: str, tool: str, stats: dict[str, Any], raw: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finish(out: list[str], path: Path) -> None:
+    """A report's sections, closed by the load average at its end, into `path`."""
+    out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
+
+
 def git_head() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=REPO_ROOT).stdout.strip()
@@ -322,9 +329,7 @@ def main() -> None:
                 stats = bench.run(transport, tool, args.role, args.calls, raw)
                 out.append(report(f"{tool} as {args.role} over {transport}", tool, stats, raw))
                 print(out[-1])
-    out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(out))
+    finish(out, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.profile_calls import RESULTS, TOOLS, WARMUP, Bench, git_head
+from bench.profile_calls import RESULTS, TOOLS, WARMUP, Bench, finish, git_head
 from config import ports
 
 WRITES = ("write", "writev", "sendto", "sendmsg", "pwrite64")
@@ -158,9 +158,7 @@ def main() -> None:
                 out.append(table(f"{tool} over {transport} (client p50 {stats['p50_ms']:.1f} ms under strace)",
                                  count(raw), WARMUP + args.calls))
                 print(out[-1], flush=True)
-    out.append(f"# load average at end {os.getloadavg()[0]:.1f}\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(out))
+    finish(out, args.out)
 
 
 if __name__ == "__main__":
