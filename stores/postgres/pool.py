@@ -340,9 +340,10 @@ class PostgresStore:
                 continue
             try:
                 async with rep.pool.acquire(timeout=self._timeout) as conn:
-                    standby, behind = await conn.fetchrow(
+                    standby, behind, since_replay = await conn.fetchrow(
                         "SELECT pg_is_in_recovery(), "
-                        "pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::bigint", current)
+                        "pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::bigint, "
+                        "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8", current)
             except _CONNECT_ERRORS as exc:
                 self._replica_lost(rep, rep.pool, exc)
                 continue
@@ -350,13 +351,18 @@ class PostgresStore:
             rep.sync_state = row["sync_state"] if row else None
             rep.lag_bytes = row["lag_bytes"] if row is not None and row["lag_bytes"] is not None else behind
             rep.lag_s = row["lag_s"] if row is not None else None
+            # A role without pg_monitor (the MCP server's) sees the standby's row with its state and lag NULL:
+            # then the standby's own word decides, its replay position and the age of the last commit it replayed.
+            hidden = row is not None and row["state"] is None
             if rep.lag_s is None and rep.lag_bytes == 0:
                 rep.lag_s = 0.0  # idle and caught up: pg_stat_replication clears replay_lag
+            elif rep.lag_s is None and hidden:
+                rep.lag_s = since_replay
             if not standby:
                 rep.skipped = "not a standby (promoted?)"
             elif rep.name and rows and row is None:
                 rep.skipped = f"not streaming from this primary (no `{rep.name}` in pg_stat_replication)"
-            elif row is not None and row["state"] != "streaming":
+            elif row is not None and not hidden and row["state"] != "streaming":
                 rep.skipped = f"WAL sender state {row['state']}"
             elif rep.lag_bytes is not None and rep.lag_bytes > self.max_lag_bytes:
                 rep.skipped = f"lagging {rep.lag_bytes} bytes (> {self.max_lag_bytes})"

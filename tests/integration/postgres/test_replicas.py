@@ -51,6 +51,22 @@ async def test_lag_is_measured_per_replica_from_pg_stat_replication(store):
         assert row["sync_state"] == "async"
 
 
+async def test_the_agent_role_reads_from_the_replicas_without_pg_monitor(pg_db):
+    """The MCP server's role sees pg_stat_replication's rows with state and lag NULL (no pg_monitor): the
+    replicas' own replay position decides. Before, every one was skipped ("WAL sender state None") and every
+    read went to the primary."""
+    store = await PostgresStore(pg_db.agent, pg_db.agent_replica, read_only=True, timeout=2.0,
+                                max_lag_bytes=64 * 1024, lag_check_s=0.1).connect()
+    try:
+        rows = {r["name"]: r for r in (await store.health())["replicas"]}
+        assert set(rows) == NAMES
+        assert all(r["in_use"] and r["skipped"] is None and r["lag_bytes"] is not None for r in rows.values()), rows
+        seen = await _served_by(store, 20)
+        assert set(seen) == NAMES, seen
+    finally:
+        await store.close()
+
+
 async def test_a_dead_replica_is_skipped_and_reads_stay_on_the_live_one(pg_db):
     from tests.integration.test_postgres_replica_retry import Forwarder
 
