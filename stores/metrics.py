@@ -8,7 +8,7 @@ Per pool (label `pool`; labels never carry passwords or hosts' data):
 * `kredete_pool_waiting_requests`: callers blocked waiting for a connection now.
 
 asyncpg (per PostgresStore: `postgres:<role>:primary`, `postgres:<role>:replica:<cluster_name>`)
-reads the pool's own counters and its queue of waiters; motor (`mongo:<host:port>`) counts pymongo's
+reads the pool's own counters and its queue of waiters; PyMongo async (`mongo:<host:port>`) counts its
 connection-pool events (its pool has no public counters); redis (`redis:<user>`) reads redis-py's pool, which
 does not queue (a full pool raises), so its waiting gauge is 0 by construction.
 """

@@ -51,10 +51,10 @@ import bson
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from pymongo import WriteConcern
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from stores.breaker import Breaker, CircuitOpen
@@ -135,7 +135,7 @@ def _bson(collection: str, doc: Mapping[str, Any]) -> bytes:
 class AILogger:
     """Durable, retrying, idempotent writer of AI/ML logs (see the module doc).
 
-    `mongo_store`: the credit store (a MongoStore, or a motor database). `queue`: the durable local queue
+    `mongo_store`: the credit store (a MongoStore, or its database). `queue`: the durable local queue
     (a DurableQueue, or a path; default `KREDETE_QUEUE_DIR/ai-log.sqlite`, `.local/queues/`); records are
     queued under the database's name. `buffer_size`: the most records the queue may hold (default
     `KREDETE_QUEUE_MAX_RECORDS`). `erased`: which of some user ids were erased (their data keys destroyed);
@@ -143,7 +143,7 @@ class AILogger:
     a record queued before an erasure, on any host, cannot bring the user's data back after it.
     """
 
-    def __init__(self, mongo_store: MongoStore | AsyncIOMotorDatabase, *, buffer_size: int | None = None,
+    def __init__(self, mongo_store: MongoStore | AsyncDatabase, *, buffer_size: int | None = None,
                  redactor: Redactor | None = None, retention: timedelta | None = None, batch_size: int = 500,
                  max_record_bytes: int = DEFAULT_MAX_INPUT_BYTES, max_retry_delay: float = 2.0,
                  queue: DurableQueue | str | Path | None = None, max_attempts: int = 20,
@@ -176,7 +176,7 @@ class AILogger:
         self._stopping = False
 
     @property
-    def db(self) -> AsyncIOMotorDatabase:
+    def db(self) -> AsyncDatabase:
         return self._source.db if isinstance(self._source, MongoStore) else self._source
 
     @property

@@ -379,7 +379,7 @@ async def delete_in_range(coll: Any, keyset: BackendKeyset, key: str, where: Seq
     return deleted
 
 
-#: The keyset of each (motor client, database name) a MongoStore made: code handed only the database (the outbox,
+#: The keyset of each (client, database name) a MongoStore made: code handed only the database (the outbox,
 #: the retention job, the monitoring) finds its store's keyset here.
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, dict[str, BackendKeyset]] = weakref.WeakKeyDictionary()
 
@@ -389,5 +389,5 @@ def register_keyset(client: Any, keyset: BackendKeyset) -> None:
 
 
 def keyset_of(db: Any) -> BackendKeyset | None:
-    """The keyset registered for this motor database's client and name (None: no FerretDB backend known)."""
+    """The keyset registered for this database's client and name (None: no FerretDB backend known)."""
     return _BY_CLIENT.get(db.client, {}).get(db.name)

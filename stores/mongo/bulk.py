@@ -14,7 +14,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.errors import StoreError
 from stores.mongo.client import MongoStore
@@ -36,7 +36,7 @@ def encode(docs: Sequence[dict[str, Any]]) -> list[bytes]:
     return [bson.encode(d) for d in docs]
 
 
-async def insert_encoded(db: AsyncIOMotorDatabase, collection: str, docs: Sequence[bytes]) -> int:
+async def insert_encoded(db: AsyncDatabase, collection: str, docs: Sequence[bytes]) -> int:
     """Unordered `insert` command of already-encoded documents (copied into the message, never decoded
     again); duplicates count as already written. Returns how many were new."""
     if not docs:
@@ -54,7 +54,7 @@ async def insert_encoded(db: AsyncIOMotorDatabase, collection: str, docs: Sequen
 class BulkInserter:
     """Concurrent, unordered, idempotent inserts; `insert` returns how many documents were new."""
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, *, batch_docs: int = BATCH_DOCS,
+    def __init__(self, store: MongoStore | AsyncDatabase, *, batch_docs: int = BATCH_DOCS,
                  parallel: int = PARALLEL) -> None:
         if batch_docs < 1 or parallel < 1:
             raise ValueError("batch_docs and parallel must be positive")
@@ -83,7 +83,7 @@ class LoadProgress:
     """Checkpoints of a resumable bulk load: one marker per finished unit (e.g. a batch of users), written
     only after every document of the unit was acknowledged, so a resumed load skips exactly those."""
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, load: str) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase, load: str) -> None:
         from stores.mongo.collections import LOAD_PROGRESS
 
         self.coll = as_db(store)[LOAD_PROGRESS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 FEATURES = ("json_schema", "ttl_index", "unique_index", "partial_index", "collation", "change_streams",
@@ -20,7 +20,7 @@ async def _ok(fn: Callable[[], Awaitable[object]]) -> bool:
         return False
 
 
-async def probe(db: AsyncIOMotorDatabase) -> dict[str, bool]:
+async def probe(db: AsyncDatabase) -> dict[str, bool]:
     """`{feature: supported}` for FEATURES; leaves nothing behind."""
     tag = secrets.token_hex(4)
     scratch = [f"_probe_{tag}_{i}" for i in range(5)]
@@ -46,11 +46,11 @@ async def probe(db: AsyncIOMotorDatabase) -> dict[str, bool]:
             raise NotImplementedError("unique index not enforced")
 
         async def change_streams() -> None:
-            async with db[scratch[1]].watch(max_await_time_ms=1) as s:
+            async with await db[scratch[1]].watch(max_await_time_ms=1) as s:
                 await s.try_next()
 
         async def transactions() -> None:
-            async with await db.client.start_session() as s, s.start_transaction():
+            async with db.client.start_session() as s, await s.start_transaction():
                 await db[scratch[1]].insert_one({"a": 2}, session=s)
 
         out["json_schema"] = await _ok(json_schema)

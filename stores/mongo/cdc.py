@@ -27,9 +27,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from stores.errors import StoreError
@@ -105,7 +105,7 @@ class Outbox:
     Without a keyset (MongoDB, or `use_keyset=False`), or before the collection exists, the finds themselves.
     """
 
-    def __init__(self, db: AsyncIOMotorDatabase, *, keyset: BackendKeyset | None = None,
+    def __init__(self, db: AsyncDatabase, *, keyset: BackendKeyset | None = None,
                  use_keyset: bool = True) -> None:
         self.db = db
         self.coll = db[OUTBOX]
@@ -315,7 +315,7 @@ class OutboxConsumer:
     new seq). Events deleted by `prune` before this consumer read them are not a gap to skip: `OutboxGap`.
     """
 
-    def __init__(self, db: AsyncIOMotorDatabase, name: str, *, topics: Iterable[str] = TOPICS,
+    def __init__(self, db: AsyncDatabase, name: str, *, topics: Iterable[str] = TOPICS,
                  batch_size: int = 100, gap_timeout: float = 10.0, keyset: BackendKeyset | None = None,
                  use_keyset: bool = True) -> None:
         self.db = db
@@ -415,7 +415,7 @@ class OutboxConsumer:
 class ChangeStreamSource:
     """Change streams over the watched collections, with the resume token checkpointed by name."""
 
-    def __init__(self, db: AsyncIOMotorDatabase, name: str, *, topics: Iterable[str] = TOPICS) -> None:
+    def __init__(self, db: AsyncDatabase, name: str, *, topics: Iterable[str] = TOPICS) -> None:
         self.db = db
         self.name = name
         self.topics = tuple(topics)
@@ -437,7 +437,7 @@ class ChangeStreamSource:
         kwargs: dict[str, Any] = {"full_document": "updateLookup"}
         if ckpt and ckpt.get("token"):
             kwargs["resume_after"] = ckpt["token"]
-        async with self.db.watch(pipeline, **kwargs) as stream:
+        async with await self.db.watch(pipeline, **kwargs) as stream:
             async for change in stream:
                 full = change.get("fullDocument") or {}
                 key = change["documentKey"]["_id"]
@@ -453,10 +453,10 @@ class ChangeStreamSource:
                                                   {"$set": {"token": token, "at": now()}}, upsert=True)
 
 
-async def change_streams_supported(db: AsyncIOMotorDatabase) -> bool:
+async def change_streams_supported(db: AsyncDatabase) -> bool:
     """True when `watch()` is accepted (replica set / sharded cluster with change streams)."""
     try:
-        async with db[DISPUTE_CASES].watch(max_await_time_ms=1) as stream:
+        async with await db[DISPUTE_CASES].watch(max_await_time_ms=1) as stream:
             await stream.try_next()
         return True
     except OperationFailure as exc:
@@ -465,7 +465,7 @@ async def change_streams_supported(db: AsyncIOMotorDatabase) -> bool:
         raise
 
 
-async def open_feed(db: AsyncIOMotorDatabase, name: str, *,
+async def open_feed(db: AsyncDatabase, name: str, *,
                     mode: Literal["auto", "change_stream", "outbox"] = "auto") -> ChangeStreamSource | OutboxConsumer:
     """The best available event source for a named consumer."""
     if mode == "change_stream" or (mode == "auto" and await change_streams_supported(db)):

@@ -1,4 +1,4 @@
-"""MongoDB adapter (motor) against any MongoDB-wire server."""
+"""MongoDB adapter (PyMongo async) against any MongoDB-wire server."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import contextlib
 import time
 import weakref
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidURI, OperationFailure, PyMongoError
 
 from stores.breaker import Breaker
@@ -19,16 +19,16 @@ from stores.mongo.backend_keyset import BackendKeyset, register_keyset
 #: backend, so a probe reads one every credit store has).
 PROBE_COLLECTION = "credit_reports"
 #: The breaker of each client a MongoStore made, for repositories handed the database rather than the store.
-_BREAKERS: weakref.WeakKeyDictionary[AsyncIOMotorClient, Breaker] = weakref.WeakKeyDictionary()
+_BREAKERS: weakref.WeakKeyDictionary[AsyncMongoClient, Breaker] = weakref.WeakKeyDictionary()
 
 
-def breaker_of(db: AsyncIOMotorDatabase) -> Breaker | None:
+def breaker_of(db: AsyncDatabase) -> Breaker | None:
     """The breaker of the MongoStore whose client `db` belongs to (None for a client made elsewhere)."""
     return _BREAKERS.get(db.client)
 
 
 class MongoStore:
-    """One motor client and the credit-store database.
+    """One PyMongo async client and the credit-store database.
 
     `breaker` (named `name`) refuses calls at once after consecutive outage failures (FerretDB down, or its
     PostgreSQL backend down) until a probe, a point read that reaches the backend, answers.
@@ -42,13 +42,13 @@ class MongoStore:
         self._url = url
         self._db_name = db_name
         self._timeout_ms = int(timeout * 1000)
-        self.client: AsyncIOMotorClient | None = None
+        self.client: AsyncMongoClient | None = None
         self.breaker = Breaker(name, probe=self.probe)
         self.keyset = BackendKeyset(backend_url, db_name, timeout=timeout) if backend_url else None
 
     async def connect(self) -> MongoStore:
         try:
-            self.client = AsyncIOMotorClient(
+            self.client = AsyncMongoClient(
                 self._url, serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
                 socketTimeoutMS=max(self._timeout_ms * 2, 10_000), tz_aware=True, uuidRepresentation="standard",
                 retryWrites=False,  # FerretDB 1.x has no retryable writes; retries are ours (tenacity)
@@ -67,7 +67,7 @@ class MongoStore:
         return self._db_name
 
     @property
-    def db(self) -> AsyncIOMotorDatabase:
+    def db(self) -> AsyncDatabase:
         if self.client is None:
             raise StoreUnavailable("MongoDB adapter is not connected", store="mongo")
         return self.client[self._db_name]
@@ -114,7 +114,7 @@ class MongoStore:
         if self.keyset is not None:
             await self.keyset.close()
         if self.client is not None:
-            self.client.close()
+            await self.client.close()
             self.client = None
 
 

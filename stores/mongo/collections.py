@@ -15,9 +15,9 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from stores.mongo import documents as d
@@ -248,7 +248,7 @@ def _not_implemented(exc: OperationFailure) -> bool:
     return exc.code == NOT_IMPLEMENTED or "not implemented" in str(exc).lower()
 
 
-async def _create(db: AsyncIOMotorDatabase, spec: CollectionSpec, report: SchemaReport) -> None:
+async def _create(db: AsyncDatabase, spec: CollectionSpec, report: SchemaReport) -> None:
     existing = set(await db.list_collection_names())
     if spec.name in existing:
         if spec.model is not None and report.validators is not False:
@@ -285,7 +285,7 @@ async def _create(db: AsyncIOMotorDatabase, spec: CollectionSpec, report: Schema
             raise
 
 
-async def _indexes(db: AsyncIOMotorDatabase, spec: CollectionSpec, report: SchemaReport) -> None:
+async def _indexes(db: AsyncDatabase, spec: CollectionSpec, report: SchemaReport) -> None:
     coll = db[spec.name]
     models = list(spec.indexes)
     names = [m.document["name"] for m in models]
@@ -321,7 +321,7 @@ async def _indexes(db: AsyncIOMotorDatabase, spec: CollectionSpec, report: Schem
     report.indexes[spec.name] = names
 
 
-async def ensure_schema(db: AsyncIOMotorDatabase) -> SchemaReport:
+async def ensure_schema(db: AsyncDatabase) -> SchemaReport:
     """Create every collection (with a validator where supported) and every index; idempotent."""
     report = SchemaReport()
     for spec in SPECS:

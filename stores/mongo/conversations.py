@@ -7,7 +7,7 @@ feedback that refers to the conversation.
 
 from __future__ import annotations
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from stores.mongo import collections as names
@@ -17,7 +17,7 @@ from stores.mongo.documents import now
 
 
 class ConversationOwners:
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase) -> None:
         self._source = store
 
     @property

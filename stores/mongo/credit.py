@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pydantic import BaseModel, ValidationError
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from stores.errors import Conflict, InvalidData, NotFound, StoreError
@@ -60,7 +61,7 @@ REPORT_PII_PATHS = ("subject.ssn", "subject.bvn", "subject.nin", "accounts[].acc
 RESPONSE_PII_PATHS = ("subject.ssn", "subject.bvn", "subject.nin")
 
 
-def as_db(store: MongoStore | AsyncIOMotorDatabase) -> AsyncIOMotorDatabase:
+def as_db(store: MongoStore | AsyncDatabase) -> AsyncDatabase:
     return store.db if isinstance(store, MongoStore) else store
 
 
@@ -105,7 +106,7 @@ def scoped(scope: RowScope, *clauses: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def guard(what: str, target: AsyncIOMotorDatabase | AsyncIOMotorCollection | None = None
+async def guard(what: str, target: AsyncDatabase | AsyncCollection | None = None
                 ) -> AsyncIterator[None]:
     """Translate driver errors into typed store errors with safe messages (`stores.mongo.errors`).
 
@@ -113,7 +114,7 @@ async def guard(what: str, target: AsyncIOMotorDatabase | AsyncIOMotorCollection
     that made its client: refused at once while it is open, its outcome recorded otherwise.
     """
     # Not getattr(target, "database"): on a Database that attribute is a collection named "database".
-    db = target.database if isinstance(target, AsyncIOMotorCollection) else target
+    db = target.database if isinstance(target, AsyncCollection) else target
     breaker = breaker_of(db) if db is not None else None
     if breaker is not None:
         breaker.check()
@@ -151,7 +152,7 @@ def _revalidate(model: type[M], doc: M) -> M:
         raise InvalidData(f"{model.__name__} failed validation: {', '.join(fields)}", store="mongo") from exc
 
 
-async def insert_many_idempotent(coll: AsyncIOMotorCollection, docs: list[dict[str, Any]]) -> int:
+async def insert_many_idempotent(coll: AsyncCollection, docs: list[dict[str, Any]]) -> int:
     """Unordered insert that treats duplicate keys as already written; returns how many were new."""
     if not docs:
         return 0
@@ -169,10 +170,10 @@ async def insert_many_idempotent(coll: AsyncIOMotorCollection, docs: list[dict[s
 class _Repo:
     collection: str
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, *, encryption: FieldEncryption | None = None,
+    def __init__(self, store: MongoStore | AsyncDatabase, *, encryption: FieldEncryption | None = None,
                  outbox: Outbox | None = None) -> None:
         self.db = as_db(store)
-        self.coll: AsyncIOMotorCollection = self.db[self.collection]
+        self.coll: AsyncCollection = self.db[self.collection]
         self.encryption = encryption
         self.outbox = outbox if outbox is not None else Outbox(self.db)
 
@@ -359,10 +360,10 @@ class DisputeRepository(_Repo):
     claim_timeout = 10.0  # seconds after which a claim without its update is rolled forward
     _order = (("updated_at", DESCENDING), ("_id", DESCENDING))
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase, *, encryption: FieldEncryption | None = None,
+    def __init__(self, store: MongoStore | AsyncDatabase, *, encryption: FieldEncryption | None = None,
                  outbox: Outbox | None = None, keyset: BackendKeyset | None = None) -> None:
         super().__init__(store, encryption=encryption, outbox=outbox)
-        # Not getattr(store, "keyset"): on a motor Database that attribute is a collection named "keyset".
+        # Not getattr(store, "keyset"): on a Database that attribute is a collection named "keyset".
         self.keyset = keyset if keyset is not None else store.keyset if isinstance(store, MongoStore) else None
 
     async def create(self, dispute: Dispute, *, actor: str = "system") -> Dispute:

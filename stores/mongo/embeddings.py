@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReplaceOne
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.mongo.client import MongoStore
 from stores.mongo.collections import EMBEDDINGS
@@ -33,7 +33,7 @@ def record_id(model: str, vector_id: str) -> str:
 class EmbeddingRepository:
     """Upserts, prunes and counts embedding records of one model."""
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase) -> None:
         self.db = as_db(store)
         self.coll = self.db[EMBEDDINGS]
 

@@ -22,7 +22,7 @@ from bson.binary import STANDARD, Binary
 from bson.codec_options import CodecOptions
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.crypto import FieldCipher
 from stores.errors import InvalidData
@@ -103,13 +103,13 @@ class ExplicitFieldEncryption(FieldEncryption):
 
     kind = "mongo-explicit"
 
-    def __init__(self, master_key: str | bytes, db: AsyncIOMotorDatabase) -> None:
+    def __init__(self, master_key: str | bytes, db: AsyncDatabase) -> None:
         super().__init__(master_key)
-        from motor.motor_asyncio import AsyncIOMotorClientEncryption
+        from pymongo.asynchronous.encryption import AsyncClientEncryption
 
         raw = master_key.encode() if isinstance(master_key, str) else master_key
         local_key = HKDF(algorithm=hashes.SHA256(), length=96, salt=b"kredete", info=b"mongo-local-kms").derive(raw)
-        self._ce = AsyncIOMotorClientEncryption({"local": {"key": local_key}}, f"{db.name}.{KEY_VAULT}",
+        self._ce = AsyncClientEncryption({"local": {"key": local_key}}, f"{db.name}.{KEY_VAULT}",
                                                 db.client, CodecOptions(uuid_representation=STANDARD))
         self._db = db
         self._key_id: Any = None
@@ -146,12 +146,12 @@ class ExplicitFieldEncryption(FieldEncryption):
         await self._ce.close()
 
 
-async def ensure_key_vault(db: AsyncIOMotorDatabase) -> None:
+async def ensure_key_vault(db: AsyncDatabase) -> None:
     """Unique index on key alt names (plain unique: FerretDB 1.x has no partial indexes)."""
     await db[KEY_VAULT].create_index("keyAltNames", unique=True, name="uniq_key_alt_names")
 
 
-async def open_field_encryption(db: AsyncIOMotorDatabase, master_key: str | bytes, *,
+async def open_field_encryption(db: AsyncDatabase, master_key: str | bytes, *,
                                 mode: str = "auto", cipher: FieldCipher | None = None) -> FieldEncryption:
     """With `cipher` (a FieldCipher with its key store): per-user keys (`UserKeyFieldEncryption`), reading
     older explicit-encryption values too. Without: `auto` is explicit encryption when `pymongocrypt` is

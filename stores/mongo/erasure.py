@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import json_util
-from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.fingerprints import Matcher, judge, strings
 from stores.mongo.backend_keyset import MissingTable
@@ -56,7 +57,7 @@ async def _by_user(ids: Sequence[Any], field: str, act: Callable[[dict[str, Any]
     return sum([await act({field: {"$eq": uid}}) for uid in ids])
 
 
-def _deleter(coll: AsyncIOMotorCollection) -> Callable[[dict[str, Any]], Awaitable[int]]:
+def _deleter(coll: AsyncCollection) -> Callable[[dict[str, Any]], Awaitable[int]]:
     async def act(flt: dict[str, Any]) -> int:
         return (await coll.delete_many(flt)).deleted_count
     return act
@@ -71,7 +72,7 @@ def _text(doc: dict[str, Any]) -> list[str]:
     return list(strings(json.loads(json.dumps(doc, default=json_util.default))))
 
 
-async def _every(db: AsyncIOMotorDatabase, name: str, raw: RawReader | None) -> AsyncIterator[tuple[Any, list[str]]]:
+async def _every(db: AsyncDatabase, name: str, raw: RawReader | None) -> AsyncIterator[tuple[Any, list[str]]]:
     """(document, its strings) of every document of a collection: from FerretDB's storage when `raw` reads
     it (about ten times faster than FerretDB decoding each document), else through the wire protocol."""
     if raw is not None:
@@ -85,7 +86,7 @@ async def _every(db: AsyncIOMotorDatabase, name: str, raw: RawReader | None) -> 
         yield doc, _text(doc)
 
 
-async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
+async def erase(db: AsyncDatabase, user_ids: Sequence[str],
                 matchers: dict[str, Matcher] | None = None, raw: RawReader | None = None) -> dict[str, int]:
     """Delete the users' documents everywhere in the credit store; returns deletions per collection.
     Idempotent (a rerun deletes nothing). `raw`: how the AI collections are read for mentions of the users
@@ -123,7 +124,7 @@ async def erase(db: AsyncIOMotorDatabase, user_ids: Sequence[str],
     return {k: v for k, v in out.items() if v}
 
 
-async def scan(db: AsyncIOMotorDatabase, user_id: str, matcher: Matcher | None) -> dict[str, dict[str, int]]:
+async def scan(db: AsyncDatabase, user_id: str, matcher: Matcher | None) -> dict[str, dict[str, int]]:
     """Raw scan of every collection of the database: per collection, documents that name the user's id and
     documents that hold their personal data (strong, attributable weak, unattributable weak)."""
     out: dict[str, dict[str, int]] = {}
@@ -142,7 +143,7 @@ async def scan(db: AsyncIOMotorDatabase, user_id: str, matcher: Matcher | None) 
     return out
 
 
-async def export(db: AsyncIOMotorDatabase, user_id: str,
+async def export(db: AsyncDatabase, user_id: str,
                  reveal: Callable[[str, dict[str, Any]], Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Every document of the user per collection (`reveal(collection, doc)` decrypts in place)."""
     out: dict[str, list[dict[str, Any]]] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.mongo.documents import now
 from stores.periodic import Jobs, Periodic
@@ -22,7 +22,7 @@ from stores.periodic import Jobs, Periodic
 class MaintenanceJobs(Jobs):
     """The credit store's background jobs; an interval of 0 disables a job."""
 
-    def __init__(self, db: AsyncIOMotorDatabase, *, retention_interval: float, reconcile_interval: float,
+    def __init__(self, db: AsyncDatabase, *, retention_interval: float, reconcile_interval: float,
                  reconcile_lookback: float) -> None:
         from stores.mongo.cdc import Outbox
         from stores.mongo.retention import purge_expired

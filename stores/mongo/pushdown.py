@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from stores.errors import StoreConfigError, StoreError, StoreUnavailable
@@ -75,7 +75,7 @@ class PushdownReport:
         return [r for r in self.rows if r.status in ("created", "rebuilt")]
 
 
-async def detect_backend(db: AsyncIOMotorDatabase) -> Backend:
+async def detect_backend(db: AsyncDatabase) -> Backend:
     """MongoDB itself, FerretDB on PostgreSQL (its `explain` answers with PostgreSQL's plan), or another
     FerretDB backend."""
     try:
@@ -129,7 +129,7 @@ def index_sql(schema: str, table: str, fld: str, *, concurrently: bool = True, b
 class PushdownIndexer:
     """Creates (and drops, when no longer declared) the pushdown indexes of one credit-store database."""
 
-    def __init__(self, db: AsyncIOMotorDatabase, backend_url: str | None, *,
+    def __init__(self, db: AsyncDatabase, backend_url: str | None, *,
                  specs: Iterable[CollectionSpec] = SPECS) -> None:
         self.db = db
         self.backend_url = backend_url
@@ -232,12 +232,12 @@ class PushdownIndexer:
             await conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")
 
 
-async def ensure_pushdown_indexes(db: AsyncIOMotorDatabase, backend_url: str | None) -> PushdownReport:
+async def ensure_pushdown_indexes(db: AsyncDatabase, backend_url: str | None) -> PushdownReport:
     """Module-level shortcut of `PushdownIndexer(db, backend_url).ensure()`."""
     return await PushdownIndexer(db, backend_url).ensure()
 
 
-async def explain_find(db: AsyncIOMotorDatabase, collection: str, flt: dict[str, Any], *,
+async def explain_find(db: AsyncDatabase, collection: str, flt: dict[str, Any], *,
                        sort: dict[str, int] | None = None, limit: int = 0) -> dict[str, Any]:
     """The server's `explain` of a find (FerretDB: its pushdown flags and PostgreSQL's plan)."""
     cmd: dict[str, Any] = {"find": collection, "filter": flt}

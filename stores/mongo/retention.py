@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.mongo.backend_keyset import BackendKeyset, Cond, MissingTable, delete_in_range, keyset_of
 from stores.mongo.cdc import Outbox
@@ -26,7 +26,7 @@ from stores.mongo.collections import OUTBOX, SPEC_BY_NAME, TTL_COLLECTIONS
 from stores.mongo.documents import _utc_ms, now
 
 
-async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
+async def purge_expired(db: AsyncDatabase, *, at: datetime | None = None,
                         collections: tuple[str, ...] = TTL_COLLECTIONS, outbox: bool = True,
                         dry_run: bool = False, use_keyset: bool = True) -> dict[str, int]:
     """Delete (or count, with `dry_run`) expired documents per collection, and prune the outbox; `use_keyset`
@@ -44,7 +44,7 @@ async def purge_expired(db: AsyncIOMotorDatabase, *, at: datetime | None = None,
     return out
 
 
-async def _purge(db: AsyncIOMotorDatabase, name: str, fld: str, cutoff: datetime, dry_run: bool,
+async def _purge(db: AsyncDatabase, name: str, fld: str, cutoff: datetime, dry_run: bool,
                  keyset: BackendKeyset | None, *, chunk: int = 1_000) -> int:
     flt = {fld: {"$lt": cutoff}}
     if keyset is not None:
@@ -58,14 +58,14 @@ async def _purge(db: AsyncIOMotorDatabase, name: str, fld: str, cutoff: datetime
     return await db[name].count_documents(flt) if dry_run else (await db[name].delete_many(flt)).deleted_count
 
 
-async def count_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime, *,
+async def count_older(db: AsyncDatabase, collection: str, field: str, cutoff: datetime, *,
                       use_keyset: bool = True) -> int:
     """Documents of `collection` whose `field` is before `cutoff` (the retention policy's age-based datasets);
     on FerretDB's backend counted on the field's btree index."""
     return await _purge(db, collection, field, _utc_ms(cutoff), True, keyset_of(db) if use_keyset else None)
 
 
-async def purge_older(db: AsyncIOMotorDatabase, collection: str, field: str, cutoff: datetime, *,
+async def purge_older(db: AsyncDatabase, collection: str, field: str, cutoff: datetime, *,
                       use_keyset: bool = True) -> int:
     """Delete them (found on the index, deleted by `_id`, as expired documents are); returns how many went."""
     return await _purge(db, collection, field, _utc_ms(cutoff), False, keyset_of(db) if use_keyset else None)

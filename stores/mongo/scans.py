@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.mongo.client import MongoStore
 from stores.mongo.credit import as_db, guard
@@ -21,7 +21,7 @@ Raw = dict[str, Any]
 class CreditStoreScan:
     """Full scans and id lookups over the credit store's collections (raw documents)."""
 
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase) -> None:
         self.db = as_db(store)
 
     async def pages(self, collection: str, *, after: Any = None, batch: int = 200,

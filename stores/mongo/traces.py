@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from stores.errors import NotFound, StoreUnavailable
@@ -58,11 +58,11 @@ class TraceTree:
 
 
 class TraceRepository:
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase) -> None:
         self._source = store
 
     @property
-    def db(self) -> AsyncIOMotorDatabase:
+    def db(self) -> AsyncDatabase:
         return self._source.db if isinstance(self._source, MongoStore) else self._source
 
     async def recent(self, *, limit: int = 20, since: datetime | None = None,

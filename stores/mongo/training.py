@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from stores.errors import StoreUnavailable
@@ -17,11 +17,11 @@ from stores.mongo.trace_documents import TrainingOptOut
 
 
 class TrainingRepository:
-    def __init__(self, store: MongoStore | AsyncIOMotorDatabase) -> None:
+    def __init__(self, store: MongoStore | AsyncDatabase) -> None:
         self._source = store
 
     @property
-    def db(self) -> AsyncIOMotorDatabase:
+    def db(self) -> AsyncDatabase:
         return self._source.db if isinstance(self._source, MongoStore) else self._source
 
     async def opted_out(self, user_ids: Iterable[str]) -> set[str]:

@@ -63,7 +63,7 @@ async def test_redis_round_trip_with_ttl_and_aof(stores):
     assert (await cache.health())["aof_enabled"] is True
 
 
-async def test_mongo_round_trip_via_motor(stores):
+async def test_mongo_round_trip_via_pymongo(stores):
     coll = stores.mongo.db[f"roundtrip_{uuid.uuid4().hex[:8]}"]
     try:
         doc = {"user_id": str(uuid.uuid4()), "accounts": [{"kind": "card", "balance_minor": 5000}], "version": 1}

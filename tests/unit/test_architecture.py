@@ -16,7 +16,7 @@ from config.paths import REPO_ROOT
 
 PACKAGES = ("config", "stores", "retrieval", "guards", "agent_tools", "services", "kredete", "evals", "bench",
             "migrations")
-DRIVERS = ("asyncpg", "motor", "pymongo", "redis", "opensearchpy", "boto3", "aioboto3")
+DRIVERS = ("asyncpg", "pymongo", "redis", "opensearchpy", "boto3", "aioboto3")
 #: Benchmarks may keep a raw driver only for the floor they measure the project's own path against.
 BENCH_FLOORS = {
     "bench.seed": "plain COPY and COPY into the real schema, the baselines of the seeder",
@@ -34,10 +34,10 @@ ALLOWED = {
 }
 #: Layers below the CLI: none of them may import `kredete`.
 BELOW_THE_CLI = ("config", "stores", "retrieval", "guards", "services", "agent_tools", "server")
-#: Attributes of the adapters that hand out the driver's own objects (OpenSearch/motor/S3/Redis clients,
-#: the motor database, asyncpg connections and pools).
+#: Attributes of the adapters that hand out the driver's own objects (OpenSearch/PyMongo/S3/Redis clients,
+#: the PyMongo database, asyncpg connections and pools).
 RAW_HANDLES = frozenset({"os", "client", "db", "connection", "transaction", "primary", "replica"})
-#: Methods of the drivers' objects (asyncpg, motor, opensearch-py, boto3).
+#: Methods of the drivers' objects (asyncpg, PyMongo, opensearch-py, boto3).
 DRIVER_METHODS = frozenset({
     "fetch", "fetchrow", "fetchval", "execute", "executemany", "copy_to_table", "copy_records_to_table",
     "copy_from_query", "find", "find_one", "aggregate", "distinct", "to_list", "insert_one", "insert_many",

@@ -159,16 +159,16 @@ async def test_change_stream_source_delivers_and_resumes(db, disputes):
 
 
 async def test_concurrent_emits_get_distinct_contiguous_seqs(db, mongo_url):
-    from motor.motor_asyncio import AsyncIOMotorClient
+    from pymongo import AsyncMongoClient
 
-    other = AsyncIOMotorClient(mongo_url, tz_aware=True, retryWrites=False)  # a second "process"
+    other = AsyncMongoClient(mongo_url, tz_aware=True, retryWrites=False)  # a second "process"
     try:
         outboxes = [Outbox(db), Outbox(other[db.name])]
         start = await outboxes[0]._last_seq()
         events = await asyncio.gather(*(outboxes[i % 2].emit("dispute_cases", "update", f"d{i}", None, {},
                                                              event_id=f"c:{uid()}") for i in range(40)))
     finally:
-        other.close()
+        await other.close()
     assert sorted(e.seq for e in events) == list(range(start + 1, start + 41))
 
 

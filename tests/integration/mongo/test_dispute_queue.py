@@ -15,8 +15,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
 from agent_tools.context import ToolContext
 from agent_tools.registry import BY_NAME
@@ -102,9 +101,9 @@ async def _walk(repo: DisputeRepository, status: str | None, limit: int) -> tupl
 async def recorded(mongo_url, queue_db):
     store, _, _ = queue_db
     rec = Finds()
-    client = AsyncIOMotorClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
+    client = AsyncMongoClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
     yield rec, DisputeRepository(client[store.db.name], keyset=store.keyset)
-    client.close()
+    await client.close()
 
 
 @pytest.mark.parametrize("status", [None, "opened", "under_review"])

@@ -243,10 +243,10 @@ async def test_a_gap_is_still_waited_on_then_skipped(open_reader_store):
 
 
 async def test_concurrent_emits_through_the_index_get_distinct_contiguous_seqs(open_reader_store, mongo_url):
-    from motor.motor_asyncio import AsyncIOMotorClient
+    from pymongo import AsyncMongoClient
 
     store = await open_reader_store("emit")
-    other = AsyncIOMotorClient(mongo_url, tz_aware=True, retryWrites=False)  # a second "process"
+    other = AsyncMongoClient(mongo_url, tz_aware=True, retryWrites=False)  # a second "process"
     try:
         # Two processes reading the next seq through PostgreSQL's index, one through the find: the unique index
         # on seq still arbitrates.
@@ -256,7 +256,7 @@ async def test_concurrent_emits_through_the_index_get_distinct_contiguous_seqs(o
         events = await asyncio.gather(*(outboxes[i % 3].emit(DISPUTE_CASES, "update", f"d{i}", None, {},
                                                              event_id=f"c:{i}") for i in range(45)))
     finally:
-        other.close()
+        await other.close()
     assert sorted(e.seq for e in events) == list(range(1, 46))
     consumer = OutboxConsumer(store.db, "all")
     assert [e.seq for e in await consumer.poll()] == list(range(1, 46))

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
 from config.settings import resolve
 from stores.errors import Conflict
@@ -121,9 +120,9 @@ async def _fill_service_collections(db, n: int = 3000) -> None:
 async def recorded(mongo_url, seeded):
     store, _ = seeded
     rec = Recorder()
-    client = AsyncIOMotorClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
+    client = AsyncMongoClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
     yield rec, client[store.db.name]
-    client.close()
+    await client.close()
 
 
 async def _exercise(db, user: str, encryption) -> None:

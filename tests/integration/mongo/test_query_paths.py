@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
 from agent_tools.context import ToolContext
 from agent_tools.registry import BY_NAME
@@ -76,9 +75,9 @@ def _assert_targeted(finds: list[tuple[str, dict, str | None]], what: str) -> No
 @pytest.fixture
 async def recorded(mongo_url, db):
     rec = Recorder()
-    client = AsyncIOMotorClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
+    client = AsyncMongoClient(mongo_url, event_listeners=[rec], tz_aware=True, retryWrites=False)
     yield rec, client[db.name]
-    client.close()
+    await client.close()
 
 
 async def test_every_repository_read_filters_on_user_id(recorded, db, encryption):
