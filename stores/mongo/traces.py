@@ -68,6 +68,8 @@ class TraceRepository:
     async def recent(self, *, limit: int = 20, since: datetime | None = None,
                      principal_id: str | None = None) -> list[TraceSummary]:
         """The latest traces, newest first, with their observation and score counts."""
+        if limit < 1:  # none asked for (PyMongo's to_list refuses a length below 1)
+            return []
         flt: dict[str, Any] = {}
         if since is not None:
             flt["created_at"] = {"$gte": since}
