@@ -110,7 +110,7 @@ class ExplicitFieldEncryption(FieldEncryption):
         raw = master_key.encode() if isinstance(master_key, str) else master_key
         local_key = HKDF(algorithm=hashes.SHA256(), length=96, salt=b"kredete", info=b"mongo-local-kms").derive(raw)
         self._ce = AsyncClientEncryption({"local": {"key": local_key}}, f"{db.name}.{KEY_VAULT}",
-                                                db.client, CodecOptions(uuid_representation=STANDARD))
+                                          db.client, CodecOptions(uuid_representation=STANDARD))
         self._db = db
         self._key_id: Any = None
 
