@@ -254,7 +254,13 @@ class RedisClusterServer(Server):
             time.sleep(0.25)
 
     def stop(self, timeout: float = 30.0) -> None:
-        for node in reversed(self.nodes):
+        """Stop every node, and the nodes of this data dir on other ports (started under another port offset:
+        a `stack down` without the offset `stack up` had would otherwise leave them running)."""
+        known = {n.data_dir for n in self.nodes}
+        strays = [RedisClusterNode(int(d.name.removeprefix("node-")), d)
+                  for d in sorted(self.data_dir.glob("node-*"))
+                  if d not in known and d.name.removeprefix("node-").isdigit()]
+        for node in [*reversed(self.nodes), *strays]:
             node.stop(timeout)
 
     def reset(self) -> None:

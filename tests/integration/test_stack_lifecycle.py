@@ -57,6 +57,26 @@ def test_start_is_idempotent_and_status_is_true(scratch):
     assert not pid_alive(pid)
 
 
+def test_cluster_stop_also_stops_nodes_started_under_another_port_offset(tmp_path, monkeypatch):
+    """`stack down` without the KREDETE_PORT_OFFSET that `stack up` had looks for other ports: the nodes found in
+    the cluster's data dir are stopped all the same (before, they kept running)."""
+    from kredete.stack.redis import RedisClusterNode, RedisClusterServer
+
+    monkeypatch.setenv("KREDETE_LOCAL_DIR", str(tmp_path))
+    port = free_port()
+    stray = RedisClusterNode(port, tmp_path / "redis-cluster" / f"node-{port}")
+    stray.provision()
+    stray.start()
+    try:
+        pid = stray.pid()
+        assert pid and stray.status().healthy
+        other_ports = tuple(free_port() for _ in range(6))
+        RedisClusterServer(node_ports=other_ports, data_dir=tmp_path / "redis-cluster").stop()
+        assert stray.pid() is None and not pid_alive(pid)
+    finally:
+        stray.stop()
+
+
 def test_crashed_server_is_reported_and_repaired(scratch):
     scratch.start()
     pid = scratch.pid()
