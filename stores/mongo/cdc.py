@@ -420,11 +420,6 @@ class ChangeStreamSource:
         self.name = name
         self.topics = tuple(topics)
 
-    @functools.cached_property
-    def outbox(self) -> Outbox:
-        """The outbox it reads (made on first use, when the store's keyset is registered)."""
-        return Outbox(self.db, keyset=self.keyset, use_keyset=self.use_keyset)
-
     @property
     def _ckpt_id(self) -> str:
         return f"stream:{self.name}"
