@@ -88,7 +88,6 @@ class _Held:
     pool: asyncpg.Pool
     conn: asyncpg.Connection
     on_primary: bool
-    replica: bool
 
 
 @dataclass
@@ -433,7 +432,7 @@ class PostgresStore:
             except _CONNECT_ERRORS as exc:
                 self.breaker.failure(exc)
                 raise _connection_failed(exc) from exc
-        return _Held(pool, conn, on_primary, replica)
+        return _Held(pool, conn, on_primary)
 
     async def _release(self, held: _Held) -> None:
         pool, conn = held.pool, held.conn
