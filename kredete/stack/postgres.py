@@ -140,13 +140,18 @@ class _PostgresBase(Server):
         """
         locks = ((self.data_dir / f".s.PGSQL.{self.port}.lock", self.data_dir / f".s.PGSQL.{self.port}"),
                  (self.pgdata / "postmaster.pid", None))
+        checked = False  # one look through /proc answers for both locks
         for lock, socket_file in locks:
             try:
                 pid = int(lock.read_text().split("\n", 1)[0].strip())
             except (OSError, ValueError):
                 continue
-            if not pid_alive(pid) or _postgres_running_in(self.pgdata):
+            if not pid_alive(pid):
                 continue
+            if not checked:
+                if _postgres_running_in(self.pgdata):
+                    return
+                checked = True
             lock.unlink(missing_ok=True)
             if socket_file is not None:
                 socket_file.unlink(missing_ok=True)
