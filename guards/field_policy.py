@@ -78,6 +78,15 @@ FIELD_POLICY: dict[Role, dict[TextKind, Treatment]] = {
 }
 
 
+#: Tools with some declared free text: for any other tool (or an unmasked call) every field is SHOW.
+_TOOLS_WITH_FREE_TEXT = frozenset(tool for tool, _ in FREE_TEXT)
+
+
+def applies(tool: str, *, unmasked: bool) -> bool:
+    """Whether `apply` can change anything in `tool`'s output (False: every field's treatment is SHOW)."""
+    return not unmasked and tool in _TOOLS_WITH_FREE_TEXT
+
+
 def treatment(role: Role | str, tool: str, field: str, *, unmasked: bool = False) -> Treatment:
     """How `field` of `tool`'s output reaches `role`: SHOW unless it is declared free text; WITHHOLD for a
     role or kind the policy does not name."""

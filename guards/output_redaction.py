@@ -82,7 +82,7 @@ class OutputRedactor:
         # Withheld text never reaches the redactor (nor its NER model); the rest is cut short only once
         # redacted, so a cut cannot split a value the redactor would have recognised whole.
         # A tool without declared free text (or an unmasked call) has nothing either stage would change.
-        policed = not state.unmasked and any(tool == state.tool for tool, _ in field_policy.FREE_TEXT)
+        policed = field_policy.applies(state.tool, unmasked=state.unmasked)
         withheld = truncated = 0
         if policed:
             payload, withheld = field_policy.apply(payload, principal.role, state.tool, unmasked=False,
