@@ -69,6 +69,18 @@ def _is_postgres(pid: int) -> bool:
     return bool(argv) and Path(argv[0].split()[0]).name.rstrip(":") in ("postgres", "postmaster")
 
 
+def _pid_exists(pid: int) -> bool:
+    """Whether PostgreSQL's own lock check (`kill(pid, 0)`) finds `pid`: a zombie counts (pid_alive says no). An
+    orphan killed with -9 stays a zombie until its new parent reaps it, and this machine's init does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _postgres_running_in(pgdata: Path) -> bool:
     """Any postgres process whose working directory is this data dir (the postmaster and its backends all
     run there; other clusters' processes do not)."""
@@ -134,7 +146,8 @@ class _PostgresBase(Server):
         pid it can signal, and cannot tell a reused pid from a running server: after a kill -9 (a drill, a
         crash) any process of the server's user that got the pid (a backend of another cluster, a pgBackRest
         push) blocks the restart with "lock file ... already exists". pid_max is 32768 here; a test run wraps
-        it. Called only when none of our servers runs and the port is free. Kept: a dead pid (PostgreSQL's own
+        it; and an orphaned postmaster killed with -9 stays a zombie here, which `kill(pid, 0)` still finds. Called
+        only when none of our servers runs and the port is free. Kept: a pid that is gone (PostgreSQL's own
         check handles it) and any lock while a postgres process still runs in this data dir (a backend left by
         a killed postmaster still holds its shared memory).
         """
@@ -146,7 +159,7 @@ class _PostgresBase(Server):
                 pid = int(lock.read_text().split("\n", 1)[0].strip())
             except (OSError, ValueError):
                 continue
-            if not pid_alive(pid):
+            if not _pid_exists(pid):
                 continue
             if not checked:
                 if _postgres_running_in(self.pgdata):

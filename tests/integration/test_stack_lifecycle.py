@@ -331,10 +331,22 @@ def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_res
             lines = lock.read_text().split("\n")
             lock.write_text("\n".join([str(other), *lines[1:]]))
 
+    import subprocess
+
+    from kredete.stack.postgres import RUN_USER
+
     stranger = run_user_stranger
+    # A zombie of the server's user (an orphaned postmaster killed with -9 stays one here: init does not reap it).
+    argv = ["true"] if os.geteuid() != 0 else ["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}",
+                                                "--init-groups", "--", "true"]
+    zombie = subprocess.Popen(argv)
+    deadline = time.monotonic() + 10
+    while pid_alive(zombie.pid) and time.monotonic() < deadline:  # pid_alive: a zombie is not alive
+        time.sleep(0.05)
     try:
-        # The pid reused by a postmaster of another cluster, then by an unrelated program.
-        for reused_by, shown_as in ((replica.pid(), "`postgres`"), (stranger.pid, "`sleep`")):
+        # The pid reused by a postmaster of another cluster, then by an unrelated program, then held by a zombie.
+        for reused_by, shown_as in ((replica.pid(), "`postgres`"), (stranger.pid, "`sleep`"),
+                                    (zombie.pid, "not running")):
             kill9_naming(reused_by)
             primary.notes.clear()
             primary.start()
@@ -343,6 +355,7 @@ def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_res
             assert len(notes) == 2 and all(str(reused_by) in n and shown_as in n for n in notes), primary.notes
         assert stranger.poll() is None and replica.pid(), "the processes holding the pid were not signalled"
     finally:
+        zombie.wait()
         primary.start()
     _wait_streaming(replica)
 
