@@ -81,19 +81,34 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _postgres_running_in(pgdata: Path) -> bool:
-    """Any postgres process whose working directory is this data dir (the postmaster and its backends all
-    run there; other clusters' processes do not)."""
+def _postgres_in(pgdata: Path) -> set[int]:
+    """The postgres processes whose working directory is this data dir (the postmaster and its backends all
+    run there; other clusters' processes do not; a zombie has no working directory)."""
+    found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and _is_postgres(int(entry.name)):
             with contextlib.suppress(OSError):
                 if os.readlink(entry / "cwd") == str(pgdata):
-                    return True
+                    found.add(int(entry.name))
+    return found
+
+
+def _postgres_left_in(pgdata: Path, lock_pid: int, grace: float) -> bool:
+    """Whether postgres processes still run in this data dir after waiting up to `grace` seconds for them to
+    exit. The backends of a postmaster killed with -9 outlive it for a moment (each notices its death, and
+    unmapping shared memory takes time on a loaded machine); a start in that moment fails on the lock. The
+    lock's own pid running there is the server itself: no wait."""
+    deadline = time.monotonic() + grace
+    while running := _postgres_in(pgdata):
+        if lock_pid in running or time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
     return False
 
 
 class _PostgresBase(Server):
     start_timeout = 60.0
+    orphan_grace = 15.0  # how long a start waits for the backends of a killed postmaster to exit
 
     def run_as(self) -> str | None:
         return RUN_USER if os.geteuid() == 0 else None
@@ -149,7 +164,8 @@ class _PostgresBase(Server):
         it; and an orphaned postmaster killed with -9 stays a zombie here, which `kill(pid, 0)` still finds. Called
         only when none of our servers runs and the port is free. Kept: a pid that is gone (PostgreSQL's own
         check handles it) and any lock while a postgres process still runs in this data dir (a backend left by
-        a killed postmaster still holds its shared memory).
+        a killed postmaster still holds its shared memory), once `orphan_grace` has given such backends the
+        moment they take to exit.
         """
         locks = ((self.data_dir / f".s.PGSQL.{self.port}.lock", self.data_dir / f".s.PGSQL.{self.port}"),
                  (self.pgdata / "postmaster.pid", None))
@@ -162,7 +178,7 @@ class _PostgresBase(Server):
             if not _pid_exists(pid):
                 continue
             if not checked:
-                if _postgres_running_in(self.pgdata):
+                if _postgres_left_in(self.pgdata, pid, self.orphan_grace):
                     return
                 checked = True
             lock.unlink(missing_ok=True)

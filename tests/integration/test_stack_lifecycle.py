@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -324,8 +326,13 @@ def test_lock_files_of_a_killed_primary_naming_a_reused_pid_do_not_block_its_res
     def kill9_naming(other: int) -> None:
         pid = primary.pid()
         assert pid
-        os.killpg(pid, signal.SIGKILL)
+        # A crash kills the postmaster alone; its backends exit when they notice, a moment later. One held
+        # (stopped) for a second: the start must wait for it rather than fail on the lock it keeps valid.
+        backend = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        os.kill(backend, signal.SIGSTOP)
+        os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)  # started by this process: reap it, so only the lock files are left
+        threading.Timer(1.0, os.kill, (backend, signal.SIGCONT)).start()
         assert all(lock.exists() for lock in locks), "kill -9 leaves both lock files"
         for lock in locks:
             lines = lock.read_text().split("\n")
