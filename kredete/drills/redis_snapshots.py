@@ -171,8 +171,10 @@ def _download(key: str, dest: Path) -> None:
     dest.write_bytes(asyncio.run(get()))
 
 
-def count_keys(rdb: Path) -> int:
-    """Load the RDB file `rdb` in a scratch redis-server (free port, no persistence) and count its keys."""
+def count_keys(rdb: Path) -> tuple[int, int]:
+    """Load the RDB file `rdb` in a scratch redis-server (free port, no persistence) and count its keys: all of
+    them, and those with a TTL (they may expire before a restore is checked: rate-limit windows, cached
+    responses, sessions)."""
     port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdb.parent),
                              "--dbfilename", rdb.name, "--appendonly", "no", "--save", ""],
@@ -180,10 +182,11 @@ def count_keys(rdb: Path) -> int:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            out = subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"], capture_output=True, text=True,
+            # INFO answers while the file still loads (DBSIZE does not): count once `loading:0`.
+            out = subprocess.run(["redis-cli", "-p", str(port), "INFO"], capture_output=True, text=True,
                                  check=False, timeout=5)
-            if out.returncode == 0 and out.stdout.strip().isdigit():
-                return int(out.stdout.strip())
+            if out.returncode == 0 and "loading:0" in out.stdout.splitlines():
+                return _keyspace(out.stdout)
             if proc.poll() is not None:
                 raise StackError("redis-server refused the snapshot (not a valid RDB file?)")
             time.sleep(0.2)
@@ -191,6 +194,17 @@ def count_keys(rdb: Path) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _keyspace(info: str) -> tuple[int, int]:
+    """(keys, keys with a TTL) over every database of an `INFO keyspace` answer (`db0:keys=3,expires=1,...`)."""
+    keys = volatile = 0
+    for line in info.splitlines():
+        if line.startswith("db") and ":" in line:
+            fields = dict(part.split("=", 1) for part in line.split(":", 1)[1].split(","))
+            keys += int(fields.get("keys", 0))
+            volatile += int(fields.get("expires", 0))
+    return keys, volatile
 
 
 def restore(snapshot: str = "latest", *, target_dir: Path | None = None, replace: bool = False) -> dict[str, Any]:
@@ -215,11 +229,17 @@ def restore(snapshot: str = "latest", *, target_dir: Path | None = None, replace
         path = dest / ("dump.rdb" if not is_cluster else key.rsplit("/", 1)[1])
         _download(key, path)
         files.append(path)
-    keys = sum(count_keys(f) for f in files)
+    counts = [count_keys(f) for f in files]
+    keys, volatile = sum(k for k, _ in counts), sum(v for _, v in counts)
     result: dict[str, Any] = {"snapshot": name, "target_dir": str(dest), "files": len(files), "keys": keys,
-                              "replaced": False}
+                              "keys_with_ttl": volatile, "replaced": False}
     if replace:
         result.update(_replace_cluster(files, stamp) if is_cluster else _replace_live(files[0], stamp))
+        # Keys with a TTL may have expired since the snapshot was counted; every other key must be live.
+        if not keys - volatile <= result["live_keys"] <= keys:
+            raise StackError(f"restored {name} over the live Redis, but it holds {result['live_keys']} keys where "
+                             f"the snapshot has {keys} ({volatile} of them with a TTL): check the nodes' logs; "
+                             f"the data it replaced is in {result['moved_aside']}")
     return result
 
 
