@@ -28,11 +28,18 @@ rounds, sequential; a peer that is not installed is left out and `peers.installs
                    same FerretDB database over streamable HTTP (JSON responses, as ours) and stdio; a pymongo
                    floor (AsyncMongoClient, one find)
 
+  bare SDK         both tools, beside them in the same rounds: `bench.bare_sdk`, the same `mcp` SDK and transports
+                   as ours (stdio on event-loop pipes; stateless streamable HTTP with JSON responses on the same
+                   uvicorn protocol), one tool of the same name and input and output schemas (from our
+                   `tools/list`) answering every call with one real answer of ours recorded before the rounds:
+                   what the SDK, the transport and the Python client cost with none of our code. Ours over it is
+                   our code's share; it over the floor says how near the floor any server on this SDK can get.
+
 The peers check nothing (no authentication, scope, redaction, budget or audit): the comparison is what an agent
 waits for. The server runs with raised rate limits here (the Redis check still runs on every call).
 
 Data: its own dataset (`kredete_bench` Postgres/Mongo DBs, `kredete-bench` index prefix), built through the
-CLI on first use and reused after. Results: bench/results/tool_calls.json and a rich table.
+CLI on first use and reused after. Results: bench/results/tool_calls.json (or `--out`) and a rich table.
 """
 
 from __future__ import annotations
@@ -359,6 +366,37 @@ def _mongodb_mcp_http(env: dict[str, str]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
 
 
+@contextlib.asynccontextmanager
+async def _bare_sdk(ours: Any, calls: dict[str, dict[str, Any]]) -> AsyncIterator[tuple[Any, Any]]:
+    """The bare SDK (bench.bare_sdk) serving what `ours` lists and answers for `calls` (recorded once here),
+    over stdio and over streamable HTTP, started as ours is; yields (stdio session, HTTP session)."""
+    import os
+    import tempfile
+
+    from bench.bare_sdk import record
+    from config.paths import REPO_ROOT, local_dir
+    from config.ports import free_port
+    from evals.listening import listening_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = Path(tmp) / "recorded.json"
+        await record(ours, calls, recorded)
+        argv = [sys.executable, "-m", "bench.bare_sdk", "--record", str(recorded)]
+        port = free_port()
+        penv = {"PATH": os.environ.get("PATH", "")}
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(listening_process([*argv, "--transport", "http", "--port", str(port)], port=port,
+                                                  env=penv, log_path=local_dir() / "bench-bare-sdk-http.log",
+                                                  what="bare SDK server", timeout_s=PEER_TIMEOUT_S, cwd=REPO_ROOT))
+            http = await stack.enter_async_context(http_session(f"http://127.0.0.1:{port}/mcp", None))
+            stdio = await stack.enter_async_context(_stdio(sys.executable, argv[1:], {}))
+            yield stdio, http
+
+
+async def _bare_call(s: Any, tool: str, arguments: dict[str, Any], label: str, errors: list[str]) -> None:
+    _ok(await s.call_tool(tool, arguments), label, errors)
+
+
 def _mongodb_env(settings: Any) -> dict[str, str]:
     import os
 
@@ -412,6 +450,12 @@ async def bench_peer_transactions(url: str, env: dict[str, str], settings: Any, 
 
         paths["kredete_stdio"] = lambda i: kredete(ours_stdio, i, "kredete stdio")
         paths["kredete_http"] = lambda i: kredete(ours_http, i, "kredete http")
+        bare_stdio, bare_http = await stack.enter_async_context(
+            _bare_sdk(ours_http, {"get_transaction": {"transaction_id": str(txs[0])}}))
+        paths["bare_sdk_stdio"] = lambda i: _bare_call(bare_stdio, "get_transaction", _args("get_transaction", i, txs,
+                                                                                           []), "bare stdio", errors)
+        paths["bare_sdk_http"] = lambda i: _bare_call(bare_http, "get_transaction", _args("get_transaction", i, txs,
+                                                                                         []), "bare http", errors)
         if postgres_mcp_binary().exists():
             pg = await stack.enter_async_context(_stdio(str(postgres_mcp_binary()),
                                                         ["--access-mode=restricted", "--transport=stdio", replica],
@@ -456,14 +500,21 @@ async def bench_peer_disputes(url: str, env: dict[str, str], settings: Any, disp
         ours_http = await stack.enter_async_context(http_session(url, token))
         ours_stdio = await stack.enter_async_context(_stdio(KREDETE, ["serve"], {**env, "KREDETE_TOKEN": token}))
 
-        async def kredete(s: Any, i: int, label: str) -> None:
+        def dispute_args(i: int) -> dict[str, Any]:
             dispute_id, user_id = disputes[i % len(disputes)]
-            _ok(await s.call_tool("get_dispute", {"dispute_id": dispute_id, "user_id": user_id}), label, errors)
+            return {"dispute_id": dispute_id, "user_id": user_id}
 
+        async def kredete(s: Any, i: int, label: str) -> None:
+            _ok(await s.call_tool("get_dispute", dispute_args(i)), label, errors)
+
+        bare_stdio, bare_http = await stack.enter_async_context(
+            _bare_sdk(ours_http, {"get_dispute": dispute_args(0)}))
         paths: dict[str, Callable[[int], Awaitable[Any]]] = {
             "floor_pymongo": floor,
             "kredete_http": lambda i: kredete(ours_http, i, "kredete http"),
             "kredete_stdio": lambda i: kredete(ours_stdio, i, "kredete stdio"),
+            "bare_sdk_http": lambda i: _bare_call(bare_http, "get_dispute", dispute_args(i), "bare http", errors),
+            "bare_sdk_stdio": lambda i: _bare_call(bare_stdio, "get_dispute", dispute_args(i), "bare stdio", errors),
         }
         if mongodb_mcp_binary().exists():
             menv = _mongodb_env(settings)
@@ -495,7 +546,13 @@ def _peer_ratios(peers: dict[str, Any]) -> dict[str, float]:
     tx, dis = peers.get("get_transaction", {}), peers.get("get_dispute", {})
     pairs = [("get_transaction", tx, "kredete_stdio", "postgres_mcp_stdio"),
              ("get_dispute", dis, "kredete_http", "mongodb_mcp_http"),
-             ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio")]
+             ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio"),
+             # The bare SDK (same transports, a recorded answer): ours over it is the share that is our code.
+             ("get_dispute", dis, "bare_sdk_http", "mongodb_mcp_http"),
+             ("get_dispute", dis, "bare_sdk_stdio", "mongodb_mcp_stdio")]
+    pairs += [(tool, res, f"kredete_{t}", f"bare_sdk_{t}") for tool, res in (("get_transaction", tx),
+                                                                            ("get_dispute", dis))
+              for t in ("stdio", "http")]
     for tool, res, ours, peer in pairs:
         if ours in res and peer in res:
             out[f"{tool}/{ours}_over_{peer}_p50"] = round(res[ours]["p50_ms"] / res[peer]["p50_ms"], 2)
@@ -617,10 +674,11 @@ def main() -> None:
     ap.add_argument("--peer-calls", type=int, default=300, help="interleaved rounds of the peer comparison")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer MCP servers (`python -m bench.peers "
                                                              "setup` installs them)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the results file")
     args = ap.parse_args()
     res = run(args.calls, args.concurrency, args.users, args.fresh, args.peer_calls, not args.no_peers)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
     show(res)
 
 
