@@ -22,8 +22,8 @@ Peers (same run, same data, each against the same transport; every path once per
 rounds, sequential; a peer that is not installed is left out and `peers.installs` says why):
 
   get_transaction  ours over stdio and HTTP; Crystal DBA's postgres-mcp `execute_sql` (restricted mode, the
-                   agent's replica URL) with the one SELECT equivalent to the tool's three statements, over stdio
-                   (postgres-mcp 0.3.0 has stdio and SSE, no streamable HTTP); the prepared asyncpg floor
+                   agent's replica URL) with one SELECT equivalent to the tool's (json_agg for a text answer), over
+                   stdio (postgres-mcp 0.3.0 has stdio and SSE, no streamable HTTP); the prepared asyncpg floor
   get_dispute      ours over HTTP and stdio; mongodb-mcp-server `find` (read-only, the repository's filter) on the
                    same FerretDB database over streamable HTTP (JSON responses, as ours) and stdio; a pymongo
                    floor (AsyncMongoClient, one find)
@@ -72,14 +72,11 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 # --- the same statements the repository builds, written out -------------------------------------------
 
 def _raw_sql() -> dict[str, str]:
-    from stores.postgres.transactions import DETAIL_COLUMNS, SUMMARY_COLUMNS
+    from stores.postgres.transactions import DETAIL_WITH_LINES, SUMMARY_COLUMNS
 
     return {
-        "get": f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE t.id = $1::uuid AND TRUE",
-        "entries": "SELECT line_no, wallet_id, currency, direction, amount_minor, entry_type FROM ledger_entries "
-                   "WHERE transaction_id = $1 AND created_at = $2 ORDER BY line_no",
-        "refunds": "SELECT id, amount_minor, currency, status, reason, created_at, refund_transaction_id FROM "
-                   "refunds WHERE transaction_id = $1 ORDER BY created_at, id",
+        # The repository's one statement: the transaction with its ledger lines and refunds.
+        "get": f"SELECT {DETAIL_WITH_LINES} FROM transactions t WHERE t.id = $1::uuid AND TRUE",
         "search": f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE t.user_id = ANY($1::uuid[]) "
                   "ORDER BY t.created_at DESC, t.id DESC LIMIT $2",
     }
@@ -87,8 +84,9 @@ def _raw_sql() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def prepared_get_transaction(settings: Any) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
-    """The floor of `get_transaction` (bench.mcp_scale): its three statements on one bare asyncpg connection of
-    the agent replica, prepared by asyncpg's statement cache; yields `call(transaction_id)`."""
+    """The floor of `get_transaction` (bench.mcp_scale): the repository's statement (the transaction with its
+    ledger lines and refunds) on one bare asyncpg connection of the agent replica, prepared by asyncpg's
+    statement cache; yields `call(transaction_id)`."""
     import asyncpg
 
     sql = _raw_sql()
@@ -96,9 +94,7 @@ async def prepared_get_transaction(settings: Any) -> AsyncIterator[Callable[[Any
     try:
         async def call(tx: Any) -> None:
             async with pool.acquire() as conn:
-                row = await conn.fetchrow(sql["get"], tx)
-                await conn.fetch(sql["entries"], row["id"], row["created_at"])
-                await conn.fetch(sql["refunds"], row["id"])
+                await conn.fetchrow(sql["get"], tx)
 
         yield call
     finally:
@@ -218,9 +214,7 @@ async def bench_raw(settings: Any, tool: str, n: int, workers: int, txs: list[UU
         async def call(i: int) -> None:
             async with pool.acquire() as conn:
                 if tool == "get_transaction":
-                    row = await conn.fetchrow(sql["get"], txs[i % len(txs)])
-                    await conn.fetch(sql["entries"], row["id"], row["created_at"])
-                    await conn.fetch(sql["refunds"], row["id"])
+                    await conn.fetchrow(sql["get"], txs[i % len(txs)])
                 else:
                     await conn.fetch(sql["search"], [users[i % len(users)]], 21)
 
@@ -302,7 +296,7 @@ PEER_TIMEOUT_S = 180
 
 
 def _peer_sql(tx: Any) -> str:
-    """`get_transaction`'s three statements as the one SELECT a SQL tool takes (the id is a UUID we chose)."""
+    """`get_transaction`'s statement as a SQL tool takes it: the lines as json_agg (the id is a UUID we chose)."""
     from stores.postgres.transactions import DETAIL_COLUMNS
 
     tid = str(UUID(str(tx)))
