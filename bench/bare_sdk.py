@@ -1,6 +1,6 @@
 """The bare MCP SDK: what our call path would cost with none of our code between the transport and a tool.
 
-    python -m bench.bare_sdk --record FILE [--transport stdio|http] [--host 127.0.0.1] [--port 8766]
+    python -m bench.bare_sdk --record FILE [--transport stdio|http] [--host 127.0.0.1] [--port 8766] [--auth]
 
 One server, built like `server.py` builds ours with the same `mcp` SDK (MCPServer, the SDK's own argument and
 output validation switched off as ours switches them off), serving the tools named in `FILE` (what
@@ -11,6 +11,8 @@ no guards, no stores, no audit, no trace.
 The transports are ours, unchanged: stdio on event-loop pipes (`agent_tools.stdio_pipes`, as `kredete serve`
 when a client launched it), and streamable HTTP in stateless mode with JSON responses, a 256 KiB body limit,
 uvicorn with one socket write per response (`agent_tools.http_writes`), no access log (as `server.serve_http`).
+`--auth` (HTTP) adds the SDK's bearer-token machinery as ours is configured (`AuthSettings`, a token verifier)
+with a verifier that accepts any token without checking it: the SDK's share of authentication, not ours.
 `bench.tool_calls` runs it beside ours, the floors and the peers in the same interleaved rounds.
 """
 
@@ -22,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
@@ -64,9 +68,22 @@ def _tool(entry: dict[str, Any]) -> Tool:
     return tool
 
 
-def build(recorded: dict[str, Any]) -> MCPServer:
+class _AnyToken:
+    """A token verifier that accepts every bearer token as it is (the SDK's auth path, none of our checks)."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        return AccessToken(token=token, client_id="bench", scopes=[], subject="bench")
+
+
+def build(recorded: dict[str, Any], *, auth: tuple[str, int] | None = None) -> MCPServer:
+    kwargs: dict[str, Any] = {}
+    if auth is not None:
+        host, port = auth
+        kwargs = {"token_verifier": _AnyToken(),
+                  "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=f"http://{host}:{port}/mcp",
+                                       validate_token_resource=False)}
     return MCPServer("bare-sdk", title="bare MCP SDK", version="0.1.0",
-                     tools=[_tool(entry) for entry in recorded.values()])
+                     tools=[_tool(entry) for entry in recorded.values()], **kwargs)
 
 
 async def serve_stdio(mcp: MCPServer) -> None:
@@ -93,8 +110,10 @@ def main() -> None:
     ap.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--auth", action="store_true", help="HTTP: the SDK's bearer-token machinery, any token accepted")
     args = ap.parse_args()
-    mcp = build(json.loads(args.record.read_text()))
+    mcp = build(json.loads(args.record.read_text()),
+                auth=(args.host, args.port) if args.auth and args.transport == "http" else None)
     if args.transport == "stdio":
         asyncio.run(serve_stdio(mcp))
     else:

@@ -34,6 +34,7 @@ rounds, sequential; a peer that is not installed is left out and `peers.installs
                    `tools/list`) answering every call with one real answer of ours recorded before the rounds:
                    what the SDK, the transport and the Python client cost with none of our code. Ours over it is
                    our code's share; it over the floor says how near the floor any server on this SDK can get.
+                   `bare_sdk_http_auth` adds the SDK's bearer-token machinery (any token accepted) as ours uses it.
 
 The peers check nothing (no authentication, scope, redaction, budget or audit): the comparison is what an agent
 waits for. The server runs with raised rate limits here (the Redis check still runs on every call).
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import platform
 import random
@@ -361,9 +363,10 @@ def _mongodb_mcp_http(env: dict[str, str]) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _bare_sdk(ours: Any, calls: dict[str, dict[str, Any]]) -> AsyncIterator[tuple[Any, Any]]:
+async def _bare_sdk(ours: Any, calls: dict[str, dict[str, Any]], token: str) -> AsyncIterator[dict[str, Any]]:
     """The bare SDK (bench.bare_sdk) serving what `ours` lists and answers for `calls` (recorded once here),
-    over stdio and over streamable HTTP, started as ours is; yields (stdio session, HTTP session)."""
+    started as ours is; yields its sessions: over stdio, over streamable HTTP, and over HTTP with the SDK's
+    bearer-token machinery (`--auth`: any token accepted; sent `token`, ours, so the requests are the same size)."""
     import os
     import tempfile
 
@@ -376,15 +379,17 @@ async def _bare_sdk(ours: Any, calls: dict[str, dict[str, Any]]) -> AsyncIterato
         recorded = Path(tmp) / "recorded.json"
         await record(ours, calls, recorded)
         argv = [sys.executable, "-m", "bench.bare_sdk", "--record", str(recorded)]
-        port = free_port()
         penv = {"PATH": os.environ.get("PATH", "")}
         async with contextlib.AsyncExitStack() as stack:
-            stack.enter_context(listening_process([*argv, "--transport", "http", "--port", str(port)], port=port,
-                                                  env=penv, log_path=local_dir() / "bench-bare-sdk-http.log",
-                                                  what="bare SDK server", timeout_s=PEER_TIMEOUT_S, cwd=REPO_ROOT))
-            http = await stack.enter_async_context(http_session(f"http://127.0.0.1:{port}/mcp", None))
-            stdio = await stack.enter_async_context(_stdio(sys.executable, argv[1:], {}))
-            yield stdio, http
+            sessions: dict[str, Any] = {"stdio": await stack.enter_async_context(_stdio(sys.executable, argv[1:], {}))}
+            for name, extra, bearer in (("http", [], None), ("http_auth", ["--auth"], token)):
+                port = free_port()
+                stack.enter_context(listening_process(
+                    [*argv, "--transport", "http", "--port", str(port), *extra], port=port, env=penv,
+                    log_path=local_dir() / f"bench-bare-sdk-{name}.log", what="bare SDK server",
+                    timeout_s=PEER_TIMEOUT_S, cwd=REPO_ROOT))
+                sessions[name] = await stack.enter_async_context(http_session(f"http://127.0.0.1:{port}/mcp", bearer))
+            yield sessions
 
 
 async def _bare_call(s: Any, tool: str, arguments: dict[str, Any], label: str, errors: list[str]) -> None:
@@ -444,12 +449,12 @@ async def bench_peer_transactions(url: str, env: dict[str, str], settings: Any, 
 
         paths["kredete_stdio"] = lambda i: kredete(ours_stdio, i, "kredete stdio")
         paths["kredete_http"] = lambda i: kredete(ours_http, i, "kredete http")
-        bare_stdio, bare_http = await stack.enter_async_context(
-            _bare_sdk(ours_http, {"get_transaction": {"transaction_id": str(txs[0])}}))
-        paths["bare_sdk_stdio"] = lambda i: _bare_call(bare_stdio, "get_transaction", _args("get_transaction", i, txs,
-                                                                                           []), "bare stdio", errors)
-        paths["bare_sdk_http"] = lambda i: _bare_call(bare_http, "get_transaction", _args("get_transaction", i, txs,
-                                                                                         []), "bare http", errors)
+        bare = await stack.enter_async_context(
+            _bare_sdk(ours_http, {"get_transaction": {"transaction_id": str(txs[0])}}, token))
+        for name, session in bare.items():
+            paths[f"bare_sdk_{name}"] = functools.partial(
+                lambda i, s: _bare_call(s, "get_transaction", _args("get_transaction", i, txs, []), "bare SDK", errors),
+                s=session)
         if postgres_mcp_binary().exists():
             pg = await stack.enter_async_context(_stdio(str(postgres_mcp_binary()),
                                                         ["--access-mode=restricted", "--transport=stdio", replica],
@@ -501,15 +506,15 @@ async def bench_peer_disputes(url: str, env: dict[str, str], settings: Any, disp
         async def kredete(s: Any, i: int, label: str) -> None:
             _ok(await s.call_tool("get_dispute", dispute_args(i)), label, errors)
 
-        bare_stdio, bare_http = await stack.enter_async_context(
-            _bare_sdk(ours_http, {"get_dispute": dispute_args(0)}))
+        bare = await stack.enter_async_context(_bare_sdk(ours_http, {"get_dispute": dispute_args(0)}, token))
         paths: dict[str, Callable[[int], Awaitable[Any]]] = {
             "floor_pymongo": floor,
             "kredete_http": lambda i: kredete(ours_http, i, "kredete http"),
             "kredete_stdio": lambda i: kredete(ours_stdio, i, "kredete stdio"),
-            "bare_sdk_http": lambda i: _bare_call(bare_http, "get_dispute", dispute_args(i), "bare http", errors),
-            "bare_sdk_stdio": lambda i: _bare_call(bare_stdio, "get_dispute", dispute_args(i), "bare stdio", errors),
         }
+        for name, session in bare.items():
+            paths[f"bare_sdk_{name}"] = functools.partial(
+                lambda i, s: _bare_call(s, "get_dispute", dispute_args(i), "bare SDK", errors), s=session)
         if mongodb_mcp_binary().exists():
             menv = _mongodb_env(settings)
             mongo_http_url = stack.enter_context(_mongodb_mcp_http(menv))
@@ -543,10 +548,11 @@ def _peer_ratios(peers: dict[str, Any]) -> dict[str, float]:
              ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio"),
              # The bare SDK (same transports, a recorded answer): ours over it is the share that is our code.
              ("get_dispute", dis, "bare_sdk_http", "mongodb_mcp_http"),
+             ("get_dispute", dis, "bare_sdk_http_auth", "mongodb_mcp_http"),
              ("get_dispute", dis, "bare_sdk_stdio", "mongodb_mcp_stdio")]
-    pairs += [(tool, res, f"kredete_{t}", f"bare_sdk_{t}") for tool, res in (("get_transaction", tx),
+    pairs += [(tool, res, f"kredete_{t}", f"bare_sdk_{b}") for tool, res in (("get_transaction", tx),
                                                                             ("get_dispute", dis))
-              for t in ("stdio", "http")]
+              for t, b in (("stdio", "stdio"), ("http", "http"), ("http", "http_auth"))]
     for tool, res, ours, peer in pairs:
         if ours in res and peer in res:
             out[f"{tool}/{ours}_over_{peer}_p50"] = round(res[ours]["p50_ms"] / res[peer]["p50_ms"], 2)
