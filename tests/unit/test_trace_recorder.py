@@ -286,13 +286,14 @@ def agent() -> Principal:
 
 
 async def _stored(who: Principal, output: dict, redactions: dict[str, int], *, kind: str = "tool_call",
-                  decision: str = "allowed") -> dict:
+                  decision: str = "allowed", unmasked: bool = False) -> dict:
     """The observation stored for one call of `kind` by `who` whose output guard found `redactions`."""
     sink = Sink()
     rec = TraceRecorder(sink, digest_key=KEY)
     obs = rec.begin(ctx(), kind)
     state = new_call_state("get_transaction", {"transaction_id": str(uuid4())})
     state.principal, state.decision, state.redactions = who, decision, dict(redactions)
+    state.unmasked = unmasked
     rec.end(obs, state, {"structuredContent": output, "content": []} if kind == "tool_call" else
             {"contents": [{"uri": "kredete://x", "text": json.dumps(output)}]})
     await rec.start()
@@ -312,13 +313,17 @@ async def test_a_staff_output_the_guard_masked_in_full_is_stored_as_it_left():
 
 async def test_an_output_shown_in_part_a_customers_a_refusals_and_a_resources_are_redacted_again():
     """What the role may see in part (a support agent's phone numbers), a customer's own names, a refused call's
-    text and a resource (never through the output guard) are masked again for the stored copy."""
+    text, a resource (never through the output guard) and a compliance officer's unmasked call are masked again
+    for the stored copy."""
     phone = {"memo": "call me on +234 803 123 4567", "status": "completed"}
-    for who, kind, decision, found in ((agent(), "tool_call", "allowed", {"PHONE": 1}),
-                                       (customer(), "tool_call", "allowed", {}),
-                                       (agent(), "tool_call", "error", {}),
-                                       (agent(), "resource_read", "allowed", {})):
-        stored = await _stored(who, phone, found, kind=kind, decision=decision)
+    officer = Principal(subject="co-1", role=Role.COMPLIANCE_OFFICER, user_id=None, token_id="t", expires_at=2**31,
+                        issuer="test")
+    for who, kind, decision, found, unmasked in ((agent(), "tool_call", "allowed", {"PHONE": 1}, False),
+                                                 (customer(), "tool_call", "allowed", {}, False),
+                                                 (agent(), "tool_call", "error", {}, False),
+                                                 (agent(), "resource_read", "allowed", {}, False),
+                                                 (officer, "tool_call", "allowed", {}, True)):
+        stored = await _stored(who, phone, found, kind=kind, decision=decision, unmasked=unmasked)
         text = json.dumps(stored["output"])
         assert "803 123 4567" not in text and "4567" not in text, (who.role, kind, decision)
         assert stored["redactions"].get("PHONE", 0) == found.get("PHONE", 0) + 1
