@@ -2,6 +2,7 @@
 
     python -m bench.profile_calls [--calls 600] [--out bench/results/profile_after.txt] [--transport http stdio]
                                   [--tool get_transaction get_dispute ...] [--role support_agent|customer|credit_coach]
+                                  [--raw DIR]
 
 The server runs as a real process (`kredete serve`) on the bench dataset (the one `bench.tool_calls` builds);
 a client of `--role` makes `--calls` sequential calls of one tool, and
@@ -9,7 +10,9 @@ a client of `--role` makes `--calls` sequential calls of one tool, and
 The rate limits are raised for the run (the Redis check still runs on every call).
 py-spy's folded stacks are summarised per function: inclusive ("cumulative") and exclusive ("self") share
 of the samples in which the server's event loop was busy (other threads and the idle loop left out), plus the
-client-side latency of the calls. Needs py-spy (PyPI).
+client-side latency of the calls, and those samples split by whose work they are (`split`: our code on the call's
+path, our background work, the store drivers' own tasks, the MCP SDK with its transport, the loop itself), in ms
+of busy samples per call. `--raw DIR` keeps py-spy's folded stacks. Needs py-spy (PyPI).
 
 Every role reads the same users' records: those assigned to the seed's first credit coach (a customer role
 spreads its calls over one session per such user, staff name the user in the arguments), so customer and staff
@@ -257,12 +260,65 @@ def summarise(raw: Path, top: int = 35) -> tuple[int, list[tuple[str, int]], lis
     return total, inc, excl.most_common(top)
 
 
+#: Where our code lives (py-spy names a frame's file relative to its package root).
+OURS = ("guards/", "agent_tools/", "stores/", "tools/", "services/", "retrieval/", "config/")
+#: Our work done off the call's path, after the answer: the trace recorder and the AI logger's drain (the audit
+#: group commit's flush is on it: a call waits for its row's commit).
+BACKGROUND = ("TraceRecorder._run", "AILogger.")
+#: The store drivers: a stack of theirs alone is a task of their own (redis-py sends a command in one) serving us.
+DRIVERS = ("redis/", "asyncpg/", "pymongo/", "motor/")
+
+
+#: The MCP SDK and the transport under it (their callees, e.g. pydantic or a socket write, count as theirs).
+SDK = ("mcp/", "mcp_types/", "anyio/", "starlette/", "uvicorn/", "h11/", "sse_starlette/", "stdio_pipes.py",
+       "http_writes.py")
+
+
+def split(raw: Path) -> dict[str, int]:
+    """Busy samples by whose work they are, from the innermost frame that is either ours or the SDK's (a library
+    frame counts for its caller): `ours_on_path` (a call's guards, tool and stores), `ours_background` (the trace
+    recorder and the AI logger), `sdk` (the MCP SDK, its transport and the ASGI server, ours in stdio_pipes.py and
+    http_writes.py included, with what they call); `drivers` (a store driver's own task: ours too, on the call's
+    path or not); `other` (the event loop's own: reading sockets, waking futures)."""
+    out = {"ours_on_path": 0, "ours_background": 0, "drivers": 0, "sdk": 0, "other": 0}
+    outer: set[str] | None = None
+    stacks: list[tuple[list[str], int]] = []
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if stack and BUSY in frames:
+            stacks.append((frames, int(count)))
+            outer = set(frames) if outer is None else outer & set(frames)
+    for frames, n in stacks:
+        inner = [f for f in frames if f not in (outer or set())]
+        if any(f.startswith(BACKGROUND) for f in inner):
+            out["ours_background"] += n
+            continue
+        owner = "other"
+        for f in reversed(inner):
+            file = f.rpartition("(")[2].rstrip(")")
+            if file.startswith(SDK) or file.endswith(SDK[-2:]):
+                owner = "sdk"
+                break
+            if file.startswith(OURS):
+                owner = "ours_on_path"
+                break
+            if owner == "other" and file.startswith(DRIVERS):
+                owner = "drivers"  # unless an owned frame sits further out
+        out[owner] += n
+    return out
+
+
 def report(title: str, tool: str, stats: dict[str, Any], raw: Path) -> str:
     total, inc, exc = summarise(raw)
+    parts = split(raw)
     lines = [f"== {title}: {stats['n']} sequential {tool} calls, client p50 {stats['p50_ms']:.2f} ms, "
              f"p99 {stats['p99_ms']:.2f} ms, mean {stats['mean_ms']:.2f} ms",
              f"   py-spy: {total} samples of the server's event loop busy (running a callback or task step) at "
              f"{RATE} Hz during the sampled calls; % of those",
+             "   by whose work: " + ", ".join(f"{k.replace('_', ' ')} {100 * n / max(total, 1):.1f}% "
+                                              f"({1000 * n / RATE / stats['n']:.2f} ms per call)"
+                                              for k, n in parts.items()),
              "", "   cumulative (inclusive) % of samples  function (file)"]
     lines += [f"   {100 * n / total:6.1f}%  {f}" for f, n in inc]
     lines += ["", "   self (exclusive) % of samples  function (file)"]
@@ -318,6 +374,7 @@ def main() -> None:
     ap.add_argument("--tool", nargs="+", default=list(TOOLS), choices=PROFILED)
     ap.add_argument("--role", default="support_agent", choices=ROLES)
     ap.add_argument("--out", type=Path, default=RESULTS / "profile_after.txt")
+    ap.add_argument("--raw", type=Path, help="keep py-spy's folded stacks in this directory")
     args = ap.parse_args()
     bench = Bench.prepare(args.users)
     out = [f"# MCP call path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -325,7 +382,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for tool in args.tool:
             for transport in args.transport:
-                raw = Path(tmp) / f"{tool}-{transport}.txt"
+                raw = (args.raw or Path(tmp)) / f"{tool}-{transport}.txt"
+                raw.parent.mkdir(parents=True, exist_ok=True)
                 stats = bench.run(transport, tool, args.role, args.calls, raw)
                 out.append(report(f"{tool} as {args.role} over {transport}", tool, stats, raw))
                 print(out[-1])

@@ -22,17 +22,25 @@ Peers (same run, same data, each against the same transport; every path once per
 rounds, sequential; a peer that is not installed is left out and `peers.installs` says why):
 
   get_transaction  ours over stdio and HTTP; Crystal DBA's postgres-mcp `execute_sql` (restricted mode, the
-                   agent's replica URL) with the one SELECT equivalent to the tool's three statements, over stdio
-                   (postgres-mcp 0.3.0 has stdio and SSE, no streamable HTTP); the prepared asyncpg floor
+                   agent's replica URL) with one SELECT equivalent to the tool's (json_agg for a text answer), over
+                   stdio (postgres-mcp 0.3.0 has stdio and SSE, no streamable HTTP); the prepared asyncpg floor
   get_dispute      ours over HTTP and stdio; mongodb-mcp-server `find` (read-only, the repository's filter) on the
                    same FerretDB database over streamable HTTP (JSON responses, as ours) and stdio; a pymongo
                    floor (AsyncMongoClient, one find)
+
+  bare SDK         both tools, beside them in the same rounds: `bench.bare_sdk`, the same `mcp` SDK and transports
+                   as ours (stdio on event-loop pipes; stateless streamable HTTP with JSON responses on the same
+                   uvicorn protocol), one tool of the same name and input and output schemas (from our
+                   `tools/list`) answering every call with one real answer of ours recorded before the rounds:
+                   what the SDK, the transport and the Python client cost with none of our code. Ours over it is
+                   our code's share; it over the floor says how near the floor any server on this SDK can get.
+                   `bare_sdk_http_auth` adds the SDK's bearer-token machinery (any token accepted) as ours uses it.
 
 The peers check nothing (no authentication, scope, redaction, budget or audit): the comparison is what an agent
 waits for. The server runs with raised rate limits here (the Redis check still runs on every call).
 
 Data: its own dataset (`kredete_bench` Postgres/Mongo DBs, `kredete-bench` index prefix), built through the
-CLI on first use and reused after. Results: bench/results/tool_calls.json and a rich table.
+CLI on first use and reused after. Results: bench/results/tool_calls.json (or `--out`) and a rich table.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import platform
 import random
@@ -65,14 +74,11 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 # --- the same statements the repository builds, written out -------------------------------------------
 
 def _raw_sql() -> dict[str, str]:
-    from stores.postgres.transactions import DETAIL_COLUMNS, SUMMARY_COLUMNS
+    from stores.postgres.transactions import DETAIL_WITH_LINES, SUMMARY_COLUMNS
 
     return {
-        "get": f"SELECT {DETAIL_COLUMNS} FROM transactions t WHERE t.id = $1::uuid AND TRUE",
-        "entries": "SELECT line_no, wallet_id, currency, direction, amount_minor, entry_type FROM ledger_entries "
-                   "WHERE transaction_id = $1 AND created_at = $2 ORDER BY line_no",
-        "refunds": "SELECT id, amount_minor, currency, status, reason, created_at, refund_transaction_id FROM "
-                   "refunds WHERE transaction_id = $1 ORDER BY created_at, id",
+        # The repository's one statement: the transaction with its ledger lines and refunds.
+        "get": f"SELECT {DETAIL_WITH_LINES} FROM transactions t WHERE t.id = $1::uuid AND TRUE",
         "search": f"SELECT {SUMMARY_COLUMNS} FROM transactions t WHERE t.user_id = ANY($1::uuid[]) "
                   "ORDER BY t.created_at DESC, t.id DESC LIMIT $2",
     }
@@ -80,8 +86,9 @@ def _raw_sql() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def prepared_get_transaction(settings: Any) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
-    """The floor of `get_transaction` (bench.mcp_scale): its three statements on one bare asyncpg connection of
-    the agent replica, prepared by asyncpg's statement cache; yields `call(transaction_id)`."""
+    """The floor of `get_transaction` (bench.mcp_scale): the repository's statement (the transaction with its
+    ledger lines and refunds) on one bare asyncpg connection of the agent replica, prepared by asyncpg's
+    statement cache; yields `call(transaction_id)`."""
     import asyncpg
 
     sql = _raw_sql()
@@ -89,9 +96,7 @@ async def prepared_get_transaction(settings: Any) -> AsyncIterator[Callable[[Any
     try:
         async def call(tx: Any) -> None:
             async with pool.acquire() as conn:
-                row = await conn.fetchrow(sql["get"], tx)
-                await conn.fetch(sql["entries"], row["id"], row["created_at"])
-                await conn.fetch(sql["refunds"], row["id"])
+                await conn.fetchrow(sql["get"], tx)
 
         yield call
     finally:
@@ -211,9 +216,7 @@ async def bench_raw(settings: Any, tool: str, n: int, workers: int, txs: list[UU
         async def call(i: int) -> None:
             async with pool.acquire() as conn:
                 if tool == "get_transaction":
-                    row = await conn.fetchrow(sql["get"], txs[i % len(txs)])
-                    await conn.fetch(sql["entries"], row["id"], row["created_at"])
-                    await conn.fetch(sql["refunds"], row["id"])
+                    await conn.fetchrow(sql["get"], txs[i % len(txs)])
                 else:
                     await conn.fetch(sql["search"], [users[i % len(users)]], 21)
 
@@ -295,7 +298,7 @@ PEER_TIMEOUT_S = 180
 
 
 def _peer_sql(tx: Any) -> str:
-    """`get_transaction`'s three statements as the one SELECT a SQL tool takes (the id is a UUID we chose)."""
+    """`get_transaction`'s statement as a SQL tool takes it: the lines as json_agg (the id is a UUID we chose)."""
     from stores.postgres.transactions import DETAIL_COLUMNS
 
     tid = str(UUID(str(tx)))
@@ -359,6 +362,40 @@ def _mongodb_mcp_http(env: dict[str, str]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
 
 
+@contextlib.asynccontextmanager
+async def _bare_sdk(ours: Any, calls: dict[str, dict[str, Any]], token: str) -> AsyncIterator[dict[str, Any]]:
+    """The bare SDK (bench.bare_sdk) serving what `ours` lists and answers for `calls` (recorded once here),
+    started as ours is; yields its sessions: over stdio, over streamable HTTP, and over HTTP with the SDK's
+    bearer-token machinery (`--auth`: any token accepted; sent `token`, ours, so the requests are the same size)."""
+    import os
+    import tempfile
+
+    from bench.bare_sdk import record
+    from config.paths import REPO_ROOT, local_dir
+    from config.ports import free_port
+    from evals.listening import listening_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = Path(tmp) / "recorded.json"
+        await record(ours, calls, recorded)
+        argv = [sys.executable, "-m", "bench.bare_sdk", "--record", str(recorded)]
+        penv = {"PATH": os.environ.get("PATH", "")}
+        async with contextlib.AsyncExitStack() as stack:
+            sessions: dict[str, Any] = {"stdio": await stack.enter_async_context(_stdio(sys.executable, argv[1:], {}))}
+            for name, extra, bearer in (("http", [], None), ("http_auth", ["--auth"], token)):
+                port = free_port()
+                stack.enter_context(listening_process(
+                    [*argv, "--transport", "http", "--port", str(port), *extra], port=port, env=penv,
+                    log_path=local_dir() / f"bench-bare-sdk-{name}.log", what="bare SDK server",
+                    timeout_s=PEER_TIMEOUT_S, cwd=REPO_ROOT))
+                sessions[name] = await stack.enter_async_context(http_session(f"http://127.0.0.1:{port}/mcp", bearer))
+            yield sessions
+
+
+async def _bare_call(s: Any, tool: str, arguments: dict[str, Any], label: str, errors: list[str]) -> None:
+    _ok(await s.call_tool(tool, arguments), label, errors)
+
+
 def _mongodb_env(settings: Any) -> dict[str, str]:
     import os
 
@@ -412,6 +449,12 @@ async def bench_peer_transactions(url: str, env: dict[str, str], settings: Any, 
 
         paths["kredete_stdio"] = lambda i: kredete(ours_stdio, i, "kredete stdio")
         paths["kredete_http"] = lambda i: kredete(ours_http, i, "kredete http")
+        bare = await stack.enter_async_context(
+            _bare_sdk(ours_http, {"get_transaction": {"transaction_id": str(txs[0])}}, token))
+        for name, session in bare.items():
+            paths[f"bare_sdk_{name}"] = functools.partial(
+                lambda i, s: _bare_call(s, "get_transaction", _args("get_transaction", i, txs, []), "bare SDK", errors),
+                s=session)
         if postgres_mcp_binary().exists():
             pg = await stack.enter_async_context(_stdio(str(postgres_mcp_binary()),
                                                         ["--access-mode=restricted", "--transport=stdio", replica],
@@ -456,15 +499,22 @@ async def bench_peer_disputes(url: str, env: dict[str, str], settings: Any, disp
         ours_http = await stack.enter_async_context(http_session(url, token))
         ours_stdio = await stack.enter_async_context(_stdio(KREDETE, ["serve"], {**env, "KREDETE_TOKEN": token}))
 
-        async def kredete(s: Any, i: int, label: str) -> None:
+        def dispute_args(i: int) -> dict[str, Any]:
             dispute_id, user_id = disputes[i % len(disputes)]
-            _ok(await s.call_tool("get_dispute", {"dispute_id": dispute_id, "user_id": user_id}), label, errors)
+            return {"dispute_id": dispute_id, "user_id": user_id}
 
+        async def kredete(s: Any, i: int, label: str) -> None:
+            _ok(await s.call_tool("get_dispute", dispute_args(i)), label, errors)
+
+        bare = await stack.enter_async_context(_bare_sdk(ours_http, {"get_dispute": dispute_args(0)}, token))
         paths: dict[str, Callable[[int], Awaitable[Any]]] = {
             "floor_pymongo": floor,
             "kredete_http": lambda i: kredete(ours_http, i, "kredete http"),
             "kredete_stdio": lambda i: kredete(ours_stdio, i, "kredete stdio"),
         }
+        for name, session in bare.items():
+            paths[f"bare_sdk_{name}"] = functools.partial(
+                lambda i, s: _bare_call(s, "get_dispute", dispute_args(i), "bare SDK", errors), s=session)
         if mongodb_mcp_binary().exists():
             menv = _mongodb_env(settings)
             mongo_http_url = stack.enter_context(_mongodb_mcp_http(menv))
@@ -495,7 +545,14 @@ def _peer_ratios(peers: dict[str, Any]) -> dict[str, float]:
     tx, dis = peers.get("get_transaction", {}), peers.get("get_dispute", {})
     pairs = [("get_transaction", tx, "kredete_stdio", "postgres_mcp_stdio"),
              ("get_dispute", dis, "kredete_http", "mongodb_mcp_http"),
-             ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio")]
+             ("get_dispute", dis, "kredete_stdio", "mongodb_mcp_stdio"),
+             # The bare SDK (same transports, a recorded answer): ours over it is the share that is our code.
+             ("get_dispute", dis, "bare_sdk_http", "mongodb_mcp_http"),
+             ("get_dispute", dis, "bare_sdk_http_auth", "mongodb_mcp_http"),
+             ("get_dispute", dis, "bare_sdk_stdio", "mongodb_mcp_stdio")]
+    pairs += [(tool, res, f"kredete_{t}", f"bare_sdk_{b}") for tool, res in (("get_transaction", tx),
+                                                                            ("get_dispute", dis))
+              for t, b in (("stdio", "stdio"), ("http", "http"), ("http", "http_auth"))]
     for tool, res, ours, peer in pairs:
         if ours in res and peer in res:
             out[f"{tool}/{ours}_over_{peer}_p50"] = round(res[ours]["p50_ms"] / res[peer]["p50_ms"], 2)
@@ -617,10 +674,11 @@ def main() -> None:
     ap.add_argument("--peer-calls", type=int, default=300, help="interleaved rounds of the peer comparison")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer MCP servers (`python -m bench.peers "
                                                              "setup` installs them)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the results file")
     args = ap.parse_args()
     res = run(args.calls, args.concurrency, args.users, args.fresh, args.peer_calls, not args.no_peers)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
     show(res)
 
 

@@ -16,7 +16,8 @@ wait for a moment without calls cost ~9 % of the calls/s with 8 clients in bench
 for the caller (the
 conversation owners of the credit store: another principal's trace is refused and the observation goes to the
 caller's session trace), redacts the arguments and the output again with mask-everything (the stored copy never
-keeps what a role may see unmasked), digests them, counts tokens and hands the documents to the AI logger, whose own
+keeps what a role may see unmasked; an output whose every finding the guard masked is stored as it left),
+digests them, counts tokens and hands the documents to the AI logger, whose own
 buffer retries and bounds the writes. `stop()` drains what is queued.
 """
 
@@ -561,8 +562,9 @@ class TraceRecorder:
             tokens = self._tokens(payload) if payload is not None else 0
             yield
             if payload is not None and len(canonical) <= self.max_output_bytes:
-                if p is not None and p.role in _MASK_ALL_ROLES:
-                    output = payload  # redacted with mask-everything on the way out already
+                if p is not None and (p.role in _MASK_ALL_ROLES or (kind == "tool_call"
+                                                                    and _masked_on_the_way_out(state))):
+                    output = payload  # every finding masked on the way out already: the stored copy is the same
                 else:
                     output, counts = self._redacted(payload)
                     add(counts)
@@ -669,6 +671,32 @@ class TraceRecorder:
             for coll, fields in docs:
                 if coll == names.TRACE_OBSERVATIONS:
                     self.exporter.export(fields)
+
+
+#: Per role, the PII kinds its redaction policy shows in part or in full rather than masking them.
+_SHOWN: dict[Role, frozenset[str]] = {}
+
+
+def _shown_kinds(role: Role) -> frozenset[str]:
+    if role not in _SHOWN:
+        from guards.redaction import role_policy
+        from guards.redaction.masking import Action
+
+        actions = role_policy(role.value).actions
+        _SHOWN[role] = frozenset(str(k) for k, a in actions.items() if a != Action.MASK)
+    return _SHOWN[role]
+
+
+def _masked_on_the_way_out(state: CallState) -> bool:
+    """Whether the output guard's redaction of this tool call already is the stored copy's mask-everything one:
+    an allowed, masked call of a staff role whose output held no PII of a kind that role sees in part (a
+    customer's own names stay readable to them, so a customer's output is redacted again; a resource or a prompt
+    never passed the output guard). The output is then stored as it left; redacting it again would count its
+    findings twice (and strip the «data» marks around a masked name)."""
+    p = state.principal
+    if p is None or p.role is Role.CUSTOMER or state.unmasked or state.decision != "allowed":
+        return False
+    return not (_shown_kinds(p.role) & {str(k) for k in state.redactions})
 
 
 def _replace_text(value: Any, old: str, new: str) -> Any:

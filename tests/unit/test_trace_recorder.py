@@ -278,3 +278,52 @@ async def test_observations_built_together_share_one_commit_and_an_invalid_one_i
     assert sink.commits == [6, 3, 1, 1, 1]
     assert [o["arguments"]["n"] for o in sink.observations()] == [0, 1, 2, 3, 4, 5, 7]
     assert rec.dropped == {"invalid": 1} and rec.written == 7
+
+
+def agent() -> Principal:
+    return Principal(subject="agent-7", role=Role.SUPPORT_AGENT, user_id=None, token_id="t", expires_at=2**31,
+                     issuer="test")
+
+
+async def _stored(who: Principal, output: dict, redactions: dict[str, int], *, kind: str = "tool_call",
+                  decision: str = "allowed", unmasked: bool = False) -> dict:
+    """The observation stored for one call of `kind` by `who` whose output guard found `redactions`."""
+    sink = Sink()
+    rec = TraceRecorder(sink, digest_key=KEY)
+    obs = rec.begin(ctx(), kind)
+    state = new_call_state("get_transaction", {"transaction_id": str(uuid4())})
+    state.principal, state.decision, state.redactions = who, decision, dict(redactions)
+    state.unmasked = unmasked
+    rec.end(obs, state, {"structuredContent": output, "content": []} if kind == "tool_call" else
+            {"contents": [{"uri": "kredete://x", "text": json.dumps(output)}]})
+    await rec.start()
+    assert await rec.flush(5)
+    await rec.stop()
+    (stored,) = sink.observations()
+    return stored
+
+
+async def test_a_staff_output_the_guard_masked_in_full_is_stored_as_it_left():
+    """Every finding masked on the way out (no kind the role sees in part): stored as the caller got it, the
+    findings counted once, the «data» marks kept (a second mask-everything pass turned them into a bare mask)."""
+    left = {"counterparty_name": "«data»[PERSON]«/data»", "status": "completed"}
+    stored = await _stored(agent(), left, {"PERSON": 1})
+    assert stored["output"] == left and stored["redactions"] == {"PERSON": 1}
+
+
+async def test_an_output_shown_in_part_a_customers_a_refusals_and_a_resources_are_redacted_again():
+    """What the role may see in part (a support agent's phone numbers), a customer's own names, a refused call's
+    text, a resource (never through the output guard) and a compliance officer's unmasked call are masked again
+    for the stored copy."""
+    phone = {"memo": "call me on +234 803 123 4567", "status": "completed"}
+    officer = Principal(subject="co-1", role=Role.COMPLIANCE_OFFICER, user_id=None, token_id="t", expires_at=2**31,
+                        issuer="test")
+    for who, kind, decision, found, unmasked in ((agent(), "tool_call", "allowed", {"PHONE": 1}, False),
+                                                 (customer(), "tool_call", "allowed", {}, False),
+                                                 (agent(), "tool_call", "error", {}, False),
+                                                 (agent(), "resource_read", "allowed", {}, False),
+                                                 (officer, "tool_call", "allowed", {}, True)):
+        stored = await _stored(who, phone, found, kind=kind, decision=decision, unmasked=unmasked)
+        text = json.dumps(stored["output"])
+        assert "803 123 4567" not in text and "4567" not in text, (who.role, kind, decision)
+        assert stored["redactions"].get("PHONE", 0) == found.get("PHONE", 0) + 1

@@ -254,3 +254,39 @@ async def test_capped_aggregates_say_they_were_truncated(agent_store, world):
     both = await analytics.wallet_daily_volume(RowScope.everyone(), wallet_id=days[0].wallet_id,
                                                date_from=window[0], date_to=window[1], max_rows=1)
     assert len(both) == 1 and both.truncated is (len(days) > 1)
+
+
+async def test_get_reads_the_lines_and_refunds_the_separate_reads_find(agent_store, app_store, cipher, world):
+    """One statement reads the detail with its ledger lines and refunds: the same rows, order and types as a read
+    of each table (two refunds, one still pending)."""
+    uid = await funded_user(app_store, cipher, 500_000)
+    pay = await PaymentService(app_store).create_payment(
+        {"user_id": uid, "corridor": "US-NG", "amount_minor": 40_000, "currency": "USD",
+         "counterparty_name": "Adaeze Nwosu"}, idempotency_key=f"lines-{uid.hex[:12]}")
+    refund_ids = [uuid.uuid4(), uuid.uuid4()]
+    async with app_store.transaction() as conn:
+        for rid, status in zip(refund_ids, ("completed", "pending"), strict=True):
+            await conn.execute(
+                "INSERT INTO refunds (id, transaction_id, transaction_created_at, amount_minor, currency, reason, "
+                "status, completed_at) VALUES ($1, $2, $3, 1000, 'USD', 'returned', $4::refund_status, "
+                "CASE WHEN $4 = 'completed' THEN now() END)", rid, pay.transaction_id, pay.created_at, status)
+    async with app_store.connection() as conn:
+        entries = await conn.fetch("SELECT line_no, wallet_id, currency, direction::text, amount_minor, entry_type "
+                                   "FROM ledger_entries WHERE transaction_id = $1 ORDER BY line_no",
+                                   pay.transaction_id)
+        refunds = await conn.fetch("SELECT id, amount_minor, currency, status::text, reason, created_at, "
+                                   "refund_transaction_id FROM refunds WHERE transaction_id = $1 "
+                                   "ORDER BY created_at, id", pay.transaction_id)
+    assert await wait_for_replica(agent_store, "SELECT id FROM refunds WHERE id = $1", refund_ids[1]) is not None
+
+    detail = await TransactionRepository(agent_store).get(RowScope.users(uid), pay.transaction_id)
+
+    assert len(entries) >= 2 and len(refunds) == 2
+    assert [e.model_dump() for e in detail.entries] == [dict(e) for e in entries]
+    assert [r.model_dump() for r in detail.refunds] == [dict(r) for r in refunds]
+    assert {r.id for r in detail.refunds} == set(refund_ids)
+    assert all(isinstance(e.wallet_id, uuid.UUID) and e.direction in ("debit", "credit") for e in detail.entries)
+    assert all(r.created_at.tzinfo is not None for r in detail.refunds)
+    assert detail.refunded_minor == 2000
+    with pytest.raises(NotFound):  # the lines do not widen the scope
+        await TransactionRepository(agent_store).get(RowScope.users(world["a"]), pay.transaction_id)
