@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from guards import shapes
-from guards.untrusted import stays_bare
+from guards.untrusted import CLOSE, OPEN, stays_bare
 
 from . import digits
 from .kinds import FIELD_HINTS, UNITS
@@ -141,6 +141,10 @@ def _redact(
     prose: bool = True,
 ) -> Redaction:
     s, e = len(text) - len(text.lstrip()), len(text.rstrip())
+    if hint is not None and text.startswith(OPEN, s) and text.endswith(CLOSE, s + len(OPEN), e):
+        # A delimited value (the output guard marks untrusted text): the finding is its content; the marks stay,
+        # so a second pass over it finds the mask inside and changes nothing.
+        s, e = s + len(OPEN), e - len(CLOSE)
     if hint is not None and e > s and (kinds is None or hint in kinds):
         # A field named e.g. "full_name" holds exactly one value of that kind: the whole string is the
         # finding (nothing inside it can win against it, so the recognisers are skipped).

@@ -30,6 +30,15 @@ def test_the_trace_case_from_the_report() -> None:
     assert redact_value(row) == (row, {})
 
 
+def test_a_delimited_person_name_field_keeps_its_marks_and_is_masked_once() -> None:
+    """A person-name field whose value the output guard marked as untrusted text: its content is the finding; the
+    marks stay (a second pass used to turn «data»[PERSON]«/data» into a bare [PERSON] and count it again)."""
+    once, counts = redact_value({"counterparty_name": "«data»Ada Obi«/data»"})
+    assert once == {"counterparty_name": "«data»[PERSON]«/data»"} and counts == {"PERSON": 1}
+    assert redact_value(once) == (once, {})
+    assert redact_value({"counterparty_name": " «data»«/data» "}) == ({"counterparty_name": " «data»«/data» "}, {})
+
+
 def test_pii_written_next_to_a_literal_mask_is_still_found() -> None:
     """A mask is read as blanks, not as a span that hides its neighbours."""
     text = "[PERSON]ada@kredete.ng, [EMAIL] 0803 123 4567 and [PERSON] Grace Will"
