@@ -13,7 +13,7 @@ more than it needs to, without saying anything a flat schema does not:
   alone (a string's `format` or `pattern` never rejects a null), and no two alternatives share a type.
 
 The result is still a JSON Schema (2020-12) that accepts exactly the values the model's own schema accepts
-(tests/unit/test_output_schemas.py checks both on every tool's examples and on wrong values).
+(tests/unit/test_output_schemas.py checks both on values sampled from every tool's schema and on mutations of them).
 """
 
 from __future__ import annotations
