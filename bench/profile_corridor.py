@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.profile_calls import LIMITS, RESULTS, _drive, _sampling, report, served
 from bench.scale_mcp import _window, dataset
-from config.paths import REPO_ROOT
+from config.paths import REPO_ROOT, local_dir
 from evals.harness import http_session, latency_summary, token_for
 
 TOOL = "corridor_volume"
@@ -103,7 +103,7 @@ def breakdown(sizes: list[int], calls: int) -> str:
     args = {n: bench_args(asyncio.run(_corridors(settings[n])), 200) for n in sizes}
     with contextlib.ExitStack() as stack:
         servers = {n: stack.enter_context(served({**dataset(n).env, **LIMITS},
-                                                 REPO_ROOT / ".local" / f"breakdown-{n}.log")) for n in sizes}
+                                                 local_dir() / f"breakdown-{n}.log")) for n in sizes}
         ports = {n: port for n, (port, _) in servers.items()}
 
         async def go() -> tuple[dict[int, dict[str, list[float]]], dict[str, Any]]:
@@ -186,8 +186,6 @@ def _tree_cpu_ms(root: int) -> float:
 
 
 def _store_pids() -> dict[str, int]:
-    from config.paths import local_dir
-
     pids = {"ferretdb": local_dir() / "mongo" / "server.pid", "postgres": local_dir() / "postgres" / "server.pid"}
     return {k: int(p.read_text().split()[0]) for k, p in pids.items() if p.exists()}
 
@@ -257,7 +255,7 @@ def _stages(answers: list[dict[str, Any]], published: dict[str, Any]) -> dict[st
         state.principal, state.decision = principal, "allowed"
         _COUNTED.clear()  # each answer is new to the server (the bench's answers repeat here)
         rows = [dict(r) for r in body["rows"]]
-        result = step("handler: rows -> CorridorVolumeOut", lambda rows=rows, body=body: CorridorVolumeOut(
+        result = step("CorridorVolumeOut, one model a row", lambda rows=rows, body=body: CorridorVolumeOut(
             rows=[CorridorDayOut(**r) for r in rows], min_cell_size=body["min_cell_size"],
             suppressed_cells=body["suppressed_cells"], next_cursor=body.get("next_cursor")))
         payload = step("model_dump(mode=json)", lambda result=result: result.model_dump(mode="json"))
