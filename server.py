@@ -62,6 +62,8 @@ def build_server(runtime: AgentRuntime, *, http: tuple[str, int] | None = None) 
         # schema stays published): the SDK's own second validation of each is switched off.
         tool.fn_metadata.arg_model = _GuardedArguments
         tool.fn_metadata.output_model = None
+        # The output model's schema flattened ($refs inlined): what clients validate each answer with, per row.
+        tool.fn_metadata.output_schema = spec.output_schema()
         tools.append(tool)
     guard = GuardMiddleware(lambda: runtime.gate)
     mcp = MCPServer("kredete", title="Kredete data tier", instructions=INSTRUCTIONS, version="0.1.0",

@@ -24,7 +24,7 @@ def register_resources(mcp: MCPServer, tools: Iterable[ToolSpec]) -> None:
         spec = specs.get(tool)
         if spec is None:
             raise ResourceNotFoundError(f"unknown tool '{tool}'")
-        return json.dumps(spec.output_model.model_json_schema(), indent=2)
+        return json.dumps(spec.output_schema(), indent=2)
 
     @mcp.resource("kredete://policy/grants", name="grants", mime_type="application/json",
                   description="Which role may call which tool; anything not listed is denied.")

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from agent_tools import schemas
 from agent_tools.common import ToolInput
 from agent_tools.context import ToolContext
 from agent_tools.flags import known_flag
@@ -69,6 +70,10 @@ class ToolSpec(Generic[I, O, S]):
             known_flag(self.enabled_by, "boolean")
         if self.list_field is not None and self.list_field not in self.output_model.model_fields:
             raise ValueError(f"{self.name}: list_field {self.list_field!r} is not a field of the output model")
+
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON schema of the tool's answers, as `tools/list` publishes it (`agent_tools.schemas`)."""
+        return schemas.output_schema(self.output_model)
 
     def example(self) -> dict[str, Any]:
         """The first `examples` entry of the input schema, else {}: arguments a granted call can answer without

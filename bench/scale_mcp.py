@@ -1,6 +1,7 @@
 """Every MCP tool at growing dataset sizes (issue 20's benchmark): p50/p99 over streamable HTTP, customer and staff.
 
     python -m bench.scale_mcp [--sizes 1000 10000 100000] [--calls 60] [--seed-only] [--remeasure]
+                              [--tools corridor_volume ...]
     python bench/scale.py --mcp [same options]
 
 Per size N, a dataset `scale<N>` (Postgres/Mongo databases `kredete_scale<N>`, index prefix `kredete-scale<N>`):
@@ -418,10 +419,11 @@ async def open_principals(stack: contextlib.AsyncExitStack, url: str, s: Sample)
 
 
 async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int, on_tool: Any,
-                  done: dict[int, dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+                  done: dict[int, dict[str, Any]], only: frozenset[str] | None = None,
+                  ) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Every tool of every principal, the sizes interleaved call by call: ({size: {"role/tool": summary}},
     coverage: what tools/list named, what each role called, and any listed tool no principal could call).
-    `done`: summaries an interrupted run left, kept (those tools are not called again)."""
+    `done`: summaries an interrupted run left, kept (those tools are not called again). `only`: these tools alone."""
     from evals.harness import error_text, latency_summary
 
     res: dict[int, dict[str, Any]] = {n: dict(done.get(n, {})) for n in urls}
@@ -435,7 +437,8 @@ async def measure(urls: dict[int, str], samples: dict[int, Sample], calls: int, 
         # Tool by tool, every principal that calls it interleaved with the others call by call (and the sizes
         # within each), so a tool's rows for two principals share the moment and the machine's load: measured one
         # principal after the other, they differed by as much as 2.5x on a tool that reads no user's data.
-        tools = sorted({t for p in first.values() for t in p.tools}, key=lambda t: (t == "log_feedback", t))
+        tools = sorted({t for p in first.values() for t in p.tools if only is None or t in only},
+                       key=lambda t: (t == "log_feedback", t))
         for tool in tools:  # log_feedback last: it needs a logged turn
             roles = [r for r, p in first.items() if tool in p.tools
                      and not all(f"{r}/{tool}" in res[n] for n in urls)]
@@ -557,6 +560,11 @@ def run(args: argparse.Namespace) -> None:
 
     log = lambda m: console.log(m)  # noqa: E731
     keep_free = int(args.keep_free_gb * 2**30)
+    if args.tools:
+        from agent_tools.registry import TOOL_NAMES
+
+        if unknown := sorted(set(args.tools) - TOOL_NAMES):
+            raise SystemExit(f"unknown tool(s): {', '.join(unknown)}")
     free = shutil.disk_usage(ROOT).free
     for n in args.sizes:  # every refusal before any seeding starts
         ds = dataset(n)
@@ -616,7 +624,8 @@ def run(args: argparse.Namespace) -> None:
                                                    for n, r in by_size.items()))
                 entries(res, coverage, complete=False)  # an interrupted run resumes after this tool
 
-            measured, coverage = asyncio.run(measure(urls, samples, args.calls, on_tool, done))
+            only = frozenset(args.tools) if args.tools else None
+            measured, coverage = asyncio.run(measure(urls, samples, args.calls, on_tool, done, only))
         entries(measured, coverage, complete=True)
     results["goals"] = evaluate(results)
     save(results, out)
@@ -634,6 +643,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed-only", action="store_true", help="prepare the datasets, measure nothing")
     ap.add_argument("--remeasure", action="store_true", help="measure sizes already in the results file again")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results file (the plot goes beside it, .png)")
+    ap.add_argument("--tools", nargs="+", metavar="TOOL",
+                    help="measure these tools only (every principal granted them; an A/B of one tool, say)")
     return ap
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
@@ -70,13 +71,75 @@ def count_tokens(value: Any) -> int:
         with contextlib.suppress(KeyError):
             _COUNTED.move_to_end(text)
         return n
-    n = len(_encoding().encode(text, disallowed_special=()))
+    n = _count(text)
     if len(text) <= MAX_OUTPUT_BYTES:
         _COUNTED[text] = n
         while len(_COUNTED) > _COUNTED_ENTRIES:
             with contextlib.suppress(KeyError):
                 _COUNTED.popitem(last=False)
     return n
+
+
+# --- the exact count, by segments ----------------------------------------------------------------------------
+# tiktoken first splits a text into pieces with its pattern, then BPE-encodes each piece alone, so a text's count is
+# the sum of its pieces' counts. With cl100k_base's pattern (checked below: another pattern falls back to encoding
+# the whole text), only `\p{N}{1,3}+` ever takes a digit and it takes nothing else, so a piece boundary falls on
+# each side of an ASCII digit run whose neighbours are ASCII (a digit run cannot swallow them, and nothing else can
+# swallow a digit), and the pieces on each side are those of the two sides tokenised alone: the pattern has no
+# look-behind, and its only look-ahead (`\s+(?!\S)`, `\s++$`) reads whitespace, so the run is split off only
+# where the character before it is not whitespace. A run of n digits is then ceil(n / 3) pieces of 1-3 digits,
+# one token each (every 1-3 digit string is one token of cl100k_base: checked once). The text between two runs,
+# JSON keys and punctuation mostly, repeats from row to row and call to call, so its count is remembered.
+# tests/unit/test_budget_count.py compares the sum with tiktoken's count of the whole text.
+_CL100K = ("'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}++|\\p{N}{1,3}+| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*+|"
+           "\\s++$|\\s*[\\r\\n]|\\s+(?!\\S)|\\s")
+_DIGITS = re.compile(r"[0-9]+")
+#: Texts between digit runs up to this long are remembered (at most _SEGMENT_ENTRIES of them, then forgotten).
+_SEGMENT_CHARS = 256
+_SEGMENT_ENTRIES = 8192
+_SEGMENTS: dict[str, int] = {}
+#: Below this many digit runs a text is encoded whole (splitting it would not save anything).
+_MIN_RUNS = 8
+
+
+@lru_cache(maxsize=1)
+def _segmentable() -> bool:
+    """Whether the encoding is cl100k_base's pattern with every 1-3 digit string one token (the premises above)."""
+    enc = _encoding()
+    if getattr(enc, "_pat_str", None) != _CL100K:
+        return False
+    digits = [f"{i:0{w}d}" for w in (1, 2, 3) for i in range(10**w)]
+    return all(len(enc.encode(d, disallowed_special=())) == 1 for d in digits)  # ~2 ms, once
+
+
+def _whole(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def _segment(text: str) -> int:
+    n = _SEGMENTS.get(text)
+    if n is None:
+        n = _whole(text) if text else 0
+        if len(text) <= _SEGMENT_CHARS:
+            if len(_SEGMENTS) >= _SEGMENT_ENTRIES:
+                _SEGMENTS.clear()
+            _SEGMENTS[text] = n
+    return n
+
+
+def _count(text: str) -> int:
+    """tiktoken's count of `text`: the sum over its digit runs and the texts between them (see above)."""
+    runs = list(_DIGITS.finditer(text))
+    if len(runs) < _MIN_RUNS or not _segmentable():
+        return _whole(text)
+    n, start, end = 0, 0, len(text)
+    for run in runs:
+        a, b = run.span()
+        before, after = text[a - 1] if a else "", text[b] if b < end else ""
+        if before.isascii() and not before.isspace() and after.isascii():  # "" (an end of the text) included
+            n += _segment(text[start:a]) + (b - a + 2) // 3
+            start = b
+    return n + _segment(text[start:])
 
 
 def fits(payload: Any, max_tokens: int = MAX_OUTPUT_TOKENS) -> bool:

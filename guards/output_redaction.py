@@ -119,15 +119,17 @@ def _collect_user_ids(value: Any) -> set[UUID]:
     found: set[UUID] = set()
 
     def walk(v: Any, key: str | None) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
+        # Only strings under a user field are read; only dicts and lists are descended into (the leaves of a
+        # page's rows are not visited one call each).
+        items = v.items() if isinstance(v, dict) else ((key, x) for x in v)
+        for k, x in items:
+            if isinstance(x, str):
+                if k in USER_FIELDS:
+                    with contextlib.suppress(ValueError):
+                        found.add(UUID(x))
+            elif isinstance(x, dict | list):
                 walk(x, k)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x, key)
-        elif key in USER_FIELDS and isinstance(v, str):
-            with contextlib.suppress(ValueError):
-                found.add(UUID(v))
 
-    walk(value, None)
+    if isinstance(value, dict | list):
+        walk(value, None)
     return found

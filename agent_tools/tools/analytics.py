@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
-from agent_tools.common import Cursor, ToolInput, pick
+from agent_tools.common import Cursor, ToolInput
 from agent_tools.context import ToolContext
 from agent_tools.spec import ToolSpec
 from guards.access import AggregateScope, aggregates_only
@@ -75,6 +75,9 @@ class CorridorVolumeOut(BaseModel):
 
 _RENAMES = {"bucket": "day", "corridor_id": "corridor", "transaction_count": "transactions",
             "amount_minor": "volume_minor"}
+#: (output field, the repository cell's field it comes from).
+_CELL = tuple((name, next((src for src, dst in _RENAMES.items() if dst == name), name))
+              for name in CorridorDayOut.model_fields)
 
 
 async def corridor_volume(args: CorridorVolumeInput, ctx: ToolContext[AggregateScope]) -> CorridorVolumeOut:
@@ -82,10 +85,11 @@ async def corridor_volume(args: CorridorVolumeInput, ctx: ToolContext[AggregateS
     page = await ctx.repos.analytics.volume_by_corridor(args.date_from, args.date_to, granularity="day",
                                                         corridor=args.corridor, min_cell_size=k,
                                                         max_rows=args.limit, cursor=args.cursor)
-    out = CorridorVolumeOut(
-        rows=[CorridorDayOut(**pick(r, CorridorDayOut, _RENAMES)) for r in page], min_cell_size=k,
-        suppressed_cells=ctx.scope.reportable_suppressed(page.suppressed_cells, page.shown_cells),
-        next_cursor=page.next_cursor)
+    # The page validated in one call (not one model per row, nor a dump of each cell to rename its fields).
+    out = CorridorVolumeOut.model_validate({
+        "rows": [{name: getattr(cell, src) for name, src in _CELL} for cell in page], "min_cell_size": k,
+        "suppressed_cells": ctx.scope.reportable_suppressed(page.suppressed_cells, page.shown_cells),
+        "next_cursor": page.next_cursor})
     out._page = page
     return out
 

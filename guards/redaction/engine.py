@@ -262,7 +262,12 @@ def _row_names(value: Any, out: list[str]) -> None:
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="python")
     if isinstance(value, dict):
-        hints, named = _hints_of(value)
+        hints, named, person = _hints_of(value)
+        if not person:  # no person-name field in this shape: only what is nested below can hold one
+            for item in value.values():
+                if not isinstance(item, str | int | float | bool | None):
+                    _row_names(item, out)
+            return
         skip = _not_person_keys(value) if named else frozenset()
         for (k, item), hint in zip(value.items(), hints, strict=True):
             if hint is PiiKind.PERSON and k not in skip:
@@ -280,7 +285,7 @@ def _row_names(value: Any, out: list[str]) -> None:
                 _row_names(item, out)
 
 
-def _hints_of(d: dict[Any, Any]) -> tuple[tuple[PiiKind | None, ...], bool]:
+def _hints_of(d: dict[Any, Any]) -> tuple[tuple[PiiKind | None, ...], bool, bool]:
     keys = tuple(d)
     return _key_hints(keys) if len(keys) <= _SHAPE_KEYS else _key_hints.__wrapped__(keys)
 
@@ -290,12 +295,17 @@ _SHAPE_KEYS = 64
 
 
 @lru_cache(maxsize=1024)
-def _key_hints(keys: tuple[Any, ...]) -> tuple[tuple[PiiKind | None, ...], bool]:
-    """(the field hint of each key, whether some key is a person-name field a sibling type may lift) of a dict
-    with these keys: the rows of a list share their keys, so each row's keys are looked at once per shape."""
+def _key_hints(keys: tuple[Any, ...]) -> tuple[tuple[PiiKind | None, ...], bool, bool]:
+    """(the field hint of each key, whether some key is a person-name field a sibling type may lift, whether some
+    key is a person field at all) of a dict with these keys: the rows of a list share their keys, so each row's
+    keys are looked at once per shape."""
     hints = tuple(field_hint(k) for k in keys)
     named = any(h is PiiKind.PERSON and _norm_key(k).endswith("_name") for k, h in zip(keys, hints, strict=True))
-    return hints, named
+    return hints, named, PiiKind.PERSON in hints
+
+
+#: Leaves that are never redacted (exact types: what `model_dump(mode="json")` gives); walks return them as they are.
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 
 def redact_value(
@@ -354,13 +364,14 @@ def _redact_tree(value: Any, pol: RedactionPolicy, known: KnownValues, memo: _Me
         if isinstance(v, BaseModel):
             return walk(v.model_dump(mode="python"), hint, key)
         if isinstance(v, dict):
-            hints, named = _hints_of(v)
+            hints, named, _ = _hints_of(v)
             if named:
                 skip = _not_person_keys(v)
                 hints = tuple(None if k in skip else h for k, h in zip(v, hints, strict=True))
-            return {k: walk(item, h, k) for (k, item), h in zip(v.items(), hints, strict=True)}
+            return {k: item if type(item) in _PLAIN else walk(item, h, k)
+                    for (k, item), h in zip(v.items(), hints, strict=True)}
         if isinstance(v, list):
-            return [walk(item, hint, key) for item in v]
+            return [item if type(item) in _PLAIN else walk(item, hint, key) for item in v]
         if isinstance(v, tuple):
             return tuple(walk(item, hint, key) for item in v)
         if isinstance(v, set | frozenset):

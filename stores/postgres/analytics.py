@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from stores.errors import InvalidData
 from stores.postgres.base import Params, Repository, scope_clause
@@ -22,6 +22,9 @@ from stores.postgres.models import (
 from stores.scope import RowScope
 
 _GRANULARITIES = ("hour", "day", "week", "month")
+#: A page of cells validated in one call (pydantic-core's loop), not one `model_validate` per row.
+_CELLS = TypeAdapter(list[CorridorVolume])
+_CELL_FIELDS = tuple(CorridorVolume.model_fields)
 #: A time series never has more buckets than this (e.g. 400 days, 2 years of weeks).
 MAX_BUCKETS = 1000
 #: Row caps of the aggregate queries (one row per bucket and group); a capped result says `truncated`.
@@ -117,8 +120,7 @@ class AnalyticsRepository(Repository):
         suppressed = int(rows[0]["suppressed"]) if rows else 0
         shown_total = int(rows[0]["shown"]) if rows else 0
         found = [r for r in rows if r["bucket"] is not None]
-        items = [CorridorVolume.model_validate({k_: r[k_] for k_ in CorridorVolume.model_fields})
-                 for r in found[:cap]]
+        items = _CELLS.validate_python([{k_: r[k_] for k_ in _CELL_FIELDS} for r in found[:cap]])
         more = len(found) > cap
         return CorridorPage(items=items, truncated=more, suppressed_cells=suppressed, shown_cells=shown_total,
                             next_cursor=_cell_cursor(items[-1], digest) if more and items else None, digest=digest)

@@ -85,9 +85,32 @@ async def test_tools_are_listed_with_input_and_output_schemas(http_server, e2e_s
         assert tool.input_schema["type"] == "object"
         assert tool.input_schema.get("additionalProperties") is False, f"{name} must refuse unknown arguments"
         assert tool.output_schema and tool.output_schema["type"] == "object"
+        assert "$ref" not in json.dumps(tool.output_schema), f"{name}: the published output schema is flattened"
         assert tool.annotations.read_only_hint is BY_NAME[name].read_only
     limit = tools["search_transactions"].input_schema["properties"]["limit"]
     assert limit.get("maximum") == 100
+
+
+async def test_the_client_validates_answers_against_the_flattened_output_schema(http_server, e2e_settings):
+    from mcp_types import CallToolResult
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    args = {"date_from": (now - timedelta(days=365)).isoformat(), "date_to": now.isoformat()}
+    async with http_session(http_server, token_for(e2e_settings, "compliance_officer")) as s:
+        schema = {t.name: t for t in (await s.list_tools()).tools}["corridor_volume"].output_schema
+        assert schema["properties"]["rows"]["items"]["type"] == "object"  # the row model inlined
+        answer = await s.call_tool("corridor_volume", args)  # the SDK validated it against that schema
+        assert not answer.is_error
+        good = dict(payload(answer))
+        row = {"day": "2025-06-01T00:00:00Z", "corridor": "NG-GB", "currency": "GBP", "dest_currency": None,
+               "transactions": 12, "volume_minor": 1_234_500}
+        await s.validate_tool_result("corridor_volume", CallToolResult(content=[], structured_content={
+            **good, "rows": [*good["rows"], row]}))
+        for bad in ({**good, "rows": [*good["rows"], {**row, "transactions": "12"}]},
+                    {**good, "rows": [*good["rows"], {**row, "dest_currency": 7}]},
+                    {**good, "min_cell_size": "5"}, {**good, "next_cursor": 1}):
+            with pytest.raises(RuntimeError, match="Invalid structured content"):
+                await s.validate_tool_result("corridor_volume", CallToolResult(content=[], structured_content=bad))
 
 
 async def test_resources_and_prompts(http_server, e2e_settings, facts):

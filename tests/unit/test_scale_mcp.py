@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.scale import BYTES_PER_USER
 from bench.scale_mcp import (
     P99_GOAL_MS,
@@ -87,3 +89,12 @@ def test_an_interrupted_measurement_keeps_the_tools_it_finished_for_the_same_siz
     assert carried(res, [1_000], 50) == {1_000: {}}  # other sizes: not interleaved with the same ones
     assert carried(merge(res, 1_000, {**partial, "complete": True}), [1_000, 10_000], 50)[1_000] == {}
     assert evaluate(res) == []  # goals are judged on complete sizes only
+
+
+def test_tools_can_be_selected_and_an_unknown_one_is_refused_before_anything_runs():
+    from bench.scale_mcp import parser, run
+
+    assert parser().parse_args(["--tools", "corridor_volume"]).tools == ["corridor_volume"]
+    assert parser().parse_args([]).tools is None
+    with pytest.raises(SystemExit, match=r"unknown tool\(s\): no_such_tool"):
+        run(parser().parse_args(["--tools", "corridor_volume", "no_such_tool", "--sizes", "1000"]))
