@@ -4,8 +4,8 @@
 
 On the bench dataset (the one `bench.tool_calls` builds), as a support agent:
 
-  floor     `get_transaction`'s three statements through a bare asyncpg pool on the agent replica, prepared
-            (asyncpg's statement cache), one call in flight: p50/p99
+  floor     `get_transaction`'s one statement (the transaction with its ledger lines and refunds) through a
+            bare asyncpg pool on the agent replica, prepared (asyncpg's statement cache), one call in flight: p50/p99
   stdio     `kredete serve` over stdio, one session, sequential calls: p50/p99
   http N    `kredete serve --transport http --workers N` for each N, all up at once (with the base below):
             sequential p50/p99 on one session, the paths taking turns call by call; then `--rounds` rounds in
