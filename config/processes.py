@@ -7,16 +7,21 @@ import os
 from pathlib import Path
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True when `pid` names a running process (of any user); a zombie, exited but not yet reaped, is not."""
-    if not pid:
-        return False
+def pid_exists(pid: int) -> bool:
+    """Whether `kill(pid, 0)` finds `pid` (of any user), a zombie included: what PostgreSQL's lock check asks."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when `pid` names a running process (of any user); a zombie, exited but not yet reaped, is not."""
+    if not pid or not pid_exists(pid):
+        return False
     # A zombie still answers kill(0); treat it as dead.
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text()

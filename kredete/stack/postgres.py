@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from config import ports
+from config.processes import pid_exists
 from config.secrets import local_secrets
 from config.settings import get_settings
 from kredete.stack.base import (
@@ -67,18 +68,6 @@ def _is_postgres(pid: int) -> bool:
     """A postmaster or one of its backends (their titles start with `postgres`)."""
     argv = proc_cmdline(pid)
     return bool(argv) and Path(argv[0].split()[0]).name.rstrip(":") in ("postgres", "postmaster")
-
-
-def _pid_exists(pid: int) -> bool:
-    """Whether PostgreSQL's own lock check (`kill(pid, 0)`) finds `pid`: a zombie counts (pid_alive says no). An
-    orphan killed with -9 stays a zombie until its new parent reaps it, and this machine's init does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _postgres_in(pgdata: Path) -> set[int]:
@@ -175,7 +164,9 @@ class _PostgresBase(Server):
                 pid = int(lock.read_text().split("\n", 1)[0].strip())
             except (OSError, ValueError):
                 continue
-            if not _pid_exists(pid):
+            # PostgreSQL's own check: a zombie counts (pid_alive says no). An orphan killed with -9 stays a
+            # zombie until its new parent reaps it, and this machine's init does not.
+            if not pid_exists(pid):
                 continue
             if not checked:
                 if _postgres_left_in(self.pgdata, pid, self.orphan_grace):
