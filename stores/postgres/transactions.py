@@ -49,18 +49,21 @@ SUMMARY_COLUMNS = ("t.id, t.created_at, t.user_id, t.kind, t.status, t.corridor_
 DETAIL_COLUMNS = SUMMARY_COLUMNS + (", t.updated_at, t.wallet_id, t.fx_rate, t.fx_rate_observed_at, t.fx_order_id, "
                                     "t.payment_method_id, t.counterparty_reference, t.memo, t.failure_reason, "
                                     "t.completed_at")
-#: The fields of a ledger line and of a refund, in the order DETAIL_WITH_LINES puts them in its records.
-ENTRY_FIELDS = ("line_no", "wallet_id", "currency", "direction", "amount_minor", "entry_type")
-REFUND_FIELDS = ("id", "amount_minor", "currency", "status", "reason", "created_at", "refund_transaction_id")
+#: The fields of a ledger line and of a refund, in the order DETAIL_WITH_LINES puts them in its records (enums as
+#: their text: an anonymous record's fields come back without their type's codec).
+_ENTRY_COLUMNS = ("line_no", "wallet_id", "currency", "direction::text", "amount_minor", "entry_type")
+_REFUND_COLUMNS = ("id", "amount_minor", "currency", "status::text", "reason", "created_at", "refund_transaction_id")
+ENTRY_FIELDS = tuple(c.removesuffix("::text") for c in _ENTRY_COLUMNS)
+REFUND_FIELDS = tuple(c.removesuffix("::text") for c in _REFUND_COLUMNS)
 #: A transaction's detail with its ledger lines and refunds in one statement (one round trip, not three): each an
-#: array of records in binary, so every value keeps its type (enums as their text); `t` is the transaction.
+#: array of records in binary, so every value keeps its type; `t` is the transaction.
 DETAIL_WITH_LINES = (
     f"{DETAIL_COLUMNS}, "
-    "ARRAY(SELECT (e.line_no, e.wallet_id, e.currency, e.direction::text, e.amount_minor, e.entry_type) "
+    f"ARRAY(SELECT ({', '.join('e.' + c for c in _ENTRY_COLUMNS)}) "
     "FROM ledger_entries e WHERE e.transaction_id = t.id AND e.created_at = t.created_at ORDER BY e.line_no) "
     "AS entries, "
-    "ARRAY(SELECT (r.id, r.amount_minor, r.currency, r.status::text, r.reason, r.created_at, "
-    "r.refund_transaction_id) FROM refunds r WHERE r.transaction_id = t.id ORDER BY r.created_at, r.id) AS refunds")
+    f"ARRAY(SELECT ({', '.join('r.' + c for c in _REFUND_COLUMNS)}) "
+    "FROM refunds r WHERE r.transaction_id = t.id ORDER BY r.created_at, r.id) AS refunds")
 
 
 def escape_like(text: str) -> str:
