@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import hmac
 import json
@@ -673,18 +674,13 @@ class TraceRecorder:
                     self.exporter.export(fields)
 
 
-#: Per role, the PII kinds its redaction policy shows in part or in full rather than masking them.
-_SHOWN: dict[Role, frozenset[str]] = {}
-
-
+@functools.cache
 def _shown_kinds(role: Role) -> frozenset[str]:
-    if role not in _SHOWN:
-        from guards.redaction import role_policy
-        from guards.redaction.masking import Action
+    """The PII kinds `role`'s redaction policy shows in part or in full rather than masking them."""
+    from guards.redaction import role_policy
+    from guards.redaction.masking import Action
 
-        actions = role_policy(role.value).actions
-        _SHOWN[role] = frozenset(str(k) for k, a in actions.items() if a != Action.MASK)
-    return _SHOWN[role]
+    return frozenset(str(k) for k, a in role_policy(role.value).actions.items() if a != Action.MASK)
 
 
 def _masked_on_the_way_out(state: CallState) -> bool:
