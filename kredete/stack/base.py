@@ -79,20 +79,39 @@ def listening(port: int) -> bool:
     return False
 
 
-def proc_cmdline(pid: int) -> list[str] | None:
-    """argv of a process from /proc (None when it is gone or unreadable)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+def _is_kernel_thread(pid: int) -> bool:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return pid == 2 or int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == 2
+    return False
+
+
+def proc_cmdline(pid: int, settle: float = 1.0) -> list[str] | None:
+    """argv of a process from /proc (None when it is gone or unreadable).
+
+    A process in the middle of exec() reads as an empty command line: its parent's Popen returns once the
+    close-on-exec pipe closes, before the kernel has set up the new program's arguments (on a loaded machine
+    most reads in that window come back empty). A live process that is neither a zombie nor a kernel thread
+    is given up to `settle` seconds to show its command line, so it is not mistaken for none at all.
+    """
+    path = Path(f"/proc/{pid}/cmdline")
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        if raw or time.monotonic() >= deadline or not pid_alive(pid) or _is_kernel_thread(pid):
+            return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        time.sleep(0.005)
 
 
 def describe_pid(pid: int) -> str:
     """The program a pid runs, by name only (a command line can carry passwords)."""
     argv = proc_cmdline(pid)
-    if not argv:
+    if argv is None or (not argv and not pid_alive(pid)):
         return "not running"
+    if not argv:
+        return "a process with no command line (a kernel thread)"
     return f"`{Path(argv[0].split()[0]).name}`"
 
 

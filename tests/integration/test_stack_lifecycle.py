@@ -16,7 +16,7 @@ import pytest
 
 from config.errors import StackError
 from evals.harness import free_port
-from kredete.stack.base import pid_alive
+from kredete.stack.base import describe_pid, pid_alive
 from kredete.stack.redis import RedisServer
 
 # Scratch servers take ports the kernel says are free now: fixed numbers inside the ephemeral range
@@ -150,6 +150,14 @@ def stranger():
     yield proc
     proc.kill()
     proc.wait()
+
+
+def _running_sleep(proc):
+    """Wait until `proc` runs `sleep` itself: setpriv execs it, and until then the pid is setpriv's."""
+    deadline = time.monotonic() + 10
+    while describe_pid(proc.pid) != "`sleep`" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 def test_stale_pid_file_of_an_unrelated_process_is_removed_not_signalled(scratch, stranger):
@@ -308,7 +316,7 @@ def run_user_stranger():
     argv = ["sleep", "300"]
     if os.geteuid() == 0:
         argv = ["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}", "--init-groups", "--", *argv]
-    proc = subprocess.Popen(argv, start_new_session=True)
+    proc = _running_sleep(subprocess.Popen(argv, start_new_session=True))
     yield proc
     proc.kill()
     proc.wait()
