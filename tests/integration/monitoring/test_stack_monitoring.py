@@ -190,3 +190,17 @@ async def test_redis_keyspace_hit_ratio_is_recorded(monitoring):
     finally:
         await cache.invalidate(cache.key("monitoring-probe"))
         await cache.close()
+
+
+def test_a_reload_returns_once_alerts_can_be_sent_again(monitoring):
+    """Prometheus rebuilds its Alertmanager list on every reload and is without one for 4-5 s: an alert that
+    starts firing then is dropped and only sent again a minute later. The alert drills lost a notification to
+    it in a full run (`prometheus_notifications_dropped_total` rose as the heap alert fired). A reload now
+    returns once the notifier knows the Alertmanager again."""
+    from kredete.stack.prometheus import PrometheusServer, api
+
+    server = PrometheusServer()
+    for _ in range(3):
+        server.reload()
+        known = api("/api/v1/alertmanagers")["activeAlertmanagers"]
+        assert known, "the reload returned while Prometheus had no Alertmanager to send alerts to"
