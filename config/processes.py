@@ -18,13 +18,18 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the program name (state first, then the parent's pid); None when
+    the process is gone or the file unreadable. The name is cut at its last `)`: it may hold spaces and `)`."""
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return None
+
+
 def pid_alive(pid: int | None) -> bool:
     """True when `pid` names a running process (of any user); a zombie, exited but not yet reaped, is not."""
     if not pid or not pid_exists(pid):
         return False
     # A zombie still answers kill(0); treat it as dead.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
+    fields = stat_fields(pid)
+    return not (fields and fields[0] == "Z")

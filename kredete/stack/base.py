@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from config.errors import StackError
 from config.paths import cache_dir, local_dir
-from config.processes import pid_alive
+from config.processes import pid_alive, stat_fields
 
 logger = logging.getLogger("kredete.stack")
 
@@ -79,10 +79,10 @@ def listening(port: int) -> bool:
     return False
 
 
-def _is_kernel_thread(pid: int) -> bool:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        return pid == 2 or int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == 2
-    return False
+def _never_shows_argv(pid: int) -> bool:
+    """Gone, a zombie, or a kernel thread (kthreadd, pid 2, or one of its children): no command line will come."""
+    fields = stat_fields(pid)
+    return not fields or fields[0] == "Z" or pid == 2 or fields[1] == "2"
 
 
 def proc_cmdline(pid: int, settle: float = 1.0) -> list[str] | None:
@@ -100,7 +100,7 @@ def proc_cmdline(pid: int, settle: float = 1.0) -> list[str] | None:
             raw = path.read_bytes()
         except OSError:
             return None
-        if raw or time.monotonic() >= deadline or not pid_alive(pid) or _is_kernel_thread(pid):
+        if raw or time.monotonic() >= deadline or _never_shows_argv(pid):
             return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
         time.sleep(0.005)
 

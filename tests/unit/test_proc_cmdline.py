@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from config.processes import stat_fields
 from kredete.stack.base import describe_pid, proc_cmdline
 
 
@@ -48,12 +49,10 @@ def test_a_gone_process_and_a_zombie_are_not_running_at_once():
 
 
 def _a_kernel_thread() -> int | None:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[1] == "2":  # a child of kthreadd
-                return int(stat.parent.name)
-        except (OSError, IndexError):
-            continue
+    for proc in Path("/proc").glob("[0-9]*"):
+        fields = stat_fields(int(proc.name))
+        if fields and fields[1] == "2":  # a child of kthreadd
+            return int(proc.name)
     return None
 
 
